@@ -1,0 +1,90 @@
+"""Typed domain errors shared by every service.
+
+Domain code raises these; one gRPC interceptor maps them to status codes, one client wrapper maps
+status codes back, and the gateway maps status codes to HTTP. Each error also carries an
+``ErrorClass`` so users, metrics and spans see the same closed set of causes.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorClass(enum.StrEnum):
+    """Who has to act on an error: the caller, an admin's policy, the upstream provider, or us."""
+
+    CALLER = "caller"
+    POLICY = "policy"
+    PROVIDER = "provider"
+    INTERNAL = "internal"
+
+
+class DomainError(Exception):
+    """Base of every error domain code raises on purpose. ``message`` is safe to show a user."""
+
+    default_class = ErrorClass.INTERNAL
+
+    def __init__(self, message: str, *, error_class: ErrorClass | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_class = error_class or self.default_class
+
+
+class InvalidInput(DomainError):
+    """The request is malformed or names a field with a bad value."""
+
+    default_class = ErrorClass.CALLER
+
+    def __init__(self, message: str, *, field: str = "", error_class: ErrorClass | None = None) -> None:
+        super().__init__(message, error_class=error_class)
+        self.field = field
+
+
+class NotFound(DomainError):
+    default_class = ErrorClass.CALLER
+
+
+class PermissionDenied(DomainError):
+    default_class = ErrorClass.POLICY
+
+
+class Unauthenticated(DomainError):
+    default_class = ErrorClass.CALLER
+
+
+class Conflict(DomainError):
+    default_class = ErrorClass.CALLER
+
+
+class FailedPrecondition(DomainError):
+    """The request is well formed but the system is not in a state to serve it (e.g. unknown model)."""
+
+    default_class = ErrorClass.CALLER
+
+
+class QuotaExceeded(DomainError):
+    default_class = ErrorClass.POLICY
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, error_class: ErrorClass | None = None
+    ) -> None:
+        super().__init__(message, error_class=error_class)
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(DomainError):
+    """A dependency (database, provider, another service) cannot be reached or timed out."""
+
+    default_class = ErrorClass.PROVIDER
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        timeout: bool = False,
+        error_class: ErrorClass | None = None,
+    ) -> None:
+        super().__init__(message, error_class=error_class)
+        self.retry_after = retry_after
+        self.timeout = timeout

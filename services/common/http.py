@@ -1,0 +1,34 @@
+"""The one factory for outbound aiohttp sessions.
+
+Every service builds its HTTP clients here so that timeouts, connection pooling and proxy handling
+(``HTTP_PROXY``/``HTTPS_PROXY`` via ``trust_env``) are the same everywhere. Requests whose URL a
+user, a model or a remote server can influence use ``services.common.http_guard`` instead, which
+wraps this factory with the SSRF guard.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+
+def new_client_session(
+    *,
+    total_timeout: float | None = None,
+    connect_timeout: float = 10.0,
+    read_timeout: float | None = None,
+    pool_size: int = 100,
+    trust_env: bool = True,
+    connector: aiohttp.BaseConnector | None = None,
+    headers: dict[str, str] | None = None,
+) -> aiohttp.ClientSession:
+    """A pooled session. ``read_timeout`` bounds the gap between two reads, not the whole body."""
+    timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout)
+    if connector is None:
+        connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=60)
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        connector=connector,
+        trust_env=trust_env,
+        headers=headers,
+        raise_for_status=False,
+    )
