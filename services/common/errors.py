@@ -53,7 +53,13 @@ class Unauthenticated(DomainError):
 
 
 class Conflict(DomainError):
+    """The request collides with the current state (a concurrent edit, a resource still in use)."""
+
     default_class = ErrorClass.CALLER
+
+
+class AlreadyExists(Conflict):
+    """Something with the same unique key (a username, an id) exists."""
 
 
 class FailedPrecondition(DomainError):

@@ -9,6 +9,7 @@ wraps this factory with the SSRF guard.
 from __future__ import annotations
 
 import aiohttp
+import aiohttp.abc
 
 
 def new_client_session(
@@ -20,6 +21,7 @@ def new_client_session(
     trust_env: bool = True,
     connector: aiohttp.BaseConnector | None = None,
     headers: dict[str, str] | None = None,
+    cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
 ) -> aiohttp.ClientSession:
     """A pooled session. ``read_timeout`` bounds the gap between two reads, not the whole body."""
     timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout)
@@ -30,5 +32,6 @@ def new_client_session(
         connector=connector,
         trust_env=trust_env,
         headers=headers,
+        cookie_jar=cookie_jar,
         raise_for_status=False,
     )

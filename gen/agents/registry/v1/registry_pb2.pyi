@@ -601,7 +601,13 @@ class ListUsableAgentsResponse(_message.Message):
 
     AGENTS_FIELD_NUMBER: _builtins.int
     DEFAULT_AGENT_USERNAME_FIELD_NUMBER: _builtins.int
+    SEARCH_ENABLED_FIELD_NUMBER: _builtins.int
+    ALLOW_UNSAFE_LINKS_FIELD_NUMBER: _builtins.int
     default_agent_username: _builtins.str
+    search_enabled: _builtins.bool
+    """Semantic search is configured (and licensed)."""
+    allow_unsafe_links: _builtins.bool
+    """Agent posts may show images and link previews."""
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]:
         """Default agent first."""
@@ -611,10 +617,12 @@ class ListUsableAgentsResponse(_message.Message):
         *,
         agents: _abc.Iterable[Global___Agent] | None = ...,
         default_agent_username: _builtins.str = ...,
+        search_enabled: _builtins.bool = ...,
+        allow_unsafe_links: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "default_agent_username", b"default_agent_username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "allow_unsafe_links", b"allow_unsafe_links", "default_agent_username", b"default_agent_username", "search_enabled", b"search_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,23 @@
+"""Span attribute names, defined once (the admin guide's ``agents.*`` names)."""
+
+from __future__ import annotations
+
+LLM_PROVIDER = "agents.llm.provider"
+LLM_MODEL = "agents.llm.model"
+LLM_OPERATION = "agents.llm.operation"
+LLM_STREAMING = "agents.llm.streaming"
+LLM_INPUT_TOKENS = "agents.llm.input_tokens"
+LLM_OUTPUT_TOKENS = "agents.llm.output_tokens"
+LLM_OVERHEAD_SECONDS = "agents.llm.overhead_seconds"
+LLM_ERROR_CLASS = "agents.llm.error_class"
+AGENT_NAME = "agents.agent.name"
+AGENT_ID = "agents.agent.id"
+TOOL_NAME = "agents.tool.name"
+TOOL_ID = "agents.tool.id"
+TOOL_STATUS = "agents.tool.status"
+MCP_SERVER = "agents.mcp.server"
+MCP_TOOL = "agents.mcp.tool"
+USER_ID = "agents.user.id"
+CHANNEL_ID = "agents.channel.id"
+POST_ID = "agents.post.id"
+THREAD_ROOT_POST_ID = "agents.thread.root_post.id"

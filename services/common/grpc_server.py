@@ -1,0 +1,215 @@
+"""gRPC server bootstrap shared by every service.
+
+``GrpcServiceHost`` builds a ``grpc.aio`` server with the standard health and reflection
+services, the call interceptor (identity, deadline, error mapping), and graceful shutdown:
+health goes NOT_SERVING, clients get ``readiness_drain_seconds`` to move away, then in-flight
+calls and streams get ``shutdown_grace_seconds`` to finish before they are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import errors, identity
+from services.common.errors_map import INTERNAL_MESSAGE, status_for, trailing_metadata_for
+from services.common.settings import CommonSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+HEALTH_FULL_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass(frozen=True)
+class ServicerBinding:
+    """One servicer and the generated function that registers it, with its full service name."""
+
+    full_name: str
+    servicer: object
+    register: Callable[[Any, grpc.aio.Server], None]
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Per call: checks the service credential, sets identity and deadline context variables,
+    and maps domain errors to status codes (anything else → INTERNAL with a logged traceback)."""
+
+    def __init__(self, service_token: str) -> None:
+        self._token = service_token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(_UNGUARDED_PREFIXES):
+            return handler
+        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        presented = metadata.get(identity.SERVICE_TOKEN_KEY, "").encode()
+        authorised = not self._token or hmac.compare_digest(presented, self._token)
+        caller = identity.Identity.from_metadata(metadata, internal=bool(self._token) and authorised)
+        return _wrap_handler(handler, caller, authorised, handler_call_details.method)
+
+
+# Health and reflection stay reachable without the service credential (probes, grpcurl).
+_UNGUARDED_PREFIXES = (f"/{HEALTH_FULL_NAME}/", "/grpc.reflection.")
+
+
+def _enter(context: grpc.aio.ServicerContext, caller: identity.Identity) -> list[Any]:
+    remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
+    return [identity.current_identity.set(caller), identity.current_deadline.set(deadline)]
+
+
+def _exit(tokens: list[Any]) -> None:
+    identity.current_identity.reset(tokens[0])
+    identity.current_deadline.reset(tokens[1])
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, errors.DomainError):
+        context.set_trailing_metadata(trailing_metadata_for(exc))
+        await context.abort(status_for(exc), exc.message)
+    if isinstance(exc, NotImplementedError):
+        # The generated base class answers for RPCs whose feature has not landed yet.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+    logger.error("unhandled error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+_UNAUTHORISED = errors.Unauthenticated("missing or invalid service credential")
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, caller: identity.Identity, authorised: bool, method: str
+) -> grpc.RpcMethodHandler:
+    if handler.unary_unary or handler.stream_unary:
+        inner = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            tokens = _enter(context, caller)
+            try:
+                if not authorised:
+                    raise _UNAUTHORISED
+                return await inner(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc, method)
+            finally:
+                _exit(tokens)
+
+        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return factory(unary, handler.request_deserializer, handler.response_serializer)
+
+    inner_stream = handler.unary_stream or handler.stream_stream
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        tokens = _enter(context, caller)
+        try:
+            if not authorised:
+                raise _UNAUTHORISED
+            result = inner_stream(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result  # handlers that write with context.write()
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method)
+        finally:
+            _exit(tokens)
+
+    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+    return factory(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+class GrpcServiceHost:
+    """A running gRPC server for one service. Starts NOT_SERVING; call ``set_serving`` once the
+    service's dependencies (database, migrations, peers it cannot work without) are ready."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        bindings: Iterable[ServicerBinding],
+        *,
+        max_concurrent_rpcs: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bindings = list(bindings)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[CallInterceptor(settings.service_token)],
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # Clients re-resolve after scale-out when connections age out.
+                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+                ("grpc.max_connection_age_grace_ms", 30 * 1000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10 * 1000),
+            ],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
+        for binding in self.bindings:
+            binding.register(binding.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [b.full_name for b in self.bindings]
+        reflection.enable_server_reflection([*names, HEALTH_FULL_NAME, reflection.SERVICE_NAME], self.server)
+        self.port = 0
+        self._stopping = asyncio.Event()
+
+    @property
+    def service_names(self) -> list[str]:
+        return ["", *(b.full_name for b in self.bindings)]
+
+    async def start(self) -> int:
+        """Bind (port 0 picks a free port) and start serving health as NOT_SERVING."""
+        self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.settings.grpc_host}:{self.settings.grpc_port}")
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        logger.info("gRPC listening on %s:%d", self.settings.grpc_host, self.port)
+        return self.port
+
+    async def set_serving(self) -> None:
+        await self._set_status(health_pb2.HealthCheckResponse.SERVING)
+        logger.info("serving %s", ", ".join(b.full_name for b in self.bindings))
+
+    async def _set_status(self, status: int) -> None:
+        for name in self.service_names:
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, wait for clients to notice, then finish in-flight calls within the grace."""
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.readiness_drain_seconds:
+            await asyncio.sleep(self.settings.readiness_drain_seconds)
+        logger.info("draining in-flight calls (grace %.1fs)", self.settings.shutdown_grace_seconds)
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        logger.info("stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_for_stop_signal(self) -> None:
+        """Block until SIGTERM/SIGINT (or ``request_stop``)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self._stopping.wait()

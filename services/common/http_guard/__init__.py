@@ -1,0 +1,42 @@
+"""The outbound-HTTP guard every URL a user, a model or a remote server can influence goes through.
+
+Web search page fetches, MCP servers, OAuth discovery and tool requests all send through
+``GuardedHttpClient``: scheme check, hostname allow/deny lists, every IP spelling normalised,
+resolve-then-pin (no private ranges unless an admin allowed that host), every redirect re-checked,
+decompressed response size and time capped.
+"""
+
+from __future__ import annotations
+
+from .addresses import parse_ipv4_literal, refusal_reason
+from .client import GuardedHttpClient
+from .destination import CheckedDestination, ResolveName, check_destination, resolve_with_system
+from .policy import (
+    DestinationRefused,
+    OutboundPolicy,
+    ResponseTooLarge,
+    normalize_hostname,
+    parse_allowed_hostnames,
+)
+from .responses import GuardedResponse, GuardedStream
+from .transport import GuardedConnector, GuardedConnectorMismatch, new_guarded_session
+
+__all__ = [
+    "CheckedDestination",
+    "DestinationRefused",
+    "GuardedConnector",
+    "GuardedConnectorMismatch",
+    "GuardedHttpClient",
+    "GuardedResponse",
+    "GuardedStream",
+    "OutboundPolicy",
+    "ResolveName",
+    "ResponseTooLarge",
+    "check_destination",
+    "new_guarded_session",
+    "normalize_hostname",
+    "parse_allowed_hostnames",
+    "parse_ipv4_literal",
+    "refusal_reason",
+    "resolve_with_system",
+]

@@ -1,0 +1,87 @@
+"""Settings loading shared by every service: one frozen object, built once from the environment.
+
+Each service declares a pydantic model of its settings. A field ``foo_bar`` is read from
+``<PREFIX>FOO_BAR`` (the service's own prefix, e.g. ``AGENTS_LLM_``) and, for fields every service
+shares, from ``AGENTS_FOO_BAR`` as a fallback. ``DATABASE_URL`` is read as is. Validation fails
+with one error listing every missing or invalid variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SHARED_PREFIX = "AGENTS_"
+# Read without a prefix: the conventional name platform tooling already sets.
+UNPREFIXED = {"database_url": "DATABASE_URL"}
+
+
+class SettingsError(Exception):
+    """Raised at start-up with every bad variable named."""
+
+
+class CommonSettings(BaseModel):
+    """Fields every service has. Defaults work for a local run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service_name: str
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    database_url: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Shared credential services present to each other; empty disables the check (local runs).
+    service_token: str = Field(default="", repr=False)
+    # Seconds to drain in-flight calls and streams after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Seconds health reports NOT_SERVING before the server stops accepting calls, so that load
+    # balancers and clients move away first.
+    readiness_drain_seconds: float = Field(default=0.0, ge=0)
+    # off, logs (spans in the JSON log), otlp (gRPC exporter), file (JSON lines, used by tests).
+    telemetry_output: Literal["off", "logs", "otlp", "file"] = "off"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    trace_file: str = ""
+    # Service addresses (host:port or dns:///name:port for client-side balancing).
+    index_addr: str = "127.0.0.1:50054"
+    llm_addr: str = "127.0.0.1:50051"
+    tools_addr: str = "127.0.0.1:50052"
+    mcp_addr: str = "127.0.0.1:50053"
+    # Default deadline of an outgoing call when the incoming call has none.
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S], prefix: str, environ: Mapping[str, str] | None = None, **fixed: object) -> S:
+    """Build ``cls`` from ``environ`` (default ``os.environ``); ``fixed`` values win over the environment."""
+    env = os.environ if environ is None else environ
+    shared = set(CommonSettings.model_fields)
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for name in cls.model_fields:
+        if name in fixed:
+            values[name] = fixed[name]
+            continue
+        candidates = [UNPREFIXED[name]] if name in UNPREFIXED else [f"{prefix}{name.upper()}"]
+        if name in shared and name not in UNPREFIXED:
+            candidates.append(f"{SHARED_PREFIX}{name.upper()}")
+        for var in candidates:
+            if var in env:
+                values[name] = env[var]
+                sources[name] = var
+                break
+        else:
+            sources[name] = candidates[0]
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            var = sources.get(field, field)
+            problems.append(f"{var}: {item['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

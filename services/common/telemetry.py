@@ -1,0 +1,164 @@
+"""Logging, tracing and instrumentation set-up: the only module that configures handlers.
+
+Logs are JSON lines with the service name and the current trace/span ids. Traces go nowhere
+(``off``), into the log (``logs``), to an OTLP collector (``otlp``), or to a JSON-lines file
+(``file``, used by tests to follow one request across processes). Instrumentation of grpc.aio and
+aiohttp must run before any server or channel is created, since it patches their constructors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from services.common.settings import CommonSettings
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, service, logger, message, trace ids, extras."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries that log request lines or secrets-adjacent details at INFO stay at WARNING.
+    for noisy in ("aiohttp.access", "httpx", "botocore", "urllib3", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends finished spans as JSON lines (trace id, span id, parent id, name, attributes)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for span in spans:
+            ctx = span.get_span_context()
+            lines.append(
+                json.dumps(
+                    {
+                        "service": span.resource.attributes.get("service.name", ""),
+                        "name": span.name,
+                        "kind": span.kind.name,
+                        "trace_id": format(ctx.trace_id, "032x"),
+                        "span_id": format(ctx.span_id, "016x"),
+                        "parent_id": format(span.parent.span_id, "016x") if span.parent else "",
+                        "attributes": {
+                            k: v if isinstance(v, (str, int, float, bool)) else list(v)
+                            for k, v in (span.attributes or {}).items()
+                        },
+                        "status": span.status.status_code.name,
+                        "start_ns": span.start_time,
+                        "end_ns": span.end_time,
+                    }
+                )
+            )
+        with self._lock, self._path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+        return SpanExportResult.SUCCESS
+
+
+class LogSpanExporter(SpanExporter):
+    """``telemetryOutput: logs``: each finished span becomes one log line."""
+
+    _logger = logging.getLogger("agents.spans")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            ctx = span.get_span_context()
+            self._logger.info(
+                "span %s",
+                span.name,
+                extra={
+                    "span_trace_id": format(ctx.trace_id, "032x"),
+                    "span_duration_ms": ((span.end_time or 0) - (span.start_time or 0)) / 1e6,
+                },
+            )
+        return SpanExportResult.SUCCESS
+
+
+def configure_tracing(settings: CommonSettings) -> TracerProvider:
+    """Install the tracer provider and instrument grpc.aio and aiohttp (before servers/channels exist)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    if settings.telemetry_output == "file" and settings.trace_file:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(settings.trace_file)))
+    elif settings.telemetry_output == "logs":
+        provider.add_span_processor(BatchSpanProcessor(LogSpanExporter()))
+    elif settings.telemetry_output == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+        )
+    trace.set_tracer_provider(provider)
+    _instrument()
+    return provider
+
+
+_instrumented = False
+
+
+def _instrument() -> None:
+    global _instrumented
+    if _instrumented:
+        return
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+
+    GrpcAioInstrumentorServer().instrument()
+    GrpcAioInstrumentorClient().instrument()
+    AioHttpServerInstrumentor().instrument()
+    AioHttpClientInstrumentor().instrument()
+    _instrumented = True
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)

@@ -1,0 +1,159 @@
+"""Fake REST handlers for system, users, teams and channels (spec paths under ``/api/v4``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tests.fakes.mattermost.context import answer, ctx, read_json
+from tests.fakes.mattermost.state import FakeError, bad_request, forbidden, not_found
+
+# --- system, users ------------------------------------------------------------------------------
+
+
+async def ping(request: web.Request) -> web.Response:
+    return answer({"status": "OK", "database_status": "OK", "filestore_status": "OK"})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    user_id = request.match_info["user_id"]
+    return answer(state.snapshot(state.user(me if user_id == "me" else user_id)))
+
+
+async def get_user_by_username(request: web.Request) -> web.Response:
+    state, _ = ctx(request)
+    name = request.match_info["username"]
+    for user in state.users.values():
+        if user["username"] == name:
+            return answer(state.snapshot(user))
+    raise not_found("user")
+
+
+async def get_users_by_ids(request: web.Request) -> web.Response:
+    state, _ = ctx(request)
+    ids = await read_json(request)
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise bad_request("user_ids")
+    return answer([state.snapshot(state.users[i]) for i in dict.fromkeys(ids) if i in state.users])
+
+
+async def search_users(request: web.Request) -> web.Response:
+    state, _ = ctx(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("term"), str):
+        raise bad_request("term")
+    term = body["term"].lower().lstrip("@")
+    limit = body.get("limit", 100)
+    found = []
+    for user in state.users.values():
+        fields = (user["username"], user["first_name"], user["last_name"], user["nickname"], user["email"])
+        if not any(f.lower().startswith(term) for f in fields):
+            continue
+        if user["delete_at"] and not body.get("allow_inactive"):
+            continue
+        if body.get("team_id") and not state.is_team_member(body["team_id"], user["id"]):
+            continue
+        if body.get("in_channel_id") and (body["in_channel_id"], user["id"]) not in state.channel_members:
+            continue
+        found.append(state.snapshot(user))
+    return answer(found[: max(0, int(limit))])
+
+
+async def set_profile_image(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    user_id = request.match_info["user_id"]
+    user = state.user(user_id)
+    bot = state.bots.get(user_id)
+    if me != user_id and not state.is_admin(me) and not (bot and bot["owner_id"] == me):
+        raise forbidden()
+    form = await request.post()
+    image = form.get("image")
+    if not isinstance(image, web.FileField):
+        raise FakeError(400, "api.user.upload_profile_user.no_file.app_error", "No file under 'image'.")
+    state.profile_images[user_id] = image.file.read()
+    user["last_picture_update"] = state.now()
+    return answer({"status": "OK"})
+
+
+# --- teams --------------------------------------------------------------------------------------
+
+
+async def get_team(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    team = state.teams.get(request.match_info["team_id"])
+    if team is None:
+        raise not_found("team")
+    if not (state.is_admin(me) or state.is_team_member(team["id"], me) or team["allow_open_invite"]):
+        raise forbidden()
+    return answer(state.snapshot(team))
+
+
+async def get_team_member(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    team_id, user_id = request.match_info["team_id"], request.match_info["user_id"]
+    if not (state.is_admin(me) or state.is_team_member(team_id, me)):
+        raise forbidden()
+    member = state.team_members.get((team_id, user_id))
+    if member is None:
+        raise not_found("team_member")
+    return answer(state.snapshot(member))
+
+
+async def get_user_teams(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    user_id = request.match_info["user_id"]
+    if user_id != me and not state.is_admin(me):
+        raise forbidden()
+    teams = [state.snapshot(t) for t in state.teams.values() if state.is_team_member(t["id"], user_id)]
+    return answer(teams)
+
+
+# --- channels -----------------------------------------------------------------------------------
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    channel = state.channels.get(request.match_info["channel_id"])
+    if channel is None:
+        raise not_found("channel")
+    if not state.can_read_channel(me, channel["id"]):
+        raise forbidden()
+    return answer(state.snapshot(channel))
+
+
+async def get_channel_member(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    channel_id, user_id = request.match_info["channel_id"], request.match_info["user_id"]
+    if not state.can_read_channel(me, channel_id):
+        raise forbidden()
+    member = state.channel_members.get((channel_id, user_id))
+    if member is None:
+        raise FakeError(404, "app.channel.get_member.missing.app_error", "No channel member found.")
+    return answer(state.snapshot(member))
+
+
+async def get_channels_for_user(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    user_id, team_id = request.match_info["user_id"], request.match_info["team_id"]
+    if user_id != me and not state.is_admin(me):
+        raise forbidden()
+    if team_id not in state.teams:
+        raise not_found("team")
+    channels = [
+        state.snapshot(c)
+        for c in state.channels.values()
+        if (c["team_id"] == team_id or c["type"] in {"D", "G"}) and (c["id"], user_id) in state.channel_members
+    ]
+    return answer(channels)
+
+
+async def create_direct_channel(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    ids = await read_json(request)
+    if not isinstance(ids, list) or len(ids) != 2 or not all(isinstance(i, str) for i in ids):
+        raise bad_request("user_ids")
+    if any(i not in state.users for i in ids):
+        raise bad_request("user_id")
+    if me not in ids and not state.is_admin(me):
+        raise forbidden()
+    return answer(state.snapshot(state.direct_channel(ids[0], ids[1])), status=201)
