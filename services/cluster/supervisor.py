@@ -1,0 +1,170 @@
+"""Starts the services as separate processes, prefixes their logs, waits until every one is
+healthy, and stops them cleanly. Used by ``make up`` and by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+GRPC_SERVICES = ("index", "llm", "tools", "mcp")
+COLOURS = {"index": 36, "llm": 35, "tools": 33, "mcp": 34, "gateway": 32}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ClusterConfig:
+    database_url: str
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=dict)  # service → port; missing → defaults/free
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
+    service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    log_sink: Callable[[str, str], None] | None = None  # (service, line); None prints prefixed
+    colour: bool = False
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    proc: asyncio.subprocess.Process
+    pump: asyncio.Task[None]
+
+
+class Cluster:
+    """The five processes on loopback. ``await start()`` returns once all report healthy."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.processes: dict[str, ServiceProcess] = {}
+        for name in (*GRPC_SERVICES, "gateway"):
+            config.ports.setdefault(name, free_port(config.host))
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.port('gateway')}"
+
+    def address(self, name: str) -> str:
+        return f"{self.config.host}:{self.config.port(name)}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": self.config.database_url,
+                "AGENTS_SERVICE_TOKEN": self.config.service_token,
+                "AGENTS_GRPC_HOST": self.config.host,
+                "AGENTS_INDEX_ADDR": self.address("index"),
+                "AGENTS_LLM_ADDR": self.address("llm"),
+                "AGENTS_TOOLS_ADDR": self.address("tools"),
+                "AGENTS_MCP_ADDR": self.address("mcp"),
+                "AGENTS_GATEWAY_HTTP_HOST": self.config.host,
+                "AGENTS_GATEWAY_HTTP_PORT": str(self.config.port("gateway")),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for name in GRPC_SERVICES:
+            env[f"AGENTS_{name.upper()}_GRPC_PORT"] = str(self.config.port(name))
+        env.update(self.config.env)
+        return env
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        env = self.environment()
+        for name in (*GRPC_SERVICES, "gateway"):
+            await self.start_service(name, env)
+        await self.wait_healthy(timeout=timeout)
+
+    async def start_service(self, name: str, env: dict[str, str] | None = None) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"services.{name}",
+            env=env or self.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self.processes[name] = ServiceProcess(name, proc, asyncio.create_task(self._pump(name, proc)))
+
+    async def _pump(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            if self.config.log_sink:
+                self.config.log_sink(name, text)
+            elif self.config.colour:
+                print(f"\x1b[{COLOURS[name]}m{name:>7} |\x1b[0m {text}", flush=True)
+            else:
+                print(f"{name:>7} | {text}", flush=True)
+
+    async def wait_healthy(self, *, timeout: float = 60.0, names: tuple[str, ...] | None = None) -> None:
+        """Poll gRPC health (and the gateway's /readyz) until every service is SERVING."""
+        deadline = time.monotonic() + timeout
+        pending = set(names or self.processes)
+        async with aiohttp.ClientSession() as http:
+            while pending:
+                for name in sorted(pending):
+                    proc = self.processes[name].proc
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up")
+                    if await self._healthy(name, http):
+                        pending.discard(name)
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}")
+                await asyncio.sleep(0.1)
+
+    async def _healthy(self, name: str, http: aiohttp.ClientSession) -> bool:
+        if name == "gateway":
+            try:
+                async with http.get(f"{self.gateway_url}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    return r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+        async with grpc.aio.insecure_channel(self.address(name)) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def stop_service(self, name: str, *, grace: float = 30.0, sig: int = signal.SIGTERM) -> int | None:
+        """Signal one process and wait for it (SIGKILL after ``grace``). Returns its exit code."""
+        service = self.processes.pop(name, None)
+        if service is None:
+            return None
+        if service.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                service.proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(service.proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    service.proc.kill()
+                await service.proc.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await service.pump
+        return service.proc.returncode
+
+    async def stop(self, *, grace: float = 30.0) -> None:
+        # Gateway first so no new work arrives, then the services in parallel.
+        await self.stop_service("gateway", grace=grace)
+        await asyncio.gather(*(self.stop_service(n, grace=grace) for n in list(self.processes)))

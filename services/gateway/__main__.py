@@ -1,0 +1,28 @@
+"""``python -m services.gateway``: the HTTP gateway Mattermost talks to."""
+
+import asyncio
+import sys
+
+from services.common.settings import SettingsError
+from services.common.telemetry import configure_logging, configure_tracing
+from services.gateway.server import GatewayProcess, build_deps
+from services.gateway.settings import load
+
+
+def main() -> None:
+    try:
+        settings = load()
+    except SettingsError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings)  # before the aiohttp app and gRPC channels exist
+
+    async def run() -> None:
+        await GatewayProcess(settings, build_deps(settings)).run()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""gRPC stubs of every backend service, over one channel per target."""
+
+from __future__ import annotations
+
+from agents.index.v1 import index_pb2 as index_pb2
+from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
+from agents.mcp.v1 import mcp_pb2 as mcp_pb2
+from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
+from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
+from agents.tools.v1 import tools_pb2 as tools_pb2
+from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
+
+from services.common.grpc_client import ChannelPool, idempotent
+from services.common.settings import CommonSettings
+
+
+class Backends:
+    def __init__(self, settings: CommonSettings) -> None:
+        self.pool = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
+        registry = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
+        index = index_pb2.DESCRIPTOR.services_by_name["Index"]
+        index_channel = self.pool.get(settings.index_addr, [*idempotent(registry), *idempotent(index)])
+        self.registry = registry_pb2_grpc.RegistryStub(index_channel)
+        self.index = index_pb2_grpc.IndexStub(index_channel)
+        llm_service = llm_pb2.DESCRIPTOR.services_by_name["LLM"]
+        conversations = llm_pb2.DESCRIPTOR.services_by_name["Conversations"]
+        llm_channel = self.pool.get(settings.llm_addr, [*idempotent(llm_service), *idempotent(conversations)])
+        self.llm = llm_pb2_grpc.LLMStub(llm_channel)
+        self.conversations = llm_pb2_grpc.ConversationsStub(llm_channel)
+        tools = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
+        self.tools = tools_pb2_grpc.ToolsStub(self.pool.get(settings.tools_addr, idempotent(tools)))
+        mcp = mcp_pb2.DESCRIPTOR.services_by_name["MCP"]
+        self.mcp = mcp_pb2_grpc.MCPStub(self.pool.get(settings.mcp_addr, idempotent(mcp)))
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,42 @@
+"""What route handlers need, built once by the server and stored on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from services.common.mattermost import MattermostClient
+from services.gateway.auth import Authenticator, TtlCache
+from services.gateway.backends import Backends
+from services.gateway.settings import GatewaySettings
+
+
+@dataclass
+class GatewayDeps:
+    settings: GatewaySettings
+    http: aiohttp.ClientSession
+    mattermost: MattermostClient
+    backends: Backends
+    authenticator: Authenticator
+    # user id → ids of the teams the user belongs to (team access rules need them)
+    user_teams: TtlCache[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.user_teams = TtlCache(self.settings.auth_cache_seconds)
+
+    async def team_ids_of(self, user_id: str) -> list[str]:
+        cached = self.user_teams.get(user_id)
+        if cached is None:
+            cached = [t.id for t in await self.mattermost.get_user_teams(user_id)]
+            self.user_teams.put(user_id, cached)
+        return cached
+
+    async def close(self) -> None:
+        await self.backends.close()
+        await self.mattermost.aclose()
+        await self.http.close()
+
+
+DEPS = web.AppKey("deps", GatewayDeps)

@@ -1,0 +1,90 @@
+"""HTTP middleware: error rendering (the one place status codes become HTTP), authentication,
+and the caller identity that gRPC calls carry onward."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from services.common.errors import DomainError, InvalidInput, QuotaExceeded, UpstreamUnavailable
+from services.common.errors_map import INTERNAL_MESSAGE, http_status_for
+from services.common.identity import current_identity
+from services.gateway.auth import Authenticator, Caller
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CALLER_KEY = web.AppKey("authenticator", Authenticator)
+
+# Paths served without a Mattermost identity (probes, the OAuth popup callback handles its own state).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def error_response(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
+    headers = {}
+    if status in (429, 503) or retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after or 1)))
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as err:
+        status = http_status_for(err)
+        retry_after = err.retry_after if isinstance(err, (UpstreamUnavailable, QuotaExceeded)) else None
+        message = INTERNAL_MESSAGE if status >= 500 and status not in (501, 503, 504) else err.message
+        if status >= 500:
+            logger.warning("request failed: %s", err.message, extra={"path": request.path, "status": status})
+        return error_response(status, message, retry_after=retry_after)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            message = "not found" if exc.status == 404 else (exc.reason or "error")
+            return error_response(exc.status, message)
+        raise
+    except Exception:
+        logger.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, INTERNAL_MESSAGE)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    caller = await request.app[CALLER_KEY].authenticate(request)
+    request["caller"] = caller
+    token = current_identity.set(caller.identity)
+    try:
+        return await handler(request)
+    finally:
+        current_identity.reset(token)
+
+
+def caller_of(request: web.Request) -> Caller:
+    return request["caller"]
+
+
+async def read_json(request: web.Request, *, max_bytes: int | None = None) -> Any:
+    """Parse the body as JSON whatever its content type (the webapp sends text/plain)."""
+    limit = max_bytes or request.app["max_body_bytes"]
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    if not body.strip():
+        raise InvalidInput("request body is empty; expected JSON")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+
+async def require_empty_body(request: web.Request) -> None:
+    """Routes the plugin guards with empty-body enforcement: any body is a 400."""
+    body = await request.content.read(1)
+    if body:
+        raise InvalidInput("this route takes no request body")

@@ -1,0 +1,83 @@
+"""Wiring and lifecycle of the gateway: HTTP server, backends, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.http import new_client_session
+from services.common.mattermost import MattermostClient
+from services.gateway.app import create_app
+from services.gateway.auth import Authenticator
+from services.gateway.backends import Backends
+from services.gateway.deps import DEPS, GatewayDeps
+from services.gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+def build_deps(settings: GatewaySettings) -> GatewayDeps:
+    http = new_client_session(total_timeout=30.0)
+    mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token, session=http)
+    return GatewayDeps(
+        settings=settings,
+        http=http,
+        mattermost=mattermost,
+        backends=Backends(settings),
+        authenticator=Authenticator(settings, mattermost, http),
+    )
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the registry answers SERVING: without it no route can be served."""
+    deps = request.app[DEPS]
+    channel = deps.backends.pool.get(deps.settings.index_addr)
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.aio.AioRpcError:
+        serving = False
+    return web.json_response({"status": "ready" if serving else "not ready"}, status=200 if serving else 503)
+
+
+class GatewayProcess:
+    def __init__(self, settings: GatewaySettings, deps: GatewayDeps) -> None:
+        self.settings = settings
+        self.deps = deps
+        self.app = create_app(deps)
+        self.app.router.add_get("/readyz", readyz)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
+        self.port = 0
+        self._stop = asyncio.Event()
+
+    async def start(self) -> int:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        logger.info("HTTP listening on %s:%d", self.settings.http_host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        # Cleanup stops accepting, lets in-flight requests (and SSE streams) finish within the grace.
+        await self.runner.cleanup()
+        await self.deps.close()
+        logger.info("stopped")
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self._stop.wait()
+            logger.info("stop signal received")
+        finally:
+            await self.stop()

@@ -1,0 +1,43 @@
+"""Settings of the gateway (HTTP in, gRPC out)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from services.common.settings import CommonSettings, load_settings
+
+PREFIX = "AGENTS_GATEWAY_"
+
+
+class GatewaySettings(CommonSettings):
+    service_name: str = "gateway"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8700, ge=0, le=65535)
+    # trusted_proxy: a Mattermost-side shim signs each request; session: the caller's own
+    # Mattermost token is validated against /api/v4/users/me.
+    auth_mode: Literal["trusted_proxy", "session"] = "session"
+    # HMAC key shared with the Mattermost-side shim (trusted_proxy mode).
+    proxy_shared_secret: str = Field(default="", repr=False)
+    # Allowed clock skew between the shim and the gateway.
+    proxy_max_skew_seconds: int = Field(default=300, ge=1)
+    mattermost_url: str = "http://127.0.0.1:8065"
+    # Token of the cluster's own Mattermost account (a bot with the needed permissions): used to
+    # look up users, roles and channels. Never used to read content on a user's behalf.
+    mattermost_token: str = Field(default="", repr=False)
+    # How long a validated session token or a user's permissions are trusted without asking again.
+    auth_cache_seconds: float = Field(default=30.0, ge=0)
+    # Largest request body accepted (the plugin's limit for agent payloads).
+    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _secret_for_proxy_mode(self) -> GatewaySettings:
+        if self.auth_mode == "trusted_proxy" and not self.proxy_shared_secret:
+            raise ValueError("proxy_shared_secret is required when auth_mode is trusted_proxy")
+        return self
+
+
+def load(environ: Mapping[str, str] | None = None, **fixed: object) -> GatewaySettings:
+    return load_settings(GatewaySettings, PREFIX, environ, **fixed)

@@ -1,0 +1,153 @@
+"""Reads and writes of the registry's tables. SQL lives here and nowhere else in the registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.index.registry.agents import AccessLevel, Agent, McpToolRef
+
+_AGENT_COLUMNS = """
+    id, botuserid, username, serviceid, displayname, creatorid, custominstructions, model,
+    enablevision, disabletools, channelaccesslevel, channelids, useraccesslevel, userids, teamids,
+    adminuserids, enablednativetools, enabledtools, autoenablenewmcptools, mcp_dynamic_tool_loading,
+    reasoningenabled, reasoningeffort, thinkingbudget, structuredoutputenabled, maxfilesize,
+    lasticonupdate, createat, updateat, deleteat
+"""
+
+
+def _ids(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    value = json.loads(raw)
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _tool_refs(raw: str | None) -> tuple[McpToolRef, ...]:
+    if not raw:
+        return ()
+    value = json.loads(raw)
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        McpToolRef(server_origin=str(v.get("server_origin", "")), tool_name=str(v.get("tool_name", "")))
+        for v in value
+        if isinstance(v, dict)
+    )
+
+
+def agent_from_row(row: Any) -> Agent:
+    m = row._mapping
+    return Agent(
+        id=m["id"],
+        bot_user_id=m["botuserid"],
+        username=m["username"],
+        service_id=m["serviceid"],
+        display_name=m["displayname"],
+        creator_id=m["creatorid"],
+        custom_instructions=m["custominstructions"],
+        model=m["model"],
+        enable_vision=m["enablevision"],
+        disable_tools=m["disabletools"],
+        channel_access_level=AccessLevel(m["channelaccesslevel"]),
+        channel_ids=_ids(m["channelids"]),
+        user_access_level=AccessLevel(m["useraccesslevel"]),
+        user_ids=_ids(m["userids"]),
+        team_ids=_ids(m["teamids"]),
+        admin_user_ids=_ids(m["adminuserids"]),
+        enabled_native_tools=_ids(m["enablednativetools"]),
+        enabled_mcp_tools=_tool_refs(m["enabledtools"]),
+        auto_enable_new_mcp_tools=m["autoenablenewmcptools"],
+        mcp_dynamic_tool_loading=m["mcp_dynamic_tool_loading"],
+        reasoning_enabled=m["reasoningenabled"],
+        reasoning_effort=m["reasoningeffort"],
+        thinking_budget=m["thinkingbudget"],
+        structured_output_enabled=m["structuredoutputenabled"],
+        max_file_size=m["maxfilesize"],
+        last_icon_update=m["lasticonupdate"],
+        create_at=m["createat"],
+        update_at=m["updateat"],
+        delete_at=m["deleteat"],
+    )
+
+
+def agent_params(agent: Agent) -> dict[str, Any]:
+    """Column values of an agent, JSON columns encoded as the plugin stores them."""
+    return {
+        "id": agent.id,
+        "botuserid": agent.bot_user_id,
+        "username": agent.username,
+        "serviceid": agent.service_id,
+        "displayname": agent.display_name,
+        "creatorid": agent.creator_id,
+        "custominstructions": agent.custom_instructions,
+        "model": agent.model,
+        "enablevision": agent.enable_vision,
+        "disabletools": agent.disable_tools,
+        "channelaccesslevel": int(agent.channel_access_level),
+        "channelids": json.dumps(list(agent.channel_ids)),
+        "useraccesslevel": int(agent.user_access_level),
+        "userids": json.dumps(list(agent.user_ids)),
+        "teamids": json.dumps(list(agent.team_ids)),
+        "adminuserids": json.dumps(list(agent.admin_user_ids)),
+        "enablednativetools": json.dumps(list(agent.enabled_native_tools)),
+        "enabledtools": json.dumps(
+            [{"server_origin": t.server_origin, "tool_name": t.tool_name} for t in agent.enabled_mcp_tools]
+        ),
+        "autoenablenewmcptools": agent.auto_enable_new_mcp_tools,
+        "mcp_dynamic_tool_loading": agent.mcp_dynamic_tool_loading,
+        "reasoningenabled": agent.reasoning_enabled,
+        "reasoningeffort": agent.reasoning_effort,
+        "thinkingbudget": agent.thinking_budget,
+        "structuredoutputenabled": agent.structured_output_enabled,
+        "maxfilesize": agent.max_file_size,
+        "lasticonupdate": agent.last_icon_update,
+        "createat": agent.create_at,
+        "updateat": agent.update_at,
+        "deleteat": agent.delete_at,
+    }
+
+
+class AgentStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def list_active(self) -> list[Agent]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text(f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE deleteat = 0 ORDER BY createat, id")
+            )
+            return [agent_from_row(r) for r in rows]
+
+    async def get(self, *, id: str = "", username: str = "", bot_user_id: str = "") -> Agent | None:
+        column, value = next((c, v) for c, v in (("id", id), ("username", username), ("botuserid", bot_user_id)) if v)
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE {column} = :v AND deleteat = 0"),
+                    {"v": value},
+                )
+            ).first()
+        return agent_from_row(row) if row else None
+
+    async def insert(self, agent: Agent) -> None:
+        params = agent_params(agent)
+        columns = ", ".join(params)
+        values = ", ".join(f":{k}" for k in params)
+        async with self.engine.begin() as conn:
+            await conn.execute(text(f"INSERT INTO agents_useragents ({columns}) VALUES ({values})"), params)
+
+
+class ConfigStore:
+    """The append-only plugin configuration history; one active row."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def active(self) -> tuple[str, dict[str, Any]] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT id, config FROM agents_confighistory WHERE active"))).first()
+        return (row.id, json.loads(row.config)) if row else None

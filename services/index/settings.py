@@ -1,0 +1,25 @@
+"""Settings of the index service (it also hosts the agent registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import Field
+
+from services.common.settings import CommonSettings, load_settings
+
+PREFIX = "AGENTS_INDEX_"
+
+
+class IndexSettings(CommonSettings):
+    service_name: str = "index"
+    grpc_port: int = Field(default=50054, ge=0, le=65535)
+    # none, entry, enterprise, enterprise_advanced (the admin guide's license table).
+    license: str = "none"
+    # Plugin config JSON seeded into the database on first start (a Helm ConfigMap).
+    config_seed_file: str = ""
+    db_pool_size: int = Field(default=10, ge=1)
+
+
+def load(environ: Mapping[str, str] | None = None, **fixed: object) -> IndexSettings:
+    return load_settings(IndexSettings, PREFIX, environ, **fixed)

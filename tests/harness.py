@@ -1,0 +1,177 @@
+"""Test harness: one embedded PostgreSQL per test session, and the whole cluster as real
+processes against a fresh database and a fake Mattermost. Every integration suite reuses it.
+
+    async with ClusterHarness(postgres) as h:
+        alice = h.mattermost.add_user("alice")
+        status, body = await h.get("/ai_bots", user=alice)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import psycopg
+from psycopg import sql
+
+from services.cluster.postgres import EmbeddedPostgres
+from services.cluster.supervisor import Cluster, ClusterConfig
+from services.common.identity import SERVICE_TOKEN_KEY, USER_ID_KEY, Identity
+from tests.fakes.mattermost import FakeMattermost
+from tests.fakes.mattermost.state import FakeUser
+
+PLUGIN = "/plugins/mattermost-ai"
+
+
+class SessionPostgres:
+    """The session's PostgreSQL; each harness gets its own database in it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = EmbeddedPostgres(data_dir)
+        self.admin_url = ""
+
+    async def start(self) -> None:
+        self.admin_url = await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    async def create_database(self, prefix: str = "t") -> str:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        async with await psycopg.AsyncConnection.connect(self.admin_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url_for(name)
+
+    def url_for(self, database: str) -> str:
+        base, _, query = self.admin_url.partition("?")
+        return f"{base.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
+
+
+class ClusterHarness:
+    """Fake Mattermost + fresh database + the five services, torn down in reverse order."""
+
+    def __init__(
+        self,
+        postgres: SessionPostgres,
+        *,
+        env: dict[str, str] | None = None,
+        log_sink: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.postgres = postgres
+        self.extra_env = env or {}
+        self.mattermost = FakeMattermost()
+        self.tmp = Path(tempfile.mkdtemp(prefix="agents-test-"))
+        self.trace_file = self.tmp / "spans.jsonl"
+        self.logs: dict[str, list[str]] = {}
+        self._log_sink = log_sink
+        self.cluster: Cluster | None = None
+        self.database_url = ""
+        self.http: aiohttp.ClientSession | None = None
+        self.cluster_account: FakeUser | None = None
+
+    async def __aenter__(self) -> ClusterHarness:
+        await self.mattermost.__aenter__()
+        # The cluster's own Mattermost account (a system admin bot, as an operator would set up).
+        self.cluster_account = self.mattermost.add_user("agents-cluster", roles="system_user system_admin", is_bot=True)
+        self.database_url = await self.postgres.create_database()
+        env = {
+            "AGENTS_GATEWAY_MATTERMOST_URL": self.mattermost.url,
+            "AGENTS_GATEWAY_MATTERMOST_TOKEN": self.cluster_account.token,
+            "AGENTS_GATEWAY_AUTH_MODE": "session",
+            "AGENTS_TELEMETRY_OUTPUT": "file",
+            "AGENTS_TRACE_FILE": str(self.trace_file),
+            "AGENTS_SHUTDOWN_GRACE_SECONDS": "5",
+            **self.extra_env,
+        }
+        self.cluster = Cluster(ClusterConfig(database_url=self.database_url, env=env, log_sink=self._sink))
+        self.http = aiohttp.ClientSession()
+        try:
+            await self.cluster.start(timeout=60)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop(grace=10)
+        if self.http is not None:
+            await self.http.close()
+        await self.mattermost.__aexit__(None, None, None)
+
+    def _sink(self, service: str, line: str) -> None:
+        self.logs.setdefault(service, []).append(line)
+        if self._log_sink:
+            self._log_sink(service, line)
+
+    @property
+    def gateway_url(self) -> str:
+        assert self.cluster is not None
+        return self.cluster.gateway_url
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: FakeUser | None = None,
+        json_body: Any = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Call a plugin route as ``user`` (session auth with the user's token)."""
+        assert self.http is not None
+        hdrs = dict(headers or {})
+        if user is not None:
+            hdrs["Authorization"] = f"Bearer {user.token}"
+        if json_body is not None:
+            data = json.dumps(json_body)
+        async with self.http.request(method, f"{self.gateway_url}{PLUGIN}{path}", data=data, headers=hdrs) as resp:
+            raw = await resp.read()
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except json.JSONDecodeError:
+                body = raw.decode(errors="replace")
+            return resp.status, body, dict(resp.headers)
+
+    async def get(self, path: str, *, user: FakeUser | None = None) -> tuple[int, Any]:
+        status, body, _ = await self.request("GET", path, user=user)
+        return status, body
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        assert self.cluster is not None
+        return grpc.aio.insecure_channel(self.cluster.address(service))
+
+    def metadata(self, identity: Identity | None = None) -> list[tuple[str, str]]:
+        """Metadata an internal service would send: the service credential plus an identity."""
+        assert self.cluster is not None
+        md = [(SERVICE_TOKEN_KEY, self.cluster.config.service_token)]
+        if identity is not None:
+            md += [(k, v) for k, v in identity.to_metadata() if k != USER_ID_KEY or v]
+        return md
+
+    def spans(self) -> list[dict[str, Any]]:
+        if not self.trace_file.exists():
+            return []
+        return [json.loads(line) for line in self.trace_file.read_text().splitlines() if line.strip()]
+
+    async def wait_for_spans(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], *, within: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Poll the span file until ``predicate`` holds (spans are written when they end)."""
+        deadline = time.monotonic() + within
+        while True:
+            spans = self.spans()
+            if predicate(spans):
+                return spans
+            if time.monotonic() > deadline:
+                raise AssertionError(f"spans never matched; have {[(s['service'], s['name']) for s in spans]}")
+            await asyncio.sleep(0.05)

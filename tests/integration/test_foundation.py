@@ -1,0 +1,173 @@
+"""The foundation end to end: real processes, real PostgreSQL, a fake Mattermost over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.harness import ClusterHarness, SessionPostgres
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def new_id() -> str:
+    return secrets.token_hex(13)
+
+
+async def insert_agent(database_url: str, username: str, bot_user_id: str, **columns: object) -> None:
+    """Seed an agent row directly (the agent CRUD routes are exercised by the registry suite)."""
+    now = int(time.time() * 1000)
+    row = {
+        "id": new_id(),
+        "botuserid": bot_user_id,
+        "username": username,
+        "displayname": username.title(),
+        "serviceid": "svc",
+        "createat": now,
+        "updateat": now,
+        **columns,
+    }
+    cols = ", ".join(row)
+    marks = ", ".join(f"%({k})s" for k in row)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
+
+
+async def set_default_bot(database_url: str, username: str) -> None:
+    config = json.dumps({"defaultBotName": username, "services": []})
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO agents_confighistory (id, config, createat, active) VALUES (%s, %s, %s, true)",
+            (new_id(), config, int(time.time() * 1000)),
+        )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def harness(postgres: SessionPostgres) -> AsyncIterator[ClusterHarness]:
+    async with ClusterHarness(postgres) as h:
+        yield h
+
+
+async def test_every_service_reports_serving_through_standard_grpc_health(harness: ClusterHarness) -> None:
+    for service in ("index", "llm", "tools", "mcp"):
+        async with harness.channel(service) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+async def test_ai_bots_lists_the_agents_the_caller_may_use_with_the_default_first(harness: ClusterHarness) -> None:
+    mm = harness.mattermost
+    alice, bob = mm.add_user("alice"), mm.add_user("bob")
+    team = mm.add_team("eng")
+    mm.add_member(team, bob)
+    helper_bot = mm.add_user("helper", is_bot=True)
+    eng_bot = mm.add_user("engbot", is_bot=True)
+    hidden_bot = mm.add_user("hidden", is_bot=True)
+    await insert_agent(harness.database_url, "helper", helper_bot.id)
+    await insert_agent(harness.database_url, "engbot", eng_bot.id, useraccesslevel=1, teamids=json.dumps([team.id]))
+    await insert_agent(harness.database_url, "hidden", hidden_bot.id, useraccesslevel=3)
+    await set_default_bot(harness.database_url, "engbot")
+
+    status, body = await harness.get("/ai_bots", user=bob)
+    assert status == 200
+    assert [b["username"] for b in body["bots"]] == ["engbot", "helper"]
+    assert body["bots"][0]["id"] == eng_bot.id
+    assert body["bots"][0]["userAccessLevel"] == 1
+    assert body["searchEnabled"] is False and body["allowUnsafeLinks"] is False
+
+    status, body = await harness.get("/ai_bots", user=alice)
+    assert status == 200
+    assert [b["username"] for b in body["bots"]] == ["helper"]
+
+
+async def test_a_request_without_identity_is_refused_with_401(harness: ClusterHarness) -> None:
+    status, body = await harness.get("/ai_bots")
+    assert status == 401
+    assert body == {"error": "authentication required"}
+
+
+async def test_an_invalid_token_is_refused_with_401_and_not_echoed(harness: ClusterHarness) -> None:
+    status, body, _ = await harness.request("GET", "/ai_bots", headers={"Authorization": "Bearer not-a-token"})
+    assert status == 401
+    assert "not-a-token" not in json.dumps(body)
+
+
+async def test_a_bare_mattermost_user_id_header_is_not_trusted(harness: ClusterHarness) -> None:
+    alice = harness.mattermost.add_user("mallory")
+    status, _, _ = await harness.request("GET", "/ai_bots", headers={"Mattermost-User-Id": alice.id})
+    assert status == 401
+
+
+async def test_an_unknown_route_answers_404_json(harness: ClusterHarness) -> None:
+    user = harness.mattermost.add_user("carol")
+    status, body = await harness.get("/no/such/route", user=user)
+    assert status == 404
+    assert body == {"error": "not found"}
+
+
+async def test_one_trace_covers_the_gateway_http_span_and_the_index_grpc_spans(harness: ClusterHarness) -> None:
+    user = harness.mattermost.add_user("dave")
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    status, _, _ = await harness.request("GET", "/ai_bots", user=user, headers={"traceparent": traceparent})
+    assert status == 200
+
+    def complete(spans: list[dict]) -> bool:
+        mine = [s for s in spans if s["trace_id"] == trace_id]
+        return any(s["service"] == "index" and s["kind"] == "SERVER" for s in mine)
+
+    spans = [s for s in await harness.wait_for_spans(complete) if s["trace_id"] == trace_id]
+    http_server = [s for s in spans if s["service"] == "gateway" and s["kind"] == "SERVER"]
+    grpc_client = [s for s in spans if s["service"] == "gateway" and s["kind"] == "CLIENT" and "Registry" in s["name"]]
+    grpc_server = [s for s in spans if s["service"] == "index" and s["kind"] == "SERVER"]
+    assert http_server and len(grpc_client) == 1 and len(grpc_server) == 1
+    by_id = {s["span_id"]: s for s in spans}
+    # The gRPC client span descends from the gateway's HTTP server span (possibly via the sub-app span).
+    parent = by_id.get(grpc_client[0]["parent_id"])
+    assert parent is not None and parent["service"] == "gateway" and parent["kind"] == "SERVER"
+    assert grpc_server[0]["parent_id"] == grpc_client[0]["span_id"]
+    assert grpc_server[0]["name"] == "/agents.registry.v1.Registry/ListUsableAgents"
+
+
+async def test_a_backend_that_is_down_gives_503_with_retry_after_quickly(postgres: SessionPostgres) -> None:
+    async with ClusterHarness(postgres) as h:
+        user = h.mattermost.add_user("erin")
+        assert h.cluster is not None
+        await h.cluster.stop_service("index")
+        started = time.monotonic()
+        status, body, headers = await h.request("GET", "/ai_bots", user=user)
+        assert status == 503
+        assert "Retry-After" in headers
+        assert "error" in body
+        assert time.monotonic() - started < 15
+
+
+async def test_sigterm_turns_health_not_serving_then_exits_cleanly(postgres: SessionPostgres) -> None:
+    async with ClusterHarness(postgres, env={"AGENTS_READINESS_DRAIN_SECONDS": "2"}) as h:
+        assert h.cluster is not None
+        proc = h.cluster.processes["tools"].proc
+        proc.send_signal(signal.SIGTERM)
+        async with h.channel("tools") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 5
+            status = None
+            while time.monotonic() < deadline:
+                try:
+                    status = (await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
+                except grpc.aio.AioRpcError:
+                    status = None
+                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
