@@ -7,7 +7,6 @@ The rest of the service sees only these types. Nothing here imports gRPC or aioh
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -89,18 +88,6 @@ class ToolCall:
     raw_arguments: str
     arguments: dict[str, Any] | None = None
     valid: bool = True
-
-    @classmethod
-    def from_raw(cls, id: str, name: str, raw_arguments: str) -> ToolCall:
-        """A call whose streamed argument text is parsed once complete (empty text means ``{}``)."""
-        raw = raw_arguments.strip() or "{}"
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            return cls(id=id, name=name, raw_arguments=raw_arguments, valid=False)
-        if not isinstance(parsed, dict):
-            return cls(id=id, name=name, raw_arguments=raw_arguments, valid=False)
-        return cls(id=id, name=name, raw_arguments=raw, arguments=parsed)
 
 
 @dataclass(frozen=True)

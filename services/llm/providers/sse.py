@@ -33,9 +33,7 @@ async def iter_sse(
             nl = _find_newline(buf)
             if nl is None:
                 if len(buf) > max_line_bytes:
-                    raise ProviderError(
-                        f"the provider sent a line longer than {max_line_bytes} bytes", retryable=False
-                    )
+                    raise ProviderError(f"the provider sent a line longer than {max_line_bytes} bytes", retryable=False)
                 break
             end, width = nl
             line = bytes(buf[:end]).decode("utf-8", errors="replace")

@@ -1,0 +1,49 @@
+"""Small conversions every provider needs between the neutral request and a wire body."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from services.common.errors import InvalidInput
+from services.llm.providers.base import CompletionRequest, ImagePart, ServiceSettings, ToolCall
+
+DEFAULT_OUTPUT_TOKENS = 8192  # ServiceSettings.output_token_limit 0 means this
+
+
+def resolve_model(request: CompletionRequest, settings: ServiceSettings) -> str:
+    """The request's model, else the service default; a request naming neither is the caller's fault."""
+    model = request.model or settings.default_model
+    if not model:
+        raise InvalidInput(
+            f"no model given and service {settings.name or settings.id} has no default model", field="model"
+        )
+    return model
+
+
+def output_token_limit(request: CompletionRequest, settings: ServiceSettings) -> int:
+    """Max output tokens: the request's, else the service's, else the house default."""
+    return request.max_output_tokens or settings.output_token_limit or DEFAULT_OUTPUT_TOKENS
+
+
+def image_data_url(image: ImagePart) -> str:
+    """An inline ``data:`` URL; images never leave as links the provider would have to fetch."""
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def tool_call_from_raw(call_id: str, name: str, raw_arguments: str) -> ToolCall:
+    """A ``ToolCall`` whose ``valid`` says whether the model's arguments are a JSON object.
+
+    Models do emit truncated or non-object arguments; the conversation loop reports that back to
+    the model instead of crashing, so this never raises.
+    """
+    text = raw_arguments.strip()
+    if not text:
+        return ToolCall(id=call_id, name=name, raw_arguments=raw_arguments, arguments={}, valid=True)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return ToolCall(id=call_id, name=name, raw_arguments=raw_arguments, arguments=None, valid=False)
+    if not isinstance(parsed, dict):
+        return ToolCall(id=call_id, name=name, raw_arguments=raw_arguments, arguments=None, valid=False)
+    return ToolCall(id=call_id, name=name, raw_arguments=raw_arguments, arguments=parsed, valid=True)

@@ -1,0 +1,205 @@
+"""One mapping from upstream HTTP failures to ``ProviderError``, shared by every provider.
+
+Providers hand over the status, headers and (bounded) body of a failed response; the mapper
+decides who has to act (the caller, an admin, the provider) and whether the streaming engine may
+retry. Messages are safe to show a user: they quote the provider's own message, with any API key
+the provider echoed back scrubbed out, and never include our credentials.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from services.common.errors import ErrorClass
+from services.llm.providers.base import ProviderError
+
+MAX_ERROR_BODY_BYTES = 64 * 1024  # error bodies are small JSON; never buffer a huge one
+_MAX_QUOTED_MESSAGE = 500
+
+# Providers sometimes echo (part of) the key in their message ("Incorrect API key provided:
+# sk-abc***xyz"); scrub anything that looks like a key before the message goes anywhere.
+_KEY_PATTERNS = (
+    (re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{12,}"), "[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"), r"\1[redacted]"),
+)
+_MODEL_NOT_FOUND_CODES = {"model_not_found", "deploymentnotfound", "not_found_error", "invalid_model"}
+_MODEL_WORDS = re.compile(
+    r"(?i)(model|deployment)[^.]{0,80}(does not exist|not found|unknown|invalid|not supported|"
+    r"do not have access)|(unknown|invalid|no such) (model|deployment)"
+)
+
+
+def redact_secrets(text: str, *secrets: str) -> str:
+    """``text`` with the given secrets and anything shaped like an API key replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _KEY_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
+    ms = _header(headers, "retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def provider_error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    body_bytes: bytes,
+    provider_name: str,
+    *,
+    secrets: tuple[str, ...] = (),
+) -> ProviderError:
+    """Map a non-2xx upstream response to a ``ProviderError`` with the right class and retryability."""
+    code, upstream_message = _parse_error_body(body_bytes)
+    quoted = redact_secrets(upstream_message, *secrets)[:_MAX_QUOTED_MESSAGE]
+    suffix = f": {quoted}" if quoted else ""
+
+    if code == "insufficient_quota" or "insufficient_quota" in upstream_message:
+        return ProviderError(
+            f"the {provider_name} account is out of quota; an admin must add credit or raise the limit{suffix}",
+            status=status,
+            retryable=False,
+            error_class=ErrorClass.PROVIDER,
+            code="insufficient_quota",
+        )
+    if status == 429:
+        return ProviderError(
+            f"{provider_name} is rate limiting requests; try again shortly{suffix}",
+            status=status,
+            retryable=True,
+            retry_after=parse_retry_after(headers),
+            code=code or "rate_limited",
+        )
+    if status in (401, 403):
+        return ProviderError(
+            f"{provider_name} rejected the API key; an admin must update the service",
+            status=status,
+            retryable=False,
+            error_class=ErrorClass.PROVIDER,
+            code=code or "unauthorized",
+        )
+    if status in (400, 404, 422) and _mentions_unknown_model(code, upstream_message):
+        return ProviderError(
+            f"{provider_name} does not know the requested model{suffix}",
+            status=status,
+            retryable=False,
+            error_class=ErrorClass.CALLER,
+            code="model_not_found",
+        )
+    if status == 408 or status >= 500:
+        return ProviderError(
+            f"{provider_name} is unavailable (HTTP {status}); try again{suffix}",
+            status=status,
+            retryable=True,
+            retry_after=parse_retry_after(headers),
+            code=code or "upstream_unavailable",
+        )
+    if 400 <= status < 500:
+        return ProviderError(
+            f"{provider_name} refused the request (HTTP {status}){suffix}",
+            status=status,
+            retryable=False,
+            error_class=ErrorClass.CALLER,
+            code=code or "bad_request",
+        )
+    return ProviderError(
+        f"{provider_name} answered with unexpected HTTP {status}{suffix}",
+        status=status,
+        retryable=False,
+        code=code,
+    )
+
+
+def provider_error_from_exception(exc: BaseException, provider_name: str) -> ProviderError:
+    """A connection-level failure (refused, reset, TLS, DNS, read timeout): retryable, status 0."""
+    kind = type(exc).__name__
+    return ProviderError(
+        f"could not reach {provider_name} ({kind}); try again",
+        status=0,
+        retryable=True,
+        code="connection_error",
+    )
+
+
+def stream_error_event(
+    payload: Mapping[str, Any], provider_name: str, *, secrets: tuple[str, ...] = ()
+) -> ProviderError:
+    """Map an error object sent inside a 200 stream (``{"error": {...}}`` or a ``response.failed``)."""
+    code = str(payload.get("code") or payload.get("type") or "")
+    message = redact_secrets(str(payload.get("message") or ""), *secrets)[:_MAX_QUOTED_MESSAGE]
+    if code == "insufficient_quota":
+        return provider_error_from_response(429, {}, json.dumps({"error": dict(payload)}).encode(), provider_name)
+    retryable = code in {"server_error", "rate_limit_exceeded", "overloaded_error", "internal_error", ""}
+    suffix = f": {message}" if message else ""
+    return ProviderError(
+        f"{provider_name} failed while answering{suffix}",
+        status=0,
+        retryable=retryable,
+        code=code or "stream_error",
+    )
+
+
+def _parse_error_body(body: bytes) -> tuple[str, str]:
+    """(code, message) from the common JSON error shapes, or ("", short text) for anything else."""
+    text = body[:MAX_ERROR_BODY_BYTES].decode("utf-8", errors="replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "", " ".join(text.split())[:_MAX_QUOTED_MESSAGE]
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict):
+        doc = doc[0]  # Gemini wraps its error in a one-element list
+    if not isinstance(doc, dict):
+        return "", ""
+    err = doc.get("error", doc)
+    if isinstance(err, str):
+        return str(doc.get("code") or doc.get("type") or ""), err
+    if not isinstance(err, dict):
+        return "", ""
+    code = err.get("code") or err.get("type") or err.get("status") or ""
+    message = err.get("message") or doc.get("message") or doc.get("detail") or ""
+    if not isinstance(message, str):
+        message = json.dumps(message)[:_MAX_QUOTED_MESSAGE]
+    return str(code), message
+
+
+def _mentions_unknown_model(code: str, message: str) -> bool:
+    return code.lower() in _MODEL_NOT_FOUND_CODES or bool(_MODEL_WORDS.search(message))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        for key, val in headers.items():
+            if key.lower() == name:
+                return val
+        return ""
+    return value

@@ -1,0 +1,320 @@
+"""OpenAI Chat Completions streaming: ``openaicompatible`` services, and the base of Azure and Mistral.
+
+Wire notes: tool calls arrive as partial deltas keyed by ``index`` (id and name in the first one,
+``arguments`` split across many); usage comes in a final chunk with empty ``choices`` when
+``stream_options.include_usage`` is set; the stream ends with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from services.llm.providers.base import (
+    CompletionRequest,
+    Done,
+    Event,
+    ImagePart,
+    Message,
+    ProviderError,
+    ReasoningDelta,
+    Role,
+    ServiceSettings,
+    StopReason,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallEvent,
+    ToolResult,
+    Usage,
+)
+from services.llm.providers.encoding import (
+    image_data_url,
+    output_token_limit,
+    resolve_model,
+    tool_call_from_raw,
+)
+from services.llm.providers.errors import stream_error_event
+from services.llm.providers.http_stream import get_json, post_sse
+from services.llm.providers.sse import SSEEvent
+
+FINISH_REASONS = {
+    "stop": StopReason.END_TURN,
+    "tool_calls": StopReason.TOOL_USE,
+    "function_call": StopReason.TOOL_USE,
+    "length": StopReason.MAX_TOKENS,
+    "model_length": StopReason.MAX_TOKENS,  # Mistral: the context window, not max_tokens, ran out
+    "content_filter": StopReason.CONTENT_FILTER,
+    "error": StopReason.ERROR,
+}
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+class ChatCompletionsProvider:
+    """A service speaking ``POST {base}/chat/completions`` with ``stream: true``.
+
+    Subclasses adjust the URL, auth headers and body through the small hooks below; decoding the
+    stream is shared.
+    """
+
+    provider_name = "the OpenAI-compatible service"
+    default_base_url = "https://api.openai.com/v1"
+    max_tokens_field = "max_tokens"  # widest support among compatible servers
+    include_usage_option = True
+    send_user_field = True
+
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession, *, provider_name: str = "") -> None:
+        self.settings = settings
+        self._session = session
+        if provider_name:
+            self.provider_name = provider_name  # names the upstream in user-facing errors
+
+    # ---- hooks -------------------------------------------------------------------------------
+
+    def base_url(self) -> str:
+        return (self.settings.api_url or self.default_base_url).rstrip("/")
+
+    def completions_url(self, model: str) -> str:
+        return f"{self.base_url()}/chat/completions"
+
+    def auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.settings.api_key:
+            headers["Authorization"] = f"Bearer {self.settings.api_key}"
+        if self.settings.org_id:
+            headers["OpenAI-Organization"] = self.settings.org_id
+        return headers
+
+    def image_content(self, image: ImagePart) -> dict[str, Any]:
+        return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
+
+    def tool_result_message(self, result: ToolResult) -> dict[str, Any]:
+        return {"role": "tool", "tool_call_id": result.tool_call_id, "content": result.content}
+
+    def build_body(self, request: CompletionRequest, model: str) -> dict[str, Any]:
+        """The JSON body for one streaming request."""
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": self.encode_messages(request.messages),
+            "stream": True,
+            self.max_tokens_field: output_token_limit(request, self.settings),
+        }
+        if self.include_usage_option:
+            body["stream_options"] = {"include_usage": True}
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
+                }
+                for t in request.tools
+            ]
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": request.json_schema, "strict": True},
+            }
+        if request.reasoning.enabled:
+            body["reasoning_effort"] = request.reasoning.effort.value
+        if self.send_user_field and self.settings.send_user_id and request.user_id:
+            body["user"] = request.user_id
+        return body
+
+    # ---- the Provider protocol ---------------------------------------------------------------
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
+        """One streaming attempt; see ``decode_chat_stream`` for the events."""
+        model = resolve_model(request, self.settings)
+        sse = post_sse(
+            self._session,
+            self.completions_url(model),
+            headers=self.auth_headers(),
+            body=self.build_body(request, model),
+            provider_name=self.provider_name,
+            secrets=(self.settings.api_key,),
+        )
+        try:
+            async for event in decode_chat_stream(sse, self.provider_name, content_parts=self.content_parts):
+                yield event
+        finally:
+            await sse.aclose()
+
+    async def list_models(self) -> list[str]:
+        """Model ids from ``GET {base}/models``."""
+        doc = await get_json(
+            self._session,
+            f"{self.base_url()}/models",
+            headers=self.auth_headers(),
+            provider_name=self.provider_name,
+            secrets=(self.settings.api_key,),
+        )
+        return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the session belongs to the caller."""
+
+    # ---- encoding ----------------------------------------------------------------------------
+
+    def encode_messages(self, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+        """Neutral messages → chat messages; tool results become separate ``tool`` messages."""
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            texts = [p.text for p in message.parts if isinstance(p, TextPart)]
+            images = [p for p in message.parts if isinstance(p, ImagePart)]
+            calls = [p for p in message.parts if isinstance(p, ToolCall)]
+            results = [p for p in message.parts if isinstance(p, ToolResult)]
+            if message.role == Role.SYSTEM:
+                out.append({"role": "system", "content": "\n\n".join(texts)})
+            elif message.role == Role.ASSISTANT:
+                # Reasoning parts are dropped: chat completions has no way to send them back.
+                entry: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+                if calls:
+                    entry["tool_calls"] = [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.raw_arguments},
+                        }
+                        for c in calls
+                    ]
+                if entry["content"] is not None or calls:
+                    out.append(entry)
+            elif texts or images:
+                if images:
+                    content: Any = [{"type": "text", "text": t} for t in texts]
+                    content += [self.image_content(i) for i in images]
+                else:
+                    content = "\n\n".join(texts)
+                out.append({"role": "user", "content": content})
+            out.extend(self.tool_result_message(r) for r in results)
+        return out
+
+    def content_parts(self, parts: list[Any]) -> list[Event]:
+        """Events for a ``content`` sent as a list of typed chunks (plain OpenAI never does)."""
+        events: list[Event] = []
+        for part in parts:
+            if isinstance(part, dict) and part.get("type") == "text" and part.get("text"):
+                events.append(TextDelta(str(part["text"])))
+        return events
+
+
+async def decode_chat_stream(
+    sse: AsyncIterator[SSEEvent],
+    provider_name: str,
+    *,
+    content_parts: Callable[[list[Any]], list[Event]] | None = None,
+) -> AsyncIterator[Event]:
+    """Chat-completion chunks → normalised events, ending with ``Usage`` (if sent) and ``Done``.
+
+    Raises ``ProviderError`` for an in-stream error object, a malformed chunk, or a stream that
+    ends before both a ``finish_reason`` and ``[DONE]`` were seen.
+    """
+    calls: dict[int, _PartialCall] = {}
+    finish: str | None = None
+    usage: Usage | None = None
+    saw_done = False
+    async for sse_event in sse:
+        data = sse_event.data.strip()
+        if data == "[DONE]":
+            saw_done = True
+            break
+        chunk = _decode_chunk(data, provider_name)
+        if chunk.get("error"):
+            error = chunk["error"]
+            raise stream_error_event(error if isinstance(error, dict) else {"message": str(error)}, provider_name)
+        if isinstance(chunk.get("usage"), dict):
+            usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                yield ReasoningDelta(reasoning)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                yield TextDelta(content)
+            elif isinstance(content, list) and content_parts is not None:
+                for event in content_parts(content):
+                    yield event
+            for position, fragment in enumerate(delta.get("tool_calls") or []):
+                _merge_tool_fragment(calls, position, fragment)
+            if choice.get("finish_reason"):
+                finish = str(choice["finish_reason"])
+    if finish is None and not saw_done:
+        raise ProviderError(
+            f"{provider_name} closed the stream before the answer was complete",
+            retryable=True,
+            code="truncated_stream",
+        )
+    for index in sorted(calls):
+        partial = calls[index]
+        call_id = partial.id or f"call_{index}"
+        yield ToolCallEvent(tool_call_from_raw(call_id, partial.name, partial.arguments))
+    if usage is not None:
+        yield usage
+    stop = FINISH_REASONS.get(finish or "stop", StopReason.END_TURN)
+    if calls and stop == StopReason.END_TURN:
+        stop = StopReason.TOOL_USE  # some compatible servers say "stop" after tool calls
+    yield Done(stop)
+
+
+def _merge_tool_fragment(calls: dict[int, _PartialCall], position: int, fragment: Any) -> None:
+    if not isinstance(fragment, dict):
+        return
+    index = fragment.get("index")
+    if not isinstance(index, int):
+        # Servers that send whole calls without an index: match by id, else append.
+        index = next((i for i, c in calls.items() if fragment.get("id") and c.id == fragment.get("id")), None)
+        if index is None:
+            index = max(calls, default=-1) + 1 if calls else position
+    partial = calls.setdefault(index, _PartialCall())
+    if fragment.get("id"):
+        partial.id = str(fragment["id"])
+    function = fragment.get("function") or {}
+    if function.get("name"):
+        partial.name = str(function["name"])
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        partial.arguments += arguments
+    elif isinstance(arguments, dict):
+        partial.arguments += json.dumps(arguments)
+
+
+def _decode_chunk(data: str, provider_name: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise ProviderError(f"{provider_name} sent a malformed stream event", code="malformed_stream")
+    return chunk
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(raw.get("prompt_tokens") or 0),
+        output_tokens=int(raw.get("completion_tokens") or 0),
+        cached_read_tokens=int(prompt_details.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> ChatCompletionsProvider:
+    """Factory for the registry in ``services.llm.providers``."""
+    return ChatCompletionsProvider(settings, session)
+
+
+__all__ = ["FINISH_REASONS", "ChatCompletionsProvider", "create", "decode_chat_stream"]

@@ -1,0 +1,206 @@
+"""OpenAI Responses API (``POST {base}/responses``): type ``openai``, and ``openaicompatible`` /
+``azure`` services with ``use_responses_api`` on.
+
+Requests are stateless (``store: false``): the whole conversation is sent each turn, and reasoning
+items travel back as encrypted content so reasoning models keep their chain across tool calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from services.llm.providers.base import (
+    CompletionRequest,
+    Event,
+    ImagePart,
+    Message,
+    ReasoningPart,
+    Role,
+    ServiceSettings,
+    TextPart,
+    ToolCall,
+    ToolResult,
+)
+from services.llm.providers.encoding import image_data_url, output_token_limit, resolve_model
+from services.llm.providers.http_stream import get_json, post_sse
+from services.llm.providers.openai_responses_stream import decode_reasoning_signature, decode_responses_stream
+
+
+class ResponsesProvider:
+    """A service speaking the Responses API with ``stream: true``."""
+
+    provider_name = "OpenAI"
+    default_base_url = "https://api.openai.com/v1"
+
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession, *, provider_name: str = "") -> None:
+        self.settings = settings
+        self._session = session
+        if provider_name:
+            self.provider_name = provider_name  # names the upstream in user-facing errors
+
+    # ---- hooks (Azure overrides these) -------------------------------------------------------
+
+    def base_url(self) -> str:
+        return (self.settings.api_url or self.default_base_url).rstrip("/")
+
+    def responses_url(self) -> str:
+        return f"{self.base_url()}/responses"
+
+    def models_url(self) -> str:
+        return f"{self.base_url()}/models"
+
+    def auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.settings.api_key:
+            headers["Authorization"] = f"Bearer {self.settings.api_key}"
+        if self.settings.org_id:
+            headers["OpenAI-Organization"] = self.settings.org_id
+        return headers
+
+    # ---- the Provider protocol ---------------------------------------------------------------
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
+        """One streaming attempt; see ``decode_responses_stream`` for the events."""
+        body = self.build_body(request, resolve_model(request, self.settings))
+        sse = post_sse(
+            self._session,
+            self.responses_url(),
+            headers=self.auth_headers(),
+            body=body,
+            provider_name=self.provider_name,
+            secrets=(self.settings.api_key,),
+        )
+        try:
+            async for event in decode_responses_stream(sse, self.provider_name):
+                yield event
+        finally:
+            await sse.aclose()
+
+    async def list_models(self) -> list[str]:
+        """Model ids from ``GET {base}/models``."""
+        doc = await get_json(
+            self._session,
+            self.models_url(),
+            headers=self.auth_headers(),
+            provider_name=self.provider_name,
+            secrets=(self.settings.api_key,),
+        )
+        return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the session belongs to the caller."""
+
+    # ---- encoding ----------------------------------------------------------------------------
+
+    def build_body(self, request: CompletionRequest, model: str) -> dict[str, Any]:
+        """The JSON body for one streaming request."""
+        body: dict[str, Any] = {
+            "model": model,
+            "input": encode_input(request.messages),
+            "stream": True,
+            "store": False,
+            "max_output_tokens": output_token_limit(request, self.settings),
+        }
+        tools: list[dict[str, Any]] = [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.input_schema,
+                # Tool schemas come from MCP servers and admins; strict mode rejects most of them.
+                "strict": False,
+            }
+            for t in request.tools
+        ]
+        if request.native_web_search:
+            tools.append({"type": "web_search"})
+        if tools:
+            body["tools"] = tools
+        if request.reasoning.enabled:
+            body["reasoning"] = {"effort": request.reasoning.effort.value, "summary": "auto"}
+            body["include"] = ["reasoning.encrypted_content"]
+        if request.json_schema is not None:
+            body["text"] = {
+                "format": {
+                    "type": "json_schema",
+                    "name": "response",
+                    "schema": request.json_schema,
+                    "strict": True,
+                }
+            }
+        if self.settings.send_user_id and request.user_id:
+            body["user"] = request.user_id
+        return body
+
+
+def encode_input(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Neutral messages → Responses input items, keeping the order of parts within a message."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == Role.ASSISTANT:
+            items.extend(_assistant_items(message))
+            continue
+        content: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                content.append({"type": "input_text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                content.append({"type": "input_image", "image_url": image_data_url(part)})
+            elif isinstance(part, ToolResult):
+                items.append({"type": "function_call_output", "call_id": part.tool_call_id, "output": part.content})
+        if content:
+            role = "system" if message.role == Role.SYSTEM else "user"
+            items.append({"role": role, "content": content})
+    return items
+
+
+def _assistant_items(message: Message) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    text: list[str] = []
+
+    def flush_text() -> None:
+        if text:
+            items.append({"role": "assistant", "content": "".join(text)})
+            text.clear()
+
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            text.append(part.text)
+        elif isinstance(part, ReasoningPart):
+            decoded = decode_reasoning_signature(part.signature) if part.signature else None
+            if decoded is None:
+                continue  # reasoning from another provider, or without encrypted content: not resendable
+            flush_text()
+            item_id, encrypted = decoded
+            summary = [{"type": "summary_text", "text": part.text}] if part.text else []
+            reasoning: dict[str, Any] = {
+                "type": "reasoning",
+                "summary": summary,
+                "encrypted_content": encrypted,
+            }
+            if item_id:
+                reasoning["id"] = item_id
+            items.append(reasoning)
+        elif isinstance(part, ToolCall):
+            flush_text()
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": part.id,
+                    "name": part.name,
+                    "arguments": part.raw_arguments,
+                }
+            )
+        elif isinstance(part, ToolResult):
+            flush_text()
+            items.append({"type": "function_call_output", "call_id": part.tool_call_id, "output": part.content})
+    flush_text()
+    return items
+
+
+def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> ResponsesProvider:
+    """Factory for the registry in ``services.llm.providers``."""
+    return ResponsesProvider(settings, session)

@@ -1,0 +1,164 @@
+"""Decoding the OpenAI Responses API event stream into normalised events.
+
+Wire notes: every event's JSON carries its ``type``; there is no ``[DONE]`` sentinel, the stream
+ends with ``response.completed``, ``response.incomplete`` or ``response.failed`` (or a bare
+``error`` event). Function calls open with ``response.output_item.added`` (``call_id``, ``name``),
+grow through ``response.function_call_arguments.delta`` keyed by ``item_id`` and close with
+``response.output_item.done`` carrying the full arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from services.llm.providers.base import (
+    Annotation,
+    Done,
+    Event,
+    ProviderError,
+    ReasoningDelta,
+    StopReason,
+    TextDelta,
+    ToolCallEvent,
+    Usage,
+)
+from services.llm.providers.encoding import tool_call_from_raw
+from services.llm.providers.errors import stream_error_event
+from services.llm.providers.sse import SSEEvent
+
+INCOMPLETE_REASONS = {
+    "max_output_tokens": StopReason.MAX_TOKENS,
+    "content_filter": StopReason.CONTENT_FILTER,
+}
+
+
+@dataclass
+class _OpenCall:
+    call_id: str
+    name: str
+    arguments: str = ""
+
+
+def encode_reasoning_signature(item_id: str, encrypted_content: str) -> str:
+    """The opaque ``signature`` we hand out for a reasoning item: enough to send it back."""
+    return json.dumps({"id": item_id, "encrypted_content": encrypted_content}, separators=(",", ":"))
+
+
+def decode_reasoning_signature(signature: str) -> tuple[str, str] | None:
+    """(item id, encrypted content) from ``encode_reasoning_signature``; None for other providers'."""
+    try:
+        doc = json.loads(signature)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not doc.get("encrypted_content"):
+        return None
+    return str(doc.get("id") or ""), str(doc["encrypted_content"])
+
+
+async def decode_responses_stream(sse: AsyncIterator[SSEEvent], provider_name: str) -> AsyncIterator[Event]:
+    """Responses API events → normalised events, ending with ``Usage`` (if sent) and ``Done``."""
+    open_calls: dict[str, _OpenCall] = {}
+    emitted_calls = 0
+    async for sse_event in sse:
+        payload = _decode(sse_event.data, provider_name)
+        kind = str(payload.get("type") or sse_event.event)
+
+        if kind == "response.output_text.delta" or kind == "response.refusal.delta":
+            if payload.get("delta"):
+                yield TextDelta(str(payload["delta"]))
+        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            if payload.get("delta"):
+                yield ReasoningDelta(str(payload["delta"]))
+        elif kind == "response.reasoning_summary_part.added":
+            if int(payload.get("summary_index") or 0) > 0:
+                yield ReasoningDelta("\n\n")  # keep separate summary paragraphs apart
+        elif kind == "response.output_item.added":
+            item = payload.get("item") or {}
+            if item.get("type") == "function_call":
+                open_calls[str(item.get("id") or item.get("call_id"))] = _OpenCall(
+                    call_id=str(item.get("call_id") or item.get("id") or ""),
+                    name=str(item.get("name") or ""),
+                    arguments=str(item.get("arguments") or ""),
+                )
+        elif kind == "response.function_call_arguments.delta":
+            call = open_calls.get(str(payload.get("item_id")))
+            if call is not None:
+                call.arguments += str(payload.get("delta") or "")
+        elif kind == "response.output_item.done":
+            item = payload.get("item") or {}
+            event = _finished_item(item, open_calls)
+            if event is not None:
+                emitted_calls += isinstance(event, ToolCallEvent)
+                yield event
+        elif kind == "response.output_text.annotation.added":
+            annotation = payload.get("annotation") or {}
+            if annotation.get("type") == "url_citation" and annotation.get("url"):
+                yield Annotation(
+                    url=str(annotation["url"]),
+                    title=str(annotation.get("title") or ""),
+                    start_index=int(annotation.get("start_index") or 0),
+                    end_index=int(annotation.get("end_index") or 0),
+                )
+        elif kind in ("response.completed", "response.incomplete"):
+            response = payload.get("response") or {}
+            if isinstance(response.get("usage"), dict):
+                yield _usage(response["usage"])
+            yield Done(_stop_reason(kind, response, emitted_calls))
+            return
+        elif kind == "response.failed":
+            error = (payload.get("response") or {}).get("error") or {}
+            raise stream_error_event(error, provider_name)
+        elif kind == "error":
+            error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
+            raise stream_error_event(error, provider_name)
+    raise ProviderError(
+        f"{provider_name} closed the stream before the answer was complete",
+        retryable=True,
+        code="truncated_stream",
+    )
+
+
+def _finished_item(item: dict[str, Any], open_calls: dict[str, _OpenCall]) -> Event | None:
+    if item.get("type") == "function_call":
+        opened = open_calls.pop(str(item.get("id") or item.get("call_id")), None)
+        arguments = item.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = opened.arguments if opened else ""
+        call_id = str(item.get("call_id") or (opened.call_id if opened else ""))
+        name = str(item.get("name") or (opened.name if opened else ""))
+        return ToolCallEvent(tool_call_from_raw(call_id, name, arguments))
+    if item.get("type") == "reasoning" and item.get("encrypted_content"):
+        signature = encode_reasoning_signature(str(item.get("id") or ""), str(item["encrypted_content"]))
+        return ReasoningDelta("", signature=signature)
+    return None
+
+
+def _stop_reason(kind: str, response: dict[str, Any], emitted_calls: int) -> StopReason:
+    if kind == "response.incomplete":
+        reason = str((response.get("incomplete_details") or {}).get("reason") or "")
+        return INCOMPLETE_REASONS.get(reason, StopReason.MAX_TOKENS)
+    return StopReason.TOOL_USE if emitted_calls else StopReason.END_TURN
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    input_details = raw.get("input_tokens_details") or {}
+    output_details = raw.get("output_tokens_details") or {}
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0),
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cached_read_tokens=int(input_details.get("cached_tokens") or 0),
+        reasoning_tokens=int(output_details.get("reasoning_tokens") or 0),
+    )
+
+
+def _decode(data: str, provider_name: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ProviderError(f"{provider_name} sent a malformed stream event", code="malformed_stream")
+    return payload

@@ -1,0 +1,219 @@
+"""The streaming engine every provider runs under: retries, the stall watchdog, and error shaping.
+
+Rules (DESIGN.md, "Streaming semantics"):
+- a retryable ``ProviderError`` is retried with backoff only while nothing has been yielded yet;
+  once a token went out, nothing is retried silently;
+- a stream that sends nothing for ``stall_timeout`` seconds is ended: the upstream generator is
+  closed (which drops its socket) and the consumer gets ``StreamError`` then ``Done(ERROR)``;
+- errors after the first event become ``StreamError`` + ``Done(ERROR)``; the consumer keeps the
+  partial output. Errors before it are raised for the servicer to map.
+
+The engine is plain async-generator chaining: it pulls one event from the provider each time its
+consumer pulls one, so a slow consumer slows the upstream read (TCP backpressure) and nothing is
+buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import cast
+
+from services.common.errors import ErrorClass
+from services.llm.providers.base import (
+    Annotation,
+    CompletionRequest,
+    Done,
+    Event,
+    Provider,
+    ProviderError,
+    ReasoningDelta,
+    StopReason,
+    StreamError,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class _Stalled(Exception):
+    """The upstream sent nothing for the stall timeout."""
+
+
+async def stream_completion(
+    provider: Provider,
+    request: CompletionRequest,
+    *,
+    max_attempts: int = 3,
+    base_backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    stall_timeout: float | None = None,
+) -> AsyncIterator[Event]:
+    """Normalised events for ``request``, always ending with exactly one ``Done``.
+
+    Raises ``ProviderError`` (non-retryable, or retries exhausted) before the first event.
+    ``stall_timeout`` defaults to the service's ``streaming_timeout_seconds``.
+    """
+    timeout = float(stall_timeout if stall_timeout is not None else provider.settings.streaming_timeout_seconds)
+    attempt = 0
+    while True:
+        attempt += 1
+        upstream = cast(AsyncGenerator[Event, None], provider.stream(request))
+        try:
+            first = await _next_event(upstream, timeout)
+        except StopAsyncIteration:
+            yield Done(StopReason.END_TURN)
+            return
+        except _Stalled:
+            await upstream.aclose()
+            for event in _stall_events(timeout):
+                yield event
+            return
+        except ProviderError as exc:
+            await upstream.aclose()
+            if not exc.retryable or attempt >= max_attempts:
+                raise
+            delay = _backoff(attempt, exc.retry_after, base_backoff, max_backoff)
+            logger.info(
+                "provider %s failed before the first token (status %s, %s); retry %d/%d in %.2fs",
+                provider.settings.id,
+                exc.status,
+                exc.code or "no code",
+                attempt,
+                max_attempts - 1,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            continue
+        except BaseException:
+            await upstream.aclose()
+            raise
+        break
+
+    try:
+        event: Event = first
+        while True:
+            yield event
+            if isinstance(event, Done):
+                return
+            try:
+                event = await _next_event(upstream, timeout)
+            except StopAsyncIteration:
+                yield Done(StopReason.END_TURN)  # a provider that forgot its Done still ends cleanly
+                return
+            except _Stalled:
+                for stall_event in _stall_events(timeout):
+                    yield stall_event
+                return
+            except ProviderError as exc:
+                logger.warning(
+                    "provider %s failed mid-stream (status %s, %s)",
+                    provider.settings.id,
+                    exc.status,
+                    exc.code or "no code",
+                )
+                yield StreamError(exc.error_class, exc.message, retryable=exc.retryable)
+                yield Done(StopReason.ERROR)
+                return
+            if isinstance(event, StreamError):
+                yield event
+                yield Done(StopReason.ERROR)
+                return
+    finally:
+        # Runs on normal end, on error, and when our consumer stops early (aclose/cancel): the
+        # provider generator's own finally then closes the HTTP response, dropping the socket.
+        await upstream.aclose()
+
+
+async def _next_event(upstream: AsyncGenerator[Event, None], timeout: float) -> Event:
+    try:
+        async with asyncio.timeout(timeout if timeout > 0 else None):
+            return await upstream.__anext__()
+    except TimeoutError:
+        raise _Stalled from None
+
+
+def _stall_events(timeout: float) -> tuple[Event, Event]:
+    shown = f"{timeout:g}"
+    return (
+        StreamError(ErrorClass.PROVIDER, f"the model stopped responding for {shown} s; try again", retryable=True),
+        Done(StopReason.ERROR),
+    )
+
+
+def _backoff(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
+    """Full-jitter exponential backoff, or the provider's Retry-After when it gave one (capped)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    exponential = min(cap, base * (2 ** (attempt - 1)))
+    return random.uniform(exponential / 2, exponential)
+
+
+# ---- collecting a stream for the non-streaming Complete RPC ----------------------------------
+
+
+@dataclass
+class CompletionResult:
+    """Everything a stream produced, gathered."""
+
+    text: str = ""
+    reasoning: str = ""
+    reasoning_signature: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: StopReason = StopReason.END_TURN
+    error: StreamError | None = None
+
+
+async def complete(
+    provider: Provider,
+    request: CompletionRequest,
+    *,
+    max_attempts: int = 3,
+    base_backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    stall_timeout: float | None = None,
+) -> CompletionResult:
+    """Run ``stream_completion`` to the end and gather its events.
+
+    A failure after output started is returned in ``error`` with the partial output, matching what
+    a streaming consumer would have seen; a failure before it raises ``ProviderError``.
+    """
+    result = CompletionResult()
+    text: list[str] = []
+    reasoning: list[str] = []
+    stream = stream_completion(
+        provider,
+        request,
+        max_attempts=max_attempts,
+        base_backoff=base_backoff,
+        max_backoff=max_backoff,
+        stall_timeout=stall_timeout,
+    )
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            reasoning.append(event.text)
+            if event.signature:
+                result.reasoning_signature = event.signature
+        elif isinstance(event, ToolCallEvent):
+            result.tool_calls.append(event.call)
+        elif isinstance(event, Annotation):
+            result.annotations.append(event)
+        elif isinstance(event, Usage):
+            result.usage = event
+        elif isinstance(event, StreamError):
+            result.error = event
+        elif isinstance(event, Done):
+            result.stop_reason = event.stop_reason
+    result.text = "".join(text)
+    result.reasoning = "".join(reasoning)
+    return result

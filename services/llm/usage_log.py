@@ -1,0 +1,143 @@
+"""Token usage records, one JSON object per line, for billing and usage analysis.
+
+The admin guide promises ``logs/agents/token_usage.log`` with one JSON object per line (so ``jq``
+can turn it into CSV), rotation at 100 MB and compressed rotated files. Rotation is the stdlib
+``RotatingFileHandler`` with its ``namer``/``rotator`` hooks doing the gzip; records travel through
+a ``QueueHandler`` so the event loop only enqueues, and the file I/O, rotation and compression
+happen on the ``QueueListener``'s thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import shutil
+from dataclasses import dataclass, field
+
+from services.llm.providers.base import Usage
+
+DEFAULT_PATH = "logs/agents/token_usage.log"
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_BACKUP_COUNT = 10
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TokenUsageRecord:
+    """One upstream call's token usage. Field names are the log's JSON keys (the plugin's)."""
+
+    user_id: str
+    team_id: str
+    bot_username: str
+    model: str
+    provider: str  # the service type, e.g. "openai", "gemini"
+    operation: str  # e.g. "conversation", "thread_analysis", "title_generation"
+    input_tokens: int
+    output_tokens: int
+    timestamp: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    operation_subtype: str = ""  # "streaming", "nostream", "tool_call", ...
+    channel_id: str = ""
+    agent_user_id: str = ""
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_usage(cls, usage: Usage, **identity: str | dt.datetime) -> TokenUsageRecord:
+        """Build a record from a stream's ``Usage`` event plus who/what/where (keyword fields)."""
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_read_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            **identity,  # type: ignore[arg-type]
+        )
+
+    def to_json(self) -> str:
+        """The log line (without the newline): stable keys, UTC RFC 3339 timestamp."""
+        data = dataclasses.asdict(self)
+        data["timestamp"] = self.timestamp.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        data["total_tokens"] = self.total_tokens
+        data["schema_version"] = SCHEMA_VERSION
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def gzip_rotated_name(default_name: str) -> str:
+    """``RotatingFileHandler`` namer: rotated files end in ``.gz``."""
+    return default_name + ".gz"
+
+
+def gzip_rotate(source: str, dest: str) -> None:
+    """``RotatingFileHandler`` rotator: compress the full log into ``dest``, then remove it."""
+    with open(source, "rb") as src, gzip.open(dest, "wb") as out:
+        shutil.copyfileobj(src, out)
+    os.remove(source)
+
+
+class TokenUsageLog:
+    """Appends ``TokenUsageRecord``s to a rotating JSON-lines file without blocking the caller.
+
+    ``start()`` before use, ``close()`` at shutdown (it drains what is still queued).
+    """
+
+    def __init__(
+        self,
+        path: str = DEFAULT_PATH,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backup_count: int = DEFAULT_BACKUP_COUNT,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self._listener: logging.handlers.QueueListener | None = None
+        self._file_handler: logging.handlers.RotatingFileHandler | None = None
+        # A private logger outside the logging manager's tree: nothing propagates to the root
+        # logger (whose JSON handler would duplicate records) and nothing is global.
+        self._logger = logging.Logger("agents.token_usage", logging.INFO)
+
+    def start(self) -> None:
+        """Open the file (creating its folder) and start the writer thread."""
+        if self._listener is not None:
+            return
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            self.path, maxBytes=self.max_bytes, backupCount=self.backup_count, encoding="utf-8", delay=True
+        )
+        handler.namer = gzip_rotated_name
+        handler.rotator = gzip_rotate
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._logger.addHandler(logging.handlers.QueueHandler(records))
+        self._listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
+        self._file_handler = handler
+        self._listener.start()
+
+    def record(self, usage: TokenUsageRecord) -> None:
+        """Queue one record; returns at once (safe to call on the event loop)."""
+        if self._listener is None:
+            raise RuntimeError("TokenUsageLog.start() was not called")
+        self._logger.info("%s", usage.to_json())
+
+    def close(self) -> None:
+        """Write everything queued, then close the file. Blocks briefly: call via to_thread."""
+        if self._listener is None:
+            return
+        self._listener.stop()
+        for handler in list(self._logger.handlers):
+            self._logger.removeHandler(handler)
+        if self._file_handler is not None:
+            self._file_handler.close()
+        self._listener = None
+        self._file_handler = None

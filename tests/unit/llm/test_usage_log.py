@@ -1,0 +1,99 @@
+"""Token usage JSON-lines log with size rotation and gzip."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+import json
+
+from services.llm.providers.base import Usage
+from services.llm.usage_log import TokenUsageLog, TokenUsageRecord
+
+
+def _record(n: int = 0) -> TokenUsageRecord:
+    return TokenUsageRecord(
+        user_id=f"user{n}",
+        team_id="team1",
+        bot_username="ai",
+        model="gpt-4o",
+        provider="openai",
+        operation="conversation",
+        input_tokens=100 + n,
+        output_tokens=20,
+        timestamp=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    )
+
+
+def test_each_record_is_one_json_object_per_line_with_the_documented_fields(tmp_path) -> None:
+    path = tmp_path / "logs" / "agents" / "token_usage.log"
+    log = TokenUsageLog(str(path))
+    log.start()
+    log.record(_record(1))
+    log.record(_record(2))
+    log.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["user_id"] == "user1"
+    assert first["team_id"] == "team1"
+    assert first["bot_username"] == "ai"
+    assert first["model"] == "gpt-4o"
+    assert first["provider"] == "openai"
+    assert first["operation"] == "conversation"
+    assert (first["input_tokens"], first["output_tokens"], first["total_tokens"]) == (101, 20, 121)
+    assert first["timestamp"] == "2025-01-02T03:04:05Z"
+    assert first["schema_version"] == 1
+
+
+def test_record_from_usage_event_carries_cached_and_reasoning_tokens() -> None:
+    usage = Usage(input_tokens=10, output_tokens=5, cached_read_tokens=3, reasoning_tokens=2)
+    rec = TokenUsageRecord.from_usage(
+        usage, user_id="u", team_id="t", bot_username="b", model="m", provider="gemini", operation="search"
+    )
+    data = json.loads(rec.to_json())
+    assert (data["total_tokens"], data["cached_tokens"], data["reasoning_tokens"]) == (15, 3, 2)
+
+
+def test_full_file_rotates_into_gzipped_backups_and_keeps_every_record(tmp_path) -> None:
+    path = tmp_path / "token_usage.log"
+    log = TokenUsageLog(str(path), max_bytes=600, backup_count=50)
+    log.start()
+    for n in range(20):
+        log.record(_record(n))
+    log.close()
+
+    rotated = sorted(tmp_path.glob("token_usage.log.*"))
+    assert rotated, "expected at least one rotation"
+    assert all(p.name.endswith(".gz") for p in rotated)
+    lines: list[str] = []
+    for p in sorted(rotated, key=lambda p: -int(p.name.split(".")[2])):  # oldest (highest n) first
+        with gzip.open(p, "rt", encoding="utf-8") as fh:
+            lines.extend(fh.read().splitlines())
+    lines.extend(path.read_text().splitlines())
+    assert [json.loads(line)["user_id"] for line in lines] == [f"user{n}" for n in range(20)]
+    assert path.stat().st_size <= 600
+
+
+def test_backup_count_bounds_the_number_of_rotated_files(tmp_path) -> None:
+    path = tmp_path / "token_usage.log"
+    log = TokenUsageLog(str(path), max_bytes=300, backup_count=2)
+    log.start()
+    for n in range(30):
+        log.record(_record(n))
+    log.close()
+    assert sorted(p.name for p in tmp_path.glob("token_usage.log.*")) == [
+        "token_usage.log.1.gz",
+        "token_usage.log.2.gz",
+    ]
+
+
+async def test_recording_from_the_event_loop_does_not_block_and_close_drains(tmp_path) -> None:
+    path = tmp_path / "u.log"
+    log = TokenUsageLog(str(path))
+    log.start()
+    for n in range(100):
+        log.record(_record(n))
+
+    await asyncio.to_thread(log.close)
+    assert len(path.read_text().splitlines()) == 100
