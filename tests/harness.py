@@ -83,8 +83,8 @@ class ClusterHarness:
         self.cluster_account = self.mattermost.add_user("agents-cluster", roles="system_user system_admin", is_bot=True)
         self.database_url = await self.postgres.create_database()
         env = {
-            "AGENTS_GATEWAY_MATTERMOST_URL": self.mattermost.url,
-            "AGENTS_GATEWAY_MATTERMOST_TOKEN": self.cluster_account.token,
+            "AGENTS_MATTERMOST_URL": self.mattermost.url,
+            "AGENTS_MATTERMOST_TOKEN": self.cluster_account.token,
             "AGENTS_GATEWAY_AUTH_MODE": "session",
             "AGENTS_TELEMETRY_OUTPUT": "file",
             "AGENTS_TRACE_FILE": str(self.trace_file),

@@ -51,6 +51,10 @@ class CommonSettings(BaseModel):
     mcp_addr: str = "127.0.0.1:50053"
     # Default deadline of an outgoing call when the incoming call has none.
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Mattermost's base URL and the token of the cluster's own account there (a bot or admin
+    # account with permission to manage bots and read users/channels). Never sent to users.
+    mattermost_url: str = "http://127.0.0.1:8065"
+    mattermost_token: str = Field(default="", repr=False)
 
 
 S = TypeVar("S", bound=CommonSettings)

@@ -23,10 +23,6 @@ class GatewaySettings(CommonSettings):
     proxy_shared_secret: str = Field(default="", repr=False)
     # Allowed clock skew between the shim and the gateway.
     proxy_max_skew_seconds: int = Field(default=300, ge=1)
-    mattermost_url: str = "http://127.0.0.1:8065"
-    # Token of the cluster's own Mattermost account (a bot with the needed permissions): used to
-    # look up users, roles and channels. Never used to read content on a user's behalf.
-    mattermost_token: str = Field(default="", repr=False)
     # How long a validated session token or a user's permissions are trusted without asking again.
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     # Largest request body accepted (the plugin's limit for agent payloads).
