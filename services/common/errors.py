@@ -94,3 +94,9 @@ class UpstreamUnavailable(DomainError):
         super().__init__(message, error_class=error_class)
         self.retry_after = retry_after
         self.timeout = timeout
+
+
+class Unimplemented(DomainError):
+    """The operation exists in the API but its feature has not landed in this release."""
+
+    default_class = ErrorClass.INTERNAL

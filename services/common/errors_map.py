@@ -26,6 +26,7 @@ _DOMAIN_TO_STATUS: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.UpstreamUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
 ]
 
 _STATUS_TO_DOMAIN: dict[grpc.StatusCode, type[errors.DomainError]] = {
@@ -41,6 +42,7 @@ _STATUS_TO_DOMAIN: dict[grpc.StatusCode, type[errors.DomainError]] = {
     grpc.StatusCode.UNAVAILABLE: errors.UpstreamUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.UpstreamUnavailable,
     grpc.StatusCode.CANCELLED: errors.UpstreamUnavailable,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
 }
 
 STATUS_TO_HTTP: dict[grpc.StatusCode, int] = {

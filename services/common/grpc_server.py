@@ -84,7 +84,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
         await context.abort(status_for(exc), exc.message)
     if isinstance(exc, NotImplementedError):
         # The generated base class answers for RPCs whose feature has not landed yet.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+        await _abort(context, errors.Unimplemented(f"{method} is not implemented yet"), method)
     logger.error("unhandled error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 

@@ -124,8 +124,14 @@ class LogSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def configure_tracing(settings: CommonSettings) -> TracerProvider:
-    """Install the tracer provider and instrument grpc.aio and aiohttp (before servers/channels exist)."""
+def configure_tracing(settings: CommonSettings) -> TracerProvider | None:
+    """Install the tracer provider and instrument grpc.aio and aiohttp (before servers/channels exist).
+
+    With ``telemetry_output=off`` nothing is instrumented: spans nobody exports would only cost time
+    on every call. W3C trace context is then not propagated either.
+    """
+    if settings.telemetry_output == "off":
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.telemetry_output == "file" and settings.trace_file:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(settings.trace_file)))

@@ -1,0 +1,111 @@
+"""Foundation benchmark: cold start of the whole cluster, and latency of GET /ai_bots through
+gateway → index (registry) → PostgreSQL.
+
+Cold start = a fresh embedded PostgreSQL data folder (initdb included) until every health check
+is SERVING, and separately the five services alone against an already running database.
+Latency = sequential requests (one in flight) after a warm-up, then a concurrent run; the fake
+Mattermost answers the gateway's auth/team look-ups, which are cached for 30 s as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+from services.cluster.postgres import EmbeddedPostgres
+from services.cluster.supervisor import Cluster, ClusterConfig
+from tests.fakes.mattermost import FakeMattermost
+
+REQUESTS = int(os.environ.get("BENCH_AI_BOTS_REQUESTS", "2000"))
+CONCURRENCY = int(os.environ.get("BENCH_AI_BOTS_CONCURRENCY", "16"))
+AGENTS = 5
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def seed_agents(database_url: str, mm: FakeMattermost) -> None:
+    now = int(time.time() * 1000)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for i in range(AGENTS):
+            bot = mm.add_user(f"bench-bot-{i}", is_bot=True)
+            await conn.execute(
+                "INSERT INTO agents_useragents (id, botuserid, username, displayname, serviceid, createat, updateat)"
+                " VALUES (%s, %s, %s, %s, 'svc', %s, %s)",
+                (f"agent{i:021d}", bot.id, f"bench-bot-{i}", f"Bench {i}", now, now),
+            )
+
+
+async def run() -> None:
+    work = Path(tempfile.mkdtemp(prefix="agents-bench-"))
+    postgres = EmbeddedPostgres(work / "pg")
+    async with FakeMattermost() as mm:
+        account = mm.add_user("agents-cluster", roles="system_user system_admin", is_bot=True)
+        user = mm.add_user("bench-user")
+        t0 = time.perf_counter()
+        database_url = await postgres.start()
+        pg_ready = time.perf_counter() - t0
+        env = {"AGENTS_MATTERMOST_URL": mm.url, "AGENTS_MATTERMOST_TOKEN": account.token, "AGENTS_LOG_LEVEL": "WARNING"}
+        cluster = Cluster(ClusterConfig(database_url=database_url, env=env, log_sink=lambda *_: None))
+        t1 = time.perf_counter()
+        await cluster.start(timeout=120)
+        services_ready = time.perf_counter() - t1
+        cold_total = time.perf_counter() - t0
+        try:
+            await seed_agents(database_url, mm)
+            url = f"{cluster.gateway_url}/plugins/mattermost-ai/ai_bots"
+            headers = {"Authorization": f"Bearer {user.token}"}
+            async with aiohttp.ClientSession() as http:
+                for _ in range(50):  # warm-up: connections, caches, JIT-free but pool-filled
+                    async with http.get(url, headers=headers) as r:
+                        assert r.status == 200, await r.text()
+                latencies = []
+                for _ in range(REQUESTS):
+                    start = time.perf_counter()
+                    async with http.get(url, headers=headers) as r:
+                        await r.read()
+                        assert r.status == 200
+                    latencies.append(time.perf_counter() - start)
+
+                async def worker(n: int) -> None:
+                    for _ in range(n):
+                        async with http.get(url, headers=headers) as r:
+                            await r.read()
+                            assert r.status == 200
+
+                per_worker = REQUESTS // CONCURRENCY
+                t2 = time.perf_counter()
+                await asyncio.gather(*(worker(per_worker) for _ in range(CONCURRENCY)))
+                rps = per_worker * CONCURRENCY / (time.perf_counter() - t2)
+        finally:
+            await cluster.stop(grace=10)
+            await postgres.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    ms = [x * 1000 for x in latencies]
+    print("\n== ai_bots: cold start and latency (gateway → index → PostgreSQL) ==")
+    print(f"{'measure':<46}{'value':>12}")
+    print(f"{'cold start: embedded PostgreSQL (fresh initdb)':<46}{pg_ready:>11.2f}s")
+    print(f"{'cold start: five services to SERVING':<46}{services_ready:>11.2f}s")
+    print(f"{'cold start: total':<46}{cold_total:>11.2f}s")
+    print(f"{'GET /ai_bots p50 (1 in flight, n=' + str(REQUESTS) + ')':<46}{statistics.median(ms):>10.2f}ms")
+    print(f"{'GET /ai_bots p90':<46}{percentile(ms, 90):>10.2f}ms")
+    print(f"{'GET /ai_bots p99':<46}{percentile(ms, 99):>10.2f}ms")
+    print(f"{'GET /ai_bots throughput (' + str(CONCURRENCY) + ' in flight)':<46}{rps:>9.0f} r/s")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

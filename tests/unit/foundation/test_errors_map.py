@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from services.common import errors
+from services.common.errors_map import (
+    STATUS_TO_HTTP,
+    domain_error_from_status,
+    http_status_for,
+    status_for,
+    trailing_metadata_for,
+)
+
+CASES = [
+    (errors.InvalidInput("bad", field="name"), grpc.StatusCode.INVALID_ARGUMENT, 400),
+    (errors.Unauthenticated("who"), grpc.StatusCode.UNAUTHENTICATED, 401),
+    (errors.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED, 403),
+    (errors.NotFound("gone"), grpc.StatusCode.NOT_FOUND, 404),
+    (errors.AlreadyExists("taken"), grpc.StatusCode.ALREADY_EXISTS, 409),
+    (errors.Conflict("edited meanwhile"), grpc.StatusCode.ABORTED, 409),
+    (errors.QuotaExceeded("slow down", retry_after=7), grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (errors.UpstreamUnavailable("down", retry_after=3), grpc.StatusCode.UNAVAILABLE, 503),
+    (errors.UpstreamUnavailable("slow", timeout=True), grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    (errors.Unimplemented("later"), grpc.StatusCode.UNIMPLEMENTED, 501),
+]
+
+
+@pytest.mark.parametrize(("error", "code", "http"), CASES, ids=lambda v: type(v).__name__)
+def test_each_domain_error_maps_to_its_status_and_http_code(error, code, http) -> None:
+    assert status_for(error) == code
+    assert http_status_for(error) == http
+    assert STATUS_TO_HTTP[code] == http
+
+
+@pytest.mark.parametrize(("error", "code", "http"), CASES, ids=lambda v: type(v).__name__)
+def test_a_domain_error_survives_the_round_trip_through_a_status(error, code, http) -> None:
+    trailing = dict(trailing_metadata_for(error))
+    rebuilt = domain_error_from_status(code, error.message, trailing)
+    assert type(rebuilt) is type(error)
+    assert rebuilt.message == error.message
+    assert rebuilt.error_class == error.error_class
+    assert getattr(rebuilt, "field", "") == getattr(error, "field", "")
+    if getattr(error, "retry_after", None):
+        assert rebuilt.retry_after == error.retry_after
+
+
+def test_an_unknown_status_becomes_a_generic_internal_error() -> None:
+    rebuilt = domain_error_from_status(grpc.StatusCode.DATA_LOSS, "", {})
+    assert type(rebuilt) is errors.DomainError
+    assert rebuilt.message == "internal server error"
+    assert STATUS_TO_HTTP.get(grpc.StatusCode.DATA_LOSS, 500) == 500
