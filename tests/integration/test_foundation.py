@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.gateway.auth import sign_request
 from tests.harness import ClusterHarness, SessionPostgres
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -171,3 +172,31 @@ async def test_sigterm_turns_health_not_serving_then_exits_cleanly(postgres: Ses
                 await asyncio.sleep(0.05)
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_trusted_proxy_mode_accepts_signed_requests_and_refuses_forged_ones(postgres: SessionPostgres) -> None:
+    secret = "shim-secret"
+    env = {"AGENTS_GATEWAY_AUTH_MODE": "trusted_proxy", "AGENTS_GATEWAY_PROXY_SHARED_SECRET": secret}
+    async with ClusterHarness(postgres, env=env) as h:
+        user = h.mattermost.add_user("frank")
+        path = "/plugins/mattermost-ai/ai_bots"
+
+        def signed(user_id: str, *, key: str = secret, ts: int | None = None) -> dict[str, str]:
+            stamp = str(int(time.time()) if ts is None else ts)
+            return {
+                "Mattermost-User-Id": user_id,
+                "X-Agents-Timestamp": stamp,
+                "X-Agents-Signature": sign_request(key, stamp, "GET", path, user_id),
+            }
+
+        status, body, _ = await h.request("GET", "/ai_bots", headers=signed(user.id))
+        assert status == 200, body
+        status, _, _ = await h.request("GET", "/ai_bots", headers={"Mattermost-User-Id": user.id})
+        assert status == 401
+        status, _, _ = await h.request("GET", "/ai_bots", headers=signed(user.id, key="guess"))
+        assert status == 401
+        status, _, _ = await h.request("GET", "/ai_bots", headers=signed(user.id, ts=int(time.time()) - 3600))
+        assert status == 401
+        # A valid session token is not accepted in this mode: only the shim speaks for users.
+        status, _, _ = await h.request("GET", "/ai_bots", user=user)
+        assert status == 401
