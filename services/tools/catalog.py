@@ -1,0 +1,173 @@
+"""Which built-in tools exist, what they take (JSON schema), and whether they write.
+
+Tool names and parameters follow the plugin's embedded Mattermost tools (``read_post``,
+``read_channel``, ``search_posts``, ...) so prompts and admin policies written for the plugin
+keep working. MCP tools are not listed here: the mcp service owns them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.errors import InvalidInput
+
+
+class ToolFamily(enum.StrEnum):
+    """Where a tool's data comes from; decides which agent setting offers it."""
+
+    MATTERMOST = "mattermost"
+    WEB = "web"
+
+
+# The agent's MCP tab names Mattermost tools with this origin (the plugin's embedded server).
+MATTERMOST_ORIGIN = "embedded://mattermost"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One built-in tool: its name, description for the model, argument schema and side effects."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    family: ToolFamily
+    writes: bool = False
+
+
+def _schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+_STR = {"type": "string"}
+
+BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "read_post",
+        "Read a Mattermost post and, by default, the rest of its thread.",
+        _schema(
+            {"post_id": {**_STR, "description": "Id of the post."}, "include_thread": {"type": "boolean"}},
+            ("post_id",),
+        ),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "read_channel",
+        "Read the most recent posts of a Mattermost channel, oldest first.",
+        _schema(
+            {
+                "channel_id": _STR,
+                "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Default 20."},
+            },
+            ("channel_id",),
+        ),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "search_posts",
+        "Search Mattermost posts the user can read (semantic search when enabled, else keywords).",
+        _schema(
+            {
+                "query": _STR,
+                "team_id": _STR,
+                "channel_id": _STR,
+                "limit": {"type": "integer", "minimum": 1, "maximum": 50, "description": "Default 10."},
+            },
+            ("query",),
+        ),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "search_users",
+        "Look up Mattermost users by username, name or nickname.",
+        _schema({"term": _STR, "limit": {"type": "integer", "minimum": 1, "maximum": 100}}, ("term",)),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "get_channel_info",
+        "Information about a channel, by id or by (partial) name within a team.",
+        _schema({"channel_id": _STR, "channel_name": _STR, "team_id": _STR}),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "get_team_info",
+        "Information about a team the user belongs to, by id or name.",
+        _schema({"team_id": _STR, "team_name": _STR}),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "create_post",
+        "Create a post (or a reply with root_id) in a channel the user can post in.",
+        _schema({"channel_id": _STR, "message": _STR, "root_id": _STR}, ("channel_id", "message")),
+        ToolFamily.MATTERMOST,
+        writes=True,
+    ),
+    ToolSpec(
+        "web_search",
+        "Search the web. At most 3 searches per conversation and never the same query twice; "
+        "cite results by their URL.",
+        _schema({"query": {**_STR, "minLength": 3}}, ("query",)),
+        ToolFamily.WEB,
+    ),
+    ToolSpec(
+        "web_fetch",
+        "Fetch the text of a page returned by web_search in this conversation.",
+        _schema({"url": _STR}, ("url",)),
+        ToolFamily.WEB,
+    ),
+)
+
+_BY_NAME = {spec.name: spec for spec in BUILTIN_TOOLS}
+
+
+def find_tool(name: str) -> ToolSpec | None:
+    """The built-in tool called ``name``, or None."""
+    return _BY_NAME.get(name)
+
+
+def require_tool(name: str) -> ToolSpec:
+    """The built-in tool called ``name``; InvalidInput naming ``tool_name`` when there is none."""
+    spec = _BY_NAME.get(name)
+    if spec is None:
+        raise InvalidInput(f"unknown tool {name!r}", field="tool_name")
+    return spec
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "boolean": (bool,), "integer": (int, float)}
+
+
+def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Check ``arguments`` against the tool's schema; returns them with integers as ``int``.
+
+    Only the schema features the built-in tools use (types, required, bounds, no extra keys).
+    Raises InvalidInput naming the offending argument.
+    """
+    properties: dict[str, Any] = spec.input_schema["properties"]
+    checked: dict[str, Any] = {}
+    for key, value in arguments.items():
+        rule = properties.get(key)
+        if rule is None:
+            raise InvalidInput(f"{spec.name} takes no argument {key!r}", field=f"arguments.{key}")
+        kind = rule["type"]
+        ok = isinstance(value, _JSON_TYPES[kind]) and not (kind != "boolean" and isinstance(value, bool))
+        if kind == "integer" and ok and float(value) != int(value):
+            ok = False
+        if not ok:
+            raise InvalidInput(f"{spec.name}: {key} must be a {kind}", field=f"arguments.{key}")
+        if kind == "integer":
+            value = int(value)
+            if value < rule.get("minimum", value) or value > rule.get("maximum", value):
+                raise InvalidInput(
+                    f"{spec.name}: {key} must be between {rule.get('minimum')} and {rule.get('maximum')}",
+                    field=f"arguments.{key}",
+                )
+        if kind == "string" and len(value.strip()) < rule.get("minLength", 0):
+            raise InvalidInput(
+                f"{spec.name}: {key} must have at least {rule['minLength']} characters", field=f"arguments.{key}"
+            )
+        checked[key] = value
+    for key in spec.input_schema["required"]:
+        if key not in checked or checked[key] in ("", None):
+            raise InvalidInput(f"{spec.name}: {key} is required", field=f"arguments.{key}")
+    return checked

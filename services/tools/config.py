@@ -1,0 +1,112 @@
+"""The part of the plugin configuration the tools service acts on, as plain domain values.
+
+Built from the registry's ``PluginConfig`` message whenever it changes; handlers read the current
+value and never the message itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.http_guard import parse_allowed_hostnames
+from services.common.licensing import License
+
+DEFAULT_RESULT_LIMIT = 5
+BRAVE_API_URL = "https://api.search.brave.com/res/v1/web/search"
+GOOGLE_API_URL = "https://www.googleapis.com/customsearch/v1"
+
+
+@dataclass(frozen=True)
+class WebSearchSettings:
+    """The ``webSearch`` block: provider, credentials (never logged), limits and denylist."""
+
+    enabled: bool = False
+    provider: str = ""
+    api_key: str = field(default="", repr=False)
+    engine_id: str = ""
+    result_limit: int = DEFAULT_RESULT_LIMIT
+    api_url: str = ""
+    domain_denylist: frozenset[str] = frozenset()
+
+    @property
+    def configured(self) -> bool:
+        """Enabled with a known provider and its credentials (the plugin's exposure rule)."""
+        if not self.enabled or not self.api_key:
+            return False
+        return self.provider == "brave" or (self.provider == "google" and bool(self.engine_id))
+
+    @property
+    def endpoint(self) -> str:
+        """The API URL: the admin's override or the provider's default."""
+        return self.api_url or (GOOGLE_API_URL if self.provider == "google" else BRAVE_API_URL)
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """What the tools service takes from the plugin configuration."""
+
+    web_search: WebSearchSettings = WebSearchSettings()
+    allowed_upstream_hostnames: frozenset[str] = frozenset()
+    channel_tools_enabled: bool = False
+    semantic_search_enabled: bool = False
+
+
+def _limit(value: int) -> int:
+    # The admin guide's range is 1-10 with 5 by default; an unset (0) limit means the default.
+    return DEFAULT_RESULT_LIMIT if value <= 0 else min(value, 10)
+
+
+def _domains(values: Any) -> frozenset[str]:
+    # The console stores a comma-separated string in one entry; accept both shapes.
+    out: set[str] = set()
+    for value in values:
+        out |= {d.strip().lower().removeprefix("*.").rstrip(".") for d in str(value).split(",") if d.strip()}
+    return frozenset(out)
+
+
+def tools_config_from_plugin_config(config: Any, license: License = License.NONE) -> ToolsConfig:
+    """Read a ``agents.registry.v1.PluginConfig`` message into a ``ToolsConfig``."""
+    ws = config.web_search
+    provider = ws.provider.lower()
+    if provider == "google":
+        web = WebSearchSettings(
+            enabled=ws.enabled,
+            provider=provider,
+            api_key=ws.google.api_key,
+            engine_id=ws.google.search_engine_id,
+            result_limit=_limit(ws.google.result_limit),
+            api_url=ws.google.api_url,
+            domain_denylist=_domains(ws.domain_denylist),
+        )
+    else:
+        web = WebSearchSettings(
+            enabled=ws.enabled,
+            provider=provider,
+            api_key=ws.brave.api_key,
+            result_limit=_limit(ws.brave.result_limit),
+            api_url=ws.brave.api_url,
+            domain_denylist=_domains(ws.domain_denylist),
+        )
+    return ToolsConfig(
+        web_search=web,
+        allowed_upstream_hostnames=parse_allowed_hostnames(config.allowed_upstream_hostnames),
+        channel_tools_enabled=config.enable_channel_mention_tool_calling,
+        # Semantic search needs a license (admin guide's table); without one it stays keyword-only.
+        semantic_search_enabled=bool(config.embedding_search_config.type) and license >= License.ENTRY,
+    )
+
+
+class LiveToolsConfig:
+    """The current ``ToolsConfig``, replaced whenever the registry pushes a new plugin config."""
+
+    def __init__(self) -> None:
+        self._value = ToolsConfig()
+
+    def current(self) -> ToolsConfig:
+        """The configuration as of the latest change (defaults until the first one arrives)."""
+        return self._value
+
+    def update(self, plugin_config: Any, license: License) -> None:
+        """Adopt a new ``PluginConfig`` message."""
+        self._value = tools_config_from_plugin_config(plugin_config, license)

@@ -1,0 +1,168 @@
+"""The tools service's use cases: list tools for a context, execute one, read and set policies.
+
+Execution order for one call: resolve the tool (unknown → InvalidInput), check the caller acts
+for the context's user, load the agent (NotFound / PermissionDenied), apply the policy, validate
+the arguments, run. A tool that runs and fails gives ``is_error`` with a message for the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from opentelemetry.trace import Status, StatusCode
+
+from services.common import attributes
+from services.common.errors import DomainError, InvalidInput, NotFound, PermissionDenied, UpstreamUnavailable
+from services.common.identity import Identity
+from services.common.telemetry import tracer
+from services.tools.catalog import BUILTIN_TOOLS, ToolFamily, ToolSpec, find_tool, require_tool, validate_arguments
+from services.tools.config import ToolsConfig
+from services.tools.mattermost_tools import MattermostTools
+from services.tools.policies import AgentToolAccess, Offer, ToolContext, ToolPolicy, default_policy, offers, refusal
+from services.tools.results import ToolFailed, ToolResult
+from services.tools.store import PolicyStore
+from services.tools.websearch.web_tools import WebTools
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentTools:
+    """What the registry says about the agent, as far as tools go."""
+
+    access: AgentToolAccess
+    bot_user_id: str = ""
+
+
+class AgentDirectory(Protocol):
+    """The registry: the agent's tool settings, after checking the user may use it in the channel."""
+
+    async def agent_tools(self, context: ToolContext) -> AgentTools:
+        """NotFound for an unknown agent; PermissionDenied when the user may not use it."""
+        ...
+
+
+class ToolService:
+    """ListTools, ExecuteTool and the policy RPCs, free of gRPC."""
+
+    def __init__(
+        self,
+        *,
+        policies: PolicyStore,
+        agents: AgentDirectory,
+        config: Callable[[], ToolsConfig],
+        mattermost: MattermostTools,
+        web: WebTools,
+    ) -> None:
+        self._policies = policies
+        self._agents = agents
+        self._config = config
+        self._mm_handlers = mattermost.handlers()
+        self._web = web
+
+    def _specs(self, config: ToolsConfig) -> tuple[ToolSpec, ...]:
+        # Web tools exist only while web search is configured (the plugin's exposure rule).
+        return tuple(s for s in BUILTIN_TOOLS if s.family is not ToolFamily.WEB or config.web_search.configured)
+
+    async def list_tools(self, caller: Identity, context: ToolContext) -> list[Offer]:
+        """The tools the agent may use for the user in this context, each with its effective policy."""
+        _check_caller(caller, context)
+        agent = await self._agents.agent_tools(context)
+        config = self._config()
+        return offers(
+            self._specs(config),
+            await self._policies.all(),
+            context,
+            agent.access,
+            channel_tools_enabled=config.channel_tools_enabled,
+        )
+
+    async def execute(
+        self, caller: Identity, context: ToolContext, tool_name: str, arguments: dict[str, Any], tool_call_id: str
+    ) -> ToolResult:
+        """Run one tool as the requesting user."""
+        with tracer(__name__).start_as_current_span("resolve tool") as span:
+            span.set_attribute(attributes.TOOL_NAME, tool_name)
+            span.set_attribute(attributes.TOOL_ID, tool_call_id)
+            span.set_attribute(attributes.USER_ID, context.user_id)
+            if context.channel_id:
+                span.set_attribute(attributes.CHANNEL_ID, context.channel_id)
+            try:
+                result = await self._execute(caller, context, tool_name, arguments, tool_call_id)
+            except DomainError as exc:
+                span.set_attribute(attributes.TOOL_STATUS, "refused")
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            span.set_attribute(attributes.TOOL_STATUS, "error" if result.is_error else "success")
+            if result.is_error:
+                span.set_status(Status(StatusCode.ERROR, "tool error"))
+            return result
+
+    async def _execute(
+        self, caller: Identity, context: ToolContext, tool_name: str, arguments: dict[str, Any], tool_call_id: str
+    ) -> ToolResult:
+        spec = require_tool(tool_name)
+        config = self._config()
+        if spec not in self._specs(config):
+            raise InvalidInput(f"tool {tool_name!r} is not available (web search is not configured)", field="tool_name")
+        _check_caller(caller, context)
+        agent = await self._agents.agent_tools(context)
+        policy = (await self._policies.all()).get(spec.name) or default_policy(spec)
+        reason = refusal(spec, policy, context, agent.access, channel_tools_enabled=config.channel_tools_enabled)
+        if reason is not None:
+            raise PermissionDenied(reason)
+        args = validate_arguments(spec, arguments)
+        try:
+            if spec.family is ToolFamily.WEB:
+                if spec.name == "web_search":
+                    return await self._web.web_search(
+                        args, config=config, conversation_id=context.conversation_id, tool_call_id=tool_call_id
+                    )
+                return await self._web.web_fetch(args, config=config, conversation_id=context.conversation_id)
+            return await self._mm_handlers[spec.name](
+                context.user_id,
+                args,
+                team_id=context.team_id,
+                semantic_enabled=config.semantic_search_enabled,
+                agent_bot_user_id=agent.bot_user_id,
+            )
+        except ToolFailed as exc:
+            return ToolResult(exc.message, is_error=True)
+        except (NotFound, PermissionDenied) as exc:
+            # From Mattermost while running: the model hears it failed, not why in detail.
+            logger.info("tool %s hit %s", spec.name, type(exc).__name__)
+            return ToolResult("not found, or the user cannot access it", is_error=True)
+        except UpstreamUnavailable as exc:
+            return ToolResult(f"a service the tool needs is unavailable: {exc.message}", is_error=True)
+
+    async def get_policy(self, tool_name: str) -> ToolPolicy:
+        """The stored or default policy of a tool; NotFound for an unknown tool."""
+        spec = find_tool(tool_name)
+        if spec is None:
+            raise NotFound(f"unknown tool {tool_name!r}")
+        return (await self._policies.all()).get(spec.name) or default_policy(spec)
+
+    async def list_policies(self) -> list[ToolPolicy]:
+        """Every built-in tool's policy, in catalog order."""
+        stored = await self._policies.all()
+        return [stored.get(spec.name) or default_policy(spec) for spec in BUILTIN_TOOLS]
+
+    async def set_policy(self, caller: Identity, policy: ToolPolicy) -> ToolPolicy:
+        """Store a tool's policy; system admins only, InvalidInput for an unknown tool."""
+        if not caller.is_system_admin:
+            raise PermissionDenied("only system admins can change tool policies")
+        require_tool(policy.tool_name)
+        await self._policies.put(policy, caller.user_id)
+        logger.info("tool policy changed", extra={"tool": policy.tool_name, "by": caller.user_id})
+        return policy
+
+
+def _check_caller(caller: Identity, context: ToolContext) -> None:
+    if not context.user_id:
+        raise InvalidInput("context.user_id is required", field="context.user_id")
+    # Only a service holding the cluster credential may act for a user other than itself.
+    if not caller.internal and caller.user_id != context.user_id:
+        raise PermissionDenied("tools run only for the calling user")

@@ -1,0 +1,148 @@
+"""Tool policies and the rules that turn them into "offered?" and "runs without asking?".
+
+A policy is set per tool by system admins: enabled state and approval (auto / ask / disabled),
+with an auto-run scope (DM only, or everywhere). The effective answer for one request also depends
+on where it happens (DM or channel), who invoked the agent (a person or another bot/plugin), the
+plugin's channel tool-calling switch, and the agent's own selections. All of it is pure here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from services.tools.catalog import MATTERMOST_ORIGIN, ToolFamily, ToolSpec
+
+
+class Approval(enum.StrEnum):
+    AUTO = "auto"
+    ASK = "ask"
+    DISABLED = "disabled"
+
+
+class AutoRunScope(enum.StrEnum):
+    DM = "dm"
+    EVERYWHERE = "everywhere"
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    """What an admin decided for one tool."""
+
+    tool_name: str
+    enabled: bool
+    approval: Approval
+    auto_run_scope: AutoRunScope = AutoRunScope.DM
+
+    @property
+    def usable(self) -> bool:
+        """Whether the tool may be offered at all."""
+        return self.enabled and self.approval is not Approval.DISABLED
+
+
+def default_policy(spec: ToolSpec) -> ToolPolicy:
+    """The policy a tool has until an admin sets one.
+
+    Reads of Mattermost data run without asking in DMs (the plugin's vetted embedded-tool seed);
+    writes always ask; web tools ask, since the plugin's built-in web search has no policy and
+    always needs the user's approval.
+    """
+    if spec.writes or spec.family is ToolFamily.WEB:
+        return ToolPolicy(spec.name, True, Approval.ASK, AutoRunScope.DM)
+    return ToolPolicy(spec.name, True, Approval.AUTO, AutoRunScope.DM)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who asks, for which agent, where (the request's ``ToolContext``)."""
+
+    user_id: str
+    agent_id: str = ""
+    channel_id: str = ""
+    team_id: str = ""
+    is_direct_message: bool = False
+    conversation_id: str = ""
+    automated_invoker: bool = False
+
+
+@dataclass(frozen=True)
+class AgentToolAccess:
+    """The agent's side of the intersection: its tool switch and MCP-tab selections."""
+
+    disable_tools: bool = False
+    native_web_search: bool = False
+    auto_enable_all: bool = False
+    # (server_origin, tool_name) pairs; tool_name "*" selects the whole server.
+    selected: frozenset[tuple[str, str]] = frozenset()
+
+    def selects(self, spec: ToolSpec) -> bool:
+        """Whether the agent's settings allow this built-in tool."""
+        if self.disable_tools:
+            return False
+        if spec.family is ToolFamily.WEB:
+            # The provider's own search replaces the built-in one (admin guide: prefer native).
+            return not self.native_web_search
+        if self.auto_enable_all:
+            return True
+        # Built-in Mattermost tools stand in for the plugin's embedded server; "" also matches
+        # because the tools API reports built-ins with an empty origin.
+        return any(origin in ("", MATTERMOST_ORIGIN) and name in ("*", spec.name) for origin, name in self.selected)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One tool as offered in a context: its policy and whether it runs without asking."""
+
+    spec: ToolSpec
+    policy: ToolPolicy
+    auto_approved: bool
+
+
+def refusal(
+    spec: ToolSpec,
+    policy: ToolPolicy,
+    context: ToolContext,
+    agent: AgentToolAccess,
+    *,
+    channel_tools_enabled: bool,
+) -> str | None:
+    """Why the tool may not be used in this context, or None when it may."""
+    if not policy.usable:
+        return f"tool {spec.name} is disabled by an administrator"
+    if not agent.selects(spec):
+        return f"tool {spec.name} is not enabled for this agent"
+    if not context.is_direct_message and not channel_tools_enabled:
+        return "tools are available in direct messages only (channel tool calling is off)"
+    if context.automated_invoker and not _runs_unasked_everywhere(spec, policy):
+        return f"tool {spec.name} is not auto-run everywhere, as tools for automated invocations must be"
+    return None
+
+
+def _runs_unasked_everywhere(spec: ToolSpec, policy: ToolPolicy) -> bool:
+    return policy.approval is Approval.AUTO and policy.auto_run_scope is AutoRunScope.EVERYWHERE and not spec.writes
+
+
+def auto_approved(spec: ToolSpec, policy: ToolPolicy, context: ToolContext) -> bool:
+    """Whether a call runs without asking the requester. Writes never auto-run outside DMs."""
+    if not policy.usable or policy.approval is not Approval.AUTO:
+        return False
+    if context.is_direct_message:
+        return True
+    return policy.auto_run_scope is AutoRunScope.EVERYWHERE and not spec.writes
+
+
+def offers(
+    specs: tuple[ToolSpec, ...],
+    policies: dict[str, ToolPolicy],
+    context: ToolContext,
+    agent: AgentToolAccess,
+    *,
+    channel_tools_enabled: bool,
+) -> list[Offer]:
+    """The tools offered in ``context``, in catalog order, each with its effective approval."""
+    result = []
+    for spec in specs:
+        policy = policies.get(spec.name) or default_policy(spec)
+        if refusal(spec, policy, context, agent, channel_tools_enabled=channel_tools_enabled) is None:
+            result.append(Offer(spec, policy, auto_approved(spec, policy, context)))
+    return result

@@ -1,0 +1,561 @@
+"""The tools service through gRPC against real processes, a fake Mattermost and fake search APIs.
+
+The fake search server listens on 127.0.0.2, which the operator allows to resolve privately
+(``AGENTS_TOOLS_PRIVATE_ALLOWED_HOSTNAMES``); SSRF probes aim at a connection counter on 127.0.0.1,
+which nothing allows, so "refused before any connection" is counted, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+import pytest_asyncio
+from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
+from agents.tools.v1 import tools_pb2 as tools_pb2
+from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
+from google.protobuf import json_format, struct_pb2
+
+from services.common.identity import MANAGE_SYSTEM, Identity
+from tests.fakes.listener import ConnectionCounter
+from tests.fakes.mattermost.state import FakeUser
+from tests.fakes.search import FakeResult, FakeSearch
+from tests.harness import ClusterHarness, SessionPostgres
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SEARCH_HOST = "127.0.0.2"
+
+
+class World:
+    """The module's cluster, fakes and seeded Mattermost data."""
+
+    def __init__(self, harness: ClusterHarness, search: FakeSearch, counter: ConnectionCounter) -> None:
+        self.h = harness
+        self.search = search
+        self.counter = counter
+        mm = harness.mattermost
+        self.admin = mm.add_user("root", roles="system_user system_admin")
+        self.alice = mm.add_user("alice")
+        self.bob = mm.add_user("bob")
+        self.bot = mm.add_user("helper", is_bot=True)
+        self.team = mm.add_team("eng", display_name="Engineering")
+        for user in (self.alice, self.bob):
+            mm.add_member(self.team, user)
+        self.town = mm.add_channel(self.team.id, "town-square", display_name="Town Square")
+        self.secret = mm.add_channel(self.team.id, "secret-plans", type="P", display_name="Secret Plans")
+        mm.add_member(self.town, self.alice)
+        mm.add_member(self.secret, self.bob)
+        # The cluster's account searches with Mattermost's own search, which only sees channels it is in.
+        assert harness.cluster_account is not None
+        for channel in (self.town, self.secret):
+            mm.add_member(channel, harness.cluster_account)
+        self.dm = mm.add_direct_channel(self.alice, self.bot)
+        self.agent_id = ""
+
+    def stub(self) -> tools_pb2_grpc.ToolsStub:
+        return tools_pb2_grpc.ToolsStub(self.h.channel("tools"))
+
+    def md(self, user: FakeUser, *, admin: bool = False) -> list[tuple[str, str]]:
+        perms = frozenset({MANAGE_SYSTEM}) if admin else frozenset()
+        return self.h.metadata(Identity(user_id=user.id, permissions=perms))
+
+    def context(self, user: FakeUser | None = None, **fields: Any) -> tools_pb2.ToolContext:
+        user = user or self.alice
+        values: dict[str, Any] = {
+            "user_id": user.id,
+            "agent_id": self.agent_id,
+            "channel_id": self.dm.id,
+            "team_id": self.team.id,
+            "is_direct_message": True,
+            "conversation_id": secrets.token_hex(8),
+        }
+        values.update(fields)
+        return tools_pb2.ToolContext(**values)
+
+    async def execute(
+        self, tool: str, args: dict[str, Any], *, user: FakeUser | None = None, call_id: str = "", **ctx: Any
+    ) -> tools_pb2.ExecuteToolResponse:
+        arguments = struct_pb2.Struct()
+        arguments.update(args)
+        user = user or self.alice
+        async with self.h.channel("tools") as channel:
+            return await tools_pb2_grpc.ToolsStub(channel).ExecuteTool(
+                tools_pb2.ExecuteToolRequest(
+                    context=self.context(user, **ctx), tool_name=tool, arguments=arguments, tool_call_id=call_id
+                ),
+                metadata=self.md(user),
+                timeout=20,
+            )
+
+    async def list_tools(self, user: FakeUser | None = None, **ctx: Any) -> list[tools_pb2.Tool]:
+        user = user or self.alice
+        async with self.h.channel("tools") as channel:
+            reply = await tools_pb2_grpc.ToolsStub(channel).ListTools(
+                tools_pb2.ListToolsRequest(context=self.context(user, **ctx)), metadata=self.md(user), timeout=10
+            )
+        return list(reply.tools)
+
+    async def configure(self, **web: Any) -> None:
+        """Push a plugin config and wait until the tools service acts on it.
+
+        Web search is switched off first and on again: once web_search reappears in ListTools,
+        the tools service holds this revision (revisions arrive in order).
+        """
+        allowed = web.pop("allowed", "")
+        base = {"services": [], "allowedUpstreamHostnames": allowed, "enableChannelMentionToolCalling": True}
+        await self._push({**base, "webSearch": {"enabled": False}})
+        await self._until(lambda names: "web_search" not in names)
+        provider = web.pop("provider", "brave")
+        block = {
+            "brave": {"apiKey": self.search.brave_key, "apiURL": f"{self.search.base_url}/res/v1/web/search"},
+            "google": {
+                "apiKey": self.search.google_key,
+                "searchEngineId": self.search.google_cx,
+                "apiURL": f"{self.search.base_url}/customsearch/v1",
+            },
+        }[provider]
+        block.update(web.pop(provider, {}))
+        await self._push(
+            {**base, "webSearch": {"enabled": True, "provider": provider, provider: block, **web}},
+        )
+        await self._until(lambda names: "web_search" in names)
+
+    async def _push(self, document: dict[str, Any]) -> None:
+        config = json_format.ParseDict(document, registry_pb2.PluginConfig(), ignore_unknown_fields=True)
+        async with self.h.channel("index") as channel:
+            await registry_pb2_grpc.RegistryStub(channel).UpdatePluginConfig(
+                registry_pb2.UpdatePluginConfigRequest(config=config), metadata=self.md(self.admin, admin=True)
+            )
+
+    async def _until(self, predicate: Any, within: float = 15.0) -> None:
+        deadline = time.monotonic() + within
+        while not predicate({t.name for t in await self.list_tools()}):
+            if time.monotonic() > deadline:
+                raise AssertionError("the tools service never saw the new plugin config")
+            await asyncio.sleep(0.1)
+
+
+async def insert_agent(database_url: str, bot: FakeUser, **columns: object) -> str:
+    now = int(time.time() * 1000)
+    agent_id = secrets.token_hex(13)
+    row = {
+        "id": agent_id,
+        "botuserid": bot.id,
+        "username": bot.username,
+        "displayname": bot.username.title(),
+        "serviceid": "svc",
+        "createat": now,
+        "updateat": now,
+        **columns,
+    }
+    cols, marks = ", ".join(row), ", ".join(f"%({k})s" for k in row)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
+    return agent_id
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    counter = ConnectionCounter()
+    await counter.start("127.0.0.1")
+    async with FakeSearch(host=SEARCH_HOST) as search:
+        env = {"AGENTS_TOOLS_PRIVATE_ALLOWED_HOSTNAMES": SEARCH_HOST}
+        async with ClusterHarness(postgres, env=env) as h:
+            w = World(h, search, counter)
+            w.agent_id = await insert_agent(h.database_url, w.bot, autoenablenewmcptools=True)
+            await w.configure()
+            yield w
+    await counter.close()
+
+
+async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
+
+
+# --- contract, listing, policies ---------------------------------------------------------------
+
+
+async def test_every_rpc_of_the_tools_descriptor_is_implemented(world: World) -> None:
+    service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
+    async with world.h.channel("tools") as channel:
+        stub = tools_pb2_grpc.ToolsStub(channel)
+        requests = {
+            "ListTools": tools_pb2.ListToolsRequest(context=world.context()),
+            "ExecuteTool": tools_pb2.ExecuteToolRequest(context=world.context(), tool_name="no_such_tool"),
+            "GetPolicy": tools_pb2.GetPolicyRequest(tool_name="read_post"),
+            "SetPolicy": tools_pb2.SetPolicyRequest(policy=tools_pb2.ToolPolicy(tool_name="read_post")),
+            "ListPolicies": tools_pb2.ListPoliciesRequest(),
+        }
+        assert set(requests) == {m.name for m in service.methods}
+        for name, request in requests.items():
+            try:
+                await getattr(stub, name)(request, metadata=world.md(world.alice), timeout=10)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() != grpc.StatusCode.UNIMPLEMENTED, name
+
+
+async def test_list_tools_in_a_dm_offers_every_tool_with_its_effective_policy(world: World) -> None:
+    tools = {t.name: t for t in await world.list_tools()}
+    assert set(tools) >= {"read_post", "read_channel", "search_posts", "create_post", "web_search", "web_fetch"}
+    assert tools["read_post"].auto_approved and not tools["read_post"].writes
+    assert tools["create_post"].writes and not tools["create_post"].auto_approved
+    assert tools["read_post"].input_schema["required"] == ["post_id"]
+
+
+async def test_execute_of_an_unknown_tool_is_invalid_argument(world: World) -> None:
+    err = await rpc_error(world.execute("delete_everything", {}))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_arguments_outside_the_schema_are_invalid_argument(world: World) -> None:
+    err = await rpc_error(world.execute("read_channel", {"channel_id": world.town.id, "limit": 5000}))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_set_policy_is_refused_to_non_admins(world: World) -> None:
+    policy = tools_pb2.ToolPolicy(tool_name="read_post", enabled=False, approval=tools_pb2.APPROVAL_POLICY_DISABLED)
+    async with world.h.channel("tools") as channel:
+        err = await rpc_error(
+            tools_pb2_grpc.ToolsStub(channel).SetPolicy(
+                tools_pb2.SetPolicyRequest(policy=policy), metadata=world.md(world.alice)
+            )
+        )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_policy_an_admin_disables_hides_the_tool_and_refuses_its_execution(world: World) -> None:
+    stub_md = world.md(world.admin, admin=True)
+    disabled = tools_pb2.ToolPolicy(tool_name="search_users", enabled=True, approval=tools_pb2.APPROVAL_POLICY_DISABLED)
+    async with world.h.channel("tools") as channel:
+        stub = tools_pb2_grpc.ToolsStub(channel)
+        await stub.SetPolicy(tools_pb2.SetPolicyRequest(policy=disabled), metadata=stub_md)
+        try:
+            got = await stub.GetPolicy(tools_pb2.GetPolicyRequest(tool_name="search_users"), metadata=stub_md)
+            assert got.policy.approval == tools_pb2.APPROVAL_POLICY_DISABLED
+            assert "search_users" not in {t.name for t in await world.list_tools()}
+            err = await rpc_error(world.execute("search_users", {"term": "ali"}))
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            restored = tools_pb2.ToolPolicy(
+                tool_name="search_users", enabled=True, approval=tools_pb2.APPROVAL_POLICY_AUTO
+            )
+            await stub.SetPolicy(tools_pb2.SetPolicyRequest(policy=restored), metadata=stub_md)
+
+
+async def test_set_policy_for_an_unknown_tool_is_invalid_argument(world: World) -> None:
+    policy = tools_pb2.ToolPolicy(tool_name="nope", enabled=True, approval=tools_pb2.APPROVAL_POLICY_ASK)
+    async with world.h.channel("tools") as channel:
+        err = await rpc_error(
+            tools_pb2_grpc.ToolsStub(channel).SetPolicy(
+                tools_pb2.SetPolicyRequest(policy=policy), metadata=world.md(world.admin, admin=True)
+            )
+        )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_automated_invoker_gets_only_auto_run_everywhere_tools(world: World) -> None:
+    assert await world.list_tools(automated_invoker=True) == []
+
+
+async def test_an_unknown_agent_is_not_found(world: World) -> None:
+    err = await rpc_error(world.list_tools(agent_id="0" * 26))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+# --- Mattermost tools as the requesting user ----------------------------------------------------
+
+
+async def test_read_post_returns_the_thread(world: World) -> None:
+    mm = world.h.mattermost
+    root = mm.add_post(world.bob, world.town, "deploy is on friday")
+    mm.add_post(world.alice, world.town, "which friday?", root_id=root["id"])
+    result = await world.execute("read_post", {"post_id": root["id"]})
+    assert not result.is_error
+    assert "deploy is on friday" in result.content and "which friday?" in result.content
+    assert "@bob" in result.content
+
+
+async def test_a_post_in_a_channel_the_user_cannot_read_is_never_returned(world: World) -> None:
+    post = world.h.mattermost.add_post(world.bob, world.secret, "acquisition codename bluebird")
+    result = await world.execute("read_post", {"post_id": post["id"]})
+    assert result.is_error and "bluebird" not in result.content
+    channel = await world.execute("read_channel", {"channel_id": world.secret.id})
+    assert channel.is_error and "bluebird" not in channel.content
+
+
+async def test_read_channel_returns_recent_posts_oldest_first(world: World) -> None:
+    mm = world.h.mattermost
+    channel = mm.add_channel(world.team.id, "releases")
+    mm.add_member(channel, world.alice)
+    for n in range(3):
+        mm.add_post(world.alice, channel, f"release note {n}")
+    result = await world.execute("read_channel", {"channel_id": channel.id, "limit": 2})
+    assert not result.is_error
+    assert "release note 0" not in result.content
+    assert result.content.index("release note 1") < result.content.index("release note 2")
+
+
+async def test_search_posts_keeps_only_posts_from_channels_the_user_can_read(world: World) -> None:
+    mm = world.h.mattermost
+    mm.add_post(world.bob, world.town, "the quarterly budget is approved")
+    mm.add_post(world.bob, world.secret, "the quarterly budget hides a layoff")
+    result = await world.execute("search_posts", {"query": "quarterly budget"})
+    assert not result.is_error
+    assert "approved" in result.content and "layoff" not in result.content
+    as_bob = await world.execute(
+        "search_posts", {"query": "quarterly budget"}, user=world.bob, channel_id=world.town.id
+    )
+    assert "layoff" in as_bob.content
+
+
+async def test_search_users_finds_users_without_emails(world: World) -> None:
+    result = await world.execute("search_users", {"term": "bo"})
+    assert "@bob" in result.content and "@example.com" not in result.content
+
+
+async def test_get_channel_info_by_name_only_searches_the_users_channels(world: World) -> None:
+    found = await world.execute("get_channel_info", {"channel_name": "town"})
+    assert "Town Square" in found.content
+    hidden = await world.execute("get_channel_info", {"channel_name": "secret"})
+    assert hidden.is_error and "Secret Plans" not in hidden.content
+
+
+async def test_get_team_info_by_name(world: World) -> None:
+    result = await world.execute("get_team_info", {"team_name": "eng"})
+    assert not result.is_error and "Engineering" in result.content
+
+
+async def test_create_post_posts_as_the_cluster_with_props_naming_the_requester(world: World) -> None:
+    result = await world.execute("create_post", {"channel_id": world.town.id, "message": "standup moved to 10"})
+    assert not result.is_error
+    post_id = result.content.split()[2]
+    post = world.h.mattermost.post(post_id)
+    assert post["message"] == "standup moved to 10"
+    assert post["props"]["ai_generated_by"] == world.alice.id
+    assert post["props"]["ai_agent_bot_user_id"] == world.bot.id
+
+
+async def test_create_post_into_a_channel_the_user_is_not_in_fails(world: World) -> None:
+    before = len(world.h.mattermost.requests_to("POST", "/api/v4/posts"))
+    result = await world.execute("create_post", {"channel_id": world.secret.id, "message": "hi"})
+    assert result.is_error
+    assert len(world.h.mattermost.requests_to("POST", "/api/v4/posts")) == before
+
+
+# --- web search ---------------------------------------------------------------------------------
+
+
+def results(*pairs: tuple[str, str]) -> list[FakeResult]:
+    return [FakeResult(title=t, url=u, snippet=f"about {t}") for t, u in pairs]
+
+
+async def test_brave_search_answers_results_with_citations(world: World) -> None:
+    world.search.results["mattermost agents"] = results(
+        ("Agents docs", "https://docs.mattermost.com/agents"), ("Blog", "https://mattermost.com/blog/agents")
+    )
+    result = await world.execute("web_search", {"query": "mattermost agents"})
+    assert not result.is_error
+    assert [(c.title, c.url) for c in result.citations] == [
+        ("Agents docs", "https://docs.mattermost.com/agents"),
+        ("Blog", "https://mattermost.com/blog/agents"),
+    ]
+    call = world.search.calls[-1]
+    assert (call.provider, call.query, call.count) == ("brave", "mattermost agents", 5)
+
+
+async def test_google_search_answers_results_with_citations(world: World) -> None:
+    await world.configure(provider="google", google={"resultLimit": 1})
+    try:
+        world.search.results["grpc health"] = results(("Health", "https://grpc.io/health"), ("Other", "https://x.io"))
+        result = await world.execute("web_search", {"query": "grpc health"})
+        assert [(c.title, c.url) for c in result.citations] == [("Health", "https://grpc.io/health")]
+        call = world.search.calls[-1]
+        assert (call.provider, call.engine_id, call.count) == ("google", world.search.google_cx, 1)
+    finally:
+        await world.configure()
+
+
+async def test_a_rejected_api_key_is_a_tool_error_that_does_not_leak_the_key(world: World) -> None:
+    await world.configure(brave={"apiKey": "wrong-key-123"})
+    try:
+        result = await world.execute("web_search", {"query": "anything at all"})
+        assert result.is_error and "HTTP 401" in result.content and "wrong-key-123" not in result.content
+    finally:
+        await world.configure()
+    assert not any("wrong-key-123" in line for line in world.h.logs.get("tools", []))
+
+
+async def test_denylisted_domains_are_filtered_out_of_results(world: World) -> None:
+    await world.configure(domainDenylist=["spam.example"])
+    try:
+        world.search.results["cheap watches"] = results(
+            ("Spam", "https://shop.spam.example/watch"), ("Review", "https://reviews.example.org/watches")
+        )
+        result = await world.execute("web_search", {"query": "cheap watches"})
+        assert [c.url for c in result.citations] == ["https://reviews.example.org/watches"]
+        assert "spam.example" not in result.content
+    finally:
+        await world.configure()
+
+
+async def test_web_fetch_returns_the_text_of_a_result_page_with_a_citation(world: World) -> None:
+    url = world.search.page("/guide", "<html><title>Guide</title><body><p>Step one: relax.</p></body></html>")
+    world.search.results["fetch guide"] = results(("Guide", url))
+    conversation = secrets.token_hex(8)
+    await world.execute("web_search", {"query": "fetch guide"}, conversation_id=conversation)
+    page = await world.execute("web_fetch", {"url": url}, conversation_id=conversation)
+    assert not page.is_error and "Step one: relax." in page.content
+    assert [(c.url, c.title) for c in page.citations] == [(url, "Guide")]
+
+
+async def test_web_fetch_refuses_urls_no_search_returned(world: World) -> None:
+    url = world.search.page("/unlisted", "<p>private</p>")
+    page = await world.execute("web_fetch", {"url": url})
+    assert page.is_error and "private" not in page.content
+    assert "/unlisted" not in world.search.page_requests
+
+
+async def test_web_fetch_refuses_a_redirect_into_a_denylisted_domain(world: World) -> None:
+    await world.configure(domainDenylist=["blocked.example"])
+    try:
+        url = world.search.redirect("/hop", "http://www.blocked.example/landing")
+        world.search.results["redirect hop"] = results(("Hop", url))
+        conversation = secrets.token_hex(8)
+        await world.execute("web_search", {"query": "redirect hop"}, conversation_id=conversation)
+        page = await world.execute("web_fetch", {"url": url}, conversation_id=conversation)
+        assert page.is_error and "denied domain blocked.example" in page.content
+    finally:
+        await world.configure()
+
+
+async def test_the_allowlist_refuses_a_search_api_host_it_does_not_list(world: World) -> None:
+    await world.configure(allowed="api.search.brave.com")
+    try:
+        calls = len(world.search.calls)
+        result = await world.execute("web_search", {"query": "allowlisted only"})
+        assert result.is_error and "not in the allowed upstream hostnames" in result.content
+        assert len(world.search.calls) == calls
+    finally:
+        await world.configure()
+
+
+async def test_the_allowlist_refuses_fetching_a_page_on_a_host_it_does_not_list(world: World) -> None:
+    await world.configure(allowed=f"{SEARCH_HOST}")
+    try:
+        world.search.results["elsewhere page"] = results(("Elsewhere", "https://elsewhere.example/page"))
+        conversation = secrets.token_hex(8)
+        found = await world.execute("web_search", {"query": "elsewhere page"}, conversation_id=conversation)
+        assert not found.is_error
+        page = await world.execute("web_fetch", {"url": "https://elsewhere.example/page"}, conversation_id=conversation)
+        assert page.is_error and "not in the allowed upstream hostnames" in page.content
+    finally:
+        await world.configure()
+
+
+async def test_ssrf_urls_in_results_are_refused_before_any_connection(world: World) -> None:
+    port = world.counter.port
+    hostile = [
+        f"http://2130706433:{port}/",  # decimal
+        f"http://0177.0.0.1:{port}/",  # octal
+        f"http://0x7f.1:{port}/",  # hex, short form
+        f"http://[::ffff:127.0.0.1]:{port}/",  # IPv4-mapped IPv6
+        f"http://0.0.0.0:{port}/",
+        f"http://localhost:{port}/",  # a name that resolves to loopback
+        world.search.redirect("/to-loopback", f"http://127.0.0.1:{port}/"),
+    ]
+    world.search.results["internal admin"] = results(*((f"r{n}", u) for n, u in enumerate(hostile)))
+    await world.configure(brave={"resultLimit": 10})
+    try:
+        conversation = secrets.token_hex(8)
+        found = await world.execute("web_search", {"query": "internal admin"}, conversation_id=conversation)
+        assert len(found.citations) == len(hostile)
+        for url in hostile:
+            page = await world.execute("web_fetch", {"url": url}, conversation_id=conversation)
+            assert page.is_error and "refused" in page.content, url
+        assert await world.counter.connections_seen() == 0
+    finally:
+        await world.configure()
+
+
+async def test_a_search_api_url_pointing_at_loopback_is_refused_before_connecting(world: World) -> None:
+    await world.configure(brave={"apiURL": f"http://2130706433:{world.counter.port}/res/v1/web/search"})
+    try:
+        result = await world.execute("web_search", {"query": "loopback api"})
+        assert result.is_error and "loopback" in result.content
+        assert await world.counter.connections_seen() == 0
+    finally:
+        await world.configure()
+
+
+async def test_search_limits_hold_across_a_tools_service_restart(world: World) -> None:
+    conversation = secrets.token_hex(8)
+    first = await world.execute("web_search", {"query": "limit one"}, conversation_id=conversation)
+    second = await world.execute("web_search", {"query": "limit two"}, conversation_id=conversation)
+    assert not first.is_error and not second.is_error
+
+    cluster = world.h.cluster
+    assert cluster is not None
+    await cluster.stop_service("tools")
+    await cluster.start_service("tools")
+    await cluster.wait_healthy(names=("tools",))
+
+    calls = len(world.search.calls)
+    repeat = await world.execute("web_search", {"query": "  LIMIT   two "}, conversation_id=conversation)
+    assert repeat.is_error and "already searched" in repeat.content
+    third = await world.execute("web_search", {"query": "limit three"}, conversation_id=conversation)
+    assert not third.is_error
+    err = await rpc_error(world.execute("web_search", {"query": "limit four"}, conversation_id=conversation))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [c.query for c in world.search.calls[calls:]] == ["limit three"]
+
+
+async def test_concurrent_searches_never_pass_the_limit(world: World) -> None:
+    conversation = secrets.token_hex(8)
+    outcomes = await asyncio.gather(
+        *(world.execute("web_search", {"query": f"race {n}"}, conversation_id=conversation) for n in range(6)),
+        return_exceptions=True,
+    )
+    ran = [o for o in outcomes if isinstance(o, tools_pb2.ExecuteToolResponse) and not o.is_error]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(ran) == 3 and len(refused) == 3
+    assert all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in refused)
+
+
+async def test_a_retried_tool_call_is_not_counted_twice(world: World) -> None:
+    conversation = secrets.token_hex(8)
+    for _ in range(2):
+        result = await world.execute("web_search", {"query": "retry me"}, conversation_id=conversation, call_id="c1")
+        assert not result.is_error
+    await world.execute("web_search", {"query": "retry two"}, conversation_id=conversation)
+    last = await world.execute("web_search", {"query": "retry three"}, conversation_id=conversation)
+    assert not last.is_error
+
+
+# --- tracing ------------------------------------------------------------------------------------
+
+
+async def test_execution_records_a_resolve_tool_span_with_tool_name_and_id(world: World) -> None:
+    call_id = f"call_{secrets.token_hex(4)}"
+    await world.execute("web_search", {"query": "span check"}, call_id=call_id)
+
+    def found(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"] == "resolve tool" and s["attributes"].get("agents.tool.id") == call_id for s in spans)
+
+    spans = await world.h.wait_for_spans(found)
+    resolve = next(s for s in spans if s["name"] == "resolve tool" and s["attributes"]["agents.tool.id"] == call_id)
+    assert resolve["service"] == "tools"
+    assert resolve["attributes"]["agents.tool.name"] == "web_search"
+    children = [s for s in spans if s["parent_id"] == resolve["span_id"]]
+    assert any(s["name"] == "brave web search" for s in children)
+    assert not any("brave-test-key" in json.dumps(s) for s in spans)

@@ -1,0 +1,94 @@
+"""Pure rules: which tools are offered in a context and which run without asking."""
+
+from __future__ import annotations
+
+from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, require_tool
+from services.tools.policies import (
+    AgentToolAccess,
+    Approval,
+    AutoRunScope,
+    ToolContext,
+    ToolPolicy,
+    auto_approved,
+    default_policy,
+    offers,
+    refusal,
+)
+
+DM = ToolContext(user_id="u", agent_id="a", channel_id="dm", is_direct_message=True)
+CHANNEL = ToolContext(user_id="u", agent_id="a", channel_id="town", is_direct_message=False)
+ALL = AgentToolAccess(auto_enable_all=True)
+
+
+def names(context: ToolContext, agent: AgentToolAccess = ALL, *, channel_tools: bool = True, **policies) -> list[str]:
+    stored = {name: p for name, p in policies.items()}
+    return [o.spec.name for o in offers(BUILTIN_TOOLS, stored, context, agent, channel_tools_enabled=channel_tools)]
+
+
+def test_reads_auto_run_in_dms_by_default_and_writes_ask() -> None:
+    assert auto_approved(require_tool("read_post"), default_policy(require_tool("read_post")), DM)
+    assert not auto_approved(require_tool("create_post"), default_policy(require_tool("create_post")), DM)
+
+
+def test_web_tools_ask_by_default() -> None:
+    assert default_policy(require_tool("web_search")).approval is Approval.ASK
+
+
+def test_auto_run_in_dm_scope_asks_in_channels() -> None:
+    spec = require_tool("read_channel")
+    assert not auto_approved(spec, ToolPolicy(spec.name, True, Approval.AUTO, AutoRunScope.DM), CHANNEL)
+
+
+def test_auto_run_everywhere_runs_unasked_in_channels() -> None:
+    spec = require_tool("read_channel")
+    assert auto_approved(spec, ToolPolicy(spec.name, True, Approval.AUTO, AutoRunScope.EVERYWHERE), CHANNEL)
+
+
+def test_a_write_is_never_auto_approved_in_a_channel_even_when_auto_everywhere() -> None:
+    spec = require_tool("create_post")
+    policy = ToolPolicy(spec.name, True, Approval.AUTO, AutoRunScope.EVERYWHERE)
+    assert not auto_approved(spec, policy, CHANNEL)
+    assert auto_approved(spec, policy, DM)
+
+
+def test_disabled_tools_are_not_offered() -> None:
+    off = ToolPolicy("read_post", True, Approval.DISABLED)
+    not_enabled = ToolPolicy("read_channel", False, Approval.AUTO)
+    offered = names(DM, read_post=off, read_channel=not_enabled)
+    assert "read_post" not in offered and "read_channel" not in offered and "search_posts" in offered
+
+
+def test_channels_offer_no_tools_while_channel_tool_calling_is_off() -> None:
+    assert names(CHANNEL, channel_tools=False) == []
+    assert names(DM, channel_tools=False)
+
+
+def test_automated_invokers_get_only_auto_run_everywhere_tools() -> None:
+    automated = ToolContext(user_id="u", agent_id="a", is_direct_message=True, automated_invoker=True)
+    everywhere = ToolPolicy("search_users", True, Approval.AUTO, AutoRunScope.EVERYWHERE)
+    assert names(automated, search_users=everywhere) == ["search_users"]
+
+
+def test_agent_selection_intersects_with_policies() -> None:
+    agent = AgentToolAccess(selected=frozenset({(MATTERMOST_ORIGIN, "read_post"), ("https://mcp.example", "*")}))
+    assert [n for n in names(DM, agent) if n.startswith(("read", "search", "get", "create"))] == ["read_post"]
+
+
+def test_a_whole_server_selection_selects_every_mattermost_tool() -> None:
+    agent = AgentToolAccess(selected=frozenset({(MATTERMOST_ORIGIN, "*")}))
+    assert "create_post" in names(DM, agent) and "read_channel" in names(DM, agent)
+
+
+def test_agents_with_tools_disabled_get_none() -> None:
+    assert names(DM, AgentToolAccess(disable_tools=True, auto_enable_all=True)) == []
+
+
+def test_native_web_search_replaces_the_built_in_web_tools() -> None:
+    offered = names(DM, AgentToolAccess(auto_enable_all=True, native_web_search=True))
+    assert "web_search" not in offered and "web_fetch" not in offered and "read_post" in offered
+
+
+def test_refusal_names_the_reason() -> None:
+    spec = require_tool("read_post")
+    reason = refusal(spec, ToolPolicy(spec.name, False, Approval.AUTO), DM, ALL, channel_tools_enabled=True)
+    assert reason is not None and "disabled" in reason
