@@ -42,10 +42,7 @@ def _service_config(idempotent_methods: Iterable[tuple[str, str]]) -> str:
     return json.dumps(config)
 
 
-class _IdentityAndDeadline(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-):
+class _IdentityAndDeadline:
     """Copies the current identity and the service credential onto every call, and bounds its
     timeout by what is left of the incoming call's deadline."""
 
@@ -73,9 +70,15 @@ class _IdentityAndDeadline(
             wait_for_ready=details.wait_for_ready,
         )
 
+
+# grpc.aio files each interceptor under the first kind it matches (an if/elif on isinstance), so
+# one object implementing both kinds would never see server-streaming calls: one class per kind.
+class _UnaryIdentityAndDeadline(_IdentityAndDeadline, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamIdentityAndDeadline(_IdentityAndDeadline, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._details(client_call_details), request)
 
@@ -97,9 +100,11 @@ def create_channel(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _service_config(idempotent_methods)),
     ]
-    return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[_IdentityAndDeadline(service_token, default_timeout)]
-    )
+    interceptors = [
+        _UnaryIdentityAndDeadline(service_token, default_timeout),
+        _StreamIdentityAndDeadline(service_token, default_timeout),
+    ]
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 class ChannelPool:

@@ -13,10 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import db
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
+from services.common.licensing import License
+from services.common.mattermost import MattermostClient
 from services.common.settings import CommonSettings
-from services.index.registry.service import Registry
+from services.index.registry.agent_registry import AgentRegistry
+from services.index.registry.bot_accounts import BotAccounts
+from services.index.registry.config_feed import ConfigFeed
+from services.index.registry.config_registry import ConfigRegistry
+from services.index.registry.config_store import ConfigStore
+from services.index.registry.legacy_bots import migrate_legacy_bots
+from services.index.registry.messages import PLUGIN_CONFIG_KEYS
+from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
-from services.index.registry.store import AgentStore, ConfigStore
+from services.index.registry.store import AgentStore
 from services.index.settings import IndexSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,19 +35,26 @@ VERSION_TABLE = "alembic_version_index"
 @dataclass
 class IndexDeps:
     engine: AsyncEngine
+    mattermost: MattermostClient
 
 
 class IndexProcess:
     def __init__(self, settings: IndexSettings, deps: IndexDeps) -> None:
         self.settings = settings
         self.deps = deps
-        registry = Registry(AgentStore(deps.engine), ConfigStore(deps.engine))
+        license = License.parse(settings.license)
+        self.config_store = ConfigStore(deps.engine)
+        self.agent_store = AgentStore(deps.engine)
+        self.bots = BotAccounts(deps.mattermost)
+        self.feed = ConfigFeed(self.config_store, settings.database_url)
+        self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, license, PLUGIN_CONFIG_KEYS)
+        agents = AgentRegistry(self.agent_store, self.config, self.bots, license)
         self.host = GrpcServiceHost(
             settings,
             [
                 ServicerBinding(
                     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                    RegistryServicer(registry),
+                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine)),
                     registry_pb2_grpc.add_RegistryServicer_to_server,
                 ),
                 ServicerBinding(
@@ -52,12 +68,20 @@ class IndexProcess:
     async def prepare(self) -> None:
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
+        await self.config.seed(self.settings.config_seed_file)
+        await migrate_legacy_bots(self.config_store, self.agent_store, self.bots)
+        await self.feed.start()
 
     async def close(self) -> None:
+        await self.feed.close()
+        await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
 
 
 async def create_server(settings: CommonSettings, deps: IndexDeps | None = None) -> IndexProcess:
     assert isinstance(settings, IndexSettings)
-    deps = deps or IndexDeps(engine=db.create_engine(settings.database_url, pool_size=settings.db_pool_size))
+    deps = deps or IndexDeps(
+        engine=db.create_engine(settings.database_url, pool_size=settings.db_pool_size),
+        mattermost=MattermostClient(settings.mattermost_url, settings.mattermost_token),
+    )
     return IndexProcess(settings, deps)

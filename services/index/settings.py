@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from services.common.licensing import License
 from services.common.settings import CommonSettings, load_settings
 
 PREFIX = "AGENTS_INDEX_"
@@ -19,6 +20,12 @@ class IndexSettings(CommonSettings):
     # Plugin config JSON seeded into the database on first start (a Helm ConfigMap).
     config_seed_file: str = ""
     db_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("license")
+    @classmethod
+    def _known_license(cls, value: str) -> str:
+        License.parse(value)  # ValueError names the accepted values
+        return value
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> IndexSettings:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.errors import AlreadyExists
 from services.index.registry.agents import AccessLevel, Agent, McpToolRef
 
 _AGENT_COLUMNS = """
@@ -112,6 +116,9 @@ def agent_params(agent: Agent) -> dict[str, Any]:
 
 
 class AgentStore:
+    """Agents_UserAgents. Writes that read first take the row lock (SELECT ... FOR UPDATE), so
+    concurrent edits of one agent serialise: the last write wins whole, never a torn row."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -121,6 +128,17 @@ class AgentStore:
                 text(f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE deleteat = 0 ORDER BY createat, id")
             )
             return [agent_from_row(r) for r in rows]
+
+    async def count_active(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM agents_useragents WHERE deleteat = 0"))).scalar())
+
+    async def usernames_using_service(self, service_id: str) -> list[str]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT username FROM agents_useragents WHERE deleteat = 0 AND serviceid = :s"), {"s": service_id}
+            )
+            return [r.username for r in rows]
 
     async def get(self, *, id: str = "", username: str = "", bot_user_id: str = "") -> Agent | None:
         column, value = next((c, v) for c, v in (("id", id), ("username", username), ("botuserid", bot_user_id)) if v)
@@ -133,21 +151,36 @@ class AgentStore:
             ).first()
         return agent_from_row(row) if row else None
 
-    async def insert(self, agent: Agent) -> None:
+    async def insert(self, agent: Agent, conn: AsyncConnection | None = None) -> None:
+        """Insert a row; AlreadyExists when an active agent has the username or bot."""
         params = agent_params(agent)
         columns = ", ".join(params)
         values = ", ".join(f":{k}" for k in params)
+        statement = text(f"INSERT INTO agents_useragents ({columns}) VALUES ({values})")
+        try:
+            if conn is not None:
+                async with conn.begin_nested():
+                    await conn.execute(statement, params)
+            else:
+                async with self.engine.begin() as own:
+                    await own.execute(statement, params)
+        except IntegrityError:
+            raise AlreadyExists(f"an agent with username {agent.username} already exists") from None
+
+    @asynccontextmanager
+    async def locked(self, agent_id: str) -> AsyncIterator[tuple[AsyncConnection, Agent | None]]:
+        """A transaction holding the row lock of an active agent (None if there is no such agent)."""
         async with self.engine.begin() as conn:
-            await conn.execute(text(f"INSERT INTO agents_useragents ({columns}) VALUES ({values})"), params)
+            row = (
+                await conn.execute(
+                    text(f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE id = :id AND deleteat = 0 FOR UPDATE"),
+                    {"id": agent_id},
+                )
+            ).first()
+            yield conn, agent_from_row(row) if row else None
 
-
-class ConfigStore:
-    """The append-only plugin configuration history; one active row."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def active(self) -> tuple[str, dict[str, Any]] | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(text("SELECT id, config FROM agents_confighistory WHERE active"))).first()
-        return (row.id, json.loads(row.config)) if row else None
+    async def replace(self, conn: AsyncConnection, agent: Agent) -> None:
+        """Write every column of a locked row."""
+        params = agent_params(agent)
+        assignments = ", ".join(f"{k} = :{k}" for k in params if k != "id")
+        await conn.execute(text(f"UPDATE agents_useragents SET {assignments} WHERE id = :id"), params)

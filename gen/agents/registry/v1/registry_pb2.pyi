@@ -548,8 +548,11 @@ class ListAgentsResponse(_message.Message):
     AGENTS_FIELD_NUMBER: _builtins.int
     ACTIVE_COUNT_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    LICENSE_FIELD_NUMBER: _builtins.int
     active_count: _builtins.int
     """Active agents server-wide (the plugin's X-Agent-Active-Count header when unlicensed)."""
+    license: Global___License.ValueType
+    """The cluster's license (the header is only sent when there is none)."""
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]: ...
     @_builtins.property
@@ -560,10 +563,11 @@ class ListAgentsResponse(_message.Message):
         agents: _abc.Iterable[Global___Agent] | None = ...,
         active_count: _builtins.int = ...,
         page: _common_pb2.PageResponse | None = ...,
+        license: Global___License.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_count", b"active_count", "agents", b"agents", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_count", b"active_count", "agents", b"agents", "license", b"license", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -660,16 +664,24 @@ class GetAgentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
+    CAN_MANAGE_FIELD_NUMBER: _builtins.int
+    can_manage: _builtins.bool
+    """The caller (the user in the call's identity) may edit and delete this agent."""
     @_builtins.property
-    def agent(self) -> Global___Agent: ...
+    def agent(self) -> Global___Agent:
+        """Complete, custom instructions included: callers that show it to a user blank them unless
+        can_manage.
+        """
+
     def __init__(
         self,
         *,
         agent: Global___Agent | None = ...,
+        can_manage: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "can_manage", b"can_manage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -680,18 +692,26 @@ class CreateAgentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
+    DEFAULTED_FIELDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agent(self) -> Global___Agent:
         """id, bot_user_id, creator_id and timestamps are assigned."""
+
+    @_builtins.property
+    def defaulted_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """JSON names of Agent fields the client left out (e.g. "enabledNativeTools",
+        "structuredOutputEnabled", "reasoningEnabled"): they get the defaults of the service's provider.
+        """
 
     def __init__(
         self,
         *,
         agent: Global___Agent | None = ...,
+        defaulted_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "defaulted_fields", b"defaulted_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -808,6 +828,52 @@ class DeleteAgentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteAgentResponse: _TypeAlias = DeleteAgentResponse  # noqa: Y015
+
+@_typing.final
+class SetAgentAvatarRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    image: _builtins.bytes
+    """PNG, JPEG or GIF bytes, at most 10 MB."""
+    filename: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        image: _builtins.bytes = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "filename", b"filename", "image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentAvatarRequest: _TypeAlias = SetAgentAvatarRequest  # noqa: Y015
+
+@_typing.final
+class SetAgentAvatarResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent: ...
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentAvatarResponse: _TypeAlias = SetAgentAvatarResponse  # noqa: Y015
 
 @_typing.final
 class CheckAgentAccessRequest(_message.Message):

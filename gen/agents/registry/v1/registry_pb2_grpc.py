@@ -94,6 +94,11 @@ class RegistryStub:
                 request_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.DeleteAgentRequest.SerializeToString,
                 response_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.DeleteAgentResponse.FromString,
                 _registered_method=True)
+        self.SetAgentAvatar = channel.unary_unary(
+                '/agents.registry.v1.Registry/SetAgentAvatar',
+                request_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetAgentAvatarRequest.SerializeToString,
+                response_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetAgentAvatarResponse.FromString,
+                _registered_method=True)
         self.CheckAgentAccess = channel.unary_unary(
                 '/agents.registry.v1.Registry/CheckAgentAccess',
                 request_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.CheckAgentAccessRequest.SerializeToString,
@@ -247,6 +252,14 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAgentAvatar(self, request, context):
+        """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
+        empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckAgentAccess(self, request, context):
         """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
         access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
@@ -389,6 +402,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.DeleteAgent,
                     request_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.DeleteAgentRequest.FromString,
                     response_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.DeleteAgentResponse.SerializeToString,
+            ),
+            'SetAgentAvatar': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAgentAvatar,
+                    request_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetAgentAvatarRequest.FromString,
+                    response_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetAgentAvatarResponse.SerializeToString,
             ),
             'CheckAgentAccess': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckAgentAccess,
@@ -770,6 +788,33 @@ class Registry:
             '/agents.registry.v1.Registry/DeleteAgent',
             agents_dot_registry_dot_v1_dot_registry__pb2.DeleteAgentRequest.SerializeToString,
             agents_dot_registry_dot_v1_dot_registry__pb2.DeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAgentAvatar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.registry.v1.Registry/SetAgentAvatar',
+            agents_dot_registry_dot_v1_dot_registry__pb2.SetAgentAvatarRequest.SerializeToString,
+            agents_dot_registry_dot_v1_dot_registry__pb2.SetAgentAvatarResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,10 @@ class RegistryStub:
     """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteAgentRequest, _registry_pb2.DeleteAgentResponse]
     """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND."""
+    SetAgentAvatar: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetAgentAvatarRequest, _registry_pb2.SetAgentAvatarResponse]
+    """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
+    empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+    """
     CheckAgentAccess: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CheckAgentAccessRequest, _registry_pb2.CheckAgentAccessResponse]
     """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
     access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
@@ -150,6 +154,10 @@ class RegistryAsyncStub(RegistryStub):
     """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteAgentRequest, _registry_pb2.DeleteAgentResponse]  # type: ignore[assignment]
     """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND."""
+    SetAgentAvatar: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetAgentAvatarRequest, _registry_pb2.SetAgentAvatarResponse]  # type: ignore[assignment]
+    """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
+    empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+    """
     CheckAgentAccess: _aio.UnaryUnaryMultiCallable[_registry_pb2.CheckAgentAccessRequest, _registry_pb2.CheckAgentAccessResponse]  # type: ignore[assignment]
     """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
     access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
@@ -291,6 +299,16 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.DeleteAgentResponse, _abc.Awaitable[_registry_pb2.DeleteAgentResponse]]:
         """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def SetAgentAvatar(
+        self,
+        request: _registry_pb2.SetAgentAvatarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.SetAgentAvatarResponse, _abc.Awaitable[_registry_pb2.SetAgentAvatarResponse]]:
+        """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
+        empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def CheckAgentAccess(

@@ -1,0 +1,52 @@
+"""Messages rendered as the plugin's JSON: json_name keys, every field present, and 64-bit
+integers as JSON numbers (protobuf's JSON mapping writes them as strings; the webapp wants numbers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from services.common.errors import InvalidInput
+
+_INT64 = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def _numbers(value: Any, descriptor: Descriptor) -> Any:
+    for field in descriptor.fields:
+        if field.json_name not in value:
+            continue
+        item = value[field.json_name]
+        if field.type in _INT64:
+            value[field.json_name] = [int(v) for v in item] if isinstance(item, list) else int(item)
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            if isinstance(item, list):
+                value[field.json_name] = [_numbers(v, field.message_type) for v in item]
+            elif isinstance(item, dict) and field.message_type.full_name != "google.protobuf.Struct":
+                value[field.json_name] = _numbers(item, field.message_type)
+    return value
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """The plugin's JSON shape of ``message``."""
+    raw = json_format.MessageToDict(message, always_print_fields_with_no_presence=True, use_integers_for_enums=True)
+    return _numbers(raw, message.DESCRIPTOR)
+
+
+def from_json(payload: Any, message: Message, what: str) -> Message:
+    """Parse a request body into ``message``; InvalidInput naming the problem for a bad shape."""
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    try:
+        json_format.ParseDict(payload, message, ignore_unknown_fields=True)
+    except json_format.ParseError as err:
+        raise InvalidInput(f"invalid {what}: {err}") from None
+    return message

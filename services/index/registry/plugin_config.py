@@ -1,0 +1,143 @@
+"""The plugin-wide configuration document: normalisation, validation, license gates and secrets.
+
+The document keeps the plugin's JSON shape (a dict), so keys this project does not know yet survive
+a save; the gRPC layer converts it to and from ``agents.registry.v1.PluginConfig``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from services.common.errors import InvalidInput
+from services.common.licensing import Feature, License, require
+from services.index.registry import services_config
+from services.index.registry.services_config import MASK
+
+JSON = dict[str, Any]
+
+MAX_SERVICES = 200
+
+
+def normalise_config(config: Mapping[str, Any]) -> JSON:
+    """What the plugin's admin API does on every read and write: MCP and the embedded server are
+    always on, services get ids and their forced Responses API flag."""
+    out = copy.deepcopy(dict(config))
+    out["services"] = [services_config.normalise_service(s) for s in out.get("services") or [] if isinstance(s, dict)]
+    mcp = out.get("mcp") if isinstance(out.get("mcp"), dict) else {}
+    mcp["enabled"] = True
+    embedded = mcp.get("embeddedServer") if isinstance(mcp.get("embeddedServer"), dict) else {}
+    embedded["enabled"] = True
+    mcp["embeddedServer"] = embedded
+    out["mcp"] = mcp
+    return out
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Raise InvalidInput naming the bad field."""
+    services = config.get("services") or []
+    if len(services) > MAX_SERVICES:
+        raise InvalidInput(f"at most {MAX_SERVICES} services", field="services")
+    seen: set[str] = set()
+    for service in services:
+        services_config.validate_service(service)
+        if service["id"] in seen:
+            raise InvalidInput(f"duplicate service id {service['id']}", field="services.id")
+        seen.add(service["id"])
+    for service in services:
+        fallback = service.get("fallbackServiceID") or ""
+        if fallback and fallback not in seen:
+            raise InvalidInput(f"fallbackServiceID {fallback} names no service", field="fallbackServiceID")
+    if str(config.get("telemetryOutput") or "off") not in ("off", "logs", "otlp"):
+        raise InvalidInput("telemetryOutput must be off, logs or otlp", field="telemetryOutput")
+
+
+def check_license(config: Mapping[str, Any], license: License) -> None:
+    """Raise PermissionDenied naming the first feature the document turns on without a license."""
+    search = config.get("embeddingSearchConfig") or {}
+    if isinstance(search, dict) and search.get("type"):
+        require(license, Feature.EMBEDDING_SEARCH)
+    mcp = config.get("mcp") or {}
+    if any(isinstance(s, dict) and s.get("enabled") for s in mcp.get("servers") or []) or mcp.get("enablePluginServer"):
+        require(license, Feature.MCP)
+    if config.get("enableTokenUsageLogging"):
+        require(license, Feature.TOKEN_TRACKING)
+
+
+def search_enabled(config: Mapping[str, Any], license: License) -> bool:
+    """Semantic search is configured and licensed."""
+    search = config.get("embeddingSearchConfig") or {}
+    return bool(isinstance(search, dict) and search.get("type")) and license >= License.ENTRY
+
+
+# ---- secrets outside services: (path to a list or object, key that identifies an item, secret key)
+
+
+def _other_secrets(config: JSON) -> Iterator[tuple[str, JSON, str]]:
+    """(identity, container, secret key) for every non-service secret in the document."""
+    web = config.get("webSearch")
+    if isinstance(web, dict):
+        for provider in ("google", "brave"):
+            if isinstance(web.get(provider), dict):
+                yield f"webSearch.{provider}", web[provider], "apiKey"
+    search = config.get("embeddingSearchConfig")
+    if isinstance(search, dict):
+        provider = search.get("embeddingProvider")
+        if isinstance(provider, dict) and isinstance(provider.get("parameters"), dict):
+            yield "embeddingSearchConfig.embeddingProvider", provider["parameters"], "apiKey"
+    mcp = config.get("mcp")
+    if isinstance(mcp, dict):
+        for server in mcp.get("servers") or []:
+            if isinstance(server, dict):
+                yield f"mcp.servers[{server.get('name', '')}]", server, "clientSecret"
+
+
+def _walk(config: JSON, on_service: Callable[[JSON], JSON], on_secret: Callable[[str, JSON, str], None]) -> JSON:
+    out = copy.deepcopy(config)
+    out["services"] = [on_service(s) for s in out.get("services") or []]
+    for ident, container, key in _other_secrets(out):
+        on_secret(ident, container, key)
+    return out
+
+
+def mask_config(config: JSON) -> JSON:
+    """A copy with every secret masked (service keys, search API keys, OAuth client secrets)."""
+
+    def mask(_: str, container: JSON, key: str) -> None:
+        if container.get(key):
+            container[key] = MASK
+
+    return _walk(config, services_config.mask_service, mask)
+
+
+def resolve_config_secrets(incoming: JSON, stored: JSON | None) -> JSON:
+    """Masked secrets in a saved document take the stored values (services: only while their
+    endpoint is unchanged; MCP servers: only while their base URL is unchanged)."""
+    stored = stored or {}
+    stored_services = {s.get("id"): s for s in stored.get("services") or [] if isinstance(s, dict)}
+    stored_secrets = {ident: (container, key) for ident, container, key in _other_secrets(copy.deepcopy(stored))}
+
+    def service(s: JSON) -> JSON:
+        return services_config.resolve_masked_secrets(s, stored_services.get(s.get("id")))
+
+    def secret(ident: str, container: JSON, key: str) -> None:
+        if container.get(key) != MASK:
+            return
+        previous = stored_secrets.get(ident)
+        if previous is None or not previous[0].get(key):
+            raise InvalidInput(f"{ident}.{key} is masked but no secret is stored: enter it again", field=key)
+        if ident.startswith("mcp.servers") and previous[0].get("baseURL") != container.get("baseURL"):
+            raise InvalidInput(f"{ident}.baseURL changed, so {key} must be entered again", field=key)
+        container[key] = previous[0][key]
+
+    return _walk(incoming, service, secret)
+
+
+def keep_unknown_keys(incoming: JSON, stored: JSON | None, known: set[str]) -> JSON:
+    """Top-level keys of the stored document that the API does not model survive a save."""
+    out = dict(incoming)
+    for key, value in (stored or {}).items():
+        if key not in known and key not in out:
+            out[key] = value
+    return out
