@@ -22,6 +22,9 @@ CALLER_KEY = web.AppKey("authenticator", Authenticator)
 
 # Paths served without a Mattermost identity (probes, the OAuth popup callback handles its own state).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Plugin-to-plugin routes carry no user identity; their handlers authenticate the calling plugin
+# (services/gateway/bridge_auth.py).
+SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/",)
 
 
 def error_response(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
@@ -54,7 +57,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(SELF_GUARDED_PREFIXES):
         return await handler(request)
     caller = await request.app[CALLER_KEY].authenticate(request)
     request["caller"] = caller

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pydantic import Field
 
 from services.common.settings import CommonSettings, load_settings
+from services.llm.usage_log import DEFAULT_PATH
 
 PREFIX = "AGENTS_LLM_"
 
@@ -14,6 +15,15 @@ PREFIX = "AGENTS_LLM_"
 class LlmSettings(CommonSettings):
     service_name: str = "llm"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # Prometheus metrics over HTTP (GET /metrics); 0 turns the endpoint off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Where token usage records go when the plugin config's enableTokenUsageLogging is on.
+    token_usage_log_path: str = DEFAULT_PATH
+    # A local o200k_base.tiktoken for exact counts of o200k models (cl100k is used without it).
+    o200k_file: str = ""
+    # Connections the provider session keeps per process (shared by every service and stream).
+    provider_pool_size: int = Field(default=1000, ge=1)
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> LlmSettings:

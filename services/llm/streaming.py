@@ -42,6 +42,9 @@ from services.llm.providers.base import (
 logger = logging.getLogger(__name__)
 
 
+STALLED = "stalled"  # StreamError.code of a stream the watchdog ended
+
+
 class _Stalled(Exception):
     """The upstream sent nothing for the stall timeout."""
 
@@ -118,7 +121,7 @@ async def stream_completion(
                     exc.status,
                     exc.code or "no code",
                 )
-                yield StreamError(exc.error_class, exc.message, retryable=exc.retryable)
+                yield StreamError(exc.error_class, exc.message, retryable=exc.retryable, code=exc.code)
                 yield Done(StopReason.ERROR)
                 return
             if isinstance(event, StreamError):
@@ -142,7 +145,9 @@ async def _next_event(upstream: AsyncGenerator[Event, None], timeout: float) -> 
 def _stall_events(timeout: float) -> tuple[Event, Event]:
     shown = f"{timeout:g}"
     return (
-        StreamError(ErrorClass.PROVIDER, f"the model stopped responding for {shown} s; try again", retryable=True),
+        StreamError(
+            ErrorClass.PROVIDER, f"the model stopped responding for {shown} s; try again", retryable=True, code=STALLED
+        ),
         Done(StopReason.ERROR),
     )
 

@@ -201,6 +201,8 @@ class StreamError:
     error_class: ErrorClass
     message: str  # safe to show a user: says what to do, never contains a secret
     retryable: bool = False
+    # Machine-readable cause ("stalled": the engine's watchdog; else the provider's code); not part of equality.
+    code: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from services.llm.overhead import provider_wait
 from services.llm.providers.base import ProviderError
 from services.llm.providers.errors import (
     MAX_ERROR_BODY_BYTES,
@@ -39,7 +40,8 @@ async def post_sse(
 ) -> AsyncIterator[SSEEvent]:
     """POST ``body`` and yield the SSE events of a 2xx answer; raise ``ProviderError`` otherwise."""
     try:
-        resp = await session.post(url, json=body, headers=dict(headers))
+        with provider_wait():
+            resp = await session.post(url, json=body, headers=dict(headers))
     except _CONNECTION_ERRORS as exc:
         # The exception text can carry the URL; log only its type (some providers put keys in URLs).
         logger.warning("request to %s failed: %s", provider_name, type(exc).__name__)
@@ -86,8 +88,15 @@ async def get_json(
 
 
 async def _body_chunks(resp: aiohttp.ClientResponse, provider_name: str) -> AsyncIterator[bytes]:
+    # Only the awaits on the socket count as provider time; decoding is ours (llm/overhead.py).
+    chunks = resp.content.iter_any().__aiter__()
     try:
-        async for chunk in resp.content.iter_any():
+        while True:
+            with provider_wait():
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
             yield chunk
     except _CONNECTION_ERRORS as exc:
         logger.warning("stream from %s broke: %s", provider_name, type(exc).__name__)

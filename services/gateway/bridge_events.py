@@ -1,0 +1,163 @@
+"""The bridge's wire shapes: its CompletionRequest JSON → an ``agents.llm.v1`` request, and
+stream events → the plugin's ``TextStreamEvent`` JSON (``{"Type": n, "Value": ...}``).
+
+Type numbers are the plugin's: 0 text, 1 end, 2 error, 3 tool_calls, 4 reasoning,
+5 reasoning_end, 6 annotations, 7 usage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.registry.v1 import registry_pb2 as registry_pb2
+
+from services.common.errors import InvalidInput
+
+TEXT, END, ERROR, TOOL_CALLS, REASONING, REASONING_END, ANNOTATIONS, USAGE = range(8)
+
+_ROLES = {
+    "user": llm_pb2.ROLE_USER,
+    "assistant": llm_pb2.ROLE_ASSISTANT,
+    "bot": llm_pb2.ROLE_ASSISTANT,
+    "system": llm_pb2.ROLE_SYSTEM,
+}
+
+
+@dataclass(frozen=True)
+class BridgeRequest:
+    """A validated bridge ``CompletionRequest``."""
+
+    messages: list[llm_pb2.Message]
+    max_generated_tokens: int = 0
+    json_output_format: dict[str, Any] | None = None
+    allowed_tools: list[str] = field(default_factory=list)
+    has_tool_hooks: bool = False
+    operation: str = ""
+    operation_subtype: str = ""
+    user_id: str = ""
+    channel_id: str = ""
+
+
+def parse_bridge_request(body: Any) -> BridgeRequest:
+    """Validate the JSON body; ``InvalidInput`` (400) names the bad field."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    posts = body.get("posts")
+    if not isinstance(posts, list) or not posts:
+        raise InvalidInput("posts must hold at least one post", field="posts")
+    messages = []
+    for i, post in enumerate(posts):
+        if not isinstance(post, dict):
+            raise InvalidInput(f"posts[{i}] must be an object", field="posts")
+        role = _ROLES.get(str(post.get("role", "")))
+        if role is None:
+            raise InvalidInput(f"posts[{i}].role must be user, assistant, bot or system", field="posts")
+        message = post.get("message", "")
+        if not isinstance(message, str):
+            raise InvalidInput(f"posts[{i}].message must be a string", field="posts")
+        if post.get("file_ids"):
+            raise InvalidInput("file attachments are not supported through the bridge yet", field="posts")
+        messages.append(llm_pb2.Message(role=role, parts=[llm_pb2.Part(text=message)]))
+    max_tokens = body.get("max_generated_tokens") or 0
+    if not isinstance(max_tokens, int) or max_tokens < 0:
+        raise InvalidInput("max_generated_tokens must be a non-negative integer", field="max_generated_tokens")
+    schema = body.get("json_output_format")
+    if schema is not None and not isinstance(schema, dict):
+        raise InvalidInput("json_output_format must be a JSON schema object", field="json_output_format")
+    tools = body.get("allowed_tools") or []
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        raise InvalidInput("allowed_tools must be a list of tool names", field="allowed_tools")
+    return BridgeRequest(
+        messages=messages,
+        max_generated_tokens=max_tokens,
+        json_output_format=schema,
+        allowed_tools=tools,
+        has_tool_hooks=bool(body.get("tool_hooks")),
+        operation=str(body.get("operation") or ""),
+        operation_subtype=str(body.get("operation_subtype") or ""),
+        user_id=str(body.get("user_id") or ""),
+        channel_id=str(body.get("channel_id") or ""),
+    )
+
+
+def completion_request(
+    bridge: BridgeRequest, agent: registry_pb2.Agent, *, operation: str
+) -> llm_pb2.CompletionRequest:
+    """The llm request for ``bridge`` answered by ``agent`` (its service, model and instructions)."""
+    messages = list(bridge.messages)
+    if agent.custom_instructions and not (messages and messages[0].role == llm_pb2.ROLE_SYSTEM):
+        system = llm_pb2.Message(role=llm_pb2.ROLE_SYSTEM, parts=[llm_pb2.Part(text=agent.custom_instructions)])
+        messages.insert(0, system)
+    request = llm_pb2.CompletionRequest(
+        service_id=agent.service_id,
+        model=agent.model,
+        messages=messages,
+        max_output_tokens=bridge.max_generated_tokens,
+        user_id=bridge.user_id,
+        agent_username=agent.username,
+        operation=bridge.operation or operation,
+    )
+    if agent.reasoning_enabled:
+        request.reasoning.CopyFrom(
+            llm_pb2.ReasoningOptions(enabled=True, effort=agent.reasoning_effort, budget_tokens=agent.thinking_budget)
+        )
+    if bridge.json_output_format is not None:
+        request.json_schema.update(bridge.json_output_format)
+    return request
+
+
+class EventRenderer:
+    """Turns stream events into ``TextStreamEvent`` dicts, adding ``reasoning_end`` (Type 5)
+    when reasoning gives way to anything else, as the plugin's stream does."""
+
+    def __init__(self) -> None:
+        self._reasoning: list[str] = []
+        self._signature = ""
+        self._reasoning_open = False
+
+    def render(self, event: llm_pb2.StreamEvent) -> list[dict[str, Any]]:
+        kind = event.WhichOneof("event")
+        out: list[dict[str, Any]] = []
+        if kind == "reasoning_delta":
+            self._reasoning_open = True
+            self._reasoning.append(event.reasoning_delta.text)
+            if event.reasoning_delta.signature:
+                self._signature = event.reasoning_delta.signature
+            out.append({"Type": REASONING, "Value": event.reasoning_delta.text})
+            return out
+        if self._reasoning_open:
+            self._reasoning_open = False
+            out.append(
+                {"Type": REASONING_END, "Value": {"Text": "".join(self._reasoning), "Signature": self._signature}}
+            )
+        if kind == "text_delta":
+            out.append({"Type": TEXT, "Value": event.text_delta.text})
+        elif kind == "tool_call":
+            call = event.tool_call
+            arguments: Any = call.raw_arguments
+            if call.valid and call.raw_arguments.strip():
+                arguments = json.loads(call.raw_arguments)
+            out.append({"Type": TOOL_CALLS, "Value": [{"id": call.id, "name": call.name, "arguments": arguments}]})
+        elif kind == "annotation":
+            a = event.annotation
+            value = {"type": "url_citation", "url": a.url, "title": a.title}
+            out.append(
+                {"Type": ANNOTATIONS, "Value": [{**value, "start_index": a.start_index, "end_index": a.end_index}]}
+            )
+        elif kind == "usage":
+            u = event.usage
+            usage = {
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cached_read_tokens": u.cached_read_tokens,
+                "reasoning_tokens": u.reasoning_tokens,
+            }
+            out.append({"Type": USAGE, "Value": usage})
+        elif kind == "error":
+            out.append({"Type": ERROR, "Value": event.error.message})
+        elif kind == "done":
+            out.append({"Type": END, "Value": None})
+        return out

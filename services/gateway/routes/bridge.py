@@ -1,0 +1,252 @@
+"""The inter-plugin LLM bridge (``/bridge/v1``, plugin-api.md 1.4): agents, services and
+completions for other Mattermost plugins, streamed as SSE or collected.
+
+Guard: ``bridge_auth.authenticate_plugin`` (Mattermost-Plugin-ID plus the auth mode's proof).
+Calls to the registry and the llm service run as the cluster; a ``user_id`` in the request is
+checked explicitly against the agent's access rules. Errors before the first event are plain
+JSON errors with the mapped HTTP status; after the stream started they arrive as a Type 2 event
+followed by Type 1, and the stream ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.registry.v1 import registry_pb2 as registry_pb2
+from aiohttp import web
+
+from services.common.errors import (
+    DomainError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unimplemented,
+    UpstreamUnavailable,
+)
+from services.common.grpc_client import stream, unary
+from services.common.identity import SYSTEM, current_identity
+from services.gateway.bridge_auth import authenticate_plugin
+from services.gateway.bridge_events import (
+    END,
+    ERROR,
+    BridgeRequest,
+    EventRenderer,
+    completion_request,
+    parse_bridge_request,
+)
+from services.gateway.deps import DEPS, GatewayDeps
+from services.gateway.middleware import read_json
+
+logger = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+# Longest a bridge completion may run (the plugin's upstream HTTP timeout is 10 minutes).
+COMPLETION_TIMEOUT_SECONDS = 600.0
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _enter(request: web.Request) -> GatewayDeps:
+    """Authenticate the plugin and run the rest of the handler as the cluster."""
+    await authenticate_plugin(request)
+    current_identity.set(SYSTEM)  # the handler's own context: reset when the request ends
+    return request.app[DEPS]
+
+
+# ---- listings -------------------------------------------------------------------------------
+
+
+async def _visible_agents(deps: GatewayDeps, user_id: str) -> tuple[list[registry_pb2.Agent], str]:
+    teams = await deps.team_ids_of(user_id) if user_id else []
+    reply = await unary(
+        deps.backends.registry.ListUsableAgents, registry_pb2.ListUsableAgentsRequest(user_team_ids=teams)
+    )
+    agents = list(reply.agents)
+    if user_id:
+        allowed = []
+        for agent in agents:
+            check = await unary(
+                deps.backends.registry.CheckAgentAccess,
+                registry_pb2.CheckAgentAccessRequest(agent_id=agent.id, user_id=user_id, user_team_ids=teams),
+            )
+            if check.allowed:
+                allowed.append(agent)
+        agents = allowed
+    return agents, reply.default_agent_username
+
+
+async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2.ServiceConfig]:
+    found: dict[str, registry_pb2.ServiceConfig] = {}
+    for service_id in dict.fromkeys(ids):
+        try:
+            reply = await unary(deps.backends.registry.GetService, registry_pb2.GetServiceRequest(id=service_id))
+        except NotFound:
+            continue  # an agent pointing at a deleted service: listed without a type
+        found[service_id] = reply.service
+    return found
+
+
+@routes.get("/bridge/v1/agents")
+async def list_agents(request: web.Request) -> web.Response:
+    deps = await _enter(request)
+    agents, default = await _visible_agents(deps, request.query.get("user_id", ""))
+    services = await _services(deps, [a.service_id for a in agents])
+    body = [
+        {
+            "id": a.bot_user_id,
+            "displayName": a.display_name,
+            "username": a.username,
+            "service_id": a.service_id,
+            "service_type": services[a.service_id].type if a.service_id in services else "",
+            "is_default": a.username == default,
+        }
+        for a in sorted(agents, key=lambda a: a.display_name.lower())
+    ]
+    return web.json_response({"agents": body})
+
+
+@routes.get("/bridge/v1/services")
+async def list_services(request: web.Request) -> web.Response:
+    deps = await _enter(request)
+    agents, _ = await _visible_agents(deps, request.query.get("user_id", ""))
+    services = await _services(deps, [a.service_id for a in agents])
+    return web.json_response({"services": [{"id": s.id, "name": s.name, "type": s.type} for s in services.values()]})
+
+
+# ---- completions ----------------------------------------------------------------------------
+
+
+async def _agent(deps: GatewayDeps, name: str) -> registry_pb2.Agent:
+    """An agent by username, else by id or bot user id (plugins hold any of them)."""
+    for selector in ("username", "id", "bot_user_id"):
+        try:
+            reply = await unary(deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(**{selector: name}))
+            return reply.agent
+        except NotFound:
+            continue
+    raise NotFound(f"agent {name} not found")
+
+
+async def _agent_for_service(deps: GatewayDeps, service: str) -> registry_pb2.Agent:
+    """The first agent whose service has this id or name (the plugin's rule)."""
+    agents, _ = await _visible_agents(deps, "")
+    for agent in agents:
+        if agent.service_id == service:
+            return agent
+    services = await _services(deps, [a.service_id for a in agents])
+    for agent in agents:
+        config = services.get(agent.service_id)
+        if config is not None and config.name == service:
+            return agent
+    raise NotFound(f"no agent uses service {service}")
+
+
+async def _check_access(deps: GatewayDeps, agent: registry_pb2.Agent, bridge: BridgeRequest) -> None:
+    if not bridge.user_id:
+        return  # the plugin checks permissions only when the calling plugin names a user
+    teams = await deps.team_ids_of(bridge.user_id)
+    check = await unary(
+        deps.backends.registry.CheckAgentAccess,
+        registry_pb2.CheckAgentAccessRequest(
+            agent_id=agent.id, user_id=bridge.user_id, channel_id=bridge.channel_id, user_team_ids=teams
+        ),
+    )
+    if not check.allowed:
+        raise PermissionDenied(check.reason or f"the user may not use agent {agent.username}")
+
+
+async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDeps, llm_pb2.CompletionRequest]:
+    deps = await _enter(request)
+    bridge = parse_bridge_request(await read_json(request))
+    if by_service and (bridge.allowed_tools or bridge.has_tool_hooks):
+        raise InvalidInput("allowed_tools is not allowed for service completions", field="allowed_tools")
+    if bridge.has_tool_hooks and not bridge.allowed_tools:
+        raise InvalidInput("tool_hooks require allowed_tools", field="tool_hooks")
+    if bridge.allowed_tools and not bridge.user_id:
+        raise InvalidInput("allowed_tools require user_id", field="user_id")
+    if bridge.allowed_tools:
+        raise Unimplemented("tool execution through the bridge is not available yet; omit allowed_tools")
+    if by_service:
+        agent = await _agent_for_service(deps, request.match_info["service"])
+    else:
+        agent = await _agent(deps, request.match_info["agent"])
+    await _check_access(deps, agent, bridge)
+    return deps, completion_request(bridge, agent, operation="bridge_service" if by_service else "bridge_agent")
+
+
+def _events(deps: GatewayDeps, completion: llm_pb2.CompletionRequest) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
+    return stream(
+        deps.backends.llm.StreamComplete,
+        llm_pb2.StreamCompleteRequest(request=completion),
+        timeout=COMPLETION_TIMEOUT_SECONDS,
+    )
+
+
+async def _stream_response(request: web.Request, *, by_service: bool) -> web.StreamResponse:
+    deps, completion = await _prepare(request, by_service=by_service)
+    events = _events(deps, completion)
+    try:
+        # The first event decides between an HTTP error and a stream: nothing is sent before it.
+        first = await anext(events)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        renderer = EventRenderer()
+        message: llm_pb2.StreamCompleteResponse | None = first
+        try:
+            while message is not None:
+                for item in renderer.render(message.event):
+                    # write() waits for the socket to drain: a slow plugin slows the whole chain.
+                    await response.write(_sse(item))
+                if message.event.WhichOneof("event") == "done":
+                    break
+                message = await anext(events, None)
+        except DomainError as err:
+            # Headers are gone: the failure (e.g. the llm service went away) becomes events.
+            logger.warning("bridge stream failed after it started: %s", err.message)
+            await response.write(_sse({"Type": ERROR, "Value": err.message}) + _sse({"Type": END, "Value": None}))
+        await response.write_eof()
+        return response
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+def _sse(item: dict[str, object]) -> bytes:
+    return b"data: " + json.dumps(item).encode() + b"\n\n"
+
+
+async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
+    deps, completion = await _prepare(request, by_service=by_service)
+    text: list[str] = []
+    events = _events(deps, completion)
+    try:
+        async for message in events:
+            kind = message.event.WhichOneof("event")
+            if kind == "text_delta":
+                text.append(message.event.text_delta.text)
+            elif kind == "error":
+                raise UpstreamUnavailable(message.event.error.message)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return web.json_response({"completion": "".join(text)})
+
+
+@routes.post("/bridge/v1/completion/agent/{agent}")
+async def complete_agent(request: web.Request) -> web.StreamResponse:
+    return await _stream_response(request, by_service=False)
+
+
+@routes.post("/bridge/v1/completion/agent/{agent}/nostream")
+async def complete_agent_nostream(request: web.Request) -> web.Response:
+    return await _collect(request, by_service=False)
+
+
+@routes.post("/bridge/v1/completion/service/{service}")
+async def complete_service(request: web.Request) -> web.StreamResponse:
+    return await _stream_response(request, by_service=True)
+
+
+@routes.post("/bridge/v1/completion/service/{service}/nostream")
+async def complete_service_nostream(request: web.Request) -> web.Response:
+    return await _collect(request, by_service=True)

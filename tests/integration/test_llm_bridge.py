@@ -1,0 +1,138 @@
+"""The inter-plugin bridge (/bridge/v1) through the gateway → llm → FakeOpenAI, validated
+against the plugin's OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
+
+from services.common.identity import MANAGE_SYSTEM, Identity
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.mattermost.state import FakeUser
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
+from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+ADMIN = Identity(user_id="", permissions=frozenset({MANAGE_SYSTEM}))
+PLUGIN_HEADERS = {"Mattermost-Plugin-ID": "com.example.caller"}
+BODY = {"posts": [{"role": "user", "message": "Say hello"}]}
+
+
+@dataclass
+class Bridge:
+    h: ClusterHarness
+    fake: FakeOpenAI
+    plugin_account: FakeUser
+    service_id: str
+    agent: registry_pb2.Agent
+
+    def headers(self) -> dict[str, str]:
+        return {**PLUGIN_HEADERS, "Authorization": f"Bearer {self.plugin_account.token}"}
+
+    async def sse(self, path: str, body: object) -> tuple[int, list[dict]]:
+        assert self.h.http is not None
+        url = f"{self.h.gateway_url}{PLUGIN}{path}"
+        async with self.h.http.post(url, data=json.dumps(body), headers=self.headers()) as resp:
+            raw = (await resp.read()).decode()
+            if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                events = [json.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: ")]
+                return resp.status, events
+            return resp.status, [json.loads(raw)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def bridge(postgres: SessionPostgres) -> AsyncIterator[Bridge]:
+    async with FakeOpenAI() as fake, ClusterHarness(postgres) as h:
+        async with h.channel("index") as channel:
+            registry = registry_pb2_grpc.RegistryStub(channel)
+            service = registry_pb2.ServiceConfig(
+                name="fake-openai",
+                type="openaicompatible",
+                api_key=fake.api_key,
+                api_url=fake.base_url,
+                default_model="gpt-4o",
+            )
+            created = await registry.CreateService(
+                registry_pb2.CreateServiceRequest(service=service), metadata=h.metadata(ADMIN), timeout=10
+            )
+            agent = await registry.CreateAgent(
+                registry_pb2.CreateAgentRequest(
+                    agent=registry_pb2.Agent(username="helper", display_name="Helper", service_id=created.service.id)
+                ),
+                metadata=h.metadata(ADMIN),
+                timeout=10,
+            )
+        account = h.mattermost.add_user("calling-plugin-bot", is_bot=True)
+        yield Bridge(h, fake, account, created.service.id, agent.agent)
+
+
+async def test_agent_completion_streams_plugin_text_stream_events(bridge: Bridge) -> None:
+    bridge.fake.enqueue(FakeResponse.text("Hello there", tokens=2, usage=(9, 2)))
+    status, events = await bridge.sse("/bridge/v1/completion/agent/helper", BODY)
+    assert status == 200
+    assert [e["Type"] for e in events] == [0, 0, 7, 1]
+    assert "".join(e["Value"] for e in events[:2]) == "Hello there"
+    assert events[2]["Value"]["input_tokens"] == 9
+
+
+async def test_agent_completion_without_streaming_returns_the_completion(bridge: Bridge) -> None:
+    bridge.fake.enqueue(FakeResponse.text("Hi!", tokens=2))
+    status, body, _ = await bridge.h.request(
+        "POST", "/bridge/v1/completion/agent/helper/nostream", json_body=BODY, headers=bridge.headers()
+    )
+    assert status == 200 and body == {"completion": "Hi!"}
+    assert_matches_openapi("POST", "/bridge/v1/completion/agent/{agent}/nostream", 200, body)
+
+
+async def test_service_completion_uses_the_service_by_name(bridge: Bridge) -> None:
+    bridge.fake.enqueue(FakeResponse.text("via service", tokens=1))
+    status, events = await bridge.sse("/bridge/v1/completion/service/fake-openai", BODY)
+    assert status == 200 and events[0] == {"Type": 0, "Value": "via service"}
+
+
+async def test_a_failure_mid_stream_is_an_error_event_then_end(bridge: Bridge) -> None:
+    bridge.fake.enqueue(FakeResponse.failing_after(1))
+    _, events = await bridge.sse("/bridge/v1/completion/agent/helper", BODY)
+    assert [e["Type"] for e in events][-2:] == [2, 1]
+
+
+async def test_an_unknown_agent_is_a_404_json_error(bridge: Bridge) -> None:
+    status, body, _ = await bridge.h.request(
+        "POST", "/bridge/v1/completion/agent/nobody", json_body=BODY, headers=bridge.headers()
+    )
+    assert status == 404 and "error" in body
+    assert_matches_openapi("POST", "/bridge/v1/completion/agent/{agent}", 404, body)
+
+
+async def test_a_request_without_the_plugin_id_header_is_refused_with_401(bridge: Bridge) -> None:
+    headers = {"Authorization": f"Bearer {bridge.plugin_account.token}"}
+    status, body, _ = await bridge.h.request("GET", "/bridge/v1/agents", headers=headers)
+    assert status == 401 and "Mattermost-Plugin-ID" in body["error"]
+
+
+async def test_agents_and_services_list_what_plugins_may_use(bridge: Bridge) -> None:
+    status, body, _ = await bridge.h.request("GET", "/bridge/v1/agents", headers=bridge.headers())
+    assert status == 200
+    assert_matches_openapi("GET", "/bridge/v1/agents", 200, body)
+    assert body["agents"] == [
+        {
+            "id": bridge.agent.bot_user_id,
+            "displayName": "Helper",
+            "username": "helper",
+            "service_id": bridge.service_id,
+            "service_type": "openaicompatible",
+            "is_default": False,
+        }
+    ]
+    status, body, _ = await bridge.h.request("GET", "/bridge/v1/services", headers=bridge.headers())
+    assert status == 200
+    assert_matches_openapi("GET", "/bridge/v1/services", 200, body)
+    assert body == {"services": [{"id": bridge.service_id, "name": "fake-openai", "type": "openaicompatible"}]}
