@@ -6,7 +6,13 @@ from aiohttp import web
 
 from services.gateway.deps import DEPS, GatewayDeps
 from services.gateway.middleware import CALLER_KEY, auth_middleware, errors_middleware
-from services.gateway.routes import bots
+from services.gateway.routes import admin_config, bots, custom_prompts
+from services.gateway.routes import agents as agent_routes
+from services.gateway.routes import bridge as bridge_routes
+from services.gateway.routes import channels as channel_routes
+from services.gateway.routes import conversations as conversation_routes
+from services.gateway.routes import posts as post_routes
+from services.gateway.routes import services as service_routes
 
 PLUGIN_PREFIX = "/plugins/mattermost-ai"
 
@@ -23,6 +29,14 @@ def create_app(deps: GatewayDeps) -> web.Application:
     plugin[CALLER_KEY] = deps.authenticator
     plugin["max_body_bytes"] = deps.settings.max_body_bytes
     plugin.add_routes(bots.routes)
+    plugin.add_routes(agent_routes.routes)
+    plugin.add_routes(service_routes.routes)
+    plugin.add_routes(admin_config.routes)
+    plugin.add_routes(custom_prompts.routes)
+    plugin.add_routes(bridge_routes.routes)
+    plugin.add_routes(post_routes.routes)
+    plugin.add_routes(channel_routes.routes)
+    plugin.add_routes(conversation_routes.routes)
 
     root = web.Application(middlewares=[errors_middleware])
     root[DEPS] = deps

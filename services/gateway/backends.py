@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
 from agents.index.v1 import index_pb2 as index_pb2
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 from agents.llm.v1 import llm_pb2 as llm_pb2
@@ -13,7 +16,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from agents.tools.v1 import tools_pb2 as tools_pb2
 from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 
-from services.common.grpc_client import ChannelPool, idempotent
+from services.common.grpc_client import ChannelPool, idempotent, stream
 from services.common.settings import CommonSettings
 
 
@@ -37,3 +40,11 @@ class Backends:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+async def conversation_events(
+    call: Callable[..., Any], request: Any, **kwargs: Any
+) -> AsyncIterator[llm_pb2.ConversationEvent]:
+    """The events of a streaming Conversations RPC (each response message wraps one event)."""
+    async for response in stream(call, request, **kwargs):
+        yield response.event

@@ -15,7 +15,10 @@ from services.common.mattermost import MattermostClient
 from services.gateway.app import create_app
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
+from services.gateway.conversations.runner import TRIGGERS, ConversationTriggers
 from services.gateway.deps import DEPS, GatewayDeps
+from services.gateway.rendering.live import LiveReplies
+from services.gateway.rendering.writer import ReplyWriter
 from services.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class GatewayProcess:
         self.deps = deps
         self.app = create_app(deps)
         self.app.router.add_get("/readyz", readyz)
+        self.triggers = ConversationTriggers(deps, ReplyWriter(LiveReplies(), settings.patch_interval_seconds))
+        self.app[TRIGGERS] = self.triggers
         self.runner = web.AppRunner(self.app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
         self.port = 0
         self._stop = asyncio.Event()
@@ -63,9 +68,12 @@ class GatewayProcess:
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         logger.info("HTTP listening on %s:%d", self.settings.http_host, self.port)
+        if self.settings.listen_for_posts:
+            await self.triggers.start()
         return self.port
 
     async def stop(self) -> None:
+        await self.triggers.stop()
         # Cleanup stops accepting, lets in-flight requests (and SSE streams) finish within the grace.
         await self.runner.cleanup()
         await self.deps.close()

@@ -27,6 +27,22 @@ class GatewaySettings(CommonSettings):
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     # Largest request body accepted (the plugin's limit for agent payloads).
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Answer posted events: one WebSocket per agent bot (off for a gateway that serves HTTP only).
+    listen_for_posts: bool = True
+    # This replica's name in post claims; random when empty.
+    replica_id: str = ""
+    # Reply posts are patched at most this often while a turn streams (never per token).
+    patch_interval_seconds: float = Field(default=0.3, ge=0.05, le=5.0)
+    # A claim not renewed for this long is taken over by another replica's sweep.
+    claim_lease_seconds: int = Field(default=15, ge=1, le=600)
+    # How often a replica looks for claims whose lease expired.
+    claim_sweep_seconds: float = Field(default=5.0, gt=0)
+    # How often the set of agents (and so of bot sockets) is reloaded from the registry.
+    agents_refresh_seconds: float = Field(default=30.0, gt=0)
+    # Longest wait between WebSocket reconnect attempts.
+    websocket_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    # Deadline of one streamed turn (Respond, Attach, ToolDecision, ...).
+    turn_timeout_seconds: float = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _secret_for_proxy_mode(self) -> GatewaySettings:

@@ -13,6 +13,7 @@ from services.common.mattermost.models import (
     Team,
     TeamMember,
     User,
+    UserAccessToken,
     WebSocketEvent,
 )
 from services.common.mattermost.websocket import MattermostWebSocket
@@ -30,5 +31,6 @@ __all__ = [
     "Team",
     "TeamMember",
     "User",
+    "UserAccessToken",
     "WebSocketEvent",
 ]

@@ -24,6 +24,7 @@ from services.common.mattermost.models import (
     Team,
     TeamMember,
     User,
+    UserAccessToken,
     posts_from_post_list,
 )
 from services.common.mattermost.transport import Transport
@@ -256,6 +257,10 @@ class MattermostClient:
         body = {"id": post.id, "message": post.message, "props": post.props, "file_ids": list(post.file_ids)}
         return Post.from_json(await self._http.request_json("PUT", f"/posts/{_seg(post.id)}", json_body=body))
 
+    async def delete_post(self, post_id: str) -> None:
+        """Soft-delete a post (its author or an admin)."""
+        await self._http.request_json("DELETE", f"/posts/{_seg(post_id)}")
+
     async def add_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Reaction:
         """React to a post as ``user_id`` (which must be the token's own user)."""
         body = {"user_id": user_id, "post_id": post_id, "emoji_name": emoji_name.strip(":")}
@@ -310,3 +315,17 @@ class MattermostClient:
     async def enable_bot(self, bot_user_id: str) -> Bot:
         """Re-enable a disabled bot."""
         return Bot.from_json(await self._http.request_json("POST", f"/bots/{_seg(bot_user_id)}/enable"))
+
+    # --- access tokens ------------------------------------------------------------------------
+
+    async def create_user_access_token(self, user_id: str, description: str) -> UserAccessToken:
+        """A new personal access token for ``user_id`` (needs ``create_user_access_token``, and
+        ``edit_other_users`` for someone else, e.g. a bot). The secret is in ``token`` only."""
+        data = await self._http.request_json(
+            "POST", f"/users/{_seg(user_id)}/tokens", json_body={"description": description}
+        )
+        return UserAccessToken.from_json(data)
+
+    async def revoke_user_access_token(self, token_id: str) -> None:
+        """Revoke a personal access token by its id (sessions using it end)."""
+        await self._http.request_json("POST", "/users/tokens/revoke", json_body={"token_id": token_id})

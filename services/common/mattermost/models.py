@@ -345,3 +345,22 @@ class WebSocketEvent:
             seq=_int(message, "seq"),
             post=post,
         )
+
+
+@dataclass(frozen=True)
+class UserAccessToken:
+    """A personal access token; ``token`` is the secret and never appears in ``repr``."""
+
+    id: str
+    user_id: str
+    token: str = field(default="", repr=False)
+    description: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserAccessToken:
+        return cls(
+            id=_str(data, "id"),
+            user_id=_str(data, "user_id"),
+            token=_str(data, "token"),
+            description=_str(data, "description"),
+        )

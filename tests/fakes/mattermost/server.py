@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.mattermost import bots, directory, posts
+from tests.fakes.mattermost import bots, directory, post_deletion, posts, tokens
 from tests.fakes.mattermost.context import HUB, STATE, USER_ID
 from tests.fakes.mattermost.events import EventHub
 from tests.fakes.mattermost.state import (
@@ -273,6 +273,7 @@ def add_routes(app: web.Application) -> None:
             web.get(f"{v4}/posts/{{post_id}}", posts.get_post),
             web.put(f"{v4}/posts/{{post_id}}", posts.update_post),
             web.put(f"{v4}/posts/{{post_id}}/patch", posts.patch_post),
+            web.delete(f"{v4}/posts/{{post_id}}", post_deletion.delete_post),
             web.get(f"{v4}/posts/{{post_id}}/thread", posts.get_post_thread),
             web.post(f"{v4}/reactions", posts.add_reaction),
             web.get(f"{v4}/files/{{file_id}}", posts.get_file),
@@ -282,6 +283,8 @@ def add_routes(app: web.Application) -> None:
             web.put(f"{v4}/bots/{{bot_user_id}}", bots.patch_bot),
             web.post(f"{v4}/bots/{{bot_user_id}}/disable", bots.disable_bot),
             web.post(f"{v4}/bots/{{bot_user_id}}/enable", bots.enable_bot),
+            web.post(f"{v4}/users/{{user_id}}/tokens", tokens.create_user_access_token),
+            web.post(f"{v4}/users/tokens/revoke", tokens.revoke_user_access_token),
         ]
     )
 

@@ -90,6 +90,8 @@ class FakeState:
     bots: dict[str, JSON] = field(default_factory=dict)
     reactions: list[JSON] = field(default_factory=list)
     profile_images: dict[str, bytes] = field(default_factory=dict)
+    # personal access token id → the token (for revocation by id)
+    token_ids: dict[str, str] = field(default_factory=dict)
     _last_ms: int = 0
 
     def now(self) -> int:

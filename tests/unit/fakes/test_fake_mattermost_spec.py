@@ -176,6 +176,9 @@ async def run_scenario(mm: FakeMattermost) -> None:
         await _expect_error(as_alice.patch_post(reply.id, message="mine now"))
         await as_bob.update_post(Post(id=patched.id, channel_id=town.id, user_id=bob.id, message="final"))
         await as_bob.add_reaction(bob.id, root.id, "thumbsup")
+        doomed = await as_bob.create_post(town.id, "oops")
+        await _expect_error(as_alice.delete_post(doomed.id))
+        await as_bob.delete_post(doomed.id)
         await as_alice.get_file_info(info["id"])
         await as_alice.get_file(info["id"])
         await _expect_error(as_alice.get_file_info("nosuchfile"))
@@ -187,6 +190,14 @@ async def run_scenario(mm: FakeMattermost) -> None:
         await as_admin.set_profile_image(bot.user_id, b"\x89PNG", "avatar.png")
         await as_admin.disable_bot(bot.user_id)
         await as_admin.enable_bot(bot.user_id)
+        pat = await as_admin.create_user_access_token(bot.user_id, "gateway")
+        await _expect_error(as_alice.create_user_access_token(bob.id, "not mine"))
+        await _expect_error(as_admin.create_user_access_token(bot.user_id, ""))
+        async with MattermostClient(mm.url, pat.token, **fast) as as_bot:  # type: ignore[arg-type]
+            await as_bot.get_me()
+        await _expect_error(as_alice.revoke_user_access_token(pat.id))
+        await as_admin.revoke_user_access_token(pat.id)
+        await _expect_error(as_admin.revoke_user_access_token(pat.id))
 
 
 @pytest.fixture(scope="module")

@@ -292,17 +292,17 @@ class ConversationsStub:
         self.Respond = channel.unary_stream(
                 '/agents.llm.v1.Conversations/Respond',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RespondRequest.SerializeToString,
-                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RespondResponse.FromString,
                 _registered_method=True)
         self.Analyze = channel.unary_stream(
                 '/agents.llm.v1.Conversations/Analyze',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnalyzeRequest.SerializeToString,
-                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnalyzeResponse.FromString,
                 _registered_method=True)
         self.Summarize = channel.unary_stream(
                 '/agents.llm.v1.Conversations/Summarize',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.SummarizeRequest.SerializeToString,
-                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.SummarizeResponse.FromString,
                 _registered_method=True)
         self.Stop = channel.unary_unary(
                 '/agents.llm.v1.Conversations/Stop',
@@ -312,17 +312,17 @@ class ConversationsStub:
         self.Regenerate = channel.unary_stream(
                 '/agents.llm.v1.Conversations/Regenerate',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RegenerateRequest.SerializeToString,
-                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RegenerateResponse.FromString,
                 _registered_method=True)
         self.ToolDecision = channel.unary_stream(
                 '/agents.llm.v1.Conversations/ToolDecision',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolDecisionRequest.SerializeToString,
-                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolDecisionResponse.FromString,
                 _registered_method=True)
         self.ToolResultShare = channel.unary_stream(
                 '/agents.llm.v1.Conversations/ToolResultShare',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.SerializeToString,
-                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.FromString,
                 _registered_method=True)
         self.GetConversation = channel.unary_unary(
                 '/agents.llm.v1.Conversations/GetConversation',
@@ -333,6 +333,16 @@ class ConversationsStub:
                 '/agents.llm.v1.Conversations/ListConversations',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.ClaimPost = channel.unary_unary(
+                '/agents.llm.v1.Conversations/ClaimPost',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostResponse.FromString,
+                _registered_method=True)
+        self.Attach = channel.unary_stream(
+                '/agents.llm.v1.Conversations/Attach',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AttachRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AttachResponse.FromString,
                 _registered_method=True)
 
 
@@ -411,23 +421,48 @@ class ConversationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimPost(self, request, context):
+        """Claims a user's post for answering, so exactly one gateway replica answers it however many
+        received its `posted` event. A claim is a unique row per post id held under a lease: the
+        first caller gets it; the same claimant renews it (and records response_post_id once the
+        reply post exists); anyone may take it over once the lease expired and the claim is not
+        finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
+        replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
+        runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attach(self, request, context):
+        """Re-attaches a renderer to the turn writing into a reply post: first the state so far
+        (control "start", the accumulated text as one text_delta, reasoning as one reasoning_delta,
+        annotations and tool states), then the live events until the turn ends or pauses. A turn
+        keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
+        replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
+        into the post or the llm service lost it (the gateway then marks the post interrupted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Respond': grpc.unary_stream_rpc_method_handler(
                     servicer.Respond,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RespondRequest.FromString,
-                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.SerializeToString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RespondResponse.SerializeToString,
             ),
             'Analyze': grpc.unary_stream_rpc_method_handler(
                     servicer.Analyze,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnalyzeRequest.FromString,
-                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.SerializeToString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnalyzeResponse.SerializeToString,
             ),
             'Summarize': grpc.unary_stream_rpc_method_handler(
                     servicer.Summarize,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.SummarizeRequest.FromString,
-                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.SerializeToString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.SummarizeResponse.SerializeToString,
             ),
             'Stop': grpc.unary_unary_rpc_method_handler(
                     servicer.Stop,
@@ -437,17 +472,17 @@ def add_ConversationsServicer_to_server(servicer, server):
             'Regenerate': grpc.unary_stream_rpc_method_handler(
                     servicer.Regenerate,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RegenerateRequest.FromString,
-                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.SerializeToString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RegenerateResponse.SerializeToString,
             ),
             'ToolDecision': grpc.unary_stream_rpc_method_handler(
                     servicer.ToolDecision,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolDecisionRequest.FromString,
-                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.SerializeToString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolDecisionResponse.SerializeToString,
             ),
             'ToolResultShare': grpc.unary_stream_rpc_method_handler(
                     servicer.ToolResultShare,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.FromString,
-                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.SerializeToString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.SerializeToString,
             ),
             'GetConversation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConversation,
@@ -458,6 +493,16 @@ def add_ConversationsServicer_to_server(servicer, server):
                     servicer.ListConversations,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'ClaimPost': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimPost,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostResponse.SerializeToString,
+            ),
+            'Attach': grpc.unary_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AttachRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AttachResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,7 +531,7 @@ class Conversations:
             target,
             '/agents.llm.v1.Conversations/Respond',
             agents_dot_llm_dot_v1_dot_llm__pb2.RespondRequest.SerializeToString,
-            agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.RespondResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -513,7 +558,7 @@ class Conversations:
             target,
             '/agents.llm.v1.Conversations/Analyze',
             agents_dot_llm_dot_v1_dot_llm__pb2.AnalyzeRequest.SerializeToString,
-            agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.AnalyzeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -540,7 +585,7 @@ class Conversations:
             target,
             '/agents.llm.v1.Conversations/Summarize',
             agents_dot_llm_dot_v1_dot_llm__pb2.SummarizeRequest.SerializeToString,
-            agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.SummarizeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -594,7 +639,7 @@ class Conversations:
             target,
             '/agents.llm.v1.Conversations/Regenerate',
             agents_dot_llm_dot_v1_dot_llm__pb2.RegenerateRequest.SerializeToString,
-            agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.RegenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -621,7 +666,7 @@ class Conversations:
             target,
             '/agents.llm.v1.Conversations/ToolDecision',
             agents_dot_llm_dot_v1_dot_llm__pb2.ToolDecisionRequest.SerializeToString,
-            agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.ToolDecisionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -648,7 +693,7 @@ class Conversations:
             target,
             '/agents.llm.v1.Conversations/ToolResultShare',
             agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.SerializeToString,
-            agents_dot_llm_dot_v1_dot_llm__pb2.ConversationEvent.FromString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -703,6 +748,60 @@ class Conversations:
             '/agents.llm.v1.Conversations/ListConversations',
             agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
             agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimPost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/ClaimPost',
+            agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/Attach',
+            agents_dot_llm_dot_v1_dot_llm__pb2.AttachRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.AttachResponse.FromString,
             options,
             channel_credentials,
             insecure,

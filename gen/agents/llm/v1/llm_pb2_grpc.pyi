@@ -136,16 +136,16 @@ class ConversationsStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ConversationsAsyncStub: ...
-    Respond: _grpc.UnaryStreamMultiCallable[_llm_pb2.RespondRequest, _llm_pb2.ConversationEvent]
+    Respond: _grpc.UnaryStreamMultiCallable[_llm_pb2.RespondRequest, _llm_pb2.RespondResponse]
     """Answers a user's post (a DM to an agent's bot or an @mention). The access check runs before
     anything reaches a provider (PERMISSION_DENIED). Streams events until the turn ends or
     pauses for a tool approval.
     """
-    Analyze: _grpc.UnaryStreamMultiCallable[_llm_pb2.AnalyzeRequest, _llm_pb2.ConversationEvent]
+    Analyze: _grpc.UnaryStreamMultiCallable[_llm_pb2.AnalyzeRequest, _llm_pb2.AnalyzeResponse]
     """Thread analysis (summarize_thread, action_items, open_questions) into a new DM with the bot.
     PERMISSION_DENIED without the license or access; NOT_FOUND for an unknown post.
     """
-    Summarize: _grpc.UnaryStreamMultiCallable[_llm_pb2.SummarizeRequest, _llm_pb2.ConversationEvent]
+    Summarize: _grpc.UnaryStreamMultiCallable[_llm_pb2.SummarizeRequest, _llm_pb2.SummarizeResponse]
     """Channel summaries: unreads, a time range, action items, open questions, or a transcript.
     INVALID_ARGUMENT for a range over 14 days; PERMISSION_DENIED without license or access.
     """
@@ -153,15 +153,15 @@ class ConversationsStub:
     """Stops the stream writing into a post, on any replica. PERMISSION_DENIED unless the caller is
     the requester; NOT_FOUND if no conversation owns the post.
     """
-    Regenerate: _grpc.UnaryStreamMultiCallable[_llm_pb2.RegenerateRequest, _llm_pb2.ConversationEvent]
+    Regenerate: _grpc.UnaryStreamMultiCallable[_llm_pb2.RegenerateRequest, _llm_pb2.RegenerateResponse]
     """Re-runs the turn that produced a post onto the same post. PERMISSION_DENIED unless the
     requester; FAILED_PRECONDITION for posts marked no_regen.
     """
-    ToolDecision: _grpc.UnaryStreamMultiCallable[_llm_pb2.ToolDecisionRequest, _llm_pb2.ConversationEvent]
+    ToolDecision: _grpc.UnaryStreamMultiCallable[_llm_pb2.ToolDecisionRequest, _llm_pb2.ToolDecisionResponse]
     """Accepts or rejects pending tool calls of a paused turn, then resumes it. PERMISSION_DENIED
     unless the requester; FAILED_PRECONDITION for a stale decision (nothing pending).
     """
-    ToolResultShare: _grpc.UnaryStreamMultiCallable[_llm_pb2.ToolResultShareRequest, _llm_pb2.ConversationEvent]
+    ToolResultShare: _grpc.UnaryStreamMultiCallable[_llm_pb2.ToolResultShareRequest, _llm_pb2.ToolResultShareResponse]
     """Channel turns only: chooses which tool results may be shared into the channel, then runs
     the follow-up round. Same errors as ToolDecision.
     """
@@ -171,20 +171,37 @@ class ConversationsStub:
     """
     ListConversations: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]
     """The caller's conversations, newest first."""
+    ClaimPost: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]
+    """Claims a user's post for answering, so exactly one gateway replica answers it however many
+    received its `posted` event. A claim is a unique row per post id held under a lease: the
+    first caller gets it; the same claimant renews it (and records response_post_id once the
+    reply post exists); anyone may take it over once the lease expired and the claim is not
+    finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
+    replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
+    runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+    """
+    Attach: _grpc.UnaryStreamMultiCallable[_llm_pb2.AttachRequest, _llm_pb2.AttachResponse]
+    """Re-attaches a renderer to the turn writing into a reply post: first the state so far
+    (control "start", the accumulated text as one text_delta, reasoning as one reasoning_delta,
+    annotations and tool states), then the live events until the turn ends or pauses. A turn
+    keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
+    replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
+    into the post or the llm service lost it (the gateway then marks the post interrupted).
+    """
 
 @_typing.type_check_only
 class ConversationsAsyncStub(ConversationsStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Respond: _aio.UnaryStreamMultiCallable[_llm_pb2.RespondRequest, _llm_pb2.ConversationEvent]  # type: ignore[assignment]
+    Respond: _aio.UnaryStreamMultiCallable[_llm_pb2.RespondRequest, _llm_pb2.RespondResponse]  # type: ignore[assignment]
     """Answers a user's post (a DM to an agent's bot or an @mention). The access check runs before
     anything reaches a provider (PERMISSION_DENIED). Streams events until the turn ends or
     pauses for a tool approval.
     """
-    Analyze: _aio.UnaryStreamMultiCallable[_llm_pb2.AnalyzeRequest, _llm_pb2.ConversationEvent]  # type: ignore[assignment]
+    Analyze: _aio.UnaryStreamMultiCallable[_llm_pb2.AnalyzeRequest, _llm_pb2.AnalyzeResponse]  # type: ignore[assignment]
     """Thread analysis (summarize_thread, action_items, open_questions) into a new DM with the bot.
     PERMISSION_DENIED without the license or access; NOT_FOUND for an unknown post.
     """
-    Summarize: _aio.UnaryStreamMultiCallable[_llm_pb2.SummarizeRequest, _llm_pb2.ConversationEvent]  # type: ignore[assignment]
+    Summarize: _aio.UnaryStreamMultiCallable[_llm_pb2.SummarizeRequest, _llm_pb2.SummarizeResponse]  # type: ignore[assignment]
     """Channel summaries: unreads, a time range, action items, open questions, or a transcript.
     INVALID_ARGUMENT for a range over 14 days; PERMISSION_DENIED without license or access.
     """
@@ -192,15 +209,15 @@ class ConversationsAsyncStub(ConversationsStub):
     """Stops the stream writing into a post, on any replica. PERMISSION_DENIED unless the caller is
     the requester; NOT_FOUND if no conversation owns the post.
     """
-    Regenerate: _aio.UnaryStreamMultiCallable[_llm_pb2.RegenerateRequest, _llm_pb2.ConversationEvent]  # type: ignore[assignment]
+    Regenerate: _aio.UnaryStreamMultiCallable[_llm_pb2.RegenerateRequest, _llm_pb2.RegenerateResponse]  # type: ignore[assignment]
     """Re-runs the turn that produced a post onto the same post. PERMISSION_DENIED unless the
     requester; FAILED_PRECONDITION for posts marked no_regen.
     """
-    ToolDecision: _aio.UnaryStreamMultiCallable[_llm_pb2.ToolDecisionRequest, _llm_pb2.ConversationEvent]  # type: ignore[assignment]
+    ToolDecision: _aio.UnaryStreamMultiCallable[_llm_pb2.ToolDecisionRequest, _llm_pb2.ToolDecisionResponse]  # type: ignore[assignment]
     """Accepts or rejects pending tool calls of a paused turn, then resumes it. PERMISSION_DENIED
     unless the requester; FAILED_PRECONDITION for a stale decision (nothing pending).
     """
-    ToolResultShare: _aio.UnaryStreamMultiCallable[_llm_pb2.ToolResultShareRequest, _llm_pb2.ConversationEvent]  # type: ignore[assignment]
+    ToolResultShare: _aio.UnaryStreamMultiCallable[_llm_pb2.ToolResultShareRequest, _llm_pb2.ToolResultShareResponse]  # type: ignore[assignment]
     """Channel turns only: chooses which tool results may be shared into the channel, then runs
     the follow-up round. Same errors as ToolDecision.
     """
@@ -210,6 +227,23 @@ class ConversationsAsyncStub(ConversationsStub):
     """
     ListConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """The caller's conversations, newest first."""
+    ClaimPost: _aio.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]  # type: ignore[assignment]
+    """Claims a user's post for answering, so exactly one gateway replica answers it however many
+    received its `posted` event. A claim is a unique row per post id held under a lease: the
+    first caller gets it; the same claimant renews it (and records response_post_id once the
+    reply post exists); anyone may take it over once the lease expired and the claim is not
+    finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
+    replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
+    runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+    """
+    Attach: _aio.UnaryStreamMultiCallable[_llm_pb2.AttachRequest, _llm_pb2.AttachResponse]  # type: ignore[assignment]
+    """Re-attaches a renderer to the turn writing into a reply post: first the state so far
+    (control "start", the accumulated text as one text_delta, reasoning as one reasoning_delta,
+    annotations and tool states), then the live events until the turn ends or pauses. A turn
+    keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
+    replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
+    into the post or the llm service lost it (the gateway then marks the post interrupted).
+    """
 
 class ConversationsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -217,7 +251,7 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _llm_pb2.RespondRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ConversationEvent], _abc.AsyncIterator[_llm_pb2.ConversationEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.RespondResponse], _abc.AsyncIterator[_llm_pb2.RespondResponse]]:
         """Answers a user's post (a DM to an agent's bot or an @mention). The access check runs before
         anything reaches a provider (PERMISSION_DENIED). Streams events until the turn ends or
         pauses for a tool approval.
@@ -228,7 +262,7 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _llm_pb2.AnalyzeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ConversationEvent], _abc.AsyncIterator[_llm_pb2.ConversationEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.AnalyzeResponse], _abc.AsyncIterator[_llm_pb2.AnalyzeResponse]]:
         """Thread analysis (summarize_thread, action_items, open_questions) into a new DM with the bot.
         PERMISSION_DENIED without the license or access; NOT_FOUND for an unknown post.
         """
@@ -238,7 +272,7 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _llm_pb2.SummarizeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ConversationEvent], _abc.AsyncIterator[_llm_pb2.ConversationEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.SummarizeResponse], _abc.AsyncIterator[_llm_pb2.SummarizeResponse]]:
         """Channel summaries: unreads, a time range, action items, open questions, or a transcript.
         INVALID_ARGUMENT for a range over 14 days; PERMISSION_DENIED without license or access.
         """
@@ -258,7 +292,7 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _llm_pb2.RegenerateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ConversationEvent], _abc.AsyncIterator[_llm_pb2.ConversationEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.RegenerateResponse], _abc.AsyncIterator[_llm_pb2.RegenerateResponse]]:
         """Re-runs the turn that produced a post onto the same post. PERMISSION_DENIED unless the
         requester; FAILED_PRECONDITION for posts marked no_regen.
         """
@@ -268,7 +302,7 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _llm_pb2.ToolDecisionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ConversationEvent], _abc.AsyncIterator[_llm_pb2.ConversationEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ToolDecisionResponse], _abc.AsyncIterator[_llm_pb2.ToolDecisionResponse]]:
         """Accepts or rejects pending tool calls of a paused turn, then resumes it. PERMISSION_DENIED
         unless the requester; FAILED_PRECONDITION for a stale decision (nothing pending).
         """
@@ -278,7 +312,7 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _llm_pb2.ToolResultShareRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ConversationEvent], _abc.AsyncIterator[_llm_pb2.ConversationEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.ToolResultShareResponse], _abc.AsyncIterator[_llm_pb2.ToolResultShareResponse]]:
         """Channel turns only: chooses which tool results may be shared into the channel, then runs
         the follow-up round. Same errors as ToolDecision.
         """
@@ -300,5 +334,34 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.ListConversationsResponse, _abc.Awaitable[_llm_pb2.ListConversationsResponse]]:
         """The caller's conversations, newest first."""
+
+    @_abc_1.abstractmethod
+    def ClaimPost(
+        self,
+        request: _llm_pb2.ClaimPostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.ClaimPostResponse, _abc.Awaitable[_llm_pb2.ClaimPostResponse]]:
+        """Claims a user's post for answering, so exactly one gateway replica answers it however many
+        received its `posted` event. A claim is a unique row per post id held under a lease: the
+        first caller gets it; the same claimant renews it (and records response_post_id once the
+        reply post exists); anyone may take it over once the lease expired and the claim is not
+        finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
+        replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
+        runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def Attach(
+        self,
+        request: _llm_pb2.AttachRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.AttachResponse], _abc.AsyncIterator[_llm_pb2.AttachResponse]]:
+        """Re-attaches a renderer to the turn writing into a reply post: first the state so far
+        (control "start", the accumulated text as one text_delta, reasoning as one reasoning_delta,
+        annotations and tool states), then the live events until the turn ends or pauses. A turn
+        keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
+        replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
+        into the post or the llm service lost it (the gateway then marks the post interrupted).
+        """
 
 def add_ConversationsServicer_to_server(servicer: ConversationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,242 @@
+"""Answers one trigger: claim the post, create the reply, stream the turn into it.
+
+Also resumes replies a dead replica left (the claim taken over by a sweep: ``Attach`` to the turn
+and finish the same post) and posts the mention reminder for thread replies that forgot the
+@mention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.registry.v1 import registry_pb2 as registry_pb2
+
+from services.common.errors import AlreadyExists, DomainError
+from services.common.grpc_client import unary
+from services.common.identity import Identity, current_identity
+from services.common.mattermost import MattermostClient, Post, User
+from services.gateway.backends import conversation_events
+from services.gateway.conversations.bots import AgentDirectory, BotTokens
+from services.gateway.conversations.claims import ClaimsUnavailable, PostClaims
+from services.gateway.conversations.triggers import AgentBot, ReminderCandidate, Trigger
+from services.gateway.deps import GatewayDeps
+from services.gateway.rendering.reply import (
+    FINAL_STATUSES,
+    POST_TYPE,
+    PROP_CONVERSATION_ID,
+    PROP_REQUESTER,
+    PROP_STREAM_STATUS,
+    ReplyState,
+    base_props,
+)
+from services.gateway.rendering.writer import ReplyWriter
+
+logger = logging.getLogger(__name__)
+
+REMINDER_TYPE = "custom_agent_mention_reminder"
+REMINDER_TEXT = "To respond to an agent you must @mention them"
+
+
+def user_timezone(user: User) -> str:
+    """The IANA zone Mattermost uses for the user (automatic unless they chose one)."""
+    tz = user.timezone or {}
+    if str(tz.get("useAutomaticTimezone", "true")).lower() == "true":
+        return str(tz.get("automaticTimezone", ""))
+    return str(tz.get("manualTimezone", ""))
+
+
+@contextlib.contextmanager
+def acting_for(user_id: str) -> object:
+    """gRPC calls made in the block carry ``user_id`` as the caller."""
+    token = current_identity.set(Identity(user_id=user_id, internal=True))
+    try:
+        yield None
+    finally:
+        current_identity.reset(token)
+
+
+class Responder:
+    """Turns triggers into reply posts on behalf of the agents' bots."""
+
+    def __init__(
+        self,
+        deps: GatewayDeps,
+        tokens: BotTokens,
+        claims: PostClaims,
+        writer: ReplyWriter,
+        directory: Callable[[], AgentDirectory],
+    ) -> None:
+        self.deps = deps
+        self.tokens = tokens
+        self.claims = claims
+        self.writer = writer
+        self.directory = directory
+        self._clients: dict[str, MattermostClient] = {}
+
+    async def poster(self, bot_user_id: str) -> MattermostClient:
+        """A client that writes as the bot."""
+        token = await self.tokens.ensure(bot_user_id)
+        client = self._clients.get(bot_user_id)
+        if client is None or self.tokens.get(bot_user_id) != token:
+            client = MattermostClient(self.deps.settings.mattermost_url, token, session=self.deps.http)
+            self._clients[bot_user_id] = client
+        return client
+
+    async def _claim(self, post_id: str) -> bool | None:
+        """True when claimed, None when another replica has it, False when claims are unavailable."""
+        try:
+            return True if await self.claims.claim(post_id) is not None else None
+        except ClaimsUnavailable:
+            return False
+
+    async def context(self, trigger: Trigger) -> llm_pb2.ConversationContext:
+        """Where and for whom the turn runs."""
+        user = await self.deps.mattermost.get_user(trigger.post.user_id)
+        return llm_pb2.ConversationContext(
+            user_id=user.id,
+            agent_id=trigger.agent.agent_id,
+            channel_id=trigger.post.channel_id,
+            team_id=trigger.team_id,
+            is_direct_message=trigger.is_direct_message,
+            user_team_ids=await self.deps.team_ids_of(user.id),
+            user_timezone=user_timezone(user),
+        )
+
+    async def answer(self, trigger: Trigger, *, already_claimed: bool = False) -> None:
+        """Answer a user's post into a new reply post, unless another replica claimed it."""
+        post, agent = trigger.post, trigger.agent
+        claimed = True if already_claimed else await self._claim(post.id)
+        if claimed is None:
+            return
+        context = await self.context(trigger)
+        with acting_for(post.user_id):
+            decision = await unary(
+                self.deps.backends.registry.CheckAgentAccess,
+                registry_pb2.CheckAgentAccessRequest(
+                    agent_id=agent.agent_id,
+                    user_id=post.user_id,
+                    channel_id=post.channel_id,
+                    is_direct_message=trigger.is_direct_message,
+                    user_team_ids=list(context.user_team_ids),
+                ),
+            )
+        if not decision.allowed:
+            logger.info("agent not usable here; not answering", extra={"post_id": post.id, "reason": decision.reason})
+            if claimed:
+                await self.claims.finish(post.id)
+            return
+        poster = await self.poster(agent.bot_user_id)
+        props = base_props(
+            conversation_id="",
+            responding_to=post.id,
+            requester_id=post.user_id,
+            allow_unsafe_links=self.directory().allow_unsafe_links,
+        )
+        reply = await poster.create_post(
+            post.channel_id, "", root_id=post.root_id or post.id, props=props, type=POST_TYPE
+        )
+        if claimed:
+            await self.claims.claim(post.id, response_post_id=reply.id)
+        request = llm_pb2.RespondRequest(
+            context=context,
+            post_id=post.id,
+            root_post_id=post.root_id,
+            message=post.message,
+            file_ids=list(post.file_ids),
+            response_post_id=reply.id,
+            automated_invoker=trigger.automated_invoker,
+        )
+        state = ReplyState(post_id=reply.id, requester_id=post.user_id, props=dict(props))
+        with acting_for(post.user_id):
+            events = conversation_events(
+                self.deps.backends.conversations.Respond, request, timeout=self.deps.settings.turn_timeout_seconds
+            )
+            first = await _first(events)
+            if isinstance(first, AlreadyExists):
+                # Respond's own claim: another replica answers (only without ClaimPost).
+                await poster.delete_post(reply.id)
+                return
+            async with self.claims.held(post.id) if claimed else contextlib.nullcontext():
+                await self.writer.render(poster, state, _prepend(first, events))
+        if claimed:
+            await self.claims.finish(post.id)
+
+    async def resume(self, claim: llm_pb2.ClaimPostResponse, trigger_for: Callable[[Post], object]) -> None:
+        """Finish a reply whose claim this replica took over from a dead one."""
+        if not claim.response_post_id:
+            # The previous claimant died before creating the reply: answer from the start.
+            post = await self.deps.mattermost.get_post(claim.post_id)
+            trigger = await trigger_for(post)  # type: ignore[misc]
+            if isinstance(trigger, Trigger):
+                await self.answer(trigger, already_claimed=True)
+            else:
+                await self.claims.finish(claim.post_id)
+            return
+        reply = await self.deps.mattermost.get_post(claim.response_post_id)
+        if reply.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
+            await self.claims.finish(claim.post_id)
+            return
+        poster = await self.poster(reply.user_id)
+        state = ReplyState(
+            post_id=reply.id,
+            requester_id=str(reply.props.get(PROP_REQUESTER, "")),
+            props=dict(reply.props),
+            text=reply.message,
+            conversation_id=str(reply.props.get(PROP_CONVERSATION_ID, "")),
+        )
+        logger.info("taking over a reply another replica left", extra={"post_id": reply.id})
+        with acting_for(state.requester_id):
+            events = conversation_events(
+                self.deps.backends.conversations.Attach,
+                llm_pb2.AttachRequest(post_id=reply.id),
+                timeout=self.deps.settings.turn_timeout_seconds,
+            )
+            async with self.claims.held(claim.post_id):
+                await self.writer.render(poster, state, events)
+        await self.claims.finish(claim.post_id)
+
+    async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
+        """Post the mention reminder when the thread's previous post was an agent's."""
+        post = candidate.post
+        thread = await self.deps.mattermost.get_post_thread(post.id)
+        earlier = [p for p in thread if (p.create_at, p.id) < (post.create_at, post.id)]
+        by_bot = {a.bot_user_id: a for a in agents}
+        if not earlier or earlier[-1].user_id not in by_bot:
+            return
+        if await self._claim(post.id) is None:
+            return
+        agent = by_bot[earlier[-1].user_id]
+        poster = await self.poster(agent.bot_user_id)
+        props = {
+            "bot_user_id": agent.bot_user_id,
+            "bot_username": agent.username,
+            "bot_display_name": agent.display_name,
+            "target_post_id": post.id,
+        }
+        await poster.create_post(post.channel_id, REMINDER_TEXT, root_id=post.root_id, props=props, type=REMINDER_TYPE)
+        with contextlib.suppress(ClaimsUnavailable):
+            await self.claims.finish(post.id)
+
+
+async def _first(events: AsyncIterator[llm_pb2.ConversationEvent]) -> llm_pb2.ConversationEvent | DomainError | None:
+    """The stream's first event; its error instead when it failed before any event."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+    except DomainError as err:
+        return err
+
+
+async def _prepend(
+    first: llm_pb2.ConversationEvent | DomainError | None, rest: AsyncIterator[llm_pb2.ConversationEvent]
+) -> AsyncIterator[llm_pb2.ConversationEvent]:
+    if isinstance(first, DomainError):
+        raise first
+    if first is not None:
+        yield first
+        async for event in rest:
+            yield event

@@ -1,0 +1,103 @@
+"""Which ``posted`` events an agent answers (plugin-api.md 4.1), decided from the event alone.
+
+Ignored: posts by any agent bot; shared-channel posts from a remote cluster; ``wrangler`` moves;
+``from_webhook``; ``from_plugin`` / ``from_bot`` posts without ``activate_ai``. Then an @mention of
+an agent starts the mention flow; otherwise a post in a DM with an agent's bot starts the DM flow;
+otherwise a thread reply in a channel may deserve the mention reminder (the caller checks
+whether the previous post of the thread was an agent's).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.mattermost import Post
+
+
+@dataclass(frozen=True)
+class AgentBot:
+    """An agent as the gateway needs it: who its bot is."""
+
+    agent_id: str
+    username: str
+    bot_user_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A post an agent should answer."""
+
+    post: Post
+    agent: AgentBot
+    channel_type: str
+    team_id: str
+    # True for the DM flow, False for a mention in a channel (or group message).
+    is_direct_message: bool
+    # True when a bot or plugin asked for the answer (``activate_ai``): fewer tools run.
+    automated_invoker: bool
+
+
+@dataclass(frozen=True)
+class ReminderCandidate:
+    """A thread reply without a mention: remind the user if the thread's last post was an agent's."""
+
+    post: Post
+    team_id: str
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def mentioned_agent(message: str, agents: list[AgentBot]) -> AgentBot | None:
+    """The first agent @mentioned in the message (usernames match case-insensitively, whole)."""
+    best: tuple[int, AgentBot] | None = None
+    for agent in agents:
+        match = re.search(rf"(?<![\w.-])@{re.escape(agent.username)}(?![\w-]|\.\w)", message, re.IGNORECASE)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), agent)
+    return best[1] if best else None
+
+
+def dm_agent(channel_name: str, sender_id: str, agents: list[AgentBot]) -> AgentBot | None:
+    """The agent whose bot is the other member of a DM (DM names are ``<id>__<id>``)."""
+    members = set(channel_name.split("__"))
+    if sender_id not in members:
+        return None
+    others = members - {sender_id}
+    for agent in agents:
+        if agent.bot_user_id in others:
+            return agent
+    return None
+
+
+def classify(event_data: dict[str, Any], post: Post, agents: list[AgentBot]) -> Trigger | ReminderCandidate | None:
+    """What to do with one ``posted`` event's post."""
+    bot_ids = {a.bot_user_id for a in agents}
+    raw = event_data.get("post") if isinstance(event_data.get("post"), dict) else {}
+    props = post.props
+    activated = _truthy(props.get("activate_ai"))
+    if post.user_id in bot_ids or post.type.startswith("system_"):
+        return None
+    if raw.get("remote_id") or _truthy(props.get("wrangler")) or props.get("wrangler_moved_from"):
+        return None
+    if _truthy(props.get("from_webhook")):
+        return None
+    if (_truthy(props.get("from_plugin")) or _truthy(props.get("from_bot"))) and not activated:
+        return None
+    channel_type = str(event_data.get("channel_type", ""))
+    team_id = str(event_data.get("team_id", ""))
+    agent = mentioned_agent(post.message, agents)
+    if agent is not None:
+        return Trigger(post, agent, channel_type, team_id, is_direct_message=False, automated_invoker=activated)
+    if channel_type == "D":
+        agent = dm_agent(str(event_data.get("channel_name", "")), post.user_id, agents)
+        if agent is not None:
+            return Trigger(post, agent, channel_type, team_id, is_direct_message=True, automated_invoker=activated)
+        return None
+    if post.root_id and channel_type in ("O", "P", "G"):
+        return ReminderCandidate(post, team_id)
+    return None

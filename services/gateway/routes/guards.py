@@ -1,0 +1,63 @@
+"""The plugin's route guards (plugin-api.md 1.1) that post, channel and conversation routes share."""
+
+from __future__ import annotations
+
+from agents.registry.v1 import registry_pb2 as registry_pb2
+from aiohttp import web
+
+from services.common.errors import InvalidInput, NotFound, PermissionDenied
+from services.common.grpc_client import unary
+from services.common.mattermost import Post
+from services.gateway.conversations.runner import TRIGGERS, ConversationTriggers
+from services.gateway.deps import DEPS
+from services.gateway.middleware import caller_of
+from services.gateway.rendering.reply import PROP_REQUESTER
+
+
+def triggers_of(request: web.Request) -> ConversationTriggers:
+    return request.config_dict[TRIGGERS]
+
+
+async def bot_for(request: web.Request) -> registry_pb2.Agent:
+    """``aiBotRequired``: the agent named by ``botUsername``, else the default one the caller may use."""
+    deps = request.app[DEPS]
+    username = request.query.get("botUsername", "")
+    if username:
+        return (await unary(deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(username=username))).agent
+    caller = caller_of(request)
+    usable = await unary(
+        deps.backends.registry.ListUsableAgents,
+        registry_pb2.ListUsableAgentsRequest(user_team_ids=await deps.team_ids_of(caller.user.id)),
+    )
+    if not usable.agents:
+        raise NotFound("no agent is configured")
+    return usable.agents[0]
+
+
+async def readable_post(request: web.Request) -> Post:
+    """``postAuthorizationRequired``: the post, which the caller may read (403 otherwise)."""
+    deps = request.app[DEPS]
+    post = await deps.mattermost.get_post(request.match_info["postid"])
+    await require_channel_read(request, post.channel_id)
+    return post
+
+
+async def require_channel_read(request: web.Request, channel_id: str) -> None:
+    """``channelAuthorizationRequired``: Mattermost's ``read_channel`` for the caller."""
+    deps = request.app[DEPS]
+    if not await deps.mattermost.user_can_read_channel(caller_of(request).user.id, channel_id):
+        raise PermissionDenied("you cannot read this channel")
+
+
+def require_agent_post(request: web.Request, post: Post) -> None:
+    """Stop, regenerate and tool decisions apply only to posts an agent's bot wrote."""
+    if post.user_id not in {a.bot_user_id for a in triggers_of(request).directory.agents}:
+        raise InvalidInput("the post was not written by an agent")
+
+
+def require_requester(request: web.Request, post: Post) -> None:
+    """Conversation ownership: only the user the post answers may act on it (403). The llm service
+    checks the conversation's owner again; this spares it calls that cannot succeed."""
+    requester = str(post.props.get(PROP_REQUESTER, ""))
+    if requester and requester != caller_of(request).user.id:
+        raise PermissionDenied("only the user who asked can do this")

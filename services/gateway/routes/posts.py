@@ -1,0 +1,165 @@
+"""POST /post/{postid}/stop, /regenerate, /tool_call, /tool_result, /analyze: acting on agent
+replies and threads; GET /post/{postid}/stream: the reply's tokens live (SSE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from aiohttp import web
+
+from services.common.errors import InvalidInput
+from services.common.grpc_client import unary
+from services.common.mattermost import Post
+from services.gateway.backends import conversation_events
+from services.gateway.deps import DEPS
+from services.gateway.middleware import caller_of, read_json, require_empty_body
+from services.gateway.rendering.launch import launch
+from services.gateway.rendering.reply import (
+    POST_TYPE,
+    PROP_CONVERSATION_ID,
+    PROP_REQUESTER,
+    ReplyState,
+    base_props,
+)
+from services.gateway.routes.guards import (
+    bot_for,
+    readable_post,
+    require_agent_post,
+    require_requester,
+    triggers_of,
+)
+from services.gateway.routes.live import serve_post_stream
+
+routes = web.RouteTableDef()
+
+ANALYSIS_TYPES = ("summarize_thread", "action_items", "open_questions")
+
+
+def _context(request: web.Request, channel_id: str = "") -> llm_pb2.ConversationContext:
+    caller = caller_of(request)
+    return llm_pb2.ConversationContext(user_id=caller.user.id, channel_id=channel_id)
+
+
+def _state_for(post: Post) -> ReplyState:
+    """The state of an existing reply about to be rewritten (regenerate) or continued (tools)."""
+    return ReplyState(
+        post_id=post.id,
+        requester_id=str(post.props.get(PROP_REQUESTER, "")),
+        props=dict(post.props),
+        text=post.message,
+        conversation_id=str(post.props.get(PROP_CONVERSATION_ID, "")),
+    )
+
+
+async def _agent_reply(request: web.Request) -> Post:
+    post = await readable_post(request)
+    require_agent_post(request, post)
+    require_requester(request, post)
+    return post
+
+
+@routes.post("/post/{postid}/stop")
+async def stop(request: web.Request) -> web.Response:
+    await require_empty_body(request)
+    post = await _agent_reply(request)
+    await unary(request.app[DEPS].backends.conversations.Stop, llm_pb2.StopRequest(post_id=post.id))
+    return web.Response(status=200)
+
+
+@routes.post("/post/{postid}/regenerate")
+async def regenerate(request: web.Request) -> web.Response:
+    await require_empty_body(request)
+    post = await _agent_reply(request)
+    if str(post.props.get("no_regen", "")).lower() == "true":
+        raise InvalidInput("this post cannot be regenerated")
+    deps, triggers = request.app[DEPS], triggers_of(request)
+    events = conversation_events(
+        deps.backends.conversations.Regenerate,
+        llm_pb2.RegenerateRequest(post_id=post.id, context=_context(request, post.channel_id)),
+        timeout=deps.settings.turn_timeout_seconds,
+    )
+    poster = await triggers.responder.poster(post.user_id)
+    await launch(triggers.responder.writer, poster, _state_for(post), events)
+    return web.Response(status=200)
+
+
+async def _tool_ids(request: web.Request) -> list[str]:
+    body = await read_json(request)
+    ids = body.get("accepted_tool_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("accepted_tool_ids must be a list of tool call ids", field="accepted_tool_ids")
+    return ids
+
+
+async def _decide(request: web.Request, *, results: bool) -> web.Response:
+    accepted = await _tool_ids(request)
+    post = await _agent_reply(request)
+    if not post.props.get(PROP_CONVERSATION_ID):
+        raise InvalidInput("the post has no conversation")
+    deps, triggers = request.app[DEPS], triggers_of(request)
+    context = _context(request, post.channel_id)
+    if results:
+        call: Any = deps.backends.conversations.ToolResultShare
+        message: Any = llm_pb2.ToolResultShareRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+    else:
+        call = deps.backends.conversations.ToolDecision
+        message = llm_pb2.ToolDecisionRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+    events = conversation_events(call, message, timeout=deps.settings.turn_timeout_seconds)
+    poster = await triggers.responder.poster(post.user_id)
+    await launch(triggers.responder.writer, poster, _state_for(post), events)
+    return web.Response(status=200)
+
+
+@routes.post("/post/{postid}/tool_call")
+async def tool_call(request: web.Request) -> web.Response:
+    return await _decide(request, results=False)
+
+
+@routes.post("/post/{postid}/tool_result")
+async def tool_result(request: web.Request) -> web.Response:
+    return await _decide(request, results=True)
+
+
+@routes.post("/post/{postid}/analyze")
+async def analyze(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    analysis_type = body.get("analysis_type") if isinstance(body, dict) else None
+    if analysis_type not in ANALYSIS_TYPES:
+        raise InvalidInput(f"analysis_type must be one of {', '.join(ANALYSIS_TYPES)}", field="analysis_type")
+    post = await readable_post(request)
+    agent = await bot_for(request)
+    deps, triggers = request.app[DEPS], triggers_of(request)
+    caller = caller_of(request)
+    poster = await triggers.responder.poster(agent.bot_user_id)
+    dm = await poster.get_or_create_direct_channel(caller.user.id, agent.bot_user_id)
+    props = base_props(
+        conversation_id="",
+        responding_to="",
+        requester_id=caller.user.id,
+        allow_unsafe_links=triggers.directory.allow_unsafe_links,
+    )
+    props.update(referenced_thread=post.root_id or post.id, prompt_type=analysis_type)
+    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE)
+    context = llm_pb2.ConversationContext(
+        user_id=caller.user.id,
+        agent_id=agent.id,
+        channel_id=post.channel_id,
+        is_direct_message=True,
+        user_team_ids=await deps.team_ids_of(caller.user.id),
+    )
+    request_message = llm_pb2.AnalyzeRequest(
+        context=context, post_id=post.id, analysis_type=analysis_type, response_post_id=reply.id
+    )
+    events = conversation_events(
+        deps.backends.conversations.Analyze, request_message, timeout=deps.settings.turn_timeout_seconds
+    )
+    state = ReplyState(post_id=reply.id, requester_id=caller.user.id, props=dict(props))
+    await launch(triggers.responder.writer, poster, state, events)
+    return web.json_response({"postid": reply.id, "channelid": dm.id})
+
+
+@routes.get("/post/{postid}/stream")
+async def post_stream(request: web.Request) -> web.StreamResponse:
+    post = await readable_post(request)
+    return await serve_post_stream(request, post)

@@ -1,0 +1,201 @@
+"""AI actions: thread analysis (summary, action items, open questions) and channel summaries over
+a time range, each streamed into a new DM post with the bot, tools disabled, fixed titles."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from services.common.errors import InvalidInput, PermissionDenied
+from services.common.mattermost.models import Post
+from services.llm.conversations.blocks import text_block
+from services.llm.conversations.history import read_thread
+from services.llm.conversations.loop import TurnSetup
+from services.llm.conversations.model import Bound, Operation, RequestContext, StreamRecord, TurnEvent, TurnRole
+from services.llm.conversations.prompts import (
+    ANALYSIS_TITLES,
+    SUMMARY_TITLES,
+    FormattedPost,
+    PromptContext,
+    system_prompt,
+    task_prompt,
+    thread_text,
+)
+from services.llm.conversations.runtime import Runtime, caller_id
+from services.llm.providers.base import Message, Role
+
+MAX_RANGE_MS = 14 * 24 * 3600 * 1000
+MAX_SUMMARY_POSTS = 200
+PAGE_SIZE = 60
+
+
+@dataclass(frozen=True)
+class AnalyzeInput:
+    ctx: RequestContext
+    post_id: str
+    analysis_type: str
+    response_post_id: str
+
+
+@dataclass(frozen=True)
+class SummarizeInput:
+    ctx: RequestContext
+    preset_prompt: str
+    start_time: int
+    end_time: int
+    prompt: str
+    response_post_id: str
+
+
+class Analyses:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def analyze(self, req: AnalyzeInput) -> AsyncIterator[TurnEvent]:
+        """Analyse a thread into the given response post."""
+        if req.analysis_type not in ANALYSIS_TITLES:
+            raise InvalidInput(f"unknown analysis_type {req.analysis_type!r}", field="analysis_type")
+        if not req.post_id or not req.response_post_id:
+            raise InvalidInput("post_id and response_post_id are required", field="post_id")
+        caller_id(req.ctx)
+        await self.rt.peers.check_access(req.ctx)
+        post = await self.rt.mattermost.get_post(req.post_id)
+        posts = await read_thread(self.rt.mattermost, req.ctx.user_id, post.channel_id, post.thread_root_id)
+        params = {"context": req.ctx.as_params(), "post_id": req.post_id, "analysis_type": req.analysis_type}
+        async for event in self._run(
+            req.ctx,
+            req.response_post_id,
+            Operation.THREAD_ANALYSIS,
+            req.analysis_type,
+            await self._format(posts),
+            "",
+            ANALYSIS_TITLES[req.analysis_type],
+            params,
+            no_regen=False,
+        ):
+            yield event
+
+    async def summarize(self, req: SummarizeInput) -> AsyncIterator[TurnEvent]:
+        """Summarise a channel's posts between two times (at most 14 days, 200 posts)."""
+        if req.preset_prompt not in SUMMARY_TITLES:
+            raise InvalidInput(f"unsupported preset_prompt {req.preset_prompt!r}", field="preset_prompt")
+        end = req.end_time or int(time.time() * 1000)
+        if req.start_time <= 0 or req.start_time > end:
+            raise InvalidInput("start_time must be before end_time", field="start_time")
+        if end - req.start_time > MAX_RANGE_MS:
+            raise InvalidInput("the time range may span at most 14 days", field="start_time")
+        if not req.ctx.channel_id or not req.response_post_id:
+            raise InvalidInput("context.channel_id and response_post_id are required", field="context")
+        caller_id(req.ctx)
+        await self.rt.peers.check_access(req.ctx)
+        if not await self.rt.mattermost.user_can_read_channel(req.ctx.user_id, req.ctx.channel_id):
+            raise PermissionDenied("you cannot read this channel")
+        posts = await self._channel_posts(req.ctx.channel_id, req.start_time, end)
+        task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
+        params = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
+        async for event in self._run(
+            req.ctx,
+            req.response_post_id,
+            Operation.CHANNEL_INTERVAL,
+            task,
+            await self._format(posts),
+            req.prompt,
+            SUMMARY_TITLES[req.preset_prompt],
+            params,
+            no_regen=True,
+        ):
+            yield event
+
+    async def regenerate(self, record: StreamRecord) -> AsyncIterator[TurnEvent]:
+        """Re-run a thread analysis onto its post (channel summaries are no_regen)."""
+        ctx = RequestContext.from_params(dict(record.params.get("context") or {}))
+        req = AnalyzeInput(
+            ctx,
+            str(record.params.get("post_id", "")),
+            str(record.params.get("analysis_type", "")),
+            record.response_post_id,
+        )
+        conversation = await self.rt.store.get_conversation(record.conversation_id)
+        if conversation is not None:
+            await self.rt.store.delete_turns_after(conversation.id, 0)
+        async for event in self.analyze(req):
+            yield event
+
+    async def _channel_posts(self, channel_id: str, start: int, end: int) -> list[Post]:
+        # Pages of 60, newest first on the server, until the range or the 200-post cap is covered.
+        found: dict[str, Post] = {}
+        for page in range(MAX_SUMMARY_POSTS // PAGE_SIZE + 1):
+            batch = await self.rt.mattermost.get_channel_posts(channel_id, page=page, per_page=PAGE_SIZE)
+            for post in batch:
+                if start <= post.create_at <= end and not post.delete_at and not post.type:
+                    found[post.id] = post
+            if len(batch) < PAGE_SIZE or (batch and min(p.create_at for p in batch) < start):
+                break
+        ordered = sorted(found.values(), key=lambda p: (p.create_at, p.id))
+        return ordered[-MAX_SUMMARY_POSTS:]
+
+    async def _format(self, posts: Sequence[Post]) -> list[FormattedPost]:
+        users = await self.rt.mattermost.get_users_by_ids(sorted({p.user_id for p in posts}))
+        names = {u.id: u.username for u in users}
+        return [FormattedPost(names.get(p.user_id, "unknown"), p.message) for p in posts if p.message.strip()]
+
+    async def _run(
+        self,
+        ctx: RequestContext,
+        response_post_id: str,
+        operation: Operation,
+        task: str,
+        posts: list[FormattedPost],
+        extra_prompt: str,
+        title: str,
+        params: dict[str, object],
+        *,
+        no_regen: bool,
+    ) -> AsyncIterator[TurnEvent]:
+        agent, provider = await self.rt.agent_and_provider(ctx.agent_id)
+        user = await self.rt.mattermost.get_user(ctx.user_id)
+        prompt = system_prompt(
+            PromptContext(
+                bot_name=agent.display_name,
+                bot_username=agent.username,
+                model=agent.model or provider.settings.default_model,
+                custom_instructions=agent.custom_instructions,
+                user_username=user.username,
+                user_timezone=ctx.user_timezone,
+                is_direct_message=True,
+            )
+        )
+        prompt += "\n\n" + task_prompt(task)
+        conversation, _ = await self.rt.store.get_or_create_conversation(
+            user_id=ctx.user_id,
+            bot_id=agent.bot_user_id,
+            channel_id=None,
+            root_post_id=response_post_id,
+            operation=str(operation),
+            system_prompt=prompt,
+        )
+        await self.rt.store.set_title(conversation.id, title)
+        request = thread_text(posts, extra_prompt)
+        await self.rt.store.append_turn(conversation.id, TurnRole.USER, [text_block(request)])
+        await self.rt.store.start_stream(
+            response_post_id=response_post_id,
+            conversation_id=conversation.id,
+            user_id=ctx.user_id,
+            request_post_id="",
+            kind=operation,
+            params=params,
+            no_regen=no_regen,
+        )
+        setup = TurnSetup(
+            conversation=conversation,
+            ctx=ctx,
+            agent=agent,
+            provider=provider,
+            response_post_id=response_post_id,
+            operation=str(operation),
+        )
+        messages = [Message.text(Role.SYSTEM, conversation.system_prompt), Message.text(Role.USER, request)]
+        yield Bound(conversation.id)
+        async for event in self.rt.run_turn(setup, messages, title=title, kind=str(operation)):
+            yield event

@@ -1,0 +1,281 @@
+"""The agent loop: call the model, forward its events, run or pause on tool calls, repeat.
+
+Each round's output is persisted as one assistant turn when the round ends (never per token),
+anchored on the bot post being written; tool results follow as a ``tool_result`` turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+
+from services.common.errors import ErrorClass
+from services.llm.conversations.approvals import (
+    FAILURE_CAP_INSTRUCTION,
+    AvailableTool,
+    PlanKind,
+    plan_tool_calls,
+    tools_exhausted,
+)
+from services.llm.conversations.blocks import assistant_blocks, tool_result_block
+from services.llm.conversations.model import (
+    ApprovalRequired,
+    Conversation,
+    Finish,
+    Finished,
+    RequestContext,
+    RoundOutput,
+    ToolStatus,
+    ToolUpdate,
+    TurnEvent,
+    TurnRole,
+)
+from services.llm.conversations.peers import AgentProfile, Peers, ToolOutcome
+from services.llm.conversations.store import ConversationStore
+from services.llm.conversations.toolrunner import ToolRun, run_tools
+from services.llm.providers.base import (
+    Annotation,
+    CompletionRequest,
+    Done,
+    Message,
+    Part,
+    Provider,
+    ProviderError,
+    ReasoningDelta,
+    ReasoningEffort,
+    ReasoningOptions,
+    ReasoningPart,
+    Role,
+    StopReason,
+    StreamError,
+    TextDelta,
+    TextPart,
+    ToolCallEvent,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
+from services.llm.streaming import stream_completion
+from services.llm.tokens import ContextTooLong, counter_for_model_async, trim_messages_async
+
+# The plugin's limits: at most 10 model calls per turn; two rounds before the end the model is
+# told to answer with what it has, and tools are withdrawn.
+MAX_TOOL_ROUNDS = 10
+BUDGET_EXHAUSTED_MESSAGE = (
+    "The tool budget for this request is exhausted. Answer now from the results you already have, "
+    "or say what you tried and what is still missing."
+)
+_FINISH = {
+    StopReason.END_TURN: Finish.END_TURN,
+    StopReason.TOOL_USE: Finish.END_TURN,
+    StopReason.MAX_TOKENS: Finish.MAX_TOKENS,
+    StopReason.CONTENT_FILTER: Finish.CONTENT_FILTER,
+    StopReason.STOPPED: Finish.STOPPED,
+    StopReason.ERROR: Finish.ERROR,
+}
+
+
+@dataclass
+class TurnSetup:
+    """Everything fixed for the duration of one turn."""
+
+    conversation: Conversation
+    ctx: RequestContext
+    agent: AgentProfile
+    provider: Provider
+    response_post_id: str
+    operation: str
+    tools: dict[str, AvailableTool] = field(default_factory=dict)
+    native_web_search: bool = False
+    # Tool blocks are visible to channel members (1:1 DMs) or private to the requester (channels).
+    shared: bool = True
+    span: trace.Span | None = None
+
+    @property
+    def model(self) -> str:
+        return self.agent.model or self.provider.settings.default_model
+
+
+class AgentLoop:
+    """Runs model rounds for a turn and persists them."""
+
+    def __init__(self, store: ConversationStore, peers: Peers) -> None:
+        self.store = store
+        self.peers = peers
+
+    async def run(self, setup: TurnSetup, messages: list[Message], stop: asyncio.Event) -> AsyncIterator[TurnEvent]:
+        """Rounds until the model answers, pauses for approval, is stopped or fails; the last
+        event is always ``Finished``."""
+        counter = await counter_for_model_async(setup.model)
+        for round_no in range(MAX_TOOL_ROUNDS):
+            tools = setup.tools
+            prompt = list(messages)
+            if tools and tools_exhausted(messages):
+                prompt.append(Message.text(Role.SYSTEM, FAILURE_CAP_INSTRUCTION))
+                tools = {}
+            elif tools and round_no >= MAX_TOOL_ROUNDS - 2:
+                prompt.append(Message.text(Role.USER, BUDGET_EXHAUSTED_MESSAGE))
+                tools = {}
+            try:
+                trimmed = await trim_messages_async(prompt, setup.provider.settings.input_token_limit, counter)
+            except ContextTooLong as err:
+                yield StreamError(ErrorClass.CALLER, err.message)
+                yield Finished(Finish.ERROR)
+                return
+            output = RoundOutput()
+            async for event in self._stream_round(setup, self._request(setup, trimmed, tools), stop, output):
+                yield event
+            # Calls proposed when tools were withdrawn are dropped, as the plugin does.
+            if not tools:
+                output.tool_calls = []
+            if output.stopped or output.error is not None or not output.tool_calls:
+                await self._persist_round(setup, output, {})
+                if output.error is not None:
+                    yield output.error
+                    yield Finished(Finish.ERROR)
+                elif output.stopped:
+                    yield Finished(Finish.STOPPED)
+                else:
+                    yield Finished(_FINISH.get(StopReason(output.finish), Finish.END_TURN))
+                return
+            plan = plan_tool_calls(output.tool_calls, tools)
+            if plan.kind == PlanKind.ASK:
+                statuses = {c.id: ToolStatus.PENDING for c in output.tool_calls}
+                await self._persist_round(setup, output, statuses)
+                pending = tuple(ToolUpdate(c, ToolStatus.PENDING, shared=setup.shared) for c in output.tool_calls)
+                yield ApprovalRequired(pending, "call")
+                yield Finished(Finish.AWAITING_APPROVAL)
+                return
+            if plan.kind == PlanKind.SKIP:
+                runs = [ToolRun(c, ToolOutcome(plan.errors[c.id], True)) for c in output.tool_calls]
+                statuses = {c.id: ToolStatus.ERROR for c in output.tool_calls}
+            else:
+                runs = await run_tools(self.peers, setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
+                statuses = {r.call.id: ToolStatus.AUTO_APPROVED for r in runs}
+            await self._persist_round(setup, output, statuses)
+            await self.persist_results(setup, runs, shared=True)
+            for run in runs:
+                yield ToolUpdate(run.call, run.status, run.outcome.content, shared=setup.shared)
+            messages.append(assistant_message(output))
+            messages.append(results_message(runs))
+        yield Finished(Finish.END_TURN)  # unreachable in practice: the last rounds have no tools
+
+    def _request(
+        self, setup: TurnSetup, messages: tuple[Message, ...], tools: dict[str, AvailableTool]
+    ) -> CompletionRequest:
+        agent = setup.agent
+        reasoning = ReasoningOptions()
+        if agent.reasoning_enabled and agent.reasoning_effort:
+            try:
+                effort = ReasoningEffort(agent.reasoning_effort)
+            except ValueError:
+                effort = ReasoningEffort.MEDIUM
+            reasoning = ReasoningOptions(enabled=True, effort=effort, budget_tokens=agent.thinking_budget)
+        specs = tuple(ToolSpec(t.name, t.description, dict(t.input_schema)) for t in tools.values())
+        return CompletionRequest(
+            messages=messages,
+            model=agent.model,
+            tools=specs,
+            reasoning=reasoning,
+            native_web_search=setup.native_web_search,
+            user_id=setup.ctx.user_id,
+            operation=setup.operation,
+        )
+
+    async def _stream_round(
+        self, setup: TurnSetup, request: CompletionRequest, stop: asyncio.Event, out: RoundOutput
+    ) -> AsyncIterator[TurnEvent]:
+        """Forward one model call's events, gathering them into ``out``; ends early on stop."""
+        if stop.is_set():
+            out.stopped = True
+            return
+        stream = stream_completion(setup.provider, request)
+        iterator = stream.__aiter__()
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(iterator.__anext__())
+                await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, ProviderError):
+                        await step
+                    out.stopped = True
+                    return
+                try:
+                    event = step.result()
+                except StopAsyncIteration:
+                    return
+                except ProviderError as err:  # refused before the first token
+                    out.error = StreamError(err.error_class, err.message, retryable=err.retryable)
+                    return
+                if isinstance(event, TextDelta):
+                    out.text += event.text
+                elif isinstance(event, ReasoningDelta):
+                    out.reasoning += event.text
+                    out.reasoning_signature = event.signature or out.reasoning_signature
+                elif isinstance(event, ToolCallEvent):
+                    out.tool_calls.append(event.call)
+                    continue  # announced as tool updates once the round's plan is known
+                elif isinstance(event, Annotation):
+                    out.annotations.append(event)
+                elif isinstance(event, Usage):
+                    out.usage = event
+                elif isinstance(event, StreamError):
+                    out.error = event
+                    continue  # yielded by the caller after the partial text is saved
+                elif isinstance(event, Done):
+                    out.finish = str(event.stop_reason)
+                    return
+                yield event
+        finally:
+            stopper.cancel()
+            await stream.aclose()
+
+    async def _persist_round(self, setup: TurnSetup, output: RoundOutput, statuses: dict[str, ToolStatus]) -> None:
+        blocks = assistant_blocks(output, statuses, shared=setup.shared)
+        if not blocks:
+            return
+        await self.store.append_turn(
+            setup.conversation.id,
+            TurnRole.ASSISTANT,
+            blocks,
+            post_id=setup.response_post_id,
+            tokens_in=output.usage.input_tokens,
+            tokens_out=output.usage.output_tokens,
+        )
+
+    async def persist_results(self, setup: TurnSetup, runs: list[ToolRun], *, shared: bool) -> None:
+        """Store tool results as one ``tool_result`` turn (private to the requester unless shared)."""
+        if not runs:
+            return
+        blocks = [
+            tool_result_block(
+                r.call.id, r.call.name, r.outcome.content, is_error=r.outcome.is_error, shared=shared and setup.shared
+            )
+            for r in runs
+        ]
+        await self.store.append_turn(setup.conversation.id, TurnRole.TOOL_RESULT, blocks)
+
+
+def assistant_message(output: RoundOutput) -> Message:
+    """The round's output as the assistant message the next round sends back."""
+    parts: list[Part] = []
+    if output.reasoning or output.reasoning_signature:
+        parts.append(ReasoningPart(output.reasoning, signature=output.reasoning_signature))
+    if output.text:
+        parts.append(TextPart(output.text))
+    parts.extend(output.tool_calls)
+    return Message(Role.ASSISTANT, tuple(parts))
+
+
+def results_message(runs: list[ToolRun]) -> Message:
+    """Tool results as the message the next round sends back."""
+    return Message(
+        Role.TOOL,
+        tuple(ToolResult(r.call.id, r.call.name, r.outcome.content, is_error=r.outcome.is_error) for r in runs),
+    )

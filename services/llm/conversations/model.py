@@ -1,0 +1,183 @@
+"""What the conversation loop works with: conversations, turns, the bot posts being written, and
+the events a turn emits. Plain data; no gRPC, no SQL."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.llm.providers.base import Annotation, ReasoningDelta, StreamError, TextDelta, ToolCall, Usage
+
+Block = dict[str, Any]  # one ContentBlock, in the plugin's JSON shape
+
+
+class TurnRole(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL_RESULT = "tool_result"
+
+
+class Operation(enum.StrEnum):
+    CONVERSATION = "conversation"
+    THREAD_ANALYSIS = "thread_analysis"
+    CHANNEL_INTERVAL = "channel_interval"
+
+
+class ToolStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    ERROR = "error"
+    SUCCESS = "success"
+    AUTO_APPROVED = "auto_approved"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    user_id: str
+    bot_id: str
+    channel_id: str | None
+    root_post_id: str | None
+    title: str
+    system_prompt: str
+    operation: str
+    created_at: int
+    updated_at: int
+    turn_count: int = 0
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: str
+    conversation_id: str
+    post_id: str | None
+    role: TurnRole
+    content: list[Block]
+    sequence: int
+    tokens_in: int = 0
+    tokens_out: int = 0
+    created_at: int = 0
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """A bot post the cluster writes (or wrote) into: who asked, what produced it, its stop flag."""
+
+    response_post_id: str
+    conversation_id: str
+    user_id: str
+    request_post_id: str
+    kind: Operation
+    params: dict[str, Any]
+    no_regen: bool
+    state: str
+    stop_requested: bool
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Where a turn happens and for whom (the RPC's ConversationContext)."""
+
+    user_id: str
+    agent_id: str
+    channel_id: str = ""
+    team_id: str = ""
+    is_direct_message: bool = False
+    user_team_ids: tuple[str, ...] = ()
+    user_timezone: str = ""
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "agent_id": self.agent_id,
+            "channel_id": self.channel_id,
+            "team_id": self.team_id,
+            "is_direct_message": self.is_direct_message,
+            "user_team_ids": list(self.user_team_ids),
+            "user_timezone": self.user_timezone,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RequestContext:
+        return cls(
+            user_id=str(params.get("user_id", "")),
+            agent_id=str(params.get("agent_id", "")),
+            channel_id=str(params.get("channel_id", "")),
+            team_id=str(params.get("team_id", "")),
+            is_direct_message=bool(params.get("is_direct_message", False)),
+            user_team_ids=tuple(params.get("user_team_ids", ())),
+            user_timezone=str(params.get("user_timezone", "")),
+        )
+
+
+# ---- events a turn emits (the servicer turns them into ConversationEvent messages) ------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """First event of every stream, not sent to clients: the conversation the events belong to."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Control:
+    """``start`` when a stream begins writing a post, ``continue`` when it resumes after approval."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class Title:
+    title: str
+
+
+@dataclass(frozen=True)
+class ToolUpdate:
+    call: ToolCall
+    status: ToolStatus
+    result: str = ""
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalRequired:
+    calls: tuple[ToolUpdate, ...]
+    stage: str = "call"  # call: approve execution; result: approve sharing into the channel
+
+
+class Finish(enum.StrEnum):
+    END_TURN = "end_turn"
+    MAX_TOKENS = "max_tokens"
+    STOPPED = "stopped"
+    ERROR = "error"
+    CONTENT_FILTER = "content_filter"
+    AWAITING_APPROVAL = "awaiting_approval"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Always the last event of a stream."""
+
+    reason: Finish
+
+
+TurnEvent = Bound | Control | Title | ToolUpdate | ApprovalRequired | Finished | TextDelta | ReasoningDelta | Annotation
+TurnEvent = TurnEvent | Usage | StreamError
+
+
+@dataclass
+class RoundOutput:
+    """What one model call produced, gathered while its events were forwarded."""
+
+    text: str = ""
+    reasoning: str = ""
+    reasoning_signature: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    error: StreamError | None = None
+    stopped: bool = False
+    finish: str = "end_turn"

@@ -1,0 +1,158 @@
+"""What every kind of turn shares: resolving the agent and its provider, the caller check, the
+"agent run" span, the stop watch, the stream's state row, and title generation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common import attributes
+from services.common.errors import DomainError, InvalidInput, NotFound, PermissionDenied
+from services.common.identity import identity
+from services.common.mattermost.client import MattermostClient
+from services.common.telemetry import tracer
+from services.llm.conversations.loop import AgentLoop, TurnSetup
+from services.llm.conversations.model import Control, Finish, Finished, RequestContext, StreamRecord, Title, TurnEvent
+from services.llm.conversations.peers import AgentProfile, Peers
+from services.llm.conversations.prompts import TITLE_INSTRUCTION, TITLE_MAX_TOKENS, clean_title
+from services.llm.conversations.stops import StopWatcher
+from services.llm.conversations.store import ConversationStore
+from services.llm.providers.base import CompletionRequest, Message, Provider, ProviderError, Role
+from services.llm.streaming import complete
+
+logger = logging.getLogger(__name__)
+
+# Seconds the end of a turn waits for its title; a slow title must not hold the stream open.
+TITLE_WAIT_SECONDS = 15.0
+_STATES = {Finish.AWAITING_APPROVAL: "paused", Finish.STOPPED: "stopped", Finish.ERROR: "error"}
+
+
+class ProviderSource(Protocol):
+    """The llm service's shared provider cache (``services.llm.catalog.ProviderCatalog``)."""
+
+    async def get(self, service_id: str) -> Provider:
+        """The provider of a saved service."""
+        ...
+
+
+@dataclass
+class Runtime:
+    """Dependencies of the loop, built once per process."""
+
+    store: ConversationStore
+    peers: Peers
+    providers: ProviderSource
+    mattermost: MattermostClient
+    stops: StopWatcher
+
+    @property
+    def loop(self) -> AgentLoop:
+        return AgentLoop(self.store, self.peers)
+
+    async def agent_and_provider(self, agent_id: str) -> tuple[AgentProfile, Provider]:
+        agent = await self.peers.agent(agent_id)
+        return agent, await self.providers.get(agent.service_id)
+
+    async def run_turn(
+        self,
+        setup: TurnSetup,
+        messages: list[Message],
+        *,
+        control: str = "start",
+        title: str = "",
+        title_job: Callable[[], Awaitable[str]] | None = None,
+        kind: str = "conversation",
+    ) -> AsyncIterator[TurnEvent]:
+        """The events of one turn: ``control``, an optional fixed title, the loop's events, the
+        generated title when ready, then ``Finished``. The post's stream row tracks its state."""
+        span = tracer(__name__).start_span(
+            "agent run",
+            attributes={
+                attributes.AGENT_ID: setup.agent.id,
+                attributes.AGENT_NAME: setup.agent.username,
+                attributes.USER_ID: setup.ctx.user_id,
+                attributes.CHANNEL_ID: setup.ctx.channel_id,
+                attributes.POST_ID: setup.response_post_id,
+                attributes.LLM_OPERATION: kind,
+                attributes.LLM_MODEL: setup.model,
+                attributes.LLM_PROVIDER: str(setup.provider.settings.type),
+            },
+        )
+        setup.span = span
+        finish = Finish.ERROR
+        title_task: asyncio.Task[str] | None = None
+        try:
+            async with self.stops.watch(setup.response_post_id) as stop:
+                yield Control(control)
+                if title:
+                    yield Title(title)
+                async for event in self.loop.run(setup, messages, stop):
+                    if isinstance(event, Finished):
+                        finish = event.reason
+                        break
+                    yield event
+            if title_job is not None:
+                # After the answer, so that the answer's first token is never delayed by it.
+                title_task = asyncio.create_task(title_job())
+                generated = await _await_title(title_task)
+                if generated:
+                    yield Title(generated)
+            yield Finished(finish)
+        finally:
+            if title_task is not None and not title_task.done():
+                title_task.cancel()
+            span.set_attribute("agents.conversation.finish", str(finish))
+            span.end()
+            try:
+                await asyncio.shield(self.store.set_stream_state(setup.response_post_id, _STATES.get(finish, "done")))
+            except Exception:  # the turn's own outcome matters more than its bookkeeping
+                logger.warning("could not record the end of stream %s", setup.response_post_id, exc_info=True)
+
+    async def generate_title(self, provider: Provider, agent: AgentProfile, conversation_id: str, request: str) -> str:
+        """Generate and store a conversation title (one short non-streamed call)."""
+        call = CompletionRequest(
+            messages=(Message.text(Role.SYSTEM, TITLE_INSTRUCTION), Message.text(Role.USER, request[:4000])),
+            model=agent.model,
+            max_output_tokens=TITLE_MAX_TOKENS,
+            operation="title_generation",
+        )
+        try:
+            result = await complete(provider, call)
+        except ProviderError as err:
+            logger.info("title generation failed: %s", err.message)
+            return ""
+        title = clean_title(result.text)
+        if title:
+            await self.store.set_title(conversation_id, title)
+        return title
+
+    async def owned_stream(self, post_id: str) -> StreamRecord:
+        """The stream record of a bot post, if the caller is its requester."""
+        if not post_id:
+            raise InvalidInput("post_id is required", field="post_id")
+        record = await self.store.get_stream(post_id)
+        if record is None:
+            raise NotFound("no conversation owns this post")
+        if caller_id() != record.user_id:
+            raise PermissionDenied("only the user who asked can do this")
+        return record
+
+
+async def _await_title(task: asyncio.Task[str]) -> str:
+    try:
+        return await asyncio.wait_for(task, TITLE_WAIT_SECONDS)
+    except (TimeoutError, DomainError):
+        return ""
+
+
+def caller_id(ctx: RequestContext | None = None) -> str:
+    """The user a call runs for: the identity in metadata, else the request's context."""
+    user = identity().user_id
+    if user:
+        if ctx is not None and ctx.user_id and ctx.user_id != user:
+            raise PermissionDenied("the request's user does not match the caller")
+        return user
+    return ctx.user_id if ctx is not None else ""
