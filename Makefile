@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install protos protos-check lint test test-fast up down bench clean
+BUF    := .tools/node_modules/.bin/buf
+
+.PHONY: install protos protos-check proto-lint proto-breaking lint test test-fast up down bench clean
 
 install: $(VENV)/.installed
 
@@ -21,10 +23,22 @@ protos: install
 protos-check: install
 	$(PY) -m services.common.protogen --check protos gen
 
+# buf (the npm package ships the real binary) lints the API; breaking compares with main.
+$(BUF):
+	mkdir -p .tools
+	[ -f .tools/package.json ] || echo '{"name": "agents-tools", "private": true}' > .tools/package.json
+	cd .tools && npm install --silent --no-audit --no-fund @bufbuild/buf@1.75.0
+
+proto-lint: $(BUF)
+	$(BUF) lint
+
+proto-breaking: $(BUF)
+	$(BUF) breaking --against '.git#branch=main'
+
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install protos-check lint
+test: install protos-check proto-lint lint
 	$(VENV)/bin/pytest -q
 
 test-fast: install
