@@ -98,6 +98,11 @@ def create_channel(
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.enable_retries", 1),
+        # Peers in the cluster restart and scale out often: the default reconnect backoff grows
+        # toward two minutes, during which every call fails fast. Cap it at a few seconds.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 3000),
         ("grpc.service_config", _service_config(idempotent_methods)),
     ]
     interceptors = [

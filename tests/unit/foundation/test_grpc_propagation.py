@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -11,6 +13,7 @@ import pytest_asyncio
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
+from services.cluster.supervisor import free_port
 from services.common import errors
 from services.common.grpc_client import ChannelPool, unary
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
@@ -134,3 +137,33 @@ async def test_an_unimplemented_rpc_answers_unimplemented_not_internal(chain) ->
     stub, _ = chain
     with pytest.raises(errors.Unimplemented, match="not implemented"):
         await unary(stub.DeleteAgent, registry_pb2.DeleteAgentRequest(id="a"))
+
+
+async def test_a_channel_that_dialed_a_peer_before_it_listened_recovers_within_seconds() -> None:
+    port = free_port()
+    pool = ChannelPool(service_token=TOKEN, default_timeout=1)
+    stub = registry_pb2_grpc.RegistryStub(pool.get(f"127.0.0.1:{port}"))
+    with pytest.raises(errors.UpstreamUnavailable):
+        await unary(stub.GetAgent, registry_pb2.GetAgentRequest(id="a"))
+    # Let the channel's failed attempts push its reconnect backoff up before the peer appears.
+    for _ in range(3):
+        with pytest.raises(errors.UpstreamUnavailable):
+            await unary(stub.GetAgent, registry_pb2.GetAgentRequest(id="a"))
+    settings = CommonSettings(service_name="t", grpc_port=port, service_token=TOKEN, shutdown_grace_seconds=1)
+    late = GrpcServiceHost(
+        settings, [ServicerBinding(REGISTRY, Back(Seen()), registry_pb2_grpc.add_RegistryServicer_to_server)]
+    )
+    await late.start()
+    await late.set_serving()
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                await unary(stub.GetAgent, registry_pb2.GetAgentRequest(id="a"))
+                break
+            except errors.UpstreamUnavailable:
+                assert time.monotonic() - started < 5, "channel stayed in reconnect backoff"
+                await asyncio.sleep(0.05)
+    finally:
+        await pool.close()
+        await late.stop()
