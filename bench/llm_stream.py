@@ -230,6 +230,9 @@ def _children(pid: int) -> list[int]:
 
 def print_table(results: list[LevelResult], notes: list[str]) -> None:
     baselines = {(r.target, r.concurrency): r for r in results if r.target.startswith("fake direct")}
+    # Characters per answer, from the direct runs: turns received text back into tokens.
+    direct = [r for r in baselines.values() if r.ttft]
+    chars_per_token = (sum(r.chars for r in direct) / sum(len(r.ttft) for r in direct) / TOKENS) if direct else 1.0
     header = (
         f"{'target':<24}{'c':>5}{'n':>6}{'ttft p50':>10}{'ttft p99':>10}{'+p50':>8}{'+p99':>8}"
         f"{'total p50':>11}{'req/s':>8}{'tok/s':>9}{'err':>5}{'cpu ms/str':>11}"
@@ -248,9 +251,10 @@ def print_table(results: list[LevelResult], notes: list[str]) -> None:
         )
         rps = len(r.ttft) / r.wall if r.wall else 0.0
         cpu = f"{r.cpu_seconds / max(1, len(r.ttft)) * 1000:11.2f}" if r.cpu_seconds else f"{'-':>11}"
+        tps = r.chars / chars_per_token / r.wall if r.wall else 0.0
         print(
             f"{r.target:<24}{r.concurrency:>5}{len(r.ttft):>6}{r.ttft_p50 * 1000:10.2f}{r.ttft_p99 * 1000:10.2f}"
-            f"{added}{r.total_p50 * 1000:11.1f}{rps:8.1f}{r.tokens / r.wall if r.wall else 0:9.0f}{r.errors:>5}{cpu}"
+            f"{added}{r.total_p50 * 1000:11.1f}{rps:8.1f}{tps:9.0f}{r.errors:>5}{cpu}"
         )
     for r in results:
         if r.first_error:

@@ -1,8 +1,11 @@
 """The llm_stream benchmark's load generator: one client per target kind, a closed-loop driver,
 and the per-level figures (TTFT, total time, tokens, CPU of the target's processes).
 
-Every client returns ``(ttft, total, tokens)`` for one stream, timing from just before the
-request is sent to the first text token and to the end of the stream.
+Every client returns ``(ttft, total, chars)`` for one stream, timing from just before the
+request is sent to the first text token and to the end of the stream; ``chars`` is the length of
+the text received. Text, not messages, is counted because our service coalesces tokens that
+reach it in one socket read (one message may carry several); the table turns characters back
+into tokens with the direct baseline's characters per stream.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ PROMPT = "Say something about streaming."
 
 
 async def _sse_stream(
-    http: aiohttp.ClientSession, url: str, body: dict, headers: dict[str, str], is_token: Callable[[dict], bool]
+    http: aiohttp.ClientSession, url: str, body: dict, headers: dict[str, str], text_of: Callable[[dict], str]
 ) -> tuple[float, float, int]:
     started = time.perf_counter()
     ttft = 0.0
-    tokens = 0
+    chars = 0
     async with http.post(url, json=body, headers=headers) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
@@ -44,24 +47,25 @@ async def _sse_stream(
                     data = line[5:].strip()
                     if not data or data == b"[DONE]":
                         continue
-                    if is_token(json.loads(data)):
-                        tokens += 1
-                        if tokens == 1:
+                    text = text_of(json.loads(data))
+                    if text:
+                        if not chars:
                             ttft = time.perf_counter() - started
-    return ttft, time.perf_counter() - started, tokens
+                        chars += len(text)
+    return ttft, time.perf_counter() - started, chars
 
 
-def _chat_token(doc: dict) -> bool:
+def _chat_token(doc: dict) -> str:
     choices = doc.get("choices") or []
-    return bool(choices and (choices[0].get("delta") or {}).get("content"))
+    return str((choices[0].get("delta") or {}).get("content") or "") if choices else ""
 
 
-def _responses_token(doc: dict) -> bool:
-    return doc.get("type") == "response.output_text.delta"
+def _responses_token(doc: dict) -> str:
+    return str(doc.get("delta") or "") if doc.get("type") == "response.output_text.delta" else ""
 
 
-def _bridge_token(doc: dict) -> bool:
-    return doc.get("Type") == 0
+def _bridge_token(doc: dict) -> str:
+    return str(doc.get("Value") or "") if doc.get("Type") == 0 else ""
 
 
 def chat_client(http: aiohttp.ClientSession, base_url: str, headers: dict[str, str] | None = None) -> StreamFn:
@@ -93,15 +97,15 @@ def grpc_client(channel: grpc.aio.Channel, service_id: str, metadata: Sequence[t
     async def one() -> tuple[float, float, int]:
         started = time.perf_counter()
         ttft = 0.0
-        tokens = 0
+        chars = 0
         async for reply in stub.StreamComplete(request, metadata=metadata, timeout=60):
             if reply.event.HasField("text_delta"):
-                tokens += 1
-                if tokens == 1:
+                if not chars:
                     ttft = time.perf_counter() - started
+                chars += len(reply.event.text_delta.text)
             elif reply.event.HasField("error"):
                 raise RuntimeError(reply.event.error.message)
-        return ttft, time.perf_counter() - started, tokens
+        return ttft, time.perf_counter() - started, chars
 
     return one
 
@@ -114,7 +118,7 @@ class LevelResult:
     wall: float
     ttft: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
-    tokens: int = 0
+    chars: int = 0  # text received, all streams
     errors: int = 0
     cpu_seconds: float = 0.0
     first_error: str = ""
@@ -166,14 +170,14 @@ async def run_level(target: str, fn: StreamFn, concurrency: int, streams: int, p
         while remaining > 0:
             remaining -= 1
             try:
-                ttft, total, tokens = await fn()
+                ttft, total, chars = await fn()
             except Exception as exc:
                 result.errors += 1
                 result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"[:200]
                 continue
             result.ttft.append(ttft)
             result.total.append(total)
-            result.tokens += tokens
+            result.chars += chars
 
     cpu_before = cpu_seconds(pids)
     started = time.perf_counter()

@@ -22,8 +22,9 @@ from pathlib import Path
 import aiohttp
 
 TOOLS = Path(__file__).resolve().parent.parent / ".tools"
-LITELLM_VENV = TOOLS / "litellm-venv"
-PORTKEY_DIR = TOOLS / "portkey"
+LITELLM_VENV = TOOLS / "litellm-venv"  # its own subfolder: .tools/ also holds buf's node_modules
+LITELLM_VERSION = "1.108.7"  # seen working offline here; pinned so runs compare like with like
+PORTKEY_DIR = TOOLS / "portkey"  # its own package.json, apart from .tools/package.json
 PORTKEY_SERVER = PORTKEY_DIR / "node_modules/@portkey-ai/gateway/build/start-server.js"
 
 
@@ -51,7 +52,8 @@ def install_peers() -> None:
     TOOLS.mkdir(exist_ok=True)
     if not (LITELLM_VENV / "bin/litellm").exists():
         subprocess.run(["python3", "-m", "venv", str(LITELLM_VENV)], check=False)
-        subprocess.run([str(LITELLM_VENV / "bin/pip"), "install", "-q", "litellm[proxy]"], check=False)
+        litellm = f"litellm[proxy]=={LITELLM_VERSION}"
+        subprocess.run([str(LITELLM_VENV / "bin/pip"), "install", "-q", litellm], check=False)
     if not PORTKEY_SERVER.exists():
         PORTKEY_DIR.mkdir(exist_ok=True)
         subprocess.run(["npm", "init", "-y"], cwd=PORTKEY_DIR, check=False, capture_output=True)

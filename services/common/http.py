@@ -8,6 +8,9 @@ wraps this factory with the SSRF guard.
 
 from __future__ import annotations
 
+import os
+import urllib.request
+
 import aiohttp
 import aiohttp.abc
 
@@ -30,8 +33,22 @@ def new_client_session(
     return aiohttp.ClientSession(
         timeout=timeout,
         connector=connector,
-        trust_env=trust_env,
+        trust_env=trust_env and environment_configures_requests(),
         headers=headers,
         cookie_jar=cookie_jar,
         raise_for_status=False,
     )
+
+
+def environment_configures_requests() -> bool:
+    """Whether ``trust_env`` could change a request: a ``*_proxy`` variable or a netrc file.
+
+    With ``trust_env`` aiohttp looks both up on a worker thread for every request (two thread
+    hops before a provider call starts, which lands on time to first token). When the
+    environment sets neither, which is the usual deployment, the session is built without
+    ``trust_env``: the same requests, without the lookups. Read once, when a session is built.
+    """
+    if urllib.request.getproxies():
+        return True
+    netrc = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    return os.path.exists(netrc) or os.path.exists(os.path.join(os.path.expanduser("~"), "_netrc"))

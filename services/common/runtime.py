@@ -3,12 +3,12 @@ serve until SIGTERM/SIGINT, drain, release resources. Each service's ``server.py
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from services.common import event_loop
 from services.common.errors import DomainError
 from services.common.grpc_server import GrpcServiceHost
 from services.common.settings import CommonSettings, SettingsError
@@ -59,7 +59,7 @@ def main(
         await run_until_stopped(process)
 
     try:
-        asyncio.run(_run())
+        event_loop.run(_run(), settings.event_loop)
     except DomainError as err:
         logger.error("cannot start: %s", err.message)
         sys.exit(1)

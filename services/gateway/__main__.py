@@ -1,8 +1,8 @@
 """``python -m services.gateway``: the HTTP gateway Mattermost talks to."""
 
-import asyncio
 import sys
 
+from services.common import event_loop
 from services.common.settings import SettingsError
 from services.common.telemetry import configure_logging, configure_tracing
 from services.gateway.server import GatewayProcess, build_deps
@@ -21,7 +21,7 @@ def main() -> None:
     async def run() -> None:
         await GatewayProcess(settings, build_deps(settings)).run()
 
-    asyncio.run(run())
+    event_loop.run(run(), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -137,9 +137,13 @@ def _usage_to_proto(usage: base.Usage) -> llm_pb2.Usage:
 
 def event_to_proto(event: base.Event) -> llm_pb2.StreamCompleteResponse:
     """One neutral event as a stream message."""
-    if isinstance(event, base.TextDelta):
-        pb = llm_pb2.StreamEvent(text_delta=llm_pb2.TextDelta(text=event.text))
-    elif isinstance(event, base.ReasoningDelta):
+    if type(event) is base.TextDelta:
+        # Most messages are text: filling a submessage in place is ~3x cheaper than nesting
+        # constructors, and this runs once per token.
+        message = llm_pb2.StreamCompleteResponse()
+        message.event.text_delta.text = event.text
+        return message
+    if isinstance(event, base.ReasoningDelta):
         pb = llm_pb2.StreamEvent(reasoning_delta=llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))
     elif isinstance(event, base.ToolCallEvent):
         pb = llm_pb2.StreamEvent(tool_call=_tool_call_to_proto(event.call))

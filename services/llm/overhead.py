@@ -52,6 +52,17 @@ class OverheadClock:
             if self._depth == 0:
                 self.provider_wait += self._now() - self._wait_started
 
+    def now(self) -> float:
+        """This clock's reading (for ``add_wait``)."""
+        return self._now()
+
+    def add_wait(self, since: float) -> None:
+        """Count from ``since`` (a ``now()`` reading) up to now as provider wait, unless an outer
+        ``waiting()`` block already counts it. The per-chunk hot path uses this: a context
+        manager per socket read costs more than the read's own bookkeeping."""
+        if self._depth == 0:
+            self.provider_wait += self._now() - since
+
     def stop(self) -> None:
         """Freeze the total; later calls keep the first end time."""
         if self.ended is None:
@@ -75,6 +86,11 @@ def start_clock() -> tuple[OverheadClock, contextvars.Token[OverheadClock | None
     """A new clock made current for this task; reset the token when the call ends."""
     clock = OverheadClock()
     return clock, _current.set(clock)
+
+
+def current_clock() -> OverheadClock | None:
+    """The clock of the call running in this task, if any."""
+    return _current.get()
 
 
 def reset_clock(token: contextvars.Token[OverheadClock | None]) -> None:

@@ -10,7 +10,12 @@ Rules (DESIGN.md, "Streaming semantics"):
 
 The engine is plain async-generator chaining: it pulls one event from the provider each time its
 consumer pulls one, so a slow consumer slows the upstream read (TCP backpressure) and nothing is
-buffered without bound.
+buffered without bound. Only the time spent waiting on the provider counts towards a stall: time
+the consumer takes (a slow client) is backpressure, not silence.
+
+The watchdog is one re-armed timer per stream (``_StallWatchdog``), not an ``asyncio.timeout``
+per event: that allocated a timeout, a timer handle and a heap entry for every token, a
+measurable share of the service's CPU at 50 tokens per answer and hundreds of answers a second.
 """
 
 from __future__ import annotations
@@ -64,82 +69,155 @@ async def stream_completion(
     ``stall_timeout`` defaults to the service's ``streaming_timeout_seconds``.
     """
     timeout = float(stall_timeout if stall_timeout is not None else provider.settings.streaming_timeout_seconds)
+    watchdog = _StallWatchdog(timeout)
     attempt = 0
-    while True:
-        attempt += 1
-        upstream = cast(AsyncGenerator[Event, None], provider.stream(request))
-        try:
-            first = await _next_event(upstream, timeout)
-        except StopAsyncIteration:
-            yield Done(StopReason.END_TURN)
-            return
-        except _Stalled:
-            await upstream.aclose()
-            for event in _stall_events(timeout):
-                yield event
-            return
-        except ProviderError as exc:
-            await upstream.aclose()
-            if not exc.retryable or attempt >= max_attempts:
-                raise
-            delay = _backoff(attempt, exc.retry_after, base_backoff, max_backoff)
-            logger.info(
-                "provider %s failed before the first token (status %s, %s); retry %d/%d in %.2fs",
-                provider.settings.id,
-                exc.status,
-                exc.code or "no code",
-                attempt,
-                max_attempts - 1,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            continue
-        except BaseException:
-            await upstream.aclose()
-            raise
-        break
-
     try:
-        event: Event = first
         while True:
-            yield event
-            if isinstance(event, Done):
-                return
+            attempt += 1
+            upstream = cast(AsyncGenerator[Event, None], provider.stream(request))
             try:
-                event = await _next_event(upstream, timeout)
+                first = await watchdog.next(upstream)
             except StopAsyncIteration:
-                yield Done(StopReason.END_TURN)  # a provider that forgot its Done still ends cleanly
+                yield Done(StopReason.END_TURN)
                 return
             except _Stalled:
-                for stall_event in _stall_events(timeout):
-                    yield stall_event
+                await upstream.aclose()
+                for event in _stall_events(timeout):
+                    yield event
                 return
             except ProviderError as exc:
-                logger.warning(
-                    "provider %s failed mid-stream (status %s, %s)",
+                await upstream.aclose()
+                if not exc.retryable or attempt >= max_attempts:
+                    raise
+                delay = _backoff(attempt, exc.retry_after, base_backoff, max_backoff)
+                logger.info(
+                    "provider %s failed before the first token (status %s, %s); retry %d/%d in %.2fs",
                     provider.settings.id,
                     exc.status,
                     exc.code or "no code",
+                    attempt,
+                    max_attempts - 1,
+                    delay,
                 )
-                yield StreamError(exc.error_class, exc.message, retryable=exc.retryable, code=exc.code)
-                yield Done(StopReason.ERROR)
-                return
-            if isinstance(event, StreamError):
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                await upstream.aclose()
+                raise
+            break
+
+        try:
+            event: Event = first
+            while True:
                 yield event
-                yield Done(StopReason.ERROR)
-                return
+                if type(event) is Done:
+                    return
+                try:
+                    event = await watchdog.next(upstream)
+                except StopAsyncIteration:
+                    yield Done(StopReason.END_TURN)  # a provider that forgot its Done still ends cleanly
+                    return
+                except _Stalled:
+                    for stall_event in _stall_events(timeout):
+                        yield stall_event
+                    return
+                except ProviderError as exc:
+                    logger.warning(
+                        "provider %s failed mid-stream (status %s, %s)",
+                        provider.settings.id,
+                        exc.status,
+                        exc.code or "no code",
+                    )
+                    yield StreamError(exc.error_class, exc.message, retryable=exc.retryable, code=exc.code)
+                    yield Done(StopReason.ERROR)
+                    return
+                if type(event) is StreamError:
+                    yield event
+                    yield Done(StopReason.ERROR)
+                    return
+        finally:
+            # Runs on normal end, on error, and when our consumer stops early (aclose/cancel): the
+            # provider generator's own finally then closes the HTTP response, dropping the socket.
+            await upstream.aclose()
     finally:
-        # Runs on normal end, on error, and when our consumer stops early (aclose/cancel): the
-        # provider generator's own finally then closes the HTTP response, dropping the socket.
-        await upstream.aclose()
+        watchdog.close()
 
 
-async def _next_event(upstream: AsyncGenerator[Event, None], timeout: float) -> Event:
-    try:
-        async with asyncio.timeout(timeout if timeout > 0 else None):
+class _StallWatchdog:
+    """Ends a wait on the upstream that lasts ``timeout`` seconds, with one timer per stream.
+
+    Each wait records when it started; the timer, when it fires, cancels the waiting task only if
+    the current wait is that old, and otherwise re-arms itself for the current wait's deadline.
+    A stream whose tokens keep coming therefore costs a timer per ``timeout`` seconds, not one
+    per token. While the consumer holds an event nothing is waited on, so the timer lapses and
+    the next wait arms it again. Cancellation is told apart from a caller's the way
+    ``asyncio.timeout`` does it (``Task.cancelling``/``uncancel``).
+    """
+
+    __slots__ = ("_cancelling", "_handle", "_loop", "_since", "_task", "_waiting", "fired", "timeout")
+
+    # A timer may run up to the loop's clock resolution early; a stall ended a millisecond early
+    # is still a stall, and this avoids re-arming for a deadline a hair away.
+    _EARLY = 0.001
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.fired = False
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._since = 0.0
+        self._waiting = False
+        self._cancelling = 0
+
+    async def next(self, upstream: AsyncGenerator[Event, None]) -> Event:
+        """The upstream's next event; ``_Stalled`` when it took ``timeout`` seconds."""
+        if self.timeout <= 0:
             return await upstream.__anext__()
-    except TimeoutError:
-        raise _Stalled from None
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._since = self._loop.time()
+        self._waiting = True
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self.timeout, self._check)
+        try:
+            event = await upstream.__anext__()
+        except asyncio.CancelledError:
+            if self.fired and task.uncancel() <= self._cancelling:
+                self.fired = False
+                raise _Stalled from None
+            raise
+        finally:
+            self._waiting = False
+        if self.fired:
+            # The event and the timer landed in the same loop turn: the cancellation was
+            # requested but not delivered. Take it here, where it is ours, not in the consumer.
+            self.fired = False
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                if task.uncancel() > self._cancelling:
+                    raise  # the caller cancelled too
+        return event
+
+    def _check(self) -> None:
+        self._handle = None
+        if not self._waiting or self._task is None:
+            return  # the consumer has the stream: its time is not the upstream's silence
+        deadline = self._since + self.timeout
+        if self._loop.time() >= deadline - self._EARLY:
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(deadline, self._check)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._task = None
 
 
 def _stall_events(timeout: float) -> tuple[Event, Event]:

@@ -97,6 +97,11 @@ class FakeOpenAI:
         """Answer the next requests with these, in order; afterwards the default answer."""
         self._queue.extend(responses)
 
+    @property
+    def queued(self) -> int:
+        """Scripted answers not yet served."""
+        return len(self._queue)
+
     async def wait_for_disconnect(self, within: float = 5.0) -> None:
         """Return once a client hung up mid-response; raise TimeoutError after ``within`` seconds."""
         async with asyncio.timeout(within):

@@ -78,9 +78,10 @@ async def test_agent_completion_streams_plugin_text_stream_events(bridge: Bridge
     bridge.fake.enqueue(FakeResponse.text("Hello there", tokens=2, usage=(9, 2)))
     status, events = await bridge.sse("/bridge/v1/completion/agent/helper", BODY)
     assert status == 200
-    assert [e["Type"] for e in events] == [0, 0, 7, 1]
-    assert "".join(e["Value"] for e in events[:2]) == "Hello there"
-    assert events[2]["Value"]["input_tokens"] == 9
+    # Tokens that reach the llm service in one read may arrive as one text event (coalesced).
+    assert [e["Type"] for e in events][-2:] == [7, 1] and {e["Type"] for e in events[:-2]} == {0}
+    assert "".join(e["Value"] for e in events[:-2]) == "Hello there"
+    assert events[-2]["Value"]["input_tokens"] == 9
 
 
 async def test_agent_completion_without_streaming_returns_the_completion(bridge: Bridge) -> None:

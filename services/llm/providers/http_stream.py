@@ -13,19 +13,78 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
+from multidict import CIMultiDict
 
-from services.llm.overhead import provider_wait
+from services.llm.overhead import current_clock, provider_wait
 from services.llm.providers.base import ProviderError
 from services.llm.providers.errors import (
     MAX_ERROR_BODY_BYTES,
     provider_error_from_exception,
     provider_error_from_response,
 )
-from services.llm.providers.sse import DEFAULT_MAX_LINE_BYTES, SSEEvent, iter_sse
+from services.llm.providers.sse import DEFAULT_MAX_LINE_BYTES, SSEDecoder, SSEEvent
 
 logger = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+async def post_sse_batches(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    provider_name: str,
+    secrets: tuple[str, ...] = (),
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> AsyncIterator[list[SSEEvent]]:
+    """POST ``body`` and yield, per socket read, the SSE events it completed (never an empty
+    batch) of a 2xx answer; raise ``ProviderError`` otherwise.
+
+    Batches are what the socket already delivered, nothing is read ahead: a consumer that stops
+    pulling stops the reads, and TCP pushes back on the provider.
+    """
+    resp = await _send(session, url, headers=headers, body=body, provider_name=provider_name)
+    finished = False
+    try:
+        if resp.status >= 300:
+            error_body = await _read_bounded(resp, MAX_ERROR_BODY_BYTES)
+            raise provider_error_from_response(resp.status, resp.headers, error_body, provider_name, secrets=secrets)
+        decoder = SSEDecoder(max_line_bytes=max_line_bytes)
+        content = resp.content
+        # Only the awaits on the socket count as provider time; decoding is ours (llm/overhead.py).
+        clock = current_clock()
+        while True:
+            since = clock.now() if clock is not None else 0.0
+            try:
+                chunk = await content.readany()
+            except _CONNECTION_ERRORS as exc:
+                logger.warning("stream from %s broke: %s", provider_name, type(exc).__name__)
+                raise provider_error_from_exception(exc, provider_name) from None
+            finally:
+                if clock is not None:
+                    clock.add_wait(since)
+            if not chunk:
+                break
+            events = decoder.feed(chunk)
+            if events:
+                yield events
+        tail = decoder.close()
+        if tail:
+            yield tail
+        finished = True
+    finally:
+        # A body the HTTP parser already saw end (the consumer stopped right after the final
+        # event) leaves a clean connection: back to the pool, sparing the next call a connect
+        # (and, upstream, a TLS handshake). Anything else is dropped: that is how an abandoned
+        # stream tells the provider to stop generating (and billing), and a half-read
+        # connection would be unusable anyway.
+        if finished or resp.content.is_eof():
+            resp.release()
+        else:
+            resp.close()
 
 
 async def post_sse(
@@ -38,29 +97,42 @@ async def post_sse(
     secrets: tuple[str, ...] = (),
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> AsyncIterator[SSEEvent]:
-    """POST ``body`` and yield the SSE events of a 2xx answer; raise ``ProviderError`` otherwise."""
+    """``post_sse_batches`` one event at a time, for providers that decode event by event."""
+    batches = post_sse_batches(
+        session,
+        url,
+        headers=headers,
+        body=body,
+        provider_name=provider_name,
+        secrets=secrets,
+        max_line_bytes=max_line_bytes,
+    )
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:
+        await batches.aclose()
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    provider_name: str,
+) -> aiohttp.ClientResponse:
+    # orjson: the request body is encoded once per call, and prompts with history are large.
+    request_headers = CIMultiDict(headers)
+    request_headers.setdefault("Content-Type", "application/json")
     try:
         with provider_wait():
-            resp = await session.post(url, json=body, headers=dict(headers))
+            return await session.post(url, data=orjson.dumps(body), headers=request_headers)
     except _CONNECTION_ERRORS as exc:
         # The exception text can carry the URL; log only its type (some providers put keys in URLs).
         logger.warning("request to %s failed: %s", provider_name, type(exc).__name__)
         raise provider_error_from_exception(exc, provider_name) from None
-    finished = False
-    try:
-        if resp.status >= 300:
-            error_body = await _read_bounded(resp, MAX_ERROR_BODY_BYTES)
-            raise provider_error_from_response(resp.status, resp.headers, error_body, provider_name, secrets=secrets)
-        async for event in iter_sse(_body_chunks(resp, provider_name), max_line_bytes=max_line_bytes):
-            yield event
-        finished = True
-    finally:
-        if finished:
-            resp.release()
-        else:
-            # Dropping the connection is how an abandoned stream tells the provider to stop
-            # generating (and billing); a pooled half-read connection would be unusable anyway.
-            resp.close()
 
 
 async def get_json(
@@ -85,22 +157,6 @@ async def get_json(
         return json.loads(raw)
     except ValueError:
         raise ProviderError(f"{provider_name} sent a malformed JSON answer", code="malformed_response") from None
-
-
-async def _body_chunks(resp: aiohttp.ClientResponse, provider_name: str) -> AsyncIterator[bytes]:
-    # Only the awaits on the socket count as provider time; decoding is ours (llm/overhead.py).
-    chunks = resp.content.iter_any().__aiter__()
-    try:
-        while True:
-            with provider_wait():
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
-            yield chunk
-    except _CONNECTION_ERRORS as exc:
-        logger.warning("stream from %s broke: %s", provider_name, type(exc).__name__)
-        raise provider_error_from_exception(exc, provider_name) from None
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -24,9 +24,10 @@ from services.llm.providers.base import (
     ToolCall,
     ToolResult,
 )
+from services.llm.providers.coalesce import decode_batches
 from services.llm.providers.encoding import image_data_url, output_token_limit, resolve_model
-from services.llm.providers.http_stream import get_json, post_sse
-from services.llm.providers.openai_responses_stream import decode_reasoning_signature, decode_responses_stream
+from services.llm.providers.http_stream import get_json, post_sse_batches
+from services.llm.providers.openai_responses_stream import ResponsesStreamDecoder, decode_reasoning_signature
 
 
 class ResponsesProvider:
@@ -63,9 +64,9 @@ class ResponsesProvider:
     # ---- the Provider protocol ---------------------------------------------------------------
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """One streaming attempt; see ``decode_responses_stream`` for the events."""
+        """One streaming attempt; see ``ResponsesStreamDecoder`` for the events."""
         body = self.build_body(request, resolve_model(request, self.settings))
-        sse = post_sse(
+        batches = post_sse_batches(
             self._session,
             self.responses_url(),
             headers=self.auth_headers(),
@@ -74,10 +75,10 @@ class ResponsesProvider:
             secrets=(self.settings.api_key,),
         )
         try:
-            async for event in decode_responses_stream(sse, self.provider_name):
+            async for event in decode_batches(batches, ResponsesStreamDecoder(self.provider_name)):
                 yield event
         finally:
-            await sse.aclose()
+            await batches.aclose()
 
     async def list_models(self) -> list[str]:
         """Model ids from ``GET {base}/models``."""

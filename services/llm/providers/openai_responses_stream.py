@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from services.llm.providers.base import (
     Annotation,
     Done,
@@ -58,67 +60,92 @@ def decode_reasoning_signature(signature: str) -> tuple[str, str] | None:
     return str(doc.get("id") or ""), str(doc["encrypted_content"])
 
 
-async def decode_responses_stream(sse: AsyncIterator[SSEEvent], provider_name: str) -> AsyncIterator[Event]:
+class ResponsesStreamDecoder:
     """Responses API events → normalised events, ending with ``Usage`` (if sent) and ``Done``."""
-    open_calls: dict[str, _OpenCall] = {}
-    emitted_calls = 0
-    async for sse_event in sse:
-        payload = _decode(sse_event.data, provider_name)
-        kind = str(payload.get("type") or sse_event.event)
 
+    def __init__(self, provider_name: str) -> None:
+        self.provider_name = provider_name
+        self.done = False  # a terminal event was decoded (its ``Done`` already emitted)
+        self._open_calls: dict[str, _OpenCall] = {}
+        self._emitted_calls = 0
+
+    def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
+        payload = _decode(sse_event.data, self.provider_name)
+        kind = payload.get("type") or sse_event.event
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
-            if payload.get("delta"):
-                yield TextDelta(str(payload["delta"]))
+            delta = payload.get("delta")
+            if delta:
+                out.append(TextDelta(str(delta)))
         elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             if payload.get("delta"):
-                yield ReasoningDelta(str(payload["delta"]))
+                out.append(ReasoningDelta(str(payload["delta"])))
         elif kind == "response.reasoning_summary_part.added":
             if int(payload.get("summary_index") or 0) > 0:
-                yield ReasoningDelta("\n\n")  # keep separate summary paragraphs apart
+                out.append(ReasoningDelta("\n\n"))  # keep separate summary paragraphs apart
         elif kind == "response.output_item.added":
             item = payload.get("item") or {}
             if item.get("type") == "function_call":
-                open_calls[str(item.get("id") or item.get("call_id"))] = _OpenCall(
+                self._open_calls[str(item.get("id") or item.get("call_id"))] = _OpenCall(
                     call_id=str(item.get("call_id") or item.get("id") or ""),
                     name=str(item.get("name") or ""),
                     arguments=str(item.get("arguments") or ""),
                 )
         elif kind == "response.function_call_arguments.delta":
-            call = open_calls.get(str(payload.get("item_id")))
+            call = self._open_calls.get(str(payload.get("item_id")))
             if call is not None:
                 call.arguments += str(payload.get("delta") or "")
         elif kind == "response.output_item.done":
-            item = payload.get("item") or {}
-            event = _finished_item(item, open_calls)
+            event = _finished_item(payload.get("item") or {}, self._open_calls)
             if event is not None:
-                emitted_calls += isinstance(event, ToolCallEvent)
-                yield event
+                self._emitted_calls += isinstance(event, ToolCallEvent)
+                out.append(event)
         elif kind == "response.output_text.annotation.added":
             annotation = payload.get("annotation") or {}
             if annotation.get("type") == "url_citation" and annotation.get("url"):
-                yield Annotation(
-                    url=str(annotation["url"]),
-                    title=str(annotation.get("title") or ""),
-                    start_index=int(annotation.get("start_index") or 0),
-                    end_index=int(annotation.get("end_index") or 0),
+                out.append(
+                    Annotation(
+                        url=str(annotation["url"]),
+                        title=str(annotation.get("title") or ""),
+                        start_index=int(annotation.get("start_index") or 0),
+                        end_index=int(annotation.get("end_index") or 0),
+                    )
                 )
         elif kind in ("response.completed", "response.incomplete"):
             response = payload.get("response") or {}
             if isinstance(response.get("usage"), dict):
-                yield _usage(response["usage"])
-            yield Done(_stop_reason(kind, response, emitted_calls))
-            return
+                out.append(_usage(response["usage"]))
+            out.append(Done(_stop_reason(str(kind), response, self._emitted_calls)))
+            self.done = True
         elif kind == "response.failed":
             error = (payload.get("response") or {}).get("error") or {}
-            raise stream_error_event(error, provider_name)
+            raise stream_error_event(error, self.provider_name)
         elif kind == "error":
             error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
-            raise stream_error_event(error, provider_name)
-    raise ProviderError(
-        f"{provider_name} closed the stream before the answer was complete",
-        retryable=True,
-        code="truncated_stream",
-    )
+            raise stream_error_event(error, self.provider_name)
+
+    def finish(self) -> list[Event]:
+        if self.done:
+            return []
+        raise ProviderError(
+            f"{self.provider_name} closed the stream before the answer was complete",
+            retryable=True,
+            code="truncated_stream",
+        )
+
+
+async def decode_responses_stream(sse: AsyncIterator[SSEEvent], provider_name: str) -> AsyncIterator[Event]:
+    """``ResponsesStreamDecoder`` over a stream of single SSE events (no coalescing)."""
+    decoder = ResponsesStreamDecoder(provider_name)
+    out: list[Event] = []
+    async for sse_event in sse:
+        decoder.feed(sse_event, out)
+        for event in out:
+            yield event
+        out.clear()
+        if decoder.done:
+            return
+    for event in decoder.finish():
+        yield event
 
 
 def _finished_item(item: dict[str, Any], open_calls: dict[str, _OpenCall]) -> Event | None:
@@ -156,7 +183,7 @@ def _usage(raw: dict[str, Any]) -> Usage:
 
 def _decode(data: str, provider_name: str) -> dict[str, Any]:
     try:
-        payload = json.loads(data)
+        payload = orjson.loads(data)  # one per token: orjson is several times faster than json
     except ValueError:
         payload = None
     if not isinstance(payload, dict):

@@ -2,6 +2,11 @@
 
 Providers feed raw byte chunks from the response body; a line longer than ``max_line_bytes``
 (a broken or hostile upstream) raises instead of growing a buffer without limit.
+
+``SSEDecoder`` is the parser itself, synchronous and incremental: one ``feed`` per socket read
+returns every event that read completed. The hot path (``http_stream.post_sse_batches``) works on
+those per-read batches, which is what lets a provider coalesce deltas that arrived together and
+saves one async-generator hop per event; ``iter_sse`` is the one-event-at-a-time view of it.
 """
 
 from __future__ import annotations
@@ -14,58 +19,103 @@ from services.llm.providers.base import ProviderError
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real event, far below memory trouble
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SSEEvent:
     event: str  # "" when the event has no ``event:`` field ("message" per the spec)
     data: str
     id: str = ""
 
 
+class SSEDecoder:
+    """Incremental WHATWG event-stream parser (LF, CR or CRLF line ends)."""
+
+    __slots__ = ("_buf", "_data", "_event", "_last_id", "_max_line_bytes")
+
+    def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self._max_line_bytes = max_line_bytes
+        self._buf = b""
+        self._event = ""
+        self._data: list[str] = []
+        self._last_id = ""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Events completed by ``chunk``, in order; raises ``ProviderError`` for an over-long line."""
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            return self._feed_slow(buf)
+        # Fast path for the common LF-only stream: split once, keep the unterminated tail.
+        lines = buf.split(b"\n")
+        tail = lines.pop()
+        self._check_tail(tail)
+        self._buf = tail
+        out: list[SSEEvent] = []
+        for raw in lines:
+            self._line(raw, out)
+        return out
+
+    def close(self) -> list[SSEEvent]:
+        """The event left when the stream ended without a final blank line (the spec drops it,
+        but real servers do end that way). An unterminated last line is dropped: it may be cut."""
+        self._buf = b""
+        if not self._data:
+            return []
+        event = SSEEvent(self._event, "\n".join(self._data), self._last_id)
+        self._event, self._data = "", []
+        return [event]
+
+    def _feed_slow(self, buf: bytes) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        start = 0
+        size = len(buf)
+        while start < size:
+            lf = buf.find(b"\n", start)
+            cr = buf.find(b"\r", start)
+            if cr >= 0 and (lf < 0 or cr < lf):
+                if cr == size - 1:
+                    break  # wait: a CR at the end may be the first half of CRLF
+                end, width = cr, (2 if buf[cr + 1] == 0x0A else 1)
+            elif lf >= 0:
+                end, width = lf, 1
+            else:
+                break
+            self._line(buf[start:end], out)
+            start = end + width
+        tail = buf[start:]
+        self._check_tail(tail)
+        self._buf = tail
+        return out
+
+    def _check_tail(self, tail: bytes) -> None:
+        if len(tail) > self._max_line_bytes:
+            raise ProviderError(f"the provider sent a line longer than {self._max_line_bytes} bytes", retryable=False)
+
+    def _line(self, raw: bytes, out: list[SSEEvent]) -> None:
+        if not raw:
+            if self._data:
+                out.append(SSEEvent(self._event, "\n".join(self._data), self._last_id))
+            self._event, self._data = "", []
+            return
+        if raw[0] == 0x3A:  # ":" starts a comment (keep-alives)
+            return
+        line = raw.decode("utf-8", errors="replace")
+        name, _, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._last_id = value
+
+
 async def iter_sse(
     chunks: AsyncIterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> AsyncIterator[SSEEvent]:
     """Yield events from a byte stream per the WHATWG event-stream rules (LF, CR or CRLF)."""
-    buf = bytearray()
-    event, data_lines, last_id = "", [], ""
+    decoder = SSEDecoder(max_line_bytes=max_line_bytes)
     async for chunk in chunks:
-        buf.extend(chunk)
-        while True:
-            nl = _find_newline(buf)
-            if nl is None:
-                if len(buf) > max_line_bytes:
-                    raise ProviderError(f"the provider sent a line longer than {max_line_bytes} bytes", retryable=False)
-                break
-            end, width = nl
-            line = bytes(buf[:end]).decode("utf-8", errors="replace")
-            del buf[: end + width]
-            if line == "":
-                if data_lines:
-                    yield SSEEvent(event=event, data="\n".join(data_lines), id=last_id)
-                event, data_lines = "", []
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "data":
-                data_lines.append(value)
-            elif name == "event":
-                event = value
-            elif name == "id":
-                last_id = value
-    if data_lines:
-        yield SSEEvent(event=event, data="\n".join(data_lines), id=last_id)
-
-
-def _find_newline(buf: bytearray) -> tuple[int, int] | None:
-    """Position and width of the first line terminator, or None when no full line is buffered."""
-    lf = buf.find(b"\n")
-    cr = buf.find(b"\r")
-    if cr >= 0 and (lf < 0 or cr < lf):
-        if cr == len(buf) - 1:
-            return None  # wait: a CR at the end may be the first half of CRLF
-        return (cr, 2) if buf[cr + 1 : cr + 2] == b"\n" else (cr, 1)
-    if lf >= 0:
-        return (lf, 1)
-    return None
+        for event in decoder.feed(chunk):
+            yield event
+    for event in decoder.close():
+        yield event

@@ -116,7 +116,11 @@ async def check_plain_stream_yields_text_usage_and_end_turn(h: Harness) -> None:
     scenario = Scenario("text")
     h.enqueue(scenario)
     events = await collect(h.provider())
-    assert [e.text for e in events if isinstance(e, TextDelta)] == list(scenario.tokens)
+    # Deltas that reach us in one socket read may be coalesced (providers/coalesce.py): the
+    # text and its order are the contract, not how the provider happened to split it.
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert "".join(deltas) == "".join(scenario.tokens)
+    assert all(deltas) and 1 <= len(deltas) <= len(scenario.tokens)
     assert any(isinstance(e, Usage) and e.input_tokens > 0 and e.output_tokens > 0 for e in events)
     assert events[-1] == Done(StopReason.END_TURN)
     assert sum(isinstance(e, Done) for e in events) == 1
