@@ -101,6 +101,9 @@ class LlmProcess:
             self.deps.usage_log.start()  # idempotent; creates the folder only once logging is on
 
     async def prepare(self) -> None:
+        # The host is bound by now (port 0 in tests picks one): other replicas relay Attach here.
+        host = self.settings.grpc_host if self.settings.grpc_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        self.conversations.advertise(self.settings.advertise_addr or f"{host}:{self.host.port}")
         await self.conversations.prepare()
         self.metrics_endpoint.start()
         # Not awaited until ready: completions read services on demand, so the llm serves even
@@ -108,6 +111,9 @@ class LlmProcess:
         await self.config.start()
 
     async def close(self) -> None:
+        # Running turns are cancelled first and save their partial answers while the database,
+        # channels and provider session are still open.
+        await self.conversations.close()
         await self.config.close()
         self.metrics_endpoint.stop()
         await self.deps.channels.close()

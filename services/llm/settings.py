@@ -24,6 +24,11 @@ class LlmSettings(CommonSettings):
     o200k_file: str = ""
     # Connections the provider session keeps per process (shared by every service and stream).
     provider_pool_size: int = Field(default=1000, ge=1)
+    # Longest a conversation turn may run (it runs on even when its caller went away).
+    turn_timeout_seconds: float = Field(default=900.0, gt=0)
+    # host:port other llm replicas reach this one at, to relay an Attach to the replica running
+    # the turn (on Kubernetes: the pod IP and gRPC port). "" means grpc_host and the bound port.
+    advertise_addr: str = ""
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> LlmSettings:

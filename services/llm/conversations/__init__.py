@@ -2,7 +2,8 @@
 
 ``build_conversations`` wires it for ``services/llm/server.py``: the caller passes the gRPC
 channel pool and the process's provider cache; the result holds the servicer and what
-``prepare``/``close`` must run (database wait and migrations, the stop-flag poller).
+``prepare``/``close`` must run (database wait and migrations; on close the running turns save
+their partial answers, then the stop-flag poller ends).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import db
 from services.common.grpc_client import ChannelPool
 from services.common.mattermost.client import MattermostClient
-from services.common.settings import CommonSettings
 from services.llm.conversations.runtime import ProviderSource, Runtime
+from services.llm.conversations.store import ConversationStore
+from services.llm.settings import LlmSettings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version_llm"
@@ -28,7 +30,12 @@ class ConversationsWiring:
 
     servicer: object
     engine: AsyncEngine
+    store: ConversationStore
     _closers: list[object]
+
+    def advertise(self, address: str) -> None:
+        """The gRPC address this replica is reached at, recorded on the turns it runs."""
+        self.store.runner = address
 
     async def prepare(self) -> None:
         """Wait for PostgreSQL and bring the llm service's tables to head."""
@@ -42,24 +49,38 @@ class ConversationsWiring:
 
 
 def build_conversations(
-    settings: CommonSettings, pool: ChannelPool, providers: ProviderSource, engine: AsyncEngine | None = None
+    settings: LlmSettings, pool: ChannelPool, providers: ProviderSource, engine: AsyncEngine | None = None
 ) -> ConversationsWiring:
     """Everything the Conversations RPCs need; nothing connects until first use or ``prepare``."""
     from services.llm.conversations.analysis import Analyses
+    from services.llm.conversations.attach import Attachments
+    from services.llm.conversations.claims import PostClaims
+    from services.llm.conversations.claimstore import ClaimStore
     from services.llm.conversations.peers import Peers
     from services.llm.conversations.reads import ConversationReader
+    from services.llm.conversations.relay import AttachRelay
     from services.llm.conversations.responses import Responses
+    from services.llm.conversations.runs import TurnRuns
     from services.llm.conversations.servicer import ConversationsServicer
     from services.llm.conversations.stops import StopWatcher
-    from services.llm.conversations.store import ConversationStore
 
     engine = engine or db.create_engine(settings.database_url)
-    store = ConversationStore(engine)
+    store = ConversationStore(engine, settings.advertise_addr)
     mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token)
     stops = StopWatcher(store)
     runtime = Runtime(store, Peers(settings, pool), providers, mattermost, stops)
-    servicer = ConversationsServicer(Responses(runtime), Analyses(runtime), ConversationReader(runtime))
-    return ConversationsWiring(servicer, engine, [stops, _MattermostCloser(mattermost)])
+    runs = TurnRuns(settings.turn_timeout_seconds)
+    servicer = ConversationsServicer(
+        Responses(runtime),
+        Analyses(runtime),
+        ConversationReader(runtime),
+        runs,
+        PostClaims(ClaimStore(engine)),
+        Attachments(runs, store),
+        AttachRelay(pool, settings.turn_timeout_seconds),
+    )
+    # Turns first: saving their partial answers needs the database and the stop watcher.
+    return ConversationsWiring(servicer, engine, store, [runs, stops, _MattermostCloser(mattermost)])
 
 
 class _MattermostCloser:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -62,6 +63,8 @@ from services.llm.providers.base import (
 from services.llm.streaming import stream_completion
 from services.llm.tokens import ContextTooLong, counter_for_model_async, trim_messages_async
 
+logger = logging.getLogger(__name__)
+
 # The plugin's limits: at most 10 model calls per turn; two rounds before the end the model is
 # told to answer with what it has, and tools are withdrawn.
 MAX_TOOL_ROUNDS = 10
@@ -107,10 +110,18 @@ class AgentLoop:
         self.store = store
         self.peers = peers
 
-    async def run(self, setup: TurnSetup, messages: list[Message], stop: asyncio.Event) -> AsyncIterator[TurnEvent]:
+    async def run(
+        self,
+        setup: TurnSetup,
+        messages: list[Message],
+        stop: asyncio.Event,
+        citations: Sequence[Annotation] = (),
+    ) -> AsyncIterator[TurnEvent]:
         """Rounds until the model answers, pauses for approval, is stopped or fails; the last
-        event is always ``Finished``."""
+        event is always ``Finished``. ``citations`` are sources of tool results gathered before
+        the turn (an approved web search): they decorate the answer like the loop's own."""
         counter = await counter_for_model_async(setup.model)
+        sources = list(citations)
         for round_no in range(MAX_TOOL_ROUNDS):
             tools = setup.tools
             prompt = list(messages)
@@ -127,42 +138,70 @@ class AgentLoop:
                 yield Finished(Finish.ERROR)
                 return
             output = RoundOutput()
-            async for event in self._stream_round(setup, self._request(setup, trimmed, tools), stop, output):
-                yield event
-            # Calls proposed when tools were withdrawn are dropped, as the plugin does.
-            if not tools:
-                output.tool_calls = []
-            if output.stopped or output.error is not None or not output.tool_calls:
-                await self._persist_round(setup, output, {})
-                if output.error is not None:
-                    yield output.error
-                    yield Finished(Finish.ERROR)
-                elif output.stopped:
-                    yield Finished(Finish.STOPPED)
+            saved = False
+            try:
+                async for event in self._stream_round(setup, self._request(setup, trimmed, tools), stop, output):
+                    yield event
+                # Calls proposed when tools were withdrawn are dropped, as the plugin does.
+                if not tools:
+                    output.tool_calls = []
+                if output.stopped or output.error is not None or not output.tool_calls:
+                    # The answer: tool sources not yet shown decorate it as annotations.
+                    shown = {a.url for a in output.annotations}
+                    extra = _unique([a for a in sources if a.url not in shown])
+                    output.annotations.extend(extra)
+                    await self._persist_round(setup, output, {})
+                    saved = True
+                    for annotation in extra:
+                        yield annotation
+                    if output.error is not None:
+                        yield output.error
+                        yield Finished(Finish.ERROR)
+                    elif output.stopped:
+                        yield Finished(Finish.STOPPED)
+                    else:
+                        yield Finished(_FINISH.get(StopReason(output.finish), Finish.END_TURN))
+                    return
+                plan = plan_tool_calls(output.tool_calls, tools)
+                if plan.kind == PlanKind.ASK:
+                    statuses = {c.id: ToolStatus.PENDING for c in output.tool_calls}
+                    await self._persist_round(setup, output, statuses)
+                    saved = True
+                    pending = tuple(ToolUpdate(c, ToolStatus.PENDING, shared=setup.shared) for c in output.tool_calls)
+                    yield ApprovalRequired(pending, "call")
+                    yield Finished(Finish.AWAITING_APPROVAL)
+                    return
+                if plan.kind == PlanKind.SKIP:
+                    runs = [ToolRun(c, ToolOutcome(plan.errors[c.id], True)) for c in output.tool_calls]
+                    statuses = {c.id: ToolStatus.ERROR for c in output.tool_calls}
                 else:
-                    yield Finished(_FINISH.get(StopReason(output.finish), Finish.END_TURN))
-                return
-            plan = plan_tool_calls(output.tool_calls, tools)
-            if plan.kind == PlanKind.ASK:
-                statuses = {c.id: ToolStatus.PENDING for c in output.tool_calls}
+                    runs = await run_tools(self.peers, setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
+                    statuses = {r.call.id: ToolStatus.AUTO_APPROVED for r in runs}
                 await self._persist_round(setup, output, statuses)
-                pending = tuple(ToolUpdate(c, ToolStatus.PENDING, shared=setup.shared) for c in output.tool_calls)
-                yield ApprovalRequired(pending, "call")
-                yield Finished(Finish.AWAITING_APPROVAL)
-                return
-            if plan.kind == PlanKind.SKIP:
-                runs = [ToolRun(c, ToolOutcome(plan.errors[c.id], True)) for c in output.tool_calls]
-                statuses = {c.id: ToolStatus.ERROR for c in output.tool_calls}
-            else:
-                runs = await run_tools(self.peers, setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
-                statuses = {r.call.id: ToolStatus.AUTO_APPROVED for r in runs}
-            await self._persist_round(setup, output, statuses)
-            await self.persist_results(setup, runs, shared=True)
+                saved = True
+                await self.persist_results(setup, runs, shared=True)
+            except BaseException:
+                # Stopped from outside, failed, timed out or shut down mid-round: keep what the
+                # round wrote so far (its unexecuted tool calls would have no results: dropped).
+                if not saved:
+                    output.tool_calls = []
+                    await self._save_partial(setup, output)
+                raise
             for run in runs:
+                sources.extend(run.outcome.citations)
                 yield ToolUpdate(run.call, run.status, run.outcome.content, shared=setup.shared)
             messages.append(assistant_message(output))
             messages.append(results_message(runs))
         yield Finished(Finish.END_TURN)  # unreachable in practice: the last rounds have no tools
+
+    async def _save_partial(self, setup: TurnSetup, output: RoundOutput) -> None:
+        try:
+            # Shielded: the save must finish even though the turn's task is being cancelled.
+            await asyncio.shield(self._persist_round(setup, output, {}))
+        except asyncio.CancelledError:
+            logger.warning("saving the partial answer of %s was cut short", setup.response_post_id)
+        except Exception:
+            logger.warning("could not save the partial answer of %s", setup.response_post_id, exc_info=True)
 
     def _request(
         self, setup: TurnSetup, messages: tuple[Message, ...], tools: dict[str, AvailableTool]
@@ -260,6 +299,16 @@ class AgentLoop:
             for r in runs
         ]
         await self.store.append_turn(setup.conversation.id, TurnRole.TOOL_RESULT, blocks)
+
+
+def _unique(annotations: list[Annotation]) -> list[Annotation]:
+    seen: set[str] = set()
+    out = []
+    for a in annotations:
+        if a.url not in seen:
+            seen.add(a.url)
+            out.append(a)
+    return out
 
 
 def assistant_message(output: RoundOutput) -> Message:

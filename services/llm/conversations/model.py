@@ -74,6 +74,8 @@ class StreamRecord:
     no_regen: bool
     state: str
     stop_requested: bool
+    # gRPC address of the llm replica running (or that ran) the post's turn.
+    runner: str = ""
 
 
 @dataclass(frozen=True)

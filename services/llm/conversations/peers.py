@@ -19,6 +19,7 @@ from services.common.identity import SYSTEM, current_identity
 from services.common.settings import CommonSettings
 from services.llm.conversations.approvals import AvailableTool
 from services.llm.conversations.model import RequestContext
+from services.llm.providers.base import Annotation
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ChannelPolicy:
 class ToolOutcome:
     content: str
     is_error: bool
+    # Sources the answer may link to (web search results, a fetched page).
+    citations: tuple[Annotation, ...] = ()
 
 
 class Peers:
@@ -173,7 +176,8 @@ class Peers:
             )
         except DomainError as err:
             return ToolOutcome(f"the tool could not run: {err.message}", True)
-        return ToolOutcome(reply.content, reply.is_error)
+        citations = tuple(Annotation(url=c.url, title=c.title) for c in reply.citations if c.url)
+        return ToolOutcome(reply.content, reply.is_error, citations)
 
 
 def _tool_context(ctx: RequestContext, conversation_id: str, automated: bool) -> tools_pb2.ToolContext:

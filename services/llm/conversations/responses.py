@@ -188,7 +188,8 @@ class Responses:
             yield Finished(Finish.AWAITING_APPROVAL)
             return
         _, messages = await self._prepare(req, conversation, agent, provider, True, web_search)
-        async for event in self.rt.run_turn(setup, messages, control="continue"):
+        citations = [c for r in executed for c in r.outcome.citations]
+        async for event in self.rt.run_turn(setup, messages, control="continue", citations=citations):
             yield event
 
     async def share_results(self, post_id: str, accepted_ids: Sequence[str]) -> AsyncIterator[TurnEvent]:

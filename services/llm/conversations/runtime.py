@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from services.llm.conversations.peers import AgentProfile, Peers
 from services.llm.conversations.prompts import TITLE_INSTRUCTION, TITLE_MAX_TOKENS, clean_title
 from services.llm.conversations.stops import StopWatcher
 from services.llm.conversations.store import ConversationStore
-from services.llm.providers.base import CompletionRequest, Message, Provider, ProviderError, Role
+from services.llm.providers.base import Annotation, CompletionRequest, Message, Provider, ProviderError, Role
 from services.llm.streaming import complete
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,11 @@ class Runtime:
         title: str = "",
         title_job: Callable[[], Awaitable[str]] | None = None,
         kind: str = "conversation",
+        citations: Sequence[Annotation] = (),
     ) -> AsyncIterator[TurnEvent]:
         """The events of one turn: ``control``, an optional fixed title, the loop's events, the
-        generated title when ready, then ``Finished``. The post's stream row tracks its state."""
+        generated title when ready, then ``Finished``. The post's stream row tracks its state.
+        ``citations``: sources of tool results that ran before the turn resumed."""
         span = tracer(__name__).start_span(
             "agent run",
             attributes={
@@ -89,7 +91,7 @@ class Runtime:
                 yield Control(control)
                 if title:
                     yield Title(title)
-                async for event in self.loop.run(setup, messages, stop):
+                async for event in self.loop.run(setup, messages, stop, citations):
                     if isinstance(event, Finished):
                         finish = event.reason
                         break

@@ -22,7 +22,9 @@ _CONVERSATION_COLUMNS = (
     "c.id, c.userid, c.botid, c.channelid, c.rootpostid, c.title, c.systemprompt, c.operation, c.createdat, c.updatedat"
 )
 _TURN_COLUMNS = "id, conversationid, postid, role, content, sequence, tokensin, tokensout, createdat"
-_STREAM_COLUMNS = "responsepostid, conversationid, userid, requestpostid, kind, params, noregen, state, stoprequested"
+_STREAM_COLUMNS = (
+    "responsepostid, conversationid, userid, requestpostid, kind, params, noregen, state, stoprequested, runner"
+)
 
 
 def new_id() -> str:
@@ -80,30 +82,39 @@ def _stream(row: Any) -> StreamRecord:
         no_regen=m["noregen"],
         state=m["state"],
         stop_requested=m["stoprequested"],
+        runner=m["runner"],
     )
 
 
 class ConversationStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, runner: str = "") -> None:
         self.engine = engine
+        # This replica's gRPC address, recorded on the streams it runs (``Attach`` relays to it).
+        self.runner = runner
 
     # ---- claims --------------------------------------------------------------------------------
 
     async def claim_post(self, post_id: str, conversation_id: str, response_post_id: str) -> bool:
-        """Record that ``post_id`` is being answered; False when some caller already claimed it."""
+        """Record that a turn answers ``post_id``; False when a turn already does. A leased claim
+        the gateway took first (``ClaimPost``, no turn yet) is filled in rather than refused."""
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 text(
-                    "INSERT INTO llm_handledposts (postid, conversationid, responsepostid, createdat) "
-                    "VALUES (:p, :c, :r, :t) ON CONFLICT (postid) DO NOTHING"
+                    "INSERT INTO llm_handledposts AS h (postid, conversationid, responsepostid, createdat) "
+                    "VALUES (:p, :c, :r, :t) ON CONFLICT (postid) DO UPDATE SET conversationid = :c, "
+                    "responsepostid = :r WHERE h.conversationid = '' AND NOT h.finished"
                 ),
                 {"p": post_id, "c": conversation_id, "r": response_post_id, "t": now_ms()},
             )
             return result.rowcount == 1
 
     async def release_claim(self, post_id: str) -> None:
+        """Undo ``claim_post`` after a failed start; a gateway's leased claim stays, without a turn."""
         async with self.engine.begin() as conn:
-            await conn.execute(text("DELETE FROM llm_handledposts WHERE postid = :p"), {"p": post_id})
+            await conn.execute(text("DELETE FROM llm_handledposts WHERE postid = :p AND claimant = ''"), {"p": post_id})
+            await conn.execute(
+                text("UPDATE llm_handledposts SET conversationid = '' WHERE postid = :p"), {"p": post_id}
+            )
 
     async def handled_posts(self, conversation_id: str) -> dict[str, str]:
         """Request post id → response post id, for every post answered in the conversation."""
@@ -304,14 +315,14 @@ class ConversationStore:
         params: dict[str, Any],
         no_regen: bool = False,
     ) -> None:
-        """Mark the post as being written (clearing an old stop flag)."""
+        """Mark the post as being written by this replica (clearing an old stop flag)."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
                     "INSERT INTO llm_streams (responsepostid, conversationid, userid, requestpostid, kind, params, "
-                    "noregen, state, stoprequested, updatedat) VALUES (:r, :c, :u, :q, :k, CAST(:params AS jsonb), "
-                    ":nr, 'running', false, :t) ON CONFLICT (responsepostid) DO UPDATE SET state = 'running', "
-                    "stoprequested = false, updatedat = :t"
+                    "noregen, state, stoprequested, runner, updatedat) VALUES (:r, :c, :u, :q, :k, "
+                    "CAST(:params AS jsonb), :nr, 'running', false, :run, :t) ON CONFLICT (responsepostid) "
+                    "DO UPDATE SET state = 'running', stoprequested = false, runner = :run, updatedat = :t"
                 ),
                 {
                     "r": response_post_id,
@@ -321,6 +332,7 @@ class ConversationStore:
                     "k": str(kind),
                     "params": json.dumps(params),
                     "nr": no_regen,
+                    "run": self.runner,
                     "t": now_ms(),
                 },
             )

@@ -51,6 +51,9 @@ def test_each_enabled_component_gets_a_deployment_with_hardened_pods_and_native_
     env = {e["name"]: e for e in container["env"]}
     assert env["AGENTS_INDEX_ADDR"]["value"].startswith("dns:///agents-mattermost-agents-index-headless.chat.")
     assert "secretKeyRef" in env["AGENTS_MATTERMOST_TOKEN"]["valueFrom"]
+    # Attach is relayed to the replica running a turn, so each llm pod advertises its own address.
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["AGENTS_LLM_ADVERTISE_ADDR"]["value"] == "$(POD_IP):50051"
 
 
 def test_a_disabled_component_renders_nothing() -> None:

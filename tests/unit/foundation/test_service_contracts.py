@@ -16,8 +16,6 @@ from services.common.grpc_server import ServicerBinding
 PENDING: dict[str, str] = {
     "agents.mcp.v1.MCP": "remote MCP servers, OAuth and the embedded MCP server arrive with the MCP issue",
     "agents.index.v1.Index": "embeddings and semantic search arrive with the semantic search issue",
-    "agents.llm.v1.Conversations/ClaimPost": "leased post claims for gateway failover (issue 5, in progress)",
-    "agents.llm.v1.Conversations/Attach": "re-attaching to a running turn (issue 5, in progress)",
 }
 
 SERVICES = ["index", "llm", "tools", "mcp"]

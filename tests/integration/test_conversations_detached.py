@@ -1,0 +1,209 @@
+"""Turns that outlive their caller, leased post claims, and re-attaching to a running turn, over
+gRPC against real llm/index processes, real PostgreSQL, a fake OpenAI upstream and a fake
+Mattermost (the tools are the fake Tools server: these turns call none)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
+
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
+from tests.fakes.tools_grpc import FakeTools
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.test_conversations_llm import World, collect, done_reason, kinds, text_of
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SLOW = "word " * 30
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    async with FakeOpenAI() as openai:
+        tools = await FakeTools().start()
+        try:
+            env = {"AGENTS_LLM_TOOLS_ADDR": tools.address, "AGENTS_INDEX_LICENSE": "enterprise"}
+            async with ClusterHarness(postgres, env=env) as harness:
+                w = World(harness, openai, tools)
+                await w.setup()
+                yield w
+                await w.channel.close()
+        finally:
+            await tools.stop()
+
+
+async def poll(check: Callable[[], Awaitable[Any]], *, within: float = 15.0) -> Any:
+    """``check()`` until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.05)
+
+
+def claim(post_id: str, claimant: str, **fields: Any) -> llm_pb2.ClaimPostRequest:
+    return llm_pb2.ClaimPostRequest(post_id=post_id, claimant=claimant, **fields)
+
+
+async def refused(call: Awaitable[Any]) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code()
+
+
+def new_post_id() -> str:
+    return secrets.token_hex(13)
+
+
+# ---- ClaimPost ----------------------------------------------------------------------------------
+
+
+async def test_of_claimants_racing_for_a_post_exactly_one_wins(world: World) -> None:
+    post = new_post_id()
+    md = world.h.metadata()
+    results = await asyncio.gather(
+        *(world.conversations.ClaimPost(claim(post, f"replica-{n}"), metadata=md) for n in range(6)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, llm_pb2.ClaimPostResponse)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and won[0].post_id == post and not won[0].taken_over
+    assert [e.code() for e in lost] == [grpc.StatusCode.ALREADY_EXISTS] * 5
+
+
+async def test_the_claimant_renews_its_claim_and_records_the_reply_post(world: World) -> None:
+    post, md = new_post_id(), world.h.metadata()
+    await world.conversations.ClaimPost(claim(post, "gw-a"), metadata=md)
+    renewed = await world.conversations.ClaimPost(claim(post, "gw-a", response_post_id="reply-1"), metadata=md)
+    assert renewed.response_post_id == "reply-1" and not renewed.taken_over
+    kept = await world.conversations.ClaimPost(claim(post, "gw-a"), metadata=md)
+    assert kept.response_post_id == "reply-1"
+    assert await refused(world.conversations.ClaimPost(claim(post, "gw-b"), metadata=md)) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    await world.conversations.ClaimPost(claim(post, "gw-a", finished=True), metadata=md)
+
+
+async def test_a_sweep_takes_over_an_expired_unfinished_claim_with_its_reply_post(world: World) -> None:
+    post, md = new_post_id(), world.h.metadata()
+    await world.conversations.ClaimPost(
+        claim(post, "gw-dead", lease_seconds=1, response_post_id="reply-2"), metadata=md
+    )
+
+    async def sweep() -> llm_pb2.ClaimPostResponse | None:
+        try:
+            taken = await world.conversations.ClaimPost(claim("", "gw-live"), metadata=md)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND
+            return None
+        return taken if taken.post_id == post else None  # other tests' leftovers are taken too
+
+    taken = await poll(sweep)
+    assert taken.response_post_id == "reply-2" and taken.taken_over
+    assert await refused(world.conversations.ClaimPost(claim(post, "gw-dead"), metadata=md)) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    await world.conversations.ClaimPost(claim(post, "gw-live", finished=True), metadata=md)
+
+
+async def test_a_finished_claim_can_no_longer_be_claimed(world: World) -> None:
+    post, md = new_post_id(), world.h.metadata()
+    await world.conversations.ClaimPost(claim(post, "gw-a"), metadata=md)
+    await world.conversations.ClaimPost(claim(post, "gw-a", finished=True), metadata=md)
+    for claimant in ("gw-a", "gw-b"):
+        assert await refused(world.conversations.ClaimPost(claim(post, claimant), metadata=md)) == (
+            grpc.StatusCode.ALREADY_EXISTS
+        )
+
+
+async def test_respond_answers_a_post_the_gateway_claimed_first(world: World) -> None:
+    alice = world.mm.add_user("claimed-alice")
+    agent = await world.agent("claimbot")
+    world.openai.enqueue(FakeResponse.text("Claimed and answered."), FakeResponse.text("Title"))
+    request, _ = world.dm(alice, agent, "hello")
+    md = world.h.metadata()
+    await world.conversations.ClaimPost(claim(request.post_id, "gw-a"), metadata=md)
+    await world.conversations.ClaimPost(
+        claim(request.post_id, "gw-a", response_post_id=request.response_post_id), metadata=md
+    )
+    events = await collect(world.conversations.Respond(request, metadata=world.md(alice)))
+    assert text_of(events) == "Claimed and answered."
+    assert await refused(collect(world.conversations.Respond(request, metadata=world.md(alice)))) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    kept = await world.conversations.ClaimPost(claim(request.post_id, "gw-a"), metadata=md)
+    assert kept.response_post_id == request.response_post_id
+
+
+# ---- detached turns and Attach --------------------------------------------------------------------
+
+
+async def test_a_respond_caller_that_disconnects_does_not_stop_the_turn(world: World) -> None:
+    bea = world.mm.add_user("bea")
+    agent = await world.agent("steadybot")
+    world.openai.enqueue(FakeResponse.text(SLOW, tokens=30, token_delay=0.03), FakeResponse.text("Title"))
+    request, _ = world.dm(bea, agent, "a long one please")
+    async with world.h.channel("llm") as gateway:
+        call = llm_pb2_grpc.ConversationsStub(gateway).Respond(request, metadata=world.md(bea))
+        first = [r.event async for r in _until_text(call)]
+        call.cancel()
+    conversation_id = first[0].conversation_id
+
+    async def answered() -> bool:
+        got = await world.conversations.GetConversation(
+            llm_pb2.GetConversationRequest(id=conversation_id), metadata=world.md(bea)
+        )
+        turns = got.conversation.turns
+        return len(turns) == 2 and turns[1].content[0]["text"] == SLOW
+
+    await poll(answered)
+
+
+async def test_attach_replays_the_text_so_far_then_the_live_events(world: World) -> None:
+    cleo = world.mm.add_user("cleo")
+    agent = await world.agent("replaybot")
+    world.openai.enqueue(FakeResponse.text(SLOW, tokens=30, token_delay=0.05), FakeResponse.text("Title"))
+    request, _ = world.dm(cleo, agent, "tell me slowly")
+    call = world.conversations.Respond(request, metadata=world.md(cleo))
+    seen = [r.event async for r in _until_text(call, count=3)]
+    attach = world.conversations.Attach(
+        llm_pb2.AttachRequest(post_id=request.response_post_id), metadata=world.md(cleo)
+    )
+    attached = await collect(attach)
+    rest = [r.event async for r in call]
+    assert kinds(attached)[:2] == ["control", "text_delta"] and attached[0].control == "start"
+    replayed = attached[1].stream.text_delta.text
+    assert replayed.startswith(text_of(seen)) and len(replayed) < len(SLOW)
+    assert text_of(attached) == SLOW == text_of(seen + rest)
+    assert done_reason(attached) == llm_pb2.STOP_REASON_END_TURN
+    assert all(e.conversation_id == seen[0].conversation_id for e in attached)
+
+
+async def test_attach_to_a_post_no_turn_wrote_into_is_not_found(world: World) -> None:
+    dora = world.mm.add_user("dora")
+    attach = world.conversations.Attach(llm_pb2.AttachRequest(post_id=new_post_id()), metadata=world.md(dora))
+    assert await refused(collect(attach)) == grpc.StatusCode.NOT_FOUND
+
+
+async def _until_text(call: Any, count: int = 1) -> AsyncIterator[llm_pb2.RespondResponse]:
+    """The call's responses up to its ``count``-th text delta."""
+    seen = 0
+    async for response in call:
+        yield response
+        if response.event.stream.WhichOneof("event") == "text_delta":
+            seen += 1
+            if seen >= count:
+                return
