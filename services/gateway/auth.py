@@ -72,11 +72,18 @@ class Caller:
     user: User
 
 
+# Mattermost's role for guest accounts: it carries none of system_user's permissions.
+GUEST_ROLE = "system_guest"
+
+
 def permissions_for(user: User) -> frozenset[str]:
-    """Cluster permissions from Mattermost roles: system admins manage everything; other users
-    may manage the agents they create (the plugin's default for manage_own_agent)."""
+    """Cluster permissions from Mattermost roles: system admins manage everything; members may
+    manage the agents they create (Mattermost grants manage_own_agent to system_user); guests,
+    who do not hold system_user, may neither create agents nor see services."""
     if user.is_system_admin:
         return frozenset({MANAGE_SYSTEM, MANAGE_OTHERS_AGENT, MANAGE_OWN_AGENT})
+    if GUEST_ROLE in user.role_names:
+        return frozenset()
     return frozenset({MANAGE_OWN_AGENT})
 
 

@@ -16,8 +16,10 @@ from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.licensing import License
 from services.common.mattermost import MattermostClient
 from services.common.settings import CommonSettings
+from services.index.registry.active_agents import ActiveAgents
 from services.index.registry.agent_registry import AgentRegistry
 from services.index.registry.bot_accounts import BotAccounts
+from services.index.registry.change_listener import ChangeListener
 from services.index.registry.config_feed import ConfigFeed
 from services.index.registry.config_registry import ConfigRegistry
 from services.index.registry.config_store import ConfigStore
@@ -46,9 +48,11 @@ class IndexProcess:
         self.config_store = ConfigStore(deps.engine)
         self.agent_store = AgentStore(deps.engine)
         self.bots = BotAccounts(deps.mattermost)
-        self.feed = ConfigFeed(self.config_store, settings.database_url)
+        self.listener = ChangeListener(settings.database_url)
+        self.feed = ConfigFeed(self.config_store, self.listener)
+        active = ActiveAgents(self.agent_store, self.listener, max_age=settings.agents_cache_seconds)
         self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, license, PLUGIN_CONFIG_KEYS)
-        agents = AgentRegistry(self.agent_store, self.config, self.bots, license)
+        agents = AgentRegistry(self.agent_store, active, self.config, self.bots, license)
         self.host = GrpcServiceHost(
             settings,
             [
@@ -70,10 +74,11 @@ class IndexProcess:
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         await self.config.seed(self.settings.config_seed_file)
         await migrate_legacy_bots(self.config_store, self.agent_store, self.bots)
-        await self.feed.start()
+        await self.feed.refresh()
+        await self.listener.start()
 
     async def close(self) -> None:
-        await self.feed.close()
+        await self.listener.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
 

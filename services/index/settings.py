@@ -20,6 +20,10 @@ class IndexSettings(CommonSettings):
     # Plugin config JSON seeded into the database on first start (a Helm ConfigMap).
     config_seed_file: str = ""
     db_pool_size: int = Field(default=10, ge=1)
+    # Longest time the in-process list of active agents is served without re-reading it. Writes
+    # through the registry invalidate it on every replica at once (NOTIFY); this only bounds how
+    # long a row changed behind the registry's back (manual SQL) can go unseen. 0 disables it.
+    agents_cache_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("license")
     @classmethod

@@ -6,11 +6,14 @@ value and never the message itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.http_guard import parse_allowed_hostnames
 from services.common.licensing import License
+from services.tools.catalog import ToolFamily, find_tool
+from services.tools.policies import ToolPolicy, policy_from_tool_config
 
 DEFAULT_RESULT_LIMIT = 5
 BRAVE_API_URL = "https://api.search.brave.com/res/v1/web/search"
@@ -50,6 +53,8 @@ class ToolsConfig:
     allowed_upstream_hostnames: frozenset[str] = frozenset()
     channel_tools_enabled: bool = False
     semantic_search_enabled: bool = False
+    # mcp.embeddedServer.tool_configs for the built-in Mattermost tools, by tool name.
+    configured_policies: Mapping[str, ToolPolicy] = field(default_factory=dict)
 
 
 def _limit(value: int) -> int:
@@ -63,6 +68,21 @@ def _domains(values: Any) -> frozenset[str]:
     for value in values:
         out |= {d.strip().lower().removeprefix("*.").rstrip(".") for d in str(value).split(",") if d.strip()}
     return frozenset(out)
+
+
+def configured_policies(tool_configs: Any) -> dict[str, ToolPolicy]:
+    """The embedded server's ``tool_configs`` entries that name a built-in Mattermost tool.
+
+    The built-in Mattermost tools stand in for the plugin's embedded server, so its per-tool
+    settings are theirs; entries for other tools (or web tools, which the plugin never lists there)
+    are ignored. A repeated name keeps its last entry, as a JSON object decoded by key would.
+    """
+    out: dict[str, ToolPolicy] = {}
+    for entry in tool_configs:
+        spec = find_tool(entry.name.strip())
+        if spec is not None and spec.family is ToolFamily.MATTERMOST:
+            out[spec.name] = policy_from_tool_config(spec.name, entry.policy, entry.enabled)
+    return out
 
 
 def tools_config_from_plugin_config(config: Any, license: License = License.NONE) -> ToolsConfig:
@@ -94,6 +114,7 @@ def tools_config_from_plugin_config(config: Any, license: License = License.NONE
         channel_tools_enabled=config.enable_channel_mention_tool_calling,
         # Semantic search needs a license (admin guide's table); without one it stays keyword-only.
         semantic_search_enabled=bool(config.embedding_search_config.type) and license >= License.ENTRY,
+        configured_policies=configured_policies(config.mcp.embedded_server.tool_configs),
     )
 
 

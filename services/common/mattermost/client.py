@@ -168,6 +168,12 @@ class MattermostClient:
         data = await self._get(f"/users/{_seg(user_id)}/teams/{_seg(team_id)}/channels")
         return [Channel.from_json(c) for c in data or []]
 
+    async def get_all_channels_for_user(self, user_id: str) -> list[Channel]:
+        """Every channel the user is a member of, on all teams, direct and group messages included
+        (``GET /users/{user_id}/channels``: the user's own token, or ``edit_other_users``)."""
+        data = await self._get(f"/users/{_seg(user_id)}/channels")
+        return [Channel.from_json(c) for c in data or []]
+
     async def get_or_create_direct_channel(self, user_a: str, user_b: str) -> Channel:
         """The DM channel between two users, created if it does not exist yet."""
         # Idempotent on the server (same two users, same channel), so a retry cannot duplicate it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
 
@@ -17,9 +19,11 @@ async def ai_bots(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     caller = caller_of(request)
     team_ids = await deps.team_ids_of(caller.user.id)
-    response = await unary(
-        deps.backends.registry.ListUsableAgents,
-        registry_pb2.ListUsableAgentsRequest(channel_id=request.query.get("channel_id", ""), user_team_ids=team_ids),
+    query = registry_pb2.ListUsableAgentsRequest(channel_id=request.query.get("channel_id", ""), user_team_ids=team_ids)
+    # Independent reads: the DM lookup (Mattermost) overlaps the registry call instead of adding to it.
+    response, dms = await asyncio.gather(
+        unary(deps.backends.registry.ListUsableAgents, query),
+        deps.direct_channels.partners_of(caller.user.id),
     )
     bots = [
         {
@@ -27,8 +31,8 @@ async def ai_bots(request: web.Request) -> web.Response:
             "displayName": agent.display_name,
             "username": agent.username,
             "lastIconUpdate": agent.last_icon_update,
-            # The plugin leaves this empty until the DM exists; listing never creates one.
-            "dmChannelID": "",
+            # The existing DM's id, "" until one exists: listing never creates a channel.
+            "dmChannelID": dms.get(agent.bot_user_id, ""),
             "channelAccessLevel": agent.channel_access_level,
             "channelIDs": list(agent.channel_ids),
             "userAccessLevel": agent.user_access_level,

@@ -9,6 +9,7 @@ from services.common.errors import AlreadyExists, Conflict, InvalidInput, NotFou
 from services.common.identity import Identity
 from services.common.licensing import License
 from services.index.registry import agent_rules
+from services.index.registry.active_agents import ActiveAgents
 from services.index.registry.agents import (
     AccessDecision,
     AccessLevel,
@@ -16,6 +17,7 @@ from services.index.registry.agents import (
     McpToolRef,
     check_access,
     check_user_access,
+    usable_agents,
 )
 from services.index.registry.bot_accounts import BotAccounts
 from services.index.registry.callers import is_system
@@ -33,8 +35,11 @@ def _needs_teams(agent: Agent) -> bool:
 
 
 class AgentRegistry:
-    def __init__(self, store: AgentStore, config: ConfigRegistry, bots: BotAccounts, license: License) -> None:
+    def __init__(
+        self, store: AgentStore, active: ActiveAgents, config: ConfigRegistry, bots: BotAccounts, license: License
+    ) -> None:
         self.store = store
+        self.active = active
         self.config = config
         self.bots = bots
         self.license = license
@@ -54,6 +59,10 @@ class AgentRegistry:
         teams: dict[str, set[str]] = {}
         visible = [(a, agent_rules.can_manage(caller, a)) for a in agents if await self._visible(caller, a, teams)]
         return visible, len(agents)
+
+    async def usable(self, user_id: str, user_team_ids: set[str], channel_id: str, default: str) -> list[Agent]:
+        """Agents ``user_id`` may use in the channel, default first (the in-process list: the hot path)."""
+        return usable_agents(await self.active.list(), user_id, user_team_ids, channel_id, default)
 
     async def get(
         self, caller: Identity, *, id: str = "", username: str = "", bot_user_id: str = ""
@@ -109,18 +118,26 @@ class AgentRegistry:
             last_icon_update=0,
         )
         agent_rules.validate_agent(agent, service_type)
-        agent_rules.check_agent_license(agent, self.license, await self.store.count_active(), creating=True)
+        agent_rules.check_agent_license(agent, self.license, 0, creating=False)
         await self._check_directory(agent)
-        if await self.store.get(username=agent.username) is not None or await self.bots.username_in_use(agent.username):
-            raise AlreadyExists(f"username {agent.username} is already taken")
-        bot_user_id = await self.bots.create(agent.username, agent.display_name)
-        agent = dataclasses.replace(agent, bot_user_id=bot_user_id)
+        bot_user_id = ""
         try:
-            await self.store.insert(agent)
+            # Under the creation lock: two creations racing on an unlicensed cluster (any replicas)
+            # count one after the other, so the free tier's single agent cannot become two.
+            async with self.store.creating() as conn:
+                agent_rules.check_agent_license(agent, self.license, await self.store.count_active(conn), creating=True)
+                if await self.store.get(username=agent.username) is not None or await self.bots.username_in_use(
+                    agent.username
+                ):
+                    raise AlreadyExists(f"username {agent.username} is already taken")
+                bot_user_id = await self.bots.create(agent.username, agent.display_name)
+                agent = dataclasses.replace(agent, bot_user_id=bot_user_id)
+                await self.store.insert(agent, conn=conn)
         except BaseException:
-            # Leave no orphan bot behind when the row cannot be written.
-            logger.warning("agent row not written; deactivating its new bot", extra={"agent": agent.username})
-            await self.bots.disable(bot_user_id)
+            if bot_user_id:
+                # Leave no orphan bot behind when the row cannot be written.
+                logger.warning("agent row not written; deactivating its new bot", extra={"agent": agent.username})
+                await self.bots.disable(bot_user_id)
             raise
         logger.info("agent created", extra={"agent_id": agent.id, "agent": agent.username})
         return agent

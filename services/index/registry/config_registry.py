@@ -54,7 +54,20 @@ class ConfigRegistry:
         await self.feed.refresh()
 
     async def active(self) -> ConfigRevision:
+        """The active revision read from the database (reads that must see every committed write)."""
         return await self.store.active() or ConfigRevision("", plugin_config.normalise_config({}), 0)
+
+    async def live(self) -> ConfigRevision:
+        """The active revision as this process last heard it: no database round trip.
+
+        Kept current by the feed (NOTIFY from every replica; this replica's own writes before they
+        return), so it lags a write on another replica by the notification's delivery only. While
+        the feed cannot hear changes, the database is read instead.
+        """
+        current = self.feed.current
+        if not self.feed.hearing:
+            return await self.active()
+        return current if current.revision else ConfigRevision("", plugin_config.normalise_config({}), 0)
 
     async def get_config(self, caller: Identity) -> ConfigRevision:
         """The document; secrets in clear only for the system itself, masked for admins."""

@@ -12,7 +12,6 @@ from services.common.errors import InvalidInput
 from services.common.identity import identity
 from services.index.registry import plugin_config
 from services.index.registry.agent_registry import AgentRegistry
-from services.index.registry.agents import usable_agents
 from services.index.registry.config_registry import ConfigRegistry
 from services.index.registry.config_store import ConfigRevision
 from services.index.registry.messages import (
@@ -129,10 +128,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.ListUsableAgentsRequest, context: Ctx
     ) -> registry_pb2.ListUsableAgentsResponse:
         caller = identity()
-        active = await self.config.active()
+        # Both from memory kept current by NOTIFY: this is GET /ai_bots' path, called per page view.
+        active = await self.config.live()
         default = str(active.config.get("defaultBotName", ""))
-        agents = await self.agents.store.list_active()
-        usable = usable_agents(agents, caller.user_id, set(request.user_team_ids), request.channel_id, default)
+        usable = await self.agents.usable(caller.user_id, set(request.user_team_ids), request.channel_id, default)
         return registry_pb2.ListUsableAgentsResponse(
             agents=[agent_to_message(a, include_instructions=False) for a in usable],
             default_agent_username=default,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.errors import AlreadyExists
 from services.index.registry.agents import AccessLevel, Agent, McpToolRef
+
+# NOTIFY channel of agent writes (payload unused): every replica's in-process agent list listens.
+AGENTS_CHANNEL = "agents_useragents"
+# Taken by agent creation so the count-then-insert of the free-tier quota cannot interleave
+# (the configuration lock is (12457, 1), the plugin's key; this is its neighbour).
+CREATE_LOCK = (12457, 2)
+_NOTIFY = text(f"SELECT pg_notify('{AGENTS_CHANNEL}', '')")
 
 _AGENT_COLUMNS = """
     id, botuserid, username, serviceid, displayname, creatorid, custominstructions, model,
@@ -121,6 +128,15 @@ class AgentStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._write_hooks: list[Callable[[], None]] = []
+
+    def on_write(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after each write this process commits (or attempts)."""
+        self._write_hooks.append(hook)
+
+    def _written(self) -> None:
+        for hook in self._write_hooks:
+            hook()
 
     async def list_active(self) -> list[Agent]:
         async with self.engine.connect() as conn:
@@ -129,9 +145,12 @@ class AgentStore:
             )
             return [agent_from_row(r) for r in rows]
 
-    async def count_active(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(text("SELECT count(*) FROM agents_useragents WHERE deleteat = 0"))).scalar())
+    async def count_active(self, conn: AsyncConnection | None = None) -> int:
+        statement = text("SELECT count(*) FROM agents_useragents WHERE deleteat = 0")
+        if conn is not None:
+            return int((await conn.execute(statement)).scalar())
+        async with self.engine.connect() as own:
+            return int((await own.execute(statement)).scalar())
 
     async def usernames_using_service(self, service_id: str) -> list[str]:
         async with self.engine.connect() as conn:
@@ -161,26 +180,51 @@ class AgentStore:
             if conn is not None:
                 async with conn.begin_nested():
                     await conn.execute(statement, params)
+                    await conn.execute(_NOTIFY)
             else:
                 async with self.engine.begin() as own:
                     await own.execute(statement, params)
+                    await own.execute(_NOTIFY)
         except IntegrityError:
             raise AlreadyExists(f"an agent with username {agent.username} already exists") from None
+        finally:
+            self._written()
+
+    @asynccontextmanager
+    async def creating(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction holding the creation lock: concurrent creations on any replica queue here,
+        so a quota check and the insert it allows happen as one step."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": CREATE_LOCK[0], "b": CREATE_LOCK[1]}
+                )
+                yield conn
+        finally:
+            self._written()
 
     @asynccontextmanager
     async def locked(self, agent_id: str) -> AsyncIterator[tuple[AsyncConnection, Agent | None]]:
         """A transaction holding the row lock of an active agent (None if there is no such agent)."""
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    text(f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE id = :id AND deleteat = 0 FOR UPDATE"),
-                    {"id": agent_id},
-                )
-            ).first()
-            yield conn, agent_from_row(row) if row else None
+        try:
+            async with self.engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        text(
+                            f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE id = :id AND deleteat = 0 FOR UPDATE"
+                        ),
+                        {"id": agent_id},
+                    )
+                ).first()
+                yield conn, agent_from_row(row) if row else None
+        finally:
+            # After the commit: a read that follows this write on this replica never sees it stale.
+            self._written()
 
     async def replace(self, conn: AsyncConnection, agent: Agent) -> None:
         """Write every column of a locked row."""
         params = agent_params(agent)
         assignments = ", ".join(f"{k} = :{k}" for k in params if k != "id")
         await conn.execute(text(f"UPDATE agents_useragents SET {assignments} WHERE id = :id"), params)
+        # Delivered at commit to every replica (this one too).
+        await conn.execute(_NOTIFY)

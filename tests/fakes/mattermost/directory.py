@@ -147,6 +147,24 @@ async def get_channels_for_user(request: web.Request) -> web.Response:
     return answer(channels)
 
 
+async def get_all_channels_for_user(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    user_id = request.match_info["user_id"]
+    user_id = me if user_id == "me" else user_id
+    # The spec: logged in as the user, or edit_other_users (system admins).
+    if user_id != me and not state.is_admin(me):
+        raise forbidden()
+    if user_id not in state.users:
+        raise not_found("user")
+    include_deleted = request.query.get("include_deleted", "false") == "true"
+    channels = [
+        state.snapshot(c)
+        for c in state.channels.values()
+        if (c["id"], user_id) in state.channel_members and (include_deleted or not c["delete_at"])
+    ]
+    return answer(channels)
+
+
 async def create_direct_channel(request: web.Request) -> web.Response:
     state, me = ctx(request)
     ids = await read_json(request)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from agents.registry.v1 import registry_pb2 as registry_pb2
+
 from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, require_tool
+from services.tools.config import configured_policies
 from services.tools.policies import (
     AgentToolAccess,
     Approval,
@@ -11,6 +14,7 @@ from services.tools.policies import (
     ToolPolicy,
     auto_approved,
     default_policy,
+    effective_policy,
     offers,
     refusal,
 )
@@ -92,3 +96,35 @@ def test_refusal_names_the_reason() -> None:
     spec = require_tool("read_post")
     reason = refusal(spec, ToolPolicy(spec.name, False, Approval.AUTO), DM, ALL, channel_tools_enabled=True)
     assert reason is not None and "disabled" in reason
+
+
+# --- the plugin configuration's tool_configs ----------------------------------------------------
+
+
+def _tool_configs(*entries: tuple[str, str, bool]) -> list[registry_pb2.ToolConfig]:
+    return [registry_pb2.ToolConfig(name=n, policy=p, enabled=e) for n, p, e in entries]
+
+
+def test_tool_configs_policy_strings_map_to_approval_and_scope() -> None:
+    got = configured_policies(
+        _tool_configs(("read_post", "auto_run_everywhere", True), ("read_channel", "auto_run_in_dm", True))
+    )
+    assert got["read_post"] == ToolPolicy("read_post", True, Approval.AUTO, AutoRunScope.EVERYWHERE)
+    assert got["read_channel"] == ToolPolicy("read_channel", True, Approval.AUTO, AutoRunScope.DM)
+
+
+def test_an_unknown_tool_configs_policy_string_means_ask() -> None:
+    assert configured_policies(_tool_configs(("read_post", "always", True)))["read_post"].approval is Approval.ASK
+
+
+def test_tool_configs_for_web_or_unknown_tools_are_ignored() -> None:
+    assert configured_policies(_tool_configs(("web_search", "auto_run_everywhere", True), ("nope", "ask", True))) == {}
+
+
+def test_a_configured_policy_wins_over_a_stored_one_which_wins_over_the_default() -> None:
+    spec = require_tool("read_post")
+    configured = {"read_post": ToolPolicy("read_post", True, Approval.ASK)}
+    stored = {"read_post": ToolPolicy("read_post", False, Approval.AUTO)}
+    assert effective_policy(spec, configured, stored) == configured["read_post"]
+    assert effective_policy(spec, {}, stored) == stored["read_post"]
+    assert effective_policy(spec, {}, {}) == default_policy(spec)

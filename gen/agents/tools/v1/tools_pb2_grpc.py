@@ -84,7 +84,9 @@ class ToolsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPolicy(self, request, context):
-        """The policy of one tool. NOT_FOUND for an unknown tool.
+        """The policy that applies to one tool: its plugin configuration entry
+        (mcp.embeddedServer.tool_configs), else the policy SetPolicy stored, else the default.
+        NOT_FOUND for an unknown tool.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,7 +94,8 @@ class ToolsServicer:
 
     def SetPolicy(self, request, context):
         """Sets the policy of one tool (system admins). INVALID_ARGUMENT for an unknown tool;
-        PERMISSION_DENIED unless system admin.
+        PERMISSION_DENIED unless system admin; FAILED_PRECONDITION while the plugin configuration
+        lists the tool in mcp.embeddedServer.tool_configs (that entry decides its policy).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,10 +45,14 @@ class ToolsStub:
     A tool that runs and fails answers OK with is_error = true and a message for the model.
     """
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_tools_pb2.GetPolicyRequest, _tools_pb2.GetPolicyResponse]
-    """The policy of one tool. NOT_FOUND for an unknown tool."""
+    """The policy that applies to one tool: its plugin configuration entry
+    (mcp.embeddedServer.tool_configs), else the policy SetPolicy stored, else the default.
+    NOT_FOUND for an unknown tool.
+    """
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_tools_pb2.SetPolicyRequest, _tools_pb2.SetPolicyResponse]
     """Sets the policy of one tool (system admins). INVALID_ARGUMENT for an unknown tool;
-    PERMISSION_DENIED unless system admin.
+    PERMISSION_DENIED unless system admin; FAILED_PRECONDITION while the plugin configuration
+    lists the tool in mcp.embeddedServer.tool_configs (that entry decides its policy).
     """
     ListPolicies: _grpc.UnaryUnaryMultiCallable[_tools_pb2.ListPoliciesRequest, _tools_pb2.ListPoliciesResponse]
     """Every tool with its policy."""
@@ -68,10 +72,14 @@ class ToolsAsyncStub(ToolsStub):
     A tool that runs and fails answers OK with is_error = true and a message for the model.
     """
     GetPolicy: _aio.UnaryUnaryMultiCallable[_tools_pb2.GetPolicyRequest, _tools_pb2.GetPolicyResponse]  # type: ignore[assignment]
-    """The policy of one tool. NOT_FOUND for an unknown tool."""
+    """The policy that applies to one tool: its plugin configuration entry
+    (mcp.embeddedServer.tool_configs), else the policy SetPolicy stored, else the default.
+    NOT_FOUND for an unknown tool.
+    """
     SetPolicy: _aio.UnaryUnaryMultiCallable[_tools_pb2.SetPolicyRequest, _tools_pb2.SetPolicyResponse]  # type: ignore[assignment]
     """Sets the policy of one tool (system admins). INVALID_ARGUMENT for an unknown tool;
-    PERMISSION_DENIED unless system admin.
+    PERMISSION_DENIED unless system admin; FAILED_PRECONDITION while the plugin configuration
+    lists the tool in mcp.embeddedServer.tool_configs (that entry decides its policy).
     """
     ListPolicies: _aio.UnaryUnaryMultiCallable[_tools_pb2.ListPoliciesRequest, _tools_pb2.ListPoliciesResponse]  # type: ignore[assignment]
     """Every tool with its policy."""
@@ -106,7 +114,10 @@ class ToolsServicer(metaclass=_abc_1.ABCMeta):
         request: _tools_pb2.GetPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tools_pb2.GetPolicyResponse, _abc.Awaitable[_tools_pb2.GetPolicyResponse]]:
-        """The policy of one tool. NOT_FOUND for an unknown tool."""
+        """The policy that applies to one tool: its plugin configuration entry
+        (mcp.embeddedServer.tool_configs), else the policy SetPolicy stored, else the default.
+        NOT_FOUND for an unknown tool.
+        """
 
     @_abc_1.abstractmethod
     def SetPolicy(
@@ -115,7 +126,8 @@ class ToolsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tools_pb2.SetPolicyResponse, _abc.Awaitable[_tools_pb2.SetPolicyResponse]]:
         """Sets the policy of one tool (system admins). INVALID_ARGUMENT for an unknown tool;
-        PERMISSION_DENIED unless system admin.
+        PERMISSION_DENIED unless system admin; FAILED_PRECONDITION while the plugin configuration
+        lists the tool in mcp.embeddedServer.tool_configs (that entry decides its policy).
         """
 
     @_abc_1.abstractmethod
