@@ -1,6 +1,8 @@
 """Conversation trigger latency: from the fake Mattermost emitting ``posted`` for a user's DM to an
 agent, to the user's client seeing the agent's reply post (its ``posted``) and its first change
-(``post_edited``: the first patch), through gateway WebSocket → claim → access check → create post.
+(``post_edited``: the first patch, carrying the first streamed tokens), through gateway WebSocket →
+claim → access check → create post → Conversations.Respond → a fake OpenAI upstream that streams
+each answer at once (so the numbers are the cluster's overhead, not a model's).
 
 Events are sent one at a time (each waits for its reply) after a warm-up; p50/p99 over
 ``BENCH_CONVERSATION_EVENTS`` events (default 50). Run: ``.venv/bin/python -m bench conversation_latency``.
@@ -19,8 +21,9 @@ from pathlib import Path
 import aiohttp
 
 from bench.ai_bots import percentile
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.test_foundation import insert_agent
+from tests.integration.conversation_support import World
 
 EVENTS = int(os.environ.get("BENCH_CONVERSATION_EVENTS", "50"))
 WARMUP = 3
@@ -43,11 +46,15 @@ async def run() -> None:
     await postgres.start()
     env = {"AGENTS_LOG_LEVEL": "WARNING", "AGENTS_GATEWAY_AGENTS_REFRESH_SECONDS": "0.2"}
     try:
-        async with ClusterHarness(postgres, env=env) as h, aiohttp.ClientSession() as session:
+        async with (
+            FakeOpenAI() as openai,
+            ClusterHarness(postgres, env=env) as h,
+            aiohttp.ClientSession() as session,
+        ):
+            world = World(h, openai)
+            await world.setup()
+            bot = await world.agent("latency-bot")
             mm = h.mattermost
-            bot = mm.add_user("latency-bot", is_bot=True)
-            await insert_agent(h.database_url, "latency-bot", bot.id)
-            await mm.wait_for_websockets(1, within=30)
             user = mm.add_user("latency-user")
             dm = mm.add_direct_channel(user, bot)
             headers = {"Authorization": f"Bearer {user.token}"}

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from services.cluster.postgres import EmbeddedPostgres
-from services.cluster.supervisor import Cluster, ClusterConfig
+from services.cluster.supervisor import Cluster, ClusterConfig, free_port
 from services.common.identity import SERVICE_TOKEN_KEY, USER_ID_KEY, Identity
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.state import FakeUser
@@ -117,6 +117,30 @@ class ClusterHarness:
         assert self.cluster is not None
         return self.cluster.gateway_url
 
+    async def start_gateway(self, name: str, *, env: dict[str, str] | None = None, within: float = 30.0) -> str:
+        """Start another gateway replica as process ``name`` on its own port; returns its URL once
+        ready. It shares everything else (services, database, Mattermost) with the first one and
+        is stopped with the cluster (or with ``cluster.stop_service(name, sig=SIGKILL)``)."""
+        assert self.cluster is not None and self.http is not None
+        port = free_port(self.cluster.config.host)
+        environment = {**self.cluster.environment(), "AGENTS_GATEWAY_HTTP_PORT": str(port), **(env or {})}
+        await self.cluster.start_service(name, environment, module="gateway")
+        url = f"http://{self.cluster.config.host}:{port}"
+        deadline = time.monotonic() + within
+        while True:
+            proc = self.cluster.processes[name].proc
+            if proc.returncode is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up")
+            try:
+                async with self.http.get(f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        return url
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not ready after {within:.0f}s")
+            await asyncio.sleep(0.1)
+
     async def request(
         self,
         method: str,
@@ -126,15 +150,18 @@ class ClusterHarness:
         json_body: Any = None,
         data: bytes | str | None = None,
         headers: dict[str, str] | None = None,
+        base_url: str = "",
     ) -> tuple[int, Any, dict[str, str]]:
-        """Call a plugin route as ``user`` (session auth with the user's token)."""
+        """Call a plugin route as ``user`` (session auth with the user's token); ``base_url``
+        picks another gateway replica than the first."""
         assert self.http is not None
         hdrs = dict(headers or {})
         if user is not None:
             hdrs["Authorization"] = f"Bearer {user.token}"
         if json_body is not None:
             data = json.dumps(json_body)
-        async with self.http.request(method, f"{self.gateway_url}{PLUGIN}{path}", data=data, headers=hdrs) as resp:
+        url = f"{base_url or self.gateway_url}{PLUGIN}{path}"
+        async with self.http.request(method, url, data=data, headers=hdrs) as resp:
             raw = await resp.read()
             try:
                 body: Any = json.loads(raw) if raw else None

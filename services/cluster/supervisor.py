@@ -92,11 +92,12 @@ class Cluster:
             await self.start_service(name, env)
         await self.wait_healthy(timeout=timeout)
 
-    async def start_service(self, name: str, env: dict[str, str] | None = None) -> None:
+    async def start_service(self, name: str, env: dict[str, str] | None = None, *, module: str = "") -> None:
+        """Start ``services.<name>`` (or ``services.<module>`` under another name: a second replica)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            f"services.{name}",
+            f"services.{module or name}",
             env=env or self.environment(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -110,7 +111,7 @@ class Cluster:
             if self.config.log_sink:
                 self.config.log_sink(name, text)
             elif self.config.colour:
-                print(f"\x1b[{COLOURS[name]}m{name:>7} |\x1b[0m {text}", flush=True)
+                print(f"\x1b[{COLOURS.get(name, 37)}m{name:>7} |\x1b[0m {text}", flush=True)
             else:
                 print(f"{name:>7} | {text}", flush=True)
 

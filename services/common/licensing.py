@@ -40,6 +40,9 @@ class Feature(enum.StrEnum):
     AI_ACTIONS = "AI actions"
     CHANNEL_SUMMARIES = "channel summarization"
     TRANSCRIPTS = "recorded meeting transcripts and summarization"
+    # Not a row of the guide's table, but the plugin gates its tool approval routes on the same
+    # license check as AI actions (plugin-api.md 1.2, /post/{id}/tool_call).
+    TOOL_APPROVAL = "tool call approval"
 
 
 # Every licensed feature is available from Entry upwards (the guide lists Entry, Enterprise and

@@ -40,6 +40,8 @@ class CommonSettings(BaseModel):
     # Seconds health reports NOT_SERVING before the server stops accepting calls, so that load
     # balancers and clients move away first.
     readiness_drain_seconds: float = Field(default=0.0, ge=0)
+    # uvloop (default) or asyncio's own loop (services/common/event_loop.py).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # off, logs (spans in the JSON log), otlp (gRPC exporter), file (JSON lines, used by tests).
     telemetry_output: Literal["off", "logs", "otlp", "file"] = "off"
     otlp_endpoint: str = "http://127.0.0.1:4317"

@@ -11,6 +11,8 @@ from services.gateway.routes import agents as agent_routes
 from services.gateway.routes import bridge as bridge_routes
 from services.gateway.routes import channels as channel_routes
 from services.gateway.routes import conversations as conversation_routes
+from services.gateway.routes import meetings as meeting_routes
+from services.gateway.routes import post_actions as post_action_routes
 from services.gateway.routes import posts as post_routes
 from services.gateway.routes import services as service_routes
 
@@ -35,6 +37,8 @@ def create_app(deps: GatewayDeps) -> web.Application:
     plugin.add_routes(custom_prompts.routes)
     plugin.add_routes(bridge_routes.routes)
     plugin.add_routes(post_routes.routes)
+    plugin.add_routes(post_action_routes.routes)
+    plugin.add_routes(meeting_routes.routes)
     plugin.add_routes(channel_routes.routes)
     plugin.add_routes(conversation_routes.routes)
 

@@ -8,8 +8,10 @@ import aiohttp
 from aiohttp import web
 
 from services.common.mattermost import MattermostClient
+from services.common.plugin_config import PluginConfigWatcher
 from services.gateway.auth import Authenticator, TtlCache
 from services.gateway.backends import Backends
+from services.gateway.direct_channels import DirectChannels
 from services.gateway.settings import GatewaySettings
 
 
@@ -20,11 +22,16 @@ class GatewayDeps:
     mattermost: MattermostClient
     backends: Backends
     authenticator: Authenticator
+    # The plugin configuration and the cluster's license (license and channel tool-calling guards).
+    plugin_config: PluginConfigWatcher
     # user id → ids of the teams the user belongs to (team access rules need them)
     user_teams: TtlCache[str, list[str]] = field(init=False)
+    # the DM channel ids of a user, by the other user (GET /ai_bots' dmChannelID)
+    direct_channels: DirectChannels = field(init=False)
 
     def __post_init__(self) -> None:
         self.user_teams = TtlCache(self.settings.auth_cache_seconds)
+        self.direct_channels = DirectChannels(self.mattermost, self.settings.dm_lookup_cache_seconds)
 
     async def team_ids_of(self, user_id: str) -> list[str]:
         cached = self.user_teams.get(user_id)
@@ -34,6 +41,7 @@ class GatewayDeps:
         return cached
 
     async def close(self) -> None:
+        await self.plugin_config.close()
         await self.backends.close()
         await self.mattermost.aclose()
         await self.http.close()

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.http import new_client_session
 from services.common.mattermost import MattermostClient
+from services.common.plugin_config import PluginConfigWatcher
 from services.gateway.app import create_app
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
@@ -27,24 +28,32 @@ logger = logging.getLogger(__name__)
 def build_deps(settings: GatewaySettings) -> GatewayDeps:
     http = new_client_session(total_timeout=30.0)
     mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token, session=http)
+    backends = Backends(settings)
     return GatewayDeps(
         settings=settings,
         http=http,
         mattermost=mattermost,
-        backends=Backends(settings),
+        backends=backends,
         authenticator=Authenticator(settings, mattermost, http),
+        plugin_config=PluginConfigWatcher(backends.registry),
     )
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Ready when the registry answers SERVING: without it no route can be served."""
-    deps = request.app[DEPS]
-    channel = deps.backends.pool.get(deps.settings.index_addr)
+async def _serving(deps: GatewayDeps, address: str) -> bool:
+    channel = deps.backends.pool.get(address)
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-        serving = reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.aio.AioRpcError:
-        serving = False
+        return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the registry and the llm service answer SERVING: without the registry no route
+    can be served, without the llm service no conversation. Asking over the gateway's own
+    channels also means they are connected (not backing off) once the gateway says ready."""
+    deps = request.app[DEPS]
+    serving = await _serving(deps, deps.settings.index_addr) and await _serving(deps, deps.settings.llm_addr)
     return web.json_response({"status": "ready" if serving else "not ready"}, status=200 if serving else 503)
 
 
@@ -68,6 +77,7 @@ class GatewayProcess:
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         logger.info("HTTP listening on %s:%d", self.settings.http_host, self.port)
+        await self.deps.plugin_config.start()
         if self.settings.listen_for_posts:
             await self.triggers.start()
         return self.port

@@ -25,6 +25,9 @@ class GatewaySettings(CommonSettings):
     proxy_max_skew_seconds: int = Field(default=300, ge=1)
     # How long a validated session token or a user's permissions are trusted without asking again.
     auth_cache_seconds: float = Field(default=30.0, ge=0)
+    # How long the ids of a user's DM channels (GET /ai_bots' dmChannelID) are reused. A DM created
+    # meanwhile shows up after this; until then the webapp opens it by name, as for a new DM.
+    dm_lookup_cache_seconds: float = Field(default=10.0, ge=0)
     # Largest request body accepted (the plugin's limit for agent payloads).
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
     # Answer posted events: one WebSocket per agent bot (off for a gateway that serves HTTP only).

@@ -171,3 +171,56 @@ async def test_an_unknown_interval_preset_is_refused_with_400(harness: ClusterHa
     )
     assert status == 400 and "preset_prompt" in body["error"]
     assert_matches_openapi("POST", "/channel/{channelid}/interval", 400, body)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/post/p1/react",
+        "/post/p1/summarize_transcription",
+        "/post/p1/transcribe/file/f1",
+        "/post/p1/regenerate",
+        "/post/p1/postback_summary",
+        "/post/p1/loop_in_agent",
+    ],
+)
+async def test_routes_that_take_no_body_refuse_one_with_400(harness: ClusterHarness, route: str) -> None:
+    user = harness.mattermost.add_user(f"ivy-{route.split('/')[3]}")
+    status, body, _ = await harness.request("POST", route, user=user, data='{"x": 1}')
+    assert status == 400 and "no request body" in body["error"]
+    assert_matches_openapi("POST", route.replace("p1", "{postid}").replace("f1", "{fileid}"), 400, body)
+
+
+async def test_ai_actions_without_a_license_are_refused_with_403_naming_the_feature(
+    harness: ClusterHarness,
+) -> None:
+    mm = harness.mattermost
+    bot = await agent_bot(harness, "unlicensedbot")
+    jay = mm.add_user("jay-license")
+    calls = mm.add_user("calls", is_bot=True)
+    team = mm.add_team("license-team")
+    town = mm.add_channel(team.id, "license-town")
+    for user in (jay, bot, calls):
+        mm.add_member(team, user)
+        mm.add_member(town, user)
+    thread = mm.add_post(jay, town, "a thread to summarise")
+    vtt = mm.add_file(calls, "t.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\n<v Jay>hello</v>\n", "text/vtt")
+    recording = mm.add_post(calls, town, "transcript", file_ids=[vtt["id"]])
+    dm = mm.add_direct_channel(jay, bot)
+    reply = mm.add_post(bot, dm, "", props={"conversation_id": "c1", "llm_requester_user_id": jay.id})  # type: ignore[arg-type]
+    bot_q = "?botUsername=unlicensedbot"
+    cases = [
+        ("POST", f"/post/{thread['id']}/analyze{bot_q}", {"analysis_type": "summarize_thread"}, "AI actions"),
+        (
+            "POST",
+            f"/channel/{town.id}/interval{bot_q}",
+            {"start_time": 1, "preset_prompt": "summarize_range"},
+            "channel summarization",
+        ),
+        ("POST", f"/channel/{town.id}/analyze{bot_q}", {"analysis_type": "summarize"}, "channel summarization"),
+        ("POST", f"/post/{reply['id']}/tool_call", {"accepted_tool_ids": ["x"]}, "tool call approval"),
+        ("POST", f"/post/{recording['id']}/summarize_transcription{bot_q}", None, "meeting transcripts"),
+    ]
+    for method, path, payload, feature in cases:
+        status, body, _ = await harness.request(method, path, user=jay, json_body=payload)
+        assert status == 403 and feature in body["error"], (path, body)

@@ -37,7 +37,9 @@ class PostClaims:
 
     async def _call(self, request: llm_pb2.ClaimPostRequest) -> llm_pb2.ClaimPostResponse:
         try:
-            return await self.backends.conversations.ClaimPost(request)
+            # Nobody waits on an HTTP answer here: ride out an llm replica restarting (or a
+            # channel still backing off from before the llm service was up) within the deadline.
+            return await self.backends.conversations.ClaimPost(request, wait_for_ready=True)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise ClaimsUnavailable("the llm service has no ClaimPost") from None

@@ -152,7 +152,10 @@ class Responder:
         state = ReplyState(post_id=reply.id, requester_id=post.user_id, props=dict(props))
         with acting_for(post.user_id):
             events = conversation_events(
-                self.deps.backends.conversations.Respond, request, timeout=self.deps.settings.turn_timeout_seconds
+                self.deps.backends.conversations.Respond,
+                request,
+                timeout=self.deps.settings.turn_timeout_seconds,
+                wait_for_ready=True,
             )
             first = await _first(events)
             if isinstance(first, AlreadyExists):
@@ -193,6 +196,7 @@ class Responder:
                 self.deps.backends.conversations.Attach,
                 llm_pb2.AttachRequest(post_id=reply.id),
                 timeout=self.deps.settings.turn_timeout_seconds,
+                wait_for_ready=True,
             )
             async with self.claims.held(claim.post_id):
                 await self.writer.render(poster, state, events)

@@ -58,7 +58,9 @@ class ConversationTriggers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.tokens.revoke_all()
 
-    def _spawn(self, coro: object, what: str) -> None:
+    def spawn(self, coro: object, what: str) -> None:
+        """Run ``coro`` in the background, held until done, its failure logged as ``what``."""
+
         async def guarded() -> None:
             try:
                 await coro  # type: ignore[misc]
@@ -93,9 +95,9 @@ class ConversationTriggers:
             return
         decision = classify(event.data, event.post, self.directory.agents)
         if isinstance(decision, Trigger):
-            self._spawn(self.responder.answer(decision), "answering a post")
+            self.spawn(self.responder.answer(decision), "answering a post")
         elif isinstance(decision, ReminderCandidate):
-            self._spawn(self.responder.remind(decision, self.directory.agents), "the mention reminder")
+            self.spawn(self.responder.remind(decision, self.directory.agents), "the mention reminder")
 
     async def trigger_for(self, post: Post) -> Trigger | ReminderCandidate | None:
         """Rebuild the decision for a post known only by id (a claim taken over before its reply)."""
@@ -108,7 +110,7 @@ class ConversationTriggers:
         taken = 0
         while (claim := await self.claims.take_over_one()) is not None:
             taken += 1
-            self._spawn(self.responder.resume(claim, self.trigger_for), "resuming a reply")
+            self.spawn(self.responder.resume(claim, self.trigger_for), "resuming a reply")
         return taken
 
     async def _sweep_loop(self) -> None:

@@ -1,22 +1,33 @@
-"""POST /channel/{channelid}/interval: a channel summary over a time range, streamed into a DM."""
+"""POST /channel/{channelid}/interval and /analyze: channel summaries streamed into a DM."""
 
 from __future__ import annotations
 
-from agents.llm.v1 import llm_pb2 as llm_pb2
+import datetime as dt
+import time
+from typing import Any
+
 from aiohttp import web
 
 from services.common.errors import InvalidInput
-from services.gateway.backends import conversation_events
-from services.gateway.deps import DEPS
-from services.gateway.middleware import caller_of, read_json
-from services.gateway.rendering.launch import launch
-from services.gateway.rendering.reply import POST_TYPE, ReplyState, base_props
-from services.gateway.routes.guards import bot_for, require_channel_read, triggers_of
+from services.common.licensing import Feature
+from services.gateway.middleware import read_json
+from services.gateway.routes.guards import bot_for, require_channel_read, require_license
+from services.gateway.routes.summaries import SummaryRequest, summarize_into_dm
 
 routes = web.RouteTableDef()
 
 PRESETS = ("summarize_unreads", "summarize_range", "action_items", "open_questions")
-MAX_RANGE_MS = 14 * 24 * 3600 * 1000
+# /channel/{id}/analyze's analysis types, as the summary presets that answer them.
+ANALYSIS_PRESETS = {
+    "summarize": "summarize_range",
+    "summarize_channel": "summarize_range",
+    "action_items": "action_items",
+    "open_questions": "open_questions",
+}
+DAY_MS = 24 * 3600 * 1000
+MAX_DAYS = 14
+MAX_RANGE_MS = MAX_DAYS * DAY_MS
+DEFAULT_DAYS = 1
 
 
 def _int(body: dict[str, object], key: str) -> int:
@@ -26,11 +37,36 @@ def _int(body: dict[str, object], key: str) -> int:
     return value
 
 
-@routes.post("/channel/{channelid}/interval")
-async def interval(request: web.Request) -> web.Response:
-    body = await read_json(request)
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string", field=key)
+    return value
+
+
+def _timestamp(body: dict[str, Any], key: str) -> int:
+    """An RFC 3339 / ISO 8601 time (UTC when it names no zone) in ms; 0 when absent."""
+    raw = _text(body, key)
+    if not raw:
+        return 0
+    try:
+        when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{key} must be an ISO 8601 time", field=key) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("expected a JSON object")
+    return body
+
+
+@routes.post("/channel/{channelid}/interval")
+async def interval(request: web.Request) -> web.Response:
+    body = _object(await read_json(request))
     preset = body.get("preset_prompt")
     if preset not in PRESETS:
         raise InvalidInput(f"preset_prompt must be one of {', '.join(PRESETS)}", field="preset_prompt")
@@ -39,44 +75,39 @@ async def interval(request: web.Request) -> web.Response:
         raise InvalidInput("end_time is before start_time", field="end_time")
     if end and end - start > MAX_RANGE_MS:
         raise InvalidInput("the range is over 14 days", field="start_time")
-    prompt = body.get("prompt", "")
-    if not isinstance(prompt, str):
-        raise InvalidInput("prompt must be a string", field="prompt")
+    prompt = _text(body, "prompt")
     channel_id = request.match_info["channelid"]
     await require_channel_read(request, channel_id)
     agent = await bot_for(request)
-    deps, triggers = request.app[DEPS], triggers_of(request)
-    caller = caller_of(request)
-    poster = await triggers.responder.poster(agent.bot_user_id)
-    dm = await poster.get_or_create_direct_channel(caller.user.id, agent.bot_user_id)
-    props = base_props(
-        conversation_id="",
-        responding_to="",
-        requester_id=caller.user.id,
-        allow_unsafe_links=triggers.directory.allow_unsafe_links,
-    )
+    await require_license(request, Feature.CHANNEL_SUMMARIES)
     # Summaries over a fixed range cannot be regenerated (the plugin's no_regen).
-    props["no_regen"] = "true"
-    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE)
-    channel = await deps.mattermost.get_channel(channel_id)
-    context = llm_pb2.ConversationContext(
-        user_id=caller.user.id,
-        agent_id=agent.id,
-        channel_id=channel_id,
-        team_id=channel.team_id,
-        user_team_ids=await deps.team_ids_of(caller.user.id),
-    )
-    message = llm_pb2.SummarizeRequest(
-        context=context,
-        preset_prompt=preset,
-        start_time=start,
-        end_time=end,
-        prompt=prompt,
-        response_post_id=reply.id,
-    )
-    events = conversation_events(
-        deps.backends.conversations.Summarize, message, timeout=deps.settings.turn_timeout_seconds
-    )
-    state = ReplyState(post_id=reply.id, requester_id=caller.user.id, props=dict(props))
-    await launch(triggers.responder.writer, poster, state, events)
-    return web.json_response({"postid": reply.id, "channelid": dm.id})
+    summary = SummaryRequest(channel_id, str(preset), start, end, prompt, props={"no_regen": "true"})
+    return await summarize_into_dm(request, agent, summary)
+
+
+@routes.post("/channel/{channelid}/analyze")
+async def analyze(request: web.Request) -> web.Response:
+    """A channel analysis over ``since``/``until`` or the last ``days`` days (at most 14)."""
+    body = _object(await read_json(request))
+    analysis_type = body.get("analysis_type")
+    if analysis_type not in ANALYSIS_PRESETS:
+        choices = ", ".join(ANALYSIS_PRESETS)
+        raise InvalidInput(f"analysis_type must be one of {choices}", field="analysis_type")
+    days = body.get("days", 0)
+    if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= MAX_DAYS:
+        raise InvalidInput("days must be an integer from 0 to 14", field="days")
+    # No "until" is "up to now" (end 0), decided by the llm service when the turn runs.
+    end = _timestamp(body, "until")
+    start = _timestamp(body, "since") or (end or int(time.time() * 1000)) - (days or DEFAULT_DAYS) * DAY_MS
+    if end and start >= end:
+        raise InvalidInput("since must be before until", field="since")
+    if (end or int(time.time() * 1000)) - start > MAX_RANGE_MS:
+        raise InvalidInput("the range is over 14 days", field="since")
+    prompt = _text(body, "prompt")
+    channel_id = request.match_info["channelid"]
+    await require_channel_read(request, channel_id)
+    agent = await bot_for(request)
+    await require_license(request, Feature.CHANNEL_SUMMARIES)
+    preset = ANALYSIS_PRESETS[str(analysis_type)]
+    summary = SummaryRequest(channel_id, preset, start, end, prompt, props={"no_regen": "true"})
+    return await summarize_into_dm(request, agent, summary)

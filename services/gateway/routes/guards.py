@@ -5,13 +5,18 @@ from __future__ import annotations
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
 
+from services.common import licensing
 from services.common.errors import InvalidInput, NotFound, PermissionDenied
 from services.common.grpc_client import unary
 from services.common.mattermost import Post
+from services.common.plugin_config import PluginConfigSnapshot
 from services.gateway.conversations.runner import TRIGGERS, ConversationTriggers
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of
 from services.gateway.rendering.reply import PROP_REQUESTER
+
+# How long a route waits for the first plugin configuration after the gateway started.
+_CONFIG_WAIT_SECONDS = 5.0
 
 
 def triggers_of(request: web.Request) -> ConversationTriggers:
@@ -61,3 +66,23 @@ def require_requester(request: web.Request, post: Post) -> None:
     requester = str(post.props.get(PROP_REQUESTER, ""))
     if requester and requester != caller_of(request).user.id:
         raise PermissionDenied("only the user who asked can do this")
+
+
+async def plugin_config(request: web.Request) -> PluginConfigSnapshot:
+    """The newest plugin configuration and license (503 until the registry sent one)."""
+    return await request.app[DEPS].plugin_config.wait_ready(_CONFIG_WAIT_SECONDS)
+
+
+async def require_license(request: web.Request, feature: licensing.Feature) -> None:
+    """The plugin's license guards (``channelAnalysisLicenseRequired`` and friends): 403 naming
+    the feature when the cluster's license does not cover it."""
+    licensing.require((await plugin_config(request)).license, feature)
+
+
+async def require_tool_calls_allowed(request: web.Request, post: Post) -> None:
+    """Tool decisions outside a DM need ``enableChannelMentionToolCalling`` (403 otherwise)."""
+    channel = await request.app[DEPS].mattermost.get_channel(post.channel_id)
+    if channel.type == "D":
+        return
+    if not (await plugin_config(request)).config.enable_channel_mention_tool_calling:
+        raise PermissionDenied("tool calling in channels is disabled (enableChannelMentionToolCalling)")

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from services.common.errors import InvalidInput
 from services.common.grpc_client import unary
+from services.common.licensing import Feature
 from services.common.mattermost import Post
 from services.gateway.backends import conversation_events
 from services.gateway.deps import DEPS
@@ -26,7 +27,9 @@ from services.gateway.routes.guards import (
     bot_for,
     readable_post,
     require_agent_post,
+    require_license,
     require_requester,
+    require_tool_calls_allowed,
     triggers_of,
 )
 from services.gateway.routes.live import serve_post_stream
@@ -94,7 +97,11 @@ async def _tool_ids(request: web.Request) -> list[str]:
 
 async def _decide(request: web.Request, *, results: bool) -> web.Response:
     accepted = await _tool_ids(request)
-    post = await _agent_reply(request)
+    post = await readable_post(request)
+    await require_license(request, Feature.TOOL_APPROVAL)
+    await require_tool_calls_allowed(request, post)
+    require_agent_post(request, post)
+    require_requester(request, post)
     if not post.props.get(PROP_CONVERSATION_ID):
         raise InvalidInput("the post has no conversation")
     deps, triggers = request.app[DEPS], triggers_of(request)
@@ -129,6 +136,7 @@ async def analyze(request: web.Request) -> web.Response:
         raise InvalidInput(f"analysis_type must be one of {', '.join(ANALYSIS_TYPES)}", field="analysis_type")
     post = await readable_post(request)
     agent = await bot_for(request)
+    await require_license(request, Feature.AI_ACTIONS)
     deps, triggers = request.app[DEPS], triggers_of(request)
     caller = caller_of(request)
     poster = await triggers.responder.poster(agent.bot_user_id)

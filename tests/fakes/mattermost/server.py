@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +47,8 @@ class RecordedRequest:
     user_id: str
     status: int
     response_json: Any
+    # When the fake answered it (time.monotonic), for tests about request rates.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -138,10 +140,16 @@ class FakeMattermost:
         return self.state.add_file(user.id, name, content, mime_type)
 
     async def user_posts(
-        self, user: FakeUser, channel: FakeChannel, message: str, root_id: str = "", props: JSON | None = None
+        self,
+        user: FakeUser,
+        channel: FakeChannel,
+        message: str,
+        root_id: str = "",
+        props: JSON | None = None,
+        file_ids: list[str] | None = None,
     ) -> JSON:
         """A user posts through the UI: the post is stored and ``posted`` goes to channel members."""
-        post = self.state.create_post(user.id, channel.id, message, root_id=root_id, props=props)
+        post = self.state.create_post(user.id, channel.id, message, root_id=root_id, props=props, file_ids=file_ids)
         await self.hub.post_created(post)
         return post
 
@@ -262,6 +270,7 @@ def add_routes(app: web.Application) -> None:
             web.post(f"{v4}/users/{{user_id}}/image", directory.set_profile_image),
             web.get(f"{v4}/users/{{user_id}}/teams", directory.get_user_teams),
             web.get(f"{v4}/users/{{user_id}}/teams/{{team_id}}/channels", directory.get_channels_for_user),
+            web.get(f"{v4}/users/{{user_id}}/channels", directory.get_all_channels_for_user),
             web.get(f"{v4}/teams/{{team_id}}", directory.get_team),
             web.get(f"{v4}/teams/{{team_id}}/members/{{user_id}}", directory.get_team_member),
             web.post(f"{v4}/teams/{{team_id}}/posts/search", posts.search_posts),

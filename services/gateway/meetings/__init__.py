@@ -1,0 +1,1 @@
+"""Meeting recordings and transcripts: recognising a transcript file and reading WebVTT."""

@@ -1,0 +1,343 @@
+"""Conversations end to end through the gateway: a user's post in the fake Mattermost reaches the
+gateway over its bot WebSocket, the llm service runs the turn against a fake OpenAI upstream, the
+real tools service runs Mattermost tools, and the answer streams into the bot's reply post.
+
+Everything is asserted where users see it: the posts, their props and the routes' answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from services.llm.conversations.approvals import FAILURE_CAP_INSTRUCTION
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.conversation_support import World
+from tests.integration.test_conversations_gateway import FAST, poll
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PATCH_INTERVAL = 0.2
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def scripted_answers_used_up(world: World) -> AsyncIterator[None]:
+    """Each test's scripted answers are all served (titles come after the reply is final), so
+    the next test's answers cannot be taken by this one's late title request."""
+    yield
+    await poll(lambda: world.openai.queued == 0, within=20)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    async with FakeOpenAI() as openai:
+        env = {
+            **FAST,
+            "AGENTS_GATEWAY_PATCH_INTERVAL_SECONDS": str(PATCH_INTERVAL),
+            "AGENTS_INDEX_LICENSE": "enterprise",
+        }
+        async with ClusterHarness(postgres, env=env) as harness:
+            w = World(harness, openai)
+            await w.setup()
+            yield w
+
+
+async def test_a_dm_streams_into_the_reply_with_throttled_patches_and_final_props(world: World) -> None:
+    bot = await world.agent("streamer")
+    alice = world.mm.add_user("alice")
+    dm = world.mm.add_direct_channel(alice, bot)
+    answer = " ".join(f"word{i}" for i in range(40))
+    world.openai.enqueue(FakeResponse.text(answer, tokens=40, token_delay=0.03), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(alice, dm, "tell me forty words")
+    reply = await world.answer_to(post)
+    assert reply["message"] == answer and reply["props"]["agents_stream_status"] == "done"
+    props = reply["props"]
+    assert props["conversation_id"] and props["responding_to"] == post["id"]
+    assert props["llm_requester_user_id"] == alice.id and props["unsafe_links"] == "true"
+    assert reply["user_id"] == bot.id and reply["root_id"] == post["id"] and reply["type"] == "custom_llmbot"
+    patches = world.patches_of(reply["id"])
+    # Several patches while tokens arrive, far fewer than tokens, never closer than the interval
+    # (the last one is the final patch, which does not wait).
+    assert 3 <= len(patches) <= 20
+    gaps = [b.at - a.at for a, b in itertools.pairwise(patches[:-1])]
+    assert all(gap >= PATCH_INTERVAL * 0.8 for gap in gaps), gaps
+
+
+async def test_a_mention_in_a_channel_thread_is_answered_in_that_thread(world: World) -> None:
+    bot = await world.agent("threader")
+    bob = world.mm.add_user("bob")
+    town = world.town("thread-town", bob, bot)
+    root = world.mm.add_post(bob, town, "The build is red again.")
+    world.openai.enqueue(FakeResponse.text("The build fails in the lint step."))
+    post = await world.mm.user_posts(bob, town, "@threader why?", root_id=root["id"])
+    reply = await world.answer_to(post)
+    assert reply["channel_id"] == town.id and reply["root_id"] == root["id"]
+    assert reply["message"] == "The build fails in the lint step."
+    asked = next(r for r in world.openai.requests if "@threader why?" in json.dumps(r.body))
+    assert "The build is red again." in json.dumps(asked.body["messages"])
+
+
+async def test_a_tool_call_runs_only_when_the_requester_accepts_it(world: World) -> None:
+    bot = await world.agent("poster", auto_enable_new_mcp_tools=True)
+    carol, dan = world.mm.add_user("carol"), world.mm.add_user("dan")
+    town = world.town("tool-town", carol, dan)
+    dm = world.mm.add_direct_channel(carol, bot)
+    note = "Standup moved to 10:00"
+    arguments = json.dumps({"channel_id": town.id, "message": note})
+    world.openai.enqueue(
+        FakeResponse.tool_call("create_post", arguments, call_id="call_post"),
+        FakeResponse.text("Title"),
+        FakeResponse.text("Posted the note."),
+    )
+    post = await world.mm.user_posts(carol, dm, "tell the town standup moved to 10")
+    reply = await world.answer_to(post)
+    assert reply["props"]["agents_stream_status"] == "awaiting_approval"
+    [call] = json.loads(reply["props"]["pending_tool_call"])
+    assert call["id"] == "call_post" and call["name"] == "create_post" and call["status"] == "pending"
+
+    status, body, _ = await world.h.request(
+        "POST", f"/post/{reply['id']}/tool_call", user=dan, json_body={"accepted_tool_ids": ["call_post"]}
+    )
+    assert status == 403
+    assert_matches_openapi("POST", "/post/{postid}/tool_call", 403, body)
+    assert world.posts_with(note) == []
+
+    status, _, _ = await world.h.request(
+        "POST", f"/post/{reply['id']}/tool_call", user=carol, json_body={"accepted_tool_ids": ["call_post"]}
+    )
+    assert status == 200
+    await poll(lambda: world.mm.post(reply["id"])["message"] == "Posted the note.", within=20)
+    final = await world.final(reply["id"])
+    assert final["props"]["agents_stream_status"] == "done"
+    [created] = world.posts_with(note)
+    assert created["channel_id"] == town.id
+    [call] = json.loads(final["props"]["pending_tool_call"])
+    assert call["status"] == "success"
+
+
+async def test_three_failed_tool_calls_end_in_an_explanation_shown_in_the_post(world: World) -> None:
+    bot = await world.agent("stumbler", auto_enable_new_mcp_tools=True)
+    erin = world.mm.add_user("erin")
+    dm = world.mm.add_direct_channel(erin, bot)
+    bad = json.dumps({"channel_id": "no-such-channel"})
+    world.openai.enqueue(
+        *(FakeResponse.tool_call("read_channel", bad, call_id=f"call_{i}") for i in range(3)),
+        FakeResponse.text("I could not read that channel three times; which one did you mean?"),
+        FakeResponse.text("Title"),
+    )
+    post = await world.mm.user_posts(erin, dm, "read the channel")
+    reply = await world.answer_to(post)
+    assert reply["message"] == "I could not read that channel three times; which one did you mean?"
+    calls = json.loads(reply["props"]["pending_tool_call"])
+    assert [c["status"] for c in calls] == ["error"] * 3
+    explain = next(r for r in reversed(world.openai.requests) if FAILURE_CAP_INSTRUCTION in json.dumps(r.body))
+    assert "tools" not in explain.body
+
+
+async def test_stop_keeps_the_text_so_far_and_marks_the_post_stopped(world: World) -> None:
+    bot = await world.agent("talker")
+    fay = world.mm.add_user("fay")
+    dm = world.mm.add_direct_channel(fay, bot)
+    long = "story " * 60
+    world.openai.enqueue(FakeResponse.text(long, tokens=60, token_delay=0.1), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(fay, dm, "a long story please")
+    [reply] = await poll(lambda: world.replies_to(post["id"]))
+    live = world.mm.post(reply["id"])
+    await poll(lambda: live["message"].strip(), within=10)
+    status, _, _ = await world.h.request("POST", f"/post/{reply['id']}/stop", user=fay)
+    assert status == 200
+    final = await world.final(reply["id"])
+    assert final["props"]["agents_stream_status"] == "stopped"
+    assert final["message"] and len(final["message"]) < len(long)
+
+
+async def test_regenerate_rewrites_the_same_post(world: World) -> None:
+    bot = await world.agent("redoer")
+    gus = world.mm.add_user("gus")
+    dm = world.mm.add_direct_channel(gus, bot)
+    world.openai.enqueue(FakeResponse.text("First try."), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(gus, dm, "answer twice")
+    reply = await world.answer_to(post)
+    assert reply["message"] == "First try."
+    world.openai.enqueue(FakeResponse.text("Second try."))
+    status, _, _ = await world.h.request("POST", f"/post/{reply['id']}/regenerate", user=gus)
+    assert status == 200
+    await poll(lambda: world.mm.post(reply["id"])["message"] == "Second try.", within=20)
+    assert (await world.final(reply["id"]))["props"]["agents_stream_status"] == "done"
+    assert len(world.replies_to(post["id"])) == 1
+
+
+async def test_a_thread_summary_streams_into_a_new_dm_post(world: World) -> None:
+    bot = await world.agent("summer")
+    hal, ida = world.mm.add_user("hal"), world.mm.add_user("ida")
+    town = world.town("summary-town", hal, ida)
+    root = world.mm.add_post(ida, town, "Should we ship on Friday?")
+    world.mm.add_post(hal, town, "Only if QA signs off.", root_id=root["id"])
+    world.openai.enqueue(FakeResponse.text("Ship Friday if QA signs off."))
+    status, body, _ = await world.h.request(
+        "POST",
+        f"/post/{root['id']}/analyze?botUsername=summer",
+        user=hal,
+        json_body={"analysis_type": "summarize_thread"},
+    )
+    assert status == 200
+    assert_matches_openapi("POST", "/post/{postid}/analyze", 200, body)
+    summary = await world.final(body["postid"])
+    assert summary["message"] == "Ship Friday if QA signs off."
+    assert summary["channel_id"] == body["channelid"] and summary["user_id"] == bot.id
+    assert summary["props"]["referenced_thread"] == root["id"] and summary["props"]["prompt_type"] == "summarize_thread"
+    assert world.mm.state.channels[body["channelid"]]["type"] == "D"
+
+
+async def test_a_channel_since_summary_covers_recent_posts_and_cannot_be_regenerated(world: World) -> None:
+    await world.agent("catchup")
+    jo = world.mm.add_user("jo")
+    town = world.town("since-town", jo)
+    now = int(time.time() * 1000)
+    world.mm.add_post(jo, town, "ancient history", create_at=now - 3 * 24 * 3600 * 1000)
+    world.mm.add_post(jo, town, "fresh news")
+    world.openai.enqueue(FakeResponse.text("Only fresh news."))
+    status, body, _ = await world.h.request(
+        "POST",
+        f"/channel/{town.id}/interval?botUsername=catchup",
+        user=jo,
+        json_body={"start_time": now - 3600 * 1000, "end_time": 0, "preset_prompt": "summarize_unreads"},
+    )
+    assert status == 200
+    assert_matches_openapi("POST", "/channel/{channelid}/interval", 200, body)
+    summary = await world.final(body["postid"])
+    assert summary["message"] == "Only fresh news." and summary["props"]["no_regen"] == "true"
+    sent = json.dumps(world.openai.requests[-1].body)
+    assert "fresh news" in sent and "ancient history" not in sent
+    status, _, _ = await world.h.request("POST", f"/post/{body['postid']}/regenerate", user=jo)
+    assert status == 400
+
+
+async def test_an_image_on_the_post_reaches_the_provider_when_the_agent_has_vision(world: World) -> None:
+    bot = await world.agent("seer", enable_vision=True)
+    kay = world.mm.add_user("kay")
+    dm = world.mm.add_direct_channel(kay, bot)
+    image = world.mm.add_file(kay, "chart.png", PNG, "image/png")
+    world.openai.enqueue(FakeResponse.text("A chart."), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(kay, dm, "what is in this picture?", file_ids=[image["id"]])
+    reply = await world.answer_to(post)
+    assert reply["message"] == "A chart."
+    sent = next(r for r in world.openai.requests if "what is in this picture?" in json.dumps(r.body))
+    parts = [p for m in sent.body["messages"] if isinstance(m["content"], list) for p in m["content"]]
+    assert any(
+        p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/png;base64,") for p in parts
+    )
+
+
+async def test_react_adds_the_emoji_the_agent_chose_as_the_caller(world: World) -> None:
+    await world.agent("reactor")
+    liz = world.mm.add_user("liz")
+    town = world.town("react-town", liz)
+    post = world.mm.add_post(liz, town, "We shipped the release!")
+    world.openai.enqueue(FakeResponse.text(":tada:", tokens=2))
+    status, _, _ = await world.h.request("POST", f"/post/{post['id']}/react?botUsername=reactor", user=liz)
+    assert status == 200
+    assert {"user_id": liz.id, "post_id": post["id"], "emoji_name": "tada"}.items() <= world.mm.state.reactions[
+        -1
+    ].items()
+    # The short-lived token made to react as the caller is revoked again.
+    made = [r for r in world.mm.requests_to("POST", f"/api/v4/users/{liz.id}/tokens") if r.status == 201]
+    assert len(made) == 1
+    assert made[0].response_json["token"] not in world.mm.state.tokens
+
+
+async def test_loop_in_agent_answers_the_callers_thread_reply_in_its_thread(world: World) -> None:
+    bot = await world.agent("looper")
+    mo, ned = world.mm.add_user("mo"), world.mm.add_user("ned")
+    town = world.town("loop-town", mo, ned, bot)
+    root = world.mm.add_post(mo, town, "Which region is cheapest?")
+    world.mm.add_post(bot, town, "Probably us-east-1.", root_id=root["id"])  # type: ignore[arg-type]
+    follow_up = world.mm.add_post(mo, town, "And for storage?", root_id=root["id"])
+    status, body, _ = await world.h.request(
+        "POST", f"/post/{follow_up['id']}/loop_in_agent?botUsername=looper", user=ned
+    )
+    assert status == 403
+    assert_matches_openapi("POST", "/post/{postid}/loop_in_agent", 403, body)
+    world.openai.enqueue(FakeResponse.text("Storage is cheapest in us-east-2."))
+    status, _, _ = await world.h.request("POST", f"/post/{follow_up['id']}/loop_in_agent?botUsername=looper", user=mo)
+    assert status == 200
+    reply = await world.answer_to(follow_up)
+    assert reply["root_id"] == root["id"] and reply["message"] == "Storage is cheapest in us-east-2."
+
+
+async def test_a_channel_analysis_streams_into_a_dm_post(world: World) -> None:
+    await world.agent("analyst")
+    oz = world.mm.add_user("oz")
+    town = world.town("analyze-town", oz)
+    world.mm.add_post(oz, town, "Decision: we migrate on Monday.")
+    world.openai.enqueue(FakeResponse.text("The team migrates on Monday."))
+    status, body, _ = await world.h.request(
+        "POST",
+        f"/channel/{town.id}/analyze?botUsername=analyst",
+        user=oz,
+        json_body={"analysis_type": "summarize", "days": 2},
+    )
+    assert status == 200
+    assert_matches_openapi("POST", "/channel/{channelid}/analyze", 200, body)
+    summary = await world.final(body["postid"])
+    assert summary["message"] == "The team migrates on Monday."
+    assert "Decision: we migrate on Monday." in json.dumps(world.openai.requests[-1].body)
+
+
+async def test_postback_summary_posts_the_summary_into_the_meeting_thread(world: World) -> None:
+    bot = await world.agent("minutes")
+    pat = world.mm.add_user("pat")
+    calls = world.mm.add_user("calls", is_bot=True)
+    town = world.town("meeting-town", pat, calls)
+    recording = world.mm.add_post(calls, town, "Call ended")
+    dm = world.mm.add_direct_channel(pat, bot)
+    summary = world.mm.add_post(
+        bot,  # type: ignore[arg-type]
+        dm,
+        "We agreed to ship.",
+        props={"referenced_transcript_post_id": recording["id"], "llm_requester_user_id": pat.id},
+    )
+    status, body, _ = await world.h.request("POST", f"/post/{summary['id']}/postback_summary", user=pat)
+    assert status == 200, body
+    assert_matches_openapi("POST", "/post/{postid}/postback_summary", 200, body)
+    assert body == {"rootid": recording["id"], "channelid": town.id}
+    [posted] = [p for p in world.mm.state.posts.values() if p["type"] == "custom_llm_postback"]
+    assert posted["message"] == "We agreed to ship." and posted["root_id"] == recording["id"]
+    assert posted["props"]["userid"] == pat.id and posted["props"]["bot_user_id"] == bot.id
+
+
+async def test_summarize_transcription_of_a_post_not_by_calls_or_zoom_is_refused_with_400(world: World) -> None:
+    await world.agent("scribe")
+    quinn = world.mm.add_user("quinn")
+    town = world.town("transcript-town", quinn)
+    vtt = world.mm.add_file(quinn, "t.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\n<v Quinn>hi</v>\n", "text/vtt")
+    post = world.mm.add_post(quinn, town, "my transcript", file_ids=[vtt["id"]])
+    status, body, _ = await world.h.request("POST", f"/post/{post['id']}/summarize_transcription", user=quinn)
+    assert status == 400 and "calls or zoom" in body["error"]
+    assert_matches_openapi("POST", "/post/{postid}/summarize_transcription", 400, body)
+
+
+async def test_tool_decisions_in_a_channel_need_channel_tool_calling(world: World) -> None:
+    bot = await world.agent("chantools")
+    rae = world.mm.add_user("rae")
+    town = world.town("chantool-town", rae, bot)
+    reply = world.mm.add_post(
+        bot,  # type: ignore[arg-type]
+        town,
+        "",
+        props={"conversation_id": "c1", "llm_requester_user_id": rae.id},
+    )
+    status, body, _ = await world.h.request(
+        "POST", f"/post/{reply['id']}/tool_call", user=rae, json_body={"accepted_tool_ids": ["x"]}
+    )
+    assert status == 403 and "enableChannelMentionToolCalling" in body["error"]
+    assert_matches_openapi("POST", "/post/{postid}/tool_call", 403, body)

@@ -1,0 +1,85 @@
+"""Two gateway replicas answering the same bot: exactly one answers each post, and when the one
+rendering a reply is killed mid-answer the other finishes the same reply post.
+
+The replica that holds a post's claim is read from the llm service's claims table (its
+``Claimant`` is the replica id we gave each gateway), so the test kills the right process.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.conversation_support import World
+from tests.integration.test_conversations_gateway import FAST, poll
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+# Process name in the harness for each replica id.
+REPLICAS = {"replica-a": "gateway", "replica-b": "gateway-b"}
+LEASE_SECONDS = 2
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    async with FakeOpenAI() as openai:
+        env = {
+            **FAST,
+            "AGENTS_INDEX_LICENSE": "enterprise",
+            "AGENTS_GATEWAY_REPLICA_ID": "replica-a",
+            "AGENTS_GATEWAY_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
+            "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.3",
+        }
+        async with ClusterHarness(postgres, env=env) as harness:
+            await harness.start_gateway("gateway-b", env={"AGENTS_GATEWAY_REPLICA_ID": "replica-b"})
+            w = World(harness, openai)
+            await w.setup()
+            yield w
+
+
+async def claimant_of(world: World, post_id: str) -> str:
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        row = await (
+            await conn.execute("SELECT claimant FROM llm_handledposts WHERE postid = %s", (post_id,))
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def streaming_posts(world: World, bot_id: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in world.mm.state.posts.values()
+        if p["user_id"] == bot_id and not p["delete_at"] and p["props"].get("agents_stream_status") == "streaming"
+    ]
+
+
+async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_other(world: World) -> None:
+    bot = await world.agent("survivor", sockets=2)
+    uma = world.mm.add_user("uma")
+    dm = world.mm.add_direct_channel(uma, bot)
+    answer = " ".join(f"part{i}" for i in range(60))
+    world.openai.enqueue(FakeResponse.text(answer, tokens=60, token_delay=0.1), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(uma, dm, "a long answer please")
+    [reply] = await poll(lambda: world.replies_to(post["id"]))
+    live = world.mm.post(reply["id"])
+    await poll(lambda: live["message"].strip(), within=10)
+    owner = await claimant_of(world, post["id"])
+    assert owner in REPLICAS
+    assert world.h.cluster is not None
+    await world.h.cluster.stop_service(REPLICAS[owner], sig=signal.SIGKILL)
+    assert live["message"] != answer  # killed mid-answer
+
+    final = await world.final(reply["id"], within=30)
+    assert final["props"]["agents_stream_status"] == "done"
+    assert final["message"] == answer
+    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+    assert streaming_posts(world, bot.id) == []
+    assert await claimant_of(world, post["id"]) not in ("", owner)
