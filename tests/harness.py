@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -109,6 +111,8 @@ class ClusterHarness:
 
     def _sink(self, service: str, line: str) -> None:
         self.logs.setdefault(service, []).append(line)
+        if os.environ.get("AGENTS_TEST_ECHO_LOGS"):  # debugging aid: pytest -s shows every service log
+            print(f"{service:>9} | {line}", file=sys.stderr)
         if self._log_sink:
             self._log_sink(service, line)
 

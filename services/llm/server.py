@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,6 +29,8 @@ from services.llm.registry_client import RegistryServiceSource
 from services.llm.servicer import LLMServicer
 from services.llm.settings import LlmSettings
 from services.llm.usage_log import TokenUsageLog
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +65,10 @@ class LlmProcess:
         self.settings = settings
         self.deps = deps
         self.catalog = ProviderCatalog(
-            RegistryServiceSource(deps.registry), lambda service: create_provider(service, deps.http)
+            RegistryServiceSource(deps.registry),
+            lambda service: create_provider(service, deps.http),
+            # Dropped providers are closed once no turn started before the change can still run.
+            close_grace=settings.turn_timeout_seconds,
         )
         self.usage_logging = False
         self.completions = CompletionService(
@@ -74,8 +80,9 @@ class LlmProcess:
         )
         self.config = PluginConfigWatcher(deps.registry)
         self.config.on_change(self._config_changed)
-        # The conversation loop (agents.llm.v1.Conversations) shares the channels and providers.
-        self.conversations = build_conversations(settings, deps.channels, self.catalog)
+        # The conversation loop (agents.llm.v1.Conversations) shares the channels, the providers,
+        # the observed completion path (metrics, spans, usage log) and the live plugin config.
+        self.conversations = build_conversations(settings, deps.channels, self.catalog, self.completions, self.config)
         self.metrics_endpoint = MetricsEndpoint(deps.metrics.registry, settings.metrics_port, settings.metrics_host)
         self.host = GrpcServiceHost(
             settings,
@@ -99,6 +106,11 @@ class LlmProcess:
         self.usage_logging = snapshot.config.enable_token_usage_logging
         if self.usage_logging:
             self.deps.usage_log.start()  # idempotent; creates the folder only once logging is on
+        logger.info(
+            "plugin configuration revision %s applied: token usage logging %s",
+            snapshot.revision,
+            "on" if self.usage_logging else "off",
+        )
 
     async def prepare(self) -> None:
         # The host is bound by now (port 0 in tests picks one): other replicas relay Attach here.
@@ -117,6 +129,7 @@ class LlmProcess:
         await self.config.close()
         self.metrics_endpoint.stop()
         await self.deps.channels.close()
+        await self.catalog.aclose()
         await self.deps.http.close()
         await asyncio.to_thread(self.deps.usage_log.close)
 

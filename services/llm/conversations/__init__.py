@@ -1,9 +1,10 @@
 """The conversation loop of the llm service (agents.llm.v1.Conversations).
 
 ``build_conversations`` wires it for ``services/llm/server.py``: the caller passes the gRPC
-channel pool and the process's provider cache; the result holds the servicer and what
-``prepare``/``close`` must run (database wait and migrations; on close the running turns save
-their partial answers, then the stop-flag poller ends).
+channel pool, the process's provider cache, its observed completions and its live plugin
+config; the result holds the servicer and what ``prepare``/``close`` must run (database wait
+and migrations; on close the running turns save their partial answers, then the stop-flag
+poller ends).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import db
 from services.common.grpc_client import ChannelPool
 from services.common.mattermost.client import MattermostClient
+from services.common.plugin_config import PluginConfigWatcher
+from services.llm.conversations.calls import ModelCalls
 from services.llm.conversations.runtime import ProviderSource, Runtime
 from services.llm.conversations.store import ConversationStore
 from services.llm.settings import LlmSettings
@@ -49,7 +52,12 @@ class ConversationsWiring:
 
 
 def build_conversations(
-    settings: LlmSettings, pool: ChannelPool, providers: ProviderSource, engine: AsyncEngine | None = None
+    settings: LlmSettings,
+    pool: ChannelPool,
+    providers: ProviderSource,
+    calls: ModelCalls,
+    config: PluginConfigWatcher,
+    engine: AsyncEngine | None = None,
 ) -> ConversationsWiring:
     """Everything the Conversations RPCs need; nothing connects until first use or ``prepare``."""
     from services.llm.conversations.analysis import Analyses
@@ -68,7 +76,7 @@ def build_conversations(
     store = ConversationStore(engine, settings.advertise_addr)
     mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token)
     stops = StopWatcher(store)
-    runtime = Runtime(store, Peers(settings, pool), providers, mattermost, stops)
+    runtime = Runtime(store, Peers(settings, pool, config), providers, calls, mattermost, stops)
     runs = TurnRuns(settings.turn_timeout_seconds)
     servicer = ConversationsServicer(
         Responses(runtime),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from services.common.errors import ErrorClass
+from services.common.errors import DomainError, ErrorClass
 from services.llm.conversations.approvals import (
     FAILURE_CAP_INSTRUCTION,
     AvailableTool,
@@ -23,6 +24,7 @@ from services.llm.conversations.approvals import (
     tools_exhausted,
 )
 from services.llm.conversations.blocks import assistant_blocks, tool_result_block
+from services.llm.conversations.calls import ModelCalls, attribution_for
 from services.llm.conversations.model import (
     ApprovalRequired,
     Conversation,
@@ -45,7 +47,6 @@ from services.llm.providers.base import (
     Message,
     Part,
     Provider,
-    ProviderError,
     ReasoningDelta,
     ReasoningEffort,
     ReasoningOptions,
@@ -60,7 +61,6 @@ from services.llm.providers.base import (
     ToolSpec,
     Usage,
 )
-from services.llm.streaming import stream_completion
 from services.llm.tokens import ContextTooLong, counter_for_model_async, trim_messages_async
 
 logger = logging.getLogger(__name__)
@@ -106,9 +106,10 @@ class TurnSetup:
 class AgentLoop:
     """Runs model rounds for a turn and persists them."""
 
-    def __init__(self, store: ConversationStore, peers: Peers) -> None:
+    def __init__(self, store: ConversationStore, peers: Peers, calls: ModelCalls) -> None:
         self.store = store
         self.peers = peers
+        self.calls = calls
 
     async def run(
         self,
@@ -232,16 +233,21 @@ class AgentLoop:
         if stop.is_set():
             out.stopped = True
             return
-        stream = stream_completion(setup.provider, request)
+        attribution = attribution_for(setup.ctx, setup.agent, setup.operation)
+        stream = self.calls.stream(setup.agent.service_id, request, attribution)
         iterator = stream.__aiter__()
+        # Each step runs as its own task (so a stop can interrupt a pending read), but all steps
+        # and the final close share one context: the completion path keeps per-call state in
+        # context variables (its overhead clock), which must not change between steps.
+        loop, context = asyncio.get_running_loop(), contextvars.copy_context()
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while True:
-                step = asyncio.ensure_future(iterator.__anext__())
+                step = loop.create_task(iterator.__anext__(), context=context)
                 await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
                     step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, ProviderError):
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, DomainError):
                         await step
                     out.stopped = True
                     return
@@ -249,8 +255,8 @@ class AgentLoop:
                     event = step.result()
                 except StopAsyncIteration:
                     return
-                except ProviderError as err:  # refused before the first token
-                    out.error = StreamError(err.error_class, err.message, retryable=err.retryable)
+                except DomainError as err:  # refused before the first token
+                    out.error = StreamError(err.error_class, err.message)
                     return
                 if isinstance(event, TextDelta):
                     out.text += event.text
@@ -273,7 +279,7 @@ class AgentLoop:
                 yield event
         finally:
             stopper.cancel()
-            await stream.aclose()
+            await loop.create_task(stream.aclose(), context=context)
 
     async def _persist_round(self, setup: TurnSetup, output: RoundOutput, statuses: dict[str, ToolStatus]) -> None:
         blocks = assistant_blocks(output, statuses, shared=setup.shared)

@@ -4,7 +4,6 @@ the tools service. gRPC stays in this module; the loop sees plain data and domai
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from agents.registry.v1 import registry_pb2 as registry_pb2
@@ -15,7 +14,7 @@ from google.protobuf import json_format, struct_pb2
 
 from services.common.errors import DomainError, PermissionDenied
 from services.common.grpc_client import ChannelPool, idempotent, unary
-from services.common.identity import SYSTEM, current_identity
+from services.common.plugin_config import PluginConfigWatcher
 from services.common.settings import CommonSettings
 from services.llm.conversations.approvals import AvailableTool
 from services.llm.conversations.model import RequestContext
@@ -23,9 +22,8 @@ from services.llm.providers.base import Annotation
 
 logger = logging.getLogger(__name__)
 
-# Seconds a fetched plugin config is reused: the flags it holds change rarely, and a turn must
-# not cost an extra registry round trip.
-PLUGIN_CONFIG_TTL_SECONDS = 5.0
+# How long a turn waits for the registry's first config revision right after start-up.
+CONFIG_WAIT_SECONDS = 2.0
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
@@ -68,12 +66,12 @@ class ToolOutcome:
 class Peers:
     """Calls to the registry and the tools service with the current caller's identity."""
 
-    def __init__(self, settings: CommonSettings, pool: ChannelPool) -> None:
+    def __init__(self, settings: CommonSettings, pool: ChannelPool, config: PluginConfigWatcher) -> None:
         registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
         tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
         self.registry = registry_pb2_grpc.RegistryStub(pool.get(settings.index_addr, idempotent(registry_service)))
         self.tools = tools_pb2_grpc.ToolsStub(pool.get(settings.tools_addr, idempotent(tools_service)))
-        self._config: tuple[float, ChannelPolicy] | None = None
+        self.config = config
 
     async def check_access(self, ctx: RequestContext) -> None:
         """PermissionDenied when the user may not use the agent here."""
@@ -111,25 +109,17 @@ class Peers:
         )
 
     async def channel_policy(self) -> ChannelPolicy:
-        """The channel switches of the plugin config; defaults (both off) when it cannot be read."""
-        cached = self._config
-        if cached is not None and time.monotonic() - cached[0] < PLUGIN_CONFIG_TTL_SECONDS:
-            return cached[1]
-        # Asked as the cluster itself: the registry shows the config only to admins and services.
-        token = current_identity.set(SYSTEM)
+        """The channel switches of the live plugin config; both off (the safe side) while the
+        registry's config stream has not delivered a first revision."""
         try:
-            reply = await unary(self.registry.GetPluginConfig, registry_pb2.GetPluginConfigRequest())
-            policy = ChannelPolicy(
-                tools_in_channels=reply.config.enable_channel_mention_tool_calling,
-                native_web_search_in_channels=reply.config.allow_native_web_search_in_channels,
-            )
-        except (DomainError, NotImplementedError):
-            logger.warning("plugin config unavailable; channel tool calling stays off", exc_info=True)
-            policy = ChannelPolicy()
-        finally:
-            current_identity.reset(token)
-        self._config = (time.monotonic(), policy)
-        return policy
+            snapshot = self.config.current if self.config.ready else await self.config.wait_ready(CONFIG_WAIT_SECONDS)
+        except DomainError:
+            logger.warning("plugin config unavailable; tools and native web search stay off in channels")
+            return ChannelPolicy()
+        return ChannelPolicy(
+            tools_in_channels=snapshot.config.enable_channel_mention_tool_calling,
+            native_web_search_in_channels=snapshot.config.allow_native_web_search_in_channels,
+        )
 
     async def list_tools(self, ctx: RequestContext, conversation_id: str, *, automated: bool) -> list[AvailableTool]:
         """Tools the model may call here with their approval, or none when the tools service fails

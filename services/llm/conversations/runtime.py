@@ -14,14 +14,21 @@ from services.common.errors import DomainError, InvalidInput, NotFound, Permissi
 from services.common.identity import identity
 from services.common.mattermost.client import MattermostClient
 from services.common.telemetry import tracer
+from services.llm.conversations.calls import ModelCalls, attribution_for
 from services.llm.conversations.loop import AgentLoop, TurnSetup
 from services.llm.conversations.model import Control, Finish, Finished, RequestContext, StreamRecord, Title, TurnEvent
 from services.llm.conversations.peers import AgentProfile, Peers
 from services.llm.conversations.prompts import TITLE_INSTRUCTION, TITLE_MAX_TOKENS, clean_title
 from services.llm.conversations.stops import StopWatcher
 from services.llm.conversations.store import ConversationStore
-from services.llm.providers.base import Annotation, CompletionRequest, Message, Provider, ProviderError, Role
-from services.llm.streaming import complete
+from services.llm.providers.base import (
+    Annotation,
+    CompletionRequest,
+    Message,
+    Provider,
+    Role,
+    StreamError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +52,13 @@ class Runtime:
     store: ConversationStore
     peers: Peers
     providers: ProviderSource
+    calls: ModelCalls
     mattermost: MattermostClient
     stops: StopWatcher
 
     @property
     def loop(self) -> AgentLoop:
-        return AgentLoop(self.store, self.peers)
+        return AgentLoop(self.store, self.peers, self.calls)
 
     async def agent_and_provider(self, agent_id: str) -> tuple[AgentProfile, Provider]:
         agent = await self.peers.agent(agent_id)
@@ -66,10 +74,13 @@ class Runtime:
         title_job: Callable[[], Awaitable[str]] | None = None,
         kind: str = "conversation",
         citations: Sequence[Annotation] = (),
+        prepare: Callable[[], Awaitable[list[Message]]] | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """The events of one turn: ``control``, an optional fixed title, the loop's events, the
         generated title when ready, then ``Finished``. The post's stream row tracks its state.
-        ``citations``: sources of tool results that ran before the turn resumed."""
+        ``citations``: sources of tool results that ran before the turn resumed. ``prepare``:
+        slow work that builds the messages (a long transcript's part summaries), run after the
+        first event so the caller is answered at once; its failure ends the turn as an error."""
         span = tracer(__name__).start_span(
             "agent run",
             attributes={
@@ -91,6 +102,13 @@ class Runtime:
                 yield Control(control)
                 if title:
                     yield Title(title)
+                if prepare is not None:
+                    try:
+                        messages = await prepare()
+                    except DomainError as err:  # provider errors included
+                        yield StreamError(err.error_class, err.message)
+                        yield Finished(Finish.ERROR)
+                        return
                 async for event in self.loop.run(setup, messages, stop, citations):
                     if isinstance(event, Finished):
                         finish = event.reason
@@ -113,7 +131,7 @@ class Runtime:
             except Exception:  # the turn's own outcome matters more than its bookkeeping
                 logger.warning("could not record the end of stream %s", setup.response_post_id, exc_info=True)
 
-    async def generate_title(self, provider: Provider, agent: AgentProfile, conversation_id: str, request: str) -> str:
+    async def generate_title(self, ctx: RequestContext, agent: AgentProfile, conversation_id: str, request: str) -> str:
         """Generate and store a conversation title (one short non-streamed call)."""
         call = CompletionRequest(
             messages=(Message.text(Role.SYSTEM, TITLE_INSTRUCTION), Message.text(Role.USER, request[:4000])),
@@ -122,8 +140,8 @@ class Runtime:
             operation="title_generation",
         )
         try:
-            result = await complete(provider, call)
-        except ProviderError as err:
+            result = await self.calls.complete(agent.service_id, call, attribution_for(ctx, agent, call.operation))
+        except DomainError as err:
             logger.info("title generation failed: %s", err.message)
             return ""
         title = clean_title(result.text)
