@@ -5,6 +5,11 @@ in production — the first time a call names it. The provider built from them i
 service id; concurrent first calls share one lookup. ``invalidate()`` (called on every plugin
 config change) drops the cache: calls in flight keep the provider they hold, new calls build a
 fresh one from the new settings.
+
+Dropped providers may own resources (a Bedrock provider built without the shared session opens
+its own, Vertex caches tokens): each is closed once ``close_grace`` seconds have passed, longer
+than any stream may run on it (the turn timeout), so a stream in flight is never cut, and at the
+latest when the catalog closes at shutdown.
 """
 
 from __future__ import annotations
@@ -34,12 +39,16 @@ ProviderBuilder = Callable[[ServiceSettings], Provider]
 class ProviderCatalog:
     """Cached providers by service id, plus uncached ones for inline credentials."""
 
-    def __init__(self, source: ServiceSource, build: ProviderBuilder) -> None:
+    def __init__(self, source: ServiceSource, build: ProviderBuilder, *, close_grace: float = 900.0) -> None:
         self._source = source
         self._build = build
+        self._close_grace = close_grace
         self._providers: dict[str, Provider] = {}
         self._pending: dict[str, asyncio.Future[Provider]] = {}
         self._generation = 0
+        # Dropped providers not closed yet, and the timers that will close them.
+        self._retired: set[Provider] = set()
+        self._closers: set[asyncio.Task[None]] = set()
 
     async def get(self, service_id: str) -> Provider:
         """The provider of a saved service (NOT_FOUND via the source for an unknown id)."""
@@ -77,10 +86,46 @@ class ProviderCatalog:
     def invalidate(self) -> None:
         """Forget every cached provider; the next call re-reads its service's settings."""
         self._generation += 1
-        dropped = len(self._providers)
+        dropped = list(self._providers.values())
         self._providers.clear()
-        if dropped:
-            logger.info("plugin config changed: dropped %d cached providers", dropped)
+        if not dropped:
+            return
+        logger.info("plugin config changed: dropped %d cached providers", len(dropped))
+        self._retired.update(dropped)
+        try:
+            task = asyncio.get_running_loop().create_task(self._close_later(dropped))
+        except RuntimeError:
+            return  # no loop (a synchronous caller): closed by ``aclose``
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _close_later(self, providers: list[Provider]) -> None:
+        await asyncio.sleep(self._close_grace)
+        for provider in providers:
+            await self._close(provider)
+
+    async def _close(self, provider: Provider) -> None:
+        if provider not in self._retired:
+            return
+        self._retired.discard(provider)
+        try:
+            await provider.aclose()
+        except Exception:
+            logger.warning("closing a dropped %s provider failed", provider.settings.type, exc_info=True)
+
+    async def aclose(self) -> None:
+        """Close every provider, cached or dropped (at shutdown, after the streams ended)."""
+        for task in list(self._closers):
+            task.cancel()
+        self._retired.update(self._providers.values())
+        self._providers.clear()
+        for provider in list(self._retired):
+            await self._close(provider)
+
+    @property
+    def retired(self) -> int:
+        """Providers dropped by a config change and not closed yet."""
+        return len(self._retired)
 
     @property
     def cached_ids(self) -> frozenset[str]:

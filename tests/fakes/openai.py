@@ -1,7 +1,8 @@
 """A fake OpenAI-style upstream over real loopback HTTP, speaking the real wire formats.
 
 Serves ``/v1/chat/completions`` (OpenAI and, with ``flavor="mistral"``, Mistral's variant),
-``/v1/responses``, ``/v1/models`` and Azure's ``/openai/deployments/{d}/chat/completions`` and
+``/v1/responses``, ``/v1/models``, Whisper's ``/v1/audio/transcriptions`` and Azure's
+``/openai/deployments/{d}/chat/completions`` (and ``/audio/transcriptions``) and
 ``/openai/v1/responses``. Each request takes the next scripted ``FakeResponse`` (or the default
 answer), and every request's path, query, headers and body are recorded for assertions.
 
@@ -44,6 +45,8 @@ class FakeOpenAI:
     ttft: float = 0.0
     token_delay: float = 0.0
     default_tokens: int = 5
+    # What /audio/transcriptions answers (as WebVTT, or as its text for other response formats).
+    transcript_vtt: str = "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello from the recording.\n"
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnects: int = 0
     _queue: deque[FakeResponse] = field(default_factory=deque)
@@ -60,6 +63,8 @@ class FakeOpenAI:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
         app.router.add_post("/openai/v1/responses", self._responses)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_post("/openai/deployments/{deployment}/audio/transcriptions", self._transcriptions)
         app.router.add_get("/openai/v1/models", self._models)
         # handler_cancellation: a client hanging up cancels the handler, which is how a stalled
         # stream notices (and records) the disconnect.
@@ -215,6 +220,34 @@ class FakeOpenAI:
         now = int(time.time())
         data = [{"id": m, "object": "model", "created": now, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        """Whisper's multipart upload: ``file`` and ``model`` required, ``response_format`` one of
+        json (default), text, srt, verbose_json, vtt. Recorded with the file's name, type and size."""
+        azure = "deployment" in request.match_info
+        form = await request.post()
+        upload = form.get("file")
+        fields = {k: str(v) for k, v in form.items() if not isinstance(v, web.FileField)}
+        body: dict[str, Any] = dict(fields)
+        if isinstance(upload, web.FileField):
+            content = upload.file.read()
+            body["file"] = {"filename": upload.filename, "content_type": upload.content_type, "size": len(content)}
+        self.requests.append(RecordedRequest(request.path, dict(request.query), dict(request.headers), body))
+        if not self._authorized(request, azure=azure):
+            return self._unauthorized()
+        if not isinstance(upload, web.FileField) or (not fields.get("model") and not azure):
+            missing = "file" if not isinstance(upload, web.FileField) else "model"
+            error = {"message": f"you must provide a {missing}", "type": "invalid_request_error", "param": missing}
+            return web.json_response({"error": {**error, "code": None}}, status=400)
+        text = " ".join(
+            line for line in self.transcript_vtt.splitlines() if line.strip() and "-->" not in line and line != "WEBVTT"
+        )
+        form_of_answer = fields.get("response_format", "json")
+        if form_of_answer == "vtt":
+            return web.Response(text=self.transcript_vtt, content_type="text/vtt")
+        if form_of_answer == "text":
+            return web.Response(text=text, content_type="text/plain")
+        return web.json_response({"text": text})
 
     async def _play(self, request: web.Request, body: dict[str, Any], *, chat: bool) -> web.StreamResponse:
         scripted = self._next()

@@ -11,6 +11,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -38,12 +39,13 @@ async def scripted_answers_used_up(world: World) -> AsyncIterator[None]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     async with FakeOpenAI() as openai:
         env = {
             **FAST,
             "AGENTS_GATEWAY_PATCH_INTERVAL_SECONDS": str(PATCH_INTERVAL),
             "AGENTS_INDEX_LICENSE": "enterprise",
+            "AGENTS_LLM_TOKEN_USAGE_LOG_PATH": str(tmp_path_factory.mktemp("usage") / "agents" / "token_usage.log"),
         }
         async with ClusterHarness(postgres, env=env) as harness:
             w = World(harness, openai)
@@ -341,3 +343,57 @@ async def test_tool_decisions_in_a_channel_need_channel_tool_calling(world: Worl
     )
     assert status == 403 and "enableChannelMentionToolCalling" in body["error"]
     assert_matches_openapi("POST", "/post/{postid}/tool_call", 403, body)
+
+
+async def test_token_usage_is_logged_as_json_lines_only_while_the_admin_setting_is_on(world: World) -> None:
+    await world.agent("counter")
+    una, caller = world.mm.add_user("una"), world.mm.add_user("usage-plugin", is_bot=True)
+    town = world.town("usage-town", una)
+    log = Path(world.h.cluster.environment()["AGENTS_LLM_TOKEN_USAGE_LOG_PATH"])  # type: ignore[union-attr]
+
+    async def set_logging(on: bool) -> None:
+        seen = len(world.h.logs.get("llm", []))
+        status, config = await world.h.get("/admin/config", user=world.admin)
+        assert status == 200
+        status, body, _ = await world.h.request(
+            "PUT", "/admin/config", user=world.admin, json_body={**config, "enableTokenUsageLogging": on}
+        )
+        assert status == 200, body
+        applied = f"token usage logging {'on' if on else 'off'}"
+        await poll(lambda: any(applied in line for line in world.h.logs.get("llm", [])[seen:]), within=15)
+
+    async def complete(text: str) -> None:
+        world.openai.enqueue(FakeResponse.text(text, tokens=2, usage=(9, 2)))
+        body = {"posts": [{"role": "user", "message": "hi"}], "user_id": una.id, "channel_id": town.id}
+        headers = {"Mattermost-Plugin-ID": "com.example.usage", "Authorization": f"Bearer {caller.token}"}
+        status, answer, _ = await world.h.request(
+            "POST", "/bridge/v1/completion/agent/counter/nostream", json_body=body, headers=headers
+        )
+        assert status == 200 and answer == {"completion": text}
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    await set_logging(True)
+    await complete("counted")
+    [record] = await poll(lambda: lines(), within=10)
+    assert (record["user_id"], record["team_id"], record["bot_username"]) == (una.id, town.team_id, "counter")
+    assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (9, 2, 11)
+    await set_logging(False)
+    await complete("not counted")
+    # Records are written in order: once the next logged call's line is there, a line for the
+    # call made while logging was off would be there too.
+    await set_logging(True)
+    await complete("counted again")
+    await poll(lambda: len(lines()) >= 2, within=10)
+    assert len(lines()) == 2
+    # A conversation turn is recorded like an LLM RPC: the answer and its title, each a line.
+    bot = await world.agent("counted-dm")
+    dm = world.mm.add_direct_channel(una, bot)
+    world.openai.enqueue(FakeResponse.text("a counted answer", tokens=3, usage=(12, 3)))
+    world.openai.enqueue(FakeResponse.text("Counted", tokens=1, usage=(5, 1)))
+    await world.answer_to(await world.mm.user_posts(una, dm, "count this turn"))
+    turn = await poll(lambda: [r for r in lines() if r["operation"] == "conversation"], within=10)
+    assert [(r["user_id"], r["bot_username"], r["total_tokens"]) for r in turn] == [(una.id, "counted-dm", 15)]
+    await poll(lambda: [r for r in lines() if r["operation"] == "title_generation"], within=10)
+    await set_logging(False)

@@ -209,6 +209,21 @@ async def test_transcribe_is_refused_for_providers_without_speech_to_text(cluste
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_transcribe_uploads_the_audio_whisper_style_and_returns_webvtt(cluster: LlmCluster) -> None:
+    reply = await cluster.llm.Transcribe(
+        llm_pb2.TranscribeRequest(
+            service_id=cluster.service_id, audio=b"ID3" + b"\x00" * 512, filename="standup.mp3", mime_type="audio/mpeg"
+        ),
+        metadata=cluster.h.metadata(),
+        timeout=10,
+    )
+    assert reply.vtt == cluster.fake.transcript_vtt and reply.text == "Hello from the recording."
+    sent = next(r for r in reversed(cluster.fake.requests) if r.path == "/v1/audio/transcriptions")
+    assert sent.body["model"] == "whisper-1" and sent.body["response_format"] == "vtt"
+    assert sent.body["file"] == {"filename": "standup.mp3", "content_type": "audio/mpeg", "size": 515}
+    assert sent.headers["Authorization"] == f"Bearer {cluster.fake.api_key}"
+
+
 async def test_metrics_count_requests_by_outcome_and_record_overhead(cluster: LlmCluster) -> None:
     before = await cluster.metrics()
     cluster.fake.enqueue(FakeResponse.text(tokens=2), FakeResponse.failing_after(1))

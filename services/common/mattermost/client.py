@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from services.common.errors import NotFound
+from services.common.errors import NotFound, UpstreamUnavailable
 from services.common.mattermost.models import (
     Bot,
     Channel,
@@ -281,6 +281,21 @@ class MattermostClient:
     async def get_file(self, file_id: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
         """A file's bytes; InvalidInput when larger than ``max_bytes`` (checked while reading)."""
         return await self._http.request("GET", f"/files/{_seg(file_id)}", idempotent=True, max_bytes=max_bytes)
+
+    async def upload_file(
+        self, channel_id: str, filename: str, content: bytes, mime_type: str = "application/octet-stream"
+    ) -> FileInfo:
+        """Upload a file into a channel as the token's user; attach it with ``create_post(...,
+        file_ids=[info.id])`` by the same user. Never retried: it could upload twice."""
+        form = aiohttp.FormData()
+        # The server reads the multipart stream in order and needs the channel before the file.
+        form.add_field("channel_id", channel_id)
+        form.add_field("files", content, filename=filename, content_type=mime_type)
+        data = await self._http.request_json("POST", "/files", data=form)
+        infos = data.get("file_infos") if isinstance(data, dict) else None
+        if not infos:
+            raise UpstreamUnavailable("Mattermost POST /files answered without file_infos")
+        return FileInfo.from_json(infos[0])
 
     # --- bots ---------------------------------------------------------------------------------
 

@@ -1,1 +1,2 @@
-"""Meeting recordings and transcripts: recognising a transcript file and reading WebVTT."""
+"""Meeting recordings and transcripts: which files can be transcribed as they are (the WebVTT
+reader both services use lives in ``services.common.webvtt``)."""

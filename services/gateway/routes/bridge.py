@@ -173,7 +173,11 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
     else:
         agent = await _agent(deps, request.match_info["agent"])
     await _check_access(deps, agent, bridge)
-    return deps, completion_request(bridge, agent, operation="bridge_service" if by_service else "bridge_agent")
+    completion = completion_request(bridge, agent, operation="bridge_service" if by_service else "bridge_agent")
+    if bridge.channel_id:
+        # The team the usage is attributed to (token usage log, metrics), as the plugin does.
+        completion.team_id = (await deps.mattermost.get_channel(bridge.channel_id)).team_id
+    return deps, completion
 
 
 def _events(deps: GatewayDeps, completion: llm_pb2.CompletionRequest) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:

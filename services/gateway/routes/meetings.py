@@ -3,23 +3,34 @@
 
 The summary itself is ``Conversations.Summarize`` with the ``summarize_transcript`` preset, naming
 the transcript's post and file; the gateway checks the plugin's guards and that the file is a
-readable, non-empty transcript before a turn starts.
+readable, non-empty transcript before a turn starts. A recording is first transcribed with
+``LLM.Transcribe`` on the service of the agent the plugin config's ``transcriptBackend`` names;
+the WebVTT comes back attached to the summary post, which is then summarised from it.
 """
 
 from __future__ import annotations
 
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
 
-from services.common.errors import FailedPrecondition, InvalidInput
+from services.common.errors import FailedPrecondition, InvalidInput, NotFound
+from services.common.grpc_client import unary
 from services.common.licensing import Feature
 from services.common.mattermost import Post
 from services.common.mattermost.models import FileInfo
+from services.common.webvtt import is_transcript_file, parse_vtt
 from services.gateway.deps import DEPS
-from services.gateway.meetings.vtt import is_transcript_file, parse_vtt
+from services.gateway.meetings.recordings import (
+    MAX_RECORDING_BYTES,
+    TRANSCRIPT_FILENAME,
+    TRANSCRIPT_MIME_TYPE,
+    is_recording_file,
+)
 from services.gateway.middleware import require_empty_body
-from services.gateway.routes.guards import bot_for, readable_post, require_license
+from services.gateway.routes.guards import bot_for, plugin_config, readable_post, require_license
 from services.gateway.routes.post_actions import PROP_RECORDING_FILE, PROP_TRANSCRIPT_POST
-from services.gateway.routes.summaries import SummaryRequest, summarize_into_dm
+from services.gateway.routes.summaries import SummaryRequest, TranscriptUpload, summarize_into_dm
 
 routes = web.RouteTableDef()
 
@@ -28,6 +39,8 @@ TRANSCRIPT_BOTS = ("calls", "zoom")
 PRESET = "summarize_transcript"
 # Transcripts larger than this are not read into the gateway to check them.
 MAX_TRANSCRIPT_BYTES = 5 * 1024 * 1024
+# Transcribing an hour of audio upstream takes minutes, far beyond the default RPC deadline.
+TRANSCRIBE_TIMEOUT_SECONDS = 600.0
 
 
 async def _check_transcript(request: web.Request, info: FileInfo) -> None:
@@ -74,7 +87,52 @@ async def transcribe_file(request: web.Request) -> web.Response:
     if file_id not in post.file_ids:
         raise InvalidInput("the file is not attached to the post")
     info = await request.app[DEPS].mattermost.get_file_info(file_id)
-    if not is_transcript_file(info):
-        # Recordings need ffmpeg, LLM.Transcribe and a VTT upload back to Mattermost: not here yet.
-        raise FailedPrecondition("transcribing recordings is not available yet; attach a VTT or text transcript")
-    return await _summarize(request, post, info)
+    if is_transcript_file(info):
+        return await _summarize(request, post, info)
+    if not is_recording_file(info):
+        raise InvalidInput(
+            "the file is neither a text or VTT transcript nor a recording the transcription service accepts "
+            "(mp3, mp4, m4a, wav, webm, ogg or flac)"
+        )
+    return await _transcribe_and_summarize(request, post, info)
+
+
+async def _transcribe_and_summarize(request: web.Request, post: Post, info: FileInfo) -> web.Response:
+    agent = await bot_for(request)
+    await require_license(request, Feature.TRANSCRIPTS)
+    if info.size > MAX_RECORDING_BYTES:
+        raise InvalidInput(f"the recording is larger than {MAX_RECORDING_BYTES // (1024 * 1024)} MB")
+    deps = request.app[DEPS]
+    service_id = await _transcription_service(request)
+    audio = await deps.mattermost.get_file(info.id, max_bytes=MAX_RECORDING_BYTES)
+    transcript = await unary(
+        deps.backends.llm.Transcribe,
+        llm_pb2.TranscribeRequest(service_id=service_id, audio=audio, filename=info.name, mime_type=info.mime_type),
+        timeout=TRANSCRIBE_TIMEOUT_SECONDS,
+    )
+    if not parse_vtt(transcript.vtt):
+        raise InvalidInput("no speech was found in the recording")
+    summary = SummaryRequest(
+        channel_id=post.channel_id,
+        preset_prompt=PRESET,
+        transcript_post_id=post.id,
+        props={PROP_TRANSCRIPT_POST: post.id, PROP_RECORDING_FILE: info.id},
+        transcript_upload=TranscriptUpload(TRANSCRIPT_FILENAME, transcript.vtt.encode(), TRANSCRIPT_MIME_TYPE),
+    )
+    return await summarize_into_dm(request, agent, summary)
+
+
+async def _transcription_service(request: web.Request) -> str:
+    """The service of the agent named by the plugin config's ``transcriptBackend``."""
+    name = (await plugin_config(request)).config.transcript_backend
+    if not name:
+        raise FailedPrecondition(
+            "no transcription backend is configured: set transcriptBackend to an agent whose service is "
+            "OpenAI, OpenAI-compatible or Azure OpenAI"
+        )
+    deps = request.app[DEPS]
+    try:
+        reply = await unary(deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(username=name))
+    except NotFound:
+        raise FailedPrecondition(f"the transcription backend {name!r} is not an agent") from None
+    return reply.agent.service_id

@@ -32,6 +32,16 @@ class SummaryRequest:
     transcript_post_id: str = ""
     # Props the reply post carries besides the usual ones (no_regen, referenced_* ...).
     props: dict[str, Any] = field(default_factory=dict)
+    # A transcript made here (from a recording): uploaded into the DM, attached to the reply
+    # post and summarised from there.
+    transcript_upload: TranscriptUpload | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptUpload:
+    filename: str
+    content: bytes
+    mime_type: str
 
 
 async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, summary: SummaryRequest) -> web.Response:
@@ -48,7 +58,12 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
         allow_unsafe_links=triggers.directory.allow_unsafe_links,
     )
     props.update(summary.props)
-    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE)
+    transcript_file_id, file_ids = summary.transcript_file_id, []
+    if summary.transcript_upload is not None:
+        upload = summary.transcript_upload
+        uploaded = await poster.upload_file(dm.id, upload.filename, upload.content, upload.mime_type)
+        transcript_file_id, file_ids = uploaded.id, [uploaded.id]
+    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE, file_ids=file_ids)
     channel = await deps.mattermost.get_channel(summary.channel_id)
     context = llm_pb2.ConversationContext(
         user_id=caller.user.id,
@@ -64,7 +79,7 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
         end_time=summary.end_time,
         prompt=summary.prompt,
         response_post_id=reply.id,
-        transcript_file_id=summary.transcript_file_id,
+        transcript_file_id=transcript_file_id,
         transcript_post_id=summary.transcript_post_id,
     )
     events = conversation_events(

@@ -1,10 +1,11 @@
-"""AI actions: thread analysis (summary, action items, open questions) and channel summaries over
-a time range, each streamed into a new DM post with the bot, tools disabled, fixed titles."""
+"""AI actions: thread analysis (summary, action items, open questions), channel summaries over
+a time range and meeting summaries (``meetings.py``), each streamed into a new DM post with the
+bot, tools disabled, fixed titles."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import InvalidInput, PermissionDenied
@@ -16,6 +17,7 @@ from services.llm.conversations.model import Bound, Operation, RequestContext, S
 from services.llm.conversations.prompts import (
     ANALYSIS_TITLES,
     SUMMARY_TITLES,
+    TRANSCRIPT_PRESET,
     FormattedPost,
     PromptContext,
     system_prompt,
@@ -46,11 +48,17 @@ class SummarizeInput:
     end_time: int
     prompt: str
     response_post_id: str
+    # For the summarize_transcript preset: the transcript's file, or the post carrying it.
+    transcript_file_id: str = ""
+    transcript_post_id: str = ""
 
 
 class Analyses:
     def __init__(self, runtime: Runtime) -> None:
+        from services.llm.conversations.meetings import MeetingSummaries
+
         self.rt = runtime
+        self.meetings = MeetingSummaries(self)
 
     async def analyze(self, req: AnalyzeInput) -> AsyncIterator[TurnEvent]:
         """Analyse a thread into the given response post."""
@@ -63,13 +71,12 @@ class Analyses:
         post = await self.rt.mattermost.get_post(req.post_id)
         posts = await read_thread(self.rt.mattermost, req.ctx.user_id, post.channel_id, post.thread_root_id)
         params = {"context": req.ctx.as_params(), "post_id": req.post_id, "analysis_type": req.analysis_type}
-        async for event in self._run(
+        async for event in self.run_action(
             req.ctx,
             req.response_post_id,
             Operation.THREAD_ANALYSIS,
             req.analysis_type,
-            await self._format(posts),
-            "",
+            thread_text(await self._format(posts)),
             ANALYSIS_TITLES[req.analysis_type],
             params,
             no_regen=False,
@@ -80,6 +87,10 @@ class Analyses:
         """Summarise a channel's posts between two times (at most 14 days, 200 posts)."""
         if req.preset_prompt not in SUMMARY_TITLES:
             raise InvalidInput(f"unsupported preset_prompt {req.preset_prompt!r}", field="preset_prompt")
+        if req.preset_prompt == TRANSCRIPT_PRESET:
+            async for event in self.meetings.summarize(req):
+                yield event
+            return
         end = req.end_time or int(time.time() * 1000)
         if req.start_time <= 0 or req.start_time > end:
             raise InvalidInput("start_time must be before end_time", field="start_time")
@@ -94,13 +105,12 @@ class Analyses:
         posts = await self._channel_posts(req.ctx.channel_id, req.start_time, end)
         task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
         params = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
-        async for event in self._run(
+        async for event in self.run_action(
             req.ctx,
             req.response_post_id,
             Operation.CHANNEL_INTERVAL,
             task,
-            await self._format(posts),
-            req.prompt,
+            thread_text(await self._format(posts), req.prompt),
             SUMMARY_TITLES[req.preset_prompt],
             params,
             no_regen=True,
@@ -108,7 +118,12 @@ class Analyses:
             yield event
 
     async def regenerate(self, record: StreamRecord) -> AsyncIterator[TurnEvent]:
-        """Re-run a thread analysis onto its post (channel summaries are no_regen)."""
+        """Re-run a thread analysis or a meeting summary onto its post (channel summaries are
+        no_regen)."""
+        if record.kind == Operation.MEETING_SUMMARY:
+            async for event in self.meetings.regenerate(record):
+                yield event
+            return
         ctx = RequestContext.from_params(dict(record.params.get("context") or {}))
         req = AnalyzeInput(
             ctx,
@@ -140,19 +155,22 @@ class Analyses:
         names = {u.id: u.username for u in users}
         return [FormattedPost(names.get(p.user_id, "unknown"), p.message) for p in posts if p.message.strip()]
 
-    async def _run(
+    async def run_action(
         self,
         ctx: RequestContext,
         response_post_id: str,
         operation: Operation,
         task: str,
-        posts: list[FormattedPost],
-        extra_prompt: str,
+        request: str,
         title: str,
         params: dict[str, object],
         *,
         no_regen: bool,
+        prepare: Callable[[], Awaitable[str]] | None = None,
     ) -> AsyncIterator[TurnEvent]:
+        """Store the action's conversation (system prompt, ``request`` as the user turn) and stream
+        the answer. ``prepare``, when given, produces the user message actually sent (slow work,
+        run after the turn's first event)."""
         agent, provider = await self.rt.agent_and_provider(ctx.agent_id)
         user = await self.rt.mattermost.get_user(ctx.user_id)
         prompt = system_prompt(
@@ -176,7 +194,6 @@ class Analyses:
             system_prompt=prompt,
         )
         await self.rt.store.set_title(conversation.id, title)
-        request = thread_text(posts, extra_prompt)
         await self.rt.store.append_turn(conversation.id, TurnRole.USER, [text_block(request)])
         await self.rt.store.start_stream(
             response_post_id=response_post_id,
@@ -195,7 +212,15 @@ class Analyses:
             response_post_id=response_post_id,
             operation=str(operation),
         )
-        messages = [Message.text(Role.SYSTEM, conversation.system_prompt), Message.text(Role.USER, request)]
+        system = Message.text(Role.SYSTEM, conversation.system_prompt)
+        messages = [system, Message.text(Role.USER, request)]
+        prepared = None
+        if prepare is not None:
+            produce = prepare
+
+            async def prepared() -> list[Message]:
+                return [system, Message.text(Role.USER, await produce())]
+
         yield Bound(conversation.id)
-        async for event in self.rt.run_turn(setup, messages, title=title, kind=str(operation)):
+        async for event in self.rt.run_turn(setup, messages, title=title, kind=str(operation), prepare=prepared):
             yield event

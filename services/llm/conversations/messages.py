@@ -69,7 +69,14 @@ def analyze_input(req: llm_pb2.AnalyzeRequest) -> AnalyzeInput:
 
 def summarize_input(req: llm_pb2.SummarizeRequest) -> SummarizeInput:
     return SummarizeInput(
-        context_from(req.context), req.preset_prompt, req.start_time, req.end_time, req.prompt, req.response_post_id
+        context_from(req.context),
+        req.preset_prompt,
+        req.start_time,
+        req.end_time,
+        req.prompt,
+        req.response_post_id,
+        transcript_file_id=req.transcript_file_id,
+        transcript_post_id=req.transcript_post_id,
     )
 
 

@@ -22,6 +22,7 @@ class Operation(enum.StrEnum):
     CONVERSATION = "conversation"
     THREAD_ANALYSIS = "thread_analysis"
     CHANNEL_INTERVAL = "channel_interval"
+    MEETING_SUMMARY = "meeting_summary"
 
 
 class ToolStatus(enum.StrEnum):

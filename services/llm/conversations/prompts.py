@@ -21,6 +21,7 @@ TOOLS_DISABLED_NOTE = (
     "Tools are not available in this channel. If the user asks for something that needs a tool, "
     "say that tools can be used in a direct message with you."
 )
+TRANSCRIPT_PRESET = "summarize_transcript"
 ANALYSIS_TITLES = {
     "summarize_thread": "Thread Summary",
     "action_items": "Action Items",
@@ -31,6 +32,7 @@ SUMMARY_TITLES = {
     "summarize_range": "Summarize Channel",
     "action_items": "Action Items",
     "open_questions": "Open Questions",
+    "summarize_transcript": "Meeting Summary",
 }
 _TASKS = {
     "summarize_thread": "Summarize the thread below. Lead with the outcome, then the key points and who raised them.",
@@ -38,6 +40,20 @@ _TASKS = {
     "open_questions": "List the questions in the posts below that are still unanswered, and who asked each.",
     "summarize_unreads": "Summarize the channel posts below that the user has not read yet.",
     "summarize_range": "Summarize the channel posts below: the main topics, decisions and who drove them.",
+    # The plugin's meeting summary: a short overview, the key points and the action items.
+    "summarize_transcript": (
+        "Summarize the meeting transcript below. Use three Markdown sections: '#### Summary' (a few "
+        "sentences on what the meeting was about and what was decided), '#### Key points' (the main "
+        "topics discussed, with who raised them when speakers are named) and '#### Action items' "
+        "(what must be done, by whom, and by when if stated; write 'None' when there are none). "
+        "Use only what the transcript says."
+    ),
+    # A part of a transcript too long for one request (summaries of parts are combined after).
+    "summarize_transcript_chunk": (
+        "Below is one part of a longer meeting transcript. Summarize this part only, keeping every "
+        "decision, open question and action item with the names of the people involved; your "
+        "summary will be combined with the summaries of the other parts."
+    ),
 }
 
 
@@ -127,6 +143,15 @@ def thread_text(posts: Sequence[FormattedPost], extra_prompt: str = "") -> str:
     """Posts between markers, as the plugin's ``thread_user`` template renders them."""
     body = "\n".join(f"{p.author}: {p.message}" for p in posts)
     text = f"Posts Start\n{body}\nPosts End"
+    if extra_prompt.strip():
+        text += f"\n\nAdditional instructions from the user: {extra_prompt.strip()}"
+    return text
+
+
+def transcript_request(transcript: str, extra_prompt: str = "", *, part: str = "") -> str:
+    """A transcript (or the summaries of its parts) between markers, like ``thread_text``."""
+    label = part or "Transcript"
+    text = f"{label} Start\n{transcript}\n{label} End"
     if extra_prompt.strip():
         text += f"\n\nAdditional instructions from the user: {extra_prompt.strip()}"
     return text

@@ -110,7 +110,7 @@ class Responses:
         yield Bound(conversation.id)
         title_job = None
         if created and req.ctx.is_direct_message:
-            title_job = functools.partial(self.rt.generate_title, provider, agent, conversation.id, req.message)
+            title_job = functools.partial(self.rt.generate_title, req.ctx, agent, conversation.id, req.message)
         async for event in self.rt.run_turn(setup, messages, title_job=title_job):
             yield event
 

@@ -195,3 +195,21 @@ async def get_file(request: web.Request) -> web.Response:
     info, content = _readable_file(state, me, request.match_info["file_id"])
     headers = {"Content-Disposition": f'attachment; filename="{info["name"]}"'}
     return web.Response(body=content, content_type=info["mime_type"] or "application/octet-stream", headers=headers)
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    """``POST /files`` (multipart ``channel_id`` then ``files``): the server's streaming reader
+    wants the channel before the files, and so does this fake."""
+    state, me = ctx(request)
+    form = await request.post()
+    channel_id = str(form.get("channel_id") or request.query.get("channel_id", ""))
+    uploads = [f for f in form.getall("files", []) if isinstance(f, web.FileField)]
+    if channel_id not in state.channels or not uploads:
+        raise bad_request("channel_id" if channel_id not in state.channels else "files")
+    if not state.can_post(me, channel_id):
+        raise forbidden()
+    infos = [
+        state.add_file(me, f.filename, f.file.read(), f.content_type or "application/octet-stream") for f in uploads
+    ]
+    client_ids = [str(c) for c in form.getall("client_ids", [])]
+    return answer({"file_infos": [state.snapshot(i) for i in infos], "client_ids": client_ids}, status=201)

@@ -6,8 +6,10 @@ import pytest
 
 from services.common.errors import InvalidInput
 from services.common.mattermost.models import FileInfo
-from services.gateway.meetings.vtt import Cue, is_transcript_file, parse_vtt, transcript_text
+from services.common.webvtt import Cue, is_transcript_file, parse_vtt, transcript_text
 from services.gateway.routes.post_actions import emoji_from
+from services.llm.conversations.meetings import split_transcript
+from services.llm.tokens import ApproximateCounter
 
 CALLS_VTT = """WEBVTT
 
@@ -66,3 +68,16 @@ def test_the_emoji_is_read_from_the_models_answer(answer: str, emoji: str) -> No
 def test_an_answer_without_an_emoji_name_is_invalid() -> None:
     with pytest.raises(InvalidInput):
         emoji_from("I would pick a party popper!")
+
+
+def test_zoom_chat_lines_keep_their_speakers() -> None:
+    raw = "10:02:13 From Jane Doe to Everyone: Ship it\n00:01:02\tJohn Roe:\tAgreed\nplain line"
+    assert parse_vtt(raw) == [Cue("Jane Doe", "Ship it"), Cue("John Roe", "Agreed"), Cue("", "plain line")]
+
+
+def test_a_long_transcript_is_split_between_lines_within_the_budget() -> None:
+    counter = ApproximateCounter(chars_per_token=1.0, margin=1.0)
+    text = "\n".join(f"Speaker {i}: {'word ' * 5}" for i in range(10))
+    parts = split_transcript(text, 70, counter)
+    assert len(parts) > 1 and "\n".join(parts) == text
+    assert all(sum(counter.count_text(line) + 1 for line in p.splitlines()) <= 70 for p in parts)
