@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 
 BUF    := .tools/node_modules/.bin/buf
 
-.PHONY: install protos protos-check proto-lint proto-breaking lint test test-fast up down bench clean
+.PHONY: install protos protos-check proto-lint proto-breaking lint test test-fast up down sandbox bench clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ up: install
 
 down:
 	$(PY) -m services.cluster down
+
+# A fake Mattermost (:8065) and fake OpenAI (:8081) to try the README's walkthrough against.
+sandbox: install
+	$(PY) -m tests.fakes.sandbox
 
 bench: install
 	$(PY) -m bench

@@ -54,7 +54,11 @@ async def up() -> int:
         postgres = EmbeddedPostgres(DATA_DIR / "postgres")
         database_url = await postgres.start()
         print(f"postgres | embedded PostgreSQL+pgvector ready ({DATA_DIR / 'postgres'})", flush=True)
-    cluster = Cluster(ClusterConfig(database_url=database_url, ports=_ports(), colour=sys.stdout.isatty()))
+    config = ClusterConfig(database_url=database_url, ports=_ports(), colour=sys.stdout.isatty())
+    # The README tells users to set AGENTS_SERVICE_TOKEN to know the credential: honour it
+    # rather than always generating one (the processes' environment is built from the config).
+    config.service_token = os.environ.get("AGENTS_SERVICE_TOKEN") or config.service_token
+    cluster = Cluster(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -238,6 +238,17 @@ async def test_deleting_an_agent_disables_its_bot_and_hides_it(harness, admin) -
     assert status == 404
 
 
+async def test_an_agent_whose_bot_is_gone_from_mattermost_can_still_be_deleted(harness, admin) -> None:
+    status, agent, _ = await call(harness, "POST", "/agents", "/agents", admin, new_agent("orphaned"))
+    assert status == 201
+    # As after a Mattermost reset (the sandbox's restart) or an admin deleting the bot there.
+    del harness.mattermost.state.bots[agent["botUserID"]]
+    status, _, _ = await call(harness, "DELETE", f"/agents/{agent['id']}", "/agents/{agentid}", admin)
+    assert status == 200
+    status, _, _ = await call(harness, "GET", f"/agents/{agent['id']}", "/agents/{agentid}", admin)
+    assert status == 404
+
+
 async def test_users_see_only_agents_they_may_use_and_instructions_only_when_managing(harness, admin) -> None:
     outsider = harness.mattermost.add_user("outsider")
     team = harness.mattermost.add_team("insiders")

@@ -46,6 +46,9 @@ class BotListeners:
         self.max_backoff = max_backoff
         self._sockets: dict[str, MattermostWebSocket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Set on a bot's first ``hello``: Mattermost has registered the socket, so the next post
+        # in a channel of the bot reaches it.
+        self._hello: dict[str, asyncio.Event] = {}
 
     @property
     def bot_ids(self) -> set[str]:
@@ -54,6 +57,17 @@ class BotListeners:
     def connected(self, bot_user_id: str) -> bool:
         socket = self._sockets.get(bot_user_id)
         return socket is not None and socket.connected
+
+    async def wait_listening(self, bot_user_id: str, within: float) -> bool:
+        """Wait until the bot's socket got its first ``hello`` (at most ``within`` seconds)."""
+        hello = self._hello.get(bot_user_id)
+        if hello is None:
+            return False
+        try:
+            await asyncio.wait_for(hello.wait(), within)
+        except TimeoutError:
+            return False
+        return True
 
     async def sync(self, bot_user_ids: set[str]) -> None:
         """Open sockets for new bots, close (and revoke the tokens of) bots no longer agents."""
@@ -68,11 +82,14 @@ class BotListeners:
                 continue
             socket = MattermostWebSocket(self.base_url, token, initial_backoff=0.2, max_backoff=self.max_backoff)
             self._sockets[bot] = socket
+            self._hello[bot] = asyncio.Event()
             self._tasks[bot] = asyncio.create_task(self._listen(bot, socket), name=f"ws-{bot}")
 
     async def _listen(self, bot: str, socket: MattermostWebSocket) -> None:
         try:
             async for event in socket.events():
+                if event.event == "hello" and (hello := self._hello.get(bot)) is not None:
+                    hello.set()
                 if event.event != "posted" or event.post is None:
                     continue
                 try:
@@ -87,6 +104,7 @@ class BotListeners:
     async def _stop(self, bot: str) -> None:
         socket = self._sockets.pop(bot, None)
         task = self._tasks.pop(bot, None)
+        self._hello.pop(bot, None)
         if socket is not None:
             await socket.aclose()
         if task is not None:

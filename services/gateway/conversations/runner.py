@@ -21,6 +21,9 @@ from services.gateway.rendering.writer import ReplyWriter
 
 logger = logging.getLogger(__name__)
 
+# Wait before retrying a failed agents refresh.
+RETRY_SECONDS = 1.0
+
 
 class ConversationTriggers:
     """Everything that turns Mattermost events into answers, for one gateway replica."""
@@ -39,6 +42,9 @@ class ConversationTriggers:
         self.recent = RecentPosts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # The periodic refresh and one triggered by an agent route must not both open a socket
+        # for the same new bot.
+        self._refresh_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._loops = [
@@ -75,18 +81,45 @@ class ConversationTriggers:
 
     async def refresh(self) -> None:
         """Reload the agents and open or close bot sockets to match."""
-        self.directory = await load_agents(self.deps.backends)
-        await self.listeners.sync({a.bot_user_id for a in self.directory.agents})
+        async with self._refresh_lock:
+            self.directory = await load_agents(self.deps.backends)
+            await self.listeners.sync({a.bot_user_id for a in self.directory.agents})
+
+    async def agents_changed(self, listen_for: str = "", within: float = 3.0) -> None:
+        """An agent was created, changed or deleted through this replica: reload now instead of
+        at the next ``agents_refresh_seconds`` tick, and wait (at most ``within``) until the socket
+        of bot ``listen_for`` is connected. Someone who creates an agent and DMs it right away is
+        then answered, by this replica, instead of waiting up to that interval (30 s by default);
+        the other replicas catch up on their own tick. Never fails the route that changed the agent.
+        """
+        if not self._loops:  # an HTTP-only replica (listen_for_posts off) keeps no sockets
+            return
+        try:
+            await self.refresh()
+        except DomainError as err:
+            logger.warning("refreshing agents failed", extra={"error": err.message})
+            return
+        except Exception:
+            logger.exception("refreshing agents failed")
+            return
+        if listen_for and not await self.listeners.wait_listening(listen_for, within):
+            logger.warning("a new agent's bot is not listening yet", extra={"bot_user_id": listen_for})
 
     async def _refresh_loop(self) -> None:
+        interval = self.deps.settings.agents_refresh_seconds
         while True:
             try:
                 await self.refresh()
+                delay = interval
             except DomainError as err:
                 logger.warning("refreshing agents failed", extra={"error": err.message})
+                # Typically the registry still starting (the gateway starts with it): retry soon
+                # rather than leave existing agents deaf for a whole interval.
+                delay = min(interval, RETRY_SECONDS)
             except Exception:
                 logger.exception("refreshing agents failed")
-            await asyncio.sleep(self.deps.settings.agents_refresh_seconds)
+                delay = min(interval, RETRY_SECONDS)
+            await asyncio.sleep(delay)
 
     async def on_event(self, event: WebSocketEvent) -> None:
         """A ``posted`` event from any bot socket."""

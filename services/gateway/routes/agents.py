@@ -13,6 +13,7 @@ from services.common.grpc_client import unary
 from services.gateway.deps import DEPS
 from services.gateway.middleware import read_json
 from services.gateway.proto_json import from_json, to_json
+from services.gateway.routes.guards import triggers_of
 
 routes = web.RouteTableDef()
 
@@ -57,6 +58,8 @@ async def create_agent(request: web.Request) -> web.Response:
     response = await unary(
         deps.backends.registry.CreateAgent, registry_pb2.CreateAgentRequest(agent=agent, defaulted_fields=defaulted)
     )
+    # Answered once this replica listens for the new bot: a DM sent right after is answered.
+    await triggers_of(request).agents_changed(listen_for=response.agent.bot_user_id)
     return web.json_response(agent_json(response.agent), status=201)
 
 
@@ -94,6 +97,7 @@ async def update_agent(request: web.Request) -> web.Response:
         deps.backends.registry.UpdateAgent,
         registry_pb2.UpdateAgentRequest(agent=agent, expected_update_at=expected if isinstance(expected, int) else 0),
     )
+    await triggers_of(request).agents_changed()
     body = agent_json(response.agent)
     if response.dropped_mcp_tools:
         body["droppedMCPTools"] = [
@@ -106,6 +110,7 @@ async def update_agent(request: web.Request) -> web.Response:
 async def delete_agent(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     await unary(deps.backends.registry.DeleteAgent, registry_pb2.DeleteAgentRequest(id=request.match_info["agentid"]))
+    await triggers_of(request).agents_changed()
     return web.Response(status=200)
 
 

@@ -38,7 +38,12 @@ class BotAccounts:
         await self.mattermost.patch_bot(bot_user_id, display_name=display_name)
 
     async def disable(self, bot_user_id: str) -> None:
-        await self.mattermost.disable_bot(bot_user_id)
+        """Deactivate the agent's bot; one Mattermost no longer has is already as good as disabled
+        (deleted by an admin, or a Mattermost that was reset) and must not keep its agent alive."""
+        try:
+            await self.mattermost.disable_bot(bot_user_id)
+        except NotFound:
+            logger.info("agent bot not found in Mattermost; nothing to disable", extra={"bot_user_id": bot_user_id})
 
     async def set_image(self, bot_user_id: str, image: bytes, filename: str) -> None:
         await self.mattermost.set_profile_image(bot_user_id, image, filename)

@@ -60,9 +60,11 @@ class _Fault:
 
 
 class FakeMattermost:
-    """A Mattermost server in this process on 127.0.0.1 and a port the OS picked."""
+    """A Mattermost server in this process on 127.0.0.1 and a port the OS picked (or ``port``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
         self.state = FakeState()
         self.hub = EventHub(self.state)
         self.requests: list[RecordedRequest] = []
@@ -78,10 +80,10 @@ class FakeMattermost:
         app.router.add_get(WEBSOCKET_PATH, self._websocket)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self._runner.addresses[0][1]
+        self.url = f"http://{self.host}:{self.port}"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -91,21 +93,35 @@ class FakeMattermost:
 
     # --- seeding ------------------------------------------------------------------------------
 
-    def add_user(self, username: str, roles: str = "system_user", is_bot: bool = False) -> FakeUser:
-        """A user with a personal access token (``roles="system_admin system_user"`` for an admin)."""
-        return self.state.add_user(username, roles=roles, is_bot=is_bot)
+    def add_user(
+        self,
+        username: str,
+        roles: str = "system_user",
+        is_bot: bool = False,
+        *,
+        user_id: str = "",
+        token: str = "",
+    ) -> FakeUser:
+        """A user with a personal access token (``roles="system_admin system_user"`` for an admin).
+
+        ``user_id`` and ``token`` are random unless given (the sandbox gives them, so that its
+        printed exports stay valid from one run to the next)."""
+        return self.state.add_user(username, roles=roles, is_bot=is_bot, user_id=user_id, token=token)
 
     def issue_token(self, user_id: str) -> str:
         """Another access token for a user, e.g. for a bot created through REST."""
         return self.state.issue_token(user_id)
 
-    def add_team(self, name: str, display_name: str = "", type: str = "O") -> FakeTeam:
-        """A team (``O`` open, ``I`` invite only)."""
-        return self.state.add_team(name, display_name, type)
+    def add_team(self, name: str, display_name: str = "", type: str = "O", *, team_id: str = "") -> FakeTeam:
+        """A team (``O`` open, ``I`` invite only); ``team_id`` random unless given."""
+        return self.state.add_team(name, display_name, type, team_id=team_id)
 
-    def add_channel(self, team_id: str, name: str, type: str = "O", display_name: str = "") -> FakeChannel:
-        """A channel of a team: ``O`` open or ``P`` private (use ``add_direct_channel`` for DMs)."""
-        return self.state.add_channel(team_id, name, type, display_name)
+    def add_channel(
+        self, team_id: str, name: str, type: str = "O", display_name: str = "", *, channel_id: str = ""
+    ) -> FakeChannel:
+        """A channel of a team: ``O`` open or ``P`` private (use ``add_direct_channel`` for DMs);
+        ``channel_id`` random unless given."""
+        return self.state.add_channel(team_id, name, type, display_name, channel_id=channel_id)
 
     def add_direct_channel(self, user_a: FakeUser, user_b: FakeUser) -> FakeChannel:
         """The DM channel of two users, with both as members."""
@@ -285,6 +301,7 @@ def add_routes(app: web.Application) -> None:
             web.delete(f"{v4}/posts/{{post_id}}", post_deletion.delete_post),
             web.get(f"{v4}/posts/{{post_id}}/thread", posts.get_post_thread),
             web.post(f"{v4}/reactions", posts.add_reaction),
+            web.post(f"{v4}/files", posts.upload_file),
             web.get(f"{v4}/files/{{file_id}}", posts.get_file),
             web.get(f"{v4}/files/{{file_id}}/info", posts.get_file_info),
             web.post(f"{v4}/bots", bots.create_bot),

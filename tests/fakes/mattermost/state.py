@@ -101,12 +101,23 @@ class FakeState:
 
     # --- seeding ------------------------------------------------------------------------------
 
-    def add_user(self, username: str, roles: str = "system_user", is_bot: bool = False) -> FakeUser:
-        """A user (or bot user) with a fresh personal access token."""
+    def add_user(
+        self,
+        username: str,
+        roles: str = "system_user",
+        is_bot: bool = False,
+        *,
+        user_id: str = "",
+        token: str = "",
+    ) -> FakeUser:
+        """A user (or bot user) with a personal access token; ``user_id`` and ``token`` default to
+        fresh random values (given, they make a seeded world the same on every run)."""
         if any(u["username"] == username for u in self.users.values()):
             raise ValueError(f"username {username!r} is taken")
+        user_id = user_id or new_id()
+        if user_id in self.users:
+            raise ValueError(f"user id {user_id!r} is taken")
         now = self.now()
-        user_id = new_id()
         self.users[user_id] = {
             "id": user_id,
             "create_at": now,
@@ -127,18 +138,23 @@ class FakeState:
             "timezone": {"automaticTimezone": "", "manualTimezone": "", "useAutomaticTimezone": "true"},
             "is_bot": is_bot,
         }
-        return FakeUser(id=user_id, username=username, token=self.issue_token(user_id))
+        return FakeUser(id=user_id, username=username, token=self.issue_token(user_id, token))
 
-    def issue_token(self, user_id: str) -> str:
-        """A new access token for an existing user (what an admin would create for a bot)."""
-        token = new_id()
+    def issue_token(self, user_id: str, token: str = "") -> str:
+        """A new access token for an existing user (what an admin would create for a bot); random
+        unless ``token`` is given."""
+        token = token or new_id()
+        if self.tokens.get(token, user_id) != user_id:
+            raise ValueError("that token belongs to another user")
         self.tokens[token] = user_id
         return token
 
-    def add_team(self, name: str, display_name: str = "", type: str = "O") -> FakeTeam:
-        """A team; ``type`` O is open to anyone, I is invite only."""
+    def add_team(self, name: str, display_name: str = "", type: str = "O", *, team_id: str = "") -> FakeTeam:
+        """A team; ``type`` O is open to anyone, I is invite only; ``team_id`` random unless given."""
+        team_id = team_id or new_id()
+        if team_id in self.teams:
+            raise ValueError(f"team id {team_id!r} is taken")
         now = self.now()
-        team_id = new_id()
         self.teams[team_id] = {
             "id": team_id,
             "create_at": now,
@@ -155,12 +171,17 @@ class FakeState:
         }
         return FakeTeam(id=team_id, name=name)
 
-    def add_channel(self, team_id: str, name: str, type: str = "O", display_name: str = "") -> FakeChannel:
-        """A channel: O open, P private, D direct, G group (D/G have no team)."""
+    def add_channel(
+        self, team_id: str, name: str, type: str = "O", display_name: str = "", *, channel_id: str = ""
+    ) -> FakeChannel:
+        """A channel: O open, P private, D direct, G group (D/G have no team); ``channel_id``
+        random unless given."""
         if type not in {"O", "P", "D", "G"}:
             raise ValueError(f"bad channel type {type!r}")
+        channel_id = channel_id or new_id()
+        if channel_id in self.channels:
+            raise ValueError(f"channel id {channel_id!r} is taken")
         now = self.now()
-        channel_id = new_id()
         self.channels[channel_id] = {
             "id": channel_id,
             "create_at": now,
