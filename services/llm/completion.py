@@ -25,21 +25,17 @@ from services.llm.catalog import ProviderCatalog
 from services.llm.metrics import LlmMetrics
 from services.llm.overhead import OverheadClock, reset_clock, start_clock
 from services.llm.providers.base import (
-    Annotation,
     CompletionRequest,
     Done,
     Event,
     Provider,
     ProviderError,
-    ReasoningDelta,
     ServiceSettings,
     StreamError,
-    TextDelta,
-    ToolCallEvent,
     Usage,
 )
 from services.llm.providers.encoding import resolve_model
-from services.llm.streaming import CompletionResult, stream_completion
+from services.llm.streaming import CompletionResult, ResultBuilder, stream_completion
 from services.llm.tokens import TokenCounter, counter_for_model_async, trim_messages_async
 from services.llm.usage_log import TokenUsageLog, TokenUsageRecord
 
@@ -162,15 +158,12 @@ class CompletionService:
     async def complete(self, service_id: str, request: CompletionRequest, attribution: Attribution) -> CompletionResult:
         """The whole completion, gathered. A failure after output started fails the call too:
         a unary caller cannot show partial text, so it gets the error instead."""
-        result = CompletionResult()
-        text: list[str] = []
-        reasoning: list[str] = []
+        builder = ResultBuilder()
         async for event in self.stream(service_id, request, attribution, streaming=False):
-            _gather(result, event, text, reasoning)
+            builder.add(event)
+        result = builder.finish()
         if result.error is not None:
             raise outcomes.domain_error_for_stream_error(result.error)
-        result.text = "".join(text)
-        result.reasoning = "".join(reasoning)
         return result
 
     async def model_for(self, service_id: str, request: CompletionRequest) -> tuple[Provider, str]:
@@ -262,22 +255,3 @@ def _error_class(error: BaseException) -> ErrorClass:
     if isinstance(error, asyncio.CancelledError):
         return ErrorClass.CALLER  # the caller cancelled or its deadline passed
     return ErrorClass.INTERNAL
-
-
-def _gather(result: CompletionResult, event: Event, text: list[str], reasoning: list[str]) -> None:
-    if isinstance(event, TextDelta):
-        text.append(event.text)
-    elif isinstance(event, ReasoningDelta):
-        reasoning.append(event.text)
-        if event.signature:
-            result.reasoning_signature = event.signature
-    elif isinstance(event, ToolCallEvent):
-        result.tool_calls.append(event.call)
-    elif isinstance(event, Annotation):
-        result.annotations.append(event)
-    elif isinstance(event, Usage):
-        result.usage = event
-    elif isinstance(event, StreamError):
-        result.error = event
-    elif isinstance(event, Done):
-        result.stop_reason = event.stop_reason

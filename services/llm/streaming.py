@@ -255,6 +255,41 @@ class CompletionResult:
     error: StreamError | None = None
 
 
+class ResultBuilder:
+    """Gathers a stream's events into one ``CompletionResult`` (the non-streaming calls)."""
+
+    def __init__(self) -> None:
+        self.result = CompletionResult()
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+
+    def add(self, event: Event) -> None:
+        result = self.result
+        if isinstance(event, TextDelta):
+            self._text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            # Redacted reasoning carries encrypted data for the provider, not text for anyone.
+            if not event.redacted:
+                self._reasoning.append(event.text)
+            if event.signature:
+                result.reasoning_signature = event.signature
+        elif isinstance(event, ToolCallEvent):
+            result.tool_calls.append(event.call)
+        elif isinstance(event, Annotation):
+            result.annotations.append(event)
+        elif isinstance(event, Usage):
+            result.usage = event
+        elif isinstance(event, StreamError):
+            result.error = event
+        elif isinstance(event, Done):
+            result.stop_reason = event.stop_reason
+
+    def finish(self) -> CompletionResult:
+        self.result.text = "".join(self._text)
+        self.result.reasoning = "".join(self._reasoning)
+        return self.result
+
+
 async def complete(
     provider: Provider,
     request: CompletionRequest,
@@ -269,9 +304,7 @@ async def complete(
     A failure after output started is returned in ``error`` with the partial output, matching what
     a streaming consumer would have seen; a failure before it raises ``ProviderError``.
     """
-    result = CompletionResult()
-    text: list[str] = []
-    reasoning: list[str] = []
+    builder = ResultBuilder()
     stream = stream_completion(
         provider,
         request,
@@ -281,22 +314,5 @@ async def complete(
         stall_timeout=stall_timeout,
     )
     async for event in stream:
-        if isinstance(event, TextDelta):
-            text.append(event.text)
-        elif isinstance(event, ReasoningDelta):
-            reasoning.append(event.text)
-            if event.signature:
-                result.reasoning_signature = event.signature
-        elif isinstance(event, ToolCallEvent):
-            result.tool_calls.append(event.call)
-        elif isinstance(event, Annotation):
-            result.annotations.append(event)
-        elif isinstance(event, Usage):
-            result.usage = event
-        elif isinstance(event, StreamError):
-            result.error = event
-        elif isinstance(event, Done):
-            result.stop_reason = event.stop_reason
-    result.text = "".join(text)
-    result.reasoning = "".join(reasoning)
-    return result
+        builder.add(event)
+    return builder.finish()
