@@ -6,9 +6,10 @@ The fake (``python -m tests.fakes.openai``, its own process) answers every reque
 20 ms to the first and 5 ms between tokens, in Chat Completions or Responses SSE. An asyncio
 load generator in this process runs closed loops of N concurrent streams.
 
-Fairness on a 2-core machine: this load generator and the fake are pinned to CPU 0, the system
-under test (llm + gateway, or the peer proxy) to CPU 1; the registry, PostgreSQL and the other
-services (idle after the first call) stay on CPU 0. Saturation of the generator shows as the
+Fairness on a 2-core machine (``bench.cpu_pinning``): the system under test (llm + gateway, or
+the peer proxy) gets CPU 1 to itself, every thread of it; everything auxiliary (this load
+generator and the fake Mattermost in this process, the fake upstream, the index/registry and the
+cluster's other services, PostgreSQL) shares CPU 0. Saturation of the generator shows as the
 direct baseline's TTFT rising above ~2 x 20 ms; added TTFT is always measured against the
 baseline at the same concurrency, which absorbs the generator's own queueing.
 
@@ -33,6 +34,7 @@ from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from bench import llm_stream_peers as peers
+from bench.cpu_pinning import AUXILIARY_CPUS, ENABLED, SUT_CPUS, pin_process, pin_self, postmaster_pid
 from bench.llm_stream_clients import (
     LevelResult,
     StreamFn,
@@ -54,20 +56,12 @@ WITH_PEERS = os.environ.get("BENCH_LLM_PEERS", "1") != "0"
 PROFILE = os.environ.get("BENCH_LLM_PROFILE") == "1"
 TTFT_MS, TOKEN_DELAY_MS, TOKENS = 20, 5, 50
 ADMIN = Identity(permissions=frozenset({MANAGE_SYSTEM}))
-PINNED = (os.cpu_count() or 1) >= 2
-LOADGEN_CPU, SUT_CPU = {0}, {1}
 
 
 def streams_for(concurrency: int) -> int:
     if QUICK:
         return max(20, 2 * concurrency)
     return max(60, 3 * concurrency)
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    if PINNED:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, cpus)
 
 
 async def start_fake(port: int) -> asyncio.subprocess.Process:
@@ -85,7 +79,7 @@ async def start_fake(port: int) -> asyncio.subprocess.Process:
         str(TOKENS),
         stdout=asyncio.subprocess.DEVNULL,
     )
-    pin(process.pid, LOADGEN_CPU)
+    pin_process(process.pid, AUXILIARY_CPUS)
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
             with contextlib.suppress(aiohttp.ClientError):
@@ -114,6 +108,8 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
     work = Path(tempfile.mkdtemp(prefix="agents-bench-llm-"))
     postgres = SessionPostgres(work / "pg")
     await postgres.start()
+    if (pg := postmaster_pid(work / "pg")) is not None:
+        pin_process(pg, AUXILIARY_CPUS)  # and its backends; ones forked later inherit CPU 0
     profile_out = work / "llm-profile.txt"
     env = {"AGENTS_TELEMETRY_OUTPUT": "off", "AGENTS_LOG_LEVEL": "WARNING"}
     try:
@@ -122,7 +118,7 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
             if PROFILE:
                 await _restart_llm_profiled(h, profile_out)
             for name, service in h.cluster.processes.items():
-                pin(service.proc.pid, SUT_CPU if name in ("llm", "gateway") else LOADGEN_CPU)
+                pin_process(service.proc.pid, SUT_CPUS if name in ("llm", "gateway") else AUXILIARY_CPUS)
             chat_id, responses_id = await _seed(h, fake_url)
             account = h.mattermost.add_user("bench-plugin", is_bot=True)
             llm_pid = h.cluster.processes["llm"].proc.pid
@@ -207,9 +203,7 @@ async def bench_peers(fake_url: str, results: list[LevelResult], http: aiohttp.C
             notes.append(peer)
             print(peer, flush=True)
             continue
-        pin(peer.process.pid, SUT_CPU)
-        for child in _children(peer.process.pid):
-            pin(child, SUT_CPU)
+        pin_process(peer.process.pid, SUT_CPUS)  # with its workers (LiteLLM) and their threads
         if peer.note:
             notes.append(peer.note)
         try:
@@ -218,14 +212,6 @@ async def bench_peers(fake_url: str, results: list[LevelResult], http: aiohttp.C
             await peer.stop()
     shutil.rmtree(work, ignore_errors=True)
     return notes
-
-
-def _children(pid: int) -> list[int]:
-    import psutil
-
-    with contextlib.suppress(psutil.NoSuchProcess):
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    return []
 
 
 def print_table(results: list[LevelResult], notes: list[str]) -> None:
@@ -270,8 +256,7 @@ def print_table(results: list[LevelResult], notes: list[str]) -> None:
 
 
 async def run() -> None:
-    if PINNED:
-        pin(0, LOADGEN_CPU)
+    pin_self(AUXILIARY_CPUS)  # before anything starts: children inherit it
     port = free_port()
     fake = await start_fake(port)
     fake_url = f"http://127.0.0.1:{port}/v1"
@@ -281,7 +266,7 @@ async def run() -> None:
     connector = aiohttp.TCPConnector(limit=0)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
-            print(f"fake upstream on {fake_url}; CPUs pinned: {PINNED}; concurrency {CONCURRENCY}", flush=True)
+            print(f"fake upstream on {fake_url}; CPUs pinned: {ENABLED}; concurrency {CONCURRENCY}", flush=True)
             await measure("fake direct (chat)", chat_client(http, fake_url), [], results)
             await measure("fake direct (responses)", responses_client(http, fake_url), [], results)
             profile = await bench_cluster(fake_url, results, http)

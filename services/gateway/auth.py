@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -38,14 +39,16 @@ V = TypeVar("V")
 class TtlCache(Generic[K, V]):
     """A small LRU whose entries expire; bounded so a flood of tokens cannot grow it."""
 
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl: float, max_entries: int = 10_000, *, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` is injectable so tests step time instead of sleeping."""
         self.ttl = ttl
         self.max_entries = max_entries
+        self._clock = clock
         self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
         item = self._items.get(key)
-        if item is None or item[0] < time.monotonic():
+        if item is None or item[0] <= self._clock():
             self._items.pop(key, None)
             return None
         self._items.move_to_end(key)
@@ -54,10 +57,14 @@ class TtlCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         if self.ttl <= 0:
             return
-        self._items[key] = (time.monotonic() + self.ttl, value)
+        self._items[key] = (self._clock() + self.ttl, value)
         self._items.move_to_end(key)
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every entry (the source changed)."""
+        self._items.clear()
 
 
 def sign_request(secret: str, timestamp: str, method: str, path_qs: str, user_id: str) -> str:

@@ -28,6 +28,10 @@ class GatewaySettings(CommonSettings):
     # How long the ids of a user's DM channels (GET /ai_bots' dmChannelID) are reused. A DM created
     # meanwhile shows up after this; until then the webapp opens it by name, as for a new DM.
     dm_lookup_cache_seconds: float = Field(default=10.0, ge=0)
+    # How long the bridge reuses an agent looked up by name. Agent writes through another replica
+    # (or straight to the registry) reach this one only when it expires: a deleted agent is
+    # served at most this long. Access checks are never cached. 0 asks the registry every time.
+    bridge_agent_cache_seconds: float = Field(default=5.0, ge=0, le=30)
     # Largest request body accepted (the plugin's limit for agent payloads).
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
     # Answer posted events: one WebSocket per agent bot (off for a gateway that serves HTTP only).

@@ -50,7 +50,9 @@ class Bridge:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def bridge(postgres: SessionPostgres) -> AsyncIterator[Bridge]:
-    async with FakeOpenAI() as fake, ClusterHarness(postgres) as h:
+    # Licensed: tests below create agents of their own beside "helper" (several agents need one).
+    env = {"AGENTS_INDEX_LICENSE": "enterprise"}
+    async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env) as h:
         async with h.channel("index") as channel:
             registry = registry_pb2_grpc.RegistryStub(channel)
             service = registry_pb2.ServiceConfig(
@@ -123,7 +125,8 @@ async def test_agents_and_services_list_what_plugins_may_use(bridge: Bridge) -> 
     status, body, _ = await bridge.h.request("GET", "/bridge/v1/agents", headers=bridge.headers())
     assert status == 200
     assert_matches_openapi("GET", "/bridge/v1/agents", 200, body)
-    assert body["agents"] == [
+    # Other tests add agents of their own; this one is about "helper".
+    assert [a for a in body["agents"] if a["username"] == "helper"] == [
         {
             "id": bridge.agent.bot_user_id,
             "displayName": "Helper",
@@ -137,3 +140,49 @@ async def test_agents_and_services_list_what_plugins_may_use(bridge: Bridge) -> 
     assert status == 200
     assert_matches_openapi("GET", "/bridge/v1/services", 200, body)
     assert body == {"services": [{"id": bridge.service_id, "name": "fake-openai", "type": "openaicompatible"}]}
+
+
+async def _create_agent(bridge: Bridge, username: str) -> registry_pb2.Agent:
+    async with bridge.h.channel("index") as channel:
+        reply = await registry_pb2_grpc.RegistryStub(channel).CreateAgent(
+            registry_pb2.CreateAgentRequest(
+                agent=registry_pb2.Agent(username=username, display_name=username, service_id=bridge.service_id)
+            ),
+            metadata=bridge.h.metadata(ADMIN),
+            timeout=10,
+        )
+    return reply.agent
+
+
+async def test_an_access_change_applies_to_the_next_bridge_call_even_while_the_agent_is_cached(
+    bridge: Bridge,
+) -> None:
+    user = bridge.h.mattermost.add_user("bridge-user")
+    agent = await _create_agent(bridge, "gated")
+    body = {**BODY, "user_id": user.id}
+    bridge.fake.enqueue(FakeResponse.text("allowed", tokens=1))
+    status, _ = await bridge.sse("/bridge/v1/completion/agent/gated", body)
+    assert status == 200  # the gateway now holds "gated" in its agent cache
+    # Changed behind the gateway's back (straight at the registry, as another replica would).
+    blocked = registry_pb2.Agent()
+    blocked.CopyFrom(agent)
+    blocked.user_access_level = registry_pb2.ACCESS_LEVEL_BLOCK
+    blocked.user_ids.append(user.id)
+    async with bridge.h.channel("index") as channel:
+        await registry_pb2_grpc.RegistryStub(channel).UpdateAgent(
+            registry_pb2.UpdateAgentRequest(agent=blocked), metadata=bridge.h.metadata(ADMIN), timeout=10
+        )
+    status, events = await bridge.sse("/bridge/v1/completion/agent/gated", body)
+    assert status == 403 and "error" in events[0]
+
+
+async def test_an_agent_deleted_through_the_gateway_stops_being_served_at_once(bridge: Bridge) -> None:
+    admin = bridge.h.mattermost.add_user("bridge-admin", roles="system_user system_admin")
+    agent = await _create_agent(bridge, "shortlived")
+    bridge.fake.enqueue(FakeResponse.text("still here", tokens=1))
+    status, _ = await bridge.sse("/bridge/v1/completion/agent/shortlived", BODY)
+    assert status == 200  # cached now
+    status, _, _ = await bridge.h.request("DELETE", f"/agents/{agent.id}", user=admin)
+    assert status == 200
+    status, events = await bridge.sse("/bridge/v1/completion/agent/shortlived", BODY)
+    assert status == 404 and "error" in events[0]

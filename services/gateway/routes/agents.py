@@ -97,6 +97,7 @@ async def update_agent(request: web.Request) -> web.Response:
         deps.backends.registry.UpdateAgent,
         registry_pb2.UpdateAgentRequest(agent=agent, expected_update_at=expected if isinstance(expected, int) else 0),
     )
+    deps.bridge_agents.invalidate()  # this replica's bridge sees the edit at once
     await triggers_of(request).agents_changed()
     body = agent_json(response.agent)
     if response.dropped_mcp_tools:
@@ -110,6 +111,7 @@ async def update_agent(request: web.Request) -> web.Response:
 async def delete_agent(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     await unary(deps.backends.registry.DeleteAgent, registry_pb2.DeleteAgentRequest(id=request.match_info["agentid"]))
+    deps.bridge_agents.invalidate()
     await triggers_of(request).agents_changed()
     return web.Response(status=200)
 

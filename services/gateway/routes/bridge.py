@@ -118,17 +118,6 @@ async def list_services(request: web.Request) -> web.Response:
 # ---- completions ----------------------------------------------------------------------------
 
 
-async def _agent(deps: GatewayDeps, name: str) -> registry_pb2.Agent:
-    """An agent by username, else by id or bot user id (plugins hold any of them)."""
-    for selector in ("username", "id", "bot_user_id"):
-        try:
-            reply = await unary(deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(**{selector: name}))
-            return reply.agent
-        except NotFound:
-            continue
-    raise NotFound(f"agent {name} not found")
-
-
 async def _agent_for_service(deps: GatewayDeps, service: str) -> registry_pb2.Agent:
     """The first agent whose service has this id or name (the plugin's rule)."""
     agents, _ = await _visible_agents(deps, "")
@@ -171,7 +160,7 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
     if by_service:
         agent = await _agent_for_service(deps, request.match_info["service"])
     else:
-        agent = await _agent(deps, request.match_info["agent"])
+        agent = await deps.bridge_agents.resolve(request.match_info["agent"])
     await _check_access(deps, agent, bridge)
     completion = completion_request(bridge, agent, operation="bridge_service" if by_service else "bridge_agent")
     if bridge.channel_id:
@@ -202,9 +191,10 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
             while message is not None:
                 # One write per message (not per rendered item): write() waits for the socket to
                 # drain, so a slow plugin slows the whole chain, and each write is a syscall.
-                payload = b"".join(_sse(item) for item in renderer.render(message.event))
-                if payload:
-                    await response.write(payload)
+                items = renderer.render(message.event)
+                if items:
+                    # A text delta renders to one item: encode it without a join.
+                    await response.write(_sse(items[0]) if len(items) == 1 else b"".join(map(_sse, items)))
                 if message.event.WhichOneof("event") == "done":
                     break
                 message = await anext(events, None)
