@@ -86,12 +86,16 @@ def bridge_client(http: aiohttp.ClientSession, url: str, headers: dict[str, str]
     return lambda: _sse_stream(http, url, body, headers, _bridge_token)
 
 
-def grpc_client(channel: grpc.aio.Channel, service_id: str, metadata: Sequence[tuple[str, str]]) -> StreamFn:
-    """LLM.StreamComplete on the llm service."""
+def grpc_client(
+    channel: grpc.aio.Channel, service_id: str, metadata: Sequence[tuple[str, str]], *, batch_events: bool = False
+) -> StreamFn:
+    """LLM.StreamComplete on the llm service: one event per message, or with ``batch_events``
+    the events that were ready together in each message."""
     stub = llm_pb2_grpc.LLMStub(channel)
     message = llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=PROMPT)])
     request = llm_pb2.StreamCompleteRequest(
-        request=llm_pb2.CompletionRequest(service_id=service_id, messages=[message], operation="bench")
+        request=llm_pb2.CompletionRequest(service_id=service_id, messages=[message], operation="bench"),
+        batch_events=batch_events,
     )
 
     async def one() -> tuple[float, float, int]:
@@ -99,12 +103,13 @@ def grpc_client(channel: grpc.aio.Channel, service_id: str, metadata: Sequence[t
         ttft = 0.0
         chars = 0
         async for reply in stub.StreamComplete(request, metadata=metadata, timeout=60):
-            if reply.event.HasField("text_delta"):
-                if not chars:
-                    ttft = time.perf_counter() - started
-                chars += len(reply.event.text_delta.text)
-            elif reply.event.HasField("error"):
-                raise RuntimeError(reply.event.error.message)
+            for event in reply.events if batch_events else (reply.event,):
+                if event.HasField("text_delta"):
+                    if not chars:
+                        ttft = time.perf_counter() - started
+                    chars += len(event.text_delta.text)
+                elif event.HasField("error"):
+                    raise RuntimeError(event.error.message)
         return ttft, time.perf_counter() - started, chars
 
     return one

@@ -143,25 +143,41 @@ def event_to_proto(event: base.Event) -> llm_pb2.StreamCompleteResponse:
         message = llm_pb2.StreamCompleteResponse()
         message.event.text_delta.text = event.text
         return message
+    return llm_pb2.StreamCompleteResponse(event=_stream_event(event))
+
+
+def events_to_proto(events: list[base.Event]) -> llm_pb2.StreamCompleteResponse:
+    """Several neutral events as one stream message (a client that set ``batch_events``)."""
+    message = llm_pb2.StreamCompleteResponse()
+    out = message.events
+    for event in events:
+        if type(event) is base.TextDelta:
+            out.add().text_delta.text = event.text
+        else:
+            out.append(_stream_event(event))
+    return message
+
+
+def _stream_event(event: base.Event) -> llm_pb2.StreamEvent:
+    if type(event) is base.TextDelta:
+        return llm_pb2.StreamEvent(text_delta=llm_pb2.TextDelta(text=event.text))
     if isinstance(event, base.ReasoningDelta):
-        pb = llm_pb2.StreamEvent(reasoning_delta=llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))
-    elif isinstance(event, base.ToolCallEvent):
-        pb = llm_pb2.StreamEvent(tool_call=_tool_call_to_proto(event.call))
-    elif isinstance(event, base.Annotation):
-        pb = llm_pb2.StreamEvent(
+        return llm_pb2.StreamEvent(reasoning_delta=llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))
+    if isinstance(event, base.ToolCallEvent):
+        return llm_pb2.StreamEvent(tool_call=_tool_call_to_proto(event.call))
+    if isinstance(event, base.Annotation):
+        return llm_pb2.StreamEvent(
             annotation=llm_pb2.Annotation(
                 url=event.url, title=event.title, start_index=event.start_index, end_index=event.end_index
             )
         )
-    elif isinstance(event, base.Usage):
-        pb = llm_pb2.StreamEvent(usage=_usage_to_proto(event))
-    elif isinstance(event, base.StreamError):
-        pb = llm_pb2.StreamEvent(
+    if isinstance(event, base.Usage):
+        return llm_pb2.StreamEvent(usage=_usage_to_proto(event))
+    if isinstance(event, base.StreamError):
+        return llm_pb2.StreamEvent(
             error=llm_pb2.StreamError(error_class=ERROR_CLASSES[event.error_class], message=event.message)
         )
-    else:
-        pb = llm_pb2.StreamEvent(done=llm_pb2.Done(stop_reason=_STOP_REASONS[event.stop_reason]))
-    return llm_pb2.StreamCompleteResponse(event=pb)
+    return llm_pb2.StreamEvent(done=llm_pb2.Done(stop_reason=_STOP_REASONS[event.stop_reason]))
 
 
 def result_to_proto(result: CompletionResult, model: str) -> llm_pb2.CompleteResponse:

@@ -16,10 +16,12 @@ from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.identity import identity
 from services.llm import outcomes
+from services.llm.batching import event_batches
 from services.llm.completion import CompletionService
 from services.llm.messages import (
     completion_request_from_proto,
     event_to_proto,
+    events_to_proto,
     inline_credentials_to_settings,
     result_to_proto,
 )
@@ -47,11 +49,17 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     async def StreamComplete(
         self, request: llm_pb2.StreamCompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
-        """Events as the provider produces them, one pulled per message the client reads."""
+        """Events as the provider produces them: one per message, or with ``batch_events`` all
+        that were ready when the message went out (``batching.event_batches``)."""
         service_id, neutral, attribution = completion_request_from_proto(request.request)
         async with aclosing(self.completions.stream(service_id, neutral, attribution)) as events:
-            async for event in events:
-                yield event_to_proto(event)
+            if not request.batch_events:
+                async for event in events:
+                    yield event_to_proto(event)
+                return
+            async with aclosing(event_batches(events)) as batches:
+                async for batch in batches:
+                    yield events_to_proto(batch)
 
     async def CountTokens(
         self, request: llm_pb2.CountTokensRequest, context: grpc.aio.ServicerContext

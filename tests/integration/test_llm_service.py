@@ -70,6 +70,16 @@ class LlmCluster:
         )
         return [message.event async for message in call]
 
+    async def messages(
+        self, request: llm_pb2.CompletionRequest, *, batch_events: bool
+    ) -> list[llm_pb2.StreamCompleteResponse]:
+        call = self.llm.StreamComplete(
+            llm_pb2.StreamCompleteRequest(request=request, batch_events=batch_events),
+            metadata=self.h.metadata(),
+            timeout=20,
+        )
+        return [message async for message in call]
+
     async def metrics(self) -> str:
         async with (
             aiohttp.ClientSession() as http,
@@ -120,6 +130,41 @@ async def test_stream_complete_streams_text_usage_and_done(cluster: LlmCluster) 
     assert text(events) == "one two three"
     assert events[-2].usage.input_tokens == 12 and events[-2].usage.output_tokens == 3
     assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_END_TURN
+
+
+async def test_a_client_that_does_not_batch_gets_one_event_per_message_in_event(cluster: LlmCluster) -> None:
+    cluster.fake.enqueue(FakeResponse.text("one two three", tokens=3, usage=(12, 3)))
+    messages = await cluster.messages(cluster.request(), batch_events=False)
+    assert all(m.HasField("event") and not m.events for m in messages)
+    events = [m.event for m in messages]
+    assert kinds(events) == ["text_delta", "usage", "done"]
+    assert text(events) == "one two three"
+
+
+async def test_a_batching_client_gets_the_same_events_in_order_grouped_in_events(cluster: LlmCluster) -> None:
+    answer = " ".join(f"w{i}" for i in range(40))
+    cluster.fake.enqueue(FakeResponse.text(answer, tokens=40, usage=(12, 40), token_delay=0.0))
+    messages = await cluster.messages(cluster.request(), batch_events=True)
+    assert all(not m.HasField("event") and 1 <= len(m.events) <= 64 for m in messages)
+    events = [e for m in messages for e in m.events]
+    assert kinds(events) == ["text_delta", "usage", "done"]
+    assert text(events) == answer
+    assert events[-2].usage.output_tokens == 40
+    assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_END_TURN
+
+
+async def test_a_batching_client_gets_an_error_event_then_done(cluster: LlmCluster) -> None:
+    cluster.fake.enqueue(FakeResponse.failing_after(2))
+    messages = await cluster.messages(cluster.request(), batch_events=True)
+    events = [e for m in messages for e in m.events]
+    assert kinds(events) == ["text_delta", "error", "done"]
+    assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_ERROR
+
+
+async def test_a_batching_client_gets_errors_before_the_first_event_as_a_status(cluster: LlmCluster) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await cluster.messages(cluster.request(model="gpt-9"), batch_events=True)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_stream_complete_delivers_a_tool_call_with_parsed_arguments(cluster: LlmCluster) -> None:

@@ -11,7 +11,7 @@ followed by Type 1, and the stream ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 from agents.llm.v1 import llm_pb2 as llm_pb2
@@ -170,9 +170,11 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
 
 
 def _events(deps: GatewayDeps, completion: llm_pb2.CompletionRequest) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
+    """The completion's messages, each with the events that were ready together (``events``):
+    under load one message, and one SSE write, carries several tokens instead of one each."""
     return stream(
         deps.backends.llm.StreamComplete,
-        llm_pb2.StreamCompleteRequest(request=completion),
+        llm_pb2.StreamCompleteRequest(request=completion, batch_events=True),
         timeout=COMPLETION_TIMEOUT_SECONDS,
     )
 
@@ -188,16 +190,21 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         renderer = EventRenderer()
         message: llm_pb2.StreamCompleteResponse | None = first
         try:
-            while message is not None:
-                # One write per message (not per rendered item): write() waits for the socket to
-                # drain, so a slow plugin slows the whole chain, and each write is a syscall.
-                items = renderer.render(message.event)
+            done = False
+            while message is not None and not done:
+                # One write per message (not per event or rendered item): write() waits for the
+                # socket to drain, so a slow plugin slows the whole chain, and each write is a syscall.
+                items = []
+                for event in _events_in(message):
+                    items += renderer.render(event)
+                    if event.WhichOneof("event") == "done":
+                        done = True
+                        break
                 if items:
-                    # A text delta renders to one item: encode it without a join.
+                    # A lone text delta renders to one item: encode it without a join.
                     await response.write(_sse(items[0]) if len(items) == 1 else b"".join(map(_sse, items)))
-                if message.event.WhichOneof("event") == "done":
-                    break
-                message = await anext(events, None)
+                if not done:
+                    message = await anext(events, None)
         except DomainError as err:
             # Headers are gone: the failure (e.g. the llm service went away) becomes events.
             logger.warning("bridge stream failed after it started: %s", err.message)
@@ -206,6 +213,11 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         return response
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _events_in(message: llm_pb2.StreamCompleteResponse) -> Sequence[llm_pb2.StreamEvent]:
+    # An llm service older than batch_events ignores it and fills `event` (a rolling upgrade).
+    return message.events or (message.event,)
 
 
 def _sse(item: dict[str, object]) -> bytes:
@@ -219,11 +231,12 @@ async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
     events = _events(deps, completion)
     try:
         async for message in events:
-            kind = message.event.WhichOneof("event")
-            if kind == "text_delta":
-                text.append(message.event.text_delta.text)
-            elif kind == "error":
-                raise UpstreamUnavailable(message.event.error.message)
+            for event in _events_in(message):
+                kind = event.WhichOneof("event")
+                if kind == "text_delta":
+                    text.append(event.text_delta.text)
+                elif kind == "error":
+                    raise UpstreamUnavailable(event.error.message)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     return web.json_response({"completion": "".join(text)})
