@@ -27,6 +27,7 @@ from psycopg import sql
 from services.cluster.postgres import EmbeddedPostgres
 from services.cluster.supervisor import Cluster, ClusterConfig, free_port
 from services.common.identity import SERVICE_TOKEN_KEY, USER_ID_KEY, Identity
+from services.index.registry.store import AGENTS_CHANNEL
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.state import FakeUser
 
@@ -206,3 +207,25 @@ class ClusterHarness:
             if time.monotonic() > deadline:
                 raise AssertionError(f"spans never matched; have {[(s['service'], s['name']) for s in spans]}")
             await asyncio.sleep(0.05)
+
+
+async def insert_agent(database_url: str, username: str, bot_user_id: str, **columns: object) -> str:
+    """Seed an agent row directly (suites that test other things than the agent routes), and
+    notify the registry's replicas as its own writes do. Returns the agent id."""
+    now = int(time.time() * 1000)
+    row = {
+        "id": secrets.token_hex(13),
+        "botuserid": bot_user_id,
+        "username": username,
+        "displayname": username.title(),
+        "serviceid": "svc",
+        "createat": now,
+        "updateat": now,
+        **columns,
+    }
+    cols = ", ".join(row)
+    marks = ", ".join(f"%({k})s" for k in row)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
+        await conn.execute("SELECT pg_notify(%s, '')", (AGENTS_CHANNEL,))
+    return str(row["id"])

@@ -12,7 +12,14 @@ from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.fakes.mattermost.state import FakeChannel, FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import ClusterHarness
-from tests.integration.test_conversations_gateway import poll
+from tests.polling import poll
+
+# Gateway timings short enough for tests: agent refresh, patch throttle and claim sweeps.
+FAST = {
+    "AGENTS_GATEWAY_AGENTS_REFRESH_SECONDS": "0.2",
+    "AGENTS_GATEWAY_PATCH_INTERVAL_SECONDS": "0.2",
+    "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.5",
+}
 
 
 class World:

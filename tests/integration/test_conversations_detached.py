@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -21,6 +20,7 @@ from tests.fakes.openai_script import FakeResponse
 from tests.fakes.tools_grpc import FakeTools
 from tests.harness import ClusterHarness, SessionPostgres
 from tests.integration.test_conversations_llm import World, collect, done_reason, kinds, text_of
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -40,18 +40,6 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
                 await w.channel.close()
         finally:
             await tools.stop()
-
-
-async def poll(check: Callable[[], Awaitable[Any]], *, within: float = 15.0) -> Any:
-    """``check()`` until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.05)
 
 
 def claim(post_id: str, claimant: str, **fields: Any) -> llm_pb2.ClaimPostRequest:
@@ -111,7 +99,7 @@ async def test_a_sweep_takes_over_an_expired_unfinished_claim_with_its_reply_pos
             return None
         return taken if taken.post_id == post else None  # other tests' leftovers are taken too
 
-    taken = await poll(sweep)
+    taken = await poll(sweep, within=15.0, interval=0.05)
     assert taken.response_post_id == "reply-2" and taken.taken_over
     assert await refused(world.conversations.ClaimPost(claim(post, "gw-dead"), metadata=md)) == (
         grpc.StatusCode.ALREADY_EXISTS
@@ -169,7 +157,7 @@ async def test_a_respond_caller_that_disconnects_does_not_stop_the_turn(world: W
         turns = got.conversation.turns
         return len(turns) == 2 and turns[1].content[0]["text"] == SLOW
 
-    await poll(answered)
+    await poll(answered, within=15.0, interval=0.05)
 
 
 async def test_attach_replays_the_text_so_far_then_the_live_events(world: World) -> None:

@@ -18,8 +18,8 @@ import pytest_asyncio
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.conversation_support import World
-from tests.integration.test_conversations_gateway import FAST, poll
+from tests.integration.conversation_support import FAST, World
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -7,8 +7,6 @@ post's creation, props and that it never stays "streaming"), whatever the turn's
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,34 +15,17 @@ import pytest_asyncio
 
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.mattermost.state import FakeUser
-from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.test_foundation import insert_agent
+from tests.harness import ClusterHarness, SessionPostgres, insert_agent
+from tests.integration.conversation_support import FAST
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-FAST = {
-    "AGENTS_GATEWAY_AGENTS_REFRESH_SECONDS": "0.2",
-    "AGENTS_GATEWAY_PATCH_INTERVAL_SECONDS": "0.2",
-    "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.5",
-}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def harness(postgres: SessionPostgres) -> AsyncIterator[ClusterHarness]:
     async with ClusterHarness(postgres, env=FAST) as h:
         yield h
-
-
-async def poll(predicate: Any, within: float = 10.0) -> Any:
-    """Poll until ``predicate()`` returns something truthy; return it."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def agent_bot(h: ClusterHarness, username: str) -> FakeUser:

@@ -5,9 +5,7 @@ operator allows to resolve privately (as in test_tools_service)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -24,6 +22,7 @@ from tests.fakes.openai_script import FakeResponse
 from tests.fakes.search import FakeResult, FakeSearch
 from tests.harness import ClusterHarness, SessionPostgres
 from tests.integration.test_conversations_llm import World, collect, done_reason, text_of
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,16 +66,14 @@ class ToolsWorld(World):
         """Until the tools service offers web_search (it saw the config)."""
         user = self.mm.add_user(f"probe{agent.username}")
         context = tools_pb2.ToolContext(user_id=user.id, agent_id=agent.id, is_direct_message=True)
-        deadline = time.monotonic() + 15
         async with self.h.channel("tools") as channel:
             stub = tools_pb2_grpc.ToolsStub(channel)
-            while True:
+
+            async def offered() -> bool:
                 reply = await stub.ListTools(tools_pb2.ListToolsRequest(context=context), metadata=self.md(user))
-                if "web_search" in {t.name for t in reply.tools}:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError("the tools service never offered web_search")
-                await asyncio.sleep(0.1)
+                return "web_search" in {t.name for t in reply.tools}
+
+            await poll(offered, within=15, interval=0.1, message="the tools service never offered web_search")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -17,35 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.gateway.auth import sign_request
 from services.index.registry.config_store import NOTIFY_CHANNEL
-from services.index.registry.store import AGENTS_CHANNEL
-from tests.harness import ClusterHarness, SessionPostgres
+from tests.harness import ClusterHarness, SessionPostgres, insert_agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def new_id() -> str:
     return secrets.token_hex(13)
-
-
-async def insert_agent(database_url: str, username: str, bot_user_id: str, **columns: object) -> None:
-    """Seed an agent row directly (the agent CRUD routes are exercised by the registry suite),
-    notifying the registry's replicas as its own writes do."""
-    now = int(time.time() * 1000)
-    row = {
-        "id": new_id(),
-        "botuserid": bot_user_id,
-        "username": username,
-        "displayname": username.title(),
-        "serviceid": "svc",
-        "createat": now,
-        "updateat": now,
-        **columns,
-    }
-    cols = ", ".join(row)
-    marks = ", ".join(f"%({k})s" for k in row)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
-        await conn.execute("SELECT pg_notify(%s, '')", (AGENTS_CHANNEL,))
 
 
 async def set_default_bot(database_url: str, username: str) -> None:

@@ -3,13 +3,10 @@ to the tools service as a user."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
@@ -22,6 +19,8 @@ from tests.fakes.listener import ConnectionCounter
 from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.search import FakeSearch
 from tests.harness import ClusterHarness
+from tests.harness import insert_agent as seed_agent
+from tests.polling import poll
 
 SEARCH_HOST = "127.0.0.2"
 
@@ -134,30 +133,15 @@ class World:
             )
 
     async def _until(self, predicate: Any, within: float = 15.0) -> None:
-        deadline = time.monotonic() + within
-        while not predicate({t.name for t in await self.list_tools()}):
-            if time.monotonic() > deadline:
-                raise AssertionError("the tools service never saw the new plugin config")
-            await asyncio.sleep(0.1)
+        async def seen() -> bool:
+            return bool(predicate({t.name for t in await self.list_tools()}))
+
+        await poll(seen, within=within, interval=0.1, message="the tools service never saw the new plugin config")
 
 
 async def insert_agent(database_url: str, bot: FakeUser, **columns: object) -> str:
-    now = int(time.time() * 1000)
-    agent_id = secrets.token_hex(13)
-    row = {
-        "id": agent_id,
-        "botuserid": bot.id,
-        "username": bot.username,
-        "displayname": bot.username.title(),
-        "serviceid": "svc",
-        "createat": now,
-        "updateat": now,
-        **columns,
-    }
-    cols, marks = ", ".join(row), ", ".join(f"%({k})s" for k in row)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(f"INSERT INTO agents_useragents ({cols}) VALUES ({marks})", row)
-    return agent_id
+    """An agent row for ``bot`` (see ``tests.harness.insert_agent``)."""
+    return await seed_agent(database_url, bot.username, bot.id, **columns)
 
 
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from services.llm.providers.base import CompletionRequest, Done, Message, Role, 
 from services.llm.providers.bedrock import BedrockProvider
 from tests.fakes import bedrock as fake_api
 from tests.fakes.bedrock import ACCESS_KEY_ID, MODEL_ID, REGION, SECRET_ACCESS_KEY, FakeBedrock
+from tests.polling import poll
 
 HELLO = CompletionRequest(messages=(Message.text(Role.USER, "Hi"),))
 
@@ -49,13 +49,6 @@ def catalog_for(fake: FakeBedrock, grace: float) -> ProviderCatalog:
     return ProviderCatalog(BedrockSource(fake.url), lambda settings: BedrockProvider(settings), close_grace=grace)
 
 
-async def wait_until(condition: object, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def unclosed_resources() -> list[str]:
     """What aiohttp reports about sessions and connectors collected while still open (through
     ResourceWarning and the loop's exception handler)."""
@@ -78,7 +71,7 @@ async def test_a_dropped_provider_is_closed_and_leaves_no_unclosed_session(fake:
     events = [e async for e in (await catalog.get("svc")).stream(HELLO)]
     assert isinstance(events[-1], Done)
     catalog.invalidate()
-    await wait_until(lambda: catalog.retired == 0)
+    await poll(lambda: catalog.retired == 0, within=5.0, interval=0.01)
     assert catalog.cached_ids == frozenset()
     assert unclosed_resources() == []
 
