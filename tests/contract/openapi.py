@@ -2,8 +2,8 @@
 
     assert_matches_openapi("GET", "/agents/{agentid}", 200, body)
 
-Paths are relative to /plugins/mattermost-ai. The reference folder is ``$MATTERMOST_REFERENCE_DIR``
-or ``<repo root>/../shared/reference``. $refs are resolved against the document itself.
+Paths are relative to /plugins/mattermost-ai. The document is vendored in ``tests/contract/specs``.
+$refs are resolved against the document itself.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Async client for the Mattermost REST API v4 (the calls this project makes, nothing more).
 
-Paths, methods and bodies follow Mattermost's OpenAPI spec (``shared/reference/mattermost-v4.yaml``).
+Paths, methods and bodies follow Mattermost's OpenAPI spec (vendored in ``tests/contract/specs/``).
 Reads are retried on 429/5xx/connection errors; writes are sent once, because a retried
 ``POST /posts`` after a lost response would post twice.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,8 @@ REQUEST_SCHEMA_FIXES = {("PUT", "/api/v4/posts/{post_id}"): {"props": {"type": "
 
 
 def reference_dir() -> Path:
-    """``shared/reference``: ``$MATTERMOST_REFERENCE_DIR``, else ``<repo root>/../shared/reference``."""
-    override = os.environ.get("MATTERMOST_REFERENCE_DIR")
-    if override:
-        return Path(override)
-    repo_root = Path(__file__).resolve().parents[3]
-    return repo_root.parent / "shared" / "reference"
+    """The vendored contracts (``tests/contract/specs``, see its README for their provenance)."""
+    return Path(__file__).resolve().parents[2] / "contract" / "specs"
 
 
 @functools.cache
@@ -53,7 +48,7 @@ def load_spec() -> dict[str, Any]:
     """The OpenAPI document, parsed once per test process (it is 830 KB)."""
     path = reference_dir() / "mattermost-v4.yaml"
     if not path.is_file():
-        pytest.fail(f"Mattermost OpenAPI spec not found at {path}; set MATTERMOST_REFERENCE_DIR")
+        pytest.fail(f"Mattermost OpenAPI spec not found at {path}: it is vendored in the repository")
     with path.open("rb") as handle:
         return yaml.load(handle, Loader=yaml.CSafeLoader)
 
