@@ -4,29 +4,66 @@ Logs are JSON lines with the service name and the current trace/span ids. Traces
 (``off``), into the log (``logs``), to an OTLP collector (``otlp``), or to a JSON-lines file
 (``file``, used by tests to follow one request across processes). Instrumentation of grpc.aio and
 aiohttp must run before any server or channel is created, since it patches their constructors.
+Secrets in query strings (``?access_token=``, ``?key=``, OAuth's ``code``) are redacted here, from
+every log line and every exported span, whatever code or library wrote them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.trace import Status
 
 from services.common.settings import CommonSettings
+
+REDACTED = "REDACTED"
+# Query parameters that carry credentials: Mattermost's ``access_token``, OAuth's ``code``,
+# ``state`` and ``client_secret``, API keys (Google's ``key``), signed URLs (``sig``,
+# ``X-Amz-Signature``, ``X-Goog-Credential``, ``AWSAccessKeyId``). Matched case-insensitively.
+_SECRET_PARAMS = frozenset({"code", "state", "sig", "key", "auth", "session", "jwt"})
+_SECRET_PARTS = ("token", "secret", "password", "passwd", "apikey", "api_key", "accesskey", "signature", "credential")
+# ``name=value`` after ``?``, ``&``, ``;`` or ``#`` (an OAuth fragment), or opening a bare query
+# string (``url.query``). The value stops before ``?`` so that a URL nested in a harmless
+# parameter is scanned too, and before quotes and brackets that close a URL quoted in a message.
+_QUERY_PARAM = re.compile(r"(?P<lead>^|[?&;#])(?P<name>[^=&#?;\s'\"<>]+)=(?P<value>[^&#?;\s'\"<>]*)")
+
+
+def _is_secret_param(name: str) -> bool:
+    name = unquote(name).lower()
+    return name in _SECRET_PARAMS or name.endswith(("_key", "-key")) or any(p in name for p in _SECRET_PARTS)
+
+
+def redact_query_secrets(text: str) -> str:
+    """``text`` (a URL, a path with its query, a bare query string, a log message or traceback
+    quoting one) with the value of every secret query parameter replaced by ``REDACTED``."""
+    if "=" not in text:
+        return text
+    return _QUERY_PARAM.sub(_redact_param, text)
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    if not match["value"] or not _is_secret_param(match["name"]):
+        return match[0]
+    return f"{match['lead']}{match['name']}={REDACTED}"
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -44,7 +81,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_query_secrets(record.getMessage()),
         }
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
@@ -52,9 +89,11 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(ctx.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                if not isinstance(value, (int, float, bool, type(None))):
+                    value = redact_query_secrets(str(value))
+                entry[key] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact_query_secrets(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -124,6 +163,71 @@ class LogSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class RedactingSpanExporter(SpanExporter):
+    """Hands spans to ``inner`` with query-string secrets redacted from their name, status and
+    every string attribute, of the span and of its events, whichever instrumentation set them:
+    the aiohttp server's ``http.target``/``http.url``/``url.query``, the aiohttp client's
+    ``http.url``/``url.full`` (a provider's or Google's ``?key=``), an exception that quotes a URL."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([_redacted_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _redacted_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` itself when it holds no secret (most spans), else a redacted copy."""
+    name = redact_query_secrets(span.name)
+    attributes = _redacted_attributes(span.attributes)
+    events = [Event(e.name, _redacted_attributes(e.attributes), e.timestamp) for e in span.events]
+    description = span.status.description and redact_query_secrets(span.status.description)
+    unchanged = (
+        name == span.name
+        and attributes is span.attributes
+        and all(new.attributes is old.attributes for new, old in zip(events, span.events, strict=True))
+        and description == span.status.description
+    )
+    if unchanged:
+        return span
+    return ReadableSpan(
+        name=name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code, description),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _redacted_attributes(attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``attributes`` itself when no value changes, else a redacted copy."""
+    if not attributes:
+        return attributes
+    redacted = {key: _redacted_value(value) for key, value in attributes.items()}
+    return attributes if redacted == dict(attributes) else redacted
+
+
+def _redacted_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_query_secrets(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_query_secrets(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
 def configure_tracing(settings: CommonSettings) -> TracerProvider | None:
     """Install the tracer provider and instrument grpc.aio and aiohttp (before servers/channels exist).
 
@@ -134,14 +238,16 @@ def configure_tracing(settings: CommonSettings) -> TracerProvider | None:
         return None
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.telemetry_output == "file" and settings.trace_file:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(settings.trace_file)))
+        provider.add_span_processor(
+            SimpleSpanProcessor(RedactingSpanExporter(JsonLinesSpanExporter(settings.trace_file)))
+        )
     elif settings.telemetry_output == "logs":
-        provider.add_span_processor(BatchSpanProcessor(LogSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(LogSpanExporter())))
     elif settings.telemetry_output == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+            BatchSpanProcessor(RedactingSpanExporter(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)))
         )
     trace.set_tracer_provider(provider)
     _instrument()

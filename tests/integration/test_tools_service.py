@@ -305,6 +305,26 @@ async def test_google_search_answers_results_with_citations(world: World) -> Non
         await world.configure()
 
 
+async def test_the_google_key_in_the_query_string_reaches_no_span_and_no_log_line(world: World) -> None:
+    key, accepted = f"google-key-{secrets.token_hex(8)}", world.search.google_key
+    await world.configure(provider="google", google={"apiKey": key})
+    try:
+        world.search.google_key = key
+        result = await world.execute("web_search", {"query": "grpc health"})
+        assert not result.is_error, result.content
+
+        def google_calls(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [s for s in spans if s["kind"] == "CLIENT" and "/customsearch/v1" in json.dumps(s)]
+
+        spans = await world.h.wait_for_spans(lambda spans: bool(google_calls(spans)))
+        assert all("key=REDACTED" in json.dumps(s) for s in google_calls(spans))
+        assert key not in json.dumps(spans)
+        assert not [line for lines in world.h.logs.values() for line in lines if key in line]
+    finally:
+        world.search.google_key = accepted
+        await world.configure()
+
+
 async def test_a_rejected_api_key_is_a_tool_error_that_does_not_leak_the_key(world: World) -> None:
     await world.configure(brave={"apiKey": "wrong-key-123"})
     try:
