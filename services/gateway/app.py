@@ -11,9 +11,11 @@ from services.gateway.routes import agents as agent_routes
 from services.gateway.routes import bridge as bridge_routes
 from services.gateway.routes import channels as channel_routes
 from services.gateway.routes import conversations as conversation_routes
+from services.gateway.routes import mcp as mcp_routes
 from services.gateway.routes import meetings as meeting_routes
 from services.gateway.routes import post_actions as post_action_routes
 from services.gateway.routes import posts as post_routes
+from services.gateway.routes import search as search_routes
 from services.gateway.routes import services as service_routes
 
 PLUGIN_PREFIX = "/plugins/mattermost-ai"
@@ -41,6 +43,8 @@ def create_app(deps: GatewayDeps) -> web.Application:
     plugin.add_routes(meeting_routes.routes)
     plugin.add_routes(channel_routes.routes)
     plugin.add_routes(conversation_routes.routes)
+    plugin.add_routes(search_routes.routes)
+    plugin.add_routes(mcp_routes.routes)
 
     root = web.Application(middlewares=[errors_middleware])
     root[DEPS] = deps

@@ -20,8 +20,11 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_KEY = web.AppKey("authenticator", Authenticator)
 
-# Paths served without a Mattermost identity (probes, the OAuth popup callback handles its own state).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Paths served without a Mattermost identity (probes, the OAuth popup callback handles its own state,
+# MCP clients discover how to authenticate to the embedded MCP server).
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/plugins/mattermost-ai/mcp-server/.well-known/oauth-protected-resource"}
+)
 # Plugin-to-plugin routes carry no user identity; their handlers authenticate the calling plugin
 # (services/gateway/bridge_auth.py).
 SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/",)

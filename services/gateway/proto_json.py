@@ -20,25 +20,32 @@ _INT64 = {
 }
 
 
-def _numbers(value: Any, descriptor: Descriptor) -> Any:
+def _numbers(value: Any, descriptor: Descriptor, proto_names: bool) -> Any:
     for field in descriptor.fields:
-        if field.json_name not in value:
+        key = field.name if proto_names else field.json_name
+        if key not in value:
             continue
-        item = value[field.json_name]
+        item = value[key]
         if field.type in _INT64:
-            value[field.json_name] = [int(v) for v in item] if isinstance(item, list) else int(item)
+            value[key] = [int(v) for v in item] if isinstance(item, list) else int(item)
         elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
             if isinstance(item, list):
-                value[field.json_name] = [_numbers(v, field.message_type) for v in item]
+                value[key] = [_numbers(v, field.message_type, proto_names) for v in item]
             elif isinstance(item, dict) and field.message_type.full_name != "google.protobuf.Struct":
-                value[field.json_name] = _numbers(item, field.message_type)
+                value[key] = _numbers(item, field.message_type, proto_names)
     return value
 
 
-def to_json(message: Message) -> dict[str, Any]:
-    """The plugin's JSON shape of ``message``."""
-    raw = json_format.MessageToDict(message, always_print_fields_with_no_presence=True, use_integers_for_enums=True)
-    return _numbers(raw, message.DESCRIPTOR)
+def to_json(message: Message, *, proto_names: bool = False) -> dict[str, Any]:
+    """The plugin's JSON shape of ``message``; ``proto_names`` keeps the proto's snake_case field
+    names, for the plugin's payloads that use them (``JobStatus``, search results)."""
+    raw = json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=True,
+        use_integers_for_enums=True,
+        preserving_proto_field_name=proto_names,
+    )
+    return _numbers(raw, message.DESCRIPTOR, proto_names)
 
 
 def from_json(payload: Any, message: Message, what: str) -> Message:

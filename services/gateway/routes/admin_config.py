@@ -9,11 +9,12 @@ from aiohttp import web
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from services.common.errors import InvalidInput, PermissionDenied
+from services.common.errors import InvalidInput
 from services.common.grpc_client import unary
 from services.gateway.deps import DEPS
-from services.gateway.middleware import caller_of, read_json
+from services.gateway.middleware import read_json
 from services.gateway.proto_json import from_json, to_json
+from services.gateway.routes.guards import require_admin
 
 routes = web.RouteTableDef()
 
@@ -28,12 +29,6 @@ CREDENTIAL_FIELDS = (
     "vertexProjectNumber",
     "vertexAuthCredentials",
 )
-
-
-def _require_admin(request: web.Request) -> None:
-    # Also checked by the registry; refusing here keeps non-admins away from the llm service too.
-    if not caller_of(request).identity.is_system_admin:
-        raise PermissionDenied("only system admins may use the admin routes")
 
 
 def with_every_section(message: Message) -> Message:
@@ -73,7 +68,7 @@ def require_listing_credentials(service_type: str, values: dict[str, str]) -> No
 
 @routes.get("/admin/config")
 async def get_config(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.GetPluginConfig, registry_pb2.GetPluginConfigRequest())
     return web.json_response(to_json(with_every_section(response.config)))
@@ -81,7 +76,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 @routes.put("/admin/config")
 async def save_config(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     deps = request.app[DEPS]
     config = from_json(await read_json(request), registry_pb2.PluginConfig(), "configuration")
     await unary(deps.backends.registry.UpdatePluginConfig, registry_pb2.UpdatePluginConfigRequest(config=config))
@@ -90,7 +85,7 @@ async def save_config(request: web.Request) -> web.Response:
 
 @routes.post("/admin/models/fetch")
 async def fetch_models(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     deps = request.app[DEPS]
     payload = await read_json(request)
     if not isinstance(payload, dict):

@@ -23,6 +23,13 @@ def triggers_of(request: web.Request) -> ConversationTriggers:
     return request.config_dict[TRIGGERS]
 
 
+def require_admin(request: web.Request) -> None:
+    """``mattermostAdminAuthorizationRequired`` (the ``/admin/*`` routes): ``manage_system``, else 403.
+    The services check again; refusing here spares them calls that cannot succeed."""
+    if not caller_of(request).identity.is_system_admin:
+        raise PermissionDenied("only system admins may use the admin routes")
+
+
 async def bot_for(request: web.Request) -> registry_pb2.Agent:
     """``aiBotRequired``: the agent named by ``botUsername``, else the default one the caller may use."""
     deps = request.app[DEPS]

@@ -1,0 +1,138 @@
+"""MCP routes (plugin-api.md 1.2-1.5): the user's MCP tools and OAuth connections, the admin's
+server status and tool cache, each a call to ``agents.mcp.v1.MCP``.
+
+Until the MCP service lands its RPCs answer UNIMPLEMENTED, rendered as 501 by the error table.
+Routes the MCP API has no call for yet (user preferences, vetted tool seeds, servers other
+plugins register, the embedded MCP server over HTTP) are served behind the plugin's guards and
+answer the same 501 from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.mcp.v1 import mcp_pb2 as mcp_pb2
+from aiohttp import web
+from google.protobuf import json_format
+
+from services.common.errors import Unimplemented
+from services.common.grpc_client import unary
+from services.gateway.bridge_auth import authenticate_plugin
+from services.gateway.deps import DEPS
+from services.gateway.middleware import require_empty_body
+from services.gateway.routes.guards import require_admin
+
+routes = web.RouteTableDef()
+
+NOT_AVAILABLE = "this MCP feature is not available yet"
+# What the OAuth popup shows once the grant is stored: the plugin's page closes itself.
+CLOSE_WINDOW_PAGE = "<!DOCTYPE html><html><body><script>window.close();</script></body></html>"
+
+
+@routes.get("/mcp/tools")
+async def user_tools(request: web.Request) -> web.Response:
+    reply = await unary(request.app[DEPS].backends.mcp.ListUserTools, mcp_pb2.ListUserToolsRequest())
+    return web.json_response({"servers": [_user_server(s) for s in reply.servers]})
+
+
+def _user_server(server: mcp_pb2.UserServerTools) -> dict[str, Any]:
+    return {
+        "name": server.name,
+        "serverOrigin": server.server_origin,
+        "authenticated": server.authenticated,
+        "needsOAuth": server.needs_oauth,
+        "authEmail": server.auth_email,
+        "authURL": server.auth_url,
+        "tools": [
+            {"name": t.name, "description": t.description, "enabled": t.enabled, "policy": t.policy}
+            for t in server.tools
+        ],
+    }
+
+
+@routes.get("/mcp/oauth/{serverName}/start")
+async def start_oauth(request: web.Request) -> web.Response:
+    start = mcp_pb2.StartOAuthRequest(
+        server_name=request.match_info["serverName"], resource_metadata=request.query.get("resource_metadata", "")
+    )
+    reply = await unary(request.app[DEPS].backends.mcp.StartOAuth, start)
+    raise web.HTTPFound(reply.authorization_url)
+
+
+@routes.delete("/mcp/oauth/{serverName}")
+async def disconnect_oauth(request: web.Request) -> web.Response:
+    disconnect = mcp_pb2.DisconnectOAuthRequest(server_name=request.match_info["serverName"])
+    await unary(request.app[DEPS].backends.mcp.DisconnectOAuth, disconnect)
+    return web.Response(status=200)
+
+
+@routes.get("/oauth/callback")
+async def oauth_callback(request: web.Request) -> web.Response:
+    query = request.query
+    complete = mcp_pb2.CompleteOAuthRequest(
+        state=query.get("state", ""),
+        code=query.get("code", ""),
+        error=query.get("error", ""),
+        error_description=query.get("error_description", ""),
+    )
+    await unary(request.app[DEPS].backends.mcp.CompleteOAuth, complete)
+    return web.Response(text=CLOSE_WINDOW_PAGE, content_type="text/html")
+
+
+@routes.get("/admin/mcp/tools")
+async def server_status(request: web.Request) -> web.Response:
+    require_admin(request)
+    reply = await unary(request.app[DEPS].backends.mcp.GetServerStatus, mcp_pb2.GetServerStatusRequest())
+    return web.json_response({"servers": [_server_status(s) for s in reply.servers]})
+
+
+def _server_status(server: mcp_pb2.ServerStatus) -> dict[str, Any]:
+    return {
+        "name": server.name,
+        "url": server.url,
+        "tools": [
+            {"name": t.name, "description": t.description, "inputSchema": json_format.MessageToDict(t.input_schema)}
+            for t in server.tools
+        ],
+        "needsOAuth": server.needs_oauth,
+        "oauthURL": server.oauth_url,
+        "error": server.error,
+        "serverType": server.server_type,
+        "enabled": server.enabled,
+    }
+
+
+@routes.post("/admin/mcp/tools/cache/clear")
+async def clear_tool_cache(request: web.Request) -> web.Response:
+    require_admin(request)
+    await require_empty_body(request)
+    reply = await unary(request.app[DEPS].backends.mcp.ClearToolCache, mcp_pb2.ClearToolCacheRequest())
+    message = f"cleared the tool cache of {reply.cleared_servers} MCP servers"
+    return web.json_response({"cleared_servers": reply.cleared_servers, "message": message})
+
+
+# ---- routes the MCP API has no call for yet ----------------------------------------------------
+
+
+@routes.get("/mcp/user-preferences")
+@routes.put("/mcp/user-preferences")
+@routes.get("/mcp-server/.well-known/oauth-protected-resource")
+@routes.get("/mcp-server/mcp")
+@routes.post("/mcp-server/mcp")
+@routes.delete("/mcp-server/mcp")
+async def user_feature_not_available(request: web.Request) -> web.Response:
+    raise Unimplemented(NOT_AVAILABLE)
+
+
+@routes.get("/admin/mcp/vetted-tool-seed")
+@routes.put("/admin/mcp/plugin-servers/{pluginID}")
+async def admin_feature_not_available(request: web.Request) -> web.Response:
+    require_admin(request)
+    raise Unimplemented(NOT_AVAILABLE)
+
+
+@routes.post("/bridge/v1/mcp/register")
+@routes.post("/bridge/v1/mcp/unregister")
+async def bridge_feature_not_available(request: web.Request) -> web.Response:
+    await authenticate_plugin(request)
+    raise Unimplemented(NOT_AVAILABLE)

@@ -1,0 +1,110 @@
+"""The plugin's MCP and semantic search routes through the gateway, before their services land:
+each is served behind the plugin's guards and answers 501 with a JSON error (the index's and the
+mcp service's RPCs answer UNIMPLEMENTED, see tests/unit/foundation/test_service_contracts.py),
+never 404; without authentication each answers 401, and non-admins get 403 on admin routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.mattermost.state import FakeUser
+from tests.harness import ClusterHarness, SessionPostgres, insert_agent
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PLUGIN_HEADERS = {"Mattermost-Plugin-ID": "com.example.caller"}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str  # as plugin-openapi.yaml names it
+    path: str = ""  # the concrete path asked (default: the template)
+    body: Any = None
+    admin: bool = False
+    bridge: bool = False
+
+    @property
+    def url(self) -> str:
+        return self.path or self.template
+
+
+ROUTES = [
+    Route("POST", "/search", body={"query": "release plans", "maxResults": 5}),
+    Route("POST", "/search/run", body={"query": "release plans"}),
+    Route("POST", "/search/raw", body={"query": "release plans", "limit": 10}),
+    Route("POST", "/admin/reindex", body={"clearIndex": False}, admin=True),
+    Route("GET", "/admin/reindex/status", admin=True),
+    Route("POST", "/admin/reindex/cancel", admin=True),
+    Route("POST", "/admin/reindex/catchup", admin=True),
+    Route("GET", "/admin/reindex/health-check", admin=True),
+    Route("GET", "/mcp/tools"),
+    Route("GET", "/mcp/oauth/{serverName}/start", "/mcp/oauth/github/start"),
+    Route("DELETE", "/mcp/oauth/{serverName}", "/mcp/oauth/github"),
+    Route("GET", "/mcp/user-preferences"),
+    Route("PUT", "/mcp/user-preferences", body={"disabled_servers": ["github"]}),
+    Route("GET", "/oauth/callback", "/oauth/callback?state=s1&code=c1"),
+    Route("GET", "/admin/mcp/tools", admin=True),
+    Route("GET", "/admin/mcp/vetted-tool-seed", "/admin/mcp/vetted-tool-seed?base_url=https://mcp.x.io", admin=True),
+    Route("POST", "/admin/mcp/tools/cache/clear", admin=True),
+    Route("PUT", "/admin/mcp/plugin-servers/{pluginID}", "/admin/mcp/plugin-servers/com.x", body={}, admin=True),
+    Route("GET", "/mcp-server/mcp"),
+    Route("POST", "/mcp-server/mcp", body={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    Route("DELETE", "/mcp-server/mcp"),
+    Route("POST", "/bridge/v1/mcp/register", body={"name": "Jira", "path": "/mcp"}, bridge=True),
+    Route("POST", "/bridge/v1/mcp/unregister", body={}, bridge=True),
+]
+# Served to anyone, as the plugin does: MCP clients read it before they authenticate.
+WELL_KNOWN = Route("GET", "/mcp-server/.well-known/oauth-protected-resource")
+
+
+@dataclass
+class World:
+    h: ClusterHarness
+    alice: FakeUser
+    admin: FakeUser
+
+    async def call(self, route: Route, user: FakeUser | None) -> tuple[int, Any]:
+        headers = PLUGIN_HEADERS if route.bridge and user is not None else None
+        status, body, _ = await self.h.request(
+            route.method, route.url, user=user, json_body=route.body, headers=headers
+        )
+        return status, body
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    async with ClusterHarness(postgres) as h:
+        mm = h.mattermost
+        bot = mm.add_user("helper", is_bot=True)
+        await insert_agent(h.database_url, "helper", bot.id)  # the search routes' aiBotRequired guard
+        yield World(h, mm.add_user("alice"), mm.add_user("root", roles="system_user system_admin"))
+
+
+async def test_every_mcp_and_search_route_answers_501_json_to_a_caller_it_admits(world: World) -> None:
+    answers = {(r.method, r.url): await world.call(r, world.admin if r.admin else world.alice) for r in ROUTES}
+    answers[(WELL_KNOWN.method, WELL_KNOWN.url)] = await world.call(WELL_KNOWN, None)
+    wrong = {route: answer for route, answer in answers.items() if answer[0] != 501}
+    assert not wrong
+    for _, body in answers.values():
+        assert isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+
+
+async def test_every_mcp_and_search_route_refuses_an_unauthenticated_caller_with_401(world: World) -> None:
+    for route in ROUTES:
+        status, body = await world.call(route, None)
+        assert status == 401, (route.method, route.url, status, body)
+        assert_matches_openapi(route.method, route.template, 401, body)
+
+
+async def test_the_admin_routes_refuse_a_member_with_403(world: World) -> None:
+    for route in [r for r in ROUTES if r.admin]:
+        status, body = await world.call(route, world.alice)
+        assert status == 403, (route.method, route.url, status, body)
+        assert_matches_openapi(route.method, route.template, 403, body)
