@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import leftovers
 from tests.fakes.openai_script import DEFAULT_ANSWER, FakeResponse
 from tests.fakes.openai_wire import play_chat, play_responses
 
@@ -73,9 +74,11 @@ class FakeOpenAI:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        leftovers.started(self)
         return self
 
     async def close(self) -> None:
+        leftovers.stopped(self)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -101,6 +104,10 @@ class FakeOpenAI:
     def enqueue(self, *responses: FakeResponse) -> None:
         """Answer the next requests with these, in order; afterwards the default answer."""
         self._queue.extend(responses)
+
+    def drop_script(self) -> None:
+        """Forget the scripted answers not served yet: the next request gets the default answer."""
+        self._queue.clear()
 
     @property
     def queued(self) -> int:

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import leftovers
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -72,6 +74,10 @@ class ScriptedServer:
     def enqueue(self, *replies: Reply) -> None:
         self._script.extend(replies)
 
+    def drop_script(self) -> None:
+        """Forget the queued replies not served yet: the next request gets the fallback."""
+        self._script.clear()
+
     async def wait_for_disconnect(self, within: float = 5.0) -> None:
         """Return once a client hung up mid-response; raise TimeoutError after ``within`` seconds."""
         async with asyncio.timeout(within):
@@ -92,9 +98,11 @@ class ScriptedServer:
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
+        leftovers.started(self)
         return self.url
 
     async def close(self) -> None:
+        leftovers.stopped(self)
         self._released.set()  # let stalled handlers finish so the server can shut down
         if self._runner is not None:
             await self._runner.cleanup()

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import leftovers
 from tests.fakes.mattermost import bots, directory, post_deletion, posts, tokens
 from tests.fakes.mattermost.context import HUB, STATE, USER_ID
 from tests.fakes.mattermost.events import EventHub
@@ -84,9 +85,11 @@ class FakeMattermost:
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.url = f"http://{self.host}:{self.port}"
+        leftovers.started(self)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        leftovers.stopped(self)
         await self.hub.drop_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -191,6 +194,10 @@ class FakeMattermost:
     def fail_next(self, path_prefix: str, status: int, count: int = 1, retry_after: float | None = None) -> None:
         """Answer the next ``count`` requests under ``path_prefix`` with ``status`` (and Retry-After)."""
         self._faults.append(_Fault(path_prefix, status, count, retry_after))
+
+    def drop_script(self) -> None:
+        """Forget the injected failures not served yet."""
+        self._faults.clear()
 
     async def drop_websockets(self) -> int:
         """Close every WebSocket as a restarting server would; returns how many were open."""
