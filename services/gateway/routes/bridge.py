@@ -58,13 +58,14 @@ async def _enter(request: web.Request) -> GatewayDeps:
 # ---- listings -------------------------------------------------------------------------------
 
 
-async def _visible_agents(deps: GatewayDeps, user_id: str) -> tuple[list[registry_pb2.Agent], str]:
-    teams = await deps.team_ids_of(user_id) if user_id else []
-    reply = await unary(
-        deps.backends.registry.ListUsableAgents, registry_pb2.ListUsableAgentsRequest(user_team_ids=teams)
-    )
+async def _visible_agents(deps: GatewayDeps, user_id: str) -> list[registry_pb2.Agent]:
+    """Every active agent (oldest first), or those ``user_id`` may use."""
+    # ListAgents, not ListUsableAgents: that one applies the user rules to its caller, and the
+    # bridge calls as the cluster (no user), so agents with an allow list were never listed.
+    reply = await unary(deps.backends.registry.ListAgents, registry_pb2.ListAgentsRequest())
     agents = list(reply.agents)
     if user_id:
+        teams = await deps.team_ids_of(user_id)
         allowed = []
         for agent in agents:
             check = await unary(
@@ -74,7 +75,7 @@ async def _visible_agents(deps: GatewayDeps, user_id: str) -> tuple[list[registr
             if check.allowed:
                 allowed.append(agent)
         agents = allowed
-    return agents, reply.default_agent_username
+    return agents
 
 
 async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2.ServiceConfig]:
@@ -91,7 +92,11 @@ async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2
 @routes.get("/bridge/v1/agents")
 async def list_agents(request: web.Request) -> web.Response:
     deps = await _enter(request)
-    agents, default = await _visible_agents(deps, request.query.get("user_id", ""))
+    agents = await _visible_agents(deps, request.query.get("user_id", ""))
+    # defaultBotName from the registry itself: this gateway's configuration watch may not have
+    # received its first configuration yet.
+    usable = await unary(deps.backends.registry.ListUsableAgents, registry_pb2.ListUsableAgentsRequest())
+    default = usable.default_agent_username
     services = await _services(deps, [a.service_id for a in agents])
     body = [
         {
@@ -110,7 +115,7 @@ async def list_agents(request: web.Request) -> web.Response:
 @routes.get("/bridge/v1/services")
 async def list_services(request: web.Request) -> web.Response:
     deps = await _enter(request)
-    agents, _ = await _visible_agents(deps, request.query.get("user_id", ""))
+    agents = await _visible_agents(deps, request.query.get("user_id", ""))
     services = await _services(deps, [a.service_id for a in agents])
     return web.json_response({"services": [{"id": s.id, "name": s.name, "type": s.type} for s in services.values()]})
 
@@ -120,7 +125,7 @@ async def list_services(request: web.Request) -> web.Response:
 
 async def _agent_for_service(deps: GatewayDeps, service: str) -> registry_pb2.Agent:
     """The first agent whose service has this id or name (the plugin's rule)."""
-    agents, _ = await _visible_agents(deps, "")
+    agents = await _visible_agents(deps, "")
     for agent in agents:
         if agent.service_id == service:
             return agent
