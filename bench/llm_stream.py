@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -111,7 +112,12 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
     if (pg := postmaster_pid(work / "pg")) is not None:
         pin_process(pg, AUXILIARY_CPUS)  # and its backends; ones forked later inherit CPU 0
     profile_out = work / "llm-profile.txt"
-    env = {"AGENTS_TELEMETRY_OUTPUT": "off", "AGENTS_LOG_LEVEL": "WARNING"}
+    plugin_secret = secrets.token_hex(32)
+    env = {
+        "AGENTS_TELEMETRY_OUTPUT": "off",
+        "AGENTS_LOG_LEVEL": "WARNING",
+        "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"bench={plugin_secret}",
+    }
     try:
         async with ClusterHarness(postgres, env=env, log_sink=lambda *_: None) as h:
             assert h.cluster is not None
@@ -120,7 +126,6 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
             for name, service in h.cluster.processes.items():
                 pin_process(service.proc.pid, SUT_CPUS if name in ("llm", "gateway") else AUXILIARY_CPUS)
             chat_id, responses_id = await _seed(h, fake_url)
-            account = h.mattermost.add_user("bench-plugin", is_bot=True)
             llm_pid = h.cluster.processes["llm"].proc.pid
             gateway_pid = h.cluster.processes["gateway"].proc.pid
             async with h.channel("llm") as channel:
@@ -130,7 +135,8 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
                 await measure("llm gRPC (chat, batched)", batched, [llm_pid], results)
                 await measure("llm gRPC (responses)", grpc_client(channel, responses_id, metadata), [llm_pid], results)
             url = f"{h.gateway_url}{PLUGIN}/bridge/v1/completion/agent/benchbot"
-            headers = {"Mattermost-Plugin-ID": "bench", "Authorization": f"Bearer {account.token}"}
+            # The plugin's own credential and no user_id (so no access checks): a plugin's own call.
+            headers = {"Mattermost-Plugin-ID": "bench", "X-Agents-Plugin-Secret": plugin_secret}
             await measure("gateway SSE → llm", bridge_client(http, url, headers), [gateway_pid, llm_pid], results)
     finally:
         await postgres.stop()

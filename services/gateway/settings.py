@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.common.settings import CommonSettings, load_settings
 
 PREFIX = "AGENTS_GATEWAY_"
+# Shortest plugin credential accepted: one a person could guess or type is no proof.
+MIN_PLUGIN_SECRET_CHARS = 32
 
 
 class GatewaySettings(CommonSettings):
@@ -21,6 +23,13 @@ class GatewaySettings(CommonSettings):
     auth_mode: Literal["trusted_proxy", "session"] = "session"
     # HMAC key shared with the Mattermost-side shim (trusted_proxy mode).
     proxy_shared_secret: str = Field(default="", repr=False)
+    # Credentials of the plugins that may call the bridge (/bridge/v1) in session mode, issued by
+    # the admin: "plugin-id=secret" entries separated by commas or whitespace, each secret at
+    # least 32 characters (e.g. `openssl rand -hex 32`). A plugin sends its Mattermost-Plugin-ID
+    # and X-Agents-Plugin-Secret; any other bridge request acts as the user of its session token,
+    # whatever Mattermost-Plugin-ID it carries. Not used in trusted_proxy mode, where the shim's
+    # signature proves the plugin.
+    bridge_plugin_secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     # Allowed clock skew between the shim and the gateway.
     proxy_max_skew_seconds: int = Field(default=300, ge=1)
     # How long a validated session token or a user's permissions are trusted without asking again.
@@ -51,10 +60,41 @@ class GatewaySettings(CommonSettings):
     # Deadline of one streamed turn (Respond, Attach, ToolDecision, ...).
     turn_timeout_seconds: float = Field(default=900.0, gt=0)
 
+    @field_validator("bridge_plugin_secrets", mode="before")
+    @classmethod
+    def _parse_plugin_secrets(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        secrets: dict[str, str] = {}
+        for entry in value.replace(",", " ").split():
+            plugin_id, _, secret = entry.partition("=")  # the first "=": a secret may hold more
+            if not plugin_id or not secret:
+                # Not quoting the entry: it may be a secret.
+                raise ValueError("each entry must be plugin-id=secret")
+            if plugin_id in secrets:
+                raise ValueError(f"plugin {plugin_id} is listed twice")
+            secrets[plugin_id] = secret
+        return secrets
+
+    @field_validator("bridge_plugin_secrets")
+    @classmethod
+    def _strong_plugin_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for plugin_id, secret in value.items():
+            if len(secret) < MIN_PLUGIN_SECRET_CHARS:
+                raise ValueError(
+                    f"the secret of plugin {plugin_id} must be at least {MIN_PLUGIN_SECRET_CHARS} characters"
+                )
+        return value
+
     @model_validator(mode="after")
     def _secret_for_proxy_mode(self) -> GatewaySettings:
         if self.auth_mode == "trusted_proxy" and not self.proxy_shared_secret:
             raise ValueError("proxy_shared_secret is required when auth_mode is trusted_proxy")
+        if self.auth_mode == "trusted_proxy" and self.bridge_plugin_secrets:
+            raise ValueError(
+                "bridge_plugin_secrets is for session mode; in trusted_proxy mode the shim's signature"
+                " proves the plugin"
+            )
         return self
 
 

@@ -347,7 +347,7 @@ async def test_tool_decisions_in_a_channel_need_channel_tool_calling(world: Worl
 
 async def test_token_usage_is_logged_as_json_lines_only_while_the_admin_setting_is_on(world: World) -> None:
     await world.agent("counter")
-    una, caller = world.mm.add_user("una"), world.mm.add_user("usage-plugin", is_bot=True)
+    una = world.mm.add_user("una")
     town = world.town("usage-town", una)
     log = Path(world.h.cluster.environment()["AGENTS_LLM_TOKEN_USAGE_LOG_PATH"])  # type: ignore[union-attr]
 
@@ -365,7 +365,8 @@ async def test_token_usage_is_logged_as_json_lines_only_while_the_admin_setting_
     async def complete(text: str) -> None:
         world.openai.enqueue(FakeResponse.text(text, tokens=2, usage=(9, 2)))
         body = {"posts": [{"role": "user", "message": "hi"}], "user_id": una.id, "channel_id": town.id}
-        headers = {"Mattermost-Plugin-ID": "com.example.usage", "Authorization": f"Bearer {caller.token}"}
+        # Una's own token: a bridge request acts as its user, who may name herself.
+        headers = {"Mattermost-Plugin-ID": "com.example.usage", "Authorization": f"Bearer {una.token}"}
         status, answer, _ = await world.h.request(
             "POST", "/bridge/v1/completion/agent/counter/nostream", json_body=body, headers=headers
         )

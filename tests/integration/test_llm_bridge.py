@@ -4,6 +4,7 @@ against the plugin's OpenAPI document."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,7 +15,6 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.contract.openapi import assert_matches_openapi
-from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
@@ -22,7 +22,7 @@ from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ADMIN = Identity(user_id="", permissions=frozenset({MANAGE_SYSTEM}))
-PLUGIN_HEADERS = {"Mattermost-Plugin-ID": "com.example.caller"}
+PLUGIN_ID = "com.example.caller"
 BODY = {"posts": [{"role": "user", "message": "Say hello"}]}
 
 
@@ -30,12 +30,13 @@ BODY = {"posts": [{"role": "user", "message": "Say hello"}]}
 class Bridge:
     h: ClusterHarness
     fake: FakeOpenAI
-    plugin_account: FakeUser
+    plugin_secret: str
     service_id: str
     agent: registry_pb2.Agent
 
     def headers(self) -> dict[str, str]:
-        return {**PLUGIN_HEADERS, "Authorization": f"Bearer {self.plugin_account.token}"}
+        """The calling plugin's credential (session mode): a plugin acting for itself."""
+        return {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": self.plugin_secret}
 
     async def sse(self, path: str, body: object) -> tuple[int, list[dict]]:
         assert self.h.http is not None
@@ -50,8 +51,9 @@ class Bridge:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def bridge(postgres: SessionPostgres) -> AsyncIterator[Bridge]:
+    plugin_secret = secrets.token_hex(32)
     # Licensed: tests below create agents of their own beside "helper" (several agents need one).
-    env = {"AGENTS_INDEX_LICENSE": "enterprise"}
+    env = {"AGENTS_INDEX_LICENSE": "enterprise", "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={plugin_secret}"}
     async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env) as h:
         async with h.channel("index") as channel:
             registry = registry_pb2_grpc.RegistryStub(channel)
@@ -72,8 +74,7 @@ async def bridge(postgres: SessionPostgres) -> AsyncIterator[Bridge]:
                 metadata=h.metadata(ADMIN),
                 timeout=10,
             )
-        account = h.mattermost.add_user("calling-plugin-bot", is_bot=True)
-        yield Bridge(h, fake, account, created.service.id, agent.agent)
+        yield Bridge(h, fake, plugin_secret, created.service.id, agent.agent)
 
 
 async def test_agent_completion_streams_plugin_text_stream_events(bridge: Bridge) -> None:
@@ -116,7 +117,7 @@ async def test_an_unknown_agent_is_a_404_json_error(bridge: Bridge) -> None:
 
 
 async def test_a_request_without_the_plugin_id_header_is_refused_with_401(bridge: Bridge) -> None:
-    headers = {"Authorization": f"Bearer {bridge.plugin_account.token}"}
+    headers = {"X-Agents-Plugin-Secret": bridge.plugin_secret}
     status, body, _ = await bridge.h.request("GET", "/bridge/v1/agents", headers=headers)
     assert status == 401 and "Mattermost-Plugin-ID" in body["error"]
 

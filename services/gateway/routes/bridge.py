@@ -1,17 +1,18 @@
 """The inter-plugin LLM bridge (``/bridge/v1``, plugin-api.md 1.4): agents, services and
 completions for other Mattermost plugins, streamed as SSE or collected.
 
-Guard: ``bridge_auth.authenticate_plugin`` (Mattermost-Plugin-ID plus the auth mode's proof).
-Calls to the registry and the llm service run as the cluster; a ``user_id`` in the request is
-checked explicitly against the agent's access rules. Errors before the first event are plain
-JSON errors with the mapped HTTP status; after the stream started they arrive as a Type 2 event
-followed by Type 1, and the stream ends.
+Guard: ``bridge_auth.authenticate_bridge_caller`` (Mattermost-Plugin-ID plus proof of a plugin, or
+of the user the request then acts as). Calls to the registry and the llm service run as the
+cluster; the user the request acts for is checked explicitly against the agent's access rules.
+Errors before the first event are plain JSON errors with the mapped HTTP status; after the stream
+started they arrive as a Type 2 event followed by Type 1, and the stream ends.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import orjson
 from agents.llm.v1 import llm_pb2 as llm_pb2
@@ -28,7 +29,7 @@ from services.common.errors import (
 )
 from services.common.grpc_client import stream, unary
 from services.common.identity import SYSTEM, current_identity
-from services.gateway.bridge_auth import authenticate_plugin
+from services.gateway.bridge_auth import BridgeCaller, authenticate_bridge_caller
 from services.gateway.bridge_events import (
     END,
     ERROR,
@@ -48,23 +49,24 @@ COMPLETION_TIMEOUT_SECONDS = 600.0
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _enter(request: web.Request) -> GatewayDeps:
-    """Authenticate the plugin and run the rest of the handler as the cluster."""
-    await authenticate_plugin(request)
+async def _enter(request: web.Request) -> tuple[GatewayDeps, BridgeCaller]:
+    """Authenticate the caller and run the rest of the handler as the cluster."""
+    caller = await authenticate_bridge_caller(request)
     current_identity.set(SYSTEM)  # the handler's own context: reset when the request ends
-    return request.app[DEPS]
+    return request.app[DEPS], caller
 
 
 # ---- listings -------------------------------------------------------------------------------
 
 
-async def _visible_agents(deps: GatewayDeps, user_id: str) -> tuple[list[registry_pb2.Agent], str]:
-    teams = await deps.team_ids_of(user_id) if user_id else []
-    reply = await unary(
-        deps.backends.registry.ListUsableAgents, registry_pb2.ListUsableAgentsRequest(user_team_ids=teams)
-    )
+async def _visible_agents(deps: GatewayDeps, user_id: str) -> list[registry_pb2.Agent]:
+    """Every active agent (oldest first), or those ``user_id`` may use."""
+    # ListAgents, not ListUsableAgents: that one applies the user rules to its caller, and the
+    # bridge calls as the cluster (no user), so agents with an allow list were never listed.
+    reply = await unary(deps.backends.registry.ListAgents, registry_pb2.ListAgentsRequest())
     agents = list(reply.agents)
     if user_id:
+        teams = await deps.team_ids_of(user_id)
         allowed = []
         for agent in agents:
             check = await unary(
@@ -74,7 +76,7 @@ async def _visible_agents(deps: GatewayDeps, user_id: str) -> tuple[list[registr
             if check.allowed:
                 allowed.append(agent)
         agents = allowed
-    return agents, reply.default_agent_username
+    return agents
 
 
 async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2.ServiceConfig]:
@@ -90,8 +92,12 @@ async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2
 
 @routes.get("/bridge/v1/agents")
 async def list_agents(request: web.Request) -> web.Response:
-    deps = await _enter(request)
-    agents, default = await _visible_agents(deps, request.query.get("user_id", ""))
+    deps, caller = await _enter(request)
+    agents = await _visible_agents(deps, caller.acting_for(request.query.get("user_id", "")))
+    # defaultBotName from the registry itself: this gateway's configuration watch may not have
+    # received its first configuration yet.
+    usable = await unary(deps.backends.registry.ListUsableAgents, registry_pb2.ListUsableAgentsRequest())
+    default = usable.default_agent_username
     services = await _services(deps, [a.service_id for a in agents])
     body = [
         {
@@ -109,8 +115,8 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @routes.get("/bridge/v1/services")
 async def list_services(request: web.Request) -> web.Response:
-    deps = await _enter(request)
-    agents, _ = await _visible_agents(deps, request.query.get("user_id", ""))
+    deps, caller = await _enter(request)
+    agents = await _visible_agents(deps, caller.acting_for(request.query.get("user_id", "")))
     services = await _services(deps, [a.service_id for a in agents])
     return web.json_response({"services": [{"id": s.id, "name": s.name, "type": s.type} for s in services.values()]})
 
@@ -120,7 +126,7 @@ async def list_services(request: web.Request) -> web.Response:
 
 async def _agent_for_service(deps: GatewayDeps, service: str) -> registry_pb2.Agent:
     """The first agent whose service has this id or name (the plugin's rule)."""
-    agents, _ = await _visible_agents(deps, "")
+    agents = await _visible_agents(deps, "")
     for agent in agents:
         if agent.service_id == service:
             return agent
@@ -147,8 +153,9 @@ async def _check_access(deps: GatewayDeps, agent: registry_pb2.Agent, bridge: Br
 
 
 async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDeps, llm_pb2.CompletionRequest]:
-    deps = await _enter(request)
+    deps, caller = await _enter(request)
     bridge = parse_bridge_request(await read_json(request))
+    bridge = replace(bridge, user_id=caller.acting_for(bridge.user_id))
     if by_service and (bridge.allowed_tools or bridge.has_tool_hooks):
         raise InvalidInput("allowed_tools is not allowed for service completions", field="allowed_tools")
     if bridge.has_tool_hooks and not bridge.allowed_tools:
