@@ -7,9 +7,13 @@ three hops away is still a NotFound for the gateway, which renders it as HTTP ex
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from services.common import errors
+
+logger = logging.getLogger(__name__)
 
 ERROR_CLASS_KEY = "x-agents-error-class"
 ERROR_FIELD_KEY = "x-agents-error-field"
@@ -62,6 +66,16 @@ STATUS_TO_HTTP: dict[grpc.StatusCode, int] = {
 
 INTERNAL_MESSAGE = "internal server error"
 
+# What a caller is told for a status the gRPC runtime made up (peer down, deadline, transport):
+# its details are debug strings naming internal addresses ("ipv4:10.0.0.5:50051: Connection
+# refused") and go to the log only.
+_RUNTIME_MESSAGES = {
+    grpc.StatusCode.UNAVAILABLE: "a cluster service is unavailable; retry in a moment",
+    grpc.StatusCode.CANCELLED: "a cluster service is unavailable; retry in a moment",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "a cluster service did not answer in time; retry in a moment",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a cluster service is overloaded; retry in a moment",
+}
+
 
 def status_for(error: errors.DomainError) -> grpc.StatusCode:
     if isinstance(error, errors.UpstreamUnavailable) and error.timeout:
@@ -86,6 +100,10 @@ def trailing_metadata_for(error: errors.DomainError) -> tuple[tuple[str, str], .
 def domain_error_from_status(code: grpc.StatusCode, message: str, trailing: dict[str, str]) -> errors.DomainError:
     """Rebuild the domain error a remote service raised from its status and trailing metadata."""
     cls = _STATUS_TO_DOMAIN.get(code, errors.DomainError)
+    if ERROR_CLASS_KEY not in trailing and message != INTERNAL_MESSAGE:
+        # Not raised by a service (every domain error carries its class): the runtime's own status.
+        logger.warning("gRPC call failed with %s: %s", code.name, message)
+        message = _RUNTIME_MESSAGES.get(code, INTERNAL_MESSAGE)
     error_class = None
     if raw := trailing.get(ERROR_CLASS_KEY):
         try:

@@ -54,13 +54,18 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_UNGUARDED_PREFIXES):
+        if handler is None:
             return handler
+        method = handler_call_details.method
         metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
-        presented = metadata.get(identity.SERVICE_TOKEN_KEY, "").encode()
-        authorised = not self._token or hmac.compare_digest(presented, self._token)
-        caller = identity.Identity.from_metadata(metadata, internal=bool(self._token) and authorised)
-        return _wrap_handler(handler, caller, authorised, handler_call_details.method)
+        if method.startswith(_UNGUARDED_PREFIXES):
+            authorised, internal = True, False
+        else:
+            presented = metadata.get(identity.SERVICE_TOKEN_KEY, "").encode()
+            authorised = not self._token or hmac.compare_digest(presented, self._token)
+            internal = bool(self._token) and authorised
+        caller = identity.Identity.from_metadata(metadata, internal=internal)
+        return _wrap_handler(handler, caller, authorised, method)
 
 
 # Health and reflection stay reachable without the service credential (probes, grpcurl).
@@ -92,9 +97,30 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
 _UNAUTHORISED = errors.Unauthenticated("missing or invalid service credential")
 
 
+def _decoder(handler: grpc.RpcMethodHandler, method: str) -> Callable[[bytes], Any]:
+    """The handler's request deserializer, failing with InvalidInput: left to grpc, bytes that are
+    not the request message would answer UNKNOWN."""
+    deserialize = handler.request_deserializer or (lambda raw: raw)
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception:
+            raise errors.InvalidInput(f"the request is not a valid message for {method}") from None
+
+    return decode
+
+
+def _decoded(decode: Callable[[bytes], Any], request: Any, streaming: bool) -> Any:
+    return (decode(raw) async for raw in request) if streaming else decode(request)
+
+
 def _wrap_handler(
     handler: grpc.RpcMethodHandler, caller: identity.Identity, authorised: bool, method: str
 ) -> grpc.RpcMethodHandler:
+    # Requests reach the wrapper as bytes and are decoded inside it, after the credential check.
+    decode = _decoder(handler, method)
+    streaming_request = bool(handler.request_streaming)
     if handler.unary_unary or handler.stream_unary:
         inner = handler.unary_unary or handler.stream_unary
 
@@ -103,7 +129,7 @@ def _wrap_handler(
             try:
                 if not authorised:
                     raise _UNAUTHORISED
-                return await inner(request, context)
+                return await inner(_decoded(decode, request, streaming_request), context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
@@ -112,7 +138,7 @@ def _wrap_handler(
                 _exit(tokens)
 
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return factory(unary, handler.request_deserializer, handler.response_serializer)
+        return factory(unary, None, handler.response_serializer)
 
     inner_stream = handler.unary_stream or handler.stream_stream
 
@@ -121,7 +147,7 @@ def _wrap_handler(
         try:
             if not authorised:
                 raise _UNAUTHORISED
-            result = inner_stream(request, context)
+            result = inner_stream(_decoded(decode, request, streaming_request), context)
             if inspect.isasyncgen(result):
                 async for item in result:
                     yield item
@@ -135,7 +161,7 @@ def _wrap_handler(
             _exit(tokens)
 
     factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return factory(streaming, handler.request_deserializer, handler.response_serializer)
+    return factory(streaming, None, handler.response_serializer)
 
 
 class GrpcServiceHost:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.gateway.deps import DEPS, GatewayDeps
-from services.gateway.middleware import CALLER_KEY, auth_middleware, errors_middleware
+from services.gateway.middleware import CALLER_KEY, auth_middleware, errors_middleware, parameters_middleware
 from services.gateway.routes import admin_config, bots, custom_prompts
 from services.gateway.routes import agents as agent_routes
 from services.gateway.routes import bridge as bridge_routes
@@ -27,7 +27,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(deps: GatewayDeps) -> web.Application:
     plugin = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=deps.settings.max_body_bytes
+        middlewares=[errors_middleware, auth_middleware, parameters_middleware],
+        client_max_size=deps.settings.max_body_bytes,
     )
     plugin[DEPS] = deps
     plugin[CALLER_KEY] = deps.authenticator

@@ -15,6 +15,7 @@ from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
 
 from services.common.errors import InvalidInput
+from services.gateway.proto_json import INT32_MAX
 
 TEXT, END, ERROR, TOOL_CALLS, REASONING, REASONING_END, ANNOTATIONS, USAGE = range(8)
 
@@ -62,8 +63,10 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
             raise InvalidInput("file attachments are not supported through the bridge yet", field="posts")
         messages.append(llm_pb2.Message(role=role, parts=[llm_pb2.Part(text=message)]))
     max_tokens = body.get("max_generated_tokens") or 0
-    if not isinstance(max_tokens, int) or max_tokens < 0:
-        raise InvalidInput("max_generated_tokens must be a non-negative integer", field="max_generated_tokens")
+    if not isinstance(max_tokens, int) or not 0 <= max_tokens <= INT32_MAX:
+        raise InvalidInput(
+            f"max_generated_tokens must be an integer from 0 to {INT32_MAX}", field="max_generated_tokens"
+        )
     schema = body.get("json_output_format")
     if schema is not None and not isinstance(schema, dict):
         raise InvalidInput("json_output_format must be a JSON schema object", field="json_output_format")

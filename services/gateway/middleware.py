@@ -3,7 +3,6 @@ and the caller identity that gRPC calls carry onward."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +13,7 @@ from services.common.errors import DomainError, InvalidInput, QuotaExceeded, Ups
 from services.common.errors_map import INTERNAL_MESSAGE, http_status_for
 from services.common.identity import current_identity
 from services.gateway.auth import Authenticator, Caller
+from services.gateway.request_input import check_text, parse_json_body
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +71,37 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         current_identity.reset(token)
 
 
+@web.middleware
+async def parameters_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Path and query parameters are held to the rule of JSON bodies' strings."""
+    for name, value in (*request.match_info.items(), *request.query.items()):
+        check_text(value, name)
+    return await handler(request)
+
+
 def caller_of(request: web.Request) -> Caller:
     return request["caller"]
 
 
 async def read_json(request: web.Request, *, max_bytes: int | None = None) -> Any:
-    """Parse the body as JSON whatever its content type (the webapp sends text/plain)."""
+    """Parse the body as JSON whatever its content type (the webapp sends text/plain); 413 past
+    the limit, with or without a Content-Length."""
     limit = max_bytes or request.app["max_body_bytes"]
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    if not body.strip():
-        raise InvalidInput("request body is empty; expected JSON")
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if (request.content_length or 0) > limit:
+        raise _too_large(limit, request.content_length or 0)
+    body = bytearray()
+    # A read returns what has arrived so far: a body comes in as many pieces as TCP splits it into.
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit, len(body))
+    return parse_json_body(bytes(body))
+
+
+def _too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    # The reason is what errors_middleware answers: it names the limit.
+    reason = f"request body is larger than {limit} bytes"
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, reason=reason)
 
 
 async def require_empty_body(request: web.Request) -> None:

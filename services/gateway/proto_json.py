@@ -11,6 +11,10 @@ from google.protobuf.message import Message
 
 from services.common.errors import InvalidInput
 
+# Ranges of protobuf's integer fields, for values a route maps onto a field by hand.
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 _INT64 = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,

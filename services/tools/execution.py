@@ -181,6 +181,8 @@ class ToolService:
 def _check_caller(caller: Identity, context: ToolContext) -> None:
     if not context.user_id:
         raise InvalidInput("context.user_id is required", field="context.user_id")
+    if not context.agent_id:
+        raise InvalidInput("context.agent_id is required", field="context.agent_id")
     # Only a service holding the cluster credential may act for a user other than itself.
     if not caller.internal and caller.user_id != context.user_id:
         raise PermissionDenied("tools run only for the calling user")

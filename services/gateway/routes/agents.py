@@ -6,7 +6,8 @@ from typing import Any
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
-from aiohttp import web
+from aiohttp import MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from services.common.errors import InvalidInput
 from services.common.grpc_client import unary
@@ -119,10 +120,28 @@ async def delete_agent(request: web.Request) -> web.Response:
 @routes.post("/agents/{agentid}/avatar")
 async def upload_avatar(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
+    agent_id = request.match_info["agentid"]
+    # An unknown agent is a 404 whatever the body holds.
+    await unary(deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(id=agent_id))
     if not request.content_type.startswith("multipart/"):
         raise InvalidInput("expected a multipart/form-data body with an image field", field="image")
-    reader = await request.multipart()
-    image, filename = b"", ""
+    try:
+        image, filename = await _image_part(await request.multipart())
+    except (ValueError, BadHttpMessage) as exc:
+        # aiohttp's complaint: a missing or invalid boundary, malformed part headers, a cut-off body.
+        reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
+        raise InvalidInput(f"the body is not valid multipart/form-data: {reason}", field="image") from None
+    if not image:
+        raise InvalidInput("the image field is required", field="image")
+    await unary(
+        deps.backends.registry.SetAgentAvatar,
+        registry_pb2.SetAgentAvatarRequest(agent_id=agent_id, image=image, filename=filename),
+    )
+    return web.Response(status=200)
+
+
+async def _image_part(reader: MultipartReader) -> tuple[bytes, str]:
+    """The ``image`` part's bytes and file name; empty bytes when there is none."""
     async for part in reader:
         if getattr(part, "name", None) != "image":
             continue
@@ -133,12 +152,5 @@ async def upload_avatar(request: web.Request) -> web.Response:
             if size > MAX_AVATAR_BYTES:
                 raise web.HTTPRequestEntityTooLarge(max_size=MAX_AVATAR_BYTES, actual_size=size)
             chunks.append(chunk)
-        image = b"".join(chunks)
-        break
-    if not image:
-        raise InvalidInput("the image field is required", field="image")
-    await unary(
-        deps.backends.registry.SetAgentAvatar,
-        registry_pb2.SetAgentAvatarRequest(agent_id=request.match_info["agentid"], image=image, filename=filename),
-    )
-    return web.Response(status=200)
+        return b"".join(chunks), filename
+    return b"", ""

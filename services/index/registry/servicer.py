@@ -141,7 +141,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     async def GetAgent(self, request: registry_pb2.GetAgentRequest, context: Ctx) -> registry_pb2.GetAgentResponse:
         selector = request.WhichOneof("selector")
-        if selector is None:
+        # A selector set to "" selects nothing either.
+        if selector is None or not getattr(request, selector):
             raise InvalidInput("one of id, username or bot_user_id is required", field="selector")
         agent, manages = await self.agents.get(identity(), **{selector: getattr(request, selector)})
         return registry_pb2.GetAgentResponse(agent=agent_to_message(agent), can_manage=manages)

@@ -27,6 +27,23 @@ _STREAM_COLUMNS = (
 )
 
 
+def _storable(value: Any) -> Any:
+    """``value`` without NUL characters, which PostgreSQL's text and jsonb cannot hold. A
+    Mattermost post may carry one (nothing checks a post's text before it reaches us): the
+    conversation keeps the text around it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    return value
+
+
+def _jsonb(value: Any) -> str:
+    return json.dumps(_storable(value))
+
+
 def new_id() -> str:
     """A 26-character id, the shape of Mattermost's ids."""
     return secrets.token_hex(13)
@@ -155,7 +172,7 @@ class ConversationStore:
                         "b": bot_id,
                         "ch": channel_id,
                         "r": root_post_id,
-                        "sp": system_prompt,
+                        "sp": _storable(system_prompt),
                         "op": operation,
                         "t": now,
                     },
@@ -203,7 +220,8 @@ class ConversationStore:
     async def set_title(self, conversation_id: str, title: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
-                text("UPDATE llm_conversations SET title = :t WHERE id = :id"), {"t": title, "id": conversation_id}
+                text("UPDATE llm_conversations SET title = :t WHERE id = :id"),
+                {"t": _storable(title), "id": conversation_id},
             )
 
     # ---- turns ---------------------------------------------------------------------------------
@@ -249,7 +267,7 @@ class ConversationStore:
                                 "c": conversation_id,
                                 "p": post_id,
                                 "r": str(role),
-                                "content": json.dumps(list(content)),
+                                "content": _jsonb(content),
                                 "ti": tokens_in,
                                 "to": tokens_out,
                                 "t": now_ms(),
@@ -282,7 +300,7 @@ class ConversationStore:
             blocks, result = change(turn)
             await conn.execute(
                 text("UPDATE llm_turns SET content = CAST(:content AS jsonb) WHERE id = :id"),
-                {"content": json.dumps(blocks), "id": turn.id},
+                {"content": _jsonb(blocks), "id": turn.id},
             )
             await _touch(conn, turn.conversation_id)
             return Turn(**{**turn.__dict__, "content": blocks}), result
@@ -291,7 +309,7 @@ class ConversationStore:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("UPDATE llm_turns SET content = CAST(:content AS jsonb) WHERE id = :id"),
-                {"content": json.dumps(list(content)), "id": turn_id},
+                {"content": _jsonb(content), "id": turn_id},
             )
 
     async def delete_turns_after(self, conversation_id: str, sequence: int) -> None:
@@ -330,7 +348,7 @@ class ConversationStore:
                     "u": user_id,
                     "q": request_post_id,
                     "k": str(kind),
-                    "params": json.dumps(params),
+                    "params": _jsonb(params),
                     "nr": no_regen,
                     "run": self.runner,
                     "t": now_ms(),

@@ -50,3 +50,27 @@ def test_an_unknown_status_becomes_a_generic_internal_error() -> None:
     assert type(rebuilt) is errors.DomainError
     assert rebuilt.message == "internal server error"
     assert STATUS_TO_HTTP.get(grpc.StatusCode.DATA_LOSS, 500) == 500
+
+
+RUNTIME_DETAILS = "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.5:50051: Connection refused"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls", "says"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, errors.UpstreamUnavailable, "unavailable"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, errors.UpstreamUnavailable, "in time"),
+        (grpc.StatusCode.UNKNOWN, errors.DomainError, "internal server error"),
+    ],
+)
+def test_a_status_the_grpc_runtime_made_up_keeps_its_debug_details_from_the_caller(code, cls, says) -> None:
+    rebuilt = domain_error_from_status(code, RUNTIME_DETAILS, {})
+    assert type(rebuilt) is cls
+    assert says in rebuilt.message
+    assert "10.0.0.5" not in rebuilt.message and "refused" not in rebuilt.message
+
+
+def test_a_service_raised_unavailable_keeps_its_message() -> None:
+    error = errors.UpstreamUnavailable("the OpenAI service is unavailable")
+    rebuilt = domain_error_from_status(grpc.StatusCode.UNAVAILABLE, error.message, dict(trailing_metadata_for(error)))
+    assert rebuilt.message == error.message

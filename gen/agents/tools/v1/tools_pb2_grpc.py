@@ -66,7 +66,8 @@ class ToolsServicer:
 
     def ListTools(self, request, context):
         """Tools an agent may use for a user in a context, each with its effective policy.
-        NOT_FOUND for an unknown agent; PERMISSION_DENIED when the user may not use the agent.
+        INVALID_ARGUMENT without context.user_id or context.agent_id; NOT_FOUND for an unknown
+        agent; PERMISSION_DENIED when the user may not use the agent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,7 +75,8 @@ class ToolsServicer:
 
     def ExecuteTool(self, request, context):
         """Runs one tool as the requesting user (their Mattermost permissions, never the bot's).
-        INVALID_ARGUMENT for an unknown tool or arguments that do not match its schema;
+        INVALID_ARGUMENT for an unknown tool, arguments that do not match its schema, or a context
+        without user_id or agent_id;
         PERMISSION_DENIED when the policy disables the tool or the user lacks access;
         RESOURCE_EXHAUSTED when a per-conversation limit (e.g. 3 web searches) is reached.
         A tool that runs and fails answers OK with is_error = true and a message for the model.

@@ -35,11 +35,13 @@ class ToolsStub:
     def __new__(cls, channel: _aio.Channel) -> ToolsAsyncStub: ...
     ListTools: _grpc.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]
     """Tools an agent may use for a user in a context, each with its effective policy.
-    NOT_FOUND for an unknown agent; PERMISSION_DENIED when the user may not use the agent.
+    INVALID_ARGUMENT without context.user_id or context.agent_id; NOT_FOUND for an unknown
+    agent; PERMISSION_DENIED when the user may not use the agent.
     """
     ExecuteTool: _grpc.UnaryUnaryMultiCallable[_tools_pb2.ExecuteToolRequest, _tools_pb2.ExecuteToolResponse]
     """Runs one tool as the requesting user (their Mattermost permissions, never the bot's).
-    INVALID_ARGUMENT for an unknown tool or arguments that do not match its schema;
+    INVALID_ARGUMENT for an unknown tool, arguments that do not match its schema, or a context
+    without user_id or agent_id;
     PERMISSION_DENIED when the policy disables the tool or the user lacks access;
     RESOURCE_EXHAUSTED when a per-conversation limit (e.g. 3 web searches) is reached.
     A tool that runs and fails answers OK with is_error = true and a message for the model.
@@ -62,11 +64,13 @@ class ToolsAsyncStub(ToolsStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListTools: _aio.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]  # type: ignore[assignment]
     """Tools an agent may use for a user in a context, each with its effective policy.
-    NOT_FOUND for an unknown agent; PERMISSION_DENIED when the user may not use the agent.
+    INVALID_ARGUMENT without context.user_id or context.agent_id; NOT_FOUND for an unknown
+    agent; PERMISSION_DENIED when the user may not use the agent.
     """
     ExecuteTool: _aio.UnaryUnaryMultiCallable[_tools_pb2.ExecuteToolRequest, _tools_pb2.ExecuteToolResponse]  # type: ignore[assignment]
     """Runs one tool as the requesting user (their Mattermost permissions, never the bot's).
-    INVALID_ARGUMENT for an unknown tool or arguments that do not match its schema;
+    INVALID_ARGUMENT for an unknown tool, arguments that do not match its schema, or a context
+    without user_id or agent_id;
     PERMISSION_DENIED when the policy disables the tool or the user lacks access;
     RESOURCE_EXHAUSTED when a per-conversation limit (e.g. 3 web searches) is reached.
     A tool that runs and fails answers OK with is_error = true and a message for the model.
@@ -92,7 +96,8 @@ class ToolsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tools_pb2.ListToolsResponse, _abc.Awaitable[_tools_pb2.ListToolsResponse]]:
         """Tools an agent may use for a user in a context, each with its effective policy.
-        NOT_FOUND for an unknown agent; PERMISSION_DENIED when the user may not use the agent.
+        INVALID_ARGUMENT without context.user_id or context.agent_id; NOT_FOUND for an unknown
+        agent; PERMISSION_DENIED when the user may not use the agent.
         """
 
     @_abc_1.abstractmethod
@@ -102,7 +107,8 @@ class ToolsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tools_pb2.ExecuteToolResponse, _abc.Awaitable[_tools_pb2.ExecuteToolResponse]]:
         """Runs one tool as the requesting user (their Mattermost permissions, never the bot's).
-        INVALID_ARGUMENT for an unknown tool or arguments that do not match its schema;
+        INVALID_ARGUMENT for an unknown tool, arguments that do not match its schema, or a context
+        without user_id or agent_id;
         PERMISSION_DENIED when the policy disables the tool or the user lacks access;
         RESOURCE_EXHAUSTED when a per-conversation limit (e.g. 3 web searches) is reached.
         A tool that runs and fails answers OK with is_error = true and a message for the model.
