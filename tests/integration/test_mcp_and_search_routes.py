@@ -18,7 +18,10 @@ from tests.harness import ClusterHarness, SessionPostgres, insert_agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-PLUGIN_HEADERS = {"Mattermost-Plugin-ID": "com.example.caller"}
+PLUGIN_ID = "com.example.caller"
+PLUGIN_SECRET = "s" * 40
+# A proven plugin: its id and the credential the admin issued to it (session auth mode).
+PLUGIN_HEADERS = {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": PLUGIN_SECRET}
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ class World:
     admin: FakeUser
 
     async def call(self, route: Route, user: FakeUser | None) -> tuple[int, Any]:
-        headers = PLUGIN_HEADERS if route.bridge and user is not None else None
+        headers = None
+        if route.bridge and user is not None:
+            user, headers = None, PLUGIN_HEADERS  # the bridge's callers are plugins, not users
         status, body, _ = await self.h.request(
             route.method, route.url, user=user, json_body=route.body, headers=headers
         )
@@ -80,7 +85,9 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
-    async with ClusterHarness(postgres) as h:
+    async with ClusterHarness(
+        postgres, env={"AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={PLUGIN_SECRET}"}
+    ) as h:
         mm = h.mattermost
         bot = mm.add_user("helper", is_bot=True)
         await insert_agent(h.database_url, "helper", bot.id)  # the search routes' aiBotRequired guard
@@ -108,3 +115,12 @@ async def test_the_admin_routes_refuse_a_member_with_403(world: World) -> None:
         status, body = await world.call(route, world.alice)
         assert status == 403, (route.method, route.url, status, body)
         assert_matches_openapi(route.method, route.template, 403, body)
+
+
+async def test_a_user_cannot_register_mcp_servers_by_claiming_to_be_a_plugin(world: World) -> None:
+    for route in [r for r in ROUTES if r.bridge]:
+        forged = {"Mattermost-Plugin-ID": PLUGIN_ID}
+        status, body, _ = await world.h.request(
+            route.method, route.url, user=world.admin, json_body=route.body, headers=forged
+        )
+        assert status == 403, (route.url, status, body)

@@ -15,9 +15,9 @@ from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from aiohttp import web
 from google.protobuf import json_format
 
-from services.common.errors import Unimplemented
+from services.common.errors import PermissionDenied, Unimplemented
 from services.common.grpc_client import unary
-from services.gateway.bridge_auth import authenticate_plugin
+from services.gateway.bridge_auth import authenticate_bridge_caller
 from services.gateway.deps import DEPS
 from services.gateway.middleware import require_empty_body
 from services.gateway.routes.guards import require_admin
@@ -134,5 +134,8 @@ async def admin_feature_not_available(request: web.Request) -> web.Response:
 @routes.post("/bridge/v1/mcp/register")
 @routes.post("/bridge/v1/mcp/unregister")
 async def bridge_feature_not_available(request: web.Request) -> web.Response:
-    await authenticate_plugin(request)
+    caller = await authenticate_bridge_caller(request)
+    if caller.user_id:
+        # Registering a server changes what every agent may call: only a proven plugin may.
+        raise PermissionDenied("only a plugin may register MCP servers; a user's own credentials cannot")
     raise Unimplemented(NOT_AVAILABLE)
