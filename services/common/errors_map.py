@@ -8,6 +8,7 @@ three hops away is still a NotFound for the gateway, which renders it as HTTP ex
 from __future__ import annotations
 
 import grpc
+from sqlalchemy import exc as sa_exc
 
 from services.common import errors
 
@@ -61,6 +62,24 @@ STATUS_TO_HTTP: dict[grpc.StatusCode, int] = {
 }
 
 INTERNAL_MESSAGE = "internal server error"
+
+# A database that cannot be reached (down, restarting, refusing connections, or the pool
+# exhausted) is a dependency being unavailable, not a bug: callers may retry. The driver's own
+# message names the server's address, so the domain error says only what happened.
+DATABASE_UNAVAILABLE_MESSAGE = "the database is unavailable; try again shortly"
+DATABASE_RETRY_AFTER_SECONDS = 5.0
+
+
+def domain_error_of(exc: BaseException) -> errors.DomainError | None:
+    """The domain error ``exc`` stands for: itself, an infrastructure failure translated, or None
+    (a bug: INTERNAL)."""
+    if isinstance(exc, errors.DomainError):
+        return exc
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    ):
+        return errors.UpstreamUnavailable(DATABASE_UNAVAILABLE_MESSAGE, retry_after=DATABASE_RETRY_AFTER_SECONDS)
+    return None
 
 
 def status_for(error: errors.DomainError) -> grpc.StatusCode:

@@ -17,6 +17,8 @@ from google.protobuf import json_format
 # The plugin's English UI strings (server/i18n): users and their scripts know these words.
 ERROR_TEXT = "Sorry! An error occurred while accessing the LLM. See server logs for details."
 EMPTY_TEXT = "Sorry! The LLM did not return a result."
+# Ours: the reply to a post that could not be answered while a dependency was down.
+UNAVAILABLE_TEXT = "Sorry! The agent could not answer: a service it needs is unavailable. Please try again later."
 
 POST_TYPE = "custom_llmbot"
 # Post props (the plugin's names, plus the stream status this cluster adds: there is no plugin

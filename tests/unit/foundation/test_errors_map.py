@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import grpc
+import psycopg
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from services.common import errors
 from services.common.errors_map import (
     STATUS_TO_HTTP,
     domain_error_from_status,
+    domain_error_of,
     http_status_for,
     status_for,
     trailing_metadata_for,
@@ -50,3 +53,14 @@ def test_an_unknown_status_becomes_a_generic_internal_error() -> None:
     assert type(rebuilt) is errors.DomainError
     assert rebuilt.message == "internal server error"
     assert STATUS_TO_HTTP.get(grpc.StatusCode.DATA_LOSS, 500) == 500
+
+
+def test_an_unreachable_database_is_unavailable_with_retry_after_and_no_address() -> None:
+    driver = psycopg.OperationalError('connection failed: connection to server on socket "/tmp/pg/.s.PGSQL.5432"')
+    error = domain_error_of(sa_exc.OperationalError("select 1", {}, driver))
+    assert isinstance(error, errors.UpstreamUnavailable) and error.retry_after
+    assert status_for(error) == grpc.StatusCode.UNAVAILABLE and "/tmp/pg" not in error.message
+
+
+def test_other_database_errors_stay_internal() -> None:
+    assert domain_error_of(sa_exc.IntegrityError("insert", {}, Exception("duplicate key"))) is None
