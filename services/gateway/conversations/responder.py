@@ -34,6 +34,7 @@ from services.gateway.rendering.reply import (
     PROP_STREAM_STATUS,
     UNAVAILABLE_TEXT,
     ReplyState,
+    answer_text,
     base_props,
 )
 from services.gateway.rendering.writer import ReplyWriter
@@ -239,7 +240,7 @@ class Responder:
                 await poster.delete_post(reply.id)
                 return
             async with self.claims.held(post.id) if claimed else contextlib.nullcontext():
-                await self.writer.render(poster, state, _prepend(first, events))
+                await self.writer.render(poster, state, _prepend(first, events), resumable=claimed)
         if claimed:
             await self.claims.finish(post.id)
 
@@ -263,7 +264,7 @@ class Responder:
             post_id=reply.id,
             requester_id=str(reply.props.get(PROP_REQUESTER, "")),
             props=dict(reply.props),
-            text=reply.message,
+            text=answer_text(reply.message),
             conversation_id=str(reply.props.get(PROP_CONVERSATION_ID, "")),
         )
         logger.info("taking over a reply another replica left", extra={"post_id": reply.id})
@@ -275,7 +276,7 @@ class Responder:
                 wait_for_ready=True,
             )
             async with self.claims.held(claim.post_id):
-                await self.writer.render(poster, state, events)
+                await self.writer.render(poster, state, events, resumable=True)
         await self.claims.finish(claim.post_id)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
