@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+from sqlalchemy import exc as sa_exc
 
 from services.common import errors
 
@@ -75,6 +76,24 @@ _RUNTIME_MESSAGES = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "a cluster service did not answer in time; retry in a moment",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "a cluster service is overloaded; retry in a moment",
 }
+
+# A database that cannot be reached (down, restarting, refusing connections, or the pool
+# exhausted) is a dependency being unavailable, not a bug: callers may retry. The driver's own
+# message names the server's address, so the domain error says only what happened.
+DATABASE_UNAVAILABLE_MESSAGE = "the database is unavailable; try again shortly"
+DATABASE_RETRY_AFTER_SECONDS = 5.0
+
+
+def domain_error_of(exc: BaseException) -> errors.DomainError | None:
+    """The domain error ``exc`` stands for: itself, an infrastructure failure translated, or None
+    (a bug: INTERNAL)."""
+    if isinstance(exc, errors.DomainError):
+        return exc
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    ):
+        return errors.UpstreamUnavailable(DATABASE_UNAVAILABLE_MESSAGE, retry_after=DATABASE_RETRY_AFTER_SECONDS)
+    return None
 
 
 def status_for(error: errors.DomainError) -> grpc.StatusCode:

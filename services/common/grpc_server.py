@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import errors, identity
-from services.common.errors_map import INTERNAL_MESSAGE, status_for, trailing_metadata_for
+from services.common.errors_map import INTERNAL_MESSAGE, domain_error_of, status_for, trailing_metadata_for
 from services.common.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,13 @@ def _exit(tokens: list[Any]) -> None:
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
-    if isinstance(exc, errors.DomainError):
-        context.set_trailing_metadata(trailing_metadata_for(exc))
-        await context.abort(status_for(exc), exc.message)
+    domain = domain_error_of(exc)
+    if domain is not None:
+        if domain is not exc:
+            # Only the class: the driver's message carries the server's address.
+            logger.warning("%s failed: %s (%s)", method, domain.message, type(exc).__name__)
+        context.set_trailing_metadata(trailing_metadata_for(domain))
+        await context.abort(status_for(domain), domain.message)
     if isinstance(exc, NotImplementedError):
         # The generated base class answers for RPCs whose feature has not landed yet.
         await _abort(context, errors.Unimplemented(f"{method} is not implemented yet"), method)

@@ -24,6 +24,10 @@ from services.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
+# The end of the shutdown grace kept for marking the replies still streaming (at most this, or a
+# quarter of the grace): writing their posts and handing their claims back.
+MARK_SECONDS = 2.0
+
 
 def build_deps(settings: GatewaySettings) -> GatewayDeps:
     http = new_client_session(total_timeout=30.0)
@@ -63,7 +67,8 @@ class GatewayProcess:
         self.deps = deps
         self.app = create_app(deps)
         self.app.router.add_get("/readyz", readyz)
-        self.triggers = ConversationTriggers(deps, ReplyWriter(LiveReplies(), settings.patch_interval_seconds))
+        self.writer = ReplyWriter(LiveReplies(), settings.patch_interval_seconds)
+        self.triggers = ConversationTriggers(deps, self.writer)
         self.app[TRIGGERS] = self.triggers
         self.runner = web.AppRunner(self.app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
         self.port = 0
@@ -83,9 +88,14 @@ class GatewayProcess:
         return self.port
 
     async def stop(self) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        mark = min(MARK_SECONDS, grace / 4)
+        await self.triggers.stop_listening()
+        # Within one grace period: cleanup stops accepting and lets in-flight requests (and SSE
+        # streams) finish, while the replies being rendered keep streaming into their posts; those
+        # still streaming near its end are marked (and their claims handed back) instead.
+        await asyncio.gather(self.runner.cleanup(), self.writer.drain(grace - mark, mark))
         await self.triggers.stop()
-        # Cleanup stops accepting, lets in-flight requests (and SSE streams) finish within the grace.
-        await self.runner.cleanup()
         await self.deps.close()
         logger.info("stopped")
 

@@ -57,6 +57,9 @@ class GatewaySettings(CommonSettings):
     agents_refresh_seconds: float = Field(default=30.0, gt=0)
     # Longest wait between WebSocket reconnect attempts.
     websocket_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    # A post whose answer cannot start because a dependency (the llm service, the database) is
+    # unavailable is retried with backoff this long; then its author gets an error reply.
+    answer_retry_seconds: float = Field(default=60.0, ge=0)
     # Deadline of one streamed turn (Respond, Attach, ToolDecision, ...).
     turn_timeout_seconds: float = Field(default=900.0, gt=0)
 

@@ -295,6 +295,35 @@ async def test_a_channel_analysis_streams_into_a_dm_post(world: World) -> None:
     assert "Decision: we migrate on Monday." in json.dumps(world.openai.requests[-1].body)
 
 
+async def test_a_summary_of_a_channel_that_does_not_exist_is_404_and_leaves_no_reply_post(world: World) -> None:
+    bot = await world.agent("nowhere")
+    cases = [
+        ("/channel/no-such-channel/interval", {"start_time": 1, "preset_prompt": "summarize_range"}),
+        ("/channel/no-such-channel/analyze", {"analysis_type": "summarize"}),
+    ]
+    for path, payload in cases:
+        # A system admin may read every channel: only the channel's absence can refuse this.
+        status, body, _ = await world.h.request(
+            "POST", f"{path}?botUsername=nowhere", user=world.admin, json_body=payload
+        )
+        assert status == 404 and body["error"], (path, body)
+    assert [p for p in world.mm.state.posts.values() if p["user_id"] == bot.id and not p["delete_at"]] == []
+
+
+async def test_a_thread_analysis_refused_before_it_starts_leaves_no_streaming_reply_post(world: World) -> None:
+    bot = await world.agent("picky")
+    quill = world.mm.add_user("quill")
+    town = world.town("picky-town", quill)
+    root = world.mm.add_post(quill, town, "Summarise me")
+    # Only the llm service reads the thread: the turn is refused after the reply post exists.
+    world.mm.fail_next(f"/api/v4/posts/{root['id']}/thread", 403)
+    status, body, _ = await world.h.request(
+        "POST", f"/post/{root['id']}/analyze?botUsername=picky", user=quill, json_body={"analysis_type": "action_items"}
+    )
+    assert status == 403, body
+    assert [p for p in world.mm.state.posts.values() if p["user_id"] == bot.id and not p["delete_at"]] == []
+
+
 async def test_postback_summary_posts_the_summary_into_the_meeting_thread(world: World) -> None:
     bot = await world.agent("minutes")
     pat = world.mm.add_user("pat")

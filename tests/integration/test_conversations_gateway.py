@@ -205,3 +205,15 @@ async def test_ai_actions_without_a_license_are_refused_with_403_naming_the_feat
     for method, path, payload, feature in cases:
         status, body, _ = await harness.request(method, path, user=jay, json_body=payload)
         assert status == 403 and feature in body["error"], (path, body)
+
+
+@pytest.mark.parametrize("analysis_type", [{"type": "summarize"}, ["summarize"]])
+async def test_a_channel_analysis_type_that_is_not_a_string_is_refused_with_400(
+    harness: ClusterHarness, analysis_type: object
+) -> None:
+    user = harness.mattermost.add_user(f"kim-{type(analysis_type).__name__}")
+    status, body, _ = await harness.request(
+        "POST", "/channel/c1/analyze", user=user, json_body={"analysis_type": analysis_type}
+    )
+    assert status == 400 and "analysis_type" in body["error"]
+    assert_matches_openapi("POST", "/channel/{channelid}/analyze", 400, body)

@@ -3,7 +3,8 @@
 Every replica connected for a bot sees the same ``posted`` event; the first ``ClaimPost`` wins and
 only the winner creates the reply post. The winner renews the lease while it renders; when the
 lease runs out (the replica died) any replica's sweep takes the claim over and finishes the same
-reply post (``Attach``), so a reply is neither lost nor written twice.
+reply post (``Attach``), so a reply is neither lost nor written twice. A replica that stops while
+rendering hands the claim back instead of letting the whole lease run out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from services.common.grpc_client import unary
 from services.gateway.backends import Backends
 
 logger = logging.getLogger(__name__)
+
+# The shortest lease ClaimPost grants (0 means its default): a claim handed back with it is
+# taken over by the next sweep of any live replica.
+HAND_BACK_LEASE_SECONDS = 1
 
 
 class ClaimsUnavailable(DomainError):
@@ -46,12 +51,14 @@ class PostClaims:
             raise
         # (other errors are mapped by ``unary`` in the callers)
 
-    async def claim(self, post_id: str, response_post_id: str = "") -> llm_pb2.ClaimPostResponse | None:
+    async def claim(
+        self, post_id: str, response_post_id: str = "", *, lease_seconds: int = 0
+    ) -> llm_pb2.ClaimPostResponse | None:
         """Claim (or renew) ``post_id``; None when another replica holds it or it is finished."""
         request = llm_pb2.ClaimPostRequest(
             post_id=post_id,
             claimant=self.claimant,
-            lease_seconds=self.lease_seconds,
+            lease_seconds=lease_seconds or self.lease_seconds,
             response_post_id=response_post_id,
         )
         try:
@@ -91,10 +98,21 @@ class PostClaims:
                 except DomainError as err:
                     logger.warning("renewing a claim failed", extra={"post_id": post_id, "error": err.message})
 
-        task = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
+        async def stop_renewing() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        except asyncio.CancelledError:
+            # This replica stops rendering (shutdown): hand the claim back, after the last renewal.
+            await stop_renewing()
+            try:
+                await self.claim(post_id, lease_seconds=HAND_BACK_LEASE_SECONDS)
+            except DomainError as err:
+                logger.warning("handing a claim back failed", extra={"post_id": post_id, "error": err.message})
+            raise
+        finally:
+            await stop_renewing()

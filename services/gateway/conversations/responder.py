@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from services.common.errors import AlreadyExists, DomainError
+from services.common.errors import AlreadyExists, DomainError, UpstreamUnavailable
 from services.common.grpc_client import unary
 from services.common.identity import Identity, current_identity
 from services.common.mattermost import MattermostClient, Post, User
@@ -25,19 +27,26 @@ from services.gateway.conversations.triggers import AgentBot, ReminderCandidate,
 from services.gateway.deps import GatewayDeps
 from services.gateway.rendering.reply import (
     FINAL_STATUSES,
+    INTERRUPTED,
     POST_TYPE,
     PROP_CONVERSATION_ID,
     PROP_REQUESTER,
     PROP_STREAM_STATUS,
+    UNAVAILABLE_TEXT,
     ReplyState,
+    answer_text,
     base_props,
 )
 from services.gateway.rendering.writer import ReplyWriter
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 REMINDER_TYPE = "custom_agent_mention_reminder"
 REMINDER_TEXT = "To respond to an agent you must @mention them"
+# Longest wait between two tries of a post whose answer could not start.
+RETRY_MAX_WAIT_SECONDS = 5.0
 
 
 def user_timezone(user: User) -> str:
@@ -105,12 +114,13 @@ class Responder:
             user_timezone=user_timezone(user),
         )
 
-    async def answer(self, trigger: Trigger, *, already_claimed: bool = False) -> None:
-        """Answer a user's post into a new reply post, unless another replica claimed it."""
+    async def _start(self, trigger: Trigger, already_claimed: bool) -> tuple[bool, llm_pb2.ConversationContext] | None:
+        """Claim the post and check the agent may answer it here: (claimed, context), or None
+        when another replica has it or the agent is not usable here."""
         post, agent = trigger.post, trigger.agent
         claimed = True if already_claimed else await self._claim(post.id)
         if claimed is None:
-            return
+            return None
         context = await self.context(trigger)
         with acting_for(post.user_id):
             decision = await unary(
@@ -127,7 +137,67 @@ class Responder:
             logger.info("agent not usable here; not answering", extra={"post_id": post.id, "reason": decision.reason})
             if claimed:
                 await self.claims.finish(post.id)
+            return None
+        return claimed, context
+
+    async def _retrying(self, post_id: str, step: Callable[..., Awaitable[T]], *args: object) -> T:
+        """``step(*args)``, tried again with backoff while a dependency is unavailable, for at most
+        ``answer_retry_seconds``; then its UpstreamUnavailable is raised."""
+
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "a dependency is unavailable; trying the answer again",
+                extra={
+                    "post_id": post_id,
+                    "attempt": state.attempt_number,
+                    "retry_in": state.next_action.sleep if state.next_action else 0.0,
+                    "error": error.message if isinstance(error, DomainError) else "",
+                },
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(UpstreamUnavailable),
+            wait=wait_exponential(multiplier=0.5, max=RETRY_MAX_WAIT_SECONDS),
+            stop=stop_after_delay(self.deps.settings.answer_retry_seconds),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        # A coroutine function, not a lambda: tenacity awaits only what it sees is async.
+        return await retrying(step, *args)
+
+    async def _unavailable_reply(self, trigger: Trigger, err: UpstreamUnavailable) -> None:
+        """Tell the post's author it could not be answered, rather than dropping it silently."""
+        post = trigger.post
+        logger.error(
+            "a dependency stayed unavailable; replying with an error",
+            extra={"post_id": post.id, "error": err.message},
+        )
+        poster = await self.poster(trigger.agent.bot_user_id)
+        props = base_props(
+            conversation_id="",
+            responding_to=post.id,
+            requester_id=post.user_id,
+            allow_unsafe_links=self.directory().allow_unsafe_links,
+        )
+        props[PROP_STREAM_STATUS] = INTERRUPTED
+        await poster.create_post(
+            post.channel_id, UNAVAILABLE_TEXT, root_id=post.root_id or post.id, props=props, type=POST_TYPE
+        )
+        # Answered (with the error): no replica takes the post up once the dependency is back.
+        await self.claims.finish(post.id)
+
+    async def answer(self, trigger: Trigger, *, already_claimed: bool = False) -> None:
+        """Answer a user's post into a new reply post, unless another replica claimed it."""
+        post, agent = trigger.post, trigger.agent
+        try:
+            started = await self._retrying(post.id, self._start, trigger, already_claimed)
+        except UpstreamUnavailable as err:
+            await self._unavailable_reply(trigger, err)
             return
+        if started is None:
+            return
+        claimed, context = started
         poster = await self.poster(agent.bot_user_id)
         props = base_props(
             conversation_id="",
@@ -139,7 +209,14 @@ class Responder:
             post.channel_id, "", root_id=post.root_id or post.id, props=props, type=POST_TYPE
         )
         if claimed:
-            await self.claims.claim(post.id, response_post_id=reply.id)
+            try:
+                await self.claims.claim(post.id, response_post_id=reply.id)
+            except DomainError as err:
+                # The turn goes on (and says so in the post if it cannot start); raising here would
+                # leave the new post streaming with nothing rendering it.
+                logger.warning(
+                    "recording the reply post on the claim failed", extra={"post_id": post.id, "error": err.message}
+                )
         request = llm_pb2.RespondRequest(
             context=context,
             post_id=post.id,
@@ -163,7 +240,7 @@ class Responder:
                 await poster.delete_post(reply.id)
                 return
             async with self.claims.held(post.id) if claimed else contextlib.nullcontext():
-                await self.writer.render(poster, state, _prepend(first, events))
+                await self.writer.render(poster, state, _prepend(first, events), resumable=claimed)
         if claimed:
             await self.claims.finish(post.id)
 
@@ -187,7 +264,7 @@ class Responder:
             post_id=reply.id,
             requester_id=str(reply.props.get(PROP_REQUESTER, "")),
             props=dict(reply.props),
-            text=reply.message,
+            text=answer_text(reply.message),
             conversation_id=str(reply.props.get(PROP_CONVERSATION_ID, "")),
         )
         logger.info("taking over a reply another replica left", extra={"post_id": reply.id})
@@ -199,7 +276,7 @@ class Responder:
                 wait_for_ready=True,
             )
             async with self.claims.held(claim.post_id):
-                await self.writer.render(poster, state, events)
+                await self.writer.render(poster, state, events, resumable=True)
         await self.claims.finish(claim.post_id)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:

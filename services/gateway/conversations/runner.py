@@ -52,13 +52,19 @@ class ConversationTriggers:
             asyncio.create_task(self._sweep_loop(), name="claims-sweep"),
         ]
 
-    async def stop(self) -> None:
+    async def stop_listening(self) -> None:
+        """Take no new work: the refresh and sweep loops end and the bot sockets close. Replies
+        being rendered go on (the writer drains them)."""
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
         await self.listeners.close()
-        # In-flight replies are left to the claims: their leases expire and a live replica
-        # (or this one, restarted) takes them over.
+
+    async def stop(self) -> None:
+        await self.stop_listening()
+        # What is left never reached its reply (or the drain marked it): the claims decide,
+        # their leases expire and a live replica (or this one, restarted) takes them over.
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -24,12 +24,22 @@ async def launch(
     poster: MattermostClient,
     state: ReplyState,
     events: AsyncIterator[llm_pb2.ConversationEvent],
+    *,
+    new_post: bool = False,
 ) -> None:
-    """Raise the turn's error if it fails before its first event; otherwise render in background."""
+    """Raise the turn's error if it fails before its first event; otherwise render in background.
+
+    ``new_post``: the post was created for this turn, so a refused turn deletes it: the caller
+    gets the error instead, and no empty post is left streaming with nothing rendering it.
+    """
     try:
         first = await anext(events)
     except StopAsyncIteration:
         first = None
+    except BaseException:
+        if new_post:
+            await _discard(poster, state.post_id)
+        raise
 
     async def rest() -> AsyncIterator[llm_pb2.ConversationEvent]:
         if first is not None:
@@ -49,3 +59,10 @@ async def launch(
     # Held so the task is not garbage-collected mid-turn.
     _background.add(task)
     task.add_done_callback(_background.discard)
+
+
+async def _discard(poster: MattermostClient, post_id: str) -> None:
+    try:
+        await poster.delete_post(post_id)
+    except DomainError as err:
+        logger.warning("deleting the reply of a refused turn failed", extra={"post_id": post_id, "error": err.message})

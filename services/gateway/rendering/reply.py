@@ -17,6 +17,10 @@ from google.protobuf import json_format
 # The plugin's English UI strings (server/i18n): users and their scripts know these words.
 ERROR_TEXT = "Sorry! An error occurred while accessing the LLM. See server logs for details."
 EMPTY_TEXT = "Sorry! The LLM did not return a result."
+# Ours: the reply to a post that could not be answered while a dependency was down.
+UNAVAILABLE_TEXT = "Sorry! The agent could not answer: a service it needs is unavailable. Please try again later."
+# Ours: appended while a reply is handed off (its gateway stopped before the answer ended).
+HANDOFF_TEXT = "(The agents service restarted before this answer was finished; it continues here once it is back.)"
 
 POST_TYPE = "custom_llmbot"
 # Post props (the plugin's names, plus the stream status this cluster adds: there is no plugin
@@ -35,6 +39,9 @@ DONE = "done"
 STOPPED = "stopped"
 INTERRUPTED = "interrupted"
 AWAITING_APPROVAL = "awaiting_approval"
+# Not final: the gateway rendering it stopped and handed its claim back; the next replica whose
+# sweep takes the claim over finishes the post.
+HANDED_OFF = "handed_off"
 FINAL_STATUSES = frozenset({DONE, STOPPED, INTERRUPTED, AWAITING_APPROVAL})
 
 
@@ -206,10 +213,17 @@ class ReplyState:
         self.version += 1
         return [self._update(next=self.message()), self._update(control="end")]
 
+    def hand_off(self) -> None:
+        """This replica stops rendering before the turn ended; another one will finish the post."""
+        self.status = HANDED_OFF
+        self.version += 1
+
     def message(self) -> str:
         """The post's message now."""
         if self.status == INTERRUPTED:
             return f"{self.text}\n\n{ERROR_TEXT}" if self.text else ERROR_TEXT
+        if self.status == HANDED_OFF:
+            return f"{self.text}\n\n{HANDOFF_TEXT}" if self.text else HANDOFF_TEXT
         if self.status == DONE and not self.text and not self.tool_calls:
             return EMPTY_TEXT
         return self.text
@@ -228,3 +242,8 @@ class ReplyState:
         if self.annotations:
             props[PROP_ANNOTATIONS] = self.annotations
         return props
+
+
+def answer_text(message: str) -> str:
+    """The answer in a reply post's message, without the note a hand-off appended."""
+    return "" if message == HANDOFF_TEXT else message.removesuffix(f"\n\n{HANDOFF_TEXT}")

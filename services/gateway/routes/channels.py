@@ -90,7 +90,8 @@ async def analyze(request: web.Request) -> web.Response:
     """A channel analysis over ``since``/``until`` or the last ``days`` days (at most 14)."""
     body = _object(await read_json(request))
     analysis_type = body.get("analysis_type")
-    if analysis_type not in ANALYSIS_PRESETS:
+    # Checked as a string first: an object or array is not hashable, so no dict lookup for it.
+    if not isinstance(analysis_type, str) or analysis_type not in ANALYSIS_PRESETS:
         choices = ", ".join(ANALYSIS_PRESETS)
         raise InvalidInput(f"analysis_type must be one of {choices}", field="analysis_type")
     days = body.get("days", 0)
@@ -108,6 +109,6 @@ async def analyze(request: web.Request) -> web.Response:
     await require_channel_read(request, channel_id)
     agent = await bot_for(request)
     await require_license(request, Feature.CHANNEL_SUMMARIES)
-    preset = ANALYSIS_PRESETS[str(analysis_type)]
+    preset = ANALYSIS_PRESETS[analysis_type]
     summary = SummaryRequest(channel_id, preset, start, end, prompt, props={"no_regen": "true"})
     return await summarize_into_dm(request, agent, summary)

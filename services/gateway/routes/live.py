@@ -23,8 +23,10 @@ from services.gateway.middleware import caller_of
 from services.gateway.rendering.live import replay
 from services.gateway.rendering.reply import (
     FINAL_STATUSES,
+    HANDED_OFF,
     PROP_REQUESTER,
     PROP_STREAM_STATUS,
+    STREAMING,
     ReplyState,
 )
 from services.gateway.routes.guards import triggers_of
@@ -65,7 +67,7 @@ async def serve_post_stream(request: web.Request, post: Post) -> web.StreamRespo
     payloads: AsyncIterator[dict[str, Any]]
     if live is not None:
         payloads = triggers_of(request).responder.writer.live.follow(live, viewer)
-    elif post.props.get(PROP_STREAM_STATUS) == "streaming":
+    elif post.props.get(PROP_STREAM_STATUS) in (STREAMING, HANDED_OFF):  # the turn may still run
         payloads = _from_llm(request, post, viewer)
     else:
         payloads = _as_async(_final(post, viewer))

@@ -148,7 +148,6 @@ async def analyze(request: web.Request) -> web.Response:
         allow_unsafe_links=triggers.directory.allow_unsafe_links,
     )
     props.update(referenced_thread=post.root_id or post.id, prompt_type=analysis_type)
-    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE)
     context = llm_pb2.ConversationContext(
         user_id=caller.user.id,
         agent_id=agent.id,
@@ -156,6 +155,7 @@ async def analyze(request: web.Request) -> web.Response:
         is_direct_message=True,
         user_team_ids=await deps.team_ids_of(caller.user.id),
     )
+    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE)
     request_message = llm_pb2.AnalyzeRequest(
         context=context, post_id=post.id, analysis_type=analysis_type, response_post_id=reply.id
     )
@@ -163,7 +163,7 @@ async def analyze(request: web.Request) -> web.Response:
         deps.backends.conversations.Analyze, request_message, timeout=deps.settings.turn_timeout_seconds
     )
     state = ReplyState(post_id=reply.id, requester_id=caller.user.id, props=dict(props))
-    await launch(triggers.responder.writer, poster, state, events)
+    await launch(triggers.responder.writer, poster, state, events, new_post=True)
     return web.json_response({"postid": reply.id, "channelid": dm.id})
 
 

@@ -49,6 +49,15 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
     route's error), and answer ``{postid, channelid}`` while the summary streams in."""
     deps, triggers = request.app[DEPS], triggers_of(request)
     caller = caller_of(request)
+    # Everything that can refuse the request is asked before the reply post exists.
+    channel = await deps.mattermost.get_channel(summary.channel_id)
+    context = llm_pb2.ConversationContext(
+        user_id=caller.user.id,
+        agent_id=agent.id,
+        channel_id=summary.channel_id,
+        team_id=channel.team_id,
+        user_team_ids=await deps.team_ids_of(caller.user.id),
+    )
     poster = await triggers.responder.poster(agent.bot_user_id)
     dm = await poster.get_or_create_direct_channel(caller.user.id, agent.bot_user_id)
     props = base_props(
@@ -64,14 +73,6 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
         uploaded = await poster.upload_file(dm.id, upload.filename, upload.content, upload.mime_type)
         transcript_file_id, file_ids = uploaded.id, [uploaded.id]
     reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE, file_ids=file_ids)
-    channel = await deps.mattermost.get_channel(summary.channel_id)
-    context = llm_pb2.ConversationContext(
-        user_id=caller.user.id,
-        agent_id=agent.id,
-        channel_id=summary.channel_id,
-        team_id=channel.team_id,
-        user_team_ids=await deps.team_ids_of(caller.user.id),
-    )
     message = llm_pb2.SummarizeRequest(
         context=context,
         preset_prompt=summary.preset_prompt,
@@ -86,10 +87,5 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
         deps.backends.conversations.Summarize, message, timeout=deps.settings.turn_timeout_seconds
     )
     state = ReplyState(post_id=reply.id, requester_id=caller.user.id, props=dict(props))
-    try:
-        await launch(triggers.responder.writer, poster, state, events)
-    except BaseException:
-        # Refused before the first event: no empty reply post is left in the DM.
-        await poster.delete_post(reply.id)
-        raise
+    await launch(triggers.responder.writer, poster, state, events, new_post=True)
     return web.json_response({"postid": reply.id, "channelid": dm.id})

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import grpc
+import psycopg
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from services.common import errors
 from services.common.errors_map import (
     STATUS_TO_HTTP,
     domain_error_from_status,
+    domain_error_of,
     http_status_for,
     status_for,
     trailing_metadata_for,
@@ -74,3 +77,14 @@ def test_a_service_raised_unavailable_keeps_its_message() -> None:
     error = errors.UpstreamUnavailable("the OpenAI service is unavailable")
     rebuilt = domain_error_from_status(grpc.StatusCode.UNAVAILABLE, error.message, dict(trailing_metadata_for(error)))
     assert rebuilt.message == error.message
+
+
+def test_an_unreachable_database_is_unavailable_with_retry_after_and_no_address() -> None:
+    driver = psycopg.OperationalError('connection failed: connection to server on socket "/tmp/pg/.s.PGSQL.5432"')
+    error = domain_error_of(sa_exc.OperationalError("select 1", {}, driver))
+    assert isinstance(error, errors.UpstreamUnavailable) and error.retry_after
+    assert status_for(error) == grpc.StatusCode.UNAVAILABLE and "/tmp/pg" not in error.message
+
+
+def test_other_database_errors_stay_internal() -> None:
+    assert domain_error_of(sa_exc.IntegrityError("insert", {}, Exception("duplicate key"))) is None

@@ -6,7 +6,7 @@ import json
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 
-from services.gateway.rendering.reply import ERROR_TEXT, ReplyState, base_props
+from services.gateway.rendering.reply import ERROR_TEXT, HANDOFF_TEXT, ReplyState, answer_text, base_props
 
 
 def text(t: str) -> llm_pb2.ConversationEvent:
@@ -85,3 +85,13 @@ def test_continue_after_approval_starts_the_visible_text_over() -> None:
 def test_allowing_unsafe_links_leaves_the_prop_out() -> None:
     props = base_props(conversation_id="c", responding_to="p", requester_id="u", allow_unsafe_links=True)
     assert "unsafe_links" not in props
+
+
+def test_a_handed_off_reply_keeps_its_text_with_a_note_the_replica_taking_over_drops() -> None:
+    state = new_state()
+    state.apply(text("half an answer"))
+    state.hand_off()
+    assert not state.finished and state.post_props()["agents_stream_status"] == "handed_off"
+    assert state.message() == f"half an answer\n\n{HANDOFF_TEXT}"
+    assert answer_text(state.message()) == "half an answer"
+    assert answer_text(HANDOFF_TEXT) == "" and answer_text("an answer\n\n") == "an answer\n\n"
