@@ -157,9 +157,10 @@ class GrpcServiceHost:
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                # Clients re-resolve after scale-out when connections age out.
-                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-                ("grpc.max_connection_age_grace_ms", 30 * 1000),
+                # Clients re-resolve after scale-out when connections age out. The GOAWAY only
+                # stops new calls on the connection: there is no max_connection_age_grace_ms, whose
+                # default (unbounded) lets running streams (a long answer) finish on it.
+                ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_seconds * 1000)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10 * 1000),
             ],
