@@ -258,6 +258,8 @@ class FakeOpenAI:
         ttft = self.ttft if scripted.ttft is None else scripted.ttft
         delay = self.token_delay if scripted.token_delay is None else scripted.token_delay
         try:
+            if scripted.hold is not None:
+                await scripted.hold.wait()
             if ttft:
                 await asyncio.sleep(ttft)
             if chat:

@@ -7,6 +7,7 @@ Every gRPC connection in this cluster is asked to go away (GOAWAY) after one sec
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.conversation_support import FAST, World
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -70,3 +72,81 @@ async def test_a_bridge_stream_for_longer_than_the_connection_max_age_completes(
     assert status == 200
     assert "".join(e["Value"] for e in events if e["Type"] == 0) == LONG_ANSWER
     assert [e["Type"] for e in events][-2:] == [7, 1]  # usage, then the end: no error event
+
+
+# ---- the post's status follows the answer, not its title ----------------------------------------
+
+
+async def has_title(world: World, user: FakeUser, title: str) -> bool:
+    """Whether one of the user's conversations (GET /ai_threads) has this title."""
+    status, threads = await world.h.get("/ai_threads", user=user)
+    assert status == 200
+    return title in [t["title"] for t in threads]
+
+
+async def test_a_new_conversation_is_final_as_soon_as_its_answer_ends_while_its_title_is_generated(
+    world: World,
+) -> None:
+    bot = await world.agent("namer")
+    bea = world.mm.add_user("bea")
+    dm = world.mm.add_direct_channel(bea, bot)
+    title_held = asyncio.Event()
+    world.openai.enqueue(FakeResponse.text("Here you go.", tokens=3), FakeResponse.text("Held Title", hold=title_held))
+    post = await world.mm.user_posts(bea, dm, "name this chat")
+    try:
+        # The title call gets no answer until the post is final.
+        reply = await world.answer_to(post)
+        assert reply["props"]["agents_stream_status"] == "done" and reply["message"] == "Here you go."
+    finally:
+        title_held.set()
+    # The title is still generated, after the answer.
+    await poll(lambda: has_title(world, bea, "Held Title"), within=10)
+
+
+async def test_a_stopped_answer_is_final_at_once_while_its_title_is_generated(world: World) -> None:
+    bot = await world.agent("stoppable")
+    cal = world.mm.add_user("cal")
+    dm = world.mm.add_direct_channel(cal, bot)
+    title_held = asyncio.Event()
+    long = "story " * 60
+    world.openai.enqueue(
+        FakeResponse.text(long, tokens=60, token_delay=0.1), FakeResponse.text("Stopped Story", hold=title_held)
+    )
+    post = await world.mm.user_posts(cal, dm, "a long story please")
+    [reply] = await poll(lambda: world.replies_to(post["id"]))
+    live = world.mm.post(reply["id"])
+    await poll(lambda: live["message"].strip(), within=10)
+    try:
+        status, _, _ = await world.h.request("POST", f"/post/{reply['id']}/stop", user=cal)
+        assert status == 200
+        final = await world.final(reply["id"])
+        assert final["props"]["agents_stream_status"] == "stopped"
+        assert final["message"] and len(final["message"]) < len(long)
+    finally:
+        title_held.set()
+    await poll(lambda: has_title(world, cal, "Stopped Story"), within=10)
+
+
+# ---- SIGTERM after the answer: the answer stays done (restarts the llm: keep this last) --------
+
+
+async def test_sigterm_on_the_llm_while_a_title_is_generated_leaves_the_finished_answer_done(world: World) -> None:
+    bot = await world.agent("survivor")
+    eve = world.mm.add_user("eve")
+    dm = world.mm.add_direct_channel(eve, bot)
+    title_held = asyncio.Event()
+    world.openai.enqueue(FakeResponse.text("All done here.", tokens=3), FakeResponse.text("Never", hold=title_held))
+    post = await world.mm.user_posts(eve, dm, "answer, then the service stops")
+    # The title call reaching the provider means the answer has ended.
+    await poll(lambda: world.openai.queued == 0, within=20)
+    cluster = world.h.cluster
+    assert cluster is not None
+    try:
+        assert await cluster.stop_service("llm", grace=30) == 0
+        reply = await world.answer_to(post)
+        assert reply["props"]["agents_stream_status"] == "done"
+        assert reply["message"] == "All done here."
+    finally:
+        title_held.set()
+        await cluster.start_service("llm")
+        await cluster.wait_healthy(names=("llm",))
