@@ -49,6 +49,8 @@ class FakeOpenAI:
     transcript_vtt: str = "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello from the recording.\n"
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnects: int = 0
+    # Scripted or default answers written out in full (the client may not have read them yet).
+    completed: int = 0
     _queue: deque[FakeResponse] = field(default_factory=deque)
     _runner: web.AppRunner | None = None
     _port: int = 0
@@ -269,6 +271,7 @@ class FakeOpenAI:
         except (asyncio.CancelledError, ConnectionResetError):
             self.record_disconnect()
             raise
+        self.completed += 1
         return resp
 
 

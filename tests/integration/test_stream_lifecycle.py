@@ -12,9 +12,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
+from services.common.identity import Identity
 from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
@@ -125,6 +129,82 @@ async def test_a_stopped_answer_is_final_at_once_while_its_title_is_generated(wo
     finally:
         title_held.set()
     await poll(lambda: has_title(world, cal, "Stopped Story"), within=10)
+
+
+# ---- a client cancelling a stream is normal: no error in any log --------------------------------
+
+
+def errors_since(world: World, marks: dict[str, int]) -> list[str]:
+    """Error lines and tracebacks the services logged after ``marks`` (lines per service)."""
+    return [
+        f"{service}: {line}"
+        for service, lines in world.h.logs.items()
+        for line in lines[marks.get(service, 0) :]
+        if '"level": "error"' in line or '"level": "critical"' in line or "Traceback" in line
+    ]
+
+
+def logged_since(world: World, marks: dict[str, int], service: str, message: str) -> bool:
+    return any(f'"msg": "{message}"' in line for line in world.h.logs.get(service, [])[marks.get(service, 0) :])
+
+
+def log_marks(world: World) -> dict[str, int]:
+    return {service: len(lines) for service, lines in world.h.logs.items()}
+
+
+async def test_a_client_cancelling_a_stream_it_stopped_reading_leaves_no_error_in_the_logs(world: World) -> None:
+    dee = world.mm.add_user("dee")
+    marks = log_marks(world)
+    served = world.openai.completed
+    # About 300 KB of answer, written faster than this client reads (it reads one message, then
+    # nothing): the llm ends up waiting to send, with its queue of provider events full.
+    world.openai.enqueue(FakeResponse.text("x" * 300_000, tokens=300, token_delay=0.002))
+    request = llm_pb2.StreamCompleteRequest(
+        request=llm_pb2.CompletionRequest(
+            service_id=world.service_id,
+            messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text="a lot of x")])],
+        ),
+        batch_events=True,
+    )
+    # No BDP probing: the client's receive window stays small instead of absorbing the answer.
+    options = [("grpc.http2.bdp_probe", 0)]
+    assert world.h.cluster is not None
+    async with grpc.aio.insecure_channel(world.h.cluster.address("llm"), options=options) as channel:
+        call = llm_pb2_grpc.LLMStub(channel).StreamComplete(
+            request, metadata=world.h.metadata(Identity(user_id=dee.id))
+        )
+        await call.read()
+        # The whole answer left the provider: what this client has not read waits in the llm.
+        await poll(lambda: world.openai.completed > served, within=20)
+        call.cancel()
+
+    await poll(
+        lambda: logged_since(world, marks, "llm", "stream cancelled") or errors_since(world, marks),
+        within=10,
+    )
+    assert errors_since(world, marks) == []
+
+
+async def test_a_plugin_hanging_up_on_a_bridge_stream_leaves_no_error_in_the_logs(world: World) -> None:
+    await world.agent("hungup")
+    plugin = world.mm.add_user("impatient-plugin-bot", is_bot=True)
+    marks = log_marks(world)
+    world.openai.enqueue(FakeResponse.text(LONG_ANSWER, tokens=40, token_delay=0.05))
+    assert world.h.http is not None
+    url = f"{world.h.gateway_url}{PLUGIN}/bridge/v1/completion/agent/hungup"
+    async with world.h.http.post(url, data=json.dumps(BRIDGE_BODY), headers=plugin_headers(plugin)) as resp:
+        assert resp.status == 200
+        await resp.content.readany()  # the first event: the stream runs
+        resp.close()  # hang up mid-stream
+
+    await poll(
+        lambda: logged_since(world, marks, "gateway", "client disconnected") or errors_since(world, marks),
+        within=10,
+    )
+    # The gateway gave up its llm stream, which gave up the provider's.
+    await world.openai.wait_for_disconnect(within=10)
+    await poll(lambda: logged_since(world, marks, "llm", "stream cancelled") or errors_since(world, marks))
+    assert errors_since(world, marks) == []
 
 
 # ---- SIGTERM after the answer: the answer stays done (restarts the llm: keep this last) --------
