@@ -9,12 +9,13 @@ calls and streams get ``shutdown_grace_seconds`` to finish before they are cance
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import errors, identity
+from services.common import errors, identity, telemetry
 from services.common.errors_map import INTERNAL_MESSAGE, domain_error_of, status_for, trailing_metadata_for
 from services.common.settings import CommonSettings
 
@@ -43,7 +44,8 @@ class ServicerBinding:
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
     """Per call: checks the service credential, sets identity and deadline context variables,
-    and maps domain errors to status codes (anything else → INTERNAL with a logged traceback)."""
+    makes the call's span (when tracing), and maps domain errors to status codes (anything else
+    → INTERNAL with a logged traceback)."""
 
     def __init__(self, service_token: str) -> None:
         self._token = service_token.encode()
@@ -65,22 +67,34 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             authorised = not self._token or hmac.compare_digest(presented, self._token)
             internal = bool(self._token) and authorised
         caller = identity.Identity.from_metadata(metadata, internal=internal)
-        return _wrap_handler(handler, caller, authorised, method)
+        return _wrap_handler(handler, caller, authorised, metadata, method)
 
 
 # Health and reflection stay reachable without the service credential (probes, grpcurl).
 _UNGUARDED_PREFIXES = (f"/{HEALTH_FULL_NAME}/", "/grpc.reflection.")
 
 
-def _enter(context: grpc.aio.ServicerContext, caller: identity.Identity) -> list[Any]:
+@contextlib.contextmanager
+def _in_call(
+    context: grpc.aio.ServicerContext, caller: identity.Identity, metadata: dict[str, str], method: str
+) -> Iterator[None]:
+    """The caller's identity, the call's deadline and (when tracing) its span, for its duration."""
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
-    return [identity.current_identity.set(caller), identity.current_deadline.set(deadline)]
-
-
-def _exit(tokens: list[Any]) -> None:
-    identity.current_identity.reset(tokens[0])
-    identity.current_deadline.reset(tokens[1])
+    identity_token = identity.current_identity.set(caller)
+    deadline_token = identity.current_deadline.set(deadline)
+    # Probes and reflection make no spans: a health check every few seconds is noise in a trace store.
+    span = (
+        contextlib.nullcontext()
+        if method.startswith(_UNGUARDED_PREFIXES)
+        else telemetry.grpc_server_span(method, metadata)
+    )
+    try:
+        with span:
+            yield
+    finally:
+        identity.current_identity.reset(identity_token)
+        identity.current_deadline.reset(deadline_token)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
@@ -89,12 +103,15 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
         if domain is not exc:
             # Only the class: the driver's message carries the server's address.
             logger.warning("%s failed: %s (%s)", method, domain.message, type(exc).__name__)
+        code = status_for(domain)
+        telemetry.record_grpc_status(code)
         context.set_trailing_metadata(trailing_metadata_for(domain))
-        await context.abort(status_for(domain), domain.message)
+        await context.abort(code, domain.message)
     if isinstance(exc, NotImplementedError):
         # The generated base class answers for RPCs whose feature has not landed yet.
         await _abort(context, errors.Unimplemented(f"{method} is not implemented yet"), method)
     logger.error("unhandled error in %s", method, exc_info=exc)
+    telemetry.record_grpc_status(grpc.StatusCode.INTERNAL)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
@@ -120,7 +137,11 @@ def _decoded(decode: Callable[[bytes], Any], request: Any, streaming: bool) -> A
 
 
 def _wrap_handler(
-    handler: grpc.RpcMethodHandler, caller: identity.Identity, authorised: bool, method: str
+    handler: grpc.RpcMethodHandler,
+    caller: identity.Identity,
+    authorised: bool,
+    metadata: dict[str, str],
+    method: str,
 ) -> grpc.RpcMethodHandler:
     # Requests reach the wrapper as bytes and are decoded inside it, after the credential check.
     decode = _decoder(handler, method)
@@ -129,40 +150,51 @@ def _wrap_handler(
         inner = handler.unary_unary or handler.stream_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            tokens = _enter(context, caller)
-            try:
-                if not authorised:
-                    raise _UNAUTHORISED
-                return await inner(_decoded(decode, request, streaming_request), context)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                await _abort(context, exc, method)
-            finally:
-                _exit(tokens)
+            with _in_call(context, caller, metadata, method):
+                try:
+                    if not authorised:
+                        raise _UNAUTHORISED
+                    return await inner(_decoded(decode, request, streaming_request), context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
 
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return factory(unary, None, handler.response_serializer)
 
     inner_stream = handler.unary_stream or handler.stream_stream
 
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        tokens = _enter(context, caller)
-        try:
-            if not authorised:
-                raise _UNAUTHORISED
-            result = inner_stream(_decoded(decode, request, streaming_request), context)
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    yield item
-            else:
-                await result  # handlers that write with context.write()
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort(context, exc, method)
-        finally:
-            _exit(tokens)
+    # A coroutine that writes each response, not a generator that yields them: grpc.aio leaves
+    # a generator it iterates suspended when the call ends mid-send, for the garbage collector to
+    # close later in another task, where the call's context variables (identity, deadline, trace
+    # context) cannot be reset; error tracebacks for a client that merely went away. Here the
+    # handler's generators close in the call, whatever ends it.
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
+        with _in_call(context, caller, metadata, method):
+            try:
+                if not authorised:
+                    raise _UNAUTHORISED
+                responses = inner_stream(_decoded(decode, request, streaming_request), context)
+                if not inspect.isasyncgen(responses):
+                    await responses  # handlers that write with context.write()
+                    return
+                async with contextlib.aclosing(responses):
+                    async for response in responses:
+                        try:
+                            await context.write(response)
+                        except grpc.aio.InternalError:
+                            # The call ended (cancelled, past its deadline, connection lost)
+                            # before grpc.aio noticed: end it as the cancellation it is.
+                            raise asyncio.CancelledError from None
+            except asyncio.CancelledError:
+                telemetry.record_grpc_status(grpc.StatusCode.CANCELLED)
+                logger.info("stream cancelled", extra={"method": method})
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort(context, exc, method)
 
     factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
     return factory(streaming, None, handler.response_serializer)
@@ -187,9 +219,10 @@ class GrpcServiceHost:
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                # Clients re-resolve after scale-out when connections age out.
-                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-                ("grpc.max_connection_age_grace_ms", 30 * 1000),
+                # Clients re-resolve after scale-out when connections age out. The GOAWAY only
+                # stops new calls on the connection: there is no max_connection_age_grace_ms, whose
+                # default (unbounded) lets running streams (a long answer) finish on it.
+                ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_seconds * 1000)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10 * 1000),
             ],

@@ -40,6 +40,9 @@ class CommonSettings(BaseModel):
     # Seconds health reports NOT_SERVING before the server stops accepting calls, so that load
     # balancers and clients move away first.
     readiness_drain_seconds: float = Field(default=0.0, ge=0)
+    # Seconds after which the server asks a client connection to go away (HTTP/2 GOAWAY), so
+    # clients re-resolve and spread over replicas added since. Calls already running finish.
+    grpc_max_connection_age_seconds: float = Field(default=300.0, gt=0)
     # uvloop (default) or asyncio's own loop (services/common/event_loop.py).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # off, logs (spans in the JSON log), otlp (gRPC exporter), file (JSON lines, used by tests).

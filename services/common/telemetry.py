@@ -3,13 +3,15 @@
 Logs are JSON lines with the service name and the current trace/span ids. Traces go nowhere
 (``off``), into the log (``logs``), to an OTLP collector (``otlp``), or to a JSON-lines file
 (``file``, used by tests to follow one request across processes). Instrumentation of grpc.aio and
-aiohttp must run before any server or channel is created, since it patches their constructors.
+aiohttp must run before any server or channel is created, since it patches their constructors
+(gRPC servers make their own spans: ``grpc_server_span``).
 Secrets in query strings (``?access_token=``, ``?key=``, OAuth's ``code``) are redacted here, from
 every log line and every exported span, whatever code or library wrote them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -17,11 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from opentelemetry import trace
+import grpc
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -30,7 +34,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Status
+from opentelemetry.trace import Status, StatusCode
 
 from services.common.settings import CommonSettings
 
@@ -263,9 +267,11 @@ def _instrument() -> None:
         return
     from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
-    GrpcAioInstrumentorServer().instrument()
+    # gRPC servers make their own spans (grpc_server_span): the instrumentation's server
+    # interceptor wraps a response stream in a generator that grpc.aio abandons when a call ends
+    # mid-send, leaving its context to be detached later in another task (logged as errors).
     GrpcAioInstrumentorClient().instrument()
     AioHttpServerInstrumentor().instrument()
     AioHttpClientInstrumentor().instrument()
@@ -274,3 +280,41 @@ def _instrument() -> None:
 
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+_GRPC_STATUS = "rpc.grpc.status_code"
+# The codes that mean the server failed (OpenTelemetry's RPC conventions); the others are answers.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def grpc_server_span(method: str, metadata: Mapping[str, str]) -> AbstractContextManager[object]:
+    """The current span of one incoming gRPC call, continuing the caller's trace (W3C trace
+    context in its metadata); nothing while tracing is off."""
+    if not _instrumented:
+        return contextlib.nullcontext()
+    service, _, name = method.lstrip("/").partition("/")
+    return tracer(__name__).start_as_current_span(
+        method,
+        context=propagate.extract(metadata),
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name, _GRPC_STATUS: 0},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def record_grpc_status(code: grpc.StatusCode) -> None:
+    """Record how the current incoming gRPC call ends on its span."""
+    span = trace.get_current_span()
+    span.set_attribute(_GRPC_STATUS, code.value[0])
+    if code in _SERVER_FAULTS:
+        span.set_status(Status(StatusCode.ERROR, code.name))

@@ -30,6 +30,10 @@ PUBLIC_PATHS = frozenset(
 SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/",)
 
 
+# The status recorded (access log, span) for a request whose client hung up (nginx's 499).
+CLIENT_CLOSED_REQUEST = 499
+
+
 def error_response(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
     headers = {}
     if status in (429, 503) or retry_after is not None:
@@ -53,7 +57,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             message = "not found" if exc.status == 404 else (exc.reason or "error")
             return error_response(exc.status, message)
         raise
-    except Exception:
+    except Exception as exc:
+        transport = request.transport
+        if isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing()):
+            # The client went away mid-response (a stream it stopped reading): no one is left
+            # to answer; aiohttp drops this response quietly on the closed connection.
+            logger.info("client disconnected", extra={"path": request.path})
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         logger.exception("unhandled error", extra={"path": request.path})
         return error_response(500, INTERNAL_MESSAGE)
 

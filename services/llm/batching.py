@@ -20,7 +20,8 @@ spent waiting on the provider, never the time a batch waits for the client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from services.llm.providers.base import Done, Event
 
@@ -38,12 +39,12 @@ class _End:
 
 
 async def event_batches(
-    events: AsyncIterator[Event], *, max_events: int = MAX_EVENTS_PER_BATCH
+    events: AsyncGenerator[Event, None], *, max_events: int = MAX_EVENTS_PER_BATCH
 ) -> AsyncIterator[list[Event]]:
     """``events`` in order, as lists of what was ready together (1 to ``max_events`` each).
 
     An exception the stream raises (a domain error before the first event) is raised here after
-    the events before it. Closing this generator early cancels the read of the stream.
+    the events before it. Closing this generator early cancels the read and closes the stream.
     """
     if max_events < 1:
         raise ValueError("max_events must be at least 1")
@@ -51,8 +52,11 @@ async def event_batches(
 
     async def read() -> None:
         try:
-            async for event in events:
-                await queue.put(event)
+            # Closed here, in the task that iterated it: its context variables (set on its first
+            # step) cannot be reset from another task, e.g. the consumer's after a cancelled put.
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    await queue.put(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # handed to the consumer, which raises it in its own task

@@ -50,6 +50,8 @@ class FakeOpenAI:
     transcript_vtt: str = "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello from the recording.\n"
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnects: int = 0
+    # Scripted or default answers written out in full (the client may not have read them yet).
+    completed: int = 0
     _queue: deque[FakeResponse] = field(default_factory=deque)
     _runner: web.AppRunner | None = None
     _port: int = 0
@@ -265,6 +267,8 @@ class FakeOpenAI:
         ttft = self.ttft if scripted.ttft is None else scripted.ttft
         delay = self.token_delay if scripted.token_delay is None else scripted.token_delay
         try:
+            if scripted.hold is not None:
+                await scripted.hold.wait()
             if ttft:
                 await asyncio.sleep(ttft)
             if chat:
@@ -274,6 +278,7 @@ class FakeOpenAI:
         except (asyncio.CancelledError, ConnectionResetError):
             self.record_disconnect()
             raise
+        self.completed += 1
         return resp
 
 

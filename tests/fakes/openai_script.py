@@ -7,6 +7,7 @@ line). The fake server renders it in whichever wire format the request's endpoin
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,8 @@ class FakeResponse:
     # timing (None: the server's defaults)
     ttft: float | None = None
     token_delay: float | None = None
+    # Set: the answer starts only once the test sets this event (after the response headers).
+    hold: asyncio.Event | None = field(default=None, compare=False)
 
     @classmethod
     def text(cls, text: str = DEFAULT_ANSWER, *, tokens: int = 5, **kw: Any) -> FakeResponse:

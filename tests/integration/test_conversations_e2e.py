@@ -30,14 +30,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PATCH_INTERVAL = 0.2
 
 
-@pytest_asyncio.fixture(autouse=True, loop_scope="session")
-async def scripted_answers_used_up(world: World) -> AsyncIterator[None]:
-    """Each test's scripted answers are all served (titles come after the reply is final), so
-    the next test's answers cannot be taken by this one's late title request."""
-    yield
-    await poll(lambda: world.openai.queued == 0, within=20)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     async with FakeOpenAI() as openai:
@@ -105,6 +97,7 @@ async def test_a_tool_call_runs_only_when_the_requester_accepts_it(world: World)
     assert reply["props"]["agents_stream_status"] == "awaiting_approval"
     [call] = json.loads(reply["props"]["pending_tool_call"])
     assert call["id"] == "call_post" and call["name"] == "create_post" and call["status"] == "pending"
+    await poll(lambda: world.openai.queued == 1)  # the title (after the answer) took its scripted answer
 
     status, body, _ = await world.h.request(
         "POST", f"/post/{reply['id']}/tool_call", user=dan, json_body={"accepted_tool_ids": ["call_post"]}
@@ -170,6 +163,7 @@ async def test_regenerate_rewrites_the_same_post(world: World) -> None:
     post = await world.mm.user_posts(gus, dm, "answer twice")
     reply = await world.answer_to(post)
     assert reply["message"] == "First try."
+    await poll(lambda: world.openai.queued == 0)  # the title (after the answer) took its scripted answer
     world.openai.enqueue(FakeResponse.text("Second try."))
     status, _, _ = await world.h.request("POST", f"/post/{reply['id']}/regenerate", user=gus)
     assert status == 200

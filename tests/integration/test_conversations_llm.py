@@ -23,6 +23,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.fakes.tools_grpc import FakeTool, FakeTools
 from tests.harness import ClusterHarness, SessionPostgres
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -130,28 +131,35 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
             await tools.stop()
 
 
-async def test_a_dm_answer_streams_start_text_title_and_done_and_persists_the_turns(world: World) -> None:
+async def test_a_dm_answer_streams_start_text_and_done_then_gets_its_title_and_persists_the_turns(
+    world: World,
+) -> None:
     alice = world.mm.add_user("alice")
     agent = await world.agent("helper")
     world.openai.enqueue(
         FakeResponse.text("Hello Alice, here is the answer.", tokens=4), FakeResponse.text("Greeting Alice")
     )
     request, _ = world.dm(alice, agent, "hi there")
+    asked = len(world.openai.requests)
 
     events = await collect(world.conversations.Respond(request, metadata=world.md(alice)))
 
     assert kinds(events)[0] == "control" and events[0].control == "start"
     assert text_of(events) == "Hello Alice, here is the answer."
-    assert [e.title for e in events if e.WhichOneof("event") == "title"] == ["Greeting Alice"]
+    assert "title" not in kinds(events)  # generated once the answer has ended, on its own
     assert done_reason(events) == llm_pb2.STOP_REASON_END_TURN
     assert all(e.post_id == request.response_post_id and e.conversation_id for e in events)
-    system = world.openai.requests[-2].body["messages"][0]["content"]
+    system = world.openai.requests[asked].body["messages"][0]["content"]
     assert "Helper" in system and "@alice" in system
     assert "+0100" in system or "+0200" in system  # the time is given in the user's timezone
-    got = await world.conversations.GetConversation(
-        llm_pb2.GetConversationRequest(id=events[0].conversation_id), metadata=world.md(alice)
-    )
-    assert got.conversation.title == "Greeting Alice"
+
+    async def titled() -> llm_pb2.GetConversationResponse | None:
+        got = await world.conversations.GetConversation(
+            llm_pb2.GetConversationRequest(id=events[0].conversation_id), metadata=world.md(alice)
+        )
+        return got if got.conversation.title == "Greeting Alice" else None
+
+    got = await poll(titled, within=10)
     assert [t.role for t in got.conversation.turns] == ["user", "assistant"]
     assert got.conversation.turns[1].post_id == request.response_post_id
     listed = await world.conversations.ListConversations(llm_pb2.ListConversationsRequest(), metadata=world.md(alice))
@@ -161,6 +169,7 @@ async def test_a_dm_answer_streams_start_text_title_and_done_and_persists_the_tu
 async def test_a_second_respond_for_the_same_post_gets_already_exists(world: World) -> None:
     bob = world.mm.add_user("bob")
     agent = await world.agent("dupbot")
+    world.openai.enqueue(FakeResponse.text("Once."), FakeResponse.text("Title"))
     request, _ = world.dm(bob, agent, "once please")
     await collect(world.conversations.Respond(request, metadata=world.md(bob)))
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -194,6 +203,7 @@ async def test_a_tool_that_asks_pauses_and_runs_as_the_requester_once_accepted(w
     [approval] = [e.approval_required for e in events if e.WhichOneof("event") == "approval_required"]
     assert approval.stage == "call" and [c.call.id for c in approval.calls] == ["call_lookup"]
     assert approval.calls[0].status == "pending"
+    await poll(lambda: world.openai.queued == 1)  # the title (after the answer) took its scripted answer
 
     decision = llm_pb2.ToolDecisionRequest(post_id=request.response_post_id, accepted_tool_ids=["call_lookup"])
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -287,6 +297,7 @@ async def test_regenerate_rewrites_the_answer_for_the_requester_only(world: Worl
     world.openai.enqueue(FakeResponse.text("First try."), FakeResponse.text("Title"), FakeResponse.text("Second try."))
     request, _ = world.dm(jack, agent, "answer twice")
     first = await collect(world.conversations.Respond(request, metadata=world.md(jack)))
+    await poll(lambda: world.openai.queued == 1)  # the title (after the answer) took its scripted answer
     regen = llm_pb2.RegenerateRequest(post_id=request.response_post_id)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await collect(world.conversations.Regenerate(regen, metadata=world.md(kim)))

@@ -182,6 +182,7 @@ async def test_a_tool_that_asks_runs_in_the_tools_service_once_the_requester_acc
     events = await collect(world.conversations.Respond(request, metadata=world.md(emil)))
     assert done_reason(events) == llm_pb2.STOP_REASON_AWAITING_APPROVAL
     assert not [p for p in world.mm.state.posts.values() if p["message"] == "Standup moved to 10:00"]
+    await poll(lambda: world.openai.queued == 1)  # the title (after the answer) took its scripted answer
 
     decision = llm_pb2.ToolDecisionRequest(post_id=request.response_post_id, accepted_tool_ids=["call_post"])
     resumed = await collect(world.conversations.ToolDecision(decision, metadata=world.md(emil)))

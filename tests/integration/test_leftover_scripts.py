@@ -57,7 +57,9 @@ def test_answers_a_failed_test_left_queued_do_not_reach_the_next_test(pytester: 
         "[pytest]\nasyncio_mode = auto\n"
         "asyncio_default_fixture_loop_scope = module\nasyncio_default_test_loop_scope = module\n"
     )
-    pytester.makeconftest("from tests.integration.conftest import _drop_leftover_scripts  # noqa: F401\n")
+    pytester.makeconftest(
+        "from tests.integration.conftest import _fakes_start_unscripted, pytest_runtest_makereport  # noqa: F401\n"
+    )
     pytester.makepyfile(test_two_tests=SUITE)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)

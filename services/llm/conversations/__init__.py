@@ -3,8 +3,8 @@
 ``build_conversations`` wires it for ``services/llm/server.py``: the caller passes the gRPC
 channel pool, the process's provider cache, its observed completions and its live plugin
 config; the result holds the servicer and what ``prepare``/``close`` must run (database wait
-and migrations; on close the running turns save their partial answers, then the stop-flag
-poller ends).
+and migrations; on close the running turns save their partial answers, titles still being
+generated are cancelled, then the stop-flag poller ends).
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def build_conversations(
         Attachments(runs, store),
         AttachRelay(pool, settings.turn_timeout_seconds),
     )
-    # Turns first: saving their partial answers needs the database and the stop watcher.
-    return ConversationsWiring(servicer, engine, store, [runs, stops, _MattermostCloser(mattermost)])
+    # Turns first: saving their partial answers needs the database and the stop watcher; then
+    # the titles of ended turns, which are cancelled.
+    return ConversationsWiring(servicer, engine, store, [runs, runtime, stops, _MattermostCloser(mattermost)])
 
 
 class _MattermostCloser:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common import attributes
@@ -32,8 +32,6 @@ from services.llm.providers.base import (
 
 logger = logging.getLogger(__name__)
 
-# Seconds the end of a turn waits for its title; a slow title must not hold the stream open.
-TITLE_WAIT_SECONDS = 15.0
 _STATES = {Finish.AWAITING_APPROVAL: "paused", Finish.STOPPED: "stopped", Finish.ERROR: "error"}
 
 
@@ -55,6 +53,7 @@ class Runtime:
     calls: ModelCalls
     mattermost: MattermostClient
     stops: StopWatcher
+    _after: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def loop(self) -> AgentLoop:
@@ -76,8 +75,9 @@ class Runtime:
         citations: Sequence[Annotation] = (),
         prepare: Callable[[], Awaitable[list[Message]]] | None = None,
     ) -> AsyncIterator[TurnEvent]:
-        """The events of one turn: ``control``, an optional fixed title, the loop's events, the
-        generated title when ready, then ``Finished``. The post's stream row tracks its state.
+        """The events of one turn: ``control``, an optional fixed title, the loop's events, then
+        ``Finished``. The post's stream row tracks its state. ``title_job`` (a new conversation's
+        generated title) starts once the answer has ended and runs on its own.
         ``citations``: sources of tool results that ran before the turn resumed. ``prepare``:
         slow work that builds the messages (a long transcript's part summaries), run after the
         first event so the caller is answered at once; its failure ends the turn as an error."""
@@ -96,40 +96,56 @@ class Runtime:
         )
         setup.span = span
         finish = Finish.ERROR
-        title_task: asyncio.Task[str] | None = None
         try:
             async with self.stops.watch(setup.response_post_id) as stop:
                 yield Control(control)
                 if title:
                     yield Title(title)
+                failed = None
                 if prepare is not None:
                     try:
                         messages = await prepare()
                     except DomainError as err:  # provider errors included
-                        yield StreamError(err.error_class, err.message)
-                        yield Finished(Finish.ERROR)
-                        return
-                async for event in self.loop.run(setup, messages, stop, citations):
-                    if isinstance(event, Finished):
-                        finish = event.reason
-                        break
-                    yield event
-            if title_job is not None:
-                # After the answer, so that the answer's first token is never delayed by it.
-                title_task = asyncio.create_task(title_job())
-                generated = await _await_title(title_task)
-                if generated:
-                    yield Title(generated)
-            yield Finished(finish)
+                        failed = StreamError(err.error_class, err.message)
+                if failed is not None:
+                    yield failed
+                else:
+                    async for event in self.loop.run(setup, messages, stop, citations):
+                        if isinstance(event, Finished):
+                            finish = event.reason
+                            break
+                        yield event
         finally:
-            if title_task is not None and not title_task.done():
-                title_task.cancel()
+            # Recorded before anyone hears that the turn ended; nothing after it changes it.
             span.set_attribute("agents.conversation.finish", str(finish))
             span.end()
             try:
                 await asyncio.shield(self.store.set_stream_state(setup.response_post_id, _STATES.get(finish, "done")))
             except Exception:  # the turn's own outcome matters more than its bookkeeping
                 logger.warning("could not record the end of stream %s", setup.response_post_id, exc_info=True)
+        if title_job is not None:
+            # Secondary work after the answer: it neither delays the answer's first token nor
+            # holds the end of the turn, and whatever becomes of it cannot change the answer.
+            self._after_turn(title_job)
+        yield Finished(finish)
+
+    def _after_turn(self, job: Callable[[], Awaitable[object]]) -> None:
+        async def run() -> None:
+            try:
+                await job()
+            except Exception:
+                logger.warning("work after a turn failed", exc_info=True)
+
+        task = asyncio.create_task(run(), name="after turn")
+        self._after.add(task)
+        task.add_done_callback(self._after.discard)
+
+    async def close(self) -> None:
+        """Shutdown: cancel the work still running after ended turns (titles)."""
+        tasks = list(self._after)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def generate_title(self, ctx: RequestContext, agent: AgentProfile, conversation_id: str, request: str) -> str:
         """Generate and store a conversation title (one short non-streamed call)."""
@@ -159,13 +175,6 @@ class Runtime:
         if caller_id() != record.user_id:
             raise PermissionDenied("only the user who asked can do this")
         return record
-
-
-async def _await_title(task: asyncio.Task[str]) -> str:
-    try:
-        return await asyncio.wait_for(task, TITLE_WAIT_SECONDS)
-    except (TimeoutError, DomainError):
-        return ""
 
 
 def caller_id(ctx: RequestContext | None = None) -> str:
