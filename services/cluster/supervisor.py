@@ -1,5 +1,9 @@
 """Starts the services as separate processes, prefixes their logs, waits until every one is
-healthy, and stops them cleanly. Used by ``make up`` and by the integration tests."""
+healthy, and stops them cleanly. Used by ``make up`` and by the integration tests.
+
+With a ``RestartPolicy`` (``make up``'s) a service that exits on its own is started again after a
+growing delay, and one that keeps crashing stops the cluster (``CrashLoop``). Without one (the
+test harness, whose tests stop and kill services on purpose) a dead service stays dead."""
 
 from __future__ import annotations
 
@@ -22,6 +26,32 @@ GRPC_SERVICES = ("index", "llm", "tools", "mcp")
 COLOURS = {"index": 36, "llm": 35, "tools": 33, "mcp": 34, "gateway": 32}
 
 
+class CrashLoop(RuntimeError):
+    """A service crashed more often than the restart policy allows: the cluster gives up."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a crashed service after ``backoff`` seconds, doubling up to ``max_backoff``; more
+    than ``max_restarts`` crashes of one service within ``window`` seconds is a crash loop."""
+
+    max_restarts: int = 5
+    window: float = 60.0
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+
+    def delay(self, crashes: int) -> float:
+        return min(self.backoff * 2 ** (crashes - 1), self.max_backoff)
+
+
+def describe_exit(code: int) -> str:
+    """A process's exit status in words (a negative code is the signal that killed it)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -37,6 +67,7 @@ class ClusterConfig:
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     log_sink: Callable[[str, str], None] | None = None  # (service, line); None prints prefixed
     colour: bool = False
+    restart: RestartPolicy | None = None  # None: a service that dies stays down
 
     def port(self, name: str) -> int:
         return self.ports[name]
@@ -47,6 +78,8 @@ class ServiceProcess:
     name: str
     proc: asyncio.subprocess.Process
     pump: asyncio.Task[None]
+    env: dict[str, str]  # what a restart starts it with again
+    module: str
 
 
 class Cluster:
@@ -55,6 +88,10 @@ class Cluster:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self.processes: dict[str, ServiceProcess] = {}
+        self._keepers: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._crash_loop: CrashLoop | None = None
+        self._crash_looped = asyncio.Event()
         for name in (*GRPC_SERVICES, "gateway"):
             config.ports.setdefault(name, free_port(config.host))
 
@@ -94,26 +131,82 @@ class Cluster:
 
     async def start_service(self, name: str, env: dict[str, str] | None = None, *, module: str = "") -> None:
         """Start ``services.<name>`` (or ``services.<module>`` under another name: a second replica)."""
+        await self._spawn(name, env or self.environment(), module or name)
+        if self.config.restart is not None:
+            self._keepers[name] = asyncio.create_task(self._keep_running(name, self.config.restart))
+
+    async def _spawn(self, name: str, env: dict[str, str], module: str) -> ServiceProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            f"services.{module or name}",
-            env=env or self.environment(),
+            f"services.{module}",
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        self.processes[name] = ServiceProcess(name, proc, asyncio.create_task(self._pump(name, proc)))
+        service = ServiceProcess(name, proc, asyncio.create_task(self._pump(name, proc)), env, module)
+        self.processes[name] = service
+        self.log("cluster", f"{name} started (pid {proc.pid})")
+        return service
+
+    async def _keep_running(self, name: str, policy: RestartPolicy) -> None:
+        """Start ``name`` again each time it exits on its own, until it crash-loops."""
+        crashes: list[float] = []
+        while True:
+            service = self.processes[name]
+            code = await service.proc.wait()
+            if self._stopping or self.processes.get(name) is not service:
+                return  # stopped on purpose
+            now = time.monotonic()
+            crashes = [t for t in crashes if now - t < policy.window] + [now]
+            if len(crashes) > policy.max_restarts:
+                self._crash_loop = CrashLoop(
+                    f"{name} crashed {len(crashes)} times within {policy.window:.0f}s ({describe_exit(code)}"
+                    " the last time), see its log above"
+                )
+                self._crash_looped.set()
+                return
+            delay = policy.delay(len(crashes))
+            self.log(
+                "cluster",
+                f"{name} exited unexpectedly ({describe_exit(code)}); restarting it in {delay:.1f}s"
+                f" (crash {len(crashes)} of at most {policy.max_restarts} within {policy.window:.0f}s)",
+            )
+            await asyncio.sleep(delay)
+            if self.processes.get(name) is not service:
+                return  # stopped on purpose meanwhile
+            service = await self._spawn(name, service.env, service.module)
+            if await self._serving_unless_exited(service):
+                self.log("cluster", f"{name} restarted: SERVING again")
+
+    async def _serving_unless_exited(self, service: ServiceProcess) -> bool:
+        """Poll until the service is SERVING (True) or its process exits (False)."""
+        async with aiohttp.ClientSession() as http:
+            while service.proc.returncode is None:
+                if await self._healthy(service.name, http):
+                    return True
+                await asyncio.sleep(0.1)
+        return False
+
+    async def crash_loop(self) -> CrashLoop:
+        """Wait until a service crash-loops (under a restart policy; never otherwise)."""
+        await self._crash_looped.wait()
+        assert self._crash_loop is not None
+        return self._crash_loop
+
+    def log(self, name: str, text: str) -> None:
+        """One line of ``name``'s log (a service's, or the supervisor's own as ``cluster``)."""
+        if self.config.log_sink:
+            self.config.log_sink(name, text)
+        elif self.config.colour:
+            print(f"\x1b[{COLOURS.get(name, 37)}m{name:>7} |\x1b[0m {text}", flush=True)
+        else:
+            print(f"{name:>7} | {text}", flush=True)
 
     async def _pump(self, name: str, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            text = line.decode(errors="replace").rstrip()
-            if self.config.log_sink:
-                self.config.log_sink(name, text)
-            elif self.config.colour:
-                print(f"\x1b[{COLOURS.get(name, 37)}m{name:>7} |\x1b[0m {text}", flush=True)
-            else:
-                print(f"{name:>7} | {text}", flush=True)
+            self.log(name, line.decode(errors="replace").rstrip())
 
     async def wait_healthy(self, *, timeout: float = 60.0, names: tuple[str, ...] | None = None) -> None:
         """Poll gRPC health (and the gateway's /readyz) until every service is SERVING."""
@@ -121,9 +214,13 @@ class Cluster:
         pending = set(names or self.processes)
         async with aiohttp.ClientSession() as http:
             while pending:
+                if self._crash_loop is not None:
+                    raise self._crash_loop
                 for name in sorted(pending):
                     proc = self.processes[name].proc
                     if proc.returncode is not None:
+                        if self.config.restart is not None:
+                            continue  # its keeper starts it again
                         raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up")
                     if await self._healthy(name, http):
                         pending.discard(name)
@@ -166,6 +263,10 @@ class Cluster:
         return service.proc.returncode
 
     async def stop(self, *, grace: float = 30.0) -> None:
+        self._stopping = True
+        for keeper in self._keepers.values():
+            keeper.cancel()
+        await asyncio.gather(*self._keepers.values(), return_exceptions=True)
         # Gateway first so no new work arrives, then the services in parallel.
         await self.stop_service("gateway", grace=grace)
         await asyncio.gather(*(self.stop_service(n, grace=grace) for n in list(self.processes)))

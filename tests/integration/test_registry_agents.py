@@ -238,6 +238,28 @@ async def test_deleting_an_agent_disables_its_bot_and_hides_it(harness, admin) -
     assert status == 404
 
 
+async def test_a_deleted_agents_username_can_be_used_again_and_gets_its_bot_back(harness, admin) -> None:
+    status, first, _ = await call(harness, "POST", "/agents", "/agents", admin, new_agent("phoenix"))
+    assert status == 201
+    status, _, _ = await call(harness, "DELETE", f"/agents/{first['id']}", "/agents/{agentid}", admin)
+    assert status == 200
+    # The disabled bot still holds the username in Mattermost (as the README's re-run meets it).
+    status, second, _ = await call(
+        harness, "POST", "/agents", "/agents", admin, new_agent("phoenix", displayName="Phoenix Again")
+    )
+    assert status == 201, second
+    assert second["id"] != first["id"] and second["botUserID"] == first["botUserID"]
+    bot = harness.mattermost.state.bots[second["botUserID"]]
+    assert bot["delete_at"] == 0 and bot["display_name"] == "Phoenix Again"
+
+
+async def test_a_disabled_bot_no_agent_owned_keeps_its_username(harness, admin) -> None:
+    stranger = harness.mattermost.add_user("strangerbot", is_bot=True)
+    harness.mattermost.state.users[stranger.id]["delete_at"] = 1
+    status, body, _ = await call(harness, "POST", "/agents", "/agents", admin, new_agent("strangerbot"))
+    assert status == 409, body
+
+
 async def test_an_agent_whose_bot_is_gone_from_mattermost_can_still_be_deleted(harness, admin) -> None:
     status, agent, _ = await call(harness, "POST", "/agents", "/agents", admin, new_agent("orphaned"))
     assert status == 201

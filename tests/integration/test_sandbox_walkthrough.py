@@ -3,7 +3,9 @@
 The sandbox (``tests/fakes/sandbox.py``) runs in-process and the cluster as real processes, both
 on free ports; the README's terminal-3 ``bash`` blocks then run verbatim under bash (only the
 gateway's and the fake OpenAI's default addresses are swapped for the test's ports), and what they
-print must match the output blocks the README shows after them, ``...`` standing for any id.
+print must match the output blocks the README shows after them, ``...`` standing for any id. The
+walkthrough runs twice in a row against one sandbox and one database, the README's delete command
+in between, as the README tells a reader who runs it again.
 The ``export`` lines the README shows must be the ones the sandbox prints: its ids and tokens are
 stable, so a reader may paste them from the README as well as from terminal 1.
 """
@@ -34,7 +36,7 @@ SECTION = "## Try it locally"
 README_GATEWAY = "http://127.0.0.1:8700"
 README_OPENAI = "http://127.0.0.1:8081"
 README_MATTERMOST = "http://127.0.0.1:8065"
-SCRIPT_TIMEOUT = 30.0
+SCRIPT_TIMEOUT = 90.0  # both runs; the README's wait loop gives up after 30 s
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ async def test_the_walkthrough_runs_verbatim_against_the_sandbox(
     def here(text: str) -> str:
         return text.replace(README_GATEWAY, cluster.gateway_url).replace(README_OPENAI, sandbox.openai.url)
 
-    script, shown = here(script), [here(line) for line in shown]
+    # The README ends with the delete command that makes a second run possible: run it all twice.
+    script, shown = here(script) + "\n" + here(script), [here(line) for line in shown] * 2
     env = {**os.environ, **sandbox.exports()}
     proc = await asyncio.create_subprocess_exec(
         "bash",
@@ -151,10 +154,13 @@ async def test_the_walkthrough_runs_verbatim_against_the_sandbox(
     assert len(actual) == len(shown), (actual, shown, services_said)
     for expected_line, actual_line in zip(shown, actual, strict=True):
         assert matches(expected_line, actual_line), (expected_line, actual_line, services_said)
-    # And it happened where the README says: alice's post in a DM, answered by the agent's bot.
-    [reply] = [p for p in sandbox.mattermost.state.posts.values() if p["props"].get("responding_to")]
-    assert sandbox.mattermost.state.channels[reply["channel_id"]]["type"] == "D"
-    assert reply["props"]["agents_stream_status"] == "done"
+    # And it happened where the README says: alice's posts in a DM, answered by the agent's bot,
+    # which the second run's agent took over from the deleted one.
+    replies = [p for p in sandbox.mattermost.state.posts.values() if p["props"].get("responding_to")]
+    assert len(replies) == 2 and replies[0]["user_id"] == replies[1]["user_id"]
+    for reply in replies:
+        assert sandbox.mattermost.state.channels[reply["channel_id"]]["type"] == "D"
+        assert reply["props"]["agents_stream_status"] == "done"
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -83,16 +83,17 @@ class Responder:
         self.claims = claims
         self.writer = writer
         self.directory = directory
-        self._clients: dict[str, MattermostClient] = {}
+        self._clients: dict[str, tuple[str, MattermostClient]] = {}  # bot → (token, client)
 
     async def poster(self, bot_user_id: str) -> MattermostClient:
-        """A client that writes as the bot."""
+        """A client that writes as the bot with its current token: the bot's token changes when it
+        was revoked (a refused socket, or the bot leaving and coming back as another agent's)."""
         token = await self.tokens.ensure(bot_user_id)
-        client = self._clients.get(bot_user_id)
-        if client is None or self.tokens.get(bot_user_id) != token:
-            client = MattermostClient(self.deps.settings.mattermost_url, token, session=self.deps.http)
-            self._clients[bot_user_id] = client
-        return client
+        cached = self._clients.get(bot_user_id)
+        if cached is None or cached[0] != token:
+            cached = (token, MattermostClient(self.deps.settings.mattermost_url, token, session=self.deps.http))
+            self._clients[bot_user_id] = cached
+        return cached[1]
 
     async def _claim(self, post_id: str) -> bool | None:
         """True when claimed, None when another replica has it, False when claims are unavailable."""

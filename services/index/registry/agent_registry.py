@@ -126,11 +126,9 @@ class AgentRegistry:
             # count one after the other, so the free tier's single agent cannot become two.
             async with self.store.creating() as conn:
                 agent_rules.check_agent_license(agent, self.license, await self.store.count_active(conn), creating=True)
-                if await self.store.get(username=agent.username) is not None or await self.bots.username_in_use(
-                    agent.username
-                ):
+                if await self.store.get(username=agent.username) is not None:
                     raise AlreadyExists(f"username {agent.username} is already taken")
-                bot_user_id = await self.bots.create(agent.username, agent.display_name)
+                bot_user_id = await self._bot_for(agent)
                 agent = dataclasses.replace(agent, bot_user_id=bot_user_id)
                 await self.store.insert(agent, conn=conn)
         except BaseException:
@@ -141,6 +139,18 @@ class AgentRegistry:
             raise
         logger.info("agent created", extra={"agent_id": agent.id, "agent": agent.username})
         return agent
+
+    async def _bot_for(self, agent: Agent) -> str:
+        """A new bot for the agent, or the one a deleted agent left behind under its username:
+        deleting an agent only disables its bot, which keeps holding the username in Mattermost."""
+        account = await self.bots.account(agent.username)
+        if account is None:
+            return await self.bots.create(agent.username, agent.display_name)
+        if account.is_bot and not account.is_active and await self.store.had_bot(account.id):
+            await self.bots.reactivate(account.id, agent.display_name)
+            logger.info("reactivated a deleted agent's bot", extra={"agent": agent.username})
+            return account.id
+        raise AlreadyExists(f"username {agent.username} is already taken")
 
     async def update(
         self,

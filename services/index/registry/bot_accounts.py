@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from services.common.errors import AlreadyExists, InvalidInput, NotFound
-from services.common.mattermost import MattermostClient
+from services.common.mattermost import MattermostClient, User
 
 logger = logging.getLogger(__name__)
 
@@ -16,13 +16,12 @@ class BotAccounts:
     def __init__(self, mattermost: MattermostClient) -> None:
         self.mattermost = mattermost
 
-    async def username_in_use(self, username: str) -> bool:
-        """True when any Mattermost account (user or bot, active or not) has the username."""
+    async def account(self, username: str) -> User | None:
+        """The Mattermost account (user or bot, active or not) that has the username, if any."""
         try:
-            await self.mattermost.get_user_by_username(username)
+            return await self.mattermost.get_user_by_username(username)
         except NotFound:
-            return False
-        return True
+            return None
 
     async def create(self, username: str, display_name: str) -> str:
         """Create the agent's bot account; its user id."""
@@ -33,6 +32,11 @@ class BotAccounts:
                 raise AlreadyExists(f"username {username} is taken in Mattermost") from None
             raise
         return bot.user_id
+
+    async def reactivate(self, bot_user_id: str, display_name: str) -> None:
+        """Enable a disabled bot again under the display name of the agent that takes it over."""
+        await self.mattermost.enable_bot(bot_user_id)
+        await self.rename(bot_user_id, display_name)
 
     async def rename(self, bot_user_id: str, display_name: str) -> None:
         await self.mattermost.patch_bot(bot_user_id, display_name=display_name)
@@ -50,10 +54,8 @@ class BotAccounts:
 
     async def user_id_of(self, username: str) -> str:
         """The id of an existing account, or "" (legacy bots already have their accounts)."""
-        try:
-            return (await self.mattermost.get_user_by_username(username)).id
-        except NotFound:
-            return ""
+        account = await self.account(username)
+        return account.id if account else ""
 
     async def user_team_ids(self, user_id: str) -> set[str]:
         return {t.id for t in await self.mattermost.get_user_teams(user_id)}

@@ -170,6 +170,15 @@ class AgentStore:
             ).first()
         return agent_from_row(row) if row else None
 
+    async def had_bot(self, bot_user_id: str) -> bool:
+        """Whether a deleted agent owned the bot (its username may then be taken over)."""
+        async with self.engine.connect() as conn:
+            row = await conn.execute(
+                text("SELECT 1 FROM agents_useragents WHERE botuserid = :b AND deleteat > 0 LIMIT 1"),
+                {"b": bot_user_id},
+            )
+            return row.first() is not None
+
     async def insert(self, agent: Agent, conn: AsyncConnection | None = None) -> None:
         """Insert a row; AlreadyExists when an active agent has the username or bot."""
         params = agent_params(agent)
