@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 GRPC_SERVICES = ("index", "llm", "tools", "mcp")
+# How many of a process's last log lines an error about it quotes.
+RECENT_LINES = 20
 COLOURS = {"index": 36, "llm": 35, "tools": 33, "mcp": 34, "gateway": 32}
 
 
@@ -92,6 +95,8 @@ class Cluster:
         self._stopping = False
         self._crash_loop: CrashLoop | None = None
         self._crash_looped = asyncio.Event()
+        # Each process's last lines, quoted when it dies during start-up (its own reason).
+        self._recent: dict[str, deque[str]] = {}
         for name in (*GRPC_SERVICES, "gateway"):
             config.ports.setdefault(name, free_port(config.host))
 
@@ -196,6 +201,7 @@ class Cluster:
 
     def log(self, name: str, text: str) -> None:
         """One line of ``name``'s log (a service's, or the supervisor's own as ``cluster``)."""
+        self._recent.setdefault(name, deque(maxlen=RECENT_LINES)).append(text)
         if self.config.log_sink:
             self.config.log_sink(name, text)
         elif self.config.colour:
@@ -221,7 +227,8 @@ class Cluster:
                     if proc.returncode is not None:
                         if self.config.restart is not None:
                             continue  # its keeper starts it again
-                        raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up")
+                        last = "\n".join(self._recent.get(name, ()))
+                        raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up:\n{last}")
                     if await self._healthy(name, http):
                         pending.discard(name)
                 if not pending:
