@@ -73,7 +73,7 @@ def test_mypy_is_strict(tmp_path: Path) -> None:
     assert "[no-untyped-def]" in result.stdout, result.stdout
 
 
-def test_an_rpc_without_a_comment_fails_buf_lint(tmp_path: Path) -> None:
+def test_a_service_rpc_or_message_without_a_comment_fails_buf_lint(tmp_path: Path) -> None:
     if not BUF.exists():
         message = "buf is installed by `make proto-lint` (make test runs it first)"
         if os.environ.get("CI"):
@@ -90,3 +90,4 @@ def test_an_rpc_without_a_comment_fails_buf_lint(tmp_path: Path) -> None:
     result = subprocess.run([BUF, "lint"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert 'Service "Demo" should have a non-empty comment' in result.stdout, result.stdout
     assert 'RPC "Ping" should have a non-empty comment' in result.stdout, result.stdout
+    assert 'Message "PingRequest" should have a non-empty comment' in result.stdout, result.stdout
