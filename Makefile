@@ -39,10 +39,16 @@ proto-lint: $(BUF) ## buf lint the APIs
 proto-breaking: $(BUF) ## buf breaking against main
 	$(BUF) breaking --against '.git#branch=main'
 
-lint: install ## ruff check
-	$(VENV)/bin/ruff check .
+# Every check runs, so one `make lint` lists every problem; it fails if any check failed.
+lint: install $(BUF) ## ruff check and format check, mypy (services/), buf lint
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	$(BUF) lint || status=1; \
+	exit $$status
 
-test: install protos-check proto-lint lint ## install on first run, generated-code check, lint, the whole test suite
+test: install protos-check lint ## install on first run, generated-code check, lint, the whole test suite
 	$(VENV)/bin/pytest -q
 
 test-fast: install ## the test suite without the slow-marked suites

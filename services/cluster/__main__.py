@@ -90,6 +90,8 @@ def _claim_pid_file() -> bool:
 
 
 async def up() -> int:
+    """Start everything unless a check fails, then run until Ctrl-C, SIGTERM, ``down`` or a crash
+    loop; the process's exit status (2: a check failed, 1: another cluster runs or this one failed)."""
     started = time.monotonic()
     try:
         ports = checked_ports(os.environ)
@@ -104,21 +106,20 @@ async def up() -> int:
         PID_FILE.unlink()
         print(err, file=sys.stderr)
         return 2
+    return await _run(ports, started)
+
+
+async def _run(ports: dict[str, int], started: float) -> int:
+    """PostgreSQL and the services up; wait for a stop or a crash loop; everything down again."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    postgres = None
+    postgres = None if os.environ.get("DATABASE_URL") else EmbeddedPostgres(DATA_DIR / "postgres")
     cluster: Cluster | None = None
     code = 0
     try:
-        database_url = os.environ.get("DATABASE_URL", "")
-        if not database_url:
-            postgres = EmbeddedPostgres(DATA_DIR / "postgres")
-            if not postgres.initialised:
-                print(f"postgres | first start: initdb creates {postgres.data_dir} (a few seconds)", flush=True)
-            database_url = await postgres.start()
-            print(f"postgres | embedded PostgreSQL+pgvector ready ({postgres.data_dir})", flush=True)
+        database_url = await _start_database(postgres)
         config = ClusterConfig(
             database_url=database_url, host=HOST, ports=ports, colour=sys.stdout.isatty(), restart=RestartPolicy()
         )
@@ -128,13 +129,7 @@ async def up() -> int:
         cluster = Cluster(config)
         await cluster.start(timeout=120)
         _print_summary(cluster, database_url, time.monotonic() - started, postgres)
-        waiter = asyncio.create_task(stop.wait())
-        crash_loop = asyncio.create_task(cluster.crash_loop())
-        done, pending = await asyncio.wait([waiter, crash_loop], return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if crash_loop in done:
-            raise crash_loop.result()
+        await _until_stopped(cluster, stop)
     except CrashLoop as err:
         print(f"crash loop: {err}; stopping the cluster", file=sys.stderr)
         code = 1
@@ -151,6 +146,28 @@ async def up() -> int:
             PID_FILE.unlink()
         print("stopped", flush=True)
     return code
+
+
+async def _start_database(postgres: EmbeddedPostgres | None) -> str:
+    """``DATABASE_URL`` without an embedded server; else the embedded server's, started."""
+    if postgres is None:
+        return os.environ["DATABASE_URL"]
+    if not postgres.initialised:
+        print(f"postgres | first start: initdb creates {postgres.data_dir} (a few seconds)", flush=True)
+    database_url = await postgres.start()
+    print(f"postgres | embedded PostgreSQL+pgvector ready ({postgres.data_dir})", flush=True)
+    return database_url
+
+
+async def _until_stopped(cluster: Cluster, stop: asyncio.Event) -> None:
+    """Return once ``stop`` is set; raise the ``CrashLoop`` of a service that keeps crashing first."""
+    waiter = asyncio.create_task(stop.wait())
+    crash_loop = asyncio.create_task(cluster.crash_loop())
+    done, pending = await asyncio.wait([waiter, crash_loop], return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if crash_loop in done:
+        raise crash_loop.result()
 
 
 def _print_summary(cluster: Cluster, database_url: str, elapsed: float, postgres: EmbeddedPostgres | None) -> None:
@@ -178,6 +195,7 @@ def _alive(pid: int) -> bool:
 
 
 def down() -> int:
+    """Stop the cluster ``up`` runs (as Ctrl-C would) and wait up to 60 s for it; the exit status."""
     if not PID_FILE.exists():
         print("no cluster is running")
         return 0
@@ -198,6 +216,7 @@ def down() -> int:
 
 
 def main() -> None:
+    """The ``agents-cluster`` command: ``up`` or ``down``."""
     parser = argparse.ArgumentParser(prog="agents-cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down"])
     args = parser.parse_args()

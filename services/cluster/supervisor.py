@@ -44,7 +44,8 @@ class RestartPolicy:
     max_backoff: float = 8.0
 
     def delay(self, crashes: int) -> float:
-        return min(self.backoff * 2 ** (crashes - 1), self.max_backoff)
+        """Seconds to wait before the restart that follows the ``crashes``-th crash in the window."""
+        return min(self.backoff * 2.0 ** (crashes - 1), self.max_backoff)
 
 
 def describe_exit(code: int) -> str:
@@ -56,13 +57,17 @@ def describe_exit(code: int) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free on ``host`` now (another process may take it before it is bound)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
 class ClusterConfig:
+    """Where the processes listen, what they are started with, and what happens to their logs."""
+
     database_url: str
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)  # service → port; missing → defaults/free
@@ -73,11 +78,14 @@ class ClusterConfig:
     restart: RestartPolicy | None = None  # None: a service that dies stays down
 
     def port(self, name: str) -> int:
+        """The port of service ``name`` (the gateway's HTTP port, else its gRPC port)."""
         return self.ports[name]
 
 
 @dataclass
 class ServiceProcess:
+    """One running service: its process, the task that copies its output, how to start it again."""
+
     name: str
     proc: asyncio.subprocess.Process
     pump: asyncio.Task[None]
@@ -102,12 +110,15 @@ class Cluster:
 
     @property
     def gateway_url(self) -> str:
+        """The gateway's base URL."""
         return f"http://{self.config.host}:{self.config.port('gateway')}"
 
     def address(self, name: str) -> str:
+        """``host:port`` of service ``name``."""
         return f"{self.config.host}:{self.config.port(name)}"
 
     def environment(self) -> dict[str, str]:
+        """This process's environment plus the settings that wire the services to each other."""
         env = dict(os.environ)
         env.update(
             {
@@ -129,6 +140,7 @@ class Cluster:
         return env
 
     async def start(self, *, timeout: float = 60.0) -> None:
+        """Start every service and wait until all are SERVING (TimeoutError after ``timeout``)."""
         env = self.environment()
         for name in (*GRPC_SERVICES, "gateway"):
             await self.start_service(name, env)
@@ -246,7 +258,9 @@ class Cluster:
                 return False
         async with grpc.aio.insecure_channel(self.address(name)) as channel:
             try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                # types-grpcio-health-checking's HealthStub declares no RPC attributes.
+                check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+                reply: health_pb2.HealthCheckResponse = await check(health_pb2.HealthCheckRequest(), timeout=1)
             except grpc.aio.AioRpcError:
                 return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -270,6 +284,7 @@ class Cluster:
         return service.proc.returncode
 
     async def stop(self, *, grace: float = 30.0) -> None:
+        """Stop every service, restarts off: each gets ``grace`` seconds to drain its calls."""
         self._stopping = True
         for keeper in self._keepers.values():
             keeper.cancel()

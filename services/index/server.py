@@ -36,11 +36,15 @@ VERSION_TABLE = "alembic_version_index"
 
 @dataclass
 class IndexDeps:
+    """What the index service talks to; tests pass their own, ``create_server`` builds the rest."""
+
     engine: AsyncEngine
     mattermost: MattermostClient
 
 
 class IndexProcess:
+    """The index process wired: the agent registry's servicer, and the index API (unimplemented)."""
+
     def __init__(self, settings: IndexSettings, deps: IndexDeps) -> None:
         self.settings = settings
         self.deps = deps
@@ -63,13 +67,16 @@ class IndexProcess:
                 ),
                 ServicerBinding(
                     index_pb2.DESCRIPTOR.services_by_name["Index"].full_name,
-                    index_pb2_grpc.IndexServicer(),  # semantic search arrives with its issue
+                    # The generated base answers UNIMPLEMENTED to every RPC until semantic search
+                    # lands; its stub marks them abstract.
+                    index_pb2_grpc.IndexServicer(),  # type: ignore[abstract]
                     index_pb2_grpc.add_IndexServicer_to_server,
                 ),
             ],
         )
 
     async def prepare(self) -> None:
+        """Migrate, seed the plugin configuration, adopt legacy bots, and start change listening."""
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         await self.config.seed(self.settings.config_seed_file)
@@ -78,12 +85,14 @@ class IndexProcess:
         await self.listener.start()
 
     async def close(self) -> None:
+        """Stop listening for changes; close the Mattermost client and the pool."""
         await self.listener.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
 
 
 async def create_server(settings: CommonSettings, deps: IndexDeps | None = None) -> IndexProcess:
+    """The index process for ``settings`` (``IndexSettings``), over ``deps`` or new ones."""
     assert isinstance(settings, IndexSettings)
     deps = deps or IndexDeps(
         engine=db.create_engine(settings.database_url, pool_size=settings.db_pool_size),

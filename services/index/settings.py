@@ -13,6 +13,8 @@ PREFIX = "AGENTS_INDEX_"
 
 
 class IndexSettings(CommonSettings):
+    """``AGENTS_INDEX_*``: the port, the license, the config seed and the registry's caches."""
+
     service_name: str = "index"
     grpc_port: int = Field(default=50054, ge=0, le=65535)
     # none, entry, enterprise, enterprise_advanced (the admin guide's license table).
@@ -33,4 +35,5 @@ class IndexSettings(CommonSettings):
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> IndexSettings:
+    """The index service's settings from ``AGENTS_INDEX_*`` (and shared ``AGENTS_*``) variables."""
     return load_settings(IndexSettings, PREFIX, environ, **fixed)

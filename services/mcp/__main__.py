@@ -1,3 +1,5 @@
+"""``python -m services.mcp``: load the settings, then serve until SIGTERM or SIGINT."""
+
 from services.common.runtime import main
 from services.mcp.server import create_server
 from services.mcp.settings import load

@@ -12,9 +12,12 @@ PREFIX = "AGENTS_MCP_"
 
 
 class McpSettings(CommonSettings):
+    """``AGENTS_MCP_*``: the port; the shared ``AGENTS_*`` variables for the rest."""
+
     service_name: str = "mcp"
     grpc_port: int = Field(default=50053, ge=0, le=65535)
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> McpSettings:
+    """The mcp service's settings from ``AGENTS_MCP_*`` (and shared ``AGENTS_*``) variables."""
     return load_settings(McpSettings, PREFIX, environ, **fixed)

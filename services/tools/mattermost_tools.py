@@ -42,7 +42,9 @@ class SemanticSearch(Protocol):
 
     async def search(
         self, query: str, *, team_id: str, channel_id: str, limit: int, readable_channel_ids: list[str]
-    ) -> list[SemanticHit] | None: ...
+    ) -> list[SemanticHit] | None:
+        """Hits among ``readable_channel_ids``, best first; None to fall back to keyword search."""
+        ...
 
 
 class ReadableChannels:

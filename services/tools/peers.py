@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 class RegistryAgents:
     """``AgentDirectory`` over Registry.GetAgent and Registry.CheckAgentAccess."""
 
-    def __init__(self, registry: registry_pb2_grpc.RegistryStub, mattermost: MattermostClient) -> None:
+    def __init__(self, registry: registry_pb2_grpc.RegistryAsyncStub, mattermost: MattermostClient) -> None:
         self._registry = registry
         self._mm = mattermost
 
@@ -61,7 +61,7 @@ class RegistryAgents:
 class IndexSemanticSearch:
     """``SemanticSearch`` over Index.Search; None while that RPC is unimplemented or failing."""
 
-    def __init__(self, index: index_pb2_grpc.IndexStub) -> None:
+    def __init__(self, index: index_pb2_grpc.IndexAsyncStub) -> None:
         self._index = index
 
     async def search(

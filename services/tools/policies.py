@@ -16,12 +16,16 @@ from services.tools.catalog import MATTERMOST_ORIGIN, ToolFamily, ToolSpec
 
 
 class Approval(enum.StrEnum):
+    """Whether a tool runs without asking, asks the requester each time, or is never offered."""
+
     AUTO = "auto"
     ASK = "ask"
     DISABLED = "disabled"
 
 
 class AutoRunScope(enum.StrEnum):
+    """Where an ``AUTO`` tool runs without asking: in DMs only, or in channels too."""
+
     DM = "dm"
     EVERYWHERE = "everywhere"
 
@@ -58,7 +62,7 @@ def policy_from_tool_config(name: str, policy: str, enabled: bool) -> ToolPolicy
 def effective_policy(
     spec: ToolSpec, configured: Mapping[str, ToolPolicy], stored: Mapping[str, ToolPolicy]
 ) -> ToolPolicy:
-    """The policy that applies to a built-in tool, from three sources in this order:
+    """The policy that applies to a built-in tool: the first of three sources that has one.
 
     1. the plugin configuration's entry for it (``mcp.embeddedServer.tool_configs``): the plugin's
        documented, admin-console-visible setting, so what the console shows is what happens;

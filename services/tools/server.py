@@ -40,12 +40,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ToolsDeps:
+    """What the tools service talks to; tests pass their own, ``create_server`` builds the rest."""
+
     engine: AsyncEngine
     mattermost: MattermostClient
     channels: ChannelPool
 
 
 class ToolsProcess:
+    """The tools service wired: ``ToolsServicer`` over ``ToolService`` and its stores and peers."""
+
     def __init__(self, settings: ToolsSettings, deps: ToolsDeps) -> None:
         self.settings = settings
         self.deps = deps
@@ -84,6 +88,7 @@ class ToolsProcess:
         )
 
     async def prepare(self) -> None:
+        """Migrate the database and wait (a bounded time) for the plugin configuration."""
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         await self.watcher.start()
@@ -95,6 +100,7 @@ class ToolsProcess:
             logger.warning("serving without the plugin configuration; web tools stay off until it arrives")
 
     async def close(self) -> None:
+        """Stop watching the configuration; close channels, the Mattermost client and the pool."""
         await self.watcher.close()
         await self.deps.channels.close()
         await self.deps.mattermost.aclose()
@@ -102,6 +108,7 @@ class ToolsProcess:
 
 
 async def create_server(settings: CommonSettings, deps: ToolsDeps | None = None) -> ToolsProcess:
+    """The tools service for ``settings`` (``ToolsSettings``), over ``deps`` or new ones."""
     assert isinstance(settings, ToolsSettings)
     deps = deps or ToolsDeps(
         engine=db.create_engine(settings.database_url, pool_size=settings.db_pool_size),

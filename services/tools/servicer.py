@@ -76,14 +76,18 @@ class ToolsServicer(tools_pb2_grpc.ToolsServicer):
         self.service = service
 
     async def ListTools(
-        self, request: tools_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: tools_pb2.ListToolsRequest,
+        context: grpc.aio.ServicerContext[tools_pb2.ListToolsRequest, tools_pb2.ListToolsResponse],
     ) -> tools_pb2.ListToolsResponse:
         """Tools the agent may use for the user in the context, with effective policies."""
         offered = await self.service.list_tools(identity(), _context(request.context))
         return tools_pb2.ListToolsResponse(tools=[_tool_to_pb(o) for o in offered])
 
     async def ExecuteTool(
-        self, request: tools_pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
+        self,
+        request: tools_pb2.ExecuteToolRequest,
+        context: grpc.aio.ServicerContext[tools_pb2.ExecuteToolRequest, tools_pb2.ExecuteToolResponse],
     ) -> tools_pb2.ExecuteToolResponse:
         """Runs one tool as the requesting user."""
         arguments = json_format.MessageToDict(request.arguments) if request.HasField("arguments") else {}
@@ -97,20 +101,26 @@ class ToolsServicer(tools_pb2_grpc.ToolsServicer):
         )
 
     async def GetPolicy(
-        self, request: tools_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: tools_pb2.GetPolicyRequest,
+        context: grpc.aio.ServicerContext[tools_pb2.GetPolicyRequest, tools_pb2.GetPolicyResponse],
     ) -> tools_pb2.GetPolicyResponse:
         """The policy of one tool."""
         return tools_pb2.GetPolicyResponse(policy=_policy_to_pb(await self.service.get_policy(request.tool_name)))
 
     async def SetPolicy(
-        self, request: tools_pb2.SetPolicyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: tools_pb2.SetPolicyRequest,
+        context: grpc.aio.ServicerContext[tools_pb2.SetPolicyRequest, tools_pb2.SetPolicyResponse],
     ) -> tools_pb2.SetPolicyResponse:
         """Sets the policy of one tool (system admins)."""
         stored = await self.service.set_policy(identity(), _policy_from_pb(request.policy))
         return tools_pb2.SetPolicyResponse(policy=_policy_to_pb(stored))
 
     async def ListPolicies(
-        self, request: tools_pb2.ListPoliciesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: tools_pb2.ListPoliciesRequest,
+        context: grpc.aio.ServicerContext[tools_pb2.ListPoliciesRequest, tools_pb2.ListPoliciesResponse],
     ) -> tools_pb2.ListPoliciesResponse:
         """Every tool with its policy."""
         return tools_pb2.ListPoliciesResponse(policies=[_policy_to_pb(p) for p in await self.service.list_policies()])

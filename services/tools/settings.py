@@ -12,6 +12,8 @@ PREFIX = "AGENTS_TOOLS_"
 
 
 class ToolsSettings(CommonSettings):
+    """``AGENTS_TOOLS_*``: the port, the database pool, and the limits on outbound tool requests."""
+
     service_name: str = "tools"
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     db_pool_size: int = Field(default=10, ge=1)

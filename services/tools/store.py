@@ -144,7 +144,8 @@ class SearchLedger:
     async def result_title(self, conversation_id: str, url: str) -> str | None:
         """The title of ``url`` if a search in the conversation returned it, else None."""
         async with self._engine.connect() as conn:
-            return await conn.scalar(
+            title: str | None = await conn.scalar(
                 text("SELECT title FROM tools_web_results WHERE conversation_id = :conv AND url = :url"),
                 {"conv": conversation_id, "url": url},
             )
+        return title

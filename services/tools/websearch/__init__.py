@@ -27,7 +27,9 @@ class SearchHit:
 class SearchProvider(Protocol):
     """One search API. Raises ToolFailed for provider errors; never puts the API key in a message."""
 
-    async def search(self, client: GuardedHttpClient, settings: WebSearchSettings, query: str) -> list[SearchHit]: ...
+    async def search(self, client: GuardedHttpClient, settings: WebSearchSettings, query: str) -> list[SearchHit]:
+        """The API's results for ``query``, in its order, through the guarded client."""
+        ...
 
 
 def normalise_query(query: str) -> str:

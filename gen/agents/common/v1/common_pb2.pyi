@@ -35,6 +35,7 @@ class _ErrorClass:
 class _ErrorClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorClass.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERROR_CLASS_UNSPECIFIED: _ErrorClass.ValueType  # 0
+    """Not classified."""
     ERROR_CLASS_CALLER: _ErrorClass.ValueType  # 1
     """The request was wrong (bad input, unknown model): the caller must change it."""
     ERROR_CLASS_POLICY: _ErrorClass.ValueType  # 2
@@ -48,6 +49,7 @@ class ErrorClass(_ErrorClass, metaclass=_ErrorClassEnumTypeWrapper):
     """Who has to act on an error. Also attached to error details and metrics as a label."""
 
 ERROR_CLASS_UNSPECIFIED: ErrorClass.ValueType  # 0
+"""Not classified."""
 ERROR_CLASS_CALLER: ErrorClass.ValueType  # 1
 """The request was wrong (bad input, unknown model): the caller must change it."""
 ERROR_CLASS_POLICY: ErrorClass.ValueType  # 2
@@ -114,6 +116,8 @@ Global___PageRequest: _TypeAlias = PageRequest  # noqa: Y015
 
 @_typing.final
 class PageResponse(_message.Message):
+    """Cursor paging state returned by list RPCs."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int

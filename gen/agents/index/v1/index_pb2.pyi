@@ -22,6 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Post(_message.Message):
+    """A Mattermost post to embed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -31,10 +33,15 @@ class Post(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     CREATE_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The post's id."""
     team_id: _builtins.str
+    """The team of its channel; "" for DMs and group messages."""
     channel_id: _builtins.str
+    """Its channel, whose members may find it."""
     user_id: _builtins.str
+    """Its author."""
     message: _builtins.str
+    """The text that is embedded (long posts are split into chunks)."""
     create_at: _builtins.int
     """Milliseconds since the epoch."""
     def __init__(
@@ -57,11 +64,15 @@ Global___Post: _TypeAlias = Post  # noqa: Y015
 
 @_typing.final
 class IndexPostsRequest(_message.Message):
+    """Request of Index.IndexPosts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POSTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def posts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Post]: ...
+    def posts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Post]:
+        """The posts to embed and store."""
+
     def __init__(
         self,
         *,
@@ -77,12 +88,16 @@ Global___IndexPostsRequest: _TypeAlias = IndexPostsRequest  # noqa: Y015
 
 @_typing.final
 class IndexPostsResponse(_message.Message):
+    """Response of Index.IndexPosts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEXED_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
     indexed: _builtins.int
+    """How many posts were stored."""
     chunks: _builtins.int
+    """How many rows (chunks) they were stored as."""
     def __init__(
         self,
         *,
@@ -99,11 +114,15 @@ Global___IndexPostsResponse: _TypeAlias = IndexPostsResponse  # noqa: Y015
 
 @_typing.final
 class DeletePostsRequest(_message.Message):
+    """Request of Index.DeletePosts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def post_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def post_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the posts whose rows go."""
+
     def __init__(
         self,
         *,
@@ -119,10 +138,13 @@ Global___DeletePostsRequest: _TypeAlias = DeletePostsRequest  # noqa: Y015
 
 @_typing.final
 class DeletePostsResponse(_message.Message):
+    """Response of Index.DeletePosts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_FIELD_NUMBER: _builtins.int
     deleted: _builtins.int
+    """How many of those posts had rows."""
     def __init__(
         self,
         *,
@@ -138,6 +160,8 @@ Global___DeletePostsResponse: _TypeAlias = DeletePostsResponse  # noqa: Y015
 
 @_typing.final
 class SearchRequest(_message.Message):
+    """Request of Index.Search."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_FIELD_NUMBER: _builtins.int
@@ -150,10 +174,13 @@ class SearchRequest(_message.Message):
     query: _builtins.str
     """At most 4000 characters."""
     team_id: _builtins.str
+    """Only posts of this team; "" for every team."""
     channel_id: _builtins.str
+    """Only posts of this channel; "" for every readable channel."""
     limit: _builtins.int
     """Defaults to 10, at most 50."""
     offset: _builtins.int
+    """Results to skip, for paging."""
     min_score: _builtins.float
     """Minimum similarity score in [0, 1]."""
     @_builtins.property
@@ -181,6 +208,8 @@ Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
 
 @_typing.final
 class SearchResult(_message.Message):
+    """One post (or chunk of a post) that matches a search."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
@@ -193,14 +222,23 @@ class SearchResult(_message.Message):
     CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     TOTAL_CHUNKS_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The matching post."""
     channel_id: _builtins.str
+    """Its channel."""
     team_id: _builtins.str
+    """Its team; "" for DMs and group messages."""
     user_id: _builtins.str
+    """Its author."""
     content: _builtins.str
+    """The text that matched: the whole message, or the chunk."""
     score: _builtins.float
+    """Similarity to the query in [0, 1], higher is closer."""
     is_chunk: _builtins.bool
+    """The match is one chunk of a long post."""
     chunk_index: _builtins.int
+    """Which chunk, from 0."""
     total_chunks: _builtins.int
+    """How many chunks the post was split into."""
     def __init__(
         self,
         *,
@@ -224,11 +262,15 @@ Global___SearchResult: _TypeAlias = SearchResult  # noqa: Y015
 
 @_typing.final
 class SearchResponse(_message.Message):
+    """Response of Index.Search."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchResult]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchResult]:
+        """Best matches first."""
+
     def __init__(
         self,
         *,
@@ -262,19 +304,31 @@ class JobStatus(_message.Message):
     LAST_UPDATED_AT_FIELD_NUMBER: _builtins.int
     IS_STALE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job's id."""
     status: _builtins.str
     """running, cancel_requested, completed, failed, canceled."""
     error: _builtins.str
+    """Why it failed; "" otherwise."""
     started_at: _builtins.int
+    """Milliseconds since the epoch."""
     completed_at: _builtins.int
+    """Milliseconds since the epoch; 0 while it runs."""
     processed_rows: _builtins.int
+    """Posts handled so far."""
     total_rows: _builtins.int
+    """Posts to handle (those created up to cutoff_at)."""
     resumable: _builtins.bool
+    """A failed job can resume from its saved cursor (Reindex with clear_index false)."""
     error_count: _builtins.int
+    """How many times it failed."""
     node_id: _builtins.str
+    """The worker that runs it."""
     cutoff_at: _builtins.int
+    """Milliseconds since the epoch: the job indexes posts created up to then, then catches up."""
     last_updated_at: _builtins.int
+    """Milliseconds since the epoch: the worker's last heartbeat."""
     is_stale: _builtins.bool
+    """Running (or cancel_requested) without a heartbeat for 10 minutes: its worker is gone."""
     def __init__(
         self,
         *,
@@ -302,6 +356,8 @@ Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 @_typing.final
 class ReindexRequest(_message.Message):
+    """Request of Index.Reindex."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CLEAR_INDEX_FIELD_NUMBER: _builtins.int
@@ -326,11 +382,15 @@ Global___ReindexRequest: _TypeAlias = ReindexRequest  # noqa: Y015
 
 @_typing.final
 class ReindexResponse(_message.Message):
+    """Response of Index.Reindex."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> Global___JobStatus: ...
+    def job(self) -> Global___JobStatus:
+        """The job just started."""
+
     def __init__(
         self,
         *,
@@ -346,6 +406,8 @@ Global___ReindexResponse: _TypeAlias = ReindexResponse  # noqa: Y015
 
 @_typing.final
 class ReindexStatusRequest(_message.Message):
+    """Request of Index.ReindexStatus."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -361,11 +423,15 @@ Global___ReindexStatusRequest: _TypeAlias = ReindexStatusRequest  # noqa: Y015
 
 @_typing.final
 class ReindexStatusResponse(_message.Message):
+    """Response of Index.ReindexStatus."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> Global___JobStatus: ...
+    def job(self) -> Global___JobStatus:
+        """The latest job."""
+
     def __init__(
         self,
         *,
@@ -381,6 +447,8 @@ Global___ReindexStatusResponse: _TypeAlias = ReindexStatusResponse  # noqa: Y015
 
 @_typing.final
 class CancelReindexRequest(_message.Message):
+    """Request of Index.CancelReindex."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -396,11 +464,15 @@ Global___CancelReindexRequest: _TypeAlias = CancelReindexRequest  # noqa: Y015
 
 @_typing.final
 class CancelReindexResponse(_message.Message):
+    """Response of Index.CancelReindex."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> Global___JobStatus: ...
+    def job(self) -> Global___JobStatus:
+        """The running job, now cancel_requested."""
+
     def __init__(
         self,
         *,
@@ -416,6 +488,8 @@ Global___CancelReindexResponse: _TypeAlias = CancelReindexResponse  # noqa: Y015
 
 @_typing.final
 class CatchupRequest(_message.Message):
+    """Request of Index.Catchup."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -431,11 +505,15 @@ Global___CatchupRequest: _TypeAlias = CatchupRequest  # noqa: Y015
 
 @_typing.final
 class CatchupResponse(_message.Message):
+    """Response of Index.Catchup."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> Global___JobStatus: ...
+    def job(self) -> Global___JobStatus:
+        """The catch-up job just started."""
+
     def __init__(
         self,
         *,
@@ -451,6 +529,8 @@ Global___CatchupResponse: _TypeAlias = CatchupResponse  # noqa: Y015
 
 @_typing.final
 class HealthCheckRequest(_message.Message):
+    """Request of Index.HealthCheck."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -466,6 +546,8 @@ Global___HealthCheckRequest: _TypeAlias = HealthCheckRequest  # noqa: Y015
 
 @_typing.final
 class HealthCheckResponse(_message.Message):
+    """Response of Index.HealthCheck: how the index compares with Mattermost's posts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DB_POST_COUNT_FIELD_NUMBER: _builtins.int
@@ -478,15 +560,23 @@ class HealthCheckResponse(_message.Message):
     MODEL_NEEDS_REINDEX_FIELD_NUMBER: _builtins.int
     MODEL_COMPAT_REASON_FIELD_NUMBER: _builtins.int
     db_post_count: _builtins.int
+    """Posts in Mattermost's database."""
     indexed_post_count: _builtins.int
+    """Posts with at least one row in the index."""
     missing_posts: _builtins.int
+    """db_post_count minus indexed_post_count."""
     status: _builtins.str
     """healthy, mismatch, needs_reindex, not_configured, init_error, error."""
     checked_at: _builtins.int
+    """Milliseconds since the epoch."""
     error: _builtins.str
+    """Why the check failed; "" otherwise."""
     model_compatible: _builtins.bool
+    """The configured embedding model matches the one the index was built with."""
     model_needs_reindex: _builtins.bool
+    """The model changed in a way that needs a full reindex."""
     model_compat_reason: _builtins.str
+    """Why the models are incompatible; "" when they are compatible."""
     def __init__(
         self,
         *,

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class IndexStub:
-    """Missing associated documentation comment in .proto file."""
+    """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
+    Served by the index process beside agents.registry.v1.Registry; every RPC answers
+    UNIMPLEMENTED until semantic search lands.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -77,7 +80,10 @@ class IndexStub:
 
 
 class IndexServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
+    Served by the index process beside agents.registry.v1.Registry; every RPC answers
+    UNIMPLEMENTED until semantic search lands.
+    """
 
     def IndexPosts(self, request, context):
         """Embeds and stores posts (replacing earlier rows of the same posts). FAILED_PRECONDITION when
@@ -192,7 +198,10 @@ def add_IndexServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Index:
-    """Missing associated documentation comment in .proto file."""
+    """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
+    Served by the index process beside agents.registry.v1.Registry; every RPC answers
+    UNIMPLEMENTED until semantic search lands.
+    """
 
     @staticmethod
     def IndexPosts(request,

@@ -29,6 +29,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IndexStub:
+    """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
+    Served by the index process beside agents.registry.v1.Registry; every RPC answers
+    UNIMPLEMENTED until semantic search lands.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -61,6 +66,11 @@ class IndexStub:
 
 @_typing.type_check_only
 class IndexAsyncStub(IndexStub):
+    """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
+    Served by the index process beside agents.registry.v1.Registry; every RPC answers
+    UNIMPLEMENTED until semantic search lands.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     IndexPosts: _aio.UnaryUnaryMultiCallable[_index_pb2.IndexPostsRequest, _index_pb2.IndexPostsResponse]  # type: ignore[assignment]
     """Embeds and stores posts (replacing earlier rows of the same posts). FAILED_PRECONDITION when
@@ -89,6 +99,11 @@ class IndexAsyncStub(IndexStub):
     """Compares indexed posts with Mattermost's."""
 
 class IndexServicer(metaclass=_abc_1.ABCMeta):
+    """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
+    Served by the index process beside agents.registry.v1.Registry; every RPC answers
+    UNIMPLEMENTED until semantic search lands.
+    """
+
     @_abc_1.abstractmethod
     def IndexPosts(
         self,

@@ -23,15 +23,19 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ToolConfig(_message.Message):
+    """An admin's setting for one tool of a server."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The tool's bare name."""
     policy: _builtins.str
     """ask, auto_run_in_dm, auto_run_everywhere."""
     enabled: _builtins.bool
+    """False: the tool is never offered."""
     def __init__(
         self,
         *,
@@ -49,6 +53,8 @@ Global___ToolConfig: _TypeAlias = ToolConfig  # noqa: Y015
 
 @_typing.final
 class Server(_message.Message):
+    """A configured MCP server."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -82,7 +88,9 @@ class Server(_message.Message):
     name: _builtins.str
     """Also the key of user OAuth grants."""
     enabled: _builtins.bool
+    """False: its tools are offered to no one."""
     base_url: _builtins.str
+    """The server's MCP endpoint."""
     client_id: _builtins.str
     """Static OAuth client; empty means dynamic client registration."""
     client_secret: _builtins.str
@@ -94,7 +102,9 @@ class Server(_message.Message):
         """Static headers sent with every request (values masked on reads)."""
 
     @_builtins.property
-    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]: ...
+    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]:
+        """Per-tool settings; a tool without one uses the default policy."""
+
     def __init__(
         self,
         *,
@@ -117,6 +127,8 @@ Global___Server: _TypeAlias = Server  # noqa: Y015
 
 @_typing.final
 class ListServersRequest(_message.Message):
+    """Request of MCP.ListServers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -132,11 +144,15 @@ Global___ListServersRequest: _TypeAlias = ListServersRequest  # noqa: Y015
 
 @_typing.final
 class ListServersResponse(_message.Message):
+    """Response of MCP.ListServers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Server]: ...
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Server]:
+        """Every configured server, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -152,10 +168,13 @@ Global___ListServersResponse: _TypeAlias = ListServersResponse  # noqa: Y015
 
 @_typing.final
 class GetServerRequest(_message.Message):
+    """Request of MCP.GetServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The server's name."""
     def __init__(
         self,
         *,
@@ -171,11 +190,15 @@ Global___GetServerRequest: _TypeAlias = GetServerRequest  # noqa: Y015
 
 @_typing.final
 class GetServerResponse(_message.Message):
+    """Response of MCP.GetServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def server(self) -> Global___Server: ...
+    def server(self) -> Global___Server:
+        """The server, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -191,11 +214,15 @@ Global___GetServerResponse: _TypeAlias = GetServerResponse  # noqa: Y015
 
 @_typing.final
 class CreateServerRequest(_message.Message):
+    """Request of MCP.CreateServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def server(self) -> Global___Server: ...
+    def server(self) -> Global___Server:
+        """The new server; its name must be unused."""
+
     def __init__(
         self,
         *,
@@ -211,11 +238,15 @@ Global___CreateServerRequest: _TypeAlias = CreateServerRequest  # noqa: Y015
 
 @_typing.final
 class CreateServerResponse(_message.Message):
+    """Response of MCP.CreateServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def server(self) -> Global___Server: ...
+    def server(self) -> Global___Server:
+        """The server as stored, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -231,11 +262,15 @@ Global___CreateServerResponse: _TypeAlias = CreateServerResponse  # noqa: Y015
 
 @_typing.final
 class UpdateServerRequest(_message.Message):
+    """Request of MCP.UpdateServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def server(self) -> Global___Server: ...
+    def server(self) -> Global___Server:
+        """The whole server, found by name."""
+
     def __init__(
         self,
         *,
@@ -251,11 +286,15 @@ Global___UpdateServerRequest: _TypeAlias = UpdateServerRequest  # noqa: Y015
 
 @_typing.final
 class UpdateServerResponse(_message.Message):
+    """Response of MCP.UpdateServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def server(self) -> Global___Server: ...
+    def server(self) -> Global___Server:
+        """The server as stored, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -271,10 +310,13 @@ Global___UpdateServerResponse: _TypeAlias = UpdateServerResponse  # noqa: Y015
 
 @_typing.final
 class DeleteServerRequest(_message.Message):
+    """Request of MCP.DeleteServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The server's name."""
     def __init__(
         self,
         *,
@@ -290,6 +332,8 @@ Global___DeleteServerRequest: _TypeAlias = DeleteServerRequest  # noqa: Y015
 
 @_typing.final
 class DeleteServerResponse(_message.Message):
+    """Response of MCP.DeleteServer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -305,6 +349,8 @@ Global___DeleteServerResponse: _TypeAlias = DeleteServerResponse  # noqa: Y015
 
 @_typing.final
 class McpTool(_message.Message):
+    """One tool of an MCP server."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -313,11 +359,17 @@ class McpTool(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The tool's bare name."""
     description: _builtins.str
+    """What the tool does, for the model."""
     enabled: _builtins.bool
+    """False: an admin disabled it."""
     policy: _builtins.str
+    """ask, auto_run_in_dm, auto_run_everywhere."""
     @_builtins.property
-    def input_schema(self) -> _struct_pb2.Struct: ...
+    def input_schema(self) -> _struct_pb2.Struct:
+        """JSON schema of the arguments."""
+
     def __init__(
         self,
         *,
@@ -337,6 +389,8 @@ Global___McpTool: _TypeAlias = McpTool  # noqa: Y015
 
 @_typing.final
 class UserServerTools(_message.Message):
+    """One server's tools as the calling user sees them."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -348,15 +402,23 @@ class UserServerTools(_message.Message):
     TOOLS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The server's name."""
     server_origin: _builtins.str
+    """Its origin: base URL, "embedded://mattermost" or "plugin://<id>"."""
     authenticated: _builtins.bool
+    """The user holds a grant for the server."""
     needs_oauth: _builtins.bool
+    """The user must connect with OAuth before its tools can be used."""
     auth_email: _builtins.str
+    """The account the grant is for, when the server says."""
     auth_url: _builtins.str
+    """Where the user connects, when needs_oauth."""
     error: _builtins.str
     """Discovery error, if any (no secrets)."""
     @_builtins.property
-    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpTool]: ...
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpTool]:
+        """The server's tools."""
+
     def __init__(
         self,
         *,
@@ -379,6 +441,8 @@ Global___UserServerTools: _TypeAlias = UserServerTools  # noqa: Y015
 
 @_typing.final
 class ListUserToolsRequest(_message.Message):
+    """Request of MCP.ListUserTools."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DISABLED_SERVERS_FIELD_NUMBER: _builtins.int
@@ -401,11 +465,15 @@ Global___ListUserToolsRequest: _TypeAlias = ListUserToolsRequest  # noqa: Y015
 
 @_typing.final
 class ListUserToolsResponse(_message.Message):
+    """Response of MCP.ListUserTools."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserServerTools]: ...
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserServerTools]:
+        """Remote, embedded and enabled plugin servers."""
+
     def __init__(
         self,
         *,
@@ -421,6 +489,8 @@ Global___ListUserToolsResponse: _TypeAlias = ListUserToolsResponse  # noqa: Y015
 
 @_typing.final
 class CallToolRequest(_message.Message):
+    """Request of MCP.CallTool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_ORIGIN_FIELD_NUMBER: _builtins.int
@@ -428,11 +498,15 @@ class CallToolRequest(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     BOUND_CHANNEL_ID_FIELD_NUMBER: _builtins.int
     server_origin: _builtins.str
+    """The server, by origin."""
     tool_name: _builtins.str
+    """The tool's bare name."""
     bound_channel_id: _builtins.str
     """Channel the call is bound to, for embedded tools that must stay in one channel."""
     @_builtins.property
-    def arguments(self) -> _struct_pb2.Struct: ...
+    def arguments(self) -> _struct_pb2.Struct:
+        """The model's arguments."""
+
     def __init__(
         self,
         *,
@@ -451,15 +525,21 @@ Global___CallToolRequest: _TypeAlias = CallToolRequest  # noqa: Y015
 
 @_typing.final
 class CallToolResponse(_message.Message):
+    """Response of MCP.CallTool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTENT_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
     STRUCTURED_CONTENT_FIELD_NUMBER: _builtins.int
     content: _builtins.str
+    """Text for the model."""
     is_error: _builtins.bool
+    """The tool ran and failed; content says why."""
     @_builtins.property
-    def structured_content(self) -> _struct_pb2.Struct: ...
+    def structured_content(self) -> _struct_pb2.Struct:
+        """The tool's structured result, when it gives one."""
+
     def __init__(
         self,
         *,
@@ -477,11 +557,14 @@ Global___CallToolResponse: _TypeAlias = CallToolResponse  # noqa: Y015
 
 @_typing.final
 class StartOAuthRequest(_message.Message):
+    """Request of MCP.StartOAuth."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_NAME_FIELD_NUMBER: _builtins.int
     RESOURCE_METADATA_FIELD_NUMBER: _builtins.int
     server_name: _builtins.str
+    """The server to connect to."""
     resource_metadata: _builtins.str
     """Optional protected-resource metadata URL from the server's WWW-Authenticate header."""
     def __init__(
@@ -500,10 +583,13 @@ Global___StartOAuthRequest: _TypeAlias = StartOAuthRequest  # noqa: Y015
 
 @_typing.final
 class StartOAuthResponse(_message.Message):
+    """Response of MCP.StartOAuth."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
     authorization_url: _builtins.str
+    """The provider's authorization URL to redirect the user to."""
     def __init__(
         self,
         *,
@@ -519,6 +605,8 @@ Global___StartOAuthResponse: _TypeAlias = StartOAuthResponse  # noqa: Y015
 
 @_typing.final
 class CompleteOAuthRequest(_message.Message):
+    """Request of MCP.CompleteOAuth: the query of the OAuth callback."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -526,9 +614,13 @@ class CompleteOAuthRequest(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ERROR_DESCRIPTION_FIELD_NUMBER: _builtins.int
     state: _builtins.str
+    """The state StartOAuth issued."""
     code: _builtins.str
+    """The authorization code; "" when the provider refused."""
     error: _builtins.str
+    """The provider's error code, if it refused."""
     error_description: _builtins.str
+    """The provider's words for it."""
     def __init__(
         self,
         *,
@@ -547,12 +639,16 @@ Global___CompleteOAuthRequest: _TypeAlias = CompleteOAuthRequest  # noqa: Y015
 
 @_typing.final
 class CompleteOAuthResponse(_message.Message):
+    """Response of MCP.CompleteOAuth."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_NAME_FIELD_NUMBER: _builtins.int
     SERVER_ORIGIN_FIELD_NUMBER: _builtins.int
     server_name: _builtins.str
+    """The server now connected."""
     server_origin: _builtins.str
+    """Its origin."""
     def __init__(
         self,
         *,
@@ -569,10 +665,13 @@ Global___CompleteOAuthResponse: _TypeAlias = CompleteOAuthResponse  # noqa: Y015
 
 @_typing.final
 class DisconnectOAuthRequest(_message.Message):
+    """Request of MCP.DisconnectOAuth."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_NAME_FIELD_NUMBER: _builtins.int
     server_name: _builtins.str
+    """The server whose grant goes."""
     def __init__(
         self,
         *,
@@ -588,10 +687,13 @@ Global___DisconnectOAuthRequest: _TypeAlias = DisconnectOAuthRequest  # noqa: Y0
 
 @_typing.final
 class DisconnectOAuthResponse(_message.Message):
+    """Response of MCP.DisconnectOAuth."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_ORIGIN_FIELD_NUMBER: _builtins.int
     server_origin: _builtins.str
+    """Its origin."""
     def __init__(
         self,
         *,
@@ -607,6 +709,8 @@ Global___DisconnectOAuthResponse: _TypeAlias = DisconnectOAuthResponse  # noqa: 
 
 @_typing.final
 class ServerStatus(_message.Message):
+    """One server's live status, for admins."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -618,14 +722,23 @@ class ServerStatus(_message.Message):
     SERVER_TYPE_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The server's name."""
     url: _builtins.str
+    """Its MCP endpoint."""
     needs_oauth: _builtins.bool
+    """Discovery needs an OAuth grant."""
     oauth_url: _builtins.str
+    """Where to connect, when needs_oauth."""
     error: _builtins.str
+    """Discovery error, if any (no secrets)."""
     server_type: _builtins.str
+    """remote, embedded or plugin."""
     enabled: _builtins.bool
+    """False: an admin disabled it."""
     @_builtins.property
-    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpTool]: ...
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpTool]:
+        """The tools discovery found."""
+
     def __init__(
         self,
         *,
@@ -648,6 +761,8 @@ Global___ServerStatus: _TypeAlias = ServerStatus  # noqa: Y015
 
 @_typing.final
 class GetServerStatusRequest(_message.Message):
+    """Request of MCP.GetServerStatus."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -663,11 +778,15 @@ Global___GetServerStatusRequest: _TypeAlias = GetServerStatusRequest  # noqa: Y0
 
 @_typing.final
 class GetServerStatusResponse(_message.Message):
+    """Response of MCP.GetServerStatus."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServerStatus]: ...
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServerStatus]:
+        """Every server, live."""
+
     def __init__(
         self,
         *,
@@ -683,6 +802,8 @@ Global___GetServerStatusResponse: _TypeAlias = GetServerStatusResponse  # noqa: 
 
 @_typing.final
 class ClearToolCacheRequest(_message.Message):
+    """Request of MCP.ClearToolCache."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -698,10 +819,13 @@ Global___ClearToolCacheRequest: _TypeAlias = ClearToolCacheRequest  # noqa: Y015
 
 @_typing.final
 class ClearToolCacheResponse(_message.Message):
+    """Response of MCP.ClearToolCache."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CLEARED_SERVERS_FIELD_NUMBER: _builtins.int
     cleared_servers: _builtins.int
+    """How many servers' cached tool lists were dropped."""
     def __init__(
         self,
         *,

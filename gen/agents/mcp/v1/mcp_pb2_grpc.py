@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class MCPStub:
-    """Missing associated documentation comment in .proto file."""
+    """Remote MCP servers: their configuration (system admins), each user's tools and OAuth grants, and
+    tool calls made as that user. Served by the mcp service; every RPC answers UNIMPLEMENTED until
+    its features land.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -97,7 +100,10 @@ class MCPStub:
 
 
 class MCPServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Remote MCP servers: their configuration (system admins), each user's tools and OAuth grants, and
+    tool calls made as that user. Served by the mcp service; every RPC answers UNIMPLEMENTED until
+    its features land.
+    """
 
     def ListServers(self, request, context):
         """Configured servers (secrets masked).
@@ -260,7 +266,10 @@ def add_MCPServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MCP:
-    """Missing associated documentation comment in .proto file."""
+    """Remote MCP servers: their configuration (system admins), each user's tools and OAuth grants, and
+    tool calls made as that user. Served by the mcp service; every RPC answers UNIMPLEMENTED until
+    its features land.
+    """
 
     @staticmethod
     def ListServers(request,

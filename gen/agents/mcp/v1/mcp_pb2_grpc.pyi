@@ -29,6 +29,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MCPStub:
+    """Remote MCP servers: their configuration (system admins), each user's tools and OAuth grants, and
+    tool calls made as that user. Served by the mcp service; every RPC answers UNIMPLEMENTED until
+    its features land.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -68,6 +73,11 @@ class MCPStub:
 
 @_typing.type_check_only
 class MCPAsyncStub(MCPStub):
+    """Remote MCP servers: their configuration (system admins), each user's tools and OAuth grants, and
+    tool calls made as that user. Served by the mcp service; every RPC answers UNIMPLEMENTED until
+    its features land.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListServers: _aio.UnaryUnaryMultiCallable[_mcp_pb2.ListServersRequest, _mcp_pb2.ListServersResponse]  # type: ignore[assignment]
     """Configured servers (secrets masked)."""
@@ -103,6 +113,11 @@ class MCPAsyncStub(MCPStub):
     """Drops the discovered-tools cache. Returns the servers cleared."""
 
 class MCPServicer(metaclass=_abc_1.ABCMeta):
+    """Remote MCP servers: their configuration (system admins), each user's tools and OAuth grants, and
+    tool calls made as that user. Served by the mcp service; every RPC answers UNIMPLEMENTED until
+    its features land.
+    """
+
     @_abc_1.abstractmethod
     def ListServers(
         self,

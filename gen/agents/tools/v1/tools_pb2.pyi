@@ -29,6 +29,7 @@ class _ApprovalPolicy:
 class _ApprovalPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApprovalPolicy.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     APPROVAL_POLICY_UNSPECIFIED: _ApprovalPolicy.ValueType  # 0
+    """Not set: SetPolicy refuses it (INVALID_ARGUMENT)."""
     APPROVAL_POLICY_AUTO: _ApprovalPolicy.ValueType  # 1
     """Runs without asking (in DMs; in channels only when auto_run_everywhere)."""
     APPROVAL_POLICY_ASK: _ApprovalPolicy.ValueType  # 2
@@ -36,9 +37,11 @@ class _ApprovalPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Approv
     APPROVAL_POLICY_DISABLED: _ApprovalPolicy.ValueType  # 3
     """Never offered to the model."""
 
-class ApprovalPolicy(_ApprovalPolicy, metaclass=_ApprovalPolicyEnumTypeWrapper): ...
+class ApprovalPolicy(_ApprovalPolicy, metaclass=_ApprovalPolicyEnumTypeWrapper):
+    """Whether a tool runs without asking the requester."""
 
 APPROVAL_POLICY_UNSPECIFIED: ApprovalPolicy.ValueType  # 0
+"""Not set: SetPolicy refuses it (INVALID_ARGUMENT)."""
 APPROVAL_POLICY_AUTO: ApprovalPolicy.ValueType  # 1
 """Runs without asking (in DMs; in channels only when auto_run_everywhere)."""
 APPROVAL_POLICY_ASK: ApprovalPolicy.ValueType  # 2
@@ -54,19 +57,27 @@ class _AutoRunScope:
 class _AutoRunScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AutoRunScope.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     AUTO_RUN_SCOPE_UNSPECIFIED: _AutoRunScope.ValueType  # 0
+    """Not set: read as AUTO_RUN_SCOPE_DM, the narrower scope."""
     AUTO_RUN_SCOPE_DM: _AutoRunScope.ValueType  # 1
+    """In direct messages with the agent only."""
     AUTO_RUN_SCOPE_EVERYWHERE: _AutoRunScope.ValueType  # 2
+    """In channels too (never for tools that write)."""
 
 class AutoRunScope(_AutoRunScope, metaclass=_AutoRunScopeEnumTypeWrapper):
     """Where a tool may run without approval."""
 
 AUTO_RUN_SCOPE_UNSPECIFIED: AutoRunScope.ValueType  # 0
+"""Not set: read as AUTO_RUN_SCOPE_DM, the narrower scope."""
 AUTO_RUN_SCOPE_DM: AutoRunScope.ValueType  # 1
+"""In direct messages with the agent only."""
 AUTO_RUN_SCOPE_EVERYWHERE: AutoRunScope.ValueType  # 2
+"""In channels too (never for tools that write)."""
 Global___AutoRunScope: _TypeAlias = AutoRunScope  # noqa: Y015
 
 @_typing.final
 class ToolPolicy(_message.Message):
+    """What an admin decided for one tool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOOL_NAME_FIELD_NUMBER: _builtins.int
@@ -74,8 +85,11 @@ class ToolPolicy(_message.Message):
     APPROVAL_FIELD_NUMBER: _builtins.int
     AUTO_RUN_SCOPE_FIELD_NUMBER: _builtins.int
     tool_name: _builtins.str
+    """The tool's bare name (e.g. "read_channel")."""
     enabled: _builtins.bool
+    """False: the tool is never offered, whatever the approval."""
     approval: Global___ApprovalPolicy.ValueType
+    """Whether the tool runs without asking."""
     auto_run_scope: Global___AutoRunScope.ValueType
     """Meaningful with APPROVAL_POLICY_AUTO."""
     def __init__(
@@ -96,6 +110,8 @@ Global___ToolPolicy: _TypeAlias = ToolPolicy  # noqa: Y015
 
 @_typing.final
 class Tool(_message.Message):
+    """A tool offered to the model, with the policy in force for it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -106,7 +122,9 @@ class Tool(_message.Message):
     WRITES_FIELD_NUMBER: _builtins.int
     AUTO_APPROVED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The name the model calls it by."""
     description: _builtins.str
+    """What the tool does, for the model."""
     server_origin: _builtins.str
     """"" for built-in tools; the MCP server origin otherwise."""
     writes: _builtins.bool
@@ -118,7 +136,9 @@ class Tool(_message.Message):
         """JSON schema of the arguments."""
 
     @_builtins.property
-    def policy(self) -> Global___ToolPolicy: ...
+    def policy(self) -> Global___ToolPolicy:
+        """The effective policy (plugin configuration, else stored, else default)."""
+
     def __init__(
         self,
         *,
@@ -152,10 +172,15 @@ class ToolContext(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     AUTOMATED_INVOKER_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    """The requesting user, whose Mattermost permissions the tools run with. Required."""
     agent_id: _builtins.str
+    """The agent the model answers as. Required."""
     channel_id: _builtins.str
+    """The channel of the conversation."""
     team_id: _builtins.str
+    """The team of that channel; "" for DMs and group messages."""
     is_direct_message: _builtins.bool
+    """The conversation is a DM between the user and the agent's bot."""
     conversation_id: _builtins.str
     """Counters (web searches, failures) are kept per conversation."""
     automated_invoker: _builtins.bool
@@ -181,11 +206,15 @@ Global___ToolContext: _TypeAlias = ToolContext  # noqa: Y015
 
 @_typing.final
 class ListToolsRequest(_message.Message):
+    """Request of Tools.ListTools."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTEXT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def context(self) -> Global___ToolContext: ...
+    def context(self) -> Global___ToolContext:
+        """Who asks, for which agent, where."""
+
     def __init__(
         self,
         *,
@@ -201,11 +230,15 @@ Global___ListToolsRequest: _TypeAlias = ListToolsRequest  # noqa: Y015
 
 @_typing.final
 class ListToolsResponse(_message.Message):
+    """Response of Tools.ListTools."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOOLS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]: ...
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Tools the agent may offer in the context, each with its policy."""
+
     def __init__(
         self,
         *,
@@ -221,14 +254,19 @@ Global___ListToolsResponse: _TypeAlias = ListToolsResponse  # noqa: Y015
 
 @_typing.final
 class Citation(_message.Message):
+    """A source a tool read, which the answer may link to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     URL_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     SNIPPET_FIELD_NUMBER: _builtins.int
     url: _builtins.str
+    """The source's address."""
     title: _builtins.str
+    """Its title, "" when unknown."""
     snippet: _builtins.str
+    """The passage the tool used, "" when none."""
     def __init__(
         self,
         *,
@@ -246,6 +284,8 @@ Global___Citation: _TypeAlias = Citation  # noqa: Y015
 
 @_typing.final
 class ExecuteToolRequest(_message.Message):
+    """Request of Tools.ExecuteTool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTEXT_FIELD_NUMBER: _builtins.int
@@ -253,12 +293,17 @@ class ExecuteToolRequest(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     tool_name: _builtins.str
+    """The tool to run, by the name ListTools gave."""
     tool_call_id: _builtins.str
     """The model's tool-call id, for idempotency of retried executions."""
     @_builtins.property
-    def context(self) -> Global___ToolContext: ...
+    def context(self) -> Global___ToolContext:
+        """Who asks, for which agent, where."""
+
     @_builtins.property
-    def arguments(self) -> _struct_pb2.Struct: ...
+    def arguments(self) -> _struct_pb2.Struct:
+        """The model's arguments; they must match the tool's input_schema."""
+
     def __init__(
         self,
         *,
@@ -277,6 +322,8 @@ Global___ExecuteToolRequest: _TypeAlias = ExecuteToolRequest  # noqa: Y015
 
 @_typing.final
 class ExecuteToolResponse(_message.Message):
+    """Response of Tools.ExecuteTool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTENT_FIELD_NUMBER: _builtins.int
@@ -285,6 +332,7 @@ class ExecuteToolResponse(_message.Message):
     content: _builtins.str
     """Text for the model."""
     is_error: _builtins.bool
+    """The tool ran and failed; content says why, for the model."""
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
         """Sources the answer may link to (web search, page fetch)."""
@@ -306,10 +354,13 @@ Global___ExecuteToolResponse: _TypeAlias = ExecuteToolResponse  # noqa: Y015
 
 @_typing.final
 class GetPolicyRequest(_message.Message):
+    """Request of Tools.GetPolicy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOOL_NAME_FIELD_NUMBER: _builtins.int
     tool_name: _builtins.str
+    """The tool's bare name."""
     def __init__(
         self,
         *,
@@ -325,11 +376,15 @@ Global___GetPolicyRequest: _TypeAlias = GetPolicyRequest  # noqa: Y015
 
 @_typing.final
 class GetPolicyResponse(_message.Message):
+    """Response of Tools.GetPolicy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def policy(self) -> Global___ToolPolicy: ...
+    def policy(self) -> Global___ToolPolicy:
+        """The policy in force for the tool."""
+
     def __init__(
         self,
         *,
@@ -345,11 +400,15 @@ Global___GetPolicyResponse: _TypeAlias = GetPolicyResponse  # noqa: Y015
 
 @_typing.final
 class SetPolicyRequest(_message.Message):
+    """Request of Tools.SetPolicy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def policy(self) -> Global___ToolPolicy: ...
+    def policy(self) -> Global___ToolPolicy:
+        """The new policy; approval must be set."""
+
     def __init__(
         self,
         *,
@@ -365,11 +424,15 @@ Global___SetPolicyRequest: _TypeAlias = SetPolicyRequest  # noqa: Y015
 
 @_typing.final
 class SetPolicyResponse(_message.Message):
+    """Response of Tools.SetPolicy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def policy(self) -> Global___ToolPolicy: ...
+    def policy(self) -> Global___ToolPolicy:
+        """The policy as stored."""
+
     def __init__(
         self,
         *,
@@ -385,6 +448,8 @@ Global___SetPolicyResponse: _TypeAlias = SetPolicyResponse  # noqa: Y015
 
 @_typing.final
 class ListPoliciesRequest(_message.Message):
+    """Request of Tools.ListPolicies."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -400,11 +465,15 @@ Global___ListPoliciesRequest: _TypeAlias = ListPoliciesRequest  # noqa: Y015
 
 @_typing.final
 class ListPoliciesResponse(_message.Message):
+    """Response of Tools.ListPolicies."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolPolicy]: ...
+    def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolPolicy]:
+        """The policy in force for every built-in tool."""
+
     def __init__(
         self,
         *,

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class ToolsStub:
-    """Missing associated documentation comment in .proto file."""
+    """Lists and runs the built-in tools for an agent acting for a user, and keeps each tool's approval
+    policy. Every RPC runs for the caller named in the metadata (agents.common.v1).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -62,7 +64,9 @@ class ToolsStub:
 
 
 class ToolsServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Lists and runs the built-in tools for an agent acting for a user, and keeps each tool's approval
+    policy. Every RPC runs for the caller named in the metadata (agents.common.v1).
+    """
 
     def ListTools(self, request, context):
         """Tools an agent may use for a user in a context, each with its effective policy.
@@ -147,7 +151,9 @@ def add_ToolsServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Tools:
-    """Missing associated documentation comment in .proto file."""
+    """Lists and runs the built-in tools for an agent acting for a user, and keeps each tool's approval
+    policy. Every RPC runs for the caller named in the metadata (agents.common.v1).
+    """
 
     @staticmethod
     def ListTools(request,

@@ -29,6 +29,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ToolsStub:
+    """Lists and runs the built-in tools for an agent acting for a user, and keeps each tool's approval
+    policy. Every RPC runs for the caller named in the metadata (agents.common.v1).
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -61,6 +65,10 @@ class ToolsStub:
 
 @_typing.type_check_only
 class ToolsAsyncStub(ToolsStub):
+    """Lists and runs the built-in tools for an agent acting for a user, and keeps each tool's approval
+    policy. Every RPC runs for the caller named in the metadata (agents.common.v1).
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListTools: _aio.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]  # type: ignore[assignment]
     """Tools an agent may use for a user in a context, each with its effective policy.
@@ -89,6 +97,10 @@ class ToolsAsyncStub(ToolsStub):
     """Every tool with its policy."""
 
 class ToolsServicer(metaclass=_abc_1.ABCMeta):
+    """Lists and runs the built-in tools for an agent acting for a user, and keeps each tool's approval
+    policy. Every RPC runs for the caller named in the metadata (agents.common.v1).
+    """
+
     @_abc_1.abstractmethod
     def ListTools(
         self,
