@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.gateway.bridge import routes as bridge_routes
 from services.gateway.deps import DEPS, GatewayDeps
 from services.gateway.middleware import CALLER_KEY, auth_middleware, errors_middleware, parameters_middleware
 from services.gateway.routes import admin_config, bots, custom_prompts
 from services.gateway.routes import agents as agent_routes
-from services.gateway.routes import bridge as bridge_routes
 from services.gateway.routes import channels as channel_routes
 from services.gateway.routes import conversations as conversation_routes
 from services.gateway.routes import mcp as mcp_routes

@@ -25,8 +25,8 @@ CALLER_KEY = web.AppKey("authenticator", Authenticator)
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/plugins/mattermost-ai/mcp-server/.well-known/oauth-protected-resource"}
 )
-# Plugin-to-plugin routes carry no user identity; their handlers authenticate the calling plugin
-# (services/gateway/bridge_auth.py).
+# The bridge's routes authenticate their caller themselves, a plugin or a user, each with its own
+# proof (services/gateway/bridge/auth.py).
 SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/",)
 
 

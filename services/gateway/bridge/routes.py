@@ -1,7 +1,7 @@
 """The inter-plugin LLM bridge (``/bridge/v1``, plugin-api.md 1.4): agents, services and
 completions for other Mattermost plugins, streamed as SSE or collected.
 
-Guard: ``bridge_auth.authenticate_bridge_caller`` (Mattermost-Plugin-ID plus proof of a plugin, or
+Guard: ``auth.authenticate_bridge_caller`` (Mattermost-Plugin-ID plus proof of a plugin, or
 of the user the request then acts as). Calls to the registry and the llm service run as the
 cluster; the user the request acts for is checked explicitly against the agent's access rules.
 Errors before the first event are plain JSON errors with the mapped HTTP status; after the stream
@@ -29,8 +29,8 @@ from services.common.errors import (
 )
 from services.common.grpc_client import stream, unary
 from services.common.identity import SYSTEM, current_identity
-from services.gateway.bridge_auth import BridgeCaller, authenticate_bridge_caller
-from services.gateway.bridge_events import (
+from services.gateway.bridge.auth import BridgeCaller, authenticate_bridge_caller
+from services.gateway.bridge.events import (
     END,
     ERROR,
     BridgeRequest,
