@@ -62,21 +62,10 @@ async def _enter(request: web.Request) -> tuple[GatewayDeps, BridgeCaller]:
 async def _visible_agents(deps: GatewayDeps, user_id: str) -> list[registry_pb2.Agent]:
     """Every active agent (oldest first), or those ``user_id`` may use."""
     # ListAgents, not ListUsableAgents: that one applies the user rules to its caller, and the
-    # bridge calls as the cluster (no user), so agents with an allow list were never listed.
-    reply = await unary(deps.backends.registry.ListAgents, registry_pb2.ListAgentsRequest())
-    agents = list(reply.agents)
-    if user_id:
-        teams = await deps.team_ids_of(user_id)
-        allowed = []
-        for agent in agents:
-            check = await unary(
-                deps.backends.registry.CheckAgentAccess,
-                registry_pb2.CheckAgentAccessRequest(agent_id=agent.id, user_id=user_id, user_team_ids=teams),
-            )
-            if check.allowed:
-                allowed.append(agent)
-        agents = allowed
-    return agents
+    # bridge calls as the cluster (no user), naming the user it acts for instead.
+    teams = await deps.team_ids_of(user_id) if user_id else []
+    request = registry_pb2.ListAgentsRequest(usable_by_user_id=user_id, user_team_ids=teams)
+    return list((await unary(deps.backends.registry.ListAgents, request)).agents)
 
 
 async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2.ServiceConfig]:
