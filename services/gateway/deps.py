@@ -9,10 +9,13 @@ from aiohttp import web
 
 from services.common.mattermost import MattermostClient
 from services.common.plugin_config import PluginConfigWatcher
+from services.gateway.agent_directory import AgentDirectory
 from services.gateway.auth import Authenticator, TtlCache
 from services.gateway.backends import Backends
+from services.gateway.bot_tokens import BotTokens
 from services.gateway.bridge.agents import BridgeAgents, registry_lookup
 from services.gateway.direct_channels import DirectChannels
+from services.gateway.replies import ReplyService
 from services.gateway.settings import GatewaySettings
 
 
@@ -25,6 +28,14 @@ class GatewayDeps:
     authenticator: Authenticator
     # The plugin configuration and the cluster's license (license and channel tool-calling guards).
     plugin_config: PluginConfigWatcher
+    # This replica's name in post claims and bot token descriptions.
+    replica_id: str
+    # A token per agent bot, for its socket and the replies it writes.
+    bot_tokens: BotTokens
+    # The agents and their bots, kept current whether or not this replica listens for posts.
+    directory: AgentDirectory
+    # Reply posts written as the agents' bots (routes and the responder).
+    replies: ReplyService
     # user id → ids of the teams the user belongs to (team access rules need them)
     user_teams: TtlCache[str, list[str]] = field(init=False)
     # the DM channel ids of a user, by the other user (GET /ai_bots' dmChannelID)
@@ -49,6 +60,8 @@ class GatewayDeps:
         return cached
 
     async def close(self) -> None:
+        await self.directory.close()
+        await self.bot_tokens.revoke_all()  # after the drain: nothing writes as a bot any more
         await self.plugin_config.close()
         await self.backends.close()
         await self.mattermost.aclose()

@@ -14,16 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.mattermost import Post
-
-
-@dataclass(frozen=True)
-class AgentBot:
-    """An agent as the gateway needs it: who its bot is."""
-
-    agent_id: str
-    username: str
-    bot_user_id: str
-    display_name: str = ""
+from services.gateway.agent_directory import AgentBot
 
 
 @dataclass(frozen=True)

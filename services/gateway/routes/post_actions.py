@@ -13,7 +13,7 @@ from aiohttp import web
 from services.common.errors import DomainError, InvalidInput, PermissionDenied
 from services.common.grpc_client import unary
 from services.common.mattermost import MattermostClient
-from services.gateway.conversations.triggers import AgentBot, Trigger, mentioned_agent
+from services.gateway.conversations.triggers import Trigger, mentioned_agent
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, require_empty_body
 from services.gateway.routes.guards import bot_for, readable_post, triggers_of
@@ -86,7 +86,7 @@ async def loop_in_agent(request: web.Request) -> web.Response:
     deps, triggers, caller = request.app[DEPS], triggers_of(request), caller_of(request)
     if post.user_id != caller.user.id:
         raise PermissionDenied("only the author of the post can loop in an agent")
-    bot = next((a for a in triggers.directory.agents if a.agent_id == agent.id), None)
+    bot = deps.directory.by_id(agent.id)
     if bot is None:
         raise PermissionDenied("this agent cannot be looped in")
     if not post.root_id:
@@ -109,8 +109,8 @@ async def postback_summary(request: web.Request) -> web.Response:
     """Post a meeting summary (an agent's post in the caller's DM) into the call's thread."""
     await require_empty_body(request)
     summary = await readable_post(request)
-    deps, triggers, caller = request.app[DEPS], triggers_of(request), caller_of(request)
-    bot = _agent_bot(triggers.directory.agents, summary.user_id)
+    deps, caller = request.app[DEPS], caller_of(request)
+    bot = deps.directory.by_bot(summary.user_id)
     source_id = str(summary.props.get(PROP_TRANSCRIPT_POST, ""))
     if bot is None or not source_id:
         raise InvalidInput("the post is not a meeting summary")
@@ -126,7 +126,3 @@ async def postback_summary(request: web.Request) -> web.Response:
         source.channel_id, summary.message, root_id=root_id, props=props, type=POSTBACK_TYPE
     )
     return web.json_response({"rootid": root_id, "channelid": source.channel_id})
-
-
-def _agent_bot(agents: list[AgentBot], user_id: str) -> AgentBot | None:
-    return next((a for a in agents if a.bot_user_id == user_id), None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from services.common.mattermost import Post
-from services.gateway.conversations.triggers import AgentBot, ReminderCandidate, Trigger, classify
+from services.gateway.agent_directory import AgentBot
+from services.gateway.conversations.triggers import ReminderCandidate, Trigger, classify
 
 HELPER = AgentBot(agent_id="a1", username="helper", bot_user_id="bot1")
 OTHER = AgentBot(agent_id="a2", username="other", bot_user_id="bot2")
