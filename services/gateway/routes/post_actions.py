@@ -4,6 +4,7 @@ the call's thread)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from services.common.errors import DomainError, InvalidInput, PermissionDenied
 from services.common.grpc_client import unary
 from services.common.mattermost import MattermostClient
-from services.gateway.conversations.triggers import Trigger, mentioned_agent
+from services.gateway.conversations.triggers import loop_in
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, require_empty_body
 from services.gateway.routes.guards import bot_for, readable_post, triggers_of
@@ -84,22 +85,10 @@ async def loop_in_agent(request: web.Request) -> web.Response:
     agent = await bot_for(request)
     post = await readable_post(request)
     deps, triggers, caller = request.app[DEPS], triggers_of(request), caller_of(request)
-    if post.user_id != caller.user.id:
-        raise PermissionDenied("only the author of the post can loop in an agent")
-    bot = deps.directory.by_id(agent.id)
-    if bot is None:
-        raise PermissionDenied("this agent cannot be looped in")
-    if not post.root_id:
-        raise InvalidInput("only a reply in a thread can loop in an agent")
-    channel = await deps.mattermost.get_channel(post.channel_id)
-    if channel.type not in ("O", "P"):
-        raise InvalidInput("agents can be looped in only in public or private channels")
-    if mentioned_agent(post.message, [bot]) is not None:
-        raise InvalidInput("the post already mentions the agent")
-    thread = await deps.mattermost.get_post_thread(post.id)
-    if not any(p.user_id == bot.bot_user_id for p in thread):
-        raise InvalidInput("the agent has not taken part in this thread")
-    trigger = Trigger(post, bot, channel.type, channel.team_id, is_direct_message=False, automated_invoker=False)
+    channel, thread = await asyncio.gather(
+        deps.mattermost.get_channel(post.channel_id), deps.mattermost.get_post_thread(post.id)
+    )
+    trigger = loop_in(post, caller.user.id, deps.directory.by_id(agent.id), channel, thread)
     triggers.spawn(triggers.responder.answer(trigger), "looping in an agent")
     return web.Response(status=200)
 
