@@ -22,11 +22,6 @@ from services.gateway.routes.guards import bot_for, readable_post, triggers_of
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-# The plugin's emoji_select_system prompt, in substance: one emoji name, nothing else.
-EMOJI_INSTRUCTION = (
-    "Choose the single emoji that best reacts to the user's message. Answer with its Mattermost "
-    "short name only (for example thumbsup, tada, eyes), without colons or any other text."
-)
 _EMOJI = re.compile(r"^[a-z0-9_+-]{1,64}$")
 POSTBACK_TYPE = "custom_llm_postback"
 # Props linking a meeting summary to what it summarises (set by the meeting routes).
@@ -50,14 +45,11 @@ async def react(request: web.Request) -> web.Response:
     agent = await bot_for(request)
     post = await readable_post(request)
     deps, caller = request.app[DEPS], caller_of(request)
+    # The llm holds the instruction (and output limit) of this operation: only the post goes out.
     completion = llm_pb2.CompletionRequest(
         service_id=agent.service_id,
         model=agent.model,
-        messages=[
-            llm_pb2.Message(role=llm_pb2.ROLE_SYSTEM, parts=[llm_pb2.Part(text=EMOJI_INSTRUCTION)]),
-            llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=post.message)]),
-        ],
-        max_output_tokens=16,
+        messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=post.message)])],
         user_id=caller.user.id,
         agent_username=agent.username,
         operation="emoji_selection",
