@@ -19,6 +19,22 @@ from services.gateway.routes import search as search_routes
 from services.gateway.routes import services as service_routes
 
 PLUGIN_PREFIX = "/plugins/mattermost-ai"
+# Every module serving plugin routes (each holds a ``routes`` table).
+ROUTE_MODULES = (
+    bots,
+    agent_routes,
+    service_routes,
+    admin_config,
+    custom_prompts,
+    bridge_routes,
+    post_routes,
+    post_action_routes,
+    meeting_routes,
+    channel_routes,
+    conversation_routes,
+    search_routes,
+    mcp_routes,
+)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,19 +49,8 @@ def create_app(deps: GatewayDeps) -> web.Application:
     plugin[DEPS] = deps
     plugin[CALLER_KEY] = deps.authenticator
     plugin["max_body_bytes"] = deps.settings.max_body_bytes
-    plugin.add_routes(bots.routes)
-    plugin.add_routes(agent_routes.routes)
-    plugin.add_routes(service_routes.routes)
-    plugin.add_routes(admin_config.routes)
-    plugin.add_routes(custom_prompts.routes)
-    plugin.add_routes(bridge_routes.routes)
-    plugin.add_routes(post_routes.routes)
-    plugin.add_routes(post_action_routes.routes)
-    plugin.add_routes(meeting_routes.routes)
-    plugin.add_routes(channel_routes.routes)
-    plugin.add_routes(conversation_routes.routes)
-    plugin.add_routes(search_routes.routes)
-    plugin.add_routes(mcp_routes.routes)
+    for module in ROUTE_MODULES:
+        plugin.add_routes(module.routes)
 
     root = web.Application(middlewares=[errors_middleware])
     root[DEPS] = deps
