@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.gateway.bridge import routes as bridge_routes
 from services.gateway.deps import DEPS, GatewayDeps
 from services.gateway.middleware import CALLER_KEY, auth_middleware, errors_middleware, parameters_middleware
 from services.gateway.routes import admin_config, bots, custom_prompts
 from services.gateway.routes import agents as agent_routes
-from services.gateway.routes import bridge as bridge_routes
 from services.gateway.routes import channels as channel_routes
 from services.gateway.routes import conversations as conversation_routes
 from services.gateway.routes import mcp as mcp_routes
@@ -19,6 +19,22 @@ from services.gateway.routes import search as search_routes
 from services.gateway.routes import services as service_routes
 
 PLUGIN_PREFIX = "/plugins/mattermost-ai"
+# Every module serving plugin routes (each holds a ``routes`` table).
+ROUTE_MODULES = (
+    bots,
+    agent_routes,
+    service_routes,
+    admin_config,
+    custom_prompts,
+    bridge_routes,
+    post_routes,
+    post_action_routes,
+    meeting_routes,
+    channel_routes,
+    conversation_routes,
+    search_routes,
+    mcp_routes,
+)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,19 +49,8 @@ def create_app(deps: GatewayDeps) -> web.Application:
     plugin[DEPS] = deps
     plugin[CALLER_KEY] = deps.authenticator
     plugin["max_body_bytes"] = deps.settings.max_body_bytes
-    plugin.add_routes(bots.routes)
-    plugin.add_routes(agent_routes.routes)
-    plugin.add_routes(service_routes.routes)
-    plugin.add_routes(admin_config.routes)
-    plugin.add_routes(custom_prompts.routes)
-    plugin.add_routes(bridge_routes.routes)
-    plugin.add_routes(post_routes.routes)
-    plugin.add_routes(post_action_routes.routes)
-    plugin.add_routes(meeting_routes.routes)
-    plugin.add_routes(channel_routes.routes)
-    plugin.add_routes(conversation_routes.routes)
-    plugin.add_routes(search_routes.routes)
-    plugin.add_routes(mcp_routes.routes)
+    for module in ROUTE_MODULES:
+        plugin.add_routes(module.routes)
 
     root = web.Application(middlewares=[errors_middleware])
     root[DEPS] = deps

@@ -20,13 +20,12 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_KEY = web.AppKey("authenticator", Authenticator)
 
-# Paths served without a Mattermost identity (probes, the OAuth popup callback handles its own state,
-# MCP clients discover how to authenticate to the embedded MCP server).
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/plugins/mattermost-ai/mcp-server/.well-known/oauth-protected-resource"}
-)
-# Plugin-to-plugin routes carry no user identity; their handlers authenticate the calling plugin
-# (services/gateway/bridge_auth.py).
+# Plugin routes served without a Mattermost identity (this middleware guards the plugin's sub-app
+# only, so full paths; the probes live outside it): MCP clients read how to authenticate to the
+# embedded MCP server before they can.
+PUBLIC_PATHS = frozenset({"/plugins/mattermost-ai/mcp-server/.well-known/oauth-protected-resource"})
+# The bridge's routes authenticate their caller themselves, a plugin or a user, each with its own
+# proof (services/gateway/bridge/auth.py).
 SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/",)
 
 

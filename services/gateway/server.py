@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 
 import grpc
@@ -13,13 +14,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.http import new_client_session
 from services.common.mattermost import MattermostClient
 from services.common.plugin_config import PluginConfigWatcher
+from services.gateway.agent_directory import AgentDirectory
 from services.gateway.app import create_app
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
+from services.gateway.bot_tokens import BotTokens
 from services.gateway.conversations.runner import TRIGGERS, ConversationTriggers
 from services.gateway.deps import DEPS, GatewayDeps
 from services.gateway.rendering.live import LiveReplies
 from services.gateway.rendering.writer import ReplyWriter
+from services.gateway.replies import ReplyService
 from services.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -33,13 +37,21 @@ def build_deps(settings: GatewaySettings) -> GatewayDeps:
     http = new_client_session(total_timeout=30.0)
     mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token, session=http)
     backends = Backends(settings)
+    plugin_config = PluginConfigWatcher(backends.registry)
+    replica_id = settings.replica_id or secrets.token_hex(8)
+    tokens = BotTokens(mattermost, f"agents-gateway {replica_id}")
+    writer = ReplyWriter(LiveReplies(), settings.patch_interval_seconds)
     return GatewayDeps(
         settings=settings,
         http=http,
         mattermost=mattermost,
         backends=backends,
         authenticator=Authenticator(settings, mattermost, http),
-        plugin_config=PluginConfigWatcher(backends.registry),
+        plugin_config=plugin_config,
+        replica_id=replica_id,
+        bot_tokens=tokens,
+        directory=AgentDirectory(backends, settings.agents_refresh_seconds),
+        replies=ReplyService(settings.mattermost_url, http, tokens, plugin_config, writer),
     )
 
 
@@ -67,8 +79,7 @@ class GatewayProcess:
         self.deps = deps
         self.app = create_app(deps)
         self.app.router.add_get("/readyz", readyz)
-        self.writer = ReplyWriter(LiveReplies(), settings.patch_interval_seconds)
-        self.triggers = ConversationTriggers(deps, self.writer)
+        self.triggers = ConversationTriggers(deps)
         self.app[TRIGGERS] = self.triggers
         self.runner = web.AppRunner(self.app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
         self.port = 0
@@ -85,6 +96,7 @@ class GatewayProcess:
         await self.deps.plugin_config.start()
         if self.settings.listen_for_posts:
             await self.triggers.start()
+        await self.deps.directory.start()
         return self.port
 
     async def stop(self) -> None:
@@ -94,7 +106,7 @@ class GatewayProcess:
         # Within one grace period: cleanup stops accepting and lets in-flight requests (and SSE
         # streams) finish, while the replies being rendered keep streaming into their posts; those
         # still streaming near its end are marked (and their claims handed back) instead.
-        await asyncio.gather(self.runner.cleanup(), self.writer.drain(grace - mark, mark))
+        await asyncio.gather(self.runner.cleanup(), self.deps.replies.drain(grace - mark, mark))
         await self.triggers.stop()
         await self.deps.close()
         logger.info("stopped")

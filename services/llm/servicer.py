@@ -15,7 +15,7 @@ from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.identity import identity
-from services.llm import outcomes
+from services.llm import outcomes, presets
 from services.llm.batching import event_batches
 from services.llm.completion import CompletionService
 from services.llm.messages import (
@@ -40,8 +40,10 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
     async def Complete(
         self, request: llm_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.CompleteResponse:
-        """One completion, gathered (see the proto for the status codes)."""
+        """One completion, gathered (see the proto for the status codes); a known one-shot
+        operation gets its instruction here (``presets``)."""
         service_id, neutral, attribution = completion_request_from_proto(request.request)
+        neutral = presets.with_preset(neutral)
         _, model = await self.completions.model_for(service_id, neutral)
         result = await self.completions.complete(service_id, neutral, attribution)
         return result_to_proto(result, model)

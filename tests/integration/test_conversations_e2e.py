@@ -242,6 +242,10 @@ async def test_react_adds_the_emoji_the_agent_chose_as_the_caller(world: World) 
     world.openai.enqueue(FakeResponse.text(":tada:", tokens=2))
     status, _, _ = await world.h.request("POST", f"/post/{post['id']}/react?botUsername=reactor", user=liz)
     assert status == 200
+    # The llm service adds the operation's instruction before the post it was sent.
+    system, user = world.openai.requests[-1].body["messages"]
+    assert system["role"] == "system" and "emoji" in json.dumps(system)
+    assert user["role"] == "user" and "We shipped the release!" in json.dumps(user)
     assert {"user_id": liz.id, "post_id": post["id"], "emoji_name": "tada"}.items() <= world.mm.state.reactions[
         -1
     ].items()

@@ -237,6 +237,23 @@ async def test_listings_show_what_the_user_acted_for_may_use(world: World, calle
                 assert sorted(item[field] for item in body[key]) == sorted(visible)
 
 
+async def test_a_listing_for_a_user_asks_the_registry_once_whatever_the_number_of_agents(world: World) -> None:
+    path = f"/bridge/v1/agents?user_id={world.alice.id}"
+    trace_id = secrets.token_hex(16)
+    [headers] = world.variants("plugin", "GET", path)
+    headers["traceparent"] = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    status, _, _ = await world.h.request("GET", path, headers=headers)
+    assert status == 200
+
+    def gateway(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for s in spans if s["trace_id"] == trace_id and s["service"] == "gateway"]
+
+    # The request's server span ends after every call it made.
+    spans = gateway(await world.h.wait_for_spans(lambda spans: any(s["kind"] == "SERVER" for s in gateway(spans))))
+    asked = [s["name"].rsplit("/", 1)[-1] for s in spans if s["kind"] == "CLIENT" and "Registry" in s["name"]]
+    assert asked.count("ListAgents") == 1 and "CheckAgentAccess" not in asked, asked
+
+
 async def test_the_plugin_credential_never_reaches_a_response_or_a_log(world: World) -> None:
     path = "/bridge/v1/completion/agent/open/nostream"
     for caller in ("plugin", "wrong-credential"):

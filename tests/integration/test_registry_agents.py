@@ -289,6 +289,27 @@ async def test_users_see_only_agents_they_may_use_and_instructions_only_when_man
     assert status == 404
 
 
+async def test_agents_listed_for_a_user_are_only_those_the_user_may_use(harness, admin) -> None:
+    member, stranger = harness.mattermost.add_user("listed-member"), harness.mattermost.add_user("listed-stranger")
+    team = harness.mattermost.add_team("listed-team")
+    for payload in (
+        new_agent("listed-user", userAccessLevel=1, userIDs=[member.id]),
+        new_agent("listed-team", userAccessLevel=1, teamIDs=[team.id]),
+    ):
+        status, _, _ = await call(harness, "POST", "/agents", "/agents", admin, payload)
+        assert status == 201
+
+    async def listed(user_id: str, team_ids: tuple[str, ...] = ()) -> set[str]:
+        request = registry_pb2.ListAgentsRequest(usable_by_user_id=user_id, user_team_ids=team_ids)
+        reply = await system_registry(harness).ListAgents(request, timeout=10)
+        return {a.username for a in reply.agents} & {"listed-user", "listed-team"}
+
+    assert await listed("") == {"listed-user", "listed-team"}
+    assert await listed(member.id) == {"listed-user"}
+    assert await listed(stranger.id, (team.id,)) == {"listed-team"}
+    assert await listed(stranger.id) == set()
+
+
 async def test_ai_bots_respects_the_channel_allow_list(harness, admin) -> None:
     team = harness.mattermost.add_team("chans")
     allowed = harness.mattermost.add_channel(team.id, "allowed")

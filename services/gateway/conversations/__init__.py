@@ -1,2 +1,4 @@
-"""Conversations started by Mattermost events: bot tokens, one WebSocket per agent bot, which
-posts to answer, claiming a post across replicas, and taking over replies a dead replica left."""
+"""Conversations started by Mattermost events: one WebSocket per agent bot (``listener``), which
+posts to answer (``triggers``), claiming a post across replicas (``claims``), answering it and
+taking over replies a dead replica left (``responder``), all run by ``runner``. The agents come
+from the gateway's directory and the reply posts are written through its reply service."""

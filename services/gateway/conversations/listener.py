@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from services.common.errors import DomainError
 from services.common.mattermost import MattermostWebSocket, WebSocketEvent
-from services.gateway.conversations.bots import BotTokens
+from services.gateway.bot_tokens import BotTokens
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ class BotListeners:
     @property
     def bot_ids(self) -> set[str]:
         return {bot for bot, task in self._tasks.items() if not task.done()}
-
-    def connected(self, bot_user_id: str) -> bool:
-        socket = self._sockets.get(bot_user_id)
-        return socket is not None and socket.connected
 
     async def wait_listening(self, bot_user_id: str, within: float) -> bool:
         """Wait until the bot's socket got its first ``hello`` (at most ``within`` seconds)."""

@@ -19,25 +19,19 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from services.common.errors import AlreadyExists, DomainError, UpstreamUnavailable
 from services.common.grpc_client import unary
 from services.common.identity import Identity, current_identity
-from services.common.mattermost import MattermostClient, Post, User
+from services.common.mattermost import Post, User
+from services.gateway.agent_directory import AgentBot
 from services.gateway.backends import conversation_events
-from services.gateway.conversations.bots import AgentDirectory, BotTokens
 from services.gateway.conversations.claims import ClaimsUnavailable, PostClaims
-from services.gateway.conversations.triggers import AgentBot, ReminderCandidate, Trigger
+from services.gateway.conversations.triggers import ReminderCandidate, Trigger
 from services.gateway.deps import GatewayDeps
 from services.gateway.rendering.reply import (
     FINAL_STATUSES,
     INTERRUPTED,
     POST_TYPE,
-    PROP_CONVERSATION_ID,
-    PROP_REQUESTER,
     PROP_STREAM_STATUS,
     UNAVAILABLE_TEXT,
-    ReplyState,
-    answer_text,
-    base_props,
 )
-from services.gateway.rendering.writer import ReplyWriter
 
 logger = logging.getLogger(__name__)
 
@@ -70,30 +64,10 @@ def acting_for(user_id: str) -> object:
 class Responder:
     """Turns triggers into reply posts on behalf of the agents' bots."""
 
-    def __init__(
-        self,
-        deps: GatewayDeps,
-        tokens: BotTokens,
-        claims: PostClaims,
-        writer: ReplyWriter,
-        directory: Callable[[], AgentDirectory],
-    ) -> None:
+    def __init__(self, deps: GatewayDeps, claims: PostClaims) -> None:
         self.deps = deps
-        self.tokens = tokens
+        self.replies = deps.replies
         self.claims = claims
-        self.writer = writer
-        self.directory = directory
-        self._clients: dict[str, tuple[str, MattermostClient]] = {}  # bot → (token, client)
-
-    async def poster(self, bot_user_id: str) -> MattermostClient:
-        """A client that writes as the bot with its current token: the bot's token changes when it
-        was revoked (a refused socket, or the bot leaving and coming back as another agent's)."""
-        token = await self.tokens.ensure(bot_user_id)
-        cached = self._clients.get(bot_user_id)
-        if cached is None or cached[0] != token:
-            cached = (token, MattermostClient(self.deps.settings.mattermost_url, token, session=self.deps.http))
-            self._clients[bot_user_id] = cached
-        return cached[1]
 
     async def _claim(self, post_id: str) -> bool | None:
         """True when claimed, None when another replica has it, False when claims are unavailable."""
@@ -174,13 +148,8 @@ class Responder:
             "a dependency stayed unavailable; replying with an error",
             extra={"post_id": post.id, "error": err.message},
         )
-        poster = await self.poster(trigger.agent.bot_user_id)
-        props = base_props(
-            conversation_id="",
-            responding_to=post.id,
-            requester_id=post.user_id,
-            allow_unsafe_links=self.directory().allow_unsafe_links,
-        )
+        poster = await self.replies.poster(trigger.agent.bot_user_id)
+        props = self.replies.props(requester_id=post.user_id, responding_to=post.id)
         props[PROP_STREAM_STATUS] = INTERRUPTED
         await poster.create_post(
             post.channel_id, UNAVAILABLE_TEXT, root_id=post.root_id or post.id, props=props, type=POST_TYPE
@@ -199,19 +168,10 @@ class Responder:
         if started is None:
             return
         claimed, context = started
-        poster = await self.poster(agent.bot_user_id)
-        props = base_props(
-            conversation_id="",
-            responding_to=post.id,
-            requester_id=post.user_id,
-            allow_unsafe_links=self.directory().allow_unsafe_links,
-        )
-        reply = await poster.create_post(
-            post.channel_id, "", root_id=post.root_id or post.id, props=props, type=POST_TYPE
-        )
+        reply = await self.replies.start_in_thread(post, agent.bot_user_id)
         if claimed:
             try:
-                await self.claims.claim(post.id, response_post_id=reply.id)
+                await self.claims.claim(post.id, response_post_id=reply.post_id)
             except DomainError as err:
                 # The turn goes on (and says so in the post if it cannot start); raising here would
                 # leave the new post streaming with nothing rendering it.
@@ -224,10 +184,9 @@ class Responder:
             root_post_id=post.root_id,
             message=post.message,
             file_ids=list(post.file_ids),
-            response_post_id=reply.id,
+            response_post_id=reply.post_id,
             automated_invoker=trigger.automated_invoker,
         )
-        state = ReplyState(post_id=reply.id, requester_id=post.user_id, props=dict(props))
         with acting_for(post.user_id):
             events = conversation_events(
                 self.deps.backends.conversations.Respond,
@@ -238,10 +197,10 @@ class Responder:
             first = await _first(events)
             if isinstance(first, AlreadyExists):
                 # Respond's own claim: another replica answers (only without ClaimPost).
-                await poster.delete_post(reply.id)
+                await reply.poster.delete_post(reply.post_id)
                 return
             async with self.claims.held(post.id) if claimed else contextlib.nullcontext():
-                await self.writer.render(poster, state, _prepend(first, events), resumable=claimed)
+                await self.replies.write(reply, _prepend(first, events), resumable=claimed)
         if claimed:
             await self.claims.finish(post.id)
 
@@ -256,28 +215,21 @@ class Responder:
             else:
                 await self.claims.finish(claim.post_id)
             return
-        reply = await self.deps.mattermost.get_post(claim.response_post_id)
-        if reply.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
+        post = await self.deps.mattermost.get_post(claim.response_post_id)
+        if post.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
             await self.claims.finish(claim.post_id)
             return
-        poster = await self.poster(reply.user_id)
-        state = ReplyState(
-            post_id=reply.id,
-            requester_id=str(reply.props.get(PROP_REQUESTER, "")),
-            props=dict(reply.props),
-            text=answer_text(reply.message),
-            conversation_id=str(reply.props.get(PROP_CONVERSATION_ID, "")),
-        )
-        logger.info("taking over a reply another replica left", extra={"post_id": reply.id})
-        with acting_for(state.requester_id):
+        reply = await self.replies.of_post(post)
+        logger.info("taking over a reply another replica left", extra={"post_id": post.id})
+        with acting_for(reply.state.requester_id):
             events = conversation_events(
                 self.deps.backends.conversations.Attach,
-                llm_pb2.AttachRequest(post_id=reply.id),
+                llm_pb2.AttachRequest(post_id=post.id),
                 timeout=self.deps.settings.turn_timeout_seconds,
                 wait_for_ready=True,
             )
             async with self.claims.held(claim.post_id):
-                await self.writer.render(poster, state, events, resumable=True)
+                await self.replies.write(reply, events, resumable=True)
         await self.claims.finish(claim.post_id)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
@@ -291,7 +243,7 @@ class Responder:
         if await self._claim(post.id) is None:
             return
         agent = by_bot[earlier[-1].user_id]
-        poster = await self.poster(agent.bot_user_id)
+        poster = await self.replies.poster(agent.bot_user_id)
         props = {
             "bot_user_id": agent.bot_user_id,
             "bot_username": agent.username,

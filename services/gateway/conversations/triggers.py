@@ -5,25 +5,21 @@ Ignored: posts by any agent bot; shared-channel posts from a remote cluster; ``w
 an agent starts the mention flow; otherwise a post in a DM with an agent's bot starts the DM flow;
 otherwise a thread reply in a channel may deserve the mention reminder (the caller checks
 whether the previous post of the thread was an agent's).
+
+``loop_in`` decides the other way into the mention flow: a user asking an agent to answer their
+thread reply after the fact (POST /post/{id}/loop_in_agent).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.mattermost import Post
-
-
-@dataclass(frozen=True)
-class AgentBot:
-    """An agent as the gateway needs it: who its bot is."""
-
-    agent_id: str
-    username: str
-    bot_user_id: str
-    display_name: str = ""
+from services.common.errors import InvalidInput, PermissionDenied
+from services.common.mattermost import Channel, Post
+from services.gateway.agent_directory import AgentBot
 
 
 @dataclass(frozen=True)
@@ -101,3 +97,21 @@ def classify(event_data: dict[str, Any], post: Post, agents: list[AgentBot]) -> 
     if post.root_id and channel_type in ("O", "P", "G"):
         return ReminderCandidate(post, team_id)
     return None
+
+
+def loop_in(post: Post, caller_id: str, agent: AgentBot | None, channel: Channel, thread: Sequence[Post]) -> Trigger:
+    """The mention flow for ``post`` answered by ``agent`` (None: not an agent with a bot), as
+    if the post had mentioned it; the rule it breaks otherwise (PermissionDenied, InvalidInput)."""
+    if post.user_id != caller_id:
+        raise PermissionDenied("only the author of the post can loop in an agent")
+    if agent is None:
+        raise PermissionDenied("this agent cannot be looped in")
+    if not post.root_id:
+        raise InvalidInput("only a reply in a thread can loop in an agent")
+    if channel.type not in ("O", "P"):
+        raise InvalidInput("agents can be looped in only in public or private channels")
+    if mentioned_agent(post.message, [agent]) is not None:
+        raise InvalidInput("the post already mentions the agent")
+    if not any(p.user_id == agent.bot_user_id for p in thread):
+        raise InvalidInput("the agent has not taken part in this thread")
+    return Trigger(post, agent, channel.type, channel.team_id, is_direct_message=False, automated_invoker=False)

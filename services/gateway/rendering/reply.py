@@ -14,6 +14,8 @@ from typing import Any
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from google.protobuf import json_format
 
+from services.common.mattermost import Post
+
 # The plugin's English UI strings (server/i18n): users and their scripts know these words.
 ERROR_TEXT = "Sorry! An error occurred while accessing the LLM. See server logs for details."
 EMPTY_TEXT = "Sorry! The LLM did not return a result."
@@ -106,6 +108,18 @@ class ReplyState:
     error: str = ""
     # Bumped on every change the post shows; the writer patches when it moved.
     version: int = 0
+
+    @classmethod
+    def of_post(cls, post: Post) -> ReplyState:
+        """An existing reply post about to be continued (tool decisions, a taken-over turn) or
+        rewritten (regenerate): its answer so far, without a hand-off note."""
+        return cls(
+            post_id=post.id,
+            requester_id=str(post.props.get(PROP_REQUESTER, "")),
+            props=dict(post.props),
+            text=answer_text(post.message),
+            conversation_id=str(post.props.get(PROP_CONVERSATION_ID, "")),
+        )
 
     @property
     def finished(self) -> bool:

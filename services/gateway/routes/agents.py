@@ -60,7 +60,8 @@ async def create_agent(request: web.Request) -> web.Response:
         deps.backends.registry.CreateAgent, registry_pb2.CreateAgentRequest(agent=agent, defaulted_fields=defaulted)
     )
     # Answered once this replica listens for the new bot: a DM sent right after is answered.
-    await triggers_of(request).agents_changed(listen_for=response.agent.bot_user_id)
+    await deps.directory.changed()
+    await triggers_of(request).wait_listening(response.agent.bot_user_id)
     return web.json_response(agent_json(response.agent), status=201)
 
 
@@ -99,7 +100,7 @@ async def update_agent(request: web.Request) -> web.Response:
         registry_pb2.UpdateAgentRequest(agent=agent, expected_update_at=expected if isinstance(expected, int) else 0),
     )
     deps.bridge_agents.invalidate()  # this replica's bridge sees the edit at once
-    await triggers_of(request).agents_changed()
+    await deps.directory.changed()
     body = agent_json(response.agent)
     if response.dropped_mcp_tools:
         body["droppedMCPTools"] = [
@@ -113,7 +114,7 @@ async def delete_agent(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     await unary(deps.backends.registry.DeleteAgent, registry_pb2.DeleteAgentRequest(id=request.match_info["agentid"]))
     deps.bridge_agents.invalidate()
-    await triggers_of(request).agents_changed()
+    await deps.directory.changed()
     return web.Response(status=200)
 
 

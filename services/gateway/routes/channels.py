@@ -75,14 +75,7 @@ async def interval(request: web.Request) -> web.Response:
         raise InvalidInput("end_time is before start_time", field="end_time")
     if end and end - start > MAX_RANGE_MS:
         raise InvalidInput("the range is over 14 days", field="start_time")
-    prompt = _text(body, "prompt")
-    channel_id = request.match_info["channelid"]
-    await require_channel_read(request, channel_id)
-    agent = await bot_for(request)
-    await require_license(request, Feature.CHANNEL_SUMMARIES)
-    # Summaries over a fixed range cannot be regenerated (the plugin's no_regen).
-    summary = SummaryRequest(channel_id, str(preset), start, end, prompt, props={"no_regen": "true"})
-    return await summarize_into_dm(request, agent, summary)
+    return await _summarize_channel(request, str(preset), start, end, _text(body, "prompt"))
 
 
 @routes.post("/channel/{channelid}/analyze")
@@ -104,11 +97,15 @@ async def analyze(request: web.Request) -> web.Response:
         raise InvalidInput("since must be before until", field="since")
     if (end or int(time.time() * 1000)) - start > MAX_RANGE_MS:
         raise InvalidInput("the range is over 14 days", field="since")
-    prompt = _text(body, "prompt")
+    return await _summarize_channel(request, ANALYSIS_PRESETS[analysis_type], start, end, _text(body, "prompt"))
+
+
+async def _summarize_channel(request: web.Request, preset: str, start: int, end: int, prompt: str) -> web.Response:
+    """The plugin's guards (channel read, agent, license), then the summary streamed into a DM."""
     channel_id = request.match_info["channelid"]
     await require_channel_read(request, channel_id)
     agent = await bot_for(request)
     await require_license(request, Feature.CHANNEL_SUMMARIES)
-    preset = ANALYSIS_PRESETS[analysis_type]
+    # Summaries over a fixed range cannot be regenerated (the plugin's no_regen).
     summary = SummaryRequest(channel_id, preset, start, end, prompt, props={"no_regen": "true"})
     return await summarize_into_dm(request, agent, summary)

@@ -63,7 +63,7 @@ async def require_channel_read(request: web.Request, channel_id: str) -> None:
 
 def require_agent_post(request: web.Request, post: Post) -> None:
     """Stop, regenerate and tool decisions apply only to posts an agent's bot wrote."""
-    if post.user_id not in {a.bot_user_id for a in triggers_of(request).directory.agents}:
+    if request.app[DEPS].directory.by_bot(post.user_id) is None:
         raise InvalidInput("the post was not written by an agent")
 
 

@@ -29,7 +29,6 @@ from services.gateway.rendering.reply import (
     STREAMING,
     ReplyState,
 )
-from services.gateway.routes.guards import triggers_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +62,11 @@ def _final(post: Post, viewer: str) -> list[dict[str, Any]]:
 async def serve_post_stream(request: web.Request, post: Post) -> web.StreamResponse:
     """Answer GET /post/{postid}/stream as ``text/event-stream``, one ``postupdate`` per event."""
     viewer = caller_of(request).user.id
-    live = triggers_of(request).responder.writer.live.get(post.id)
-    payloads: AsyncIterator[dict[str, Any]]
-    if live is not None:
-        payloads = triggers_of(request).responder.writer.live.follow(live, viewer)
-    elif post.props.get(PROP_STREAM_STATUS) in (STREAMING, HANDED_OFF):  # the turn may still run
-        payloads = _from_llm(request, post, viewer)
-    else:
-        payloads = _as_async(_final(post, viewer))
+    payloads = request.app[DEPS].replies.follow(post.id, viewer)
+    if payloads is None:
+        # Another replica may still be writing it (the turn still runs), else it is final.
+        running = post.props.get(PROP_STREAM_STATUS) in (STREAMING, HANDED_OFF)
+        payloads = _from_llm(request, post, viewer) if running else _as_async(_final(post, viewer))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

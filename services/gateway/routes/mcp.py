@@ -17,7 +17,7 @@ from google.protobuf import json_format
 
 from services.common.errors import PermissionDenied, Unimplemented
 from services.common.grpc_client import unary
-from services.gateway.bridge_auth import authenticate_bridge_caller
+from services.gateway.bridge.auth import authenticate_bridge_caller
 from services.gateway.deps import DEPS
 from services.gateway.middleware import require_empty_body
 from services.gateway.routes.guards import require_admin

@@ -28,9 +28,10 @@ from services.gateway.meetings.recordings import (
     is_recording_file,
 )
 from services.gateway.middleware import require_empty_body
+from services.gateway.replies import FileUpload
 from services.gateway.routes.guards import bot_for, plugin_config, readable_post, require_license
 from services.gateway.routes.post_actions import PROP_RECORDING_FILE, PROP_TRANSCRIPT_POST
-from services.gateway.routes.summaries import SummaryRequest, TranscriptUpload, summarize_into_dm
+from services.gateway.routes.summaries import SummaryRequest, summarize_into_dm
 
 routes = web.RouteTableDef()
 
@@ -117,7 +118,7 @@ async def _transcribe_and_summarize(request: web.Request, post: Post, info: File
         preset_prompt=PRESET,
         transcript_post_id=post.id,
         props={PROP_TRANSCRIPT_POST: post.id, PROP_RECORDING_FILE: info.id},
-        transcript_upload=TranscriptUpload(TRANSCRIPT_FILENAME, transcript.vtt.encode(), TRANSCRIPT_MIME_TYPE),
+        transcript_upload=FileUpload(TRANSCRIPT_FILENAME, transcript.vtt.encode(), TRANSCRIPT_MIME_TYPE),
     )
     return await summarize_into_dm(request, agent, summary)
 

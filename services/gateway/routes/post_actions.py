@@ -4,6 +4,7 @@ the call's thread)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from services.common.errors import DomainError, InvalidInput, PermissionDenied
 from services.common.grpc_client import unary
 from services.common.mattermost import MattermostClient
-from services.gateway.conversations.triggers import AgentBot, Trigger, mentioned_agent
+from services.gateway.conversations.triggers import loop_in
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, require_empty_body
 from services.gateway.routes.guards import bot_for, readable_post, triggers_of
@@ -21,11 +22,6 @@ from services.gateway.routes.guards import bot_for, readable_post, triggers_of
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-# The plugin's emoji_select_system prompt, in substance: one emoji name, nothing else.
-EMOJI_INSTRUCTION = (
-    "Choose the single emoji that best reacts to the user's message. Answer with its Mattermost "
-    "short name only (for example thumbsup, tada, eyes), without colons or any other text."
-)
 _EMOJI = re.compile(r"^[a-z0-9_+-]{1,64}$")
 POSTBACK_TYPE = "custom_llm_postback"
 # Props linking a meeting summary to what it summarises (set by the meeting routes).
@@ -49,14 +45,11 @@ async def react(request: web.Request) -> web.Response:
     agent = await bot_for(request)
     post = await readable_post(request)
     deps, caller = request.app[DEPS], caller_of(request)
+    # The llm holds the instruction (and output limit) of this operation: only the post goes out.
     completion = llm_pb2.CompletionRequest(
         service_id=agent.service_id,
         model=agent.model,
-        messages=[
-            llm_pb2.Message(role=llm_pb2.ROLE_SYSTEM, parts=[llm_pb2.Part(text=EMOJI_INSTRUCTION)]),
-            llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=post.message)]),
-        ],
-        max_output_tokens=16,
+        messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=post.message)])],
         user_id=caller.user.id,
         agent_username=agent.username,
         operation="emoji_selection",
@@ -84,22 +77,10 @@ async def loop_in_agent(request: web.Request) -> web.Response:
     agent = await bot_for(request)
     post = await readable_post(request)
     deps, triggers, caller = request.app[DEPS], triggers_of(request), caller_of(request)
-    if post.user_id != caller.user.id:
-        raise PermissionDenied("only the author of the post can loop in an agent")
-    bot = next((a for a in triggers.directory.agents if a.agent_id == agent.id), None)
-    if bot is None:
-        raise PermissionDenied("this agent cannot be looped in")
-    if not post.root_id:
-        raise InvalidInput("only a reply in a thread can loop in an agent")
-    channel = await deps.mattermost.get_channel(post.channel_id)
-    if channel.type not in ("O", "P"):
-        raise InvalidInput("agents can be looped in only in public or private channels")
-    if mentioned_agent(post.message, [bot]) is not None:
-        raise InvalidInput("the post already mentions the agent")
-    thread = await deps.mattermost.get_post_thread(post.id)
-    if not any(p.user_id == bot.bot_user_id for p in thread):
-        raise InvalidInput("the agent has not taken part in this thread")
-    trigger = Trigger(post, bot, channel.type, channel.team_id, is_direct_message=False, automated_invoker=False)
+    channel, thread = await asyncio.gather(
+        deps.mattermost.get_channel(post.channel_id), deps.mattermost.get_post_thread(post.id)
+    )
+    trigger = loop_in(post, caller.user.id, deps.directory.by_id(agent.id), channel, thread)
     triggers.spawn(triggers.responder.answer(trigger), "looping in an agent")
     return web.Response(status=200)
 
@@ -109,8 +90,8 @@ async def postback_summary(request: web.Request) -> web.Response:
     """Post a meeting summary (an agent's post in the caller's DM) into the call's thread."""
     await require_empty_body(request)
     summary = await readable_post(request)
-    deps, triggers, caller = request.app[DEPS], triggers_of(request), caller_of(request)
-    bot = _agent_bot(triggers.directory.agents, summary.user_id)
+    deps, caller = request.app[DEPS], caller_of(request)
+    bot = deps.directory.by_bot(summary.user_id)
     source_id = str(summary.props.get(PROP_TRANSCRIPT_POST, ""))
     if bot is None or not source_id:
         raise InvalidInput("the post is not a meeting summary")
@@ -126,7 +107,3 @@ async def postback_summary(request: web.Request) -> web.Response:
         source.channel_id, summary.message, root_id=root_id, props=props, type=POSTBACK_TYPE
     )
     return web.json_response({"rootid": root_id, "channelid": source.channel_id})
-
-
-def _agent_bot(agents: list[AgentBot], user_id: str) -> AgentBot | None:
-    return next((a for a in agents if a.bot_user_id == user_id), None)

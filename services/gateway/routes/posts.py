@@ -15,14 +15,7 @@ from services.common.mattermost import Post
 from services.gateway.backends import conversation_events
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
-from services.gateway.rendering.launch import launch
-from services.gateway.rendering.reply import (
-    POST_TYPE,
-    PROP_CONVERSATION_ID,
-    PROP_REQUESTER,
-    ReplyState,
-    base_props,
-)
+from services.gateway.rendering.reply import PROP_CONVERSATION_ID
 from services.gateway.routes.guards import (
     bot_for,
     readable_post,
@@ -30,7 +23,6 @@ from services.gateway.routes.guards import (
     require_license,
     require_requester,
     require_tool_calls_allowed,
-    triggers_of,
 )
 from services.gateway.routes.live import serve_post_stream
 
@@ -42,17 +34,6 @@ ANALYSIS_TYPES = ("summarize_thread", "action_items", "open_questions")
 def _context(request: web.Request, channel_id: str = "") -> llm_pb2.ConversationContext:
     caller = caller_of(request)
     return llm_pb2.ConversationContext(user_id=caller.user.id, channel_id=channel_id)
-
-
-def _state_for(post: Post) -> ReplyState:
-    """The state of an existing reply about to be rewritten (regenerate) or continued (tools)."""
-    return ReplyState(
-        post_id=post.id,
-        requester_id=str(post.props.get(PROP_REQUESTER, "")),
-        props=dict(post.props),
-        text=post.message,
-        conversation_id=str(post.props.get(PROP_CONVERSATION_ID, "")),
-    )
 
 
 async def _agent_reply(request: web.Request) -> Post:
@@ -76,14 +57,13 @@ async def regenerate(request: web.Request) -> web.Response:
     post = await _agent_reply(request)
     if str(post.props.get("no_regen", "")).lower() == "true":
         raise InvalidInput("this post cannot be regenerated")
-    deps, triggers = request.app[DEPS], triggers_of(request)
+    deps = request.app[DEPS]
     events = conversation_events(
         deps.backends.conversations.Regenerate,
         llm_pb2.RegenerateRequest(post_id=post.id, context=_context(request, post.channel_id)),
         timeout=deps.settings.turn_timeout_seconds,
     )
-    poster = await triggers.responder.poster(post.user_id)
-    await launch(triggers.responder.writer, poster, _state_for(post), events)
+    await deps.replies.launch(await deps.replies.of_post(post), events)
     return web.Response(status=200)
 
 
@@ -104,7 +84,7 @@ async def _decide(request: web.Request, *, results: bool) -> web.Response:
     require_requester(request, post)
     if not post.props.get(PROP_CONVERSATION_ID):
         raise InvalidInput("the post has no conversation")
-    deps, triggers = request.app[DEPS], triggers_of(request)
+    deps = request.app[DEPS]
     context = _context(request, post.channel_id)
     if results:
         call: Any = deps.backends.conversations.ToolResultShare
@@ -113,8 +93,7 @@ async def _decide(request: web.Request, *, results: bool) -> web.Response:
         call = deps.backends.conversations.ToolDecision
         message = llm_pb2.ToolDecisionRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
     events = conversation_events(call, message, timeout=deps.settings.turn_timeout_seconds)
-    poster = await triggers.responder.poster(post.user_id)
-    await launch(triggers.responder.writer, poster, _state_for(post), events)
+    await deps.replies.launch(await deps.replies.of_post(post), events)
     return web.Response(status=200)
 
 
@@ -137,17 +116,7 @@ async def analyze(request: web.Request) -> web.Response:
     post = await readable_post(request)
     agent = await bot_for(request)
     await require_license(request, Feature.AI_ACTIONS)
-    deps, triggers = request.app[DEPS], triggers_of(request)
-    caller = caller_of(request)
-    poster = await triggers.responder.poster(agent.bot_user_id)
-    dm = await poster.get_or_create_direct_channel(caller.user.id, agent.bot_user_id)
-    props = base_props(
-        conversation_id="",
-        responding_to="",
-        requester_id=caller.user.id,
-        allow_unsafe_links=triggers.directory.allow_unsafe_links,
-    )
-    props.update(referenced_thread=post.root_id or post.id, prompt_type=analysis_type)
+    deps, caller = request.app[DEPS], caller_of(request)
     context = llm_pb2.ConversationContext(
         user_id=caller.user.id,
         agent_id=agent.id,
@@ -155,16 +124,19 @@ async def analyze(request: web.Request) -> web.Response:
         is_direct_message=True,
         user_team_ids=await deps.team_ids_of(caller.user.id),
     )
-    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE)
+    reply = await deps.replies.start_in_dm(
+        caller.user.id,
+        agent.bot_user_id,
+        props={"referenced_thread": post.root_id or post.id, "prompt_type": analysis_type},
+    )
     request_message = llm_pb2.AnalyzeRequest(
-        context=context, post_id=post.id, analysis_type=analysis_type, response_post_id=reply.id
+        context=context, post_id=post.id, analysis_type=analysis_type, response_post_id=reply.post_id
     )
     events = conversation_events(
         deps.backends.conversations.Analyze, request_message, timeout=deps.settings.turn_timeout_seconds
     )
-    state = ReplyState(post_id=reply.id, requester_id=caller.user.id, props=dict(props))
-    await launch(triggers.responder.writer, poster, state, events, new_post=True)
-    return web.json_response({"postid": reply.id, "channelid": dm.id})
+    await deps.replies.launch(reply, events)
+    return web.json_response({"postid": reply.post_id, "channelid": reply.channel_id})
 
 
 @routes.get("/post/{postid}/stream")

@@ -14,9 +14,7 @@ from aiohttp import web
 from services.gateway.backends import conversation_events
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of
-from services.gateway.rendering.launch import launch
-from services.gateway.rendering.reply import POST_TYPE, ReplyState, base_props
-from services.gateway.routes.guards import triggers_of
+from services.gateway.replies import FileUpload
 
 
 @dataclass(frozen=True)
@@ -34,21 +32,13 @@ class SummaryRequest:
     props: dict[str, Any] = field(default_factory=dict)
     # A transcript made here (from a recording): uploaded into the DM, attached to the reply
     # post and summarised from there.
-    transcript_upload: TranscriptUpload | None = None
-
-
-@dataclass(frozen=True)
-class TranscriptUpload:
-    filename: str
-    content: bytes
-    mime_type: str
+    transcript_upload: FileUpload | None = None
 
 
 async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, summary: SummaryRequest) -> web.Response:
     """Create the bot's reply post in the caller's DM, start the turn (its refusal becomes this
     route's error), and answer ``{postid, channelid}`` while the summary streams in."""
-    deps, triggers = request.app[DEPS], triggers_of(request)
-    caller = caller_of(request)
+    deps, caller = request.app[DEPS], caller_of(request)
     # Everything that can refuse the request is asked before the reply post exists.
     channel = await deps.mattermost.get_channel(summary.channel_id)
     context = llm_pb2.ConversationContext(
@@ -58,34 +48,23 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
         team_id=channel.team_id,
         user_team_ids=await deps.team_ids_of(caller.user.id),
     )
-    poster = await triggers.responder.poster(agent.bot_user_id)
-    dm = await poster.get_or_create_direct_channel(caller.user.id, agent.bot_user_id)
-    props = base_props(
-        conversation_id="",
-        responding_to="",
-        requester_id=caller.user.id,
-        allow_unsafe_links=triggers.directory.allow_unsafe_links,
+    reply = await deps.replies.start_in_dm(
+        caller.user.id, agent.bot_user_id, props=summary.props, upload=summary.transcript_upload
     )
-    props.update(summary.props)
-    transcript_file_id, file_ids = summary.transcript_file_id, []
-    if summary.transcript_upload is not None:
-        upload = summary.transcript_upload
-        uploaded = await poster.upload_file(dm.id, upload.filename, upload.content, upload.mime_type)
-        transcript_file_id, file_ids = uploaded.id, [uploaded.id]
-    reply = await poster.create_post(dm.id, "", props=props, type=POST_TYPE, file_ids=file_ids)
+    # A transcript made here is summarised from the copy attached to the reply.
+    transcript_file_id = reply.file_ids[0] if reply.file_ids else summary.transcript_file_id
     message = llm_pb2.SummarizeRequest(
         context=context,
         preset_prompt=summary.preset_prompt,
         start_time=summary.start_time,
         end_time=summary.end_time,
         prompt=summary.prompt,
-        response_post_id=reply.id,
+        response_post_id=reply.post_id,
         transcript_file_id=transcript_file_id,
         transcript_post_id=summary.transcript_post_id,
     )
     events = conversation_events(
         deps.backends.conversations.Summarize, message, timeout=deps.settings.turn_timeout_seconds
     )
-    state = ReplyState(post_id=reply.id, requester_id=caller.user.id, props=dict(props))
-    await launch(triggers.responder.writer, poster, state, events, new_post=True)
-    return web.json_response({"postid": reply.id, "channelid": dm.id})
+    await deps.replies.launch(reply, events)
+    return web.json_response({"postid": reply.post_id, "channelid": reply.channel_id})

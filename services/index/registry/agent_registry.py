@@ -53,11 +53,15 @@ class AgentRegistry:
             teams[caller.user_id] = await self.bots.user_team_ids(caller.user_id)
         return check_user_access(agent, caller.user_id, teams.get(caller.user_id, set())).allowed
 
-    async def list_for(self, caller: Identity) -> tuple[list[tuple[Agent, bool]], int]:
-        """(agent, caller manages it) for every agent the caller may see, and the active count."""
+    async def list_for(
+        self, caller: Identity, *, usable_by: str = "", user_team_ids: frozenset[str] = frozenset()
+    ) -> tuple[list[tuple[Agent, bool]], int]:
+        """(agent, caller manages it) for every agent the caller may see, of those only the ones
+        user ``usable_by`` (in ``user_team_ids``) may use when it is set, and the active count."""
         agents = await self.store.list_active()
+        listed = [a for a in agents if not usable_by or check_user_access(a, usable_by, user_team_ids).allowed]
         teams: dict[str, set[str]] = {}
-        visible = [(a, agent_rules.can_manage(caller, a)) for a in agents if await self._visible(caller, a, teams)]
+        visible = [(a, agent_rules.can_manage(caller, a)) for a in listed if await self._visible(caller, a, teams)]
         return visible, len(agents)
 
     async def usable(self, user_id: str, user_team_ids: set[str], channel_id: str, default: str) -> list[Agent]:

@@ -117,7 +117,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def ListAgents(
         self, request: registry_pb2.ListAgentsRequest, context: Ctx
     ) -> registry_pb2.ListAgentsResponse:
-        visible, active = await self.agents.list_for(identity())
+        visible, active = await self.agents.list_for(
+            identity(), usable_by=request.usable_by_user_id, user_team_ids=frozenset(request.user_team_ids)
+        )
         return registry_pb2.ListAgentsResponse(
             agents=[agent_to_message(a, include_instructions=manages) for a, manages in visible],
             active_count=active,

@@ -9,7 +9,7 @@ import pytest
 from agents.registry.v1 import registry_pb2 as registry_pb2
 
 from services.common.errors import NotFound
-from services.gateway.bridge_agents import BridgeAgents
+from services.gateway.bridge.agents import BridgeAgents
 
 TTL = 5.0
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from services.common.mattermost import Post
-from services.gateway.conversations.triggers import AgentBot, ReminderCandidate, Trigger, classify
+import pytest
+
+from services.common.errors import DomainError, InvalidInput, PermissionDenied
+from services.common.mattermost import Channel, Post
+from services.gateway.agent_directory import AgentBot
+from services.gateway.conversations.triggers import ReminderCandidate, Trigger, classify, loop_in
 
 HELPER = AgentBot(agent_id="a1", username="helper", bot_user_id="bot1")
 OTHER = AgentBot(agent_id="a2", username="other", bot_user_id="bot2")
@@ -62,3 +66,41 @@ def test_a_thread_reply_without_a_mention_is_a_reminder_candidate() -> None:
 
 def test_a_dm_between_two_people_is_ignored() -> None:
     assert classify(channel("D", "alice__bob"), post(), AGENTS) is None
+
+
+# ---- looping an agent into a thread reply ------------------------------------------------------
+
+TOWN = Channel(id="c1", type="O", team_id="t1")
+# The thread so far: alice asked, the helper's bot answered.
+THREAD = [Post(id="r1", channel_id="c1", user_id="alice"), Post(id="r2", channel_id="c1", user_id="bot1", root_id="r1")]
+
+
+def test_looping_in_an_agent_answers_the_authors_thread_reply_in_the_mention_flow() -> None:
+    trigger = loop_in(post("and for storage?", root_id="r1"), "alice", HELPER, TOWN, THREAD)
+    assert trigger.agent == HELPER and trigger.team_id == "t1" and trigger.channel_type == "O"
+    assert not trigger.is_direct_message and not trigger.automated_invoker
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "words"),
+    [
+        ({"caller": "bob"}, PermissionDenied, "only the author"),
+        ({"agent": None}, PermissionDenied, "cannot be looped in"),
+        ({"root_id": ""}, InvalidInput, "only a reply in a thread"),
+        ({"channel": Channel(id="c1", type="G")}, InvalidInput, "public or private channels"),
+        ({"message": "@helper and for storage?"}, InvalidInput, "already mentions"),
+        ({"thread": THREAD[:1]}, InvalidInput, "has not taken part"),
+    ],
+)
+def test_looping_in_is_refused_when_a_rule_is_broken(
+    case: dict[str, object], error: type[DomainError], words: str
+) -> None:
+    reply = post(str(case.get("message", "and for storage?")), root_id=str(case.get("root_id", "r1")))
+    with pytest.raises(error, match=words):
+        loop_in(
+            reply,
+            str(case.get("caller", "alice")),
+            case.get("agent", HELPER),  # type: ignore[arg-type]
+            case.get("channel", TOWN),  # type: ignore[arg-type]
+            case.get("thread", THREAD),  # type: ignore[arg-type]
+        )

@@ -526,16 +526,28 @@ class ListAgentsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_FIELD_NUMBER: _builtins.int
+    USABLE_BY_USER_ID_FIELD_NUMBER: _builtins.int
+    USER_TEAM_IDS_FIELD_NUMBER: _builtins.int
+    usable_by_user_id: _builtins.str
+    """When set, only the agents this user may use by the agents' user rules (a caller acting for
+    someone else, such as the bridge for a plugin's user, filters in one call). "" for no filter.
+    """
     @_builtins.property
     def page(self) -> _common_pb2.PageRequest: ...
+    @_builtins.property
+    def user_team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Teams usable_by_user_id is an active member of (the caller looks them up)."""
+
     def __init__(
         self,
         *,
         page: _common_pb2.PageRequest | None = ...,
+        usable_by_user_id: _builtins.str = ...,
+        user_team_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "usable_by_user_id", b"usable_by_user_id", "user_team_ids", b"user_team_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -205,8 +205,9 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAgents(self, request, context):
-        """Agents the caller may manage or use (management view). customInstructions are blanked for
-        agents the caller does not manage.
+        """Agents the caller may manage or use (management view), or of those only the ones
+        usable_by_user_id may use. customInstructions are blanked for agents the caller does not
+        manage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -57,8 +57,9 @@ class RegistryStub:
     DeleteService: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteServiceRequest, _registry_pb2.DeleteServiceResponse]
     """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND."""
     ListAgents: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAgentsRequest, _registry_pb2.ListAgentsResponse]
-    """Agents the caller may manage or use (management view). customInstructions are blanked for
-    agents the caller does not manage.
+    """Agents the caller may manage or use (management view), or of those only the ones
+    usable_by_user_id may use. customInstructions are blanked for agents the caller does not
+    manage.
     """
     ListUsableAgents: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListUsableAgentsRequest, _registry_pb2.ListUsableAgentsResponse]
     """Agents the caller may use, filtered by the access rules for the given channel (and the
@@ -133,8 +134,9 @@ class RegistryAsyncStub(RegistryStub):
     DeleteService: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteServiceRequest, _registry_pb2.DeleteServiceResponse]  # type: ignore[assignment]
     """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND."""
     ListAgents: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAgentsRequest, _registry_pb2.ListAgentsResponse]  # type: ignore[assignment]
-    """Agents the caller may manage or use (management view). customInstructions are blanked for
-    agents the caller does not manage.
+    """Agents the caller may manage or use (management view), or of those only the ones
+    usable_by_user_id may use. customInstructions are blanked for agents the caller does not
+    manage.
     """
     ListUsableAgents: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListUsableAgentsRequest, _registry_pb2.ListUsableAgentsResponse]  # type: ignore[assignment]
     """Agents the caller may use, filtered by the access rules for the given channel (and the
@@ -248,8 +250,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListAgentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListAgentsResponse, _abc.Awaitable[_registry_pb2.ListAgentsResponse]]:
-        """Agents the caller may manage or use (management view). customInstructions are blanked for
-        agents the caller does not manage.
+        """Agents the caller may manage or use (management view), or of those only the ones
+        usable_by_user_id may use. customInstructions are blanked for agents the caller does not
+        manage.
         """
 
     @_abc_1.abstractmethod

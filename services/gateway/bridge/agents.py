@@ -20,10 +20,29 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
+from services.common.errors import NotFound
+from services.common.grpc_client import unary
 from services.gateway.auth import TtlCache
 
 AgentFetch = Callable[[str], Awaitable[registry_pb2.Agent]]
+
+
+def registry_lookup(registry: registry_pb2_grpc.RegistryStub) -> AgentFetch:
+    """The registry's answer to a plugin's ``{agent}``: by username, else by id or bot user id
+    (plugins hold any of them)."""
+
+    async def fetch(name: str) -> registry_pb2.Agent:
+        for selector in ("username", "id", "bot_user_id"):
+            try:
+                reply = await unary(registry.GetAgent, registry_pb2.GetAgentRequest(**{selector: name}))
+                return reply.agent
+            except NotFound:
+                continue
+        raise NotFound(f"agent {name} not found")
+
+    return fetch
 
 
 class BridgeAgents:

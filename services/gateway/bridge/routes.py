@@ -1,7 +1,7 @@
 """The inter-plugin LLM bridge (``/bridge/v1``, plugin-api.md 1.4): agents, services and
 completions for other Mattermost plugins, streamed as SSE or collected.
 
-Guard: ``bridge_auth.authenticate_bridge_caller`` (Mattermost-Plugin-ID plus proof of a plugin, or
+Guard: ``auth.authenticate_bridge_caller`` (Mattermost-Plugin-ID plus proof of a plugin, or
 of the user the request then acts as). Calls to the registry and the llm service run as the
 cluster; the user the request acts for is checked explicitly against the agent's access rules.
 Errors before the first event are plain JSON errors with the mapped HTTP status; after the stream
@@ -29,8 +29,8 @@ from services.common.errors import (
 )
 from services.common.grpc_client import stream, unary
 from services.common.identity import SYSTEM, current_identity
-from services.gateway.bridge_auth import BridgeCaller, authenticate_bridge_caller
-from services.gateway.bridge_events import (
+from services.gateway.bridge.auth import BridgeCaller, authenticate_bridge_caller
+from services.gateway.bridge.events import (
     END,
     ERROR,
     BridgeRequest,
@@ -62,21 +62,10 @@ async def _enter(request: web.Request) -> tuple[GatewayDeps, BridgeCaller]:
 async def _visible_agents(deps: GatewayDeps, user_id: str) -> list[registry_pb2.Agent]:
     """Every active agent (oldest first), or those ``user_id`` may use."""
     # ListAgents, not ListUsableAgents: that one applies the user rules to its caller, and the
-    # bridge calls as the cluster (no user), so agents with an allow list were never listed.
-    reply = await unary(deps.backends.registry.ListAgents, registry_pb2.ListAgentsRequest())
-    agents = list(reply.agents)
-    if user_id:
-        teams = await deps.team_ids_of(user_id)
-        allowed = []
-        for agent in agents:
-            check = await unary(
-                deps.backends.registry.CheckAgentAccess,
-                registry_pb2.CheckAgentAccessRequest(agent_id=agent.id, user_id=user_id, user_team_ids=teams),
-            )
-            if check.allowed:
-                allowed.append(agent)
-        agents = allowed
-    return agents
+    # bridge calls as the cluster (no user), naming the user it acts for instead.
+    teams = await deps.team_ids_of(user_id) if user_id else []
+    request = registry_pb2.ListAgentsRequest(usable_by_user_id=user_id, user_team_ids=teams)
+    return list((await unary(deps.backends.registry.ListAgents, request)).agents)
 
 
 async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2.ServiceConfig]:
