@@ -166,6 +166,24 @@ async def test_a_dm_answer_streams_start_text_and_done_then_gets_its_title_and_p
     assert [c.id for c in listed.conversations] == [events[0].conversation_id]
 
 
+async def test_a_request_without_a_timezone_gets_the_time_in_the_zone_mattermost_shows_the_user(
+    world: World,
+) -> None:
+    zoe = world.mm.add_user("zoe")
+    # No useAutomaticTimezone: Mattermost's default ("true") makes the automatic zone the user's.
+    world.mm.state.users[zoe.id]["timezone"] = {"automaticTimezone": "Asia/Tokyo", "manualTimezone": ""}
+    agent = await world.agent("clockbot")
+    world.openai.enqueue(FakeResponse.text("Noted."), FakeResponse.text("Title"))
+    request, _ = world.dm(zoe, agent, "what time is it?")
+    request.context.user_timezone = ""
+    asked = len(world.openai.requests)
+
+    events = await collect(world.conversations.Respond(request, metadata=world.md(zoe)))
+
+    assert done_reason(events) == llm_pb2.STOP_REASON_END_TURN
+    assert "+0900" in world.openai.requests[asked].body["messages"][0]["content"]
+
+
 async def test_a_second_respond_for_the_same_post_gets_already_exists(world: World) -> None:
     bob = world.mm.add_user("bob")
     agent = await world.agent("dupbot")

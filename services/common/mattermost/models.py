@@ -77,6 +77,14 @@ class User(MattermostObject):
         """Deactivated users keep their row with a non-zero ``delete_at``."""
         return self.delete_at == 0
 
+    @property
+    def preferred_timezone(self) -> str:
+        """The IANA zone Mattermost shows the user ("" when unknown): the automatic one unless they
+        chose one (the spec's ``useAutomaticTimezone`` defaults to "true")."""
+        if str(self.timezone.get("useAutomaticTimezone", "true")).lower() == "true":
+            return str(self.timezone.get("automaticTimezone", ""))
+        return str(self.timezone.get("manualTimezone", ""))
+
 
 class Channel(MattermostObject):
     """A channel: ``O`` open, ``P`` private, ``D`` direct message, ``G`` group message."""

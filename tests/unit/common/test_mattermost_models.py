@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from services.common.mattermost import Post, User, UserAccessToken, WebSocketEvent
 from services.common.mattermost.models import posts_from_post_list
 
@@ -33,3 +35,19 @@ def test_a_post_list_gives_its_posts_in_order_and_skips_ids_it_lacks() -> None:
 def test_an_access_token_keeps_its_secret_out_of_repr() -> None:
     token = UserAccessToken.from_json({"id": "t1", "user_id": "u1", "token": "s3cret"})
     assert token.token == "s3cret" and "s3cret" not in repr(token)
+
+
+@pytest.mark.parametrize(
+    ("timezone", "expected"),
+    [
+        ({"useAutomaticTimezone": "true", "automaticTimezone": "Asia/Tokyo", "manualTimezone": "UTC"}, "Asia/Tokyo"),
+        ({"useAutomaticTimezone": "false", "automaticTimezone": "Asia/Tokyo", "manualTimezone": "UTC"}, "UTC"),
+        # The spec: useAutomaticTimezone "Defaults to "true"".
+        ({"automaticTimezone": "Asia/Tokyo", "manualTimezone": "UTC"}, "Asia/Tokyo"),
+        ({}, ""),
+    ],
+)
+def test_the_preferred_timezone_is_the_automatic_one_unless_the_user_chose_one(
+    timezone: dict[str, str], expected: str
+) -> None:
+    assert User.from_json({"id": "u1", "timezone": timezone}).preferred_timezone == expected
