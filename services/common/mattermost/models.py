@@ -20,14 +20,15 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list | tuple) else ()
 
 
-# Any JSON value: Mattermost sends booleans, but a truthy value was always read as true.
+# Mattermost sends a boolean; any other JSON value counts by its truthiness.
 Truthy = Annotated[bool, BeforeValidator(bool)]
 # The strings of a list, the other items dropped.
 Strings = Annotated[tuple[str, ...], BeforeValidator(_strings)]
 
 
 class MattermostObject(BaseModel):
-    """Base of the models: immutable, decoded leniently by ``from_json``."""
+    """Base of the models: immutable, decoded leniently by ``from_json``. Scalar fields are strict
+    (``"12"`` is no int, ``true`` no 1): a value of another type takes the zero value, not a guess."""
 
     model_config = ConfigDict(frozen=True)
 
