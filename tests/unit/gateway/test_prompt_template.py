@@ -21,4 +21,3 @@ def test_whitelisted_variables_are_substituted_with_go_spacing_and_trim_markers(
 def test_anything_but_a_whitelisted_variable_is_refused(template: str) -> None:
     with pytest.raises(InvalidInput):
         render_template(template, VARS)
-
