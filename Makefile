@@ -22,10 +22,10 @@ $(VENV)/.installed: pyproject.toml
 
 # Generated code is committed (gen/agents/...): services import it without a build step.
 protos: install ## regenerate gen/agents/ from protos/
-	$(PY) -m services.common.protogen protos gen
+	$(PY) tools/protogen.py protos gen
 
 protos-check: install ## fail when the committed generated code is stale
-	$(PY) -m services.common.protogen --check protos gen
+	$(PY) tools/protogen.py --check protos gen
 
 # buf (the npm package ships the real binary) lints the API; breaking compares with main.
 $(BUF):

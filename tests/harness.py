@@ -8,7 +8,6 @@ processes against a fresh database and a fake Mattermost. Every integration suit
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 import grpc
 import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from services.cluster.postgres import EmbeddedPostgres
@@ -30,6 +30,7 @@ from services.common.identity import SERVICE_TOKEN_KEY, USER_ID_KEY, Identity
 from services.index.registry.store import AGENTS_CHANNEL
 from tests.fakes.mattermost import FakeMattermost
 from tests.fakes.mattermost.state import FakeUser
+from tests.polling import poll
 
 PLUGIN = "/plugins/mattermost-ai"
 
@@ -131,20 +132,20 @@ class ClusterHarness:
         environment = {**self.cluster.environment(), "AGENTS_GATEWAY_HTTP_PORT": str(port), **(env or {})}
         await self.cluster.start_service(name, environment, module="gateway")
         url = f"http://{self.cluster.config.host}:{port}"
-        deadline = time.monotonic() + within
-        while True:
-            proc = self.cluster.processes[name].proc
+        cluster, http = self.cluster, self.http
+
+        async def ready() -> bool:
+            proc = cluster.processes[name].proc
             if proc.returncode is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up")
             try:
-                async with self.http.get(f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    if resp.status == 200:
-                        return url
+                async with http.get(f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    return resp.status == 200
             except (aiohttp.ClientError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} not ready after {within:.0f}s")
-            await asyncio.sleep(0.1)
+                return False
+
+        await poll(ready, within=within, interval=0.1, message=f"{name} not ready after {within:.0f}s")
+        return url
 
     async def request(
         self,
@@ -199,14 +200,35 @@ class ClusterHarness:
         self, predicate: Callable[[list[dict[str, Any]]], bool], *, within: float = 10.0
     ) -> list[dict[str, Any]]:
         """Poll the span file until ``predicate`` holds (spans are written when they end)."""
-        deadline = time.monotonic() + within
-        while True:
+
+        def matching() -> tuple[list[dict[str, Any]]] | None:
             spans = self.spans()
-            if predicate(spans):
-                return spans
-            if time.monotonic() > deadline:
-                raise AssertionError(f"spans never matched; have {[(s['service'], s['name']) for s in spans]}")
-            await asyncio.sleep(0.05)
+            return (spans,) if predicate(spans) else None  # in a tuple: no spans can be a match
+
+        def have() -> str:
+            return f"spans never matched; have {[(s['service'], s['name']) for s in self.spans()]}"
+
+        (spans,) = await poll(matching, within=within, interval=0.05, message=have)
+        return spans
+
+
+async def health_status(channel: grpc.aio.Channel) -> int | None:
+    """The server's overall ``grpc.health.v1`` status, or None while it does not answer."""
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+    except grpc.aio.AioRpcError:
+        return None
+    return reply.status
+
+
+async def wait_serving(port: int, within: float = 60) -> None:
+    """Until the gRPC server on the loopback ``port`` reports SERVING."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+        async def serving() -> bool:
+            return await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+
+        await poll(serving, within=within, interval=0.05, message=f"the server on {port} never became SERVING")
 
 
 async def insert_agent(database_url: str, username: str, bot_user_id: str, **columns: object) -> str:

@@ -14,11 +14,12 @@ async def poll(
     *,
     within: float = 10.0,
     interval: float = 0.02,
-    message: str = "condition not met in time",
+    message: str | Callable[[], str] = "condition not met in time",
 ) -> Any:
     """Call ``check()`` (plain or async) until it returns something truthy, and return that.
 
-    Raises AssertionError with ``message`` once ``within`` seconds have passed.
+    Raises AssertionError with ``message`` once ``within`` seconds have passed; a callable
+    ``message`` is called then, to say what was seen last.
     """
     deadline = time.monotonic() + within
     while True:
@@ -28,5 +29,5 @@ async def poll(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(message)
+            raise AssertionError(message() if callable(message) else message)
         await asyncio.sleep(interval)

@@ -43,9 +43,10 @@ class ServicerBinding:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Per call: checks the service credential, sets identity and deadline context variables,
-    makes the call's span (when tracing), and maps domain errors to status codes (anything else
-    → INTERNAL with a logged traceback)."""
+    """Per call: checks the service credential, decodes the request, sets identity and deadline
+    context variables, makes the call's span (when tracing), and maps errors to status codes:
+    domain errors by the table, an unreachable database to UNAVAILABLE, anything else to
+    INTERNAL with a logged traceback."""
 
     def __init__(self, service_token: str) -> None:
         self._token = service_token.encode()

@@ -1,7 +1,8 @@
 """Prometheus metrics over HTTP for any service process.
 
-Each service builds its metrics on its own ``CollectorRegistry`` (nothing registers at import
-time) and, when its ``metrics_port`` setting is non-zero, serves them with ``MetricsEndpoint``.
+A service builds its metrics on its own ``CollectorRegistry`` (nothing registers at import
+time) and, when its ``metrics_port`` setting is non-zero, serves them with ``MetricsEndpoint``
+(the llm service today).
 The endpoint runs prometheus_client's small HTTP server on a daemon thread: a scrape renders
 text from in-memory counters, so it never touches the event loop.
 """

@@ -54,7 +54,8 @@ class CommonSettings(BaseModel):
     llm_addr: str = "127.0.0.1:50051"
     tools_addr: str = "127.0.0.1:50052"
     mcp_addr: str = "127.0.0.1:50053"
-    # Default deadline of an outgoing call when the incoming call has none.
+    # Deadline of an outgoing call that sets none; what is left of the incoming call's deadline
+    # bounds it either way.
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
     # Mattermost's base URL and the token of the cluster's own account there (a bot or admin
     # account with permission to manage bots and read users/channels). Never sent to users.

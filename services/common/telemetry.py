@@ -2,9 +2,9 @@
 
 Logs are JSON lines with the service name and the current trace/span ids. Traces go nowhere
 (``off``), into the log (``logs``), to an OTLP collector (``otlp``), or to a JSON-lines file
-(``file``, used by tests to follow one request across processes). Instrumentation of grpc.aio and
-aiohttp must run before any server or channel is created, since it patches their constructors
-(gRPC servers make their own spans: ``grpc_server_span``).
+(``file``, used by tests to follow one request across processes). Instrumentation of gRPC
+channels and of aiohttp must run before any channel, session or HTTP server is created, since it
+patches their constructors (gRPC servers make their own spans: ``grpc_server_span``).
 Secrets in query strings (``?access_token=``, ``?key=``, OAuth's ``code``) are redacted here, from
 every log line and every exported span, whatever code or library wrote them.
 """
@@ -233,7 +233,7 @@ def _redacted_value(value: Any) -> Any:
 
 
 def configure_tracing(settings: CommonSettings) -> TracerProvider | None:
-    """Install the tracer provider and instrument grpc.aio and aiohttp (before servers/channels exist).
+    """Install the tracer provider and instrument gRPC clients and aiohttp (before any client or server exists).
 
     With ``telemetry_output=off`` nothing is instrumented: spans nobody exports would only cost time
     on every call. W3C trace context is then not propagated either.

@@ -9,6 +9,7 @@ $refs are resolved against the document itself.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,10 +17,13 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.unit.fakes.test_fake_mattermost_spec import reference_dir
-
 PLUGIN_PREFIX = "/plugins/mattermost-ai"
 DOCUMENT_URI = "urn:agents-plugin-openapi"
+
+
+def reference_dir() -> Path:
+    """The vendored contracts (``tests/contract/specs``, see its README for their provenance)."""
+    return Path(__file__).resolve().parent / "specs"
 
 
 @functools.cache

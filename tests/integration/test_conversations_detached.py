@@ -15,11 +15,9 @@ import pytest_asyncio
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
-from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
-from tests.fakes.tools_grpc import FakeTools
-from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.test_conversations_llm import World, collect, done_reason, kinds, text_of
+from tests.harness import SessionPostgres
+from tests.integration.llm_conversation_support import World, collect, done_reason, kinds, started_world, text_of
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -29,17 +27,8 @@ SLOW = "word " * 30
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
-    async with FakeOpenAI() as openai:
-        tools = await FakeTools().start()
-        try:
-            env = {"AGENTS_LLM_TOOLS_ADDR": tools.address, "AGENTS_INDEX_LICENSE": "enterprise"}
-            async with ClusterHarness(postgres, env=env) as harness:
-                w = World(harness, openai, tools)
-                await w.setup()
-                yield w
-                await w.channel.close()
-        finally:
-            await tools.stop()
+    async with started_world(postgres) as w:
+        yield w
 
 
 def claim(post_id: str, claimant: str, **fields: Any) -> llm_pb2.ClaimPostRequest:

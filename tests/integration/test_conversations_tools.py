@@ -21,7 +21,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.fakes.search import FakeResult, FakeSearch
 from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.test_conversations_llm import World, collect, done_reason, text_of
+from tests.integration.llm_conversation_support import World, collect, done_reason, text_of
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -9,7 +9,6 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 import psycopg
 import pytest
 import pytest_asyncio
@@ -17,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.gateway.auth import sign_request
 from services.index.registry.config_store import NOTIFY_CHANNEL
-from tests.harness import ClusterHarness, SessionPostgres, insert_agent
+from tests.harness import ClusterHarness, SessionPostgres, health_status, insert_agent
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -123,17 +123,15 @@ async def test_one_trace_covers_the_gateway_http_span_and_the_index_grpc_spans(h
     assert grpc_server[0]["name"] == "/agents.registry.v1.Registry/ListUsableAgents"
 
 
-async def test_a_backend_that_is_down_gives_503_with_retry_after_quickly(postgres: SessionPostgres) -> None:
+async def test_a_backend_that_is_down_gives_503_with_retry_after_at_once(postgres: SessionPostgres) -> None:
     async with ClusterHarness(postgres) as h:
         user = h.mattermost.add_user("erin")
         assert h.cluster is not None
         await h.cluster.stop_service("index")
-        started = time.monotonic()
         status, body, headers = await h.request("GET", "/ai_bots", user=user)
-        assert status == 503
+        assert status == 503  # UNAVAILABLE at once: a call that waited out its deadline would be a 504
         assert "Retry-After" in headers
         assert "error" in body
-        assert time.monotonic() - started < 15
 
 
 async def test_sigterm_turns_health_not_serving_then_exits_cleanly(postgres: SessionPostgres) -> None:
@@ -142,18 +140,11 @@ async def test_sigterm_turns_health_not_serving_then_exits_cleanly(postgres: Ses
         proc = h.cluster.processes["tools"].proc
         proc.send_signal(signal.SIGTERM)
         async with h.channel("tools") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 5
-            status = None
-            while time.monotonic() < deadline:
-                try:
-                    status = (await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
-                except grpc.aio.AioRpcError:
-                    status = None
-                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                    break
-                await asyncio.sleep(0.05)
-            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            async def not_serving() -> bool:
+                return await health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            await poll(not_serving, within=5, interval=0.05, message="tools never reported NOT_SERVING")
         assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
+from agents.common.v1 import common_pb2 as common_pb2
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
@@ -181,7 +182,7 @@ async def test_a_failure_mid_stream_arrives_as_an_error_event_then_done(cluster:
     events = await cluster.stream(cluster.request())
     assert kinds(events) == ["text_delta", "error", "done"]
     assert text(events) == "".join(FakeResponse.failing_after(2).tokens[:2])
-    assert events[-2].error.error_class == 3  # ERROR_CLASS_PROVIDER
+    assert events[-2].error.error_class == common_pb2.ERROR_CLASS_PROVIDER
     assert events[-2].error.message
     assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_ERROR
 

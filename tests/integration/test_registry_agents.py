@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,6 +14,7 @@ from services.common.identity import MANAGE_SYSTEM, Identity
 from services.common.plugin_config import PluginConfigWatcher
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.registry_support import ANTHROPIC, OPENAI, call, seed_file, system_registry
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -132,19 +131,16 @@ async def test_admin_config_is_admin_only_and_masks_secrets(harness, admin) -> N
     assert all(s["apiKey"] == "********" for s in body["services"])
 
 
-async def test_a_saved_config_reaches_a_watcher_within_a_second(harness, admin) -> None:
+async def test_a_saved_config_reaches_a_watcher(harness, admin) -> None:
     watcher = PluginConfigWatcher(system_registry(harness))
     await watcher.start()
     try:
         before = await watcher.wait_ready(5)
         status, body, _ = await call(harness, "GET", "/admin/config", "/admin/config", admin)
         body["allowUnsafeLinks"] = not before.config.allow_unsafe_links
-        started = time.monotonic()
         status, _, _ = await harness.request("PUT", "/admin/config", user=admin, json_body=body)
         assert status == 200
-        while watcher.current.revision == before.revision:
-            assert time.monotonic() - started < 1.0, "configuration change not seen within 1 s"
-            await asyncio.sleep(0.01)
+        await poll(lambda: watcher.current.revision != before.revision, message="configuration change not seen")
         assert watcher.current.config.allow_unsafe_links is (not before.config.allow_unsafe_links)
         # The masked keys sent back kept the stored secrets.
         assert next(s for s in watcher.current.config.services if s.id == OPENAI["id"]).api_key == OPENAI["apiKey"]

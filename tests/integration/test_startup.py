@@ -10,7 +10,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from services.cluster.supervisor import free_port
 from tests.fakes.mattermost import FakeMattermost
-from tests.harness import SessionPostgres
+from tests.harness import SessionPostgres, wait_serving
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -92,24 +91,6 @@ async def make_up(env: dict[str, str]) -> AsyncIterator[MakeUp]:
             await asyncio.wait_for(proc.wait(), 60)
 
 
-async def wait_serving(port: int, within: float = 60) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + within
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert time.monotonic() < deadline, f"the server on {port} never became SERVING"
-            await asyncio.sleep(0.05)
-
-
 async def test_three_replicas_starting_together_migrate_the_database_once(postgres: SessionPostgres) -> None:
     database_url = await postgres.create_database("replicas")
     ports = [free_port() for _ in range(3)]
@@ -169,35 +150,22 @@ async def test_make_up_serves_the_cluster_and_stops_everything_on_ctrl_c(postgre
             "AGENTS_MATTERMOST_TOKEN": account.token,
         }
         env.pop("DATABASE_URL", None)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cluster", "up", env=env, stdout=asyncio.subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        output: list[str] = []
-        try:
-            deadline = time.monotonic() + 120
-            while not any("cluster ready" in line for line in output):
-                assert time.monotonic() < deadline, "".join(output)
-                line = await asyncio.wait_for(proc.stdout.readline(), 120)
-                assert line, "make up exited early:\n" + "".join(output)
-                output.append(line.decode())
+        async with make_up(env) as up:
+            await up.wait_for("cluster ready")
             url = f"http://127.0.0.1:{ports['AGENTS_GATEWAY_HTTP_PORT']}/plugins/mattermost-ai/ai_bots"
             async with aiohttp.ClientSession() as http:
                 async with http.get(url, headers={"Authorization": f"Bearer {user.token}"}) as resp:
                     assert resp.status == 200
                     assert (await resp.json())["bots"] == []
             assert (data_dir / "cluster.pid").exists()
-        finally:
-            proc.send_signal(signal.SIGINT)
-            rest = await asyncio.wait_for(proc.stdout.read(), 60)
-            code = await asyncio.wait_for(proc.wait(), 60)
-        assert code == 0, rest.decode()
-        assert "stopped" in rest.decode()
+            up.proc.send_signal(signal.SIGINT)
+            assert await up.finish() == 0, up.output()
+        assert up.said("stopped"), up.output()
         assert not (data_dir / "cluster.pid").exists()
         assert (data_dir / "postgres" / "PG_VERSION").exists()
         # What it printed is what the README shows (a first start: it says it runs initdb), with
         # the real data directory: other numbers (time, ports, pids) vary.
-        readme_sample_in_order(readme_up_sample(), output + rest.decode().splitlines(), data_dir)
+        readme_sample_in_order(readme_up_sample(), up.lines, data_dir)
 
 
 def readme_up_sample() -> list[str]:
@@ -215,7 +183,7 @@ def readme_sample_in_order(sample: list[str], output: list[str], data_dir: Path)
     for shown in filter(str.strip, sample):
         pattern = re.sub(r"\d+(?:\\\.\d+)?", r"\\d+(?:\\.\\d+)?", re.escape(shown))
         pattern = pattern.replace(re.escape(".data"), re.escape(str(data_dir)))
-        assert any(re.fullmatch(pattern, line) for line in lines), f"README line {shown!r} not printed:\n" + "".join(
+        assert any(re.fullmatch(pattern, line) for line in lines), f"README line {shown!r} not printed:\n" + "\n".join(
             output
         )
 

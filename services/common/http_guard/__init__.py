@@ -1,6 +1,6 @@
 """The outbound-HTTP guard every URL a user, a model or a remote server can influence goes through.
 
-Web search page fetches, MCP servers, OAuth discovery and tool requests all send through
+Such requests (today the web search API and the pages it fetches) send through
 ``GuardedHttpClient``: scheme check, hostname allow/deny lists, every IP spelling normalised,
 resolve-then-pin (no private ranges unless an admin allowed that host), every redirect re-checked,
 decompressed response size and time capped.

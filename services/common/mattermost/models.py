@@ -1,51 +1,67 @@
 """Typed views of the Mattermost REST v4 objects the project uses.
 
-Each dataclass keeps only the fields some service reads (plus ``props`` for posts) and is built
-with ``from_json`` from a response body. Parsing is lenient: the official spec marks no field as
-required and servers omit empty ones, so a missing field takes its zero value.
+Each model keeps only the fields some service reads (plus ``props`` for posts) and is built with
+``from_json`` from a response body. Parsing is lenient: the official spec marks no field as
+required and servers omit empty ones, so a missing field, or one of another type, takes its zero
+value; fields a model does not declare are ignored.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 SYSTEM_ADMIN_ROLE = "system_admin"
 
 
-def _str(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    return value if isinstance(value, str) else ""
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list | tuple) else ()
 
 
-def _int(data: dict[str, Any], key: str) -> int:
-    value = data.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+# Mattermost sends a boolean; any other JSON value counts by its truthiness.
+Truthy = Annotated[bool, BeforeValidator(bool)]
+# The strings of a list, the other items dropped.
+Strings = Annotated[tuple[str, ...], BeforeValidator(_strings)]
 
 
-def _dict(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    return value if isinstance(value, dict) else {}
+class MattermostObject(BaseModel):
+    """Base of the models: immutable, decoded leniently by ``from_json``. Scalar fields are strict
+    (``"12"`` is no int, ``true`` no 1): a value of another type takes the zero value, not a guess."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build from a JSON object (a dict, as ``json.loads`` returns it)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            # Rare (a body this client did not expect): decode again without the bad fields, so
+            # that they take their zero values. The common, well-formed case pays nothing for this.
+            bad = {e["loc"][0] for e in err.errors() if e["loc"]}
+            if not bad or not isinstance(data, dict):
+                raise
+            return cls.model_validate({k: v for k, v in data.items() if k not in bad})
 
 
-@dataclass(frozen=True, slots=True)
-class User:
+class User(MattermostObject):
     """A Mattermost user or bot account (``#/components/schemas/User``)."""
 
-    id: str
-    username: str
-    first_name: str = ""
-    last_name: str = ""
-    nickname: str = ""
-    email: str = ""
-    position: str = ""
-    roles: str = ""
-    locale: str = ""
-    timezone: dict[str, Any] = field(default_factory=dict)
-    is_bot: bool = False
-    delete_at: int = 0
-    last_picture_update: int = 0
+    id: StrictStr = ""
+    username: StrictStr = ""
+    first_name: StrictStr = ""
+    last_name: StrictStr = ""
+    nickname: StrictStr = ""
+    email: StrictStr = ""
+    position: StrictStr = ""
+    roles: StrictStr = ""
+    locale: StrictStr = ""
+    timezone: dict[str, Any] = Field(default_factory=dict)
+    is_bot: Truthy = False
+    delete_at: StrictInt = 0
+    last_picture_update: StrictInt = 0
 
     @property
     def role_names(self) -> frozenset[str]:
@@ -62,40 +78,28 @@ class User:
         """Deactivated users keep their row with a non-zero ``delete_at``."""
         return self.delete_at == 0
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> User:
-        """Build from a User JSON object."""
-        return cls(
-            id=_str(data, "id"),
-            username=_str(data, "username"),
-            first_name=_str(data, "first_name"),
-            last_name=_str(data, "last_name"),
-            nickname=_str(data, "nickname"),
-            email=_str(data, "email"),
-            position=_str(data, "position"),
-            roles=_str(data, "roles"),
-            locale=_str(data, "locale"),
-            timezone=_dict(data, "timezone"),
-            is_bot=bool(data.get("is_bot", False)),
-            delete_at=_int(data, "delete_at"),
-            last_picture_update=_int(data, "last_picture_update"),
-        )
+    @property
+    def preferred_timezone(self) -> str:
+        """The IANA zone Mattermost shows the user ("" when unknown): the automatic one unless they
+        chose one (the spec's ``useAutomaticTimezone`` defaults to "true")."""
+        if str(self.timezone.get("useAutomaticTimezone", "true")).lower() == "true":
+            return str(self.timezone.get("automaticTimezone", ""))
+        return str(self.timezone.get("manualTimezone", ""))
 
 
-@dataclass(frozen=True, slots=True)
-class Channel:
+class Channel(MattermostObject):
     """A channel: ``O`` open, ``P`` private, ``D`` direct message, ``G`` group message."""
 
-    id: str
-    type: str
-    team_id: str = ""
-    name: str = ""
-    display_name: str = ""
-    header: str = ""
-    purpose: str = ""
-    creator_id: str = ""
-    last_post_at: int = 0
-    delete_at: int = 0
+    id: StrictStr = ""
+    type: StrictStr = ""
+    team_id: StrictStr = ""
+    name: StrictStr = ""
+    display_name: StrictStr = ""
+    header: StrictStr = ""
+    purpose: StrictStr = ""
+    creator_id: StrictStr = ""
+    last_post_at: StrictInt = 0
+    delete_at: StrictInt = 0
 
     @property
     def is_direct(self) -> bool:
@@ -107,260 +111,139 @@ class Channel:
         """A group message channel (3-8 users, no team)."""
         return self.type == "G"
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Channel:
-        """Build from a Channel JSON object."""
-        return cls(
-            id=_str(data, "id"),
-            type=_str(data, "type"),
-            team_id=_str(data, "team_id"),
-            name=_str(data, "name"),
-            display_name=_str(data, "display_name"),
-            header=_str(data, "header"),
-            purpose=_str(data, "purpose"),
-            creator_id=_str(data, "creator_id"),
-            last_post_at=_int(data, "last_post_at"),
-            delete_at=_int(data, "delete_at"),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class ChannelMember:
+class ChannelMember(MattermostObject):
     """A user's membership of a channel."""
 
-    channel_id: str
-    user_id: str
-    roles: str = ""
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ChannelMember:
-        """Build from a ChannelMember JSON object."""
-        return cls(channel_id=_str(data, "channel_id"), user_id=_str(data, "user_id"), roles=_str(data, "roles"))
+    channel_id: StrictStr = ""
+    user_id: StrictStr = ""
+    roles: StrictStr = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Team:
+class Team(MattermostObject):
     """A team (``O`` open invite, ``I`` invite only)."""
 
-    id: str
-    name: str
-    display_name: str = ""
-    type: str = ""
-    delete_at: int = 0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Team:
-        """Build from a Team JSON object."""
-        return cls(
-            id=_str(data, "id"),
-            name=_str(data, "name"),
-            display_name=_str(data, "display_name"),
-            type=_str(data, "type"),
-            delete_at=_int(data, "delete_at"),
-        )
+    id: StrictStr = ""
+    name: StrictStr = ""
+    display_name: StrictStr = ""
+    type: StrictStr = ""
+    delete_at: StrictInt = 0
 
 
-@dataclass(frozen=True, slots=True)
-class TeamMember:
+class TeamMember(MattermostObject):
     """A user's membership of a team; ``delete_at`` is non-zero once the user left."""
 
-    team_id: str
-    user_id: str
-    roles: str = ""
-    delete_at: int = 0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TeamMember:
-        """Build from a TeamMember JSON object."""
-        return cls(
-            team_id=_str(data, "team_id"),
-            user_id=_str(data, "user_id"),
-            roles=_str(data, "roles"),
-            delete_at=_int(data, "delete_at"),
-        )
+    team_id: StrictStr = ""
+    user_id: StrictStr = ""
+    roles: StrictStr = ""
+    delete_at: StrictInt = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Post:
+class Post(MattermostObject):
     """A post; ``root_id`` is empty for a thread's root."""
 
-    id: str
-    channel_id: str
-    user_id: str
-    message: str = ""
-    root_id: str = ""
-    type: str = ""
-    props: dict[str, Any] = field(default_factory=dict)
-    file_ids: tuple[str, ...] = ()
-    create_at: int = 0
-    update_at: int = 0
-    edit_at: int = 0
-    delete_at: int = 0
+    id: StrictStr = ""
+    channel_id: StrictStr = ""
+    user_id: StrictStr = ""
+    message: StrictStr = ""
+    root_id: StrictStr = ""
+    type: StrictStr = ""
+    props: dict[str, Any] = Field(default_factory=dict)
+    file_ids: Strings = ()
+    create_at: StrictInt = 0
+    update_at: StrictInt = 0
+    edit_at: StrictInt = 0
+    delete_at: StrictInt = 0
 
     @property
     def thread_root_id(self) -> str:
         """The id of the thread this post belongs to (its own id for a root post)."""
         return self.root_id or self.id
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Post:
-        """Build from a Post JSON object."""
-        file_ids = data.get("file_ids")
-        return cls(
-            id=_str(data, "id"),
-            channel_id=_str(data, "channel_id"),
-            user_id=_str(data, "user_id"),
-            message=_str(data, "message"),
-            root_id=_str(data, "root_id"),
-            type=_str(data, "type"),
-            props=_dict(data, "props"),
-            file_ids=tuple(f for f in file_ids if isinstance(f, str)) if isinstance(file_ids, list) else (),
-            create_at=_int(data, "create_at"),
-            update_at=_int(data, "update_at"),
-            edit_at=_int(data, "edit_at"),
-            delete_at=_int(data, "delete_at"),
-        )
-
 
 def posts_from_post_list(data: dict[str, Any]) -> list[Post]:
     """The posts of a PostList in its ``order`` (ids missing from ``posts`` are skipped)."""
-    posts = _dict(data, "posts")
+    posts = data.get("posts")
+    posts = posts if isinstance(posts, dict) else {}
     order = data.get("order")
     ids = [i for i in order if isinstance(i, str)] if isinstance(order, list) else list(posts)
     return [Post.from_json(posts[i]) for i in ids if isinstance(posts.get(i), dict)]
 
 
-@dataclass(frozen=True, slots=True)
-class Reaction:
+class Reaction(MattermostObject):
     """An emoji reaction of a user to a post."""
 
-    user_id: str
-    post_id: str
-    emoji_name: str
-    create_at: int = 0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Reaction:
-        """Build from a Reaction JSON object."""
-        return cls(
-            user_id=_str(data, "user_id"),
-            post_id=_str(data, "post_id"),
-            emoji_name=_str(data, "emoji_name"),
-            create_at=_int(data, "create_at"),
-        )
+    user_id: StrictStr = ""
+    post_id: StrictStr = ""
+    emoji_name: StrictStr = ""
+    create_at: StrictInt = 0
 
 
-@dataclass(frozen=True, slots=True)
-class FileInfo:
+class FileInfo(MattermostObject):
     """Metadata of an uploaded file; the bytes come from ``get_file``."""
 
-    id: str
-    name: str
-    size: int = 0
-    mime_type: str = ""
-    extension: str = ""
-    user_id: str = ""
-    post_id: str = ""
-    width: int = 0
-    height: int = 0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FileInfo:
-        """Build from a FileInfo JSON object."""
-        return cls(
-            id=_str(data, "id"),
-            name=_str(data, "name"),
-            size=_int(data, "size"),
-            mime_type=_str(data, "mime_type"),
-            extension=_str(data, "extension"),
-            user_id=_str(data, "user_id"),
-            post_id=_str(data, "post_id"),
-            width=_int(data, "width"),
-            height=_int(data, "height"),
-        )
+    id: StrictStr = ""
+    name: StrictStr = ""
+    size: StrictInt = 0
+    mime_type: StrictStr = ""
+    extension: StrictStr = ""
+    user_id: StrictStr = ""
+    post_id: StrictStr = ""
+    width: StrictInt = 0
+    height: StrictInt = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Bot:
+class Bot(MattermostObject):
     """A bot account; ``user_id`` is the id of its User row."""
 
-    user_id: str
-    username: str
-    display_name: str = ""
-    description: str = ""
-    owner_id: str = ""
-    delete_at: int = 0
+    user_id: StrictStr = ""
+    username: StrictStr = ""
+    display_name: StrictStr = ""
+    description: StrictStr = ""
+    owner_id: StrictStr = ""
+    delete_at: StrictInt = 0
 
     @property
     def is_enabled(self) -> bool:
         """Disabled bots keep their row with a non-zero ``delete_at``."""
         return self.delete_at == 0
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Bot:
-        """Build from a Bot JSON object."""
-        return cls(
-            user_id=_str(data, "user_id"),
-            username=_str(data, "username"),
-            display_name=_str(data, "display_name"),
-            description=_str(data, "description"),
-            owner_id=_str(data, "owner_id"),
-            delete_at=_int(data, "delete_at"),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class WebSocketEvent:
+class WebSocketEvent(MattermostObject):
     """One event from ``/api/v4/websocket``.
 
     ``data`` is the event's data with ``post`` decoded from the JSON string Mattermost sends for
     ``posted``/``post_edited`` (``mentions`` likewise, to a list); ``post`` is that post parsed.
     """
 
-    event: str
-    data: dict[str, Any]
-    broadcast: dict[str, Any]
-    seq: int
+    event: StrictStr = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    broadcast: dict[str, Any] = Field(default_factory=dict)
+    seq: StrictInt = 0
     post: Post | None = None
 
     @classmethod
-    def from_json(cls, message: dict[str, Any]) -> WebSocketEvent:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         """Build from one event frame, decoding the JSON-in-a-string fields."""
-        data = dict(_dict(message, "data"))
-        post: Post | None = None
+        raw_data = data.get("data")
+        decoded = dict(raw_data) if isinstance(raw_data, dict) else {}
         for key in ("post", "mentions"):
-            raw = data.get(key)
+            raw = decoded.get(key)
             if isinstance(raw, str):
                 try:
-                    data[key] = json.loads(raw)
+                    decoded[key] = json.loads(raw)
                 except ValueError:
                     # Keep the string: an undecodable field must not cost the whole event.
                     continue
-        if isinstance(data.get("post"), dict):
-            post = Post.from_json(data["post"])
-        return cls(
-            event=_str(message, "event"),
-            data=data,
-            broadcast=_dict(message, "broadcast"),
-            seq=_int(message, "seq"),
-            post=post,
-        )
+        post = decoded.get("post")
+        parsed = Post.from_json(post) if isinstance(post, dict) else None
+        return super().from_json({**data, "data": decoded, "post": parsed})
 
 
-@dataclass(frozen=True)
-class UserAccessToken:
+class UserAccessToken(MattermostObject):
     """A personal access token; ``token`` is the secret and never appears in ``repr``."""
 
-    id: str
-    user_id: str
-    token: str = field(default="", repr=False)
-    description: str = ""
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UserAccessToken:
-        return cls(
-            id=_str(data, "id"),
-            user_id=_str(data, "user_id"),
-            token=_str(data, "token"),
-            description=_str(data, "description"),
-        )
+    id: StrictStr = ""
+    user_id: StrictStr = ""
+    token: StrictStr = Field(default="", repr=False)
+    description: StrictStr = ""

@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from services.common.errors import AlreadyExists, DomainError, UpstreamUnavailable
 from services.common.grpc_client import unary
 from services.common.identity import Identity, current_identity
-from services.common.mattermost import Post, User
+from services.common.mattermost import Post
 from services.gateway.agent_directory import AgentBot
 from services.gateway.backends import conversation_events
 from services.gateway.conversations.claims import ClaimsUnavailable, PostClaims
@@ -41,14 +41,6 @@ REMINDER_TYPE = "custom_agent_mention_reminder"
 REMINDER_TEXT = "To respond to an agent you must @mention them"
 # Longest wait between two tries of a post whose answer could not start.
 RETRY_MAX_WAIT_SECONDS = 5.0
-
-
-def user_timezone(user: User) -> str:
-    """The IANA zone Mattermost uses for the user (automatic unless they chose one)."""
-    tz = user.timezone or {}
-    if str(tz.get("useAutomaticTimezone", "true")).lower() == "true":
-        return str(tz.get("automaticTimezone", ""))
-    return str(tz.get("manualTimezone", ""))
 
 
 @contextlib.contextmanager
@@ -86,7 +78,7 @@ class Responder:
             team_id=trigger.team_id,
             is_direct_message=trigger.is_direct_message,
             user_team_ids=await self.deps.team_ids_of(user.id),
-            user_timezone=user_timezone(user),
+            user_timezone=user.preferred_timezone,
         )
 
     async def _start(self, trigger: Trigger, already_claimed: bool) -> tuple[bool, llm_pb2.ConversationContext] | None:

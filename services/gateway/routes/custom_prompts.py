@@ -10,9 +10,9 @@ from aiohttp import web
 
 from services.common.errors import InvalidInput, NotFound, PermissionDenied
 from services.common.grpc_client import unary
-from services.common.prompt_template import render_template
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json
+from services.gateway.prompt_template import render_template
 from services.gateway.proto_json import to_json
 
 routes = web.RouteTableDef()

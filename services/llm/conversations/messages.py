@@ -5,7 +5,6 @@ from __future__ import annotations
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from google.protobuf import struct_pb2
 
-from services.common.errors import ErrorClass
 from services.llm.conversations.analysis import AnalyzeInput, SummarizeInput
 from services.llm.conversations.blocks import approval_state
 from services.llm.conversations.model import (
@@ -21,6 +20,7 @@ from services.llm.conversations.model import (
     TurnEvent,
 )
 from services.llm.conversations.responses import RespondInput
+from services.llm.messages import ERROR_CLASSES
 from services.llm.providers.base import Annotation, ReasoningDelta, StreamError, TextDelta, ToolCall, Usage
 
 _FINISH = {
@@ -30,12 +30,6 @@ _FINISH = {
     Finish.ERROR: llm_pb2.STOP_REASON_ERROR,
     Finish.CONTENT_FILTER: llm_pb2.STOP_REASON_CONTENT_FILTER,
     Finish.AWAITING_APPROVAL: llm_pb2.STOP_REASON_AWAITING_APPROVAL,
-}
-_ERROR_CLASS = {
-    ErrorClass.CALLER: 1,
-    ErrorClass.POLICY: 2,
-    ErrorClass.PROVIDER: 3,
-    ErrorClass.INTERNAL: 4,
 }
 
 
@@ -129,7 +123,7 @@ def event_message(event: TurnEvent, conversation_id: str, post_id: str) -> llm_p
         )
     elif isinstance(event, StreamError):
         out.stream.error.CopyFrom(
-            llm_pb2.StreamError(error_class=_ERROR_CLASS.get(event.error_class, 4), message=event.message)
+            llm_pb2.StreamError(error_class=ERROR_CLASSES[event.error_class], message=event.message)
         )
     return out
 

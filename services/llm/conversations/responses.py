@@ -257,7 +257,7 @@ class Responses:
             if channel.team_id:
                 team = await mm.get_team(channel.team_id)
                 team_name = team.display_name or team.name
-        timezone = ctx.user_timezone or _user_timezone(user.timezone)
+        timezone = ctx.user_timezone or user.preferred_timezone
         return system_prompt(
             PromptContext(
                 bot_name=agent.display_name,
@@ -332,12 +332,6 @@ class Responses:
 def _decide(blocks: list[dict[str, object]], accepted_ids: Sequence[str]):
     decision = apply_decision(blocks, accepted_ids)
     return decision.blocks, decision
-
-
-def _user_timezone(tz: dict[str, object]) -> str:
-    if str(tz.get("useAutomaticTimezone", "")).lower() == "true":
-        return str(tz.get("automaticTimezone", ""))
-    return str(tz.get("manualTimezone", ""))
 
 
 __all__ = ["RespondInput", "Responses", "ToolCall", "results_message"]

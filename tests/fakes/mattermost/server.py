@@ -10,7 +10,6 @@ can assert what happened; ``fail_next`` injects errors; ``drop_websockets`` simu
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from tests.fakes.mattermost.state import (
     FakeUser,
     new_id,
 )
+from tests.polling import poll
 
 WEBSOCKET_PATH = "/api/v4/websocket"
 _UNAUTHENTICATED = ("/api/v4/system/ping",)
@@ -205,11 +205,12 @@ class FakeMattermost:
 
     async def wait_for_websockets(self, count: int, within: float = 5.0) -> None:
         """Poll until at least ``count`` authenticated WebSockets are connected."""
-        deadline = time.monotonic() + within
-        while len(self.hub.connections) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.hub.connections)} WebSocket(s) connected, wanted {count}")
-            await asyncio.sleep(0.005)
+        await poll(
+            lambda: len(self.hub.connections) >= count,
+            within=within,
+            interval=0.005,
+            message=lambda: f"{len(self.hub.connections)} WebSocket(s) connected, wanted {count}",
+        )
 
     # --- plumbing -----------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,7 @@ import yaml
 
 from services.common.errors import DomainError
 from services.common.mattermost import MattermostClient, Post
+from tests.contract.openapi import reference_dir
 from tests.fakes.mattermost import FakeMattermost, RecordedRequest
 
 # Statuses the real server answers but the spec does not list (a 404 from a store lookup).
@@ -36,11 +36,6 @@ KNOWN_EXTRA_FIELDS = {
 }
 # Request fields the spec types differently from what the server parses (model.Post.props is a map).
 REQUEST_SCHEMA_FIXES = {("PUT", "/api/v4/posts/{post_id}"): {"props": {"type": "object"}}}
-
-
-def reference_dir() -> Path:
-    """The vendored contracts (``tests/contract/specs``, see its README for their provenance)."""
-    return Path(__file__).resolve().parents[2] / "contract" / "specs"
 
 
 @functools.cache

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -19,6 +17,7 @@ from services.common.grpc_client import ChannelPool, unary
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.identity import SERVICE_TOKEN_KEY, Identity, current_identity, identity, remaining_seconds
 from services.common.settings import CommonSettings
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 TOKEN = "cluster-secret"
@@ -156,14 +155,15 @@ async def test_a_channel_that_dialed_a_peer_before_it_listened_recovers_within_s
     await late.start()
     await late.set_serving()
     try:
-        started = time.monotonic()
-        while True:
+
+        async def answered() -> bool:
             try:
                 await unary(stub.GetAgent, registry_pb2.GetAgentRequest(id="a"))
-                break
             except errors.UpstreamUnavailable:
-                assert time.monotonic() - started < 5, "channel stayed in reconnect backoff"
-                await asyncio.sleep(0.05)
+                return False
+            return True
+
+        await poll(answered, within=5, interval=0.05, message="channel stayed in reconnect backoff")
     finally:
         await pool.close()
         await late.stop()

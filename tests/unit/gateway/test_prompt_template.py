@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import InvalidInput
-from services.common.licensing import Feature, License, is_licensed
-from services.common.prompt_template import render_template
+from services.gateway.prompt_template import render_template
 
 VARS = {"Username": "alice", "ChannelName": "town"}
 
@@ -22,8 +21,3 @@ def test_whitelisted_variables_are_substituted_with_go_spacing_and_trim_markers(
 def test_anything_but_a_whitelisted_variable_is_refused(template: str) -> None:
     with pytest.raises(InvalidInput):
         render_template(template, VARS)
-
-
-def test_every_licensed_feature_needs_at_least_entry() -> None:
-    assert all(not is_licensed(License.NONE, f) and is_licensed(License.ENTRY, f) for f in Feature)
-    assert License.parse("Enterprise-Advanced") is License.ENTERPRISE_ADVANCED
