@@ -30,7 +30,6 @@ from services.llm.providers.base import (
     ProviderError,
     ReasoningDelta,
     ReasoningPart,
-    Role,
     ServiceSettings,
     StopReason,
     TextDelta,
@@ -40,7 +39,7 @@ from services.llm.providers.base import (
     ToolResult,
     Usage,
 )
-from services.llm.providers.encoding import output_token_limit, resolve_model, tool_call_from_raw
+from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model, tool_call_from_raw
 from services.llm.providers.errors import stream_error_event
 from services.llm.providers.http_stream import get_json, post_sse
 
@@ -116,26 +115,16 @@ def build_request_body(request: CompletionRequest, settings: ServiceSettings) ->
 
 
 def to_anthropic_messages(messages: tuple[Message, ...]) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages) with tool results as user turns and same-role turns merged."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        role = "assistant" if message.role is Role.ASSISTANT else "user"
-        blocks = [b for b in (_block(p) for p in message.parts) if b is not None]
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            # The API wants alternating roles; N tool results after one assistant turn are one turn.
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    for turn in out:
+    """(system prompt, alternating turns) with tool results as user turns."""
+    system, turns = alternating_turns(messages, _blocks)
+    for turn in turns:
         # tool_result blocks must open a user turn.
         turn["content"].sort(key=lambda b: b["type"] != "tool_result")
-    return "\n\n".join(system), out
+    return system, turns
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    return [b for b in map(_block, message.parts) if b is not None]
 
 
 def _block(part: object) -> dict[str, Any] | None:

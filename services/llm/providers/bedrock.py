@@ -38,7 +38,6 @@ from services.llm.providers.base import (
     ProviderError,
     ReasoningDelta,
     ReasoningPart,
-    Role,
     ServiceSettings,
     StopReason,
     TextDelta,
@@ -48,7 +47,7 @@ from services.llm.providers.base import (
     ToolResult,
     Usage,
 )
-from services.llm.providers.encoding import output_token_limit, resolve_model, tool_call_from_raw
+from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model, tool_call_from_raw
 from services.llm.providers.errors import (
     MAX_ERROR_BODY_BYTES,
     provider_error_from_exception,
@@ -109,22 +108,12 @@ def build_request_body(request: CompletionRequest, settings: ServiceSettings) ->
 
 
 def to_converse_messages(messages: tuple[Message, ...]) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages); Converse wants alternating roles, so same-role turns are merged."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        role = "assistant" if message.role is Role.ASSISTANT else "user"
-        blocks = [b for b in (_block(p) for p in message.parts) if b is not None]
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return "\n\n".join(system), out
+    """(system prompt, alternating messages) with tool results as user turns."""
+    return alternating_turns(messages, _blocks)
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    return [b for b in map(_block, message.parts) if b is not None]
 
 
 def _block(part: object) -> dict[str, Any] | None:

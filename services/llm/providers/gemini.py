@@ -32,13 +32,12 @@ from services.llm.providers.base import (
     ProviderError,
     ReasoningEffort,
     ReasoningPart,
-    Role,
     ServiceSettings,
     TextPart,
     ToolCall,
     ToolResult,
 )
-from services.llm.providers.encoding import output_token_limit, resolve_model
+from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model
 from services.llm.providers.gemini_stream import LOCAL_CALL_ID_PREFIX, stream_generate_content
 from services.llm.providers.http_stream import get_json
 
@@ -117,22 +116,8 @@ def build_request_body(request: CompletionRequest, settings: ServiceSettings, mo
 
 
 def to_gemini_contents(messages: tuple[Message, ...]) -> tuple[str, list[dict[str, Any]]]:
-    """(system instruction, contents) with tool results as user turns and same-role turns merged."""
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        role = "model" if message.role is Role.ASSISTANT else "user"
-        parts = _parts(message)
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return "\n\n".join(system), contents
+    """(system instruction, alternating contents) with tool results as user turns."""
+    return alternating_turns(messages, _parts, assistant_role="model", content_key="parts")
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:
