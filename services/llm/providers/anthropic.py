@@ -19,7 +19,6 @@ from urllib.parse import urlencode
 import aiohttp
 
 from services.common.errors import InvalidInput
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -266,17 +265,10 @@ def _ints(values: dict[str, Any]) -> dict[str, int]:
 class AnthropicProvider:
     """A configured Anthropic service; one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self._session = session
-        self._owns_session = session is None
         self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_client_session(read_timeout=float(self.settings.streaming_timeout_seconds or 300))
-            self._owns_session = True
-        return self._session
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -291,7 +283,7 @@ class AnthropicProvider:
         body = build_request_body(request, self.settings)
         decoder = MessageStreamDecoder()
         events = post_sse(
-            self._client(),
+            self._session,
             f"{self._base}/v1/messages",
             headers=self._headers(),
             body=body,
@@ -316,7 +308,7 @@ class AnthropicProvider:
         params: dict[str, str] = {"limit": "1000"}
         while True:
             page = await get_json(
-                self._client(),
+                self._session,
                 f"{self._base}/v1/models?{urlencode(params)}",
                 headers=self._headers(),
                 provider_name=PROVIDER_NAME,
@@ -328,10 +320,7 @@ class AnthropicProvider:
             params["after_id"] = str(page["last_id"])
 
     async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release: the session belongs to the caller."""
 
 
 def _json_object(data: str) -> dict[str, Any]:
@@ -350,4 +339,4 @@ def _json_object(data: str) -> dict[str, Any]:
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> AnthropicProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return AnthropicProvider(settings, session=session)
+    return AnthropicProvider(settings, session)

@@ -27,7 +27,6 @@ from botocore.eventstream import EventStreamBuffer, InvalidHeadersLength, Invali
 from yarl import URL
 
 from services.common.errors import ErrorClass, InvalidInput
-from services.common.http import new_client_session
 from services.llm.providers.anthropic import thinking_budget
 from services.llm.providers.base import (
     CompletionRequest,
@@ -246,10 +245,9 @@ def _default_credentials() -> Credentials | None:
 class BedrockProvider:
     """A configured Bedrock service in one region; one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self._session = session
-        self._owns_session = session is None
         self._chain: Credentials | None = None
         self._secrets = tuple(s for s in (settings.aws_secret_access_key, settings.api_key) if s)
 
@@ -262,13 +260,6 @@ class BedrockProvider:
         if not self.settings.region:
             raise InvalidInput("the Bedrock service has no AWS region configured", field="region")
         return self.settings.region
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = float(self.settings.streaming_timeout_seconds or 300)
-            self._session = new_client_session(read_timeout=timeout)
-            self._owns_session = True
-        return self._session
 
     async def _credentials(self) -> ReadOnlyCredentials:
         s = self.settings
@@ -297,7 +288,7 @@ class BedrockProvider:
         signed = await self._signed_headers(method, url, body, headers)
         try:
             # encoded=True: the path was signed exactly as written (%3A in model ids stays as is).
-            response = await self._client().request(method, URL(url, encoded=True), data=body, headers=signed)
+            response = await self._session.request(method, URL(url, encoded=True), data=body, headers=signed)
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("request to %s failed: %s", PROVIDER_NAME, type(exc).__name__)
             raise provider_error_from_exception(exc, PROVIDER_NAME) from None
@@ -368,12 +359,9 @@ class BedrockProvider:
         return [str(m["modelId"]) for m in doc.get("modelSummaries", []) if m.get("modelId")]
 
     async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release: the session belongs to the caller."""
 
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> BedrockProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return BedrockProvider(settings, session=session)
+    return BedrockProvider(settings, session)

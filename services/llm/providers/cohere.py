@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -200,18 +199,10 @@ def _annotations(citation: dict[str, Any]) -> list[Event]:
 class CohereProvider:
     """A configured Cohere service; one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self._session = session
-        self._owns_session = session is None
         self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v2")
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = float(self.settings.streaming_timeout_seconds or 300)
-            self._session = new_client_session(read_timeout=timeout)
-            self._owns_session = True
-        return self._session
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -225,7 +216,7 @@ class CohereProvider:
         body = build_request_body(request, self.settings)
         decoder = ChatStreamDecoder()
         events = post_sse(
-            self._client(),
+            self._session,
             f"{self._base}/v2/chat",
             headers=self._headers(),
             body=body,
@@ -249,7 +240,7 @@ class CohereProvider:
         params = {"endpoint": "chat", "page_size": "1000"}
         while True:
             page = await get_json(
-                self._client(),
+                self._session,
                 f"{self._base}/v1/models?{urlencode(params)}",
                 headers=self._headers(),
                 provider_name=PROVIDER_NAME,
@@ -261,10 +252,7 @@ class CohereProvider:
             params["page_token"] = str(page["next_page_token"])
 
     async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release: the session belongs to the caller."""
 
 
 def _json_object(data: str) -> dict[str, Any]:
@@ -279,4 +267,4 @@ def _json_object(data: str) -> dict[str, Any]:
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> CohereProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return CohereProvider(settings, session=session)
+    return CohereProvider(settings, session)

@@ -23,7 +23,6 @@ from urllib.parse import quote
 import aiohttp
 
 from services.common.errors import ErrorClass
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     CompletionRequest,
     Event,
@@ -155,17 +154,10 @@ def _parts(message: Message) -> list[dict[str, Any]]:
 class GeminiProvider:
     """A configured Gemini API service (API key auth); one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self._session = session
-        self._owns_session = session is None
         self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_client_session(read_timeout=float(self.settings.streaming_timeout_seconds or 300))
-            self._owns_session = True
-        return self._session
 
     def _headers(self) -> dict[str, str]:
         # The key goes in a header, never the ?key= query string, so it cannot leak via logged URLs.
@@ -183,7 +175,7 @@ class GeminiProvider:
         body = build_request_body(request, self.settings, model)
         url = f"{self._base}/v1beta/models/{model}:streamGenerateContent?alt=sse"
         async for event in stream_generate_content(
-            self._client(), url, self._headers(), body, PROVIDER_NAME, (self.settings.api_key,)
+            self._session, url, self._headers(), body, PROVIDER_NAME, (self.settings.api_key,)
         ):
             yield event
 
@@ -194,7 +186,7 @@ class GeminiProvider:
         while True:
             url = f"{self._base}/v1beta/models?pageSize=1000" + (f"&pageToken={quote(token)}" if token else "")
             page = await get_json(
-                self._client(),
+                self._session,
                 url,
                 headers=self._headers(),
                 provider_name=PROVIDER_NAME,
@@ -208,12 +200,9 @@ class GeminiProvider:
                 return [m for m in models if m]
 
     async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release: the session belongs to the caller."""
 
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> GeminiProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return GeminiProvider(settings, session=session)
+    return GeminiProvider(settings, session)

@@ -15,7 +15,6 @@ from urllib.parse import quote
 import aiohttp
 
 from services.common.errors import InvalidInput
-from services.common.http import new_client_session
 from services.llm.providers.base import CompletionRequest, Event, ProviderError, ServiceSettings
 from services.llm.providers.encoding import resolve_model
 from services.llm.providers.gemini import build_request_body
@@ -47,8 +46,8 @@ class VertexProvider:
     def __init__(
         self,
         settings: ServiceSettings,
+        session: aiohttp.ClientSession,
         *,
-        session: aiohttp.ClientSession | None = None,
         adc_credentials: str = "",
         metadata_url: str = METADATA_TOKEN_URL,
     ) -> None:
@@ -56,19 +55,12 @@ class VertexProvider:
             raise InvalidInput("a Vertex service needs a GCP project id and a region", field="vertexProjectID")
         self.settings = settings
         self._session = session
-        self._owns_session = session is None
         self._base = (settings.api_url or vertex_base_url(settings.region)).rstrip("/")
         credentials = parse_credentials(settings.vertex_auth_credentials or adc_credentials)
         self._tokens = GoogleAccessTokens(credentials, metadata_url=metadata_url)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_client_session(read_timeout=float(self.settings.streaming_timeout_seconds or 300))
-            self._owns_session = True
-        return self._session
-
     async def _headers(self) -> tuple[dict[str, str], str]:
-        token = await self._tokens.token(self._client())
+        token = await self._tokens.token(self._session)
         return {"authorization": f"Bearer {token}", "content-type": "application/json"}, token
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
@@ -82,7 +74,7 @@ class VertexProvider:
         )
         headers, token = await self._headers()
         try:
-            async for event in stream_generate_content(self._client(), url, headers, body, PROVIDER_NAME, (token,)):
+            async for event in stream_generate_content(self._session, url, headers, body, PROVIDER_NAME, (token,)):
                 yield event
         except ProviderError as exc:
             if exc.status == 401:
@@ -100,7 +92,7 @@ class VertexProvider:
             url = f"{self._base}/v1beta1/publishers/google/models?pageSize=1000" + (
                 f"&pageToken={quote(page_token)}" if page_token else ""
             )
-            page = await get_json(self._client(), url, headers=headers, provider_name=PROVIDER_NAME, secrets=(token,))
+            page = await get_json(self._session, url, headers=headers, provider_name=PROVIDER_NAME, secrets=(token,))
             for model in page.get("publisherModels") or []:
                 name = str(model.get("name") or "").rsplit("/", 1)[-1]
                 if name:
@@ -110,12 +102,9 @@ class VertexProvider:
                 return models
 
     async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release: the session belongs to the caller."""
 
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> VertexProvider:
     """Factory for the registry: the service's SA JSON, else the metadata server's token."""
-    return VertexProvider(settings, session=session)
+    return VertexProvider(settings, session)
