@@ -135,7 +135,7 @@ class ChatCompletionsProvider:
     # ---- the Provider protocol ---------------------------------------------------------------
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """One streaming attempt; see ``decode_chat_stream`` for the events."""
+        """One streaming attempt; see ``ChatStreamDecoder`` for the events."""
         model = resolve_model(request, self.settings)
         batches = post_sse_batches(
             self._session,
@@ -279,26 +279,6 @@ class ChatStreamDecoder:
         return out
 
 
-async def decode_chat_stream(
-    sse: AsyncIterator[SSEEvent],
-    provider_name: str,
-    *,
-    content_parts: Callable[[list[Any]], list[Event]] | None = None,
-) -> AsyncIterator[Event]:
-    """``ChatStreamDecoder`` over a stream of single SSE events (no coalescing)."""
-    decoder = ChatStreamDecoder(provider_name, content_parts)
-    out: list[Event] = []
-    async for sse_event in sse:
-        decoder.feed(sse_event, out)
-        for event in out:
-            yield event
-        out.clear()
-        if decoder.done:
-            break
-    for event in decoder.finish():
-        yield event
-
-
 def _merge_tool_fragment(calls: dict[int, _PartialCall], position: int, fragment: Any) -> None:
     if not isinstance(fragment, dict):
         return
@@ -347,4 +327,4 @@ def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> ChatCom
     return ChatCompletionsProvider(settings, session)
 
 
-__all__ = ["FINISH_REASONS", "ChatCompletionsProvider", "ChatStreamDecoder", "create", "decode_chat_stream"]
+__all__ = ["FINISH_REASONS", "ChatCompletionsProvider", "ChatStreamDecoder", "create"]

@@ -10,7 +10,6 @@ grow through ``response.function_call_arguments.delta`` keyed by ``item_id`` and
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,21 +130,6 @@ class ResponsesStreamDecoder:
             retryable=True,
             code="truncated_stream",
         )
-
-
-async def decode_responses_stream(sse: AsyncIterator[SSEEvent], provider_name: str) -> AsyncIterator[Event]:
-    """``ResponsesStreamDecoder`` over a stream of single SSE events (no coalescing)."""
-    decoder = ResponsesStreamDecoder(provider_name)
-    out: list[Event] = []
-    async for sse_event in sse:
-        decoder.feed(sse_event, out)
-        for event in out:
-            yield event
-        out.clear()
-        if decoder.done:
-            return
-    for event in decoder.finish():
-        yield event
 
 
 def _finished_item(item: dict[str, Any], open_calls: dict[str, _OpenCall]) -> Event | None:
