@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +24,6 @@ import aiohttp
 from services.common.errors import ErrorClass
 from services.llm.providers.base import (
     CompletionRequest,
-    Event,
     ImagePart,
     Message,
     ProviderError,
@@ -37,8 +35,9 @@ from services.llm.providers.base import (
     ToolResult,
 )
 from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model
-from services.llm.providers.gemini_stream import LOCAL_CALL_ID_PREFIX, stream_generate_content
+from services.llm.providers.gemini_stream import LOCAL_CALL_ID_PREFIX, GenerateContentDecoder
 from services.llm.providers.http_stream import get_json
+from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 PROVIDER_NAME = "Gemini"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -151,20 +150,21 @@ def _parts(message: Message) -> list[dict[str, Any]]:
     return parts
 
 
-class GeminiProvider:
+class GeminiProvider(SSEProvider):
     """A configured Gemini API service (API key auth); one upstream attempt per ``stream`` call."""
 
+    provider_name = PROVIDER_NAME
+
     def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self._session = session
+        super().__init__(settings, session)
         self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
 
     def _headers(self) -> dict[str, str]:
         # The key goes in a header, never the ?key= query string, so it cannot leak via logged URLs.
         return {"x-goog-api-key": self.settings.api_key, "content-type": "application/json"}
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """Stream one ``streamGenerateContent`` call as normalised events."""
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """One ``streamGenerateContent`` call; ``GenerateContentDecoder`` reads its events."""
         if not self.settings.api_key:
             raise ProviderError(
                 "the Gemini service has no API key; an admin must add one",
@@ -172,12 +172,13 @@ class GeminiProvider:
                 code="missing_api_key",
             )
         model = resolve_model(request, self.settings).removeprefix("models/")
-        body = build_request_body(request, self.settings, model)
-        url = f"{self._base}/v1beta/models/{model}:streamGenerateContent?alt=sse"
-        async for event in stream_generate_content(
-            self._session, url, self._headers(), body, PROVIDER_NAME, (self.settings.api_key,)
-        ):
-            yield event
+        return SSERequest(
+            f"{self._base}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+            self._headers(),
+            build_request_body(request, self.settings, model),
+            GenerateContentDecoder(PROVIDER_NAME),
+            (self.settings.api_key,),
+        )
 
     async def list_models(self) -> list[str]:
         """Ids of the models that support ``generateContent``, following page tokens."""
@@ -198,9 +199,6 @@ class GeminiProvider:
             token = str(page.get("nextPageToken") or "")
             if not token:
                 return [m for m in models if m]
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the caller."""
 
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> GeminiProvider:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -39,7 +39,7 @@ async def post_sse_batches(
     provider_name: str,
     secrets: tuple[str, ...] = (),
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> AsyncIterator[list[SSEEvent]]:
+) -> AsyncGenerator[list[SSEEvent], None]:
     """POST ``body`` and yield, per socket read, the SSE events it completed (never an empty
     batch) of a 2xx answer; raise ``ProviderError`` otherwise.
 
@@ -87,34 +87,6 @@ async def post_sse_batches(
             resp.close()
 
 
-async def post_sse(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    body: Mapping[str, Any],
-    provider_name: str,
-    secrets: tuple[str, ...] = (),
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> AsyncIterator[SSEEvent]:
-    """``post_sse_batches`` one event at a time, for providers that decode event by event."""
-    batches = post_sse_batches(
-        session,
-        url,
-        headers=headers,
-        body=body,
-        provider_name=provider_name,
-        secrets=secrets,
-        max_line_bytes=max_line_bytes,
-    )
-    try:
-        async for batch in batches:
-            for event in batch:
-                yield event
-    finally:
-        await batches.aclose()
-
-
 async def _send(
     session: aiohttp.ClientSession,
     url: str,
@@ -144,7 +116,7 @@ async def get_json(
     secrets: tuple[str, ...] = (),
     max_bytes: int = 8 * 1024 * 1024,
 ) -> Any:
-    """GET ``url`` and decode its JSON body (bounded), mapping failures like ``post_sse``."""
+    """GET ``url`` and decode its JSON body (bounded), mapping failures like ``post_sse_batches``."""
     try:
         async with session.get(url, headers=dict(headers)) as resp:
             raw = await _read_bounded(resp, max_bytes)

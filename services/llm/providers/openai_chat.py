@@ -8,7 +8,7 @@ Wire notes: tool calls arrive as partial deltas keyed by ``index`` (id and name 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,6 @@ from services.llm.providers.base import (
     ToolResult,
     Usage,
 )
-from services.llm.providers.coalesce import decode_batches
 from services.llm.providers.encoding import (
     image_data_url,
     output_token_limit,
@@ -41,8 +40,9 @@ from services.llm.providers.encoding import (
     tool_call_from_raw,
 )
 from services.llm.providers.errors import stream_error_event
-from services.llm.providers.http_stream import get_json, post_sse_batches
+from services.llm.providers.http_stream import get_json
 from services.llm.providers.sse import SSEEvent
+from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 FINISH_REASONS = {
     "stop": StopReason.END_TURN,
@@ -62,7 +62,7 @@ class _PartialCall:
     arguments: str = ""
 
 
-class ChatCompletionsProvider:
+class ChatCompletionsProvider(SSEProvider):
     """A service speaking ``POST {base}/chat/completions`` with ``stream: true``.
 
     Subclasses adjust the URL, auth headers and body through the small hooks below; decoding the
@@ -74,12 +74,6 @@ class ChatCompletionsProvider:
     max_tokens_field = "max_tokens"  # widest support among compatible servers
     include_usage_option = True
     send_user_field = True
-
-    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession, *, provider_name: str = "") -> None:
-        self.settings = settings
-        self._session = session
-        if provider_name:
-            self.provider_name = provider_name  # names the upstream in user-facing errors
 
     # ---- hooks -------------------------------------------------------------------------------
 
@@ -134,22 +128,16 @@ class ChatCompletionsProvider:
 
     # ---- the Provider protocol ---------------------------------------------------------------
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
         """One streaming attempt; see ``ChatStreamDecoder`` for the events."""
         model = resolve_model(request, self.settings)
-        batches = post_sse_batches(
-            self._session,
+        return SSERequest(
             self.completions_url(model),
-            headers=self.auth_headers(),
-            body=self.build_body(request, model),
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
+            self.auth_headers(),
+            self.build_body(request, model),
+            ChatStreamDecoder(self.provider_name, self.content_parts),
+            (self.settings.api_key,),
         )
-        try:
-            async for event in decode_batches(batches, ChatStreamDecoder(self.provider_name, self.content_parts)):
-                yield event
-        finally:
-            await batches.aclose()
 
     async def list_models(self) -> list[str]:
         """Model ids from ``GET {base}/models``."""
@@ -161,9 +149,6 @@ class ChatCompletionsProvider:
             secrets=(self.settings.api_key,),
         )
         return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the caller."""
 
     # ---- encoding ----------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ saves one async-generator hop per event.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from services.llm.providers.base import ProviderError
 
@@ -106,3 +108,20 @@ class SSEDecoder:
             self._event = value
         elif name == "id":
             self._last_id = value
+
+
+def event_json(data: str, provider_name: str) -> dict[str, Any]:
+    """An event's ``data`` as the JSON object every event of these wire formats is.
+
+    A garbled event raises a retryable ``ProviderError``: before the first token another attempt
+    may well get a clean stream.
+    """
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ProviderError(
+            f"{provider_name} sent an event that is not a JSON object", retryable=True, code="malformed_event"
+        )
+    return doc

@@ -9,7 +9,8 @@ wiring reads, else the metadata server of the GCE/GKE node).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from urllib.parse import quote
 
 import aiohttp
@@ -18,13 +19,14 @@ from services.common.errors import InvalidInput
 from services.llm.providers.base import CompletionRequest, Event, ProviderError, ServiceSettings
 from services.llm.providers.encoding import resolve_model
 from services.llm.providers.gemini import build_request_body
-from services.llm.providers.gemini_stream import stream_generate_content
+from services.llm.providers.gemini_stream import GenerateContentDecoder
 from services.llm.providers.google_auth import (
     METADATA_TOKEN_URL,
     GoogleAccessTokens,
     parse_credentials,
 )
 from services.llm.providers.http_stream import get_json
+from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 PROVIDER_NAME = "Vertex AI"
 
@@ -36,12 +38,14 @@ def vertex_base_url(region: str) -> str:
     return f"https://{region}-aiplatform.googleapis.com"
 
 
-class VertexProvider:
+class VertexProvider(SSEProvider):
     """A configured Vertex AI service; one upstream attempt per ``stream`` call.
 
     ``adc_credentials`` is the content of the ADC file (``GOOGLE_APPLICATION_CREDENTIALS``), used
     when the service has no service account JSON; with neither, the metadata server is asked.
     """
+
+    provider_name = PROVIDER_NAME
 
     def __init__(
         self,
@@ -53,8 +57,7 @@ class VertexProvider:
     ) -> None:
         if not settings.vertex_project_id or not settings.region:
             raise InvalidInput("a Vertex service needs a GCP project id and a region", field="vertexProjectID")
-        self.settings = settings
-        self._session = session
+        super().__init__(settings, session)
         self._base = (settings.api_url or vertex_base_url(settings.region)).rstrip("/")
         credentials = parse_credentials(settings.vertex_auth_credentials or adc_credentials)
         self._tokens = GoogleAccessTokens(credentials, metadata_url=metadata_url)
@@ -63,8 +66,8 @@ class VertexProvider:
         token = await self._tokens.token(self._session)
         return {"authorization": f"Bearer {token}", "content-type": "application/json"}, token
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """Stream one Vertex ``streamGenerateContent`` call as normalised events."""
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """One ``streamGenerateContent`` call (Gemini's body and events) with a fresh-enough token."""
         model = resolve_model(request, self.settings).rsplit("/", 1)[-1]
         body = build_request_body(request, self.settings, model)
         project, region = quote(self.settings.vertex_project_id), quote(self.settings.region)
@@ -73,9 +76,14 @@ class VertexProvider:
             f"{quote(model)}:streamGenerateContent?alt=sse"
         )
         headers, token = await self._headers()
+        return SSERequest(url, headers, body, GenerateContentDecoder(PROVIDER_NAME), (token,))
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Event, None]:
+        """``SSEProvider.stream``, dropping the cached token when Vertex rejects it."""
         try:
-            async for event in stream_generate_content(self._session, url, headers, body, PROVIDER_NAME, (token,)):
-                yield event
+            async with aclosing(super().stream(request)) as events:
+                async for event in events:
+                    yield event
         except ProviderError as exc:
             if exc.status == 401:
                 # A token revoked before its expiry: the next attempt fetches a fresh one.
@@ -100,9 +108,6 @@ class VertexProvider:
             page_token = str(page.get("nextPageToken") or "")
             if not page_token:
                 return models
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the caller."""
 
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> VertexProvider:
