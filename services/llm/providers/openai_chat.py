@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 
 from services.llm.providers.base import (
     CompletionRequest,
@@ -41,7 +40,7 @@ from services.llm.providers.encoding import (
 )
 from services.llm.providers.errors import stream_error_event
 from services.llm.providers.http_stream import get_json
-from services.llm.providers.sse import SSEEvent
+from services.llm.providers.sse import SSEEvent, event_json
 from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 FINISH_REASONS = {
@@ -215,7 +214,7 @@ class ChatStreamDecoder:
         if data == "[DONE]" or data.strip() == "[DONE]":
             self.done = True
             return
-        chunk = _decode_chunk(data, self.provider_name)
+        chunk = event_json(data, self.provider_name)
         if chunk.get("error"):
             error = chunk["error"]
             raise stream_error_event(error if isinstance(error, dict) else {"message": str(error)}, self.provider_name)
@@ -284,16 +283,6 @@ def _merge_tool_fragment(calls: dict[int, _PartialCall], position: int, fragment
         partial.arguments += arguments
     elif isinstance(arguments, dict):
         partial.arguments += json.dumps(arguments)
-
-
-def _decode_chunk(data: str, provider_name: str) -> dict[str, Any]:
-    try:
-        chunk = orjson.loads(data)  # one per token: orjson is several times faster than json
-    except ValueError:
-        chunk = None
-    if not isinstance(chunk, dict):
-        raise ProviderError(f"{provider_name} sent a malformed stream event", code="malformed_stream")
-    return chunk
 
 
 def _usage(raw: dict[str, Any]) -> Usage:

@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from services.llm.providers.base import (
     Annotation,
     Done,
@@ -28,7 +26,7 @@ from services.llm.providers.base import (
 )
 from services.llm.providers.encoding import tool_call_from_raw
 from services.llm.providers.errors import stream_error_event
-from services.llm.providers.sse import SSEEvent
+from services.llm.providers.sse import SSEEvent, event_json
 
 INCOMPLETE_REASONS = {
     "max_output_tokens": StopReason.MAX_TOKENS,
@@ -69,7 +67,7 @@ class ResponsesStreamDecoder:
         self._emitted_calls = 0
 
     def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
-        payload = _decode(sse_event.data, self.provider_name)
+        payload = event_json(sse_event.data, self.provider_name)
         kind = payload.get("type") or sse_event.event
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
             delta = payload.get("delta")
@@ -163,13 +161,3 @@ def _usage(raw: dict[str, Any]) -> Usage:
         cached_read_tokens=int(input_details.get("cached_tokens") or 0),
         reasoning_tokens=int(output_details.get("reasoning_tokens") or 0),
     )
-
-
-def _decode(data: str, provider_name: str) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(data)  # one per token: orjson is several times faster than json
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
-        raise ProviderError(f"{provider_name} sent a malformed stream event", code="malformed_stream")
-    return payload

@@ -11,9 +11,10 @@ saves one async-generator hop per event.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from services.llm.providers.base import ProviderError
 
@@ -117,11 +118,9 @@ def event_json(data: str, provider_name: str) -> dict[str, Any]:
     may well get a clean stream.
     """
     try:
-        doc = json.loads(data)
+        doc = orjson.loads(data)  # one per token: orjson is several times faster than json
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
-        raise ProviderError(
-            f"{provider_name} sent an event that is not a JSON object", retryable=True, code="malformed_event"
-        )
+        raise ProviderError(f"{provider_name} sent a malformed stream event", retryable=True, code="malformed_event")
     return doc
