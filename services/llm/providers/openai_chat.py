@@ -39,9 +39,9 @@ from services.llm.providers.encoding import (
     tool_call_from_raw,
 )
 from services.llm.providers.errors import stream_error_event
-from services.llm.providers.http_stream import get_json
+from services.llm.providers.openai_api import OpenAIAPIProvider
 from services.llm.providers.sse import SSEEvent, event_json
-from services.llm.providers.sse_provider import SSEProvider, SSERequest
+from services.llm.providers.sse_provider import SSERequest
 
 FINISH_REASONS = {
     "stop": StopReason.END_TURN,
@@ -61,7 +61,7 @@ class _PartialCall:
     arguments: str = ""
 
 
-class ChatCompletionsProvider(SSEProvider):
+class ChatCompletionsProvider(OpenAIAPIProvider):
     """A service speaking ``POST {base}/chat/completions`` with ``stream: true``.
 
     Subclasses adjust the URL, auth headers and body through the small hooks below; decoding the
@@ -69,26 +69,14 @@ class ChatCompletionsProvider(SSEProvider):
     """
 
     provider_name = "the OpenAI-compatible service"
-    default_base_url = "https://api.openai.com/v1"
     max_tokens_field = "max_tokens"  # widest support among compatible servers
     include_usage_option = True
     send_user_field = True
 
     # ---- hooks -------------------------------------------------------------------------------
 
-    def base_url(self) -> str:
-        return (self.settings.api_url or self.default_base_url).rstrip("/")
-
     def completions_url(self, model: str) -> str:
         return f"{self.base_url()}/chat/completions"
-
-    def auth_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key}"
-        if self.settings.org_id:
-            headers["OpenAI-Organization"] = self.settings.org_id
-        return headers
 
     def image_content(self, image: ImagePart) -> dict[str, Any]:
         return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
@@ -125,10 +113,10 @@ class ChatCompletionsProvider(SSEProvider):
             body["user"] = request.user_id
         return body
 
-    # ---- the Provider protocol ---------------------------------------------------------------
+    # ---- the request ---------------------------------------------------------------------------
 
     async def prepare(self, request: CompletionRequest) -> SSERequest:
-        """One streaming attempt; see ``ChatStreamDecoder`` for the events."""
+        """``POST {base}/chat/completions``; ``ChatStreamDecoder`` reads its events."""
         model = resolve_model(request, self.settings)
         return SSERequest(
             self.completions_url(model),
@@ -137,17 +125,6 @@ class ChatCompletionsProvider(SSEProvider):
             ChatStreamDecoder(self.provider_name, self.content_parts),
             (self.settings.api_key,),
         )
-
-    async def list_models(self) -> list[str]:
-        """Model ids from ``GET {base}/models``."""
-        doc = await get_json(
-            self._session,
-            f"{self.base_url()}/models",
-            headers=self.auth_headers(),
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
-        )
-        return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
 
     # ---- encoding ----------------------------------------------------------------------------
 

@@ -23,58 +23,25 @@ from services.llm.providers.base import (
     ToolResult,
 )
 from services.llm.providers.encoding import image_data_url, output_token_limit, resolve_model
-from services.llm.providers.http_stream import get_json
+from services.llm.providers.openai_api import OpenAIAPIProvider
 from services.llm.providers.openai_responses_stream import ResponsesStreamDecoder, decode_reasoning_signature
-from services.llm.providers.sse_provider import SSEProvider, SSERequest
+from services.llm.providers.sse_provider import SSERequest
 
 
-class ResponsesProvider(SSEProvider):
+class ResponsesProvider(OpenAIAPIProvider):
     """A service speaking the Responses API with ``stream: true``."""
 
     provider_name = "OpenAI"
-    default_base_url = "https://api.openai.com/v1"
-
-    # ---- hooks (Azure overrides these) -------------------------------------------------------
-
-    def base_url(self) -> str:
-        return (self.settings.api_url or self.default_base_url).rstrip("/")
-
-    def responses_url(self) -> str:
-        return f"{self.base_url()}/responses"
-
-    def models_url(self) -> str:
-        return f"{self.base_url()}/models"
-
-    def auth_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key}"
-        if self.settings.org_id:
-            headers["OpenAI-Organization"] = self.settings.org_id
-        return headers
-
-    # ---- the Provider protocol ---------------------------------------------------------------
 
     async def prepare(self, request: CompletionRequest) -> SSERequest:
-        """One streaming attempt; see ``ResponsesStreamDecoder`` for the events."""
+        """``POST {base}/responses``; ``ResponsesStreamDecoder`` reads its events."""
         return SSERequest(
-            self.responses_url(),
+            f"{self.base_url()}/responses",
             self.auth_headers(),
             self.build_body(request, resolve_model(request, self.settings)),
             ResponsesStreamDecoder(self.provider_name),
             (self.settings.api_key,),
         )
-
-    async def list_models(self) -> list[str]:
-        """Model ids from ``GET {base}/models``."""
-        doc = await get_json(
-            self._session,
-            self.models_url(),
-            headers=self.auth_headers(),
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
-        )
-        return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
 
     # ---- encoding ----------------------------------------------------------------------------
 
