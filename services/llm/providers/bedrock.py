@@ -53,6 +53,7 @@ from services.llm.providers.errors import (
     provider_error_from_response,
     redact_secrets,
 )
+from services.llm.providers.http_stream import read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -294,14 +295,9 @@ class BedrockProvider:
             raise provider_error_from_exception(exc, PROVIDER_NAME) from None
         if response.status != 200:
             async with response:
-                error_body = bytearray()
-                while len(error_body) < MAX_ERROR_BODY_BYTES:
-                    chunk = await response.content.read(MAX_ERROR_BODY_BYTES - len(error_body))
-                    if not chunk:
-                        break
-                    error_body.extend(chunk)
+                error_body = await read_bounded(response, MAX_ERROR_BODY_BYTES)
                 raise provider_error_from_response(
-                    response.status, response.headers, bytes(error_body), PROVIDER_NAME, secrets=self._secrets
+                    response.status, response.headers, error_body, PROVIDER_NAME, secrets=self._secrets
                 )
         return response
 

@@ -50,7 +50,7 @@ async def post_sse_batches(
     finished = False
     try:
         if resp.status >= 300:
-            error_body = await _read_bounded(resp, MAX_ERROR_BODY_BYTES)
+            error_body = await read_bounded(resp, MAX_ERROR_BODY_BYTES)
             raise provider_error_from_response(resp.status, resp.headers, error_body, provider_name, secrets=secrets)
         decoder = SSEDecoder(max_line_bytes=max_line_bytes)
         content = resp.content
@@ -119,7 +119,7 @@ async def get_json(
     """GET ``url`` and decode its JSON body (bounded), mapping failures like ``post_sse_batches``."""
     try:
         async with session.get(url, headers=dict(headers)) as resp:
-            raw = await _read_bounded(resp, max_bytes)
+            raw = await read_bounded(resp, max_bytes)
             if resp.status >= 300:
                 raise provider_error_from_response(resp.status, resp.headers, raw, provider_name, secrets=secrets)
     except _CONNECTION_ERRORS as exc:
@@ -131,7 +131,8 @@ async def get_json(
         raise ProviderError(f"{provider_name} sent a malformed JSON answer", code="malformed_response") from None
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes: ``read(n)`` returns what has arrived so far, not n bytes."""
     buf = bytearray()
     while len(buf) < limit:
         chunk = await resp.content.read(limit - len(buf))
