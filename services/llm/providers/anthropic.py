@@ -23,7 +23,6 @@ from services.llm.providers.base import (
     Event,
     ImagePart,
     Message,
-    ProviderError,
     ReasoningDelta,
     ReasoningPart,
     ServiceSettings,
@@ -36,7 +35,7 @@ from services.llm.providers.base import (
     Usage,
 )
 from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model, tool_call_from_raw
-from services.llm.providers.errors import stream_error_event
+from services.llm.providers.errors import stream_error_event, truncated_stream
 from services.llm.providers.http_stream import get_json
 from services.llm.providers.sse import SSEEvent, event_json
 from services.llm.providers.sse_provider import SSEProvider, SSERequest
@@ -205,14 +204,10 @@ class MessageStreamDecoder:
         # else: ping, and event types added after this code was written
 
     def finish(self) -> list[Event]:
-        """Nothing once ``message_stop`` was seen; a stream that ended before it was cut short."""
+        """Nothing once ``message_stop`` was seen; a body that ended before it was cut short."""
         if self.done:
             return []
-        raise ProviderError(
-            f"{PROVIDER_NAME} ended the stream before it finished; try again",
-            retryable=True,
-            code="truncated_stream",
-        )
+        raise truncated_stream(PROVIDER_NAME)
 
     def _start(self, index: int, block: dict[str, Any], out: list[Event]) -> None:
         kind = str(block.get("type", ""))

@@ -52,6 +52,7 @@ from services.llm.providers.errors import (
     provider_error_from_exception,
     provider_error_from_response,
     redact_secrets,
+    truncated_stream,
 )
 from services.llm.providers.http_stream import read_bounded
 
@@ -189,11 +190,7 @@ class ConverseStreamDecoder:
     def finish(self) -> list[Event]:
         """The closing events once the body ended; raises when ``messageStop`` never came."""
         if self._stop is None:
-            raise ProviderError(
-                f"{PROVIDER_NAME} ended the stream before it finished; try again",
-                retryable=True,
-                code="truncated_stream",
-            )
+            raise truncated_stream(PROVIDER_NAME)
         return [*([self._usage] if self._usage else []), Done(self._stop)]
 
     def _delta(self, index: int, delta: dict[str, Any]) -> list[Event]:

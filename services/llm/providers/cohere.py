@@ -39,6 +39,7 @@ from services.llm.providers.encoding import (
     resolve_model,
     tool_call_from_raw,
 )
+from services.llm.providers.errors import truncated_stream
 from services.llm.providers.http_stream import get_json
 from services.llm.providers.sse import SSEEvent, event_json
 from services.llm.providers.sse_provider import SSEProvider, SSERequest
@@ -157,14 +158,10 @@ class V2ChatStreamDecoder:
             out.extend(self._end(data.get("delta") or {}))
 
     def finish(self) -> list[Event]:
-        """Nothing once ``message-end`` was seen; a stream that ended before it was cut short."""
+        """Nothing once ``message-end`` was seen; a body that ended before it was cut short."""
         if self.done:
             return []
-        raise ProviderError(
-            f"{PROVIDER_NAME} ended the stream before it finished; try again",
-            retryable=True,
-            code="truncated_stream",
-        )
+        raise truncated_stream(PROVIDER_NAME)
 
     def _end(self, delta: dict[str, Any]) -> list[Event]:
         reason = str(delta.get("finish_reason") or "COMPLETE")

@@ -23,6 +23,7 @@ from services.llm.providers.base import (
     Usage,
 )
 from services.llm.providers.encoding import tool_call_from_raw
+from services.llm.providers.errors import truncated_stream
 from services.llm.providers.sse import SSEEvent
 
 # Ids we invent for calls Gemini sent without one; they are never echoed back upstream.
@@ -99,11 +100,7 @@ class GenerateContentDecoder:
                 code="malformed_function_call",
             )
         if not self._finish_reason:
-            raise ProviderError(
-                f"{self.provider_name} ended the stream before it finished; try again",
-                retryable=True,
-                code="truncated_stream",
-            )
+            raise truncated_stream(self.provider_name)
         events: list[Event] = list(grounding_annotations(self._grounding, "".join(self._text)))
         if self._usage:
             thoughts = int(self._usage.get("thoughtsTokenCount") or 0)

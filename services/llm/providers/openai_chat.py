@@ -20,7 +20,6 @@ from services.llm.providers.base import (
     Event,
     ImagePart,
     Message,
-    ProviderError,
     ReasoningDelta,
     Role,
     ServiceSettings,
@@ -38,7 +37,7 @@ from services.llm.providers.encoding import (
     resolve_model,
     tool_call_from_raw,
 )
-from services.llm.providers.errors import stream_error_event
+from services.llm.providers.errors import stream_error_event, truncated_stream
 from services.llm.providers.openai_api import OpenAIAPIProvider
 from services.llm.providers.sse import SSEEvent, event_json
 from services.llm.providers.sse_provider import SSERequest
@@ -220,11 +219,7 @@ class ChatStreamDecoder:
 
     def finish(self) -> list[Event]:
         if self._finish is None and not self.done:
-            raise ProviderError(
-                f"{self.provider_name} closed the stream before the answer was complete",
-                retryable=True,
-                code="truncated_stream",
-            )
+            raise truncated_stream(self.provider_name)
         out: list[Event] = []
         calls = self._calls
         for index in sorted(calls):

@@ -17,7 +17,6 @@ from services.llm.providers.base import (
     Annotation,
     Done,
     Event,
-    ProviderError,
     ReasoningDelta,
     StopReason,
     TextDelta,
@@ -25,7 +24,7 @@ from services.llm.providers.base import (
     Usage,
 )
 from services.llm.providers.encoding import tool_call_from_raw
-from services.llm.providers.errors import stream_error_event
+from services.llm.providers.errors import stream_error_event, truncated_stream
 from services.llm.providers.sse import SSEEvent, event_json
 
 INCOMPLETE_REASONS = {
@@ -123,11 +122,7 @@ class ResponsesStreamDecoder:
     def finish(self) -> list[Event]:
         if self.done:
             return []
-        raise ProviderError(
-            f"{self.provider_name} closed the stream before the answer was complete",
-            retryable=True,
-            code="truncated_stream",
-        )
+        raise truncated_stream(self.provider_name)
 
 
 def _finished_item(item: dict[str, Any], open_calls: dict[str, _OpenCall]) -> Event | None:
