@@ -60,10 +60,10 @@ async def decode_batches(
 ) -> AsyncGenerator[Event, None]:
     """Events of a stream of per-read SSE batches, coalesced per read, ending with ``finish()``.
 
-    A failure in the middle of a read still delivers the events before it first, as the event
-    at a time decoding did: the consumer keeps the partial answer and the engine knows output
-    has started (so it does not retry). ``batches`` is closed when this generator ends or is
-    closed, so a consumer that stops early frees the upstream socket at once.
+    A failure in the middle of a read still delivers the events before it first: the consumer
+    keeps the partial answer and the engine knows output has started (so it does not retry).
+    ``batches`` is closed when this generator ends or is closed, so a consumer that stops early
+    frees the upstream socket at once.
     """
     try:
         out: list[Event] = []
