@@ -144,55 +144,30 @@ def _openai_reply(scenario: Scenario) -> FakeResponse:
     raise ValueError(f"unknown scenario {scenario.kind}")
 
 
-def _anthropic_reply(scenario: Scenario) -> Any:
-    tokens = list(scenario.tokens)
-    if scenario.kind == "text":
-        return anthropic_api.text(tokens)
-    if scenario.kind == "tool_call":
-        return anthropic_api.tool_call("toolu_conf", scenario.tool_name, split(scenario.arguments, 4))
-    if scenario.kind == "rate_limited":
-        return anthropic_api.http_error(429, "rate_limit_error", "rate limited", retry_after=scenario.retry_after)
-    if scenario.kind == "error_after":
-        return anthropic_api.error_mid_stream(tokens[: scenario.k])
-    if scenario.kind == "stall_after":
-        return anthropic_api.stall(tokens[: scenario.k])
-    if scenario.kind == "long_line":
-        return anthropic_api.long_line()
-    raise ValueError(f"no Anthropic wire form for {scenario.kind}")
+def _scripted_reply(
+    api: Any, tool_id: str, rate_limited: Callable[[str], Any], long_line: Callable[[], Any]
+) -> Callable[[Scenario], Any]:
+    """The scenarios on a ``ScriptedServer`` fake whose module ``api`` has the usual builders
+    (``text``, ``tool_call``, ``error_mid_stream``, ``stall``); ``rate_limited`` (given the
+    Retry-After) and ``long_line`` are the wire's own."""
 
+    def reply(scenario: Scenario) -> Any:
+        tokens = list(scenario.tokens)
+        if scenario.kind == "text":
+            return api.text(tokens)
+        if scenario.kind == "tool_call":
+            return api.tool_call(tool_id, scenario.tool_name, split(scenario.arguments, 4))
+        if scenario.kind == "rate_limited":
+            return rate_limited(scenario.retry_after)
+        if scenario.kind == "error_after":
+            return api.error_mid_stream(tokens[: scenario.k])
+        if scenario.kind == "stall_after":
+            return api.stall(tokens[: scenario.k])
+        if scenario.kind == "long_line":
+            return long_line()
+        raise ValueError(f"no {api.__name__} wire form for {scenario.kind}")
 
-def _bedrock_reply(scenario: Scenario) -> Any:
-    tokens = list(scenario.tokens)
-    if scenario.kind == "text":
-        return bedrock_api.text(tokens)
-    if scenario.kind == "tool_call":
-        return bedrock_api.tool_call("tooluse_conf", scenario.tool_name, split(scenario.arguments, 4))
-    if scenario.kind == "rate_limited":
-        return bedrock_api.http_error(429, "ThrottlingException", "Too many requests", retry_after=scenario.retry_after)
-    if scenario.kind == "error_after":
-        return bedrock_api.error_mid_stream(tokens[: scenario.k])
-    if scenario.kind == "stall_after":
-        return bedrock_api.stall(tokens[: scenario.k])
-    if scenario.kind == "long_line":
-        return bedrock_api.oversized_frame()
-    raise ValueError(f"no Bedrock wire form for {scenario.kind}")
-
-
-def _cohere_reply(scenario: Scenario) -> Any:
-    tokens = list(scenario.tokens)
-    if scenario.kind == "text":
-        return cohere_api.text(tokens)
-    if scenario.kind == "tool_call":
-        return cohere_api.tool_call("call_conf", scenario.tool_name, split(scenario.arguments, 4))
-    if scenario.kind == "rate_limited":
-        return cohere_api.http_error(429, "too many requests", retry_after=scenario.retry_after)
-    if scenario.kind == "error_after":
-        return cohere_api.error_mid_stream(tokens[: scenario.k])
-    if scenario.kind == "stall_after":
-        return cohere_api.stall(tokens[: scenario.k])
-    if scenario.kind == "long_line":
-        return cohere_api.long_line()
-    raise ValueError(f"no Cohere wire form for {scenario.kind}")
+    return reply
 
 
 # ---- the wires ----------------------------------------------------------------------------------
@@ -255,7 +230,12 @@ ANTHROPIC = Wire(
         default_model="claude-sonnet-4-5",
     ),
     is_completion=lambda path: path == "/v1/messages",
-    reply=_anthropic_reply,
+    reply=_scripted_reply(
+        anthropic_api,
+        "toolu_conf",
+        lambda after: anthropic_api.http_error(429, "rate_limit_error", "rate limited", retry_after=after),
+        anthropic_api.long_line,
+    ),
 )
 BEDROCK = Wire(
     fake=bedrock_api.FakeBedrock,
@@ -269,7 +249,12 @@ BEDROCK = Wire(
         aws_secret_access_key=bedrock_api.SECRET_ACCESS_KEY,
     ),
     is_completion=lambda path: path.endswith("/converse-stream"),
-    reply=_bedrock_reply,
+    reply=_scripted_reply(
+        bedrock_api,
+        "tooluse_conf",
+        lambda after: bedrock_api.http_error(429, "ThrottlingException", "Too many requests", retry_after=after),
+        bedrock_api.oversized_frame,
+    ),
     # The AWS secret is what must never leak; the suite's "wrong key" becomes a wrong secret.
     secret_field="aws_secret_access_key",
 )
@@ -283,7 +268,12 @@ COHERE = Wire(
         default_model="command-a-03-2025",
     ),
     is_completion=lambda path: path == "/v2/chat",
-    reply=_cohere_reply,
+    reply=_scripted_reply(
+        cohere_api,
+        "call_conf",
+        lambda after: cohere_api.http_error(429, "too many requests", retry_after=after),
+        cohere_api.long_line,
+    ),
 )
 GEMINI = Wire(
     fake=gemini_api.FakeGoogle,
