@@ -9,9 +9,6 @@ turns, so reasoning is streamed out with its signature and replayed from ``Reaso
 from __future__ import annotations
 
 import base64
-import json
-import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -19,7 +16,6 @@ from urllib.parse import urlencode
 import aiohttp
 
 from services.common.errors import InvalidInput
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -27,10 +23,8 @@ from services.llm.providers.base import (
     Event,
     ImagePart,
     Message,
-    ProviderError,
     ReasoningDelta,
     ReasoningPart,
-    Role,
     ServiceSettings,
     StopReason,
     TextDelta,
@@ -40,11 +34,11 @@ from services.llm.providers.base import (
     ToolResult,
     Usage,
 )
-from services.llm.providers.encoding import output_token_limit, resolve_model, tool_call_from_raw
-from services.llm.providers.errors import stream_error_event
-from services.llm.providers.http_stream import get_json, post_sse
-
-logger = logging.getLogger(__name__)
+from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model, tool_call_from_raw
+from services.llm.providers.errors import stream_error_event, truncated_stream
+from services.llm.providers.http_stream import get_json
+from services.llm.providers.sse import SSEEvent, event_json
+from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 PROVIDER_NAME = "Anthropic"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -116,26 +110,16 @@ def build_request_body(request: CompletionRequest, settings: ServiceSettings) ->
 
 
 def to_anthropic_messages(messages: tuple[Message, ...]) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages) with tool results as user turns and same-role turns merged."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        role = "assistant" if message.role is Role.ASSISTANT else "user"
-        blocks = [b for b in (_block(p) for p in message.parts) if b is not None]
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            # The API wants alternating roles; N tool results after one assistant turn are one turn.
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    for turn in out:
+    """(system prompt, alternating turns) with tool results as user turns."""
+    system, turns = alternating_turns(messages, _blocks)
+    for turn in turns:
         # tool_result blocks must open a user turn.
         turn["content"].sort(key=lambda b: b["type"] != "tool_result")
-    return "\n\n".join(system), out
+    return system, turns
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    return [b for b in map(_block, message.parts) if b is not None]
 
 
 def _block(part: object) -> dict[str, Any] | None:
@@ -177,84 +161,92 @@ class _Block:
 
 
 class MessageStreamDecoder:
-    """Turns decoded Messages API stream events into normalised events."""
+    """Messages API stream events → normalised events (``coalesce.StreamDecoder``); the stream
+    ends at ``message_stop`` with ``Usage`` and ``Done``."""
 
     def __init__(self) -> None:
         self._blocks: dict[int, _Block] = {}
         self._text_len = 0
         self._usage: dict[str, int] = {}
         self._stop = StopReason.END_TURN
-        self.finished = False
+        self.done = False
 
-    def feed(self, kind: str, data: dict[str, Any]) -> list[Event]:
-        """Events for one stream event; raises ``ProviderError`` for an ``error`` event."""
-        if kind == "message_start":
-            self._usage.update(_ints(data.get("message", {}).get("usage", {})))
+    def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
+        """Appends the events of one stream event; raises ``ProviderError`` for an ``error`` event."""
+        data = event_json(sse_event.data, PROVIDER_NAME)
+        kind = str(data.get("type") or sse_event.event)
+        if kind == "content_block_delta":
+            self._delta(int(data.get("index", 0)), data.get("delta", {}), out)
         elif kind == "content_block_start":
-            return self._start(int(data.get("index", 0)), data.get("content_block", {}))
-        elif kind == "content_block_delta":
-            return self._delta(int(data.get("index", 0)), data.get("delta", {}))
+            self._start(int(data.get("index", 0)), data.get("content_block", {}), out)
         elif kind == "content_block_stop":
-            return self._stop_block(int(data.get("index", 0)))
+            self._stop_block(int(data.get("index", 0)), out)
+        elif kind == "message_start":
+            self._usage.update(_ints(data.get("message", {}).get("usage", {})))
         elif kind == "message_delta":
             reason = (data.get("delta") or {}).get("stop_reason")
             if reason:
                 self._stop = _STOP_REASONS.get(reason, StopReason.END_TURN)
             self._usage.update(_ints(data.get("usage") or {}))
         elif kind == "message_stop":
-            self.finished = True
+            self.done = True
             u = self._usage
-            return [
+            out.append(
                 Usage(
                     input_tokens=u.get("input_tokens", 0) + u.get("cache_creation_input_tokens", 0),
                     output_tokens=u.get("output_tokens", 0),
                     cached_read_tokens=u.get("cache_read_input_tokens", 0),
-                ),
-                Done(self._stop),
-            ]
+                )
+            )
+            out.append(Done(self._stop))
         elif kind == "error":
             raise stream_error_event(data.get("error") or {}, PROVIDER_NAME)
-        return []  # ping and event types added after this code was written
+        # else: ping, and event types added after this code was written
 
-    def _start(self, index: int, block: dict[str, Any]) -> list[Event]:
+    def finish(self) -> list[Event]:
+        """Nothing once ``message_stop`` was seen; a body that ended before it was cut short."""
+        if self.done:
+            return []
+        raise truncated_stream(PROVIDER_NAME)
+
+    def _start(self, index: int, block: dict[str, Any], out: list[Event]) -> None:
         kind = str(block.get("type", ""))
         state = _Block(kind=kind, start=self._text_len)
         self._blocks[index] = state
         if kind == "tool_use":
             state.tool_id, state.tool_name = str(block.get("id", "")), str(block.get("name", ""))
         elif kind == "redacted_thinking":
-            return [ReasoningDelta(text=str(block.get("data", "")), redacted=True)]
+            out.append(ReasoningDelta(text=str(block.get("data", "")), redacted=True))
         elif kind == "text":
             state.citations.extend(block.get("citations") or [])
             if block.get("text"):
-                return self._text(str(block["text"]))
+                self._text(str(block["text"]), out)
         elif kind == "thinking" and block.get("thinking"):
-            return [ReasoningDelta(text=str(block["thinking"]))]
-        return []
+            out.append(ReasoningDelta(text=str(block["thinking"])))
 
-    def _delta(self, index: int, delta: dict[str, Any]) -> list[Event]:
+    def _delta(self, index: int, delta: dict[str, Any], out: list[Event]) -> None:
         state = self._blocks.setdefault(index, _Block(kind="text", start=self._text_len))
         kind = delta.get("type")
         if kind == "text_delta":
-            return self._text(str(delta.get("text", "")))
-        if kind == "thinking_delta":
-            return [ReasoningDelta(text=str(delta.get("thinking", "")))]
-        if kind == "signature_delta":
-            return [ReasoningDelta(text="", signature=str(delta.get("signature", "")))]
-        if kind == "input_json_delta":
+            self._text(str(delta.get("text", "")), out)
+        elif kind == "thinking_delta":
+            out.append(ReasoningDelta(text=str(delta.get("thinking", ""))))
+        elif kind == "signature_delta":
+            out.append(ReasoningDelta(text="", signature=str(delta.get("signature", ""))))
+        elif kind == "input_json_delta":
             state.json_parts.append(str(delta.get("partial_json", "")))
         elif kind == "citations_delta" and isinstance(delta.get("citation"), dict):
             state.citations.append(delta["citation"])
-        return []
 
-    def _stop_block(self, index: int) -> list[Event]:
+    def _stop_block(self, index: int, out: list[Event]) -> None:
         state = self._blocks.pop(index, None)
         if state is None:
-            return []
+            return
         if state.kind == "tool_use":
-            return [ToolCallEvent(tool_call_from_raw(state.tool_id, state.tool_name, "".join(state.json_parts)))]
+            out.append(ToolCallEvent(tool_call_from_raw(state.tool_id, state.tool_name, "".join(state.json_parts))))
+            return
         # server_tool_use (web search) runs at Anthropic: its input is not ours to execute.
-        return [
+        out.extend(
             Annotation(
                 url=str(c["url"]),
                 title=str(c.get("title") or ""),
@@ -263,31 +255,26 @@ class MessageStreamDecoder:
             )
             for c in state.citations
             if c.get("url")
-        ]
+        )
 
-    def _text(self, text: str) -> list[Event]:
-        self._text_len += len(text)
-        return [TextDelta(text)] if text else []
+    def _text(self, text: str, out: list[Event]) -> None:
+        if text:
+            self._text_len += len(text)
+            out.append(TextDelta(text))
 
 
 def _ints(values: dict[str, Any]) -> dict[str, int]:
     return {k: int(v) for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
-class AnthropicProvider:
+class AnthropicProvider(SSEProvider):
     """A configured Anthropic service; one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
-        self.settings = settings
-        self._session = session
-        self._owns_session = session is None
-        self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
+    provider_name = PROVIDER_NAME
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_client_session(read_timeout=float(self.settings.streaming_timeout_seconds or 300))
-            self._owns_session = True
-        return self._session
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
+        super().__init__(settings, session)
+        self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -297,28 +284,14 @@ class AnthropicProvider:
             "accept": "text/event-stream",
         }
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """Stream one Messages API call as normalised events."""
-        body = build_request_body(request, self.settings)
-        decoder = MessageStreamDecoder()
-        events = post_sse(
-            self._client(),
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """One Messages API call; ``MessageStreamDecoder`` reads its events."""
+        return SSERequest(
             f"{self._base}/v1/messages",
-            headers=self._headers(),
-            body=body,
-            provider_name=PROVIDER_NAME,
-            secrets=(self.settings.api_key,),
-        )
-        async for sse in events:
-            data = _json_object(sse.data)
-            for event in decoder.feed(str(data.get("type") or sse.event), data):
-                yield event
-            if decoder.finished:
-                return
-        raise ProviderError(
-            f"{PROVIDER_NAME} ended the stream before it finished; try again",
-            retryable=True,
-            code="truncated_stream",
+            self._headers(),
+            build_request_body(request, self.settings),
+            MessageStreamDecoder(),
+            (self.settings.api_key,),
         )
 
     async def list_models(self) -> list[str]:
@@ -327,7 +300,7 @@ class AnthropicProvider:
         params: dict[str, str] = {"limit": "1000"}
         while True:
             page = await get_json(
-                self._client(),
+                self._session,
                 f"{self._base}/v1/models?{urlencode(params)}",
                 headers=self._headers(),
                 provider_name=PROVIDER_NAME,
@@ -338,27 +311,7 @@ class AnthropicProvider:
                 return models
             params["after_id"] = str(page["last_id"])
 
-    async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
-
-def _json_object(data: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise ProviderError(
-            f"{PROVIDER_NAME} sent an event that is not JSON", retryable=True, code="malformed_event"
-        ) from exc
-    if not isinstance(doc, dict):
-        raise ProviderError(
-            f"{PROVIDER_NAME} sent an event that is not a JSON object", retryable=True, code="malformed_event"
-        )
-    return doc
-
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> AnthropicProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return AnthropicProvider(settings, session=session)
+    return AnthropicProvider(settings, session)

@@ -37,6 +37,7 @@ from services.llm.providers.errors import (
     provider_error_from_exception,
     provider_error_from_response,
 )
+from services.llm.providers.http_stream import read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +78,6 @@ def _plain_text(message: Message) -> str:
     return "\n".join(p for p in pieces if p)
 
 
-async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body (``read(n)`` returns whatever has arrived, not n bytes), refusing past ``limit``."""
-    buf = bytearray()
-    while chunk := await resp.content.read(65536):
-        buf.extend(chunk)
-        if len(buf) > limit:
-            raise ProviderError(f"{PROVIDER_NAME} sent an answer over {limit} bytes", code="answer_too_large")
-    return bytes(buf)
-
-
 class AskSageProvider:
     """A configured Ask Sage service; one upstream request per ``stream`` call."""
 
@@ -105,11 +96,15 @@ class AskSageProvider:
                     raise provider_error_from_response(
                         resp.status,
                         resp.headers,
-                        await resp.content.read(MAX_ERROR_BODY_BYTES),
+                        await read_bounded(resp, MAX_ERROR_BODY_BYTES),
                         PROVIDER_NAME,
                         secrets=(self.settings.api_key,),
                     )
-                raw = await _read_all(resp, MAX_ANSWER_BYTES)
+                raw = await read_bounded(resp, MAX_ANSWER_BYTES + 1)
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise ProviderError(
+                        f"{PROVIDER_NAME} sent an answer over {MAX_ANSWER_BYTES} bytes", code="answer_too_large"
+                    )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             logger.warning("request to %s failed: %s", PROVIDER_NAME, type(exc).__name__)
             raise provider_error_from_exception(exc, PROVIDER_NAME) from None

@@ -256,5 +256,6 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Release pooled connections."""
+        """Release what the provider holds (the built-in ones hold nothing: the session they
+        stream on is the caller's)."""
         ...

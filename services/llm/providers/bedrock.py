@@ -27,7 +27,6 @@ from botocore.eventstream import EventStreamBuffer, InvalidHeadersLength, Invali
 from yarl import URL
 
 from services.common.errors import ErrorClass, InvalidInput
-from services.common.http import new_client_session
 from services.llm.providers.anthropic import thinking_budget
 from services.llm.providers.base import (
     CompletionRequest,
@@ -38,7 +37,6 @@ from services.llm.providers.base import (
     ProviderError,
     ReasoningDelta,
     ReasoningPart,
-    Role,
     ServiceSettings,
     StopReason,
     TextDelta,
@@ -48,13 +46,15 @@ from services.llm.providers.base import (
     ToolResult,
     Usage,
 )
-from services.llm.providers.encoding import output_token_limit, resolve_model, tool_call_from_raw
+from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model, tool_call_from_raw
 from services.llm.providers.errors import (
     MAX_ERROR_BODY_BYTES,
     provider_error_from_exception,
     provider_error_from_response,
     redact_secrets,
+    truncated_stream,
 )
+from services.llm.providers.http_stream import read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -109,22 +109,12 @@ def build_request_body(request: CompletionRequest, settings: ServiceSettings) ->
 
 
 def to_converse_messages(messages: tuple[Message, ...]) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages); Converse wants alternating roles, so same-role turns are merged."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        role = "assistant" if message.role is Role.ASSISTANT else "user"
-        blocks = [b for b in (_block(p) for p in message.parts) if b is not None]
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return "\n\n".join(system), out
+    """(system prompt, alternating messages) with tool results as user turns."""
+    return alternating_turns(messages, _blocks)
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    return [b for b in map(_block, message.parts) if b is not None]
 
 
 def _block(part: object) -> dict[str, Any] | None:
@@ -200,11 +190,7 @@ class ConverseStreamDecoder:
     def finish(self) -> list[Event]:
         """The closing events once the body ended; raises when ``messageStop`` never came."""
         if self._stop is None:
-            raise ProviderError(
-                f"{PROVIDER_NAME} ended the stream before it finished; try again",
-                retryable=True,
-                code="truncated_stream",
-            )
+            raise truncated_stream(PROVIDER_NAME)
         return [*([self._usage] if self._usage else []), Done(self._stop)]
 
     def _delta(self, index: int, delta: dict[str, Any]) -> list[Event]:
@@ -257,10 +243,9 @@ def _default_credentials() -> Credentials | None:
 class BedrockProvider:
     """A configured Bedrock service in one region; one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self._session = session
-        self._owns_session = session is None
         self._chain: Credentials | None = None
         self._secrets = tuple(s for s in (settings.aws_secret_access_key, settings.api_key) if s)
 
@@ -273,13 +258,6 @@ class BedrockProvider:
         if not self.settings.region:
             raise InvalidInput("the Bedrock service has no AWS region configured", field="region")
         return self.settings.region
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = float(self.settings.streaming_timeout_seconds or 300)
-            self._session = new_client_session(read_timeout=timeout)
-            self._owns_session = True
-        return self._session
 
     async def _credentials(self) -> ReadOnlyCredentials:
         s = self.settings
@@ -308,20 +286,15 @@ class BedrockProvider:
         signed = await self._signed_headers(method, url, body, headers)
         try:
             # encoded=True: the path was signed exactly as written (%3A in model ids stays as is).
-            response = await self._client().request(method, URL(url, encoded=True), data=body, headers=signed)
+            response = await self._session.request(method, URL(url, encoded=True), data=body, headers=signed)
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("request to %s failed: %s", PROVIDER_NAME, type(exc).__name__)
             raise provider_error_from_exception(exc, PROVIDER_NAME) from None
         if response.status != 200:
             async with response:
-                error_body = bytearray()
-                while len(error_body) < MAX_ERROR_BODY_BYTES:
-                    chunk = await response.content.read(MAX_ERROR_BODY_BYTES - len(error_body))
-                    if not chunk:
-                        break
-                    error_body.extend(chunk)
+                error_body = await read_bounded(response, MAX_ERROR_BODY_BYTES)
                 raise provider_error_from_response(
-                    response.status, response.headers, bytes(error_body), PROVIDER_NAME, secrets=self._secrets
+                    response.status, response.headers, error_body, PROVIDER_NAME, secrets=self._secrets
                 )
         return response
 
@@ -379,12 +352,9 @@ class BedrockProvider:
         return [str(m["modelId"]) for m in doc.get("modelSummaries", []) if m.get("modelId")]
 
     async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release: the session belongs to the caller."""
 
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> BedrockProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return BedrockProvider(settings, session=session)
+    return BedrockProvider(settings, session)

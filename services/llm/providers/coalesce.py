@@ -10,7 +10,7 @@ exactly what the provider sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from services.llm.providers.base import Event, ProviderError, ReasoningDelta, TextDelta
@@ -55,29 +55,35 @@ def _plain(delta: ReasoningDelta) -> bool:
     return not delta.signature and not delta.redacted
 
 
-async def decode_batches(batches: AsyncIterator[list[SSEEvent]], decoder: StreamDecoder) -> AsyncIterator[Event]:
+async def decode_batches(
+    batches: AsyncGenerator[list[SSEEvent], None], decoder: StreamDecoder
+) -> AsyncGenerator[Event, None]:
     """Events of a stream of per-read SSE batches, coalesced per read, ending with ``finish()``.
 
-    A failure in the middle of a read still delivers the events before it first, as the event
-    at a time decoding did: the consumer keeps the partial answer and the engine knows output
-    has started (so it does not retry).
+    A failure in the middle of a read still delivers the events before it first: the consumer
+    keeps the partial answer and the engine knows output has started (so it does not retry).
+    ``batches`` is closed when this generator ends or is closed, so a consumer that stops early
+    frees the upstream socket at once.
     """
-    out: list[Event] = []
-    async for batch in batches:
-        try:
-            for sse_event in batch:
-                decoder.feed(sse_event, out)
-                if decoder.done:
-                    break
-        except ProviderError:
-            for event in coalesce(out):
-                yield event
-            raise
-        if out:
-            ready, out = coalesce(out), []
-            for event in ready:
-                yield event
-        if decoder.done:
-            break
-    for event in decoder.finish():
-        yield event
+    try:
+        out: list[Event] = []
+        async for batch in batches:
+            try:
+                for sse_event in batch:
+                    decoder.feed(sse_event, out)
+                    if decoder.done:
+                        break
+            except ProviderError:
+                for event in coalesce(out):
+                    yield event
+                raise
+            if out:
+                ready, out = coalesce(out), []
+                for event in ready:
+                    yield event
+            if decoder.done:
+                break
+        for event in decoder.finish():
+            yield event
+    finally:
+        await batches.aclose()

@@ -9,14 +9,11 @@ and usage. Tool-call arguments arrive as JSON text in pieces and are parsed at `
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -42,9 +39,10 @@ from services.llm.providers.encoding import (
     resolve_model,
     tool_call_from_raw,
 )
-from services.llm.providers.http_stream import get_json, post_sse
-
-logger = logging.getLogger(__name__)
+from services.llm.providers.errors import truncated_stream
+from services.llm.providers.http_stream import get_json
+from services.llm.providers.sse import SSEEvent, event_json
+from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 PROVIDER_NAME = "Cohere"
 DEFAULT_BASE_URL = "https://api.cohere.com"
@@ -117,30 +115,30 @@ def to_cohere_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return out
 
 
-class ChatStreamDecoder:
-    """Turns decoded v2 chat stream events into normalised events."""
+class V2ChatStreamDecoder:
+    """v2 chat stream events → normalised events (``coalesce.StreamDecoder``); the stream ends
+    at ``message-end`` with ``Usage`` and ``Done``."""
 
     def __init__(self) -> None:
         self._calls: dict[int, tuple[str, str, list[str]]] = {}
-        self._text_len = 0
-        self.finished = False
+        self.done = False
 
-    def feed(self, data: dict[str, Any]) -> list[Event]:
-        """Events for one stream event; raises ``ProviderError`` when the model failed."""
+    def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
+        """Appends the events of one stream event; raises ``ProviderError`` when the model failed."""
+        data = event_json(sse_event.data, PROVIDER_NAME)
         kind = data.get("type")
         index = int(data.get("index") or 0)
         message = (data.get("delta") or {}).get("message") or {}
         if kind == "content-delta":
             content = message.get("content") or {}
             if content.get("thinking"):
-                return [ReasoningDelta(text=str(content["thinking"]))]
-            text = str(content.get("text") or "")
-            self._text_len += len(text)
-            return [TextDelta(text)] if text else []
-        if kind == "tool-plan-delta" and message.get("tool_plan"):
+                out.append(ReasoningDelta(text=str(content["thinking"])))
+            elif content.get("text"):
+                out.append(TextDelta(str(content["text"])))
+        elif kind == "tool-plan-delta" and message.get("tool_plan"):
             # The plan ("I will look up ...") is the model thinking aloud, not the answer.
-            return [ReasoningDelta(text=str(message["tool_plan"]))]
-        if kind == "tool-call-start":
+            out.append(ReasoningDelta(text=str(message["tool_plan"])))
+        elif kind == "tool-call-start":
             call = message.get("tool_calls") or {}
             function = call.get("function") or {}
             self._calls[index] = (
@@ -153,12 +151,17 @@ class ChatStreamDecoder:
             self._calls[index][2].append(str(function.get("arguments") or ""))
         elif kind == "tool-call-end" and index in self._calls:
             call_id, name, parts = self._calls.pop(index)
-            return [ToolCallEvent(tool_call_from_raw(call_id, name, "".join(parts)))]
+            out.append(ToolCallEvent(tool_call_from_raw(call_id, name, "".join(parts))))
         elif kind == "citation-start":
-            return _annotations(message.get("citations") or {})
+            out.extend(_annotations(message.get("citations") or {}))
         elif kind == "message-end":
-            return self._end(data.get("delta") or {})
-        return []
+            out.extend(self._end(data.get("delta") or {}))
+
+    def finish(self) -> list[Event]:
+        """Nothing once ``message-end`` was seen; a body that ended before it was cut short."""
+        if self.done:
+            return []
+        raise truncated_stream(PROVIDER_NAME)
 
     def _end(self, delta: dict[str, Any]) -> list[Event]:
         reason = str(delta.get("finish_reason") or "COMPLETE")
@@ -168,7 +171,7 @@ class ChatStreamDecoder:
                 retryable=True,
                 code=reason.lower(),
             )
-        self.finished = True
+        self.done = True
         usage = delta.get("usage") or {}
         tokens = usage.get("tokens") or usage.get("billed_units") or {}
         return [
@@ -197,21 +200,14 @@ def _annotations(citation: dict[str, Any]) -> list[Event]:
     return out
 
 
-class CohereProvider:
+class CohereProvider(SSEProvider):
     """A configured Cohere service; one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
-        self.settings = settings
-        self._session = session
-        self._owns_session = session is None
-        self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v2")
+    provider_name = PROVIDER_NAME
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = float(self.settings.streaming_timeout_seconds or 300)
-            self._session = new_client_session(read_timeout=timeout)
-            self._owns_session = True
-        return self._session
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
+        super().__init__(settings, session)
+        self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v2")
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -220,27 +216,14 @@ class CohereProvider:
             "Accept": "text/event-stream",
         }
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """Stream one v2 chat call as normalised events."""
-        body = build_request_body(request, self.settings)
-        decoder = ChatStreamDecoder()
-        events = post_sse(
-            self._client(),
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """One v2 chat call; ``V2ChatStreamDecoder`` reads its events."""
+        return SSERequest(
             f"{self._base}/v2/chat",
-            headers=self._headers(),
-            body=body,
-            provider_name=PROVIDER_NAME,
-            secrets=(self.settings.api_key,),
-        )
-        async for sse in events:
-            for event in decoder.feed(_json_object(sse.data)):
-                yield event
-            if decoder.finished:
-                return
-        raise ProviderError(
-            f"{PROVIDER_NAME} ended the stream before it finished; try again",
-            retryable=True,
-            code="truncated_stream",
+            self._headers(),
+            build_request_body(request, self.settings),
+            V2ChatStreamDecoder(),
+            (self.settings.api_key,),
         )
 
     async def list_models(self) -> list[str]:
@@ -249,7 +232,7 @@ class CohereProvider:
         params = {"endpoint": "chat", "page_size": "1000"}
         while True:
             page = await get_json(
-                self._client(),
+                self._session,
                 f"{self._base}/v1/models?{urlencode(params)}",
                 headers=self._headers(),
                 provider_name=PROVIDER_NAME,
@@ -260,23 +243,7 @@ class CohereProvider:
                 return models
             params["page_token"] = str(page["next_page_token"])
 
-    async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
-
-def _json_object(data: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise ProviderError(
-            f"{PROVIDER_NAME} sent an event that is not JSON", retryable=True, code="malformed_event"
-        ) from exc
-    return doc if isinstance(doc, dict) else {}
-
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> CohereProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return CohereProvider(settings, session=session)
+    return CohereProvider(settings, session)

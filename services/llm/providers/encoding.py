@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from typing import Any
 
 from services.common.errors import InvalidInput
-from services.llm.providers.base import CompletionRequest, ImagePart, ServiceSettings, ToolCall
+from services.llm.providers.base import (
+    CompletionRequest,
+    ImagePart,
+    Message,
+    Role,
+    ServiceSettings,
+    TextPart,
+    ToolCall,
+)
 
 DEFAULT_OUTPUT_TOKENS = 8192  # ServiceSettings.output_token_limit 0 means this
 
@@ -47,3 +57,34 @@ def tool_call_from_raw(call_id: str, name: str, raw_arguments: str) -> ToolCall:
     if not isinstance(parsed, dict):
         return ToolCall(id=call_id, name=name, raw_arguments=raw_arguments, arguments=None, valid=False)
     return ToolCall(id=call_id, name=name, raw_arguments=raw_arguments, arguments=parsed, valid=True)
+
+
+def alternating_turns(
+    messages: tuple[Message, ...],
+    encode: Callable[[Message], list[dict[str, Any]]],
+    *,
+    assistant_role: str = "assistant",
+    content_key: str = "content",
+) -> tuple[str, list[dict[str, Any]]]:
+    """(system prompt, turns) for APIs that take the system text apart and want strictly
+    alternating user/assistant turns (Anthropic, Bedrock Converse, Gemini).
+
+    ``encode`` gives a message's wire blocks; a message without any is left out. Tool results
+    travel in user turns, and neighbours of one role are merged: N tool results after one
+    assistant turn become one user turn.
+    """
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role is Role.SYSTEM:
+            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
+            continue
+        blocks = encode(message)
+        if not blocks:
+            continue
+        role = assistant_role if message.role is Role.ASSISTANT else "user"
+        if turns and turns[-1]["role"] == role:
+            turns[-1][content_key].extend(blocks)
+        else:
+            turns.append({"role": role, content_key: blocks})
+    return "\n\n".join(system), turns

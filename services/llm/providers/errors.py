@@ -150,6 +150,16 @@ def provider_error_from_exception(exc: BaseException, provider_name: str) -> Pro
     )
 
 
+def truncated_stream(provider_name: str) -> ProviderError:
+    """A stream whose body ended before the wire format's last event: retryable (nothing may
+    have reached the user yet, and the engine retries only then)."""
+    return ProviderError(
+        f"{provider_name} ended the stream before it finished; try again",
+        retryable=True,
+        code="truncated_stream",
+    )
+
+
 def stream_error_event(
     payload: Mapping[str, Any], provider_name: str, *, secrets: tuple[str, ...] = ()
 ) -> ProviderError:

@@ -16,31 +16,28 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from services.common.errors import ErrorClass
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     CompletionRequest,
-    Event,
     ImagePart,
     Message,
     ProviderError,
     ReasoningEffort,
     ReasoningPart,
-    Role,
     ServiceSettings,
     TextPart,
     ToolCall,
     ToolResult,
 )
-from services.llm.providers.encoding import output_token_limit, resolve_model
-from services.llm.providers.gemini_stream import LOCAL_CALL_ID_PREFIX, stream_generate_content
+from services.llm.providers.encoding import alternating_turns, output_token_limit, resolve_model
+from services.llm.providers.gemini_stream import LOCAL_CALL_ID_PREFIX, GenerateContentDecoder
 from services.llm.providers.http_stream import get_json
+from services.llm.providers.sse_provider import SSEProvider, SSERequest
 
 PROVIDER_NAME = "Gemini"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -117,22 +114,8 @@ def build_request_body(request: CompletionRequest, settings: ServiceSettings, mo
 
 
 def to_gemini_contents(messages: tuple[Message, ...]) -> tuple[str, list[dict[str, Any]]]:
-    """(system instruction, contents) with tool results as user turns and same-role turns merged."""
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        role = "model" if message.role is Role.ASSISTANT else "user"
-        parts = _parts(message)
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return "\n\n".join(system), contents
+    """(system instruction, alternating contents) with tool results as user turns."""
+    return alternating_turns(messages, _parts, assistant_role="model", content_key="parts")
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:
@@ -167,27 +150,21 @@ def _parts(message: Message) -> list[dict[str, Any]]:
     return parts
 
 
-class GeminiProvider:
+class GeminiProvider(SSEProvider):
     """A configured Gemini API service (API key auth); one upstream attempt per ``stream`` call."""
 
-    def __init__(self, settings: ServiceSettings, *, session: aiohttp.ClientSession | None = None) -> None:
-        self.settings = settings
-        self._session = session
-        self._owns_session = session is None
-        self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
+    provider_name = PROVIDER_NAME
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_client_session(read_timeout=float(self.settings.streaming_timeout_seconds or 300))
-            self._owns_session = True
-        return self._session
+    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession) -> None:
+        super().__init__(settings, session)
+        self._base = (settings.api_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1beta")
 
     def _headers(self) -> dict[str, str]:
         # The key goes in a header, never the ?key= query string, so it cannot leak via logged URLs.
         return {"x-goog-api-key": self.settings.api_key, "content-type": "application/json"}
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """Stream one ``streamGenerateContent`` call as normalised events."""
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """One ``streamGenerateContent`` call; ``GenerateContentDecoder`` reads its events."""
         if not self.settings.api_key:
             raise ProviderError(
                 "the Gemini service has no API key; an admin must add one",
@@ -195,12 +172,13 @@ class GeminiProvider:
                 code="missing_api_key",
             )
         model = resolve_model(request, self.settings).removeprefix("models/")
-        body = build_request_body(request, self.settings, model)
-        url = f"{self._base}/v1beta/models/{model}:streamGenerateContent?alt=sse"
-        async for event in stream_generate_content(
-            self._client(), url, self._headers(), body, PROVIDER_NAME, (self.settings.api_key,)
-        ):
-            yield event
+        return SSERequest(
+            f"{self._base}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+            self._headers(),
+            build_request_body(request, self.settings, model),
+            GenerateContentDecoder(PROVIDER_NAME),
+            (self.settings.api_key,),
+        )
 
     async def list_models(self) -> list[str]:
         """Ids of the models that support ``generateContent``, following page tokens."""
@@ -209,7 +187,7 @@ class GeminiProvider:
         while True:
             url = f"{self._base}/v1beta/models?pageSize=1000" + (f"&pageToken={quote(token)}" if token else "")
             page = await get_json(
-                self._client(),
+                self._session,
                 url,
                 headers=self._headers(),
                 provider_name=PROVIDER_NAME,
@@ -222,13 +200,7 @@ class GeminiProvider:
             if not token:
                 return [m for m in models if m]
 
-    async def aclose(self) -> None:
-        """Close the session this provider opened (a session passed in belongs to the caller)."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
 
 def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> GeminiProvider:
     """Factory for the registry in ``services.llm.providers``."""
-    return GeminiProvider(settings, session=session)
+    return GeminiProvider(settings, session)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
 
 from services.llm.providers.base import (
     Annotation,
@@ -26,9 +23,9 @@ from services.llm.providers.base import (
     Usage,
 )
 from services.llm.providers.encoding import tool_call_from_raw
-from services.llm.providers.http_stream import post_sse
+from services.llm.providers.errors import truncated_stream
+from services.llm.providers.sse import SSEEvent
 
-DEFAULT_PROVIDER_NAME = "Gemini"
 # Ids we invent for calls Gemini sent without one; they are never echoed back upstream.
 LOCAL_CALL_ID_PREFIX = "gemini_call_"
 
@@ -45,18 +42,20 @@ _FINISH_REASONS = {
 
 
 class GenerateContentDecoder:
-    """Turns ``GenerateContentResponse`` chunks into normalised events."""
+    """``GenerateContentResponse`` chunks → normalised events (``coalesce.StreamDecoder``)."""
 
-    def __init__(self, provider_name: str = DEFAULT_PROVIDER_NAME) -> None:
+    def __init__(self, provider_name: str) -> None:
         self.provider_name = provider_name
+        self.done = False  # never set: there is no terminal event, the stream ends with the body
         self._text: list[str] = []
         self._finish_reason = ""
         self._saw_tool_call = False
         self._usage: dict[str, Any] = {}
         self._grounding: dict[str, Any] = {}
 
-    def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        """Events for one chunk; raises ``ProviderError`` for an error object in the stream."""
+    def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
+        """Appends the events of one chunk; raises ``ProviderError`` for an error object in the stream."""
+        chunk = parse_chunk(sse_event.data, self.provider_name)
         if isinstance(chunk.get("error"), dict):
             raise _stream_error(chunk["error"], self.provider_name)
         if isinstance(chunk.get("usageMetadata"), dict):
@@ -64,34 +63,33 @@ class GenerateContentDecoder:
         feedback = chunk.get("promptFeedback") or {}
         if feedback.get("blockReason"):
             self._finish_reason = "SAFETY"
-        events: list[Event] = []
         candidates = chunk.get("candidates") or []
         if not candidates:
-            return events
+            return
         candidate = candidates[0]
         for part in (candidate.get("content") or {}).get("parts") or []:
-            events.extend(self._part_events(part))
+            self._part_events(part, out)
         if isinstance(candidate.get("groundingMetadata"), dict):
             self._grounding = candidate["groundingMetadata"]
         if candidate.get("finishReason"):
             self._finish_reason = str(candidate["finishReason"])
-        return events
 
-    def _part_events(self, part: dict[str, Any]) -> list[Event]:
+    def _part_events(self, part: dict[str, Any], out: list[Event]) -> None:
         signature = str(part.get("thoughtSignature") or "")
         if part.get("thought"):
-            return [ReasoningDelta(str(part.get("text") or ""), signature=signature)]
-        events: list[Event] = [ReasoningDelta("", signature=signature)] if signature else []
+            out.append(ReasoningDelta(str(part.get("text") or ""), signature=signature))
+            return
+        if signature:
+            out.append(ReasoningDelta("", signature=signature))
         if isinstance(part.get("functionCall"), dict):
             call = part["functionCall"]
             call_id = str(call.get("id") or f"{LOCAL_CALL_ID_PREFIX}{uuid.uuid4().hex[:16]}")
             raw = json.dumps(call.get("args") or {})
-            events.append(ToolCallEvent(tool_call_from_raw(call_id, str(call.get("name") or ""), raw)))
+            out.append(ToolCallEvent(tool_call_from_raw(call_id, str(call.get("name") or ""), raw)))
             self._saw_tool_call = True
         elif part.get("text"):
             self._text.append(str(part["text"]))
-            events.append(TextDelta(str(part["text"])))
-        return events
+            out.append(TextDelta(str(part["text"])))
 
     def finish(self) -> list[Event]:
         """Citations, usage and ``Done`` once the stream ended; raises if it ended early."""
@@ -102,11 +100,7 @@ class GenerateContentDecoder:
                 code="malformed_function_call",
             )
         if not self._finish_reason:
-            raise ProviderError(
-                f"{self.provider_name} ended the stream before it finished; try again",
-                retryable=True,
-                code="truncated_stream",
-            )
+            raise truncated_stream(self.provider_name)
         events: list[Event] = list(grounding_annotations(self._grounding, "".join(self._text)))
         if self._usage:
             thoughts = int(self._usage.get("thoughtsTokenCount") or 0)
@@ -174,20 +168,3 @@ def parse_chunk(data: str, provider_name: str) -> dict[str, Any]:
             f"{provider_name} sent an event that is not a JSON object", retryable=True, code="malformed_event"
         )
     return doc
-
-
-async def stream_generate_content(
-    session: aiohttp.ClientSession,
-    url: str,
-    headers: dict[str, str],
-    body: dict[str, Any],
-    provider_name: str,
-    secrets: tuple[str, ...],
-) -> AsyncIterator[Event]:
-    """One ``streamGenerateContent?alt=sse`` attempt as normalised events (Gemini and Vertex)."""
-    decoder = GenerateContentDecoder(provider_name)
-    async for sse in post_sse(session, url, headers=headers, body=body, provider_name=provider_name, secrets=secrets):
-        for event in decoder.feed(parse_chunk(sse.data, provider_name)):
-            yield event
-    for event in decoder.finish():
-        yield event

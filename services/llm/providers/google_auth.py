@@ -26,6 +26,7 @@ import jwt
 from services.common.errors import ErrorClass, InvalidInput
 from services.llm.providers.base import ProviderError
 from services.llm.providers.errors import MAX_ERROR_BODY_BYTES, provider_error_from_exception
+from services.llm.providers.http_stream import read_bounded
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -139,10 +140,7 @@ def _signed_assertion(info: dict[str, Any], token_uri: str) -> str:
 async def _request(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
     try:
         async with session.request(method, url, **kwargs) as resp:
-            raw = bytearray()
-            # read(n) returns what has arrived so far; token answers are tiny, so loop to EOF.
-            while len(raw) < MAX_ERROR_BODY_BYTES and (piece := await resp.content.read(MAX_ERROR_BODY_BYTES)):
-                raw.extend(piece)
+            raw = await read_bounded(resp, MAX_ERROR_BODY_BYTES)  # token answers are tiny
             status = resp.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise provider_error_from_exception(exc, _PROVIDER) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,11 +23,12 @@ from services.llm.providers.errors import (
     provider_error_from_exception,
     provider_error_from_response,
 )
-from services.llm.providers.sse import DEFAULT_MAX_LINE_BYTES, SSEDecoder, SSEEvent
+from services.llm.providers.sse import SSEDecoder, SSEEvent
 
 logger = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+MAX_JSON_BYTES = 8 * 1024 * 1024  # model lists; far above a real one
 
 
 async def post_sse_batches(
@@ -38,8 +39,7 @@ async def post_sse_batches(
     body: Mapping[str, Any],
     provider_name: str,
     secrets: tuple[str, ...] = (),
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> AsyncIterator[list[SSEEvent]]:
+) -> AsyncGenerator[list[SSEEvent], None]:
     """POST ``body`` and yield, per socket read, the SSE events it completed (never an empty
     batch) of a 2xx answer; raise ``ProviderError`` otherwise.
 
@@ -50,9 +50,9 @@ async def post_sse_batches(
     finished = False
     try:
         if resp.status >= 300:
-            error_body = await _read_bounded(resp, MAX_ERROR_BODY_BYTES)
+            error_body = await read_bounded(resp, MAX_ERROR_BODY_BYTES)
             raise provider_error_from_response(resp.status, resp.headers, error_body, provider_name, secrets=secrets)
-        decoder = SSEDecoder(max_line_bytes=max_line_bytes)
+        decoder = SSEDecoder()
         content = resp.content
         # Only the awaits on the socket count as provider time; decoding is ours (llm/overhead.py).
         clock = current_clock()
@@ -87,34 +87,6 @@ async def post_sse_batches(
             resp.close()
 
 
-async def post_sse(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    body: Mapping[str, Any],
-    provider_name: str,
-    secrets: tuple[str, ...] = (),
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> AsyncIterator[SSEEvent]:
-    """``post_sse_batches`` one event at a time, for providers that decode event by event."""
-    batches = post_sse_batches(
-        session,
-        url,
-        headers=headers,
-        body=body,
-        provider_name=provider_name,
-        secrets=secrets,
-        max_line_bytes=max_line_bytes,
-    )
-    try:
-        async for batch in batches:
-            for event in batch:
-                yield event
-    finally:
-        await batches.aclose()
-
-
 async def _send(
     session: aiohttp.ClientSession,
     url: str,
@@ -142,12 +114,11 @@ async def get_json(
     headers: Mapping[str, str],
     provider_name: str,
     secrets: tuple[str, ...] = (),
-    max_bytes: int = 8 * 1024 * 1024,
 ) -> Any:
-    """GET ``url`` and decode its JSON body (bounded), mapping failures like ``post_sse``."""
+    """GET ``url`` and decode its JSON body (bounded), mapping failures like ``post_sse_batches``."""
     try:
         async with session.get(url, headers=dict(headers)) as resp:
-            raw = await _read_bounded(resp, max_bytes)
+            raw = await read_bounded(resp, MAX_JSON_BYTES)
             if resp.status >= 300:
                 raise provider_error_from_response(resp.status, resp.headers, raw, provider_name, secrets=secrets)
     except _CONNECTION_ERRORS as exc:
@@ -159,7 +130,8 @@ async def get_json(
         raise ProviderError(f"{provider_name} sent a malformed JSON answer", code="malformed_response") from None
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes: ``read(n)`` returns what has arrived so far, not n bytes."""
     buf = bytearray()
     while len(buf) < limit:
         chunk = await resp.content.read(limit - len(buf))

@@ -8,12 +8,11 @@ Wire notes: tool calls arrive as partial deltas keyed by ``index`` (id and name 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 
 from services.llm.providers.base import (
     CompletionRequest,
@@ -21,7 +20,6 @@ from services.llm.providers.base import (
     Event,
     ImagePart,
     Message,
-    ProviderError,
     ReasoningDelta,
     Role,
     ServiceSettings,
@@ -33,16 +31,16 @@ from services.llm.providers.base import (
     ToolResult,
     Usage,
 )
-from services.llm.providers.coalesce import decode_batches
 from services.llm.providers.encoding import (
     image_data_url,
     output_token_limit,
     resolve_model,
     tool_call_from_raw,
 )
-from services.llm.providers.errors import stream_error_event
-from services.llm.providers.http_stream import get_json, post_sse_batches
-from services.llm.providers.sse import SSEEvent
+from services.llm.providers.errors import stream_error_event, truncated_stream
+from services.llm.providers.openai_api import OpenAIAPIProvider
+from services.llm.providers.sse import SSEEvent, event_json
+from services.llm.providers.sse_provider import SSERequest
 
 FINISH_REASONS = {
     "stop": StopReason.END_TURN,
@@ -62,7 +60,7 @@ class _PartialCall:
     arguments: str = ""
 
 
-class ChatCompletionsProvider:
+class ChatCompletionsProvider(OpenAIAPIProvider):
     """A service speaking ``POST {base}/chat/completions`` with ``stream: true``.
 
     Subclasses adjust the URL, auth headers and body through the small hooks below; decoding the
@@ -70,32 +68,14 @@ class ChatCompletionsProvider:
     """
 
     provider_name = "the OpenAI-compatible service"
-    default_base_url = "https://api.openai.com/v1"
     max_tokens_field = "max_tokens"  # widest support among compatible servers
     include_usage_option = True
     send_user_field = True
 
-    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession, *, provider_name: str = "") -> None:
-        self.settings = settings
-        self._session = session
-        if provider_name:
-            self.provider_name = provider_name  # names the upstream in user-facing errors
-
     # ---- hooks -------------------------------------------------------------------------------
-
-    def base_url(self) -> str:
-        return (self.settings.api_url or self.default_base_url).rstrip("/")
 
     def completions_url(self, model: str) -> str:
         return f"{self.base_url()}/chat/completions"
-
-    def auth_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key}"
-        if self.settings.org_id:
-            headers["OpenAI-Organization"] = self.settings.org_id
-        return headers
 
     def image_content(self, image: ImagePart) -> dict[str, Any]:
         return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
@@ -132,38 +112,18 @@ class ChatCompletionsProvider:
             body["user"] = request.user_id
         return body
 
-    # ---- the Provider protocol ---------------------------------------------------------------
+    # ---- the request ---------------------------------------------------------------------------
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """One streaming attempt; see ``decode_chat_stream`` for the events."""
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """``POST {base}/chat/completions``; ``ChatStreamDecoder`` reads its events."""
         model = resolve_model(request, self.settings)
-        batches = post_sse_batches(
-            self._session,
+        return SSERequest(
             self.completions_url(model),
-            headers=self.auth_headers(),
-            body=self.build_body(request, model),
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
+            self.auth_headers(),
+            self.build_body(request, model),
+            ChatStreamDecoder(self.provider_name, self.content_parts),
+            (self.settings.api_key,),
         )
-        try:
-            async for event in decode_batches(batches, ChatStreamDecoder(self.provider_name, self.content_parts)):
-                yield event
-        finally:
-            await batches.aclose()
-
-    async def list_models(self) -> list[str]:
-        """Model ids from ``GET {base}/models``."""
-        doc = await get_json(
-            self._session,
-            f"{self.base_url()}/models",
-            headers=self.auth_headers(),
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
-        )
-        return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the caller."""
 
     # ---- encoding ----------------------------------------------------------------------------
 
@@ -230,7 +190,7 @@ class ChatStreamDecoder:
         if data == "[DONE]" or data.strip() == "[DONE]":
             self.done = True
             return
-        chunk = _decode_chunk(data, self.provider_name)
+        chunk = event_json(data, self.provider_name)
         if chunk.get("error"):
             error = chunk["error"]
             raise stream_error_event(error if isinstance(error, dict) else {"message": str(error)}, self.provider_name)
@@ -259,11 +219,7 @@ class ChatStreamDecoder:
 
     def finish(self) -> list[Event]:
         if self._finish is None and not self.done:
-            raise ProviderError(
-                f"{self.provider_name} closed the stream before the answer was complete",
-                retryable=True,
-                code="truncated_stream",
-            )
+            raise truncated_stream(self.provider_name)
         out: list[Event] = []
         calls = self._calls
         for index in sorted(calls):
@@ -277,26 +233,6 @@ class ChatStreamDecoder:
             stop = StopReason.TOOL_USE  # some compatible servers say "stop" after tool calls
         out.append(Done(stop))
         return out
-
-
-async def decode_chat_stream(
-    sse: AsyncIterator[SSEEvent],
-    provider_name: str,
-    *,
-    content_parts: Callable[[list[Any]], list[Event]] | None = None,
-) -> AsyncIterator[Event]:
-    """``ChatStreamDecoder`` over a stream of single SSE events (no coalescing)."""
-    decoder = ChatStreamDecoder(provider_name, content_parts)
-    out: list[Event] = []
-    async for sse_event in sse:
-        decoder.feed(sse_event, out)
-        for event in out:
-            yield event
-        out.clear()
-        if decoder.done:
-            break
-    for event in decoder.finish():
-        yield event
 
 
 def _merge_tool_fragment(calls: dict[int, _PartialCall], position: int, fragment: Any) -> None:
@@ -321,16 +257,6 @@ def _merge_tool_fragment(calls: dict[int, _PartialCall], position: int, fragment
         partial.arguments += json.dumps(arguments)
 
 
-def _decode_chunk(data: str, provider_name: str) -> dict[str, Any]:
-    try:
-        chunk = orjson.loads(data)  # one per token: orjson is several times faster than json
-    except ValueError:
-        chunk = None
-    if not isinstance(chunk, dict):
-        raise ProviderError(f"{provider_name} sent a malformed stream event", code="malformed_stream")
-    return chunk
-
-
 def _usage(raw: dict[str, Any]) -> Usage:
     prompt_details = raw.get("prompt_tokens_details") or {}
     completion_details = raw.get("completion_tokens_details") or {}
@@ -347,4 +273,4 @@ def create(settings: ServiceSettings, session: aiohttp.ClientSession) -> ChatCom
     return ChatCompletionsProvider(settings, session)
 
 
-__all__ = ["FINISH_REASONS", "ChatCompletionsProvider", "ChatStreamDecoder", "create", "decode_chat_stream"]
+__all__ = ["FINISH_REASONS", "ChatCompletionsProvider", "ChatStreamDecoder", "create"]

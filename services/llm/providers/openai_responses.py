@@ -7,14 +7,12 @@ items travel back as encrypted content so reasoning models keep their chain acro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from services.llm.providers.base import (
     CompletionRequest,
-    Event,
     ImagePart,
     Message,
     ReasoningPart,
@@ -24,75 +22,26 @@ from services.llm.providers.base import (
     ToolCall,
     ToolResult,
 )
-from services.llm.providers.coalesce import decode_batches
 from services.llm.providers.encoding import image_data_url, output_token_limit, resolve_model
-from services.llm.providers.http_stream import get_json, post_sse_batches
+from services.llm.providers.openai_api import OpenAIAPIProvider
 from services.llm.providers.openai_responses_stream import ResponsesStreamDecoder, decode_reasoning_signature
+from services.llm.providers.sse_provider import SSERequest
 
 
-class ResponsesProvider:
+class ResponsesProvider(OpenAIAPIProvider):
     """A service speaking the Responses API with ``stream: true``."""
 
     provider_name = "OpenAI"
-    default_base_url = "https://api.openai.com/v1"
 
-    def __init__(self, settings: ServiceSettings, session: aiohttp.ClientSession, *, provider_name: str = "") -> None:
-        self.settings = settings
-        self._session = session
-        if provider_name:
-            self.provider_name = provider_name  # names the upstream in user-facing errors
-
-    # ---- hooks (Azure overrides these) -------------------------------------------------------
-
-    def base_url(self) -> str:
-        return (self.settings.api_url or self.default_base_url).rstrip("/")
-
-    def responses_url(self) -> str:
-        return f"{self.base_url()}/responses"
-
-    def models_url(self) -> str:
-        return f"{self.base_url()}/models"
-
-    def auth_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key}"
-        if self.settings.org_id:
-            headers["OpenAI-Organization"] = self.settings.org_id
-        return headers
-
-    # ---- the Provider protocol ---------------------------------------------------------------
-
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        """One streaming attempt; see ``ResponsesStreamDecoder`` for the events."""
-        body = self.build_body(request, resolve_model(request, self.settings))
-        batches = post_sse_batches(
-            self._session,
-            self.responses_url(),
-            headers=self.auth_headers(),
-            body=body,
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
+    async def prepare(self, request: CompletionRequest) -> SSERequest:
+        """``POST {base}/responses``; ``ResponsesStreamDecoder`` reads its events."""
+        return SSERequest(
+            f"{self.base_url()}/responses",
+            self.auth_headers(),
+            self.build_body(request, resolve_model(request, self.settings)),
+            ResponsesStreamDecoder(self.provider_name),
+            (self.settings.api_key,),
         )
-        try:
-            async for event in decode_batches(batches, ResponsesStreamDecoder(self.provider_name)):
-                yield event
-        finally:
-            await batches.aclose()
-
-    async def list_models(self) -> list[str]:
-        """Model ids from ``GET {base}/models``."""
-        doc = await get_json(
-            self._session,
-            self.models_url(),
-            headers=self.auth_headers(),
-            provider_name=self.provider_name,
-            secrets=(self.settings.api_key,),
-        )
-        return sorted(str(m["id"]) for m in doc.get("data", []) if isinstance(m, dict) and "id" in m)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the caller."""
 
     # ---- encoding ----------------------------------------------------------------------------
 

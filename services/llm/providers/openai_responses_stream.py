@@ -10,17 +10,13 @@ grow through ``response.function_call_arguments.delta`` keyed by ``item_id`` and
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from services.llm.providers.base import (
     Annotation,
     Done,
     Event,
-    ProviderError,
     ReasoningDelta,
     StopReason,
     TextDelta,
@@ -28,8 +24,8 @@ from services.llm.providers.base import (
     Usage,
 )
 from services.llm.providers.encoding import tool_call_from_raw
-from services.llm.providers.errors import stream_error_event
-from services.llm.providers.sse import SSEEvent
+from services.llm.providers.errors import stream_error_event, truncated_stream
+from services.llm.providers.sse import SSEEvent, event_json
 
 INCOMPLETE_REASONS = {
     "max_output_tokens": StopReason.MAX_TOKENS,
@@ -70,7 +66,7 @@ class ResponsesStreamDecoder:
         self._emitted_calls = 0
 
     def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
-        payload = _decode(sse_event.data, self.provider_name)
+        payload = event_json(sse_event.data, self.provider_name)
         kind = payload.get("type") or sse_event.event
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
             delta = payload.get("delta")
@@ -126,26 +122,7 @@ class ResponsesStreamDecoder:
     def finish(self) -> list[Event]:
         if self.done:
             return []
-        raise ProviderError(
-            f"{self.provider_name} closed the stream before the answer was complete",
-            retryable=True,
-            code="truncated_stream",
-        )
-
-
-async def decode_responses_stream(sse: AsyncIterator[SSEEvent], provider_name: str) -> AsyncIterator[Event]:
-    """``ResponsesStreamDecoder`` over a stream of single SSE events (no coalescing)."""
-    decoder = ResponsesStreamDecoder(provider_name)
-    out: list[Event] = []
-    async for sse_event in sse:
-        decoder.feed(sse_event, out)
-        for event in out:
-            yield event
-        out.clear()
-        if decoder.done:
-            return
-    for event in decoder.finish():
-        yield event
+        raise truncated_stream(self.provider_name)
 
 
 def _finished_item(item: dict[str, Any], open_calls: dict[str, _OpenCall]) -> Event | None:
@@ -179,13 +156,3 @@ def _usage(raw: dict[str, Any]) -> Usage:
         cached_read_tokens=int(input_details.get("cached_tokens") or 0),
         reasoning_tokens=int(output_details.get("reasoning_tokens") or 0),
     )
-
-
-def _decode(data: str, provider_name: str) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(data)  # one per token: orjson is several times faster than json
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
-        raise ProviderError(f"{provider_name} sent a malformed stream event", code="malformed_stream")
-    return payload

@@ -6,13 +6,15 @@ Providers feed raw byte chunks from the response body; a line longer than ``max_
 ``SSEDecoder`` is the parser itself, synchronous and incremental: one ``feed`` per socket read
 returns every event that read completed. The hot path (``http_stream.post_sse_batches``) works on
 those per-read batches, which is what lets a provider coalesce deltas that arrived together and
-saves one async-generator hop per event; ``iter_sse`` is the one-event-at-a-time view of it.
+saves one async-generator hop per event.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from services.llm.providers.base import ProviderError
 
@@ -109,13 +111,16 @@ class SSEDecoder:
             self._last_id = value
 
 
-async def iter_sse(
-    chunks: AsyncIterable[bytes], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> AsyncIterator[SSEEvent]:
-    """Yield events from a byte stream per the WHATWG event-stream rules (LF, CR or CRLF)."""
-    decoder = SSEDecoder(max_line_bytes=max_line_bytes)
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
+def event_json(data: str, provider_name: str) -> dict[str, Any]:
+    """An event's ``data`` as the JSON object every event of these wire formats is.
+
+    A garbled event raises a retryable ``ProviderError``: before the first token another attempt
+    may well get a clean stream.
+    """
+    try:
+        doc = orjson.loads(data)  # one per token: orjson is several times faster than json
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ProviderError(f"{provider_name} sent a malformed stream event", retryable=True, code="malformed_event")
+    return doc

@@ -23,6 +23,7 @@ from services.llm.providers.errors import (
     provider_error_from_exception,
     provider_error_from_response,
 )
+from services.llm.providers.http_stream import read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ async def transcribe(
     try:
         with provider_wait():
             async with session.post(url, data=form, headers=headers) as resp:
-                body = await resp.content.read(MAX_VTT_BYTES if resp.status < 300 else MAX_ERROR_BODY_BYTES)
+                body = await read_bounded(resp, MAX_VTT_BYTES if resp.status < 300 else MAX_ERROR_BODY_BYTES)
                 if resp.status >= 300:
                     raise provider_error_from_response(
                         resp.status, resp.headers, body, name, secrets=(settings.api_key,)

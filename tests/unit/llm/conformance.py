@@ -1,13 +1,13 @@
 """A provider conformance suite, shared by every provider's tests.
 
-Shape: a provider test module supplies a *harness* (any object matching ``Harness``) that wraps
-its wire-level fake, then runs every check::
+Shape: a provider test module gets a *harness* (any object matching ``Harness``; the ``upstream``
+fixture of ``provider_support.py`` is one) that wraps its wire-level fake, then runs every check::
 
     from tests.unit.llm.conformance import CHECKS, run_check
 
     @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-    async def test_conformance(check, harness):
-        await run_check(check, harness)
+    async def test_conformance(check, upstream):
+        await run_check(check, upstream)
 
 The harness turns a protocol-neutral ``Scenario`` into whatever its fake scripts, builds the
 provider under test against the fake, and reports what the fake saw. Each check states one
@@ -67,7 +67,8 @@ class Scenario:
 class Harness(Protocol):
     """What a provider test module implements around its fake."""
 
-    api_key: str  # the key the provider is configured with; must never leak
+    secret_field: str  # the setting that holds the credential (``api_key``, an AWS secret, ...)
+    secret: str  # its value, which must never leak
 
     def provider(self, **settings_overrides: Any) -> Provider:
         """The provider under test pointed at the fake (overrides go into ``ServiceSettings``)."""
@@ -197,13 +198,13 @@ async def check_unknown_model_is_a_caller_error_with_the_provider_message(h: Har
     assert caught.value.error_class == ErrorClass.CALLER
     assert caught.value.code == "model_not_found"
     assert not caught.value.retryable
-    assert h.api_key not in caught.value.message
+    assert h.secret not in caught.value.message
 
 
 async def check_api_key_never_appears_in_errors_or_logs(h: Harness) -> None:
     with capture_logs() as records:
         with pytest.raises(ProviderError) as caught:
-            await collect(h.provider(api_key=h.api_key + "-wrong"))
+            await collect(h.provider(**{h.secret_field: h.secret + "-wrong"}))
         h.enqueue(Scenario("error_after", k=1))
         events = await collect(h.provider())
     assert not caught.value.retryable
@@ -212,8 +213,8 @@ async def check_api_key_never_appears_in_errors_or_logs(h: Harness) -> None:
     texts += [e.message for e in events if isinstance(e, StreamError)]
     texts += [r.getMessage() for r in records]
     for text in texts:
-        assert h.api_key not in text
-        assert h.api_key[-8:] not in text
+        assert h.secret not in text
+        assert h.secret[-8:] not in text
 
 
 async def check_over_long_line_fails_with_bounded_memory(h: Harness) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import pytest
 
 from services.llm.catalog import ProviderCatalog
 from services.llm.providers.base import CompletionRequest, Done, Message, Role, ServiceSettings, ServiceType
@@ -16,6 +13,7 @@ from services.llm.providers.bedrock import BedrockProvider
 from tests.fakes import bedrock as fake_api
 from tests.fakes.bedrock import ACCESS_KEY_ID, MODEL_ID, REGION, SECRET_ACCESS_KEY, FakeBedrock
 from tests.polling import poll
+from tests.unit.llm.provider_support import BEDROCK, Upstream
 
 HELLO = CompletionRequest(messages=(Message.text(Role.USER, "Hi"),))
 
@@ -36,17 +34,15 @@ class BedrockSource:
         )
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBedrock]:
-    server = FakeBedrock()
-    await server.start()
-    yield server
-    await server.close()
+UPSTREAM = BEDROCK
 
 
-def catalog_for(fake: FakeBedrock, grace: float) -> ProviderCatalog:
-    # Built without the shared session, so each provider opens (and owns) its own.
-    return ProviderCatalog(BedrockSource(fake.url), lambda settings: BedrockProvider(settings), close_grace=grace)
+def catalog_for(upstream: Upstream, grace: float) -> ProviderCatalog:
+    return ProviderCatalog(
+        BedrockSource(upstream.fake.url),
+        lambda settings: BedrockProvider(settings, upstream.session),
+        close_grace=grace,
+    )
 
 
 def unclosed_resources() -> list[str]:
@@ -65,8 +61,10 @@ def unclosed_resources() -> list[str]:
     return reported + [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
 
 
-async def test_a_dropped_provider_is_closed_and_leaves_no_unclosed_session(fake: FakeBedrock) -> None:
-    catalog = catalog_for(fake, grace=0.0)
+async def test_a_dropped_provider_is_closed_and_leaves_no_unclosed_session(
+    upstream: Upstream, fake: FakeBedrock
+) -> None:
+    catalog = catalog_for(upstream, grace=0.0)
     fake.enqueue(fake_api.text(["Hello"]))
     events = [e async for e in (await catalog.get("svc")).stream(HELLO)]
     assert isinstance(events[-1], Done)
@@ -77,9 +75,9 @@ async def test_a_dropped_provider_is_closed_and_leaves_no_unclosed_session(fake:
 
 
 async def test_a_stream_in_flight_finishes_on_its_dropped_provider_which_closes_at_shutdown(
-    fake: FakeBedrock,
+    upstream: Upstream, fake: FakeBedrock
 ) -> None:
-    catalog = catalog_for(fake, grace=3600.0)
+    catalog = catalog_for(upstream, grace=3600.0)
     fake.enqueue(fake_api.text(["one ", "two ", "three"]))
     stream = (await catalog.get("svc")).stream(HELLO)
     first = await anext(stream)

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from services.common.errors import ErrorClass, InvalidInput
-from services.common.http import new_client_session
-from services.llm.providers.anthropic import AnthropicProvider, thinking_budget
+from services.llm.providers.anthropic import thinking_budget
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
     Done,
-    Event,
     ImagePart,
     Message,
     ProviderError,
@@ -24,8 +20,6 @@ from services.llm.providers.base import (
     ReasoningOptions,
     ReasoningPart,
     Role,
-    ServiceSettings,
-    ServiceType,
     StopReason,
     StreamError,
     TextDelta,
@@ -36,60 +30,23 @@ from services.llm.providers.base import (
     ToolSpec,
     Usage,
 )
-from services.llm.streaming import stream_completion
+from services.llm.providers.coalesce import coalesce
 from tests.fakes import anthropic as fake_api
-from tests.fakes.anthropic import API_KEY, FakeAnthropic
-from tests.fakes.scripted import Reply
-from tests.unit.llm.conformance import Check, Scenario, run_check
-from tests.unit.llm.scripted_harness import CHECKS_WITHOUT_QUOTA, ScriptedHarness, split
+from tests.fakes.anthropic import API_KEY
+from tests.unit.llm.conformance import Check, run_check
+from tests.unit.llm.provider_support import ANTHROPIC, CHECKS_WITHOUT_QUOTA, HELLO, Upstream, drain, engine
 
-HELLO = (Message(Role.SYSTEM, (TextPart("Be brief."),)), Message.text(Role.USER, "Hi"))
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    server = FakeAnthropic()
-    await server.start()
-    yield server
-    await server.close()
+UPSTREAM = ANTHROPIC
 
 
-def _settings(url: str, **overrides: object) -> ServiceSettings:
-    values: dict[str, object] = dict(
-        id="anthropic-test",
-        type=ServiceType.ANTHROPIC,
-        api_key=API_KEY,
-        api_url=url,
-        default_model="claude-sonnet-4-5",
-    )
-    values.update(overrides)
-    return ServiceSettings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def provider(fake: FakeAnthropic) -> AsyncIterator[AnthropicProvider]:
-    p = AnthropicProvider(_settings(fake.url))
-    yield p
-    await p.aclose()
-
-
-async def _collect(events: AsyncIterator[Event]) -> list[Event]:
-    return [e async for e in events]
-
-
-def _engine(provider: AnthropicProvider, request: CompletionRequest, **kw: float) -> AsyncIterator[Event]:
-    return stream_completion(provider, request, max_attempts=3, base_backoff=0.01, stall_timeout=kw.get("stall", 5.0))
-
-
-async def test_plain_stream_yields_each_token_then_usage_and_done(fake, provider):
+async def test_plain_stream_yields_the_tokens_then_usage_and_done(fake, provider):
     fake.enqueue(fake_api.text(["Hel", "lo", " there"]))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
 
-    assert events == [
-        TextDelta("Hel"),
-        TextDelta("lo"),
-        TextDelta(" there"),
+    # Tokens that arrive in one socket read come out as one delta (providers/coalesce.py).
+    assert coalesce(events) == [
+        TextDelta("Hello there"),
         Usage(input_tokens=12, output_tokens=3, cached_read_tokens=3),
         Done(StopReason.END_TURN),
     ]
@@ -110,7 +67,7 @@ async def test_tool_call_arguments_are_assembled_from_partial_json(fake, provide
     fake.enqueue(fake_api.tool_call("toolu_1", "search_posts", ['{"que', 'ry": "rel', 'ease"}']))
     tools = (ToolSpec("search_posts", "Search posts", {"type": "object", "properties": {"query": {}}}),)
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO, tools=tools)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO, tools=tools)))
 
     calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
     assert calls == [ToolCall("toolu_1", "search_posts", '{"query": "release"}', {"query": "release"}, True)]
@@ -123,7 +80,7 @@ async def test_tool_call_arguments_are_assembled_from_partial_json(fake, provide
 async def test_tool_call_with_broken_json_is_flagged_invalid_not_raised(fake, provider):
     fake.enqueue(fake_api.tool_call("toolu_2", "search_posts", ['{"query": "unterminated']))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
 
     (call,) = [e.call for e in events if isinstance(e, ToolCallEvent)]
     assert call.valid is False
@@ -135,11 +92,10 @@ async def test_thinking_streams_reasoning_with_its_signature_and_sends_a_budget(
     fake.enqueue(fake_api.thinking(["Let me ", "think."], "sig-abc", ["42"]))
     request = CompletionRequest(messages=HELLO, reasoning=ReasoningOptions(enabled=True))
 
-    events = await _collect(provider.stream(request))
+    events = coalesce(await drain(provider.stream(request)))
 
-    assert events[:4] == [
-        ReasoningDelta("Let me "),
-        ReasoningDelta("think."),
+    assert events[:3] == [
+        ReasoningDelta("Let me think."),
         ReasoningDelta("", signature="sig-abc"),
         TextDelta("42"),
     ]
@@ -174,7 +130,7 @@ async def test_signed_reasoning_and_tool_history_are_replayed_in_anthropic_block
         Message(Role.ASSISTANT, (ReasoningPart("opaque==", redacted=True), ReasoningPart("unsigned"))),
     )
 
-    await _collect(provider.stream(CompletionRequest(messages=history, reasoning=ReasoningOptions(enabled=True))))
+    await drain(provider.stream(CompletionRequest(messages=history, reasoning=ReasoningOptions(enabled=True))))
 
     messages = fake.requests[0].json()["messages"]
     assert messages[1] == {
@@ -201,7 +157,7 @@ async def test_signed_reasoning_and_tool_history_are_replayed_in_anthropic_block
 async def test_images_are_sent_as_base64_sources(fake, provider):
     message = Message(Role.USER, (TextPart("What is this?"), ImagePart("image/png", b"\x89PNG")))
 
-    await _collect(provider.stream(CompletionRequest(messages=(message,))))
+    await drain(provider.stream(CompletionRequest(messages=(message,))))
 
     content = fake.requests[0].json()["messages"][0]["content"]
     assert content[1] == {
@@ -214,7 +170,7 @@ async def test_structured_output_sends_the_json_schema_as_output_format(fake, pr
     schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
     fake.enqueue(fake_api.text(['{"title"', ': "Hi"}']))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO, json_schema=schema)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO, json_schema=schema)))
 
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == '{"title": "Hi"}'
     assert fake.requests[0].json()["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
@@ -226,7 +182,7 @@ async def test_reasoning_with_structured_output_is_refused_before_any_request(fa
     )
 
     with pytest.raises(InvalidInput) as caught:
-        await _collect(provider.stream(request))
+        await drain(provider.stream(request))
 
     assert caught.value.error_class is ErrorClass.CALLER
     assert fake.requests == []
@@ -237,7 +193,7 @@ async def test_native_web_search_citations_become_annotations_over_the_cited_tex
         fake_api.web_search("mattermost", "https://mattermost.com/", "Mattermost", "It is a chat app.", " Yes.")
     )
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO, native_web_search=True)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO, native_web_search=True)))
 
     assert [e for e in events if isinstance(e, Annotation)] == [
         Annotation(url="https://mattermost.com/", title="Mattermost", start_index=0, end_index=17)
@@ -250,7 +206,7 @@ async def test_native_web_search_citations_become_annotations_over_the_cited_tex
 async def test_rate_limit_before_the_first_token_is_retried_then_succeeds(fake, provider):
     fake.enqueue(fake_api.http_error(429, "rate_limit_error", "slow down", retry_after="0"), fake_api.text(["ok"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("ok")]
     assert events[-1] == Done(StopReason.END_TURN)
@@ -261,7 +217,7 @@ async def test_bad_request_is_raised_as_a_caller_error_without_retry(fake, provi
     fake.enqueue(fake_api.http_error(400, "invalid_request_error", "messages: field required"))
 
     with pytest.raises(ProviderError) as caught:
-        await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+        await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert caught.value.status == 400
     assert caught.value.error_class is ErrorClass.CALLER
@@ -272,24 +228,24 @@ async def test_bad_request_is_raised_as_a_caller_error_without_retry(fake, provi
 async def test_error_event_mid_stream_keeps_partial_text_and_ends_with_stream_error(fake, provider):
     fake.enqueue(fake_api.error_mid_stream(["partial", " answer"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = coalesce(await drain(engine(provider, CompletionRequest(messages=HELLO))))
 
-    assert events[:2] == [TextDelta("partial"), TextDelta(" answer")]
-    error = events[2]
+    assert events[0] == TextDelta("partial answer")
+    error = events[1]
     assert isinstance(error, StreamError)
     assert "Overloaded" in error.message
-    assert events[3] == Done(StopReason.ERROR)
+    assert events[2] == Done(StopReason.ERROR)
     assert len(fake.requests) == 1  # nothing is retried once tokens went out
 
 
 async def test_stalled_stream_is_ended_by_the_watchdog(fake, provider):
     fake.enqueue(fake_api.stall(["before", " the stall"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO), stall=0.3))
+    events = coalesce(await drain(engine(provider, CompletionRequest(messages=HELLO), stall=0.3)))
 
-    assert events[:2] == [TextDelta("before"), TextDelta(" the stall")]
-    assert isinstance(events[2], StreamError) and events[2].retryable
-    assert events[3] == Done(StopReason.ERROR)
+    assert events[0] == TextDelta("before the stall")
+    assert isinstance(events[1], StreamError) and events[1].retryable
+    assert events[2] == Done(StopReason.ERROR)
 
 
 @pytest.mark.parametrize(
@@ -298,42 +254,33 @@ async def test_stalled_stream_is_ended_by_the_watchdog(fake, provider):
 async def test_malformed_or_truncated_stream_ends_with_an_error_after_the_partial_text(fake, provider, reply):
     fake.enqueue(reply)
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert events[0] == TextDelta("x")
     assert isinstance(events[1], StreamError)
     assert events[-1] == Done(StopReason.ERROR)
 
 
-async def test_api_key_never_appears_in_errors_or_logs(fake, caplog):
+async def test_api_key_never_appears_in_errors_or_logs(fake, provider, caplog):
     caplog.set_level(logging.DEBUG)
     leaky = fake_api.http_error(401, "authentication_error", f"invalid x-api-key: {API_KEY}")
     fake.enqueue(leaky, leaky)
-    provider = AnthropicProvider(_settings(fake.url))
-    try:
-        with pytest.raises(ProviderError) as direct:
-            await _collect(provider.stream(CompletionRequest(messages=HELLO)))
-        with pytest.raises(ProviderError) as engine:
-            await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+    with pytest.raises(ProviderError) as direct:
+        await drain(provider.stream(CompletionRequest(messages=HELLO)))
+    with pytest.raises(ProviderError) as through_engine:
+        await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
-    for exc in (direct.value, engine.value):
+    for exc in (direct.value, through_engine.value):
         assert exc.status == 401
         assert API_KEY not in str(exc) and API_KEY not in exc.message
         assert API_KEY not in repr(exc.__cause__) and API_KEY not in repr(exc.__context__)
     assert API_KEY not in caplog.text
 
 
-async def test_unreachable_upstream_is_a_retryable_connection_error(fake):
-    url = fake.url
+async def test_unreachable_upstream_is_a_retryable_connection_error(fake, provider):
     await fake.close()
-    provider = AnthropicProvider(_settings(url))
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await _collect(provider.stream(CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+    with pytest.raises(ProviderError) as caught:
+        await drain(provider.stream(CompletionRequest(messages=HELLO)))
     assert caught.value.retryable and caught.value.status == 0
 
 
@@ -352,31 +299,6 @@ def test_fake_speaks_json_events():
 # ---- the shared conformance suite -------------------------------------------------------------
 
 
-def _reply(scenario: Scenario) -> Reply:
-    tokens = list(scenario.tokens)
-    if scenario.kind == "text":
-        return fake_api.text(tokens)
-    if scenario.kind == "tool_call":
-        return fake_api.tool_call("toolu_conf", scenario.tool_name, split(scenario.arguments, 4))
-    if scenario.kind == "rate_limited":
-        return fake_api.http_error(429, "rate_limit_error", "rate limited", retry_after=scenario.retry_after)
-    if scenario.kind == "error_after":
-        return fake_api.error_mid_stream(tokens[: scenario.k])
-    if scenario.kind == "stall_after":
-        return fake_api.stall(tokens[: scenario.k])
-    if scenario.kind == "long_line":
-        return fake_api.long_line()
-    raise ValueError(f"no Anthropic wire form for {scenario.kind}")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = new_client_session()
-    yield s
-    await s.close()
-
-
 @pytest.mark.parametrize("check", CHECKS_WITHOUT_QUOTA, ids=lambda c: c.__name__)
-async def test_conformance(check: Check, fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
-    harness = ScriptedHarness(fake, session, _settings(fake.url), _reply, lambda path: path == "/v1/messages")
-    await run_check(check, harness)
+async def test_conformance(check: Check, upstream: Upstream) -> None:
+    await run_check(check, upstream)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     CompletionRequest,
     Done,
-    Event,
     ImagePart,
     Message,
     ProviderError,
@@ -20,8 +16,6 @@ from services.llm.providers.base import (
     ReasoningOptions,
     ReasoningPart,
     Role,
-    ServiceSettings,
-    ServiceType,
     StopReason,
     StreamError,
     TextDelta,
@@ -32,58 +26,18 @@ from services.llm.providers.base import (
     ToolSpec,
     Usage,
 )
-from services.llm.providers.bedrock import BedrockProvider
-from services.llm.streaming import stream_completion
 from tests.fakes import bedrock as fake_api
-from tests.fakes.bedrock import ACCESS_KEY_ID, MODEL_ID, REGION, SECRET_ACCESS_KEY, FakeBedrock
-from tests.fakes.scripted import Reply
-from tests.unit.llm.conformance import Check, Scenario, run_check
-from tests.unit.llm.scripted_harness import CHECKS_WITHOUT_QUOTA, ScriptedHarness, split
+from tests.fakes.bedrock import ACCESS_KEY_ID, MODEL_ID, SECRET_ACCESS_KEY
+from tests.unit.llm.conformance import Check, run_check
+from tests.unit.llm.provider_support import BEDROCK, CHECKS_WITHOUT_QUOTA, HELLO, Upstream, drain, engine
 
-HELLO = (Message(Role.SYSTEM, (TextPart("Be brief."),)), Message.text(Role.USER, "Hi"))
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBedrock]:
-    server = FakeBedrock()
-    await server.start()
-    yield server
-    await server.close()
-
-
-def _settings(url: str, **overrides: object) -> ServiceSettings:
-    values: dict[str, object] = dict(
-        id="bedrock-test",
-        type=ServiceType.BEDROCK,
-        api_url=url,
-        region=REGION,
-        default_model=MODEL_ID,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-    )
-    values.update(overrides)
-    return ServiceSettings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def provider(fake: FakeBedrock) -> AsyncIterator[BedrockProvider]:
-    p = BedrockProvider(_settings(fake.url))
-    yield p
-    await p.aclose()
-
-
-async def _collect(events: AsyncIterator[Event]) -> list[Event]:
-    return [e async for e in events]
-
-
-def _engine(provider: BedrockProvider, request: CompletionRequest, stall: float = 5.0) -> AsyncIterator[Event]:
-    return stream_completion(provider, request, max_attempts=3, base_backoff=0.01, stall_timeout=stall)
+UPSTREAM = BEDROCK
 
 
 async def test_plain_stream_is_signed_and_decoded_token_by_token(fake, provider):
     fake.enqueue(fake_api.text(["Hel", "lo", " there"]))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
 
     assert events == [
         TextDelta("Hel"),
@@ -106,45 +60,34 @@ async def test_plain_stream_is_signed_and_decoded_token_by_token(fake, provider)
 async def test_frames_split_across_network_reads_are_reassembled(fake, provider):
     fake.enqueue(fake_api.split_frames(fake_api.text(["a", "b", "c"]), size=7))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
 
     assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("a"), TextDelta("b"), TextDelta("c")]
     assert events[-1] == Done(StopReason.END_TURN)
 
 
-async def test_wrong_secret_fails_the_fake_signature_check(fake):
-    provider = BedrockProvider(_settings(fake.url, aws_secret_access_key="not-the-secret"))
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await _collect(provider.stream(CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+async def test_wrong_secret_fails_the_fake_signature_check(upstream):
+    provider = upstream.provider(aws_secret_access_key="not-the-secret")
+    with pytest.raises(ProviderError) as caught:
+        await drain(provider.stream(CompletionRequest(messages=HELLO)))
     assert caught.value.status == 403
     assert "not-the-secret" not in caught.value.message
 
 
-async def test_default_credential_chain_is_used_when_no_keys_are_configured(fake, monkeypatch):
+async def test_default_credential_chain_is_used_when_no_keys_are_configured(upstream, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    provider = BedrockProvider(_settings(fake.url, aws_access_key_id="", aws_secret_access_key=""))
-    try:
-        events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+    provider = upstream.provider(aws_access_key_id="", aws_secret_access_key="")
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
     assert events[-1] == Done(StopReason.END_TURN)
 
 
-async def test_bedrock_api_key_is_sent_as_a_bearer_token(fake):
+async def test_bedrock_api_key_is_sent_as_a_bearer_token(upstream, fake):
     fake.bearer_token = "bedrock-api-key-abcdef"
-    provider = BedrockProvider(
-        _settings(fake.url, aws_access_key_id="", aws_secret_access_key="", api_key="bedrock-api-key-abcdef")
-    )
-    try:
-        events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+    provider = upstream.provider(aws_access_key_id="", aws_secret_access_key="", api_key="bedrock-api-key-abcdef")
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
     assert events[-1] == Done(StopReason.END_TURN)
     assert fake.requests[0].header("Authorization") == "Bearer bedrock-api-key-abcdef"
 
@@ -153,7 +96,7 @@ async def test_tool_use_input_is_assembled_from_streamed_pieces(fake, provider):
     fake.enqueue(fake_api.tool_call("tooluse_1", "get_weather", ['{"ci', 'ty": "Ber', 'lin"}']))
     tools = (ToolSpec("get_weather", "Weather", {"type": "object", "properties": {"city": {"type": "string"}}}),)
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO, tools=tools)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO, tools=tools)))
 
     calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
     assert calls == [ToolCall("tooluse_1", "get_weather", '{"city": "Berlin"}', {"city": "Berlin"}, True)]
@@ -174,9 +117,7 @@ async def test_tool_use_input_is_assembled_from_streamed_pieces(fake, provider):
 async def test_reasoning_content_streams_with_signature_and_sends_thinking_for_claude(fake, provider):
     fake.enqueue(fake_api.reasoning(["Hmm, ", "ok."], "sig-xyz", ["Done."]))
 
-    events = await _collect(
-        provider.stream(CompletionRequest(messages=HELLO, reasoning=ReasoningOptions(enabled=True)))
-    )
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO, reasoning=ReasoningOptions(enabled=True))))
 
     assert events[:4] == [
         ReasoningDelta("Hmm, "),
@@ -196,7 +137,7 @@ async def test_history_with_reasoning_tools_and_images_uses_converse_blocks(fake
         Message(Role.TOOL, (ToolResult("t2", "zoom", "failed", is_error=True),)),
     )
 
-    await _collect(provider.stream(CompletionRequest(messages=history)))
+    await drain(provider.stream(CompletionRequest(messages=history)))
 
     messages = fake.requests[0].json()["messages"]
     assert messages[0]["content"][1] == {"image": {"format": "jpeg", "source": {"bytes": "/9g="}}}
@@ -219,7 +160,7 @@ async def test_throttling_before_the_first_token_is_retried_then_succeeds(fake, 
         fake_api.text(["ok"]),
     )
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("ok")]
     assert len(fake.requests) == 2
@@ -228,7 +169,7 @@ async def test_throttling_before_the_first_token_is_retried_then_succeeds(fake, 
 async def test_exception_frame_mid_stream_keeps_partial_text_and_ends_with_stream_error(fake, provider):
     fake.enqueue(fake_api.error_mid_stream(["partial"], message="model failed"))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert events[0] == TextDelta("partial")
     assert isinstance(events[1], StreamError) and "model failed" in events[1].message
@@ -239,7 +180,7 @@ async def test_exception_frame_mid_stream_keeps_partial_text_and_ends_with_strea
 async def test_throttling_exception_frame_before_any_token_is_retried(fake, provider):
     fake.enqueue(fake_api.error_mid_stream([], kind="throttlingException", message="slow"), fake_api.text(["ok"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("ok")]
     assert len(fake.requests) == 2
@@ -248,7 +189,7 @@ async def test_throttling_exception_frame_before_any_token_is_retried(fake, prov
 async def test_stalled_stream_is_ended_by_the_watchdog(fake, provider):
     fake.enqueue(fake_api.stall(["before"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO), stall=0.3))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO), stall=0.3))
 
     assert events[0] == TextDelta("before")
     assert isinstance(events[1], StreamError) and events[1].retryable
@@ -258,22 +199,18 @@ async def test_stalled_stream_is_ended_by_the_watchdog(fake, provider):
 async def test_frame_with_a_bad_checksum_ends_the_stream_with_an_error(fake, provider):
     fake.enqueue(fake_api.malformed(["x"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert events[0] == TextDelta("x")
     assert isinstance(events[1], StreamError) and "malformed" in events[1].message
     assert events[-1] == Done(StopReason.ERROR)
 
 
-async def test_secret_key_never_appears_in_errors_or_logs(fake, caplog):
+async def test_secret_key_never_appears_in_errors_or_logs(fake, provider, caplog):
     caplog.set_level(logging.DEBUG)
     fake.enqueue(fake_api.http_error(400, "ValidationException", f"bad key {SECRET_ACCESS_KEY} {ACCESS_KEY_ID}"))
-    provider = BedrockProvider(_settings(fake.url))
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+    with pytest.raises(ProviderError) as caught:
+        await drain(engine(provider, CompletionRequest(messages=HELLO)))
     assert caught.value.status == 400
     for secret in (SECRET_ACCESS_KEY, ACCESS_KEY_ID):
         assert secret not in caught.value.message and secret not in str(caught.value)
@@ -288,39 +225,6 @@ async def test_list_models_reads_the_signed_foundation_model_list(fake, provider
 # ---- the shared conformance suite -------------------------------------------------------------
 
 
-def _reply(scenario: Scenario) -> Reply:
-    tokens = list(scenario.tokens)
-    if scenario.kind == "text":
-        return fake_api.text(tokens)
-    if scenario.kind == "tool_call":
-        return fake_api.tool_call("tooluse_conf", scenario.tool_name, split(scenario.arguments, 4))
-    if scenario.kind == "rate_limited":
-        return fake_api.http_error(429, "ThrottlingException", "Too many requests", retry_after=scenario.retry_after)
-    if scenario.kind == "error_after":
-        return fake_api.error_mid_stream(tokens[: scenario.k])
-    if scenario.kind == "stall_after":
-        return fake_api.stall(tokens[: scenario.k])
-    if scenario.kind == "long_line":
-        return fake_api.oversized_frame()
-    raise ValueError(f"no Bedrock wire form for {scenario.kind}")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = new_client_session()
-    yield s
-    await s.close()
-
-
 @pytest.mark.parametrize("check", CHECKS_WITHOUT_QUOTA, ids=lambda c: c.__name__)
-async def test_conformance(check: Check, fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
-    # The AWS secret is what must never leak; the suite's "wrong key" becomes a wrong secret.
-    harness = ScriptedHarness(
-        fake,
-        session,
-        _settings(fake.url),
-        _reply,
-        lambda path: path.endswith("/converse-stream"),
-        secret_field="aws_secret_access_key",
-    )
-    await run_check(check, harness)
+async def test_conformance(check: Check, upstream: Upstream) -> None:
+    await run_check(check, upstream)

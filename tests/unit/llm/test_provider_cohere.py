@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from services.common.errors import ErrorClass
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
     Done,
-    Event,
     ImagePart,
     Message,
     ProviderError,
     ReasoningDelta,
     Role,
-    ServiceSettings,
-    ServiceType,
     StopReason,
     StreamError,
     TextDelta,
@@ -32,58 +26,23 @@ from services.llm.providers.base import (
     ToolSpec,
     Usage,
 )
-from services.llm.providers.cohere import CohereProvider
-from services.llm.streaming import stream_completion
+from services.llm.providers.coalesce import coalesce
 from tests.fakes import cohere as fake_api
-from tests.fakes.cohere import API_KEY, FakeCohere
-from tests.fakes.scripted import Reply
-from tests.unit.llm.conformance import Check, Scenario, run_check
-from tests.unit.llm.scripted_harness import CHECKS_WITHOUT_QUOTA, ScriptedHarness, split
+from tests.fakes.cohere import API_KEY
+from tests.unit.llm.conformance import Check, run_check
+from tests.unit.llm.provider_support import CHECKS_WITHOUT_QUOTA, COHERE, HELLO, Upstream, drain, engine
 
-HELLO = (Message(Role.SYSTEM, (TextPart("Be brief."),)), Message.text(Role.USER, "Hi"))
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCohere]:
-    server = FakeCohere()
-    await server.start()
-    yield server
-    await server.close()
+UPSTREAM = COHERE
 
 
-def _settings(url: str) -> ServiceSettings:
-    return ServiceSettings(
-        id="cohere-test",
-        type=ServiceType.COHERE,
-        api_key=API_KEY,
-        api_url=url,
-        default_model="command-a-03-2025",
-    )
-
-
-@pytest.fixture
-async def provider(fake: FakeCohere) -> AsyncIterator[CohereProvider]:
-    p = CohereProvider(_settings(fake.url))
-    yield p
-    await p.aclose()
-
-
-async def _collect(events: AsyncIterator[Event]) -> list[Event]:
-    return [e async for e in events]
-
-
-def _engine(provider: CohereProvider, request: CompletionRequest, stall: float = 5.0) -> AsyncIterator[Event]:
-    return stream_completion(provider, request, max_attempts=3, base_backoff=0.01, stall_timeout=stall)
-
-
-async def test_plain_stream_yields_each_token_then_usage_and_done(fake, provider):
+async def test_plain_stream_yields_the_tokens_then_usage_and_done(fake, provider):
     fake.enqueue(fake_api.text(["Hel", "lo"]))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
 
-    assert events == [
-        TextDelta("Hel"),
-        TextDelta("lo"),
+    # Tokens that arrive in one socket read come out as one delta (providers/coalesce.py).
+    assert coalesce(events) == [
+        TextDelta("Hello"),
         Usage(input_tokens=70, output_tokens=2),
         Done(StopReason.END_TURN),
     ]
@@ -104,9 +63,9 @@ async def test_tool_call_arguments_are_assembled_and_the_plan_is_reasoning(fake,
     fake.enqueue(fake_api.tool_call("call_1", "search", ['{"q"', ': "docs"}'], plan=("I will ", "search.")))
     tools = (ToolSpec("search", "Search", {"type": "object", "properties": {"q": {"type": "string"}}}),)
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO, tools=tools)))
+    events = coalesce(await drain(provider.stream(CompletionRequest(messages=HELLO, tools=tools))))
 
-    assert events[:2] == [ReasoningDelta("I will "), ReasoningDelta("search.")]
+    assert events[:1] == [ReasoningDelta("I will search.")]
     calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
     assert calls == [ToolCall("call_1", "search", '{"q": "docs"}', {"q": "docs"}, True)]
     assert events[-1] == Done(StopReason.TOOL_USE)
@@ -126,7 +85,7 @@ async def test_tool_history_images_and_json_schema_use_v2_shapes(fake, provider)
     )
     schema = {"type": "object", "properties": {"animal": {"type": "string"}}}
 
-    await _collect(provider.stream(CompletionRequest(messages=history, json_schema=schema)))
+    await drain(provider.stream(CompletionRequest(messages=history, json_schema=schema)))
 
     body = fake.requests[0].json()
     assert body["messages"] == [
@@ -149,7 +108,7 @@ async def test_tool_history_images_and_json_schema_use_v2_shapes(fake, provider)
 async def test_citations_with_urls_become_annotations(fake, provider):
     fake.enqueue(fake_api.cited("Mattermost is chat.", "https://mattermost.com", "Mattermost"))
 
-    events = await _collect(provider.stream(CompletionRequest(messages=HELLO)))
+    events = await drain(provider.stream(CompletionRequest(messages=HELLO)))
 
     assert [e for e in events if isinstance(e, Annotation)] == [
         Annotation("https://mattermost.com", "Mattermost", 0, len("Mattermost is chat."))
@@ -159,7 +118,7 @@ async def test_citations_with_urls_become_annotations(fake, provider):
 async def test_rate_limit_before_the_first_token_is_retried_then_succeeds(fake, provider):
     fake.enqueue(fake_api.http_error(429, "too many requests", retry_after="0"), fake_api.text(["ok"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("ok")]
     assert len(fake.requests) == 2
@@ -169,7 +128,7 @@ async def test_unknown_model_is_a_caller_error_without_retry(fake, provider):
     fake.enqueue(fake_api.http_error(404, "model 'nope' not found"))
 
     with pytest.raises(ProviderError) as caught:
-        await _collect(_engine(provider, CompletionRequest(messages=HELLO, model="nope")))
+        await drain(engine(provider, CompletionRequest(messages=HELLO, model="nope")))
 
     assert caught.value.error_class is ErrorClass.CALLER
     assert len(fake.requests) == 1
@@ -178,7 +137,7 @@ async def test_unknown_model_is_a_caller_error_without_retry(fake, provider):
 async def test_error_finish_mid_stream_keeps_partial_text_and_ends_with_stream_error(fake, provider):
     fake.enqueue(fake_api.error_mid_stream(["partial"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert events[0] == TextDelta("partial")
     assert isinstance(events[1], StreamError)
@@ -189,7 +148,7 @@ async def test_error_finish_mid_stream_keeps_partial_text_and_ends_with_stream_e
 async def test_stalled_stream_is_ended_by_the_watchdog(fake, provider):
     fake.enqueue(fake_api.stall(["before"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO), stall=0.3))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO), stall=0.3))
 
     assert events[0] == TextDelta("before")
     assert isinstance(events[1], StreamError) and events[1].retryable
@@ -199,22 +158,18 @@ async def test_stalled_stream_is_ended_by_the_watchdog(fake, provider):
 async def test_malformed_event_ends_the_stream_with_an_error(fake, provider):
     fake.enqueue(fake_api.malformed(["x"]))
 
-    events = await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
+    events = await drain(engine(provider, CompletionRequest(messages=HELLO)))
 
     assert events[0] == TextDelta("x")
     assert isinstance(events[1], StreamError)
     assert events[-1] == Done(StopReason.ERROR)
 
 
-async def test_api_key_never_appears_in_errors_or_logs(fake, caplog):
+async def test_api_key_never_appears_in_errors_or_logs(fake, provider, caplog):
     caplog.set_level(logging.DEBUG)
     fake.enqueue(fake_api.http_error(401, f"invalid api token {API_KEY}"))
-    provider = CohereProvider(_settings(fake.url))
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await _collect(_engine(provider, CompletionRequest(messages=HELLO)))
-    finally:
-        await provider.aclose()
+    with pytest.raises(ProviderError) as caught:
+        await drain(engine(provider, CompletionRequest(messages=HELLO)))
     assert caught.value.status == 401
     assert API_KEY not in caught.value.message and API_KEY not in str(caught.value)
     assert API_KEY not in caplog.text
@@ -229,31 +184,6 @@ async def test_list_models_follows_page_tokens(fake, provider):
 # ---- the shared conformance suite -------------------------------------------------------------
 
 
-def _reply(scenario: Scenario) -> Reply:
-    tokens = list(scenario.tokens)
-    if scenario.kind == "text":
-        return fake_api.text(tokens)
-    if scenario.kind == "tool_call":
-        return fake_api.tool_call("call_conf", scenario.tool_name, split(scenario.arguments, 4))
-    if scenario.kind == "rate_limited":
-        return fake_api.http_error(429, "too many requests", retry_after=scenario.retry_after)
-    if scenario.kind == "error_after":
-        return fake_api.error_mid_stream(tokens[: scenario.k])
-    if scenario.kind == "stall_after":
-        return fake_api.stall(tokens[: scenario.k])
-    if scenario.kind == "long_line":
-        return fake_api.long_line()
-    raise ValueError(f"no Cohere wire form for {scenario.kind}")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = new_client_session()
-    yield s
-    await s.close()
-
-
 @pytest.mark.parametrize("check", CHECKS_WITHOUT_QUOTA, ids=lambda c: c.__name__)
-async def test_conformance(check: Check, fake: FakeCohere, session: aiohttp.ClientSession) -> None:
-    harness = ScriptedHarness(fake, session, _settings(fake.url), _reply, lambda path: path == "/v2/chat")
-    await run_check(check, harness)
+async def test_conformance(check: Check, upstream: Upstream) -> None:
+    await run_check(check, upstream)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import socket
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from services.common.errors import ErrorClass
-from services.common.http import new_client_session
-from services.llm.providers import create_provider
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -23,8 +18,6 @@ from services.llm.providers.base import (
     ReasoningOptions,
     ReasoningPart,
     Role,
-    ServiceSettings,
-    ServiceType,
     StopReason,
     TextPart,
     ToolCall,
@@ -34,50 +27,24 @@ from services.llm.providers.base import (
 )
 from services.llm.providers.openai_responses import ResponsesProvider
 from services.llm.streaming import complete
-from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeAnnotation, FakeResponse
 from tests.unit.llm.conformance import CHECKS, Check, collect, run_check, text_of
-from tests.unit.llm.openai_harness import OpenAIHarness
+from tests.unit.llm.provider_support import OPENAI, Upstream
 
 HELLO = CompletionRequest(messages=(Message.text(Role.SYSTEM, "Be brief."), Message.text(Role.USER, "Hi")))
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_client_session(trust_env=False) as s:
-        yield s
-
-
-@pytest.fixture
-def settings(fake: FakeOpenAI) -> ServiceSettings:
-    return ServiceSettings(
-        id="openai-test",
-        type=ServiceType.OPENAI,
-        api_key=fake.api_key,
-        api_url=fake.base_url,
-        default_model="gpt-5",
-    )
-
-
-@pytest.fixture
-def harness(fake: FakeOpenAI, session: aiohttp.ClientSession, settings: ServiceSettings) -> OpenAIHarness:
-    return OpenAIHarness(fake, session, settings)
+UPSTREAM = OPENAI
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-async def test_conformance(check: Check, harness: OpenAIHarness) -> None:
-    await run_check(check, harness)
+async def test_conformance(check: Check, upstream: Upstream) -> None:
+    await run_check(check, upstream)
 
 
-async def test_the_openai_type_always_speaks_the_responses_api(harness, fake):
-    assert isinstance(harness.provider(), ResponsesProvider)
-    await collect(harness.provider())
+async def test_the_openai_type_always_speaks_the_responses_api(upstream, fake):
+    assert isinstance(upstream.provider(), ResponsesProvider)
+    await collect(upstream.provider())
     sent = fake.requests[-1]
     assert sent.path == "/v1/responses"
     assert sent.headers["Authorization"] == f"Bearer {fake.api_key}"
@@ -88,14 +55,14 @@ async def test_the_openai_type_always_speaks_the_responses_api(harness, fake):
         assert absent not in sent.body
 
 
-async def test_system_and_user_messages_become_input_items_with_images_as_data_urls(harness, fake):
+async def test_system_and_user_messages_become_input_items_with_images_as_data_urls(upstream, fake):
     request = CompletionRequest(
         messages=(
             Message.text(Role.SYSTEM, "Be brief."),
             Message(Role.USER, (TextPart("What is this?"), ImagePart("image/png", b"\x89PNG"))),
         )
     )
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     assert fake.requests[-1].body["input"] == [
         {"role": "system", "content": [{"type": "input_text", "text": "Be brief."}]},
         {
@@ -108,27 +75,27 @@ async def test_system_and_user_messages_become_input_items_with_images_as_data_u
     ]
 
 
-async def test_user_id_is_sent_only_when_the_service_allows_it(harness, fake):
+async def test_user_id_is_sent_only_when_the_service_allows_it(upstream, fake):
     request = CompletionRequest(messages=HELLO.messages, user_id="user-42")
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     assert "user" not in fake.requests[-1].body
-    await collect(harness.provider(send_user_id=True), request)
+    await collect(upstream.provider(send_user_id=True), request)
     assert fake.requests[-1].body["user"] == "user-42"
 
 
-async def test_organization_header_is_sent_when_configured(harness, fake):
-    await collect(harness.provider())
+async def test_organization_header_is_sent_when_configured(upstream, fake):
+    await collect(upstream.provider())
     assert "OpenAI-Organization" not in fake.requests[-1].headers
-    await collect(harness.provider(org_id="org-123"))
+    await collect(upstream.provider(org_id="org-123"))
     assert fake.requests[-1].headers["OpenAI-Organization"] == "org-123"
 
 
-async def test_reasoning_streams_its_summary_and_round_trips_the_encrypted_content(harness, fake):
+async def test_reasoning_streams_its_summary_and_round_trips_the_encrypted_content(upstream, fake):
     fake.enqueue(FakeResponse.with_reasoning("Six times seven is 42.", "42"))
     request = CompletionRequest(
         messages=HELLO.messages, reasoning=ReasoningOptions(enabled=True, effort=ReasoningEffort.HIGH)
     )
-    result = await complete(harness.provider(), request, base_backoff=0.01)
+    result = await complete(upstream.provider(), request, base_backoff=0.01)
 
     assert result.reasoning == "Six times seven is 42."
     assert result.text == "42"
@@ -144,7 +111,7 @@ async def test_reasoning_streams_its_summary_and_round_trips_the_encrypted_conte
             Message.text(Role.USER, "And times two?"),
         )
     )
-    await collect(harness.provider(), follow_up)
+    await collect(upstream.provider(), follow_up)
     items = fake.requests[-1].body["input"]
     assert items[2] == {
         "type": "reasoning",
@@ -155,18 +122,18 @@ async def test_reasoning_streams_its_summary_and_round_trips_the_encrypted_conte
     assert items[3] == {"role": "assistant", "content": "42"}
 
 
-async def test_reasoning_from_another_provider_is_not_sent_back(harness, fake):
+async def test_reasoning_from_another_provider_is_not_sent_back(upstream, fake):
     request = CompletionRequest(
         messages=(
             Message.text(Role.USER, "Hi"),
             Message(Role.ASSISTANT, (ReasoningPart("thinking", "anthropic-signature"), TextPart("Hello"))),
         )
     )
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     assert [i.get("type", i.get("role")) for i in fake.requests[-1].body["input"]] == ["user", "assistant"]
 
 
-async def test_tool_calls_and_results_are_fed_back_as_function_call_items(harness, fake):
+async def test_tool_calls_and_results_are_fed_back_as_function_call_items(upstream, fake):
     call = ToolCall("call_1", "lookup_weather", '{"city": "Lisbon"}', {"city": "Lisbon"})
     request = CompletionRequest(
         messages=(
@@ -175,7 +142,7 @@ async def test_tool_calls_and_results_are_fed_back_as_function_call_items(harnes
             Message(Role.TOOL, (ToolResult("call_1", "lookup_weather", "22 C, sunny"),)),
         )
     )
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     assert fake.requests[-1].body["input"][1:] == [
         {
             "type": "function_call",
@@ -187,58 +154,58 @@ async def test_tool_calls_and_results_are_fed_back_as_function_call_items(harnes
     ]
 
 
-async def test_tool_call_event_carries_the_call_id_not_the_item_id(harness, fake):
+async def test_tool_call_event_carries_the_call_id_not_the_item_id(upstream, fake):
     fake.enqueue(FakeResponse.tool_call("lookup_weather", '{"city": "Porto"}', call_id="call_xyz"))
-    events = await collect(harness.provider())
+    events = await collect(upstream.provider())
     (call,) = [e.call for e in events if isinstance(e, ToolCallEvent)]
     assert call == ToolCall("call_xyz", "lookup_weather", '{"city": "Porto"}', {"city": "Porto"}, True)
 
 
-async def test_native_web_search_adds_the_tool_and_citations_become_annotations(harness, fake):
+async def test_native_web_search_adds_the_tool_and_citations_become_annotations(upstream, fake):
     fake.enqueue(
         FakeResponse.text(
             "Mattermost 10 is out.",
             annotations=(FakeAnnotation("https://mattermost.com/blog", "Blog", 0, 21),),
         )
     )
-    events = await collect(harness.provider(), CompletionRequest(messages=HELLO.messages, native_web_search=True))
+    events = await collect(upstream.provider(), CompletionRequest(messages=HELLO.messages, native_web_search=True))
     assert fake.requests[-1].body["tools"] == [{"type": "web_search"}]
     assert Annotation("https://mattermost.com/blog", "Blog", 0, 21) in events
 
 
-async def test_structured_output_sends_a_json_schema_text_format(harness, fake):
+async def test_structured_output_sends_a_json_schema_text_format(upstream, fake):
     schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
     fake.enqueue(FakeResponse.text('{"title": "Release notes"}', tokens=4))
-    result = await complete(harness.provider(), CompletionRequest(messages=HELLO.messages, json_schema=schema))
+    result = await complete(upstream.provider(), CompletionRequest(messages=HELLO.messages, json_schema=schema))
     assert result.text == '{"title": "Release notes"}'
     assert fake.requests[-1].body["text"] == {
         "format": {"type": "json_schema", "name": "response", "schema": schema, "strict": True}
     }
 
 
-async def test_incomplete_response_maps_to_max_tokens(harness, fake):
+async def test_incomplete_response_maps_to_max_tokens(upstream, fake):
     fake.enqueue(FakeResponse.text("cut sho", finish="length"))
-    events = await collect(harness.provider())
+    events = await collect(upstream.provider())
     assert events[-1] == Done(StopReason.MAX_TOKENS)
 
 
-async def test_malformed_event_mid_stream_ends_with_an_error_and_keeps_the_text(harness, fake):
+async def test_malformed_event_mid_stream_ends_with_an_error_and_keeps_the_text(upstream, fake):
     fake.enqueue(FakeResponse(tokens=("a", "b", "c"), trouble="malformed", after_tokens=2))
-    events = await collect(harness.provider())
+    events = await collect(upstream.provider())
     assert text_of(events) == "ab"
     assert events[-1] == Done(StopReason.ERROR)
 
 
-async def test_connection_refused_is_a_retryable_status_zero_error(session, settings, unused_port):
-    provider = create_provider(dataclasses.replace(settings, api_url=f"http://127.0.0.1:{unused_port}/v1"), session)
+async def test_connection_refused_is_a_retryable_status_zero_error(upstream, unused_port):
+    provider = upstream.provider(api_url=f"http://127.0.0.1:{unused_port}/v1")
     with pytest.raises(ProviderError) as caught:
         await collect(provider, max_attempts=2)
     assert caught.value.status == 0 and caught.value.retryable
     assert caught.value.error_class == ErrorClass.PROVIDER
 
 
-async def test_list_models_reads_the_models_endpoint(harness, fake):
-    assert "gpt-5" in await harness.provider().list_models()
+async def test_list_models_reads_the_models_endpoint(upstream):
+    assert "gpt-5" in await upstream.provider().list_models()
 
 
 @pytest.fixture

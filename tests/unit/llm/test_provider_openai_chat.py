@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
 import pytest
 
-from services.common.http import new_client_session
 from services.llm.providers.base import (
     CompletionRequest,
     Done,
@@ -15,8 +11,6 @@ from services.llm.providers.base import (
     Message,
     ReasoningOptions,
     Role,
-    ServiceSettings,
-    ServiceType,
     StopReason,
     TextPart,
     ToolCall,
@@ -27,54 +21,32 @@ from services.llm.providers.base import (
 from services.llm.providers.openai_chat import ChatCompletionsProvider
 from services.llm.providers.openai_responses import ResponsesProvider
 from services.llm.streaming import complete
-from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse, FakeToolCall
 from tests.unit.llm.conformance import CHECKS, Check, collect, run_check, text_of
-from tests.unit.llm.openai_harness import OpenAIHarness
+from tests.unit.llm.provider_support import OPENAI_COMPATIBLE, Upstream
 
 HELLO = (Message.text(Role.SYSTEM, "Be brief."), Message.text(Role.USER, "Hi"))
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_client_session(trust_env=False) as s:
-        yield s
-
-
-@pytest.fixture
-def harness(fake: FakeOpenAI, session: aiohttp.ClientSession) -> OpenAIHarness:
-    settings = ServiceSettings(
-        id="compat-test",
-        type=ServiceType.OPENAI_COMPATIBLE,
-        api_key=fake.api_key,
-        api_url=fake.base_url,
-        default_model="gpt-4o",
-    )
-    return OpenAIHarness(fake, session, settings)
+UPSTREAM = OPENAI_COMPATIBLE
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-async def test_conformance(check: Check, harness: OpenAIHarness) -> None:
-    await run_check(check, harness)
+async def test_conformance(check: Check, upstream: Upstream) -> None:
+    await run_check(check, upstream)
 
 
-async def test_compatible_service_uses_chat_completions_unless_responses_is_on(harness):
-    assert type(harness.provider()) is ChatCompletionsProvider
-    assert type(harness.provider(use_responses_api=True)) is ResponsesProvider
+async def test_compatible_service_uses_chat_completions_unless_responses_is_on(upstream):
+    assert type(upstream.provider()) is ChatCompletionsProvider
+    assert type(upstream.provider(use_responses_api=True)) is ResponsesProvider
 
 
-async def test_request_body_asks_for_usage_and_carries_messages(harness, fake):
+async def test_request_body_asks_for_usage_and_carries_messages(upstream, fake):
     request = CompletionRequest(
         messages=(*HELLO, Message(Role.USER, (TextPart("And this?"), ImagePart("image/jpeg", b"\xff\xd8")))),
         max_output_tokens=100,
     )
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     sent = fake.requests[-1]
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["Authorization"] == f"Bearer {fake.api_key}"
@@ -95,20 +67,20 @@ async def test_request_body_asks_for_usage_and_carries_messages(harness, fake):
     assert "user" not in sent.body and "reasoning_effort" not in sent.body
 
 
-async def test_user_id_is_sent_only_when_the_service_allows_it(harness, fake):
+async def test_user_id_is_sent_only_when_the_service_allows_it(upstream, fake):
     request = CompletionRequest(messages=HELLO, user_id="user-42")
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     assert "user" not in fake.requests[-1].body
-    await collect(harness.provider(send_user_id=True), request)
+    await collect(upstream.provider(send_user_id=True), request)
     assert fake.requests[-1].body["user"] == "user-42"
 
 
-async def test_usage_arrives_from_the_include_usage_chunk(harness, fake):
-    events = await collect(harness.provider())
+async def test_usage_arrives_from_the_include_usage_chunk(upstream):
+    events = await collect(upstream.provider())
     assert Usage(input_tokens=11, output_tokens=7, cached_read_tokens=3) in events
 
 
-async def test_two_tool_calls_are_assembled_by_index(harness, fake):
+async def test_two_tool_calls_are_assembled_by_index(upstream, fake):
     fake.enqueue(
         FakeResponse(
             tool_calls=(
@@ -117,7 +89,7 @@ async def test_two_tool_calls_are_assembled_by_index(harness, fake):
             )
         )
     )
-    events = await collect(harness.provider())
+    events = await collect(upstream.provider())
     assert [e.call for e in events if isinstance(e, ToolCallEvent)] == [
         ToolCall("call_a", "a", '{"x": 1}', {"x": 1}, True),
         ToolCall("call_b", "b", '{"y": [1, 2]}', {"y": [1, 2]}, True),
@@ -125,7 +97,7 @@ async def test_two_tool_calls_are_assembled_by_index(harness, fake):
     assert events[-1] == Done(StopReason.TOOL_USE)
 
 
-async def test_tool_history_is_sent_as_assistant_tool_calls_and_tool_messages(harness, fake):
+async def test_tool_history_is_sent_as_assistant_tool_calls_and_tool_messages(upstream, fake):
     request = CompletionRequest(
         messages=(
             Message.text(Role.USER, "Weather?"),
@@ -133,7 +105,7 @@ async def test_tool_history_is_sent_as_assistant_tool_calls_and_tool_messages(ha
             Message(Role.TOOL, (ToolResult("call_1", "lookup", "sunny"),)),
         )
     )
-    await collect(harness.provider(), request)
+    await collect(upstream.provider(), request)
     assert fake.requests[-1].body["messages"][1:] == [
         {
             "role": "assistant",
@@ -146,18 +118,18 @@ async def test_tool_history_is_sent_as_assistant_tool_calls_and_tool_messages(ha
     ]
 
 
-async def test_reasoning_content_deltas_become_reasoning(harness, fake):
+async def test_reasoning_content_deltas_become_reasoning(upstream, fake):
     fake.enqueue(FakeResponse.with_reasoning("Think hard.", "42"))
     request = CompletionRequest(messages=HELLO, reasoning=ReasoningOptions(enabled=True))
-    result = await complete(harness.provider(), request)
+    result = await complete(upstream.provider(), request)
     assert (result.reasoning, result.text) == ("Think hard.", "42")
     assert fake.requests[-1].body["reasoning_effort"] == "medium"
 
 
-async def test_structured_output_sends_a_json_schema_response_format(harness, fake):
+async def test_structured_output_sends_a_json_schema_response_format(upstream, fake):
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     fake.enqueue(FakeResponse.text('{"n": 3}', tokens=3))
-    result = await complete(harness.provider(), CompletionRequest(messages=HELLO, json_schema=schema))
+    result = await complete(upstream.provider(), CompletionRequest(messages=HELLO, json_schema=schema))
     assert result.text == '{"n": 3}'
     assert fake.requests[-1].body["response_format"] == {
         "type": "json_schema",
@@ -173,14 +145,14 @@ async def test_structured_output_sends_a_json_schema_response_format(harness, fa
         ("stop", StopReason.END_TURN),
     ],
 )
-async def test_finish_reason_maps_to_stop_reason(harness, fake, finish, stop):
+async def test_finish_reason_maps_to_stop_reason(upstream, fake, finish, stop):
     fake.enqueue(FakeResponse.text("abc", tokens=2, finish=finish))
-    events = await collect(harness.provider())
+    events = await collect(upstream.provider())
     assert events[-1] == Done(stop)
 
 
-async def test_stream_cut_before_finish_is_an_error_after_the_partial_text(harness, fake):
+async def test_stream_cut_before_finish_is_an_error_after_the_partial_text(upstream, fake):
     fake.enqueue(FakeResponse.truncated_after(2, tokens=4))
-    events = await collect(harness.provider())
+    events = await collect(upstream.provider())
     assert len(text_of(events)) > 0
     assert events[-1] == Done(StopReason.ERROR)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.common.errors import ErrorClass, InvalidInput
-from services.llm.providers import create_provider
 from services.llm.providers.base import (
     CompletionRequest,
     Done,
@@ -21,8 +18,6 @@ from services.llm.providers.base import (
     ReasoningEffort,
     ReasoningOptions,
     Role,
-    ServiceSettings,
-    ServiceType,
     StopReason,
     StreamError,
     TextDelta,
@@ -31,65 +26,33 @@ from services.llm.providers.base import (
 )
 from services.llm.providers.vertex import VertexProvider, vertex_base_url
 from services.llm.streaming import stream_completion
-from tests.fakes import gemini as fake
+from tests.fakes import gemini as fake_api
+from tests.unit.llm.provider_support import VERTEX
 
 QUESTION = (Message.text(Role.USER, "Hi?"),)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def server() -> AsyncIterator[fake.FakeGoogle]:
-    srv = fake.FakeGoogle()
-    await srv.start()
-    yield srv
-    await srv.close()
+UPSTREAM = VERTEX
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-def _settings(server: fake.FakeGoogle, credentials: str, **extra: object) -> ServiceSettings:
-    return ServiceSettings(
-        id="v",
-        type=ServiceType.VERTEX,
-        api_url=server.url,
-        region="us-central1",
-        vertex_project_id="fake-project",
-        vertex_auth_credentials=credentials,
-        default_model="gemini-3-pro-preview",
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture
-def sa_json(server: fake.FakeGoogle) -> str:
-    credentials, key = fake.service_account_json(f"{server.url}/token")
-    server.public_key = key.public_key()
-    return credentials
-
-
-async def test_service_account_token_is_exchanged_once_and_sent_as_bearer(server, session, sa_json) -> None:
-    provider = VertexProvider(_settings(server, sa_json), session=session)
+async def test_service_account_token_is_exchanged_once_and_sent_as_bearer(fake, provider) -> None:
     for _ in range(2):
         events = [e async for e in provider.stream(CompletionRequest(messages=QUESTION))]
         assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello from fake Gemini"
         assert events[-1] == Done(StopReason.END_TURN)
-    assert server.token_requests == 1
-    sent = server.requests[-1]
+    assert fake.token_requests == 1
+    sent = fake.requests[-1]
     assert sent.path == (
         "/v1/projects/fake-project/locations/us-central1/publishers/google/models/"
         "gemini-3-pro-preview:streamGenerateContent"
     )
     assert sent.query == {"alt": "sse"}
-    assert sent.header("authorization") == f"Bearer {fake.ACCESS_TOKEN}"
+    assert sent.header("authorization") == f"Bearer {fake_api.ACCESS_TOKEN}"
     assert sent.header("x-goog-api-key") == ""
 
 
-async def test_same_body_as_gemini_with_tools_and_reasoning_level(server, session, sa_json) -> None:
-    server.enqueue(fake.function_call("lookup", {"id": 7}, call_id="call-from-vertex"))
-    provider = VertexProvider(_settings(server, sa_json), session=session)
+async def test_same_body_as_gemini_with_tools_and_reasoning_level(fake, provider) -> None:
+    fake.enqueue(fake_api.function_call("lookup", {"id": 7}, call_id="call-from-vertex"))
     request = CompletionRequest(
         messages=QUESTION,
         tools=(ToolSpec("lookup", "Look up"),),
@@ -99,71 +62,66 @@ async def test_same_body_as_gemini_with_tools_and_reasoning_level(server, sessio
     call = next(e.call for e in events if isinstance(e, ToolCallEvent))
     assert (call.id, call.name, call.arguments) == ("call-from-vertex", "lookup", {"id": 7})
     assert events[-1] == Done(StopReason.TOOL_USE)
-    body = server.requests[-1].json()
+    body = fake.requests[-1].json()
     assert body["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high", "includeThoughts": True}
     assert body["tools"][0]["functionDeclarations"][0]["name"] == "lookup"
 
 
-async def test_thoughts_stream_as_reasoning(server, session, sa_json) -> None:
-    server.enqueue(fake.thinking("hmm", "Yes."))
-    provider = VertexProvider(_settings(server, sa_json), session=session)
+async def test_thoughts_stream_as_reasoning(fake, provider) -> None:
+    fake.enqueue(fake_api.thinking("hmm", "Yes."))
     events = [e async for e in provider.stream(CompletionRequest(messages=QUESTION))]
     assert events[:3] == [ReasoningDelta("hmm"), ReasoningDelta("", signature="sig-abc"), TextDelta("Yes.")]
 
 
-async def test_rate_limit_then_success_is_retried_by_the_engine(server, session, sa_json) -> None:
-    server.enqueue(fake.http_error(429, "Quota exceeded.", google_status="RESOURCE_EXHAUSTED", retry_after="0"))
-    provider = VertexProvider(_settings(server, sa_json), session=session)
+async def test_rate_limit_then_success_is_retried_by_the_engine(fake, provider) -> None:
+    fake.enqueue(fake_api.http_error(429, "Quota exceeded.", google_status="RESOURCE_EXHAUSTED", retry_after="0"))
     events = [e async for e in stream_completion(provider, CompletionRequest(messages=QUESTION), base_backoff=0)]
     assert events[-1] == Done(StopReason.END_TURN)
-    assert sum(1 for r in server.requests if r.path.endswith(":streamGenerateContent")) == 2
+    assert sum(1 for r in fake.requests if r.path.endswith(":streamGenerateContent")) == 2
 
 
-async def test_stall_ends_with_a_retryable_error(server, session, sa_json) -> None:
-    server.enqueue(fake.stall())
-    provider = VertexProvider(_settings(server, sa_json), session=session)
+async def test_stall_ends_with_a_retryable_error(fake, provider) -> None:
+    fake.enqueue(fake_api.stall())
     events = [e async for e in stream_completion(provider, CompletionRequest(messages=QUESTION), stall_timeout=0.3)]
     assert isinstance(events[0], StreamError) and events[0].retryable
     assert events[-1] == Done(StopReason.ERROR)
 
 
-async def test_key_the_token_endpoint_rejects_is_an_admin_problem_and_never_leaks(server, session, sa_json) -> None:
+async def test_key_the_token_endpoint_rejects_is_an_admin_problem_and_never_leaks(upstream, fake, provider) -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    server.public_key = other.public_key()  # the fake no longer trusts our key
-    provider = VertexProvider(_settings(server, sa_json), session=session)
+    fake.public_key = other.public_key()  # the fake no longer trusts our key
     with pytest.raises(ProviderError) as info:
         [e async for e in stream_completion(provider, CompletionRequest(messages=QUESTION))]
     assert info.value.error_class == ErrorClass.POLICY and not info.value.retryable
-    private_key = json.loads(sa_json)["private_key"]
+    private_key = json.loads(upstream.settings.vertex_auth_credentials)["private_key"]
     assert private_key not in info.value.message and "PRIVATE KEY" not in info.value.message
 
 
-async def test_metadata_server_supplies_the_token_without_credentials(server, session) -> None:
+async def test_metadata_server_supplies_the_token_without_credentials(upstream, fake) -> None:
     provider = VertexProvider(
-        _settings(server, ""),
-        session=session,
-        metadata_url=f"{server.url}/computeMetadata/v1/instance/service-accounts/default/token",
+        dataclasses.replace(upstream.settings, vertex_auth_credentials=""),
+        session=upstream.session,
+        metadata_url=f"{fake.url}/computeMetadata/v1/instance/service-accounts/default/token",
     )
     events = [e async for e in provider.stream(CompletionRequest(messages=QUESTION))]
     assert events[-1] == Done(StopReason.END_TURN)
-    assert server.requests[-1].header("authorization") == f"Bearer {fake.ACCESS_TOKEN}"
+    assert fake.requests[-1].header("authorization") == f"Bearer {fake_api.ACCESS_TOKEN}"
 
 
-async def test_list_models_returns_publisher_model_ids(server, session, sa_json) -> None:
-    provider = VertexProvider(_settings(server, sa_json), session=session)
-    assert await provider.list_models() == list(fake.MODELS)
+async def test_list_models_returns_publisher_model_ids(provider) -> None:
+    assert await provider.list_models() == list(fake_api.MODELS)
 
 
-def test_malformed_service_account_json_is_rejected_up_front(server) -> None:
+async def test_malformed_service_account_json_is_rejected_up_front(upstream) -> None:
     with pytest.raises(InvalidInput):
-        VertexProvider(_settings(server, "{not json"))
+        upstream.provider(vertex_auth_credentials="{not json")
     with pytest.raises(InvalidInput):
-        VertexProvider(_settings(server, '{"type": "service_account", "client_email": "x"}'))
+        upstream.provider(vertex_auth_credentials='{"type": "service_account", "client_email": "x"}')
 
 
-def test_project_and_region_are_required() -> None:
+async def test_project_and_region_are_required(upstream) -> None:
     with pytest.raises(InvalidInput):
-        VertexProvider(ServiceSettings(id="v", type=ServiceType.VERTEX, region="us-central1"))
+        upstream.provider(vertex_project_id="", api_url="", vertex_auth_credentials="")
 
 
 def test_global_location_uses_the_unprefixed_host() -> None:
@@ -171,5 +129,5 @@ def test_global_location_uses_the_unprefixed_host() -> None:
     assert vertex_base_url("europe-west4") == "https://europe-west4-aiplatform.googleapis.com"
 
 
-async def test_registry_builds_a_vertex_provider(server, session, sa_json) -> None:
-    assert isinstance(create_provider(_settings(server, sa_json), session), VertexProvider)
+async def test_registry_builds_a_vertex_provider(provider) -> None:
+    assert isinstance(provider, VertexProvider)

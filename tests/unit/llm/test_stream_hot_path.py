@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
@@ -139,7 +139,7 @@ def _chunk(text: str) -> SSEEvent:
     return SSEEvent("", json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}))
 
 
-async def _batches(*batches: list[SSEEvent]) -> AsyncIterator[list[SSEEvent]]:
+async def _batches(*batches: list[SSEEvent]) -> AsyncGenerator[list[SSEEvent], None]:
     for batch in batches:
         yield batch
 
@@ -162,7 +162,7 @@ async def test_text_before_an_error_in_the_same_read_is_delivered_before_the_err
 async def test_batches_are_pulled_only_as_the_consumer_pulls():
     pulled = 0
 
-    async def reads() -> AsyncIterator[list[SSEEvent]]:
+    async def reads() -> AsyncGenerator[list[SSEEvent], None]:
         nonlocal pulled
         for i in range(100):
             pulled += 1
