@@ -18,7 +18,7 @@ from services.common.identity import identity
 from services.llm import outcomes
 from services.llm.batching import event_batches
 from services.llm.completion import CompletionService
-from services.llm.messages import (
+from services.llm.completion_proto import (
     completion_request_from_proto,
     event_to_proto,
     events_to_proto,

@@ -12,7 +12,7 @@ from aiohttp import web
 from services.common.errors import DomainError
 from services.common.mattermost import Post, WebSocketEvent
 from services.gateway.conversations.bots import AgentDirectory, BotTokens, load_agents
-from services.gateway.conversations.claims import ClaimsUnavailable, PostClaims
+from services.gateway.conversations.claims import ReplicaClaims
 from services.gateway.conversations.listener import BotListeners, RecentPosts
 from services.gateway.conversations.responder import Responder
 from services.gateway.conversations.triggers import ReminderCandidate, Trigger, classify
@@ -34,7 +34,7 @@ class ConversationTriggers:
         self.replica_id = settings.replica_id or secrets.token_hex(8)
         self.directory = AgentDirectory(agents=[])
         self.tokens = BotTokens(deps.mattermost, f"agents-gateway {self.replica_id}")
-        self.claims = PostClaims(deps.backends, self.replica_id, settings.claim_lease_seconds)
+        self.claims = ReplicaClaims(deps.backends, self.replica_id, settings.claim_lease_seconds)
         self.responder = Responder(deps, self.tokens, self.claims, writer, lambda: self.directory)
         self.listeners = BotListeners(
             settings.mattermost_url, self.tokens, self.on_event, max_backoff=settings.websocket_max_backoff_seconds
@@ -156,9 +156,6 @@ class ConversationTriggers:
         while True:
             try:
                 await self.sweep()
-            except ClaimsUnavailable:
-                logger.info("the llm service has no ClaimPost; replies are not taken over")
-                return
             except DomainError as err:
                 logger.warning("sweeping claims failed", extra={"error": err.message})
             await asyncio.sleep(self.deps.settings.claim_sweep_seconds)

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from services.llm.completion import Attribution
+from services.llm.conversations.agent_registry import AgentProfile
 from services.llm.conversations.model import RequestContext
-from services.llm.conversations.peers import AgentProfile
 from services.llm.providers.base import CompletionRequest, Event
 from services.llm.streaming import CompletionResult
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 
 from services.common.errors import DomainError, ErrorClass
+from services.llm.conversations.agent_registry import AgentProfile
+from services.llm.conversations.agent_tools import AgentTools, ToolOutcome, ToolRun
 from services.llm.conversations.approvals import (
     FAILURE_CAP_INSTRUCTION,
     AvailableTool,
@@ -37,9 +39,7 @@ from services.llm.conversations.model import (
     TurnEvent,
     TurnRole,
 )
-from services.llm.conversations.peers import AgentProfile, Peers, ToolOutcome
 from services.llm.conversations.store import ConversationStore
-from services.llm.conversations.toolrunner import ToolRun, run_tools
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -106,9 +106,9 @@ class TurnSetup:
 class AgentLoop:
     """Runs model rounds for a turn and persists them."""
 
-    def __init__(self, store: ConversationStore, peers: Peers, calls: ModelCalls) -> None:
+    def __init__(self, store: ConversationStore, tools: AgentTools, calls: ModelCalls) -> None:
         self.store = store
-        self.peers = peers
+        self.tools = tools
         self.calls = calls
 
     async def run(
@@ -176,7 +176,7 @@ class AgentLoop:
                     runs = [ToolRun(c, ToolOutcome(plan.errors[c.id], True)) for c in output.tool_calls]
                     statuses = {c.id: ToolStatus.ERROR for c in output.tool_calls}
                 else:
-                    runs = await run_tools(self.peers, setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
+                    runs = await self.tools.run(setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
                     statuses = {r.call.id: ToolStatus.AUTO_APPROVED for r in runs}
                 await self._persist_round(setup, output, statuses)
                 saved = True
