@@ -8,6 +8,7 @@ instead of going through generic JSON conversion.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agents.common.v1 import common_pb2 as common_pb2
@@ -136,23 +137,15 @@ def _usage_to_proto(usage: base.Usage) -> llm_pb2.Usage:
     )
 
 
-def event_to_proto(event: base.Event) -> llm_pb2.StreamCompleteResponse:
-    """One neutral event as a stream message."""
-    if type(event) is base.TextDelta:
-        # Most messages are text: filling a submessage in place is ~3x cheaper than nesting
-        # constructors, and this runs once per token.
-        message = llm_pb2.StreamCompleteResponse()
-        message.event.text_delta.text = event.text
-        return message
-    return llm_pb2.StreamCompleteResponse(event=stream_event(event))
-
-
-def events_to_proto(events: list[base.Event]) -> llm_pb2.StreamCompleteResponse:
-    """Several neutral events as one stream message (a client that set ``batch_events``)."""
+def events_to_proto(events: Sequence[base.Event]) -> llm_pb2.StreamCompleteResponse:
+    """Neutral events as one stream message: one each, or several for a client that set
+    ``batch_events``."""
     message = llm_pb2.StreamCompleteResponse()
     out = message.events
     for event in events:
         if type(event) is base.TextDelta:
+            # Most events are text: filling a submessage in place is ~3x cheaper than nesting
+            # constructors, and this runs once per token.
             out.add().text_delta.text = event.text
         else:
             out.append(stream_event(event))

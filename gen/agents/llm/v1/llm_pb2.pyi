@@ -632,9 +632,8 @@ class StreamCompleteRequest(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     batch_events: _builtins.bool
-    """Ask for `events` instead of `event`: each response then carries every event that was ready
-    when it was sent (1 to 64, in order; the first event and Done are never held back). False
-    (the default) keeps one event per response, in `event`.
+    """Each response then carries every event that was ready when it was sent (1 to 64, in order;
+    the first event and Done are never held back). False (the default): one event per response.
     """
     @_builtins.property
     def request(self) -> Global___CompletionRequest: ...
@@ -656,25 +655,19 @@ Global___StreamCompleteRequest: _TypeAlias = StreamCompleteRequest  # noqa: Y015
 class StreamCompleteResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    EVENT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___StreamEvent:
-        """The one event of this response, unless the request set batch_events."""
-
-    @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamEvent]:
-        """The events of this response, in order, when the request set batch_events (never empty)."""
+        """The events of this response, in order (never empty; exactly one unless batch_events)."""
 
     def __init__(
         self,
         *,
-        event: Global___StreamEvent | None = ...,
         events: _abc.Iterable[Global___StreamEvent] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
