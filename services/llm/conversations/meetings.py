@@ -25,7 +25,7 @@ from services.llm.conversations.model import Operation, RequestContext, StreamRe
 from services.llm.conversations.prompts import SUMMARY_TITLES, TRANSCRIPT_PRESET, task_prompt, transcript_request
 from services.llm.conversations.turns import AgentTurns, caller_id
 from services.llm.providers.base import CompletionRequest, Message, Provider, Role
-from services.llm.tokens import TokenCounter, counter_for_model_async
+from services.llm.tokens import TokenCounter
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class MeetingSummaries:
         limit = provider.settings.input_token_limit
         if limit <= 0:
             return [text]  # no limit configured: the service takes the transcript whole
-        counter = await counter_for_model_async(model)
+        counter = await self.turns.calls.counter(model)
         overhead = counter.count_text(task_prompt(TRANSCRIPT_PRESET)) + PROMPT_MARGIN_TOKENS
         budget = max(int(limit * CHUNK_SHARE) - overhead, 1)
         if counter.count_text(text) <= budget:
