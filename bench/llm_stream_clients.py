@@ -103,7 +103,7 @@ def grpc_client(
         ttft = 0.0
         chars = 0
         async for reply in stub.StreamComplete(request, metadata=metadata, timeout=60):
-            for event in reply.events if batch_events else (reply.event,):
+            for event in reply.events:
                 if event.HasField("text_delta"):
                     if not chars:
                         ttft = time.perf_counter() - started

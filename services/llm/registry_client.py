@@ -7,7 +7,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common.grpc_client import unary
 from services.common.identity import SYSTEM, current_identity
-from services.llm.messages import service_settings_from_proto
+from services.llm.completion_proto import service_settings_from_proto
 from services.llm.providers.base import ServiceSettings
 
 

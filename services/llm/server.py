@@ -1,4 +1,5 @@
-"""Wiring of the llm service: provider session, registry client, servicers. No logic here."""
+"""Wiring of the llm service: database, provider session, registry and tools clients, the LLM and
+Conversations servicers and what they are built from. No logic here."""
 
 from __future__ import annotations
 
@@ -6,22 +7,43 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
+from agents.tools.v1 import tools_pb2 as tools_pb2
+from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import db
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http import new_client_session
+from services.common.mattermost.client import MattermostClient
 from services.common.metrics import MetricsEndpoint
 from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher
 from services.common.settings import CommonSettings
 from services.llm.catalog import ProviderCatalog
 from services.llm.completion import CompletionService
-from services.llm.conversations import build_conversations
+from services.llm.conversations.actions import ActionTurns
+from services.llm.conversations.agent_registry import AgentRegistry
+from services.llm.conversations.agent_tools import AgentTools
+from services.llm.conversations.analysis import Analyses
+from services.llm.conversations.answers import PostAnswers
+from services.llm.conversations.attach import Attachments
+from services.llm.conversations.claims import PostClaimLeases
+from services.llm.conversations.claimstore import ClaimStore
+from services.llm.conversations.meetings import MeetingSummaries
+from services.llm.conversations.reads import ConversationReader
+from services.llm.conversations.relay import AttachRelay
+from services.llm.conversations.runs import TurnRuns
+from services.llm.conversations.servicer import ConversationsServicer
+from services.llm.conversations.stops import StopWatcher
+from services.llm.conversations.store import ConversationStore
+from services.llm.conversations.turns import AgentTurns
 from services.llm.metrics import LlmMetrics
 from services.llm.providers import create_provider
 from services.llm.providers.transcription import transcribe
@@ -32,14 +54,21 @@ from services.llm.usage_log import TokenUsageLog
 
 logger = logging.getLogger(__name__)
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version_llm"
+
 
 @dataclass
 class LlmDeps:
-    """What the service is built from; tests may pass their own."""
+    """What the service is built from; tests may pass their own. Nothing connects before use or
+    ``prepare``."""
 
+    engine: AsyncEngine
     http: aiohttp.ClientSession
     channels: ChannelPool
     registry: registry_pb2_grpc.RegistryStub
+    tools: tools_pb2_grpc.ToolsStub
+    mattermost: MattermostClient
     metrics: LlmMetrics
     usage_log: TokenUsageLog
 
@@ -50,11 +79,14 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
     http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size)
     channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
-    registry = registry_pb2_grpc.RegistryStub(channels.get(settings.index_addr, idempotent(registry_service)))
+    tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
     return LlmDeps(
+        engine=db.create_engine(settings.database_url),
         http=http,
         channels=channels,
-        registry=registry,
+        registry=registry_pb2_grpc.RegistryStub(channels.get(settings.index_addr, idempotent(registry_service))),
+        tools=tools_pb2_grpc.ToolsStub(channels.get(settings.tools_addr, idempotent(tools_service))),
+        mattermost=MattermostClient(settings.mattermost_url, settings.mattermost_token),
         metrics=LlmMetrics(),
         usage_log=TokenUsageLog(settings.token_usage_log_path),
     )
@@ -82,7 +114,29 @@ class LlmProcess:
         self.config.on_change(self._config_changed)
         # The conversation loop (agents.llm.v1.Conversations) shares the channels, the providers,
         # the observed completion path (metrics, spans, usage log) and the live plugin config.
-        self.conversations = build_conversations(settings, deps.channels, self.catalog, self.completions, self.config)
+        self.store = ConversationStore(deps.engine)
+        self.stops = StopWatcher(self.store)
+        self.turns = AgentTurns(
+            self.store,
+            AgentRegistry(deps.registry, self.config),
+            AgentTools(deps.tools),
+            self.catalog,
+            self.completions,
+            deps.mattermost,
+            self.stops,
+        )
+        self.runs = TurnRuns(settings.turn_timeout_seconds)
+        actions = ActionTurns(self.turns)
+        analyses = Analyses(self.turns, actions, MeetingSummaries(self.turns, actions))
+        conversations = ConversationsServicer(
+            PostAnswers(self.turns, analyses),
+            analyses,
+            ConversationReader(self.store, deps.mattermost),
+            self.runs,
+            PostClaimLeases(ClaimStore(deps.engine)),
+            Attachments(self.runs, self.store),
+            AttachRelay(deps.channels, settings.turn_timeout_seconds),
+        )
         self.metrics_endpoint = MetricsEndpoint(deps.metrics.registry, settings.metrics_port, settings.metrics_host)
         self.host = GrpcServiceHost(
             settings,
@@ -94,7 +148,7 @@ class LlmProcess:
                 ),
                 ServicerBinding(
                     llm_pb2.DESCRIPTOR.services_by_name["Conversations"].full_name,
-                    self.conversations.servicer,
+                    conversations,
                     llm_pb2_grpc.add_ConversationsServicer_to_server,
                 ),
             ],
@@ -115,8 +169,9 @@ class LlmProcess:
     async def prepare(self) -> None:
         # The host is bound by now (port 0 in tests picks one): other replicas relay Attach here.
         host = self.settings.grpc_host if self.settings.grpc_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        self.conversations.advertise(self.settings.advertise_addr or f"{host}:{self.host.port}")
-        await self.conversations.prepare()
+        self.store.runner = self.settings.advertise_addr or f"{host}:{self.host.port}"
+        await db.wait_for_database(self.deps.engine)
+        await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         self.metrics_endpoint.start()
         # Not awaited until ready: completions read services on demand, so the llm serves even
         # while the registry's config stream is still connecting.
@@ -124,8 +179,13 @@ class LlmProcess:
 
     async def close(self) -> None:
         # Running turns are cancelled first and save their partial answers while the database,
-        # channels and provider session are still open.
-        await self.conversations.close()
+        # the stop watcher, channels and provider session are still open; then the titles of
+        # ended turns are cancelled.
+        await self.runs.close()
+        await self.turns.close()
+        await self.stops.close()
+        await self.deps.mattermost.aclose()
+        await self.deps.engine.dispose()
         await self.config.close()
         self.metrics_endpoint.stop()
         await self.deps.channels.close()

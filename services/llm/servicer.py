@@ -18,9 +18,8 @@ from services.common.identity import identity
 from services.llm import outcomes, presets
 from services.llm.batching import event_batches
 from services.llm.completion import CompletionService
-from services.llm.messages import (
+from services.llm.completion_proto import (
     completion_request_from_proto,
-    event_to_proto,
     events_to_proto,
     inline_credentials_to_settings,
     result_to_proto,
@@ -57,7 +56,7 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         async with aclosing(self.completions.stream(service_id, neutral, attribution)) as events:
             if not request.batch_events:
                 async for event in events:
-                    yield event_to_proto(event)
+                    yield events_to_proto((event,))
                 return
             async with aclosing(event_batches(events)) as batches:
                 async for batch in batches:

@@ -35,6 +35,14 @@ def claim(post_id: str, claimant: str, **fields: Any) -> llm_pb2.ClaimPostReques
     return llm_pb2.ClaimPostRequest(post_id=post_id, claimant=claimant, **fields)
 
 
+def renew(post_id: str, claimant: str, **fields: Any) -> llm_pb2.RenewClaimRequest:
+    return llm_pb2.RenewClaimRequest(post_id=post_id, claimant=claimant, **fields)
+
+
+def finish(post_id: str, claimant: str) -> llm_pb2.FinishClaimRequest:
+    return llm_pb2.FinishClaimRequest(post_id=post_id, claimant=claimant)
+
+
 async def refused(call: Awaitable[Any]) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call
@@ -45,7 +53,18 @@ def new_post_id() -> str:
     return secrets.token_hex(13)
 
 
-# ---- ClaimPost ----------------------------------------------------------------------------------
+async def swept(world: World, post_id: str, claimant: str) -> llm_pb2.TakeOverExpiredClaimResponse | None:
+    """One sweep's take, if it is ``post_id``'s claim (other tests' leftovers are taken too)."""
+    request = llm_pb2.TakeOverExpiredClaimRequest(claimant=claimant)
+    try:
+        taken = await world.conversations.TakeOverExpiredClaim(request, metadata=world.h.metadata())
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        return None
+    return taken if taken.post_id == post_id else None
+
+
+# ---- post claims --------------------------------------------------------------------------------
 
 
 async def test_of_claimants_racing_for_a_post_exactly_one_wins(world: World) -> None:
@@ -64,46 +83,83 @@ async def test_of_claimants_racing_for_a_post_exactly_one_wins(world: World) -> 
 async def test_the_claimant_renews_its_claim_and_records_the_reply_post(world: World) -> None:
     post, md = new_post_id(), world.h.metadata()
     await world.conversations.ClaimPost(claim(post, "gw-a"), metadata=md)
-    renewed = await world.conversations.ClaimPost(claim(post, "gw-a", response_post_id="reply-1"), metadata=md)
-    assert renewed.response_post_id == "reply-1" and not renewed.taken_over
-    kept = await world.conversations.ClaimPost(claim(post, "gw-a"), metadata=md)
+    renewed = await world.conversations.RenewClaim(renew(post, "gw-a", response_post_id="reply-1"), metadata=md)
+    assert renewed.response_post_id == "reply-1"
+    kept = await world.conversations.RenewClaim(renew(post, "gw-a"), metadata=md)
     assert kept.response_post_id == "reply-1"
     assert await refused(world.conversations.ClaimPost(claim(post, "gw-b"), metadata=md)) == (
         grpc.StatusCode.ALREADY_EXISTS
     )
-    await world.conversations.ClaimPost(claim(post, "gw-a", finished=True), metadata=md)
+    await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)
 
 
 async def test_a_sweep_takes_over_an_expired_unfinished_claim_with_its_reply_post(world: World) -> None:
     post, md = new_post_id(), world.h.metadata()
-    await world.conversations.ClaimPost(
-        claim(post, "gw-dead", lease_seconds=1, response_post_id="reply-2"), metadata=md
+    await world.conversations.ClaimPost(claim(post, "gw-dead", lease_seconds=1), metadata=md)
+    await world.conversations.RenewClaim(
+        renew(post, "gw-dead", lease_seconds=1, response_post_id="reply-2"), metadata=md
     )
 
-    async def sweep() -> llm_pb2.ClaimPostResponse | None:
-        try:
-            taken = await world.conversations.ClaimPost(claim("", "gw-live"), metadata=md)
-        except grpc.aio.AioRpcError as err:
-            assert err.code() == grpc.StatusCode.NOT_FOUND
-            return None
-        return taken if taken.post_id == post else None  # other tests' leftovers are taken too
-
-    taken = await poll(sweep, within=15.0, interval=0.05)
-    assert taken.response_post_id == "reply-2" and taken.taken_over
+    taken = await poll(lambda: swept(world, post, "gw-live"), within=15.0, interval=0.05)
+    assert taken.response_post_id == "reply-2"
     assert await refused(world.conversations.ClaimPost(claim(post, "gw-dead"), metadata=md)) == (
         grpc.StatusCode.ALREADY_EXISTS
     )
-    await world.conversations.ClaimPost(claim(post, "gw-live", finished=True), metadata=md)
+    await world.conversations.FinishClaim(finish(post, "gw-live"), metadata=md)
 
 
 async def test_a_finished_claim_can_no_longer_be_claimed(world: World) -> None:
     post, md = new_post_id(), world.h.metadata()
     await world.conversations.ClaimPost(claim(post, "gw-a"), metadata=md)
-    await world.conversations.ClaimPost(claim(post, "gw-a", finished=True), metadata=md)
+    await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)
     for claimant in ("gw-a", "gw-b"):
         assert await refused(world.conversations.ClaimPost(claim(post, claimant), metadata=md)) == (
             grpc.StatusCode.ALREADY_EXISTS
         )
+
+
+async def test_a_claimant_whose_claim_was_taken_over_can_neither_renew_nor_release_it(world: World) -> None:
+    post, md = new_post_id(), world.h.metadata()
+    await world.conversations.ClaimPost(claim(post, "gw-slow", lease_seconds=1), metadata=md)
+
+    async def take_over() -> llm_pb2.ClaimPostResponse | None:
+        try:
+            return await world.conversations.ClaimPost(claim(post, "gw-fast"), metadata=md)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+            return None
+
+    assert (await poll(take_over, within=15.0, interval=0.05)).taken_over
+    assert await refused(world.conversations.RenewClaim(renew(post, "gw-slow"), metadata=md)) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    release = llm_pb2.ReleaseClaimRequest(post_id=post, claimant="gw-slow")
+    assert await refused(world.conversations.ReleaseClaim(release, metadata=md)) == grpc.StatusCode.FAILED_PRECONDITION
+    await world.conversations.FinishClaim(finish(post, "gw-fast"), metadata=md)
+
+
+async def test_a_released_claim_is_taken_over_by_the_next_sweep_before_its_lease_ends(world: World) -> None:
+    post, md = new_post_id(), world.h.metadata()
+    await world.conversations.ClaimPost(claim(post, "gw-stopping", lease_seconds=3600), metadata=md)
+    await world.conversations.RenewClaim(
+        renew(post, "gw-stopping", lease_seconds=3600, response_post_id="reply-3"), metadata=md
+    )
+    await world.conversations.ReleaseClaim(
+        llm_pb2.ReleaseClaimRequest(post_id=post, claimant="gw-stopping"), metadata=md
+    )
+
+    taken = await poll(lambda: swept(world, post, "gw-next"), within=15.0, interval=0.05)
+    assert taken.response_post_id == "reply-3"
+    await world.conversations.FinishClaim(finish(post, "gw-next"), metadata=md)
+
+
+async def test_a_post_finished_without_a_claim_is_never_claimed(world: World) -> None:
+    post, md = new_post_id(), world.h.metadata()
+    await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)
+    await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)  # a retried call
+    assert await refused(world.conversations.ClaimPost(claim(post, "gw-b"), metadata=md)) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
 
 
 async def test_respond_answers_a_post_the_gateway_claimed_first(world: World) -> None:
@@ -113,8 +169,8 @@ async def test_respond_answers_a_post_the_gateway_claimed_first(world: World) ->
     request, _ = world.dm(alice, agent, "hello")
     md = world.h.metadata()
     await world.conversations.ClaimPost(claim(request.post_id, "gw-a"), metadata=md)
-    await world.conversations.ClaimPost(
-        claim(request.post_id, "gw-a", response_post_id=request.response_post_id), metadata=md
+    await world.conversations.RenewClaim(
+        renew(request.post_id, "gw-a", response_post_id=request.response_post_id), metadata=md
     )
     events = await collect(world.conversations.Respond(request, metadata=world.md(alice)))
     assert text_of(events) == "Claimed and answered."

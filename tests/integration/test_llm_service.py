@@ -69,7 +69,7 @@ class LlmCluster:
         call = self.llm.StreamComplete(
             llm_pb2.StreamCompleteRequest(request=request), metadata=self.h.metadata(), timeout=20
         )
-        return [message.event async for message in call]
+        return [event async for message in call for event in message.events]
 
     async def messages(
         self, request: llm_pb2.CompletionRequest, *, batch_events: bool
@@ -133,11 +133,11 @@ async def test_stream_complete_streams_text_usage_and_done(cluster: LlmCluster) 
     assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_END_TURN
 
 
-async def test_a_client_that_does_not_batch_gets_one_event_per_message_in_event(cluster: LlmCluster) -> None:
+async def test_a_client_that_does_not_batch_gets_one_event_per_message(cluster: LlmCluster) -> None:
     cluster.fake.enqueue(FakeResponse.text("one two three", tokens=3, usage=(12, 3)))
     messages = await cluster.messages(cluster.request(), batch_events=False)
-    assert all(m.HasField("event") and not m.events for m in messages)
-    events = [m.event for m in messages]
+    assert all(len(m.events) == 1 for m in messages)
+    events = [m.events[0] for m in messages]
     assert kinds(events) == ["text_delta", "usage", "done"]
     assert text(events) == "one two three"
 
@@ -146,7 +146,7 @@ async def test_a_batching_client_gets_the_same_events_in_order_grouped_in_events
     answer = " ".join(f"w{i}" for i in range(40))
     cluster.fake.enqueue(FakeResponse.text(answer, tokens=40, usage=(12, 40), token_delay=0.0))
     messages = await cluster.messages(cluster.request(), batch_events=True)
-    assert all(not m.HasField("event") and 1 <= len(m.events) <= 64 for m in messages)
+    assert all(1 <= len(m.events) <= 64 for m in messages)
     events = [e for m in messages for e in m.events]
     assert kinds(events) == ["text_delta", "usage", "done"]
     assert text(events) == answer
@@ -321,11 +321,11 @@ async def test_sigterm_lets_an_in_flight_stream_finish_within_the_grace(cluster:
     call = cluster.llm.StreamComplete(
         llm_pb2.StreamCompleteRequest(request=cluster.request()), metadata=h.metadata(), timeout=20
     )
-    events = [(await call.read()).event]
+    events = list((await call.read()).events)
     process = h.cluster.processes["llm"].proc
     process.send_signal(signal.SIGTERM)
     while (message := await call.read()) is not grpc.aio.EOF:
-        events.append(message.event)
+        events.extend(message.events)
     # 150 ms apart, each token is its own read: none are coalesced.
     assert kinds(events)[-1] == "done" and [e.WhichOneof("event") for e in events].count("text_delta") == 8
     assert await asyncio.wait_for(process.wait(), 10) == 0

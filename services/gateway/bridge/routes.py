@@ -11,7 +11,7 @@ started they arrive as a Type 2 event followed by Type 1, and the stream ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import orjson
@@ -191,7 +191,7 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
                 # One write per message (not per event or rendered item): write() waits for the
                 # socket to drain, so a slow plugin slows the whole chain, and each write is a syscall.
                 items = []
-                for event in _events_in(message):
+                for event in message.events:
                     items += renderer.render(event)
                     if event.WhichOneof("event") == "done":
                         done = True
@@ -211,11 +211,6 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def _events_in(message: llm_pb2.StreamCompleteResponse) -> Sequence[llm_pb2.StreamEvent]:
-    # An llm service older than batch_events ignores it and fills `event` (a rolling upgrade).
-    return message.events or (message.event,)
-
-
 def _sse(item: dict[str, object]) -> bytes:
     # orjson: one encode per token on the path every plugin stream takes.
     return b"data: " + orjson.dumps(item) + b"\n\n"
@@ -227,7 +222,7 @@ async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
     events = _events(deps, completion)
     try:
         async for message in events:
-            for event in _events_in(message):
+            for event in message.events:
                 kind = event.WhichOneof("event")
                 if kind == "text_delta":
                     text.append(event.text_delta.text)

@@ -1,10 +1,11 @@
 """Exactly-once across gateway replicas: a leased claim per user post, held in the llm service.
 
 Every replica connected for a bot sees the same ``posted`` event; the first ``ClaimPost`` wins and
-only the winner creates the reply post. The winner renews the lease while it renders; when the
-lease runs out (the replica died) any replica's sweep takes the claim over and finishes the same
-reply post (``Attach``), so a reply is neither lost nor written twice. A replica that stops while
-rendering hands the claim back instead of letting the whole lease run out.
+only the winner creates the reply post. The winner renews the lease while it renders
+(``RenewClaim``); when the lease runs out (the replica died) any replica's sweep
+(``TakeOverExpiredClaim``) takes the claim over and finishes the same reply post (``Attach``), so
+a reply is neither lost nor written twice. A replica that stops while rendering hands the claim
+back (``ReleaseClaim``) instead of letting the whole lease run out.
 """
 
 from __future__ import annotations
@@ -14,75 +15,67 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import grpc
 from agents.llm.v1 import llm_pb2 as llm_pb2
 
-from services.common.errors import AlreadyExists, DomainError, NotFound
+from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
 from services.common.grpc_client import unary
 from services.gateway.backends import Backends
 
 logger = logging.getLogger(__name__)
 
-# The shortest lease ClaimPost grants (0 means its default): a claim handed back with it is
-# taken over by the next sweep of any live replica.
-HAND_BACK_LEASE_SECONDS = 1
 
+class ReplicaClaims:
+    """This replica's side of the claims: claim, renew while rendering, finish, hand back, sweep.
 
-class ClaimsUnavailable(DomainError):
-    """The llm service does not implement ClaimPost: fall back to Respond's own claim."""
-
-
-class PostClaims:
-    """This replica's side of the claims: claim, renew while rendering, finish, sweep."""
+    Every call waits for the llm service to be ready: nobody waits on an HTTP answer here, so it
+    rides out an llm replica restarting (or a channel still backing off from before the llm
+    service was up) within its deadline.
+    """
 
     def __init__(self, backends: Backends, claimant: str, lease_seconds: int) -> None:
         self.backends = backends
         self.claimant = claimant
         self.lease_seconds = lease_seconds
 
-    async def _call(self, request: llm_pb2.ClaimPostRequest) -> llm_pb2.ClaimPostResponse:
+    async def claim(self, post_id: str) -> bool:
+        """Claim ``post_id``; False when another replica holds it or it is finished."""
+        request = llm_pb2.ClaimPostRequest(post_id=post_id, claimant=self.claimant, lease_seconds=self.lease_seconds)
         try:
-            # Nobody waits on an HTTP answer here: ride out an llm replica restarting (or a
-            # channel still backing off from before the llm service was up) within the deadline.
-            return await self.backends.conversations.ClaimPost(request, wait_for_ready=True)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-                raise ClaimsUnavailable("the llm service has no ClaimPost") from None
-            raise
-        # (other errors are mapped by ``unary`` in the callers)
+            await unary(self.backends.conversations.ClaimPost, request, wait_for_ready=True)
+        except AlreadyExists:
+            return False
+        return True
 
-    async def claim(
-        self, post_id: str, response_post_id: str = "", *, lease_seconds: int = 0
-    ) -> llm_pb2.ClaimPostResponse | None:
-        """Claim (or renew) ``post_id``; None when another replica holds it or it is finished."""
-        request = llm_pb2.ClaimPostRequest(
+    async def renew(self, post_id: str, response_post_id: str = "") -> bool:
+        """Extend this replica's lease on ``post_id`` (recording the reply post when given);
+        False when another replica took the claim over."""
+        request = llm_pb2.RenewClaimRequest(
             post_id=post_id,
             claimant=self.claimant,
-            lease_seconds=lease_seconds or self.lease_seconds,
+            lease_seconds=self.lease_seconds,
             response_post_id=response_post_id,
         )
         try:
-            return await unary(self._call, request)
-        except AlreadyExists:
-            return None
+            await unary(self.backends.conversations.RenewClaim, request, wait_for_ready=True)
+        except FailedPrecondition:
+            return False
+        return True
 
     async def finish(self, post_id: str) -> None:
         """The reply is final: no replica will take it over."""
-        request = llm_pb2.ClaimPostRequest(
-            post_id=post_id, claimant=self.claimant, lease_seconds=self.lease_seconds, finished=True
-        )
+        request = llm_pb2.FinishClaimRequest(post_id=post_id, claimant=self.claimant)
         try:
-            await unary(self._call, request)
+            await unary(self.backends.conversations.FinishClaim, request, wait_for_ready=True)
         except DomainError as err:
             # The lease will expire; a sweeper then finds the post already final and finishes it.
             logger.warning("finishing a claim failed", extra={"post_id": post_id, "error": err.message})
 
-    async def take_over_one(self) -> llm_pb2.ClaimPostResponse | None:
+    async def take_over_one(self) -> llm_pb2.TakeOverExpiredClaimResponse | None:
         """Take over one expired, unfinished claim (a reply some replica left); None if none."""
-        request = llm_pb2.ClaimPostRequest(post_id="", claimant=self.claimant, lease_seconds=self.lease_seconds)
+        request = llm_pb2.TakeOverExpiredClaimRequest(claimant=self.claimant, lease_seconds=self.lease_seconds)
         try:
-            return await unary(self._call, request)
-        except (NotFound, AlreadyExists):
+            return await unary(self.backends.conversations.TakeOverExpiredClaim, request, wait_for_ready=True)
+        except NotFound:
             return None
 
     @contextlib.asynccontextmanager
@@ -93,7 +86,7 @@ class PostClaims:
             while True:
                 await asyncio.sleep(self.lease_seconds / 3)
                 try:
-                    if await self.claim(post_id) is None:
+                    if not await self.renew(post_id):
                         logger.warning("lost the claim on a post being rendered", extra={"post_id": post_id})
                 except DomainError as err:
                     logger.warning("renewing a claim failed", extra={"post_id": post_id, "error": err.message})
@@ -109,8 +102,9 @@ class PostClaims:
         except asyncio.CancelledError:
             # This replica stops rendering (shutdown): hand the claim back, after the last renewal.
             await stop_renewing()
+            request = llm_pb2.ReleaseClaimRequest(post_id=post_id, claimant=self.claimant)
             try:
-                await self.claim(post_id, lease_seconds=HAND_BACK_LEASE_SECONDS)
+                await unary(self.backends.conversations.ReleaseClaim, request, wait_for_ready=True)
             except DomainError as err:
                 logger.warning("handing a claim back failed", extra={"post_id": post_id, "error": err.message})
             raise

@@ -22,7 +22,7 @@ from services.common.identity import Identity, current_identity
 from services.common.mattermost import Post
 from services.gateway.agent_directory import AgentBot
 from services.gateway.backends import conversation_events
-from services.gateway.conversations.claims import ClaimsUnavailable, PostClaims
+from services.gateway.conversations.claims import ReplicaClaims
 from services.gateway.conversations.triggers import ReminderCandidate, Trigger
 from services.gateway.deps import GatewayDeps
 from services.gateway.rendering.reply import (
@@ -56,17 +56,10 @@ def acting_for(user_id: str) -> object:
 class Responder:
     """Turns triggers into reply posts on behalf of the agents' bots."""
 
-    def __init__(self, deps: GatewayDeps, claims: PostClaims) -> None:
+    def __init__(self, deps: GatewayDeps, claims: ReplicaClaims) -> None:
         self.deps = deps
         self.replies = deps.replies
         self.claims = claims
-
-    async def _claim(self, post_id: str) -> bool | None:
-        """True when claimed, None when another replica has it, False when claims are unavailable."""
-        try:
-            return True if await self.claims.claim(post_id) is not None else None
-        except ClaimsUnavailable:
-            return False
 
     async def context(self, trigger: Trigger) -> llm_pb2.ConversationContext:
         """Where and for whom the turn runs."""
@@ -81,14 +74,15 @@ class Responder:
             user_timezone=user.preferred_timezone,
         )
 
-    async def _start(self, trigger: Trigger, already_claimed: bool) -> tuple[bool, llm_pb2.ConversationContext] | None:
-        """Claim the post and check the agent may answer it here: (claimed, context), or None
+    async def _start(self, trigger: Trigger, already_claimed: bool) -> llm_pb2.ConversationContext | None:
+        """Claim the post and check the agent may answer it here: the turn's context, or None
         when another replica has it or the agent is not usable here."""
         post, agent = trigger.post, trigger.agent
-        claimed = True if already_claimed else await self._claim(post.id)
-        if claimed is None:
+        if not already_claimed and not await self.claims.claim(post.id):
             return None
         context = await self.context(trigger)
+        # Checked here although Respond checks again: a post the agent may not answer gets no
+        # reply post at all, rather than one that shows the refusal.
         with acting_for(post.user_id):
             decision = await unary(
                 self.deps.backends.registry.CheckAgentAccess,
@@ -102,10 +96,9 @@ class Responder:
             )
         if not decision.allowed:
             logger.info("agent not usable here; not answering", extra={"post_id": post.id, "reason": decision.reason})
-            if claimed:
-                await self.claims.finish(post.id)
+            await self.claims.finish(post.id)
             return None
-        return claimed, context
+        return context
 
     async def _retrying(self, post_id: str, step: Callable[..., Awaitable[T]], *args: object) -> T:
         """``step(*args)``, tried again with backoff while a dependency is unavailable, for at most
@@ -153,23 +146,21 @@ class Responder:
         """Answer a user's post into a new reply post, unless another replica claimed it."""
         post, agent = trigger.post, trigger.agent
         try:
-            started = await self._retrying(post.id, self._start, trigger, already_claimed)
+            context = await self._retrying(post.id, self._start, trigger, already_claimed)
         except UpstreamUnavailable as err:
             await self._unavailable_reply(trigger, err)
             return
-        if started is None:
+        if context is None:
             return
-        claimed, context = started
         reply = await self.replies.start_in_thread(post, agent.bot_user_id)
-        if claimed:
-            try:
-                await self.claims.claim(post.id, response_post_id=reply.post_id)
-            except DomainError as err:
-                # The turn goes on (and says so in the post if it cannot start); raising here would
-                # leave the new post streaming with nothing rendering it.
-                logger.warning(
-                    "recording the reply post on the claim failed", extra={"post_id": post.id, "error": err.message}
-                )
+        try:
+            await self.claims.renew(post.id, response_post_id=reply.post_id)
+        except DomainError as err:
+            # The turn goes on (and says so in the post if it cannot start); raising here would
+            # leave the new post streaming with nothing rendering it.
+            logger.warning(
+                "recording the reply post on the claim failed", extra={"post_id": post.id, "error": err.message}
+            )
         request = llm_pb2.RespondRequest(
             context=context,
             post_id=post.id,
@@ -188,15 +179,15 @@ class Responder:
             )
             first = await _first(events)
             if isinstance(first, AlreadyExists):
-                # Respond's own claim: another replica answers (only without ClaimPost).
+                # A turn already answers the post: its replica died after starting it, before it
+                # recorded its reply post on the claim (this one took the claim over).
                 await reply.poster.delete_post(reply.post_id)
                 return
-            async with self.claims.held(post.id) if claimed else contextlib.nullcontext():
-                await self.replies.write(reply, _prepend(first, events), resumable=claimed)
-        if claimed:
-            await self.claims.finish(post.id)
+            async with self.claims.held(post.id):
+                await self.replies.write(reply, _prepend(first, events), resumable=True)
+        await self.claims.finish(post.id)
 
-    async def resume(self, claim: llm_pb2.ClaimPostResponse, trigger_for: Callable[[Post], object]) -> None:
+    async def resume(self, claim: llm_pb2.TakeOverExpiredClaimResponse, trigger_for: Callable[[Post], object]) -> None:
         """Finish a reply whose claim this replica took over from a dead one."""
         if not claim.response_post_id:
             # The previous claimant died before creating the reply: answer from the start.
@@ -232,7 +223,7 @@ class Responder:
         by_bot = {a.bot_user_id: a for a in agents}
         if not earlier or earlier[-1].user_id not in by_bot:
             return
-        if await self._claim(post.id) is None:
+        if not await self.claims.claim(post.id):
             return
         agent = by_bot[earlier[-1].user_id]
         poster = await self.replies.poster(agent.bot_user_id)
@@ -243,8 +234,7 @@ class Responder:
             "target_post_id": post.id,
         }
         await poster.create_post(post.channel_id, REMINDER_TEXT, root_id=post.root_id, props=props, type=REMINDER_TYPE)
-        with contextlib.suppress(ClaimsUnavailable):
-            await self.claims.finish(post.id)
+        await self.claims.finish(post.id)
 
 
 async def _first(events: AsyncIterator[llm_pb2.ConversationEvent]) -> llm_pb2.ConversationEvent | DomainError | None:

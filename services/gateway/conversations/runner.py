@@ -11,7 +11,7 @@ from aiohttp import web
 from services.common.errors import DomainError
 from services.common.mattermost import Post, WebSocketEvent
 from services.gateway.agent_directory import AgentBot
-from services.gateway.conversations.claims import ClaimsUnavailable, PostClaims
+from services.gateway.conversations.claims import ReplicaClaims
 from services.gateway.conversations.listener import BotListeners, RecentPosts
 from services.gateway.conversations.responder import Responder
 from services.gateway.conversations.triggers import ReminderCandidate, Trigger, classify
@@ -26,7 +26,7 @@ class ConversationTriggers:
     def __init__(self, deps: GatewayDeps) -> None:
         settings = deps.settings
         self.deps = deps
-        self.claims = PostClaims(deps.backends, deps.replica_id, settings.claim_lease_seconds)
+        self.claims = ReplicaClaims(deps.backends, deps.replica_id, settings.claim_lease_seconds)
         self.responder = Responder(deps, self.claims)
         self.listeners = BotListeners(
             settings.mattermost_url,
@@ -122,9 +122,6 @@ class ConversationTriggers:
         while True:
             try:
                 await self.sweep()
-            except ClaimsUnavailable:
-                logger.info("the llm service has no ClaimPost; replies are not taken over")
-                return
             except DomainError as err:
                 logger.warning("sweeping claims failed", extra={"error": err.message})
             await asyncio.sleep(self.deps.settings.claim_sweep_seconds)

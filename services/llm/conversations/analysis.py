@@ -1,31 +1,27 @@
-"""AI actions: thread analysis (summary, action items, open questions), channel summaries over
-a time range and meeting summaries (``meetings.py``), each streamed into a new DM post with the
-bot, tools disabled, fixed titles."""
+"""AI actions on posts: thread analysis (summary, action items, open questions) and channel
+summaries over a time range, each run as an action turn (``actions.py``). The transcript preset
+of Summarize goes to the meeting summaries (``meetings.py``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.mattermost.models import Post
-from services.llm.conversations.blocks import text_block
+from services.llm.conversations.actions import ActionTurns, SummarizeInput
 from services.llm.conversations.history import read_thread
-from services.llm.conversations.loop import TurnSetup
-from services.llm.conversations.model import Bound, Operation, RequestContext, StreamRecord, TurnEvent, TurnRole
+from services.llm.conversations.meetings import MeetingSummaries
+from services.llm.conversations.model import Operation, RequestContext, StreamRecord, TurnEvent
 from services.llm.conversations.prompts import (
     ANALYSIS_TITLES,
     SUMMARY_TITLES,
     TRANSCRIPT_PRESET,
     FormattedPost,
-    PromptContext,
-    system_prompt,
-    task_prompt,
     thread_text,
 )
-from services.llm.conversations.runtime import Runtime, caller_id
-from services.llm.providers.base import Message, Role
+from services.llm.conversations.turns import AgentTurns, caller_id
 
 MAX_RANGE_MS = 14 * 24 * 3600 * 1000
 MAX_SUMMARY_POSTS = 200
@@ -40,25 +36,11 @@ class AnalyzeInput:
     response_post_id: str
 
 
-@dataclass(frozen=True)
-class SummarizeInput:
-    ctx: RequestContext
-    preset_prompt: str
-    start_time: int
-    end_time: int
-    prompt: str
-    response_post_id: str
-    # For the summarize_transcript preset: the transcript's file, or the post carrying it.
-    transcript_file_id: str = ""
-    transcript_post_id: str = ""
-
-
 class Analyses:
-    def __init__(self, runtime: Runtime) -> None:
-        from services.llm.conversations.meetings import MeetingSummaries
-
-        self.rt = runtime
-        self.meetings = MeetingSummaries(self)
+    def __init__(self, turns: AgentTurns, actions: ActionTurns, meetings: MeetingSummaries) -> None:
+        self.turns = turns
+        self.actions = actions
+        self.meetings = meetings
 
     async def analyze(self, req: AnalyzeInput) -> AsyncIterator[TurnEvent]:
         """Analyse a thread into the given response post."""
@@ -67,11 +49,11 @@ class Analyses:
         if not req.post_id or not req.response_post_id:
             raise InvalidInput("post_id and response_post_id are required", field="post_id")
         caller_id(req.ctx)
-        await self.rt.peers.check_access(req.ctx)
-        post = await self.rt.mattermost.get_post(req.post_id)
-        posts = await read_thread(self.rt.mattermost, req.ctx.user_id, post.channel_id, post.thread_root_id)
+        await self.turns.registry.check_access(req.ctx)
+        post = await self.turns.mattermost.get_post(req.post_id)
+        posts = await read_thread(self.turns.mattermost, req.ctx.user_id, post.channel_id, post.thread_root_id)
         params = {"context": req.ctx.as_params(), "post_id": req.post_id, "analysis_type": req.analysis_type}
-        async for event in self.run_action(
+        async for event in self.actions.run(
             req.ctx,
             req.response_post_id,
             Operation.THREAD_ANALYSIS,
@@ -99,13 +81,13 @@ class Analyses:
         if not req.ctx.channel_id or not req.response_post_id:
             raise InvalidInput("context.channel_id and response_post_id are required", field="context")
         caller_id(req.ctx)
-        await self.rt.peers.check_access(req.ctx)
-        if not await self.rt.mattermost.user_can_read_channel(req.ctx.user_id, req.ctx.channel_id):
+        await self.turns.registry.check_access(req.ctx)
+        if not await self.turns.mattermost.user_can_read_channel(req.ctx.user_id, req.ctx.channel_id):
             raise PermissionDenied("you cannot read this channel")
         posts = await self._channel_posts(req.ctx.channel_id, req.start_time, end)
         task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
         params = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
-        async for event in self.run_action(
+        async for event in self.actions.run(
             req.ctx,
             req.response_post_id,
             Operation.CHANNEL_INTERVAL,
@@ -131,9 +113,7 @@ class Analyses:
             str(record.params.get("analysis_type", "")),
             record.response_post_id,
         )
-        conversation = await self.rt.store.get_conversation(record.conversation_id)
-        if conversation is not None:
-            await self.rt.store.delete_turns_after(conversation.id, 0)
+        await self.turns.store.delete_turns_after(record.conversation_id, 0)
         async for event in self.analyze(req):
             yield event
 
@@ -141,7 +121,7 @@ class Analyses:
         # Pages of 60, newest first on the server, until the range or the 200-post cap is covered.
         found: dict[str, Post] = {}
         for page in range(MAX_SUMMARY_POSTS // PAGE_SIZE + 1):
-            batch = await self.rt.mattermost.get_channel_posts(channel_id, page=page, per_page=PAGE_SIZE)
+            batch = await self.turns.mattermost.get_channel_posts(channel_id, page=page, per_page=PAGE_SIZE)
             for post in batch:
                 if start <= post.create_at <= end and not post.delete_at and not post.type:
                     found[post.id] = post
@@ -151,76 +131,6 @@ class Analyses:
         return ordered[-MAX_SUMMARY_POSTS:]
 
     async def _format(self, posts: Sequence[Post]) -> list[FormattedPost]:
-        users = await self.rt.mattermost.get_users_by_ids(sorted({p.user_id for p in posts}))
+        users = await self.turns.mattermost.get_users_by_ids(sorted({p.user_id for p in posts}))
         names = {u.id: u.username for u in users}
         return [FormattedPost(names.get(p.user_id, "unknown"), p.message) for p in posts if p.message.strip()]
-
-    async def run_action(
-        self,
-        ctx: RequestContext,
-        response_post_id: str,
-        operation: Operation,
-        task: str,
-        request: str,
-        title: str,
-        params: dict[str, object],
-        *,
-        no_regen: bool,
-        prepare: Callable[[], Awaitable[str]] | None = None,
-    ) -> AsyncIterator[TurnEvent]:
-        """Store the action's conversation (system prompt, ``request`` as the user turn) and stream
-        the answer. ``prepare``, when given, produces the user message actually sent (slow work,
-        run after the turn's first event)."""
-        agent, provider = await self.rt.agent_and_provider(ctx.agent_id)
-        user = await self.rt.mattermost.get_user(ctx.user_id)
-        prompt = system_prompt(
-            PromptContext(
-                bot_name=agent.display_name,
-                bot_username=agent.username,
-                model=agent.model or provider.settings.default_model,
-                custom_instructions=agent.custom_instructions,
-                user_username=user.username,
-                user_timezone=ctx.user_timezone,
-                is_direct_message=True,
-            )
-        )
-        prompt += "\n\n" + task_prompt(task)
-        conversation, _ = await self.rt.store.get_or_create_conversation(
-            user_id=ctx.user_id,
-            bot_id=agent.bot_user_id,
-            channel_id=None,
-            root_post_id=response_post_id,
-            operation=str(operation),
-            system_prompt=prompt,
-        )
-        await self.rt.store.set_title(conversation.id, title)
-        await self.rt.store.append_turn(conversation.id, TurnRole.USER, [text_block(request)])
-        await self.rt.store.start_stream(
-            response_post_id=response_post_id,
-            conversation_id=conversation.id,
-            user_id=ctx.user_id,
-            request_post_id="",
-            kind=operation,
-            params=params,
-            no_regen=no_regen,
-        )
-        setup = TurnSetup(
-            conversation=conversation,
-            ctx=ctx,
-            agent=agent,
-            provider=provider,
-            response_post_id=response_post_id,
-            operation=str(operation),
-        )
-        system = Message.text(Role.SYSTEM, conversation.system_prompt)
-        messages = [system, Message.text(Role.USER, request)]
-        prepared = None
-        if prepare is not None:
-            produce = prepare
-
-            async def prepared() -> list[Message]:
-                return [system, Message.text(Role.USER, await produce())]
-
-        yield Bound(conversation.id)
-        async for event in self.rt.run_turn(setup, messages, title=title, kind=str(operation), prepare=prepared):
-            yield event

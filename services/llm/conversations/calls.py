@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from services.llm.completion import Attribution
+from services.llm.conversations.agent_registry import AgentProfile
 from services.llm.conversations.model import RequestContext
-from services.llm.conversations.peers import AgentProfile
 from services.llm.providers.base import CompletionRequest, Event
 from services.llm.streaming import CompletionResult
+from services.llm.tokens import TokenCounter
 
 
 class ModelCalls(Protocol):
@@ -23,6 +24,10 @@ class ModelCalls(Protocol):
 
     async def complete(self, service_id: str, request: CompletionRequest, attribution: Attribution) -> CompletionResult:
         """One call gathered; raises a domain error on any failure."""
+        ...
+
+    async def counter(self, model: str) -> TokenCounter:
+        """The token counter the calls trim ``model``'s prompts with (to size work before a call)."""
         ...
 
 

@@ -1,5 +1,6 @@
-"""Reads and writes of ``LLM_HandledPosts`` as leased claims. Lease times come from the
-database clock, so llm replicas with skewed clocks agree on when a lease ran out."""
+"""Reads and writes of ``LLM_HandledPosts``, the leased claims on users' posts; ``claims.py`` is
+its only user. Lease times come from the database clock, so llm replicas with skewed clocks agree
+on when a lease ran out."""
 
 from __future__ import annotations
 
@@ -13,15 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.errors import Conflict
 
 _NOW = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
-_COLUMNS = "postid, conversationid, responsepostid, claimant, leaseuntil, finished"
+_COLUMNS = "postid, responsepostid, claimant, leaseuntil, finished"
 
 
 @dataclass(frozen=True)
 class ClaimRow:
-    """One claim as stored; conversation_id is "" until a turn started on the post."""
+    """One claim as stored; response_post_id is "" until its claimant recorded the reply post."""
 
     post_id: str
-    conversation_id: str
     response_post_id: str
     claimant: str
     lease_until: int
@@ -32,7 +32,6 @@ def _row(row: Any) -> ClaimRow:
     m = row._mapping
     return ClaimRow(
         post_id=m["postid"],
-        conversation_id=m["conversationid"],
         response_post_id=m["responsepostid"],
         claimant=m["claimant"],
         lease_until=m["leaseuntil"],
@@ -49,21 +48,23 @@ class ClaimStore:
         post_id: str,
         claimant: str,
         lease_ms: int,
-        response_post_id: str,
-        finished: bool,
         decide: Callable[[ClaimRow, int], bool],
+        *,
+        finish: bool = False,
     ) -> tuple[ClaimRow, bool]:
-        """Create the claim, or apply ``decide(existing, now)`` to the locked existing one (it
-        raises to refuse). Returns the claim as written and whether it was taken over."""
+        """Create the claim (finished with ``finish``), or apply ``decide(existing, now)`` to the
+        locked existing one (it raises to refuse). Returns the claim as written and whether it
+        was taken over."""
+        params = {"p": post_id, "c": claimant, "lease": lease_ms, "f": finish}
         async with self.engine.begin() as conn:
             inserted = (
                 await conn.execute(
                     text(
-                        "INSERT INTO llm_handledposts (postid, conversationid, responsepostid, claimant, leaseuntil, "
-                        f"finished, createdat) VALUES (:p, '', :r, :c, {_NOW} + :lease, :f, {_NOW}) "
+                        "INSERT INTO llm_handledposts (postid, responsepostid, claimant, leaseuntil, finished, "
+                        f"createdat) VALUES (:p, '', :c, {_NOW} + :lease, :f, {_NOW}) "
                         f"ON CONFLICT (postid) DO NOTHING RETURNING {_COLUMNS}"
                     ),
-                    {"p": post_id, "r": response_post_id, "c": claimant, "lease": lease_ms, "f": finished},
+                    params,
                 )
             ).first()
             if inserted is not None:
@@ -75,21 +76,47 @@ class ClaimStore:
                     {"p": post_id},
                 )
             ).first()
-            if locked is None:  # released between the two statements: the next call creates it
+            if locked is None:  # deleted between the two statements: the next call creates it
                 raise Conflict("the claim changed while it was being taken; try again")
             taken_over = decide(_row(locked), locked.now)
             updated = (
                 await conn.execute(
                     text(
                         f"UPDATE llm_handledposts SET claimant = :c, leaseuntil = {_NOW} + :lease, "
-                        "finished = finished OR :f, "
-                        "responsepostid = CASE WHEN :r = '' THEN responsepostid ELSE :r END "
-                        f"WHERE postid = :p RETURNING {_COLUMNS}"
+                        f"finished = finished OR :f WHERE postid = :p RETURNING {_COLUMNS}"
                     ),
-                    {"p": post_id, "r": response_post_id, "c": claimant, "lease": lease_ms, "f": finished},
+                    params,
                 )
             ).one()
             return _row(updated), taken_over
+
+    async def renew(self, post_id: str, claimant: str, lease_ms: int, response_post_id: str) -> ClaimRow | None:
+        """Extend the unfinished claim ``claimant`` holds (recording a non-empty reply post);
+        None when it does not hold one."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        f"UPDATE llm_handledposts SET leaseuntil = {_NOW} + :lease, "
+                        "responsepostid = CASE WHEN :r = '' THEN responsepostid ELSE :r END "
+                        f"WHERE postid = :p AND claimant = :c AND NOT finished RETURNING {_COLUMNS}"
+                    ),
+                    {"p": post_id, "c": claimant, "lease": lease_ms, "r": response_post_id},
+                )
+            ).first()
+            return None if row is None else _row(row)
+
+    async def release(self, post_id: str, claimant: str) -> bool:
+        """End the lease of the unfinished claim ``claimant`` holds; False when it holds none."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                text(
+                    f"UPDATE llm_handledposts SET leaseuntil = {_NOW} "
+                    "WHERE postid = :p AND claimant = :c AND NOT finished"
+                ),
+                {"p": post_id, "c": claimant},
+            )
+            return result.rowcount == 1
 
     async def take_over_expired(self, claimant: str, lease_ms: int) -> ClaimRow | None:
         """Take one expired, unfinished claim; concurrent sweepers skip each other's rows."""
@@ -98,7 +125,7 @@ class ClaimStore:
                 await conn.execute(
                     text(
                         f"UPDATE llm_handledposts SET claimant = :c, leaseuntil = {_NOW} + :lease "
-                        "WHERE postid = (SELECT postid FROM llm_handledposts WHERE NOT finished AND claimant <> '' "
+                        "WHERE postid = (SELECT postid FROM llm_handledposts WHERE NOT finished "
                         f"AND leaseuntil < {_NOW} ORDER BY leaseuntil LIMIT 1 FOR UPDATE SKIP LOCKED) "
                         f"RETURNING {_COLUMNS}"
                     ),

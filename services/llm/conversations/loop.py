@@ -1,7 +1,9 @@
 """The agent loop: call the model, forward its events, run or pause on tool calls, repeat.
 
 Each round's output is persisted as one assistant turn when the round ends (never per token),
-anchored on the bot post being written; tool results follow as a ``tool_result`` turn.
+anchored on the bot post being written; tool results follow as a ``tool_result`` turn. Each
+round's prompt is trimmed to the service's input limit by the completion path it goes through
+(``ModelCalls``), with the one token counter the service uses for the model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from services.common.errors import DomainError, ErrorClass
+from services.common.errors import DomainError
+from services.llm.conversations.agent_registry import AgentProfile
+from services.llm.conversations.agent_tools import AgentTools, ToolOutcome, ToolRun
 from services.llm.conversations.approvals import (
     FAILURE_CAP_INSTRUCTION,
     AvailableTool,
@@ -37,9 +41,7 @@ from services.llm.conversations.model import (
     TurnEvent,
     TurnRole,
 )
-from services.llm.conversations.peers import AgentProfile, Peers, ToolOutcome
 from services.llm.conversations.store import ConversationStore
-from services.llm.conversations.toolrunner import ToolRun, run_tools
 from services.llm.providers.base import (
     Annotation,
     CompletionRequest,
@@ -61,7 +63,6 @@ from services.llm.providers.base import (
     ToolSpec,
     Usage,
 )
-from services.llm.tokens import ContextTooLong, counter_for_model_async, trim_messages_async
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,9 @@ class TurnSetup:
 class AgentLoop:
     """Runs model rounds for a turn and persists them."""
 
-    def __init__(self, store: ConversationStore, peers: Peers, calls: ModelCalls) -> None:
+    def __init__(self, store: ConversationStore, tools: AgentTools, calls: ModelCalls) -> None:
         self.store = store
-        self.peers = peers
+        self.tools = tools
         self.calls = calls
 
     async def run(
@@ -121,7 +122,6 @@ class AgentLoop:
         """Rounds until the model answers, pauses for approval, is stopped or fails; the last
         event is always ``Finished``. ``citations`` are sources of tool results gathered before
         the turn (an approved web search): they decorate the answer like the loop's own."""
-        counter = await counter_for_model_async(setup.model)
         sources = list(citations)
         for round_no in range(MAX_TOOL_ROUNDS):
             tools = setup.tools
@@ -132,16 +132,10 @@ class AgentLoop:
             elif tools and round_no >= MAX_TOOL_ROUNDS - 2:
                 prompt.append(Message.text(Role.USER, BUDGET_EXHAUSTED_MESSAGE))
                 tools = {}
-            try:
-                trimmed = await trim_messages_async(prompt, setup.provider.settings.input_token_limit, counter)
-            except ContextTooLong as err:
-                yield StreamError(ErrorClass.CALLER, err.message)
-                yield Finished(Finish.ERROR)
-                return
             output = RoundOutput()
             saved = False
             try:
-                async for event in self._stream_round(setup, self._request(setup, trimmed, tools), stop, output):
+                async for event in self._stream_round(setup, self._request(setup, prompt, tools), stop, output):
                     yield event
                 # Calls proposed when tools were withdrawn are dropped, as the plugin does.
                 if not tools:
@@ -176,7 +170,7 @@ class AgentLoop:
                     runs = [ToolRun(c, ToolOutcome(plan.errors[c.id], True)) for c in output.tool_calls]
                     statuses = {c.id: ToolStatus.ERROR for c in output.tool_calls}
                 else:
-                    runs = await run_tools(self.peers, setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
+                    runs = await self.tools.run(setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
                     statuses = {r.call.id: ToolStatus.AUTO_APPROVED for r in runs}
                 await self._persist_round(setup, output, statuses)
                 saved = True
@@ -204,9 +198,7 @@ class AgentLoop:
         except Exception:
             logger.warning("could not save the partial answer of %s", setup.response_post_id, exc_info=True)
 
-    def _request(
-        self, setup: TurnSetup, messages: tuple[Message, ...], tools: dict[str, AvailableTool]
-    ) -> CompletionRequest:
+    def _request(self, setup: TurnSetup, messages: list[Message], tools: dict[str, AvailableTool]) -> CompletionRequest:
         agent = setup.agent
         reasoning = ReasoningOptions()
         if agent.reasoning_enabled and agent.reasoning_effort:
@@ -217,7 +209,7 @@ class AgentLoop:
             reasoning = ReasoningOptions(enabled=True, effort=effort, budget_tokens=agent.thinking_budget)
         specs = tuple(ToolSpec(t.name, t.description, dict(t.input_schema)) for t in tools.values())
         return CompletionRequest(
-            messages=messages,
+            messages=tuple(messages),
             model=agent.model,
             tools=specs,
             reasoning=reasoning,

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.mattermost.client import MattermostClient
 from services.common.webvtt import is_transcript_file, parse_vtt, transcript_text
+from services.llm.conversations.actions import ActionTurns, SummarizeInput
+from services.llm.conversations.agent_registry import AgentProfile
 from services.llm.conversations.calls import attribution_for
 from services.llm.conversations.model import Operation, RequestContext, StreamRecord, TurnEvent
-from services.llm.conversations.peers import AgentProfile
 from services.llm.conversations.prompts import SUMMARY_TITLES, TRANSCRIPT_PRESET, task_prompt, transcript_request
-from services.llm.conversations.runtime import caller_id
+from services.llm.conversations.turns import AgentTurns, caller_id
 from services.llm.providers.base import CompletionRequest, Message, Provider, Role
-from services.llm.tokens import TokenCounter, counter_for_model_async
-
-if TYPE_CHECKING:
-    from services.llm.conversations.analysis import Analyses, SummarizeInput
+from services.llm.tokens import TokenCounter
 
 logger = logging.getLogger(__name__)
 
@@ -96,19 +93,19 @@ def split_transcript(text: str, budget: int, counter: TokenCounter) -> list[str]
 class MeetingSummaries:
     """The ``summarize_transcript`` preset of ``Conversations.Summarize``."""
 
-    def __init__(self, analyses: Analyses) -> None:
-        self.analyses = analyses
-        self.rt = analyses.rt
+    def __init__(self, turns: AgentTurns, actions: ActionTurns) -> None:
+        self.turns = turns
+        self.actions = actions
 
     async def summarize(self, req: SummarizeInput) -> AsyncIterator[TurnEvent]:
         """Summarise a meeting transcript into the response post."""
         if not req.ctx.channel_id or not req.response_post_id:
             raise InvalidInput("context.channel_id and response_post_id are required", field="context")
         caller_id(req.ctx)
-        await self.rt.peers.check_access(req.ctx)
-        agent, provider = await self.rt.agent_and_provider(req.ctx.agent_id)
+        await self.turns.registry.check_access(req.ctx)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
         text = await read_transcript(
-            self.rt.mattermost, req.ctx.user_id, req.transcript_file_id, req.transcript_post_id
+            self.turns.mattermost, req.ctx.user_id, req.transcript_file_id, req.transcript_post_id
         )
         parts = await self._parts(text, provider, agent.model or provider.settings.default_model)
         params: dict[str, object] = {
@@ -127,7 +124,7 @@ class MeetingSummaries:
                 joined = "\n\n".join(f"Part {i}:\n{s}" for i, s in enumerate(summaries, start=1))
                 return transcript_request(joined, req.prompt, part="Meeting Part Summaries")
 
-        async for event in self.analyses.run_action(
+        async for event in self.actions.run(
             req.ctx,
             req.response_post_id,
             Operation.MEETING_SUMMARY,
@@ -142,8 +139,6 @@ class MeetingSummaries:
 
     async def regenerate(self, record: StreamRecord) -> AsyncIterator[TurnEvent]:
         """Summarise the same transcript again onto the same post."""
-        from services.llm.conversations.analysis import SummarizeInput
-
         params = record.params
         context = params.get("context")
         req = SummarizeInput(
@@ -156,9 +151,7 @@ class MeetingSummaries:
             transcript_file_id=str(params.get("transcript_file_id", "")),
             transcript_post_id=str(params.get("transcript_post_id", "")),
         )
-        conversation = await self.rt.store.get_conversation(record.conversation_id)
-        if conversation is not None:
-            await self.rt.store.delete_turns_after(conversation.id, 0)
+        await self.turns.store.delete_turns_after(record.conversation_id, 0)
         async for event in self.summarize(req):
             yield event
 
@@ -166,7 +159,7 @@ class MeetingSummaries:
         limit = provider.settings.input_token_limit
         if limit <= 0:
             return [text]  # no limit configured: the service takes the transcript whole
-        counter = await counter_for_model_async(model)
+        counter = await self.turns.calls.counter(model)
         overhead = counter.count_text(task_prompt(TRANSCRIPT_PRESET)) + PROMPT_MARGIN_TOKENS
         budget = max(int(limit * CHUNK_SHARE) - overhead, 1)
         if counter.count_text(text) <= budget:
@@ -191,5 +184,5 @@ class MeetingSummaries:
             user_id=ctx.user_id,
             operation="meeting_chunk_summary",
         )
-        result = await self.rt.calls.complete(agent.service_id, call, attribution_for(ctx, agent, call.operation))
+        result = await self.turns.calls.complete(agent.service_id, call, attribution_for(ctx, agent, call.operation))
         return result.text.strip()

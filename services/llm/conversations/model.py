@@ -167,8 +167,19 @@ class Finished:
     reason: Finish
 
 
-TurnEvent = Bound | Control | Title | ToolUpdate | ApprovalRequired | Finished | TextDelta | ReasoningDelta | Annotation
-TurnEvent = TurnEvent | Usage | StreamError
+TurnEvent = (
+    Bound
+    | Control
+    | Title
+    | ToolUpdate
+    | ApprovalRequired
+    | Finished
+    | TextDelta
+    | ReasoningDelta
+    | Annotation
+    | Usage
+    | StreamError
+)
 
 
 @dataclass

@@ -9,16 +9,16 @@ import grpc
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
-from services.llm.conversations import messages
+from services.llm.conversations import conversation_proto
 from services.llm.conversations.analysis import Analyses
+from services.llm.conversations.answers import PostAnswers
 from services.llm.conversations.attach import Attachments, RemoteRunner
-from services.llm.conversations.claims import ClaimRequest, PostClaims
+from services.llm.conversations.claims import PostClaimLeases
 from services.llm.conversations.model import Bound, TurnEvent
 from services.llm.conversations.reads import ConversationReader
 from services.llm.conversations.relay import AttachRelay
-from services.llm.conversations.responses import Responses
 from services.llm.conversations.runs import TurnRuns
-from services.llm.conversations.runtime import caller_id
+from services.llm.conversations.turns import caller_id
 
 _R = TypeVar("_R")
 
@@ -30,7 +30,7 @@ async def _events(events: AsyncIterator[TurnEvent], post_id: str, wrap: type[_R]
         if isinstance(event, Bound):
             conversation_id = event.conversation_id
             continue
-        yield wrap(event=messages.event_message(event, conversation_id, post_id))
+        yield wrap(event=conversation_proto.event_message(event, conversation_id, post_id))
 
 
 class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
@@ -39,15 +39,15 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
 
     def __init__(
         self,
-        responses: Responses,
+        answers: PostAnswers,
         analyses: Analyses,
         reader: ConversationReader,
         runs: TurnRuns,
-        claims: PostClaims,
+        claims: PostClaimLeases,
         attachments: Attachments,
         relay: AttachRelay,
     ) -> None:
-        self.responses = responses
+        self.answers = answers
         self.analyses = analyses
         self.reader = reader
         self.runs = runs
@@ -55,71 +55,71 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         self.attachments = attachments
         self.relay = relay
 
+    def _detached(
+        self, turn: AsyncIterator[TurnEvent], post_id: str, requester_id: str, wrap: type[_R]
+    ) -> AsyncIterator[_R]:
+        return _events(self.runs.detach(turn, post_id, requester_id), post_id, wrap)
+
     async def Respond(
         self, request: llm_pb2.RespondRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.RespondResponse]:
         """Answer a user's post, streaming events until the turn ends or pauses."""
-        post_id = request.response_post_id
-        source = self.runs.detach(
-            self.responses.respond(messages.respond_input(request)), post_id, request.context.user_id
-        )
-        async for event in _events(source, post_id, llm_pb2.RespondResponse):
+        turn = self.answers.respond(conversation_proto.respond_input(request))
+        async for event in self._detached(
+            turn, request.response_post_id, request.context.user_id, llm_pb2.RespondResponse
+        ):
             yield event
 
     async def Analyze(
         self, request: llm_pb2.AnalyzeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.AnalyzeResponse]:
         """Thread analysis into a new DM post."""
-        post_id = request.response_post_id
-        source = self.runs.detach(
-            self.analyses.analyze(messages.analyze_input(request)), post_id, request.context.user_id
-        )
-        async for event in _events(source, post_id, llm_pb2.AnalyzeResponse):
+        turn = self.analyses.analyze(conversation_proto.analyze_input(request))
+        async for event in self._detached(
+            turn, request.response_post_id, request.context.user_id, llm_pb2.AnalyzeResponse
+        ):
             yield event
 
     async def Summarize(
         self, request: llm_pb2.SummarizeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.SummarizeResponse]:
         """Channel summary over a time range into a new DM post."""
-        post_id = request.response_post_id
-        source = self.runs.detach(
-            self.analyses.summarize(messages.summarize_input(request)), post_id, request.context.user_id
-        )
-        async for event in _events(source, post_id, llm_pb2.SummarizeResponse):
+        turn = self.analyses.summarize(conversation_proto.summarize_input(request))
+        async for event in self._detached(
+            turn, request.response_post_id, request.context.user_id, llm_pb2.SummarizeResponse
+        ):
             yield event
 
     async def Stop(self, request: llm_pb2.StopRequest, context: grpc.aio.ServicerContext) -> llm_pb2.StopResponse:
         """Stop the stream writing into a post, on any replica."""
-        await self.responses.stop(request.post_id)
+        await self.answers.stop(request.post_id)
         return llm_pb2.StopResponse()
 
     async def Regenerate(
         self, request: llm_pb2.RegenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.RegenerateResponse]:
         """Re-run the turn that produced a post onto the same post."""
-        ctx = messages.context_from(request.context)
-        source = self.runs.detach(self.responses.regenerate(request.post_id, ctx), request.post_id, caller_id(ctx))
-        async for event in _events(source, request.post_id, llm_pb2.RegenerateResponse):
+        ctx = conversation_proto.context_from(request.context)
+        turn = self.answers.regenerate(request.post_id, ctx)
+        async for event in self._detached(turn, request.post_id, caller_id(ctx), llm_pb2.RegenerateResponse):
             yield event
 
     async def ToolDecision(
         self, request: llm_pb2.ToolDecisionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.ToolDecisionResponse]:
         """Accept or reject pending tool calls, then resume the turn."""
-        requester = caller_id(messages.context_from(request.context))
-        decided = self.responses.tool_decision(request.post_id, list(request.accepted_tool_ids))
-        source = self.runs.detach(decided, request.post_id, requester)
-        async for event in _events(source, request.post_id, llm_pb2.ToolDecisionResponse):
+        requester = caller_id(conversation_proto.context_from(request.context))
+        turn = self.answers.tool_decision(request.post_id, list(request.accepted_tool_ids))
+        async for event in self._detached(turn, request.post_id, requester, llm_pb2.ToolDecisionResponse):
             yield event
 
     async def ToolResultShare(
         self, request: llm_pb2.ToolResultShareRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.ToolResultShareResponse]:
         """Share chosen tool results into the channel, then run the follow-up round."""
-        requester = caller_id(messages.context_from(request.context))
-        shared = self.responses.share_results(request.post_id, list(request.accepted_tool_ids))
-        source = self.runs.detach(shared, request.post_id, requester)
-        async for event in _events(source, request.post_id, llm_pb2.ToolResultShareResponse):
+        requester = caller_id(conversation_proto.context_from(request.context))
+        turn = self.answers.share_results(request.post_id, list(request.accepted_tool_ids))
+        async for event in self._detached(turn, request.post_id, requester, llm_pb2.ToolResultShareResponse):
             yield event
 
     async def GetConversation(
@@ -127,7 +127,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
     ) -> llm_pb2.GetConversationResponse:
         """One conversation with its turns (filtered for non-owners)."""
         conversation, turns = await self.reader.get(request.id)
-        return llm_pb2.GetConversationResponse(conversation=messages.conversation_message(conversation, turns))
+        return llm_pb2.GetConversationResponse(
+            conversation=conversation_proto.conversation_message(conversation, turns)
+        )
 
     async def ListConversations(
         self, request: llm_pb2.ListConversationsRequest, context: grpc.aio.ServicerContext
@@ -135,26 +137,48 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         """The caller's conversations, newest first."""
         items, next_token = await self.reader.list(request.page.page_size, request.page.page_token)
         return llm_pb2.ListConversationsResponse(
-            conversations=[messages.conversation_message(c) for c in items],
+            conversations=[conversation_proto.conversation_message(c) for c in items],
             page={"next_page_token": next_token},
         )
 
     async def ClaimPost(
         self, request: llm_pb2.ClaimPostRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ClaimPostResponse:
-        """Claim, renew, finish, or (post_id "") take over an expired claim on a user's post."""
-        grant = await self.claims.claim(
-            ClaimRequest(
-                post_id=request.post_id,
-                claimant=request.claimant,
-                lease_seconds=request.lease_seconds,
-                response_post_id=request.response_post_id,
-                finished=request.finished,
-            )
-        )
+        """Claim a user's post for answering, or take over its expired claim."""
+        grant = await self.claims.claim(request.post_id, request.claimant, request.lease_seconds)
         return llm_pb2.ClaimPostResponse(
             post_id=grant.post_id, response_post_id=grant.response_post_id, taken_over=grant.taken_over
         )
+
+    async def RenewClaim(
+        self, request: llm_pb2.RenewClaimRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.RenewClaimResponse:
+        """Extend the caller's lease, recording the reply post once it exists."""
+        grant = await self.claims.renew(
+            request.post_id, request.claimant, request.lease_seconds, request.response_post_id
+        )
+        return llm_pb2.RenewClaimResponse(response_post_id=grant.response_post_id)
+
+    async def FinishClaim(
+        self, request: llm_pb2.FinishClaimRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.FinishClaimResponse:
+        """Mark the post answered."""
+        await self.claims.finish(request.post_id, request.claimant)
+        return llm_pb2.FinishClaimResponse()
+
+    async def ReleaseClaim(
+        self, request: llm_pb2.ReleaseClaimRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ReleaseClaimResponse:
+        """Hand the caller's claim back for the next sweep."""
+        await self.claims.release(request.post_id, request.claimant)
+        return llm_pb2.ReleaseClaimResponse()
+
+    async def TakeOverExpiredClaim(
+        self, request: llm_pb2.TakeOverExpiredClaimRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.TakeOverExpiredClaimResponse:
+        """Take over any one expired, unfinished claim."""
+        grant = await self.claims.take_over_expired(request.claimant, request.lease_seconds)
+        return llm_pb2.TakeOverExpiredClaimResponse(post_id=grant.post_id, response_post_id=grant.response_post_id)
 
     async def Attach(
         self, request: llm_pb2.AttachRequest, context: grpc.aio.ServicerContext

@@ -66,17 +66,18 @@ def _conversation(row: Any, turn_count: int = 0) -> Conversation:
     )
 
 
+def _from_jsonb(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _turn(row: Any) -> Turn:
     m = row._mapping
-    content = m["content"]
-    if isinstance(content, str):
-        content = json.loads(content)
     return Turn(
         id=m["id"],
         conversation_id=m["conversationid"],
         post_id=m["postid"],
         role=TurnRole(m["role"]),
-        content=list(content or []),
+        content=list(_from_jsonb(m["content"]) or []),
         sequence=m["sequence"],
         tokens_in=m["tokensin"],
         tokens_out=m["tokensout"],
@@ -86,16 +87,13 @@ def _turn(row: Any) -> Turn:
 
 def _stream(row: Any) -> StreamRecord:
     m = row._mapping
-    params = m["params"]
-    if isinstance(params, str):
-        params = json.loads(params)
     return StreamRecord(
         response_post_id=m["responsepostid"],
         conversation_id=m["conversationid"],
         user_id=m["userid"],
         request_post_id=m["requestpostid"],
         kind=Operation(m["kind"]),
-        params=dict(params or {}),
+        params=dict(_from_jsonb(m["params"]) or {}),
         no_regen=m["noregen"],
         state=m["state"],
         stop_requested=m["stoprequested"],
@@ -108,39 +106,6 @@ class ConversationStore:
         self.engine = engine
         # This replica's gRPC address, recorded on the streams it runs (``Attach`` relays to it).
         self.runner = runner
-
-    # ---- claims --------------------------------------------------------------------------------
-
-    async def claim_post(self, post_id: str, conversation_id: str, response_post_id: str) -> bool:
-        """Record that a turn answers ``post_id``; False when a turn already does. A leased claim
-        the gateway took first (``ClaimPost``, no turn yet) is filled in rather than refused."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                text(
-                    "INSERT INTO llm_handledposts AS h (postid, conversationid, responsepostid, createdat) "
-                    "VALUES (:p, :c, :r, :t) ON CONFLICT (postid) DO UPDATE SET conversationid = :c, "
-                    "responsepostid = :r WHERE h.conversationid = '' AND NOT h.finished"
-                ),
-                {"p": post_id, "c": conversation_id, "r": response_post_id, "t": now_ms()},
-            )
-            return result.rowcount == 1
-
-    async def release_claim(self, post_id: str) -> None:
-        """Undo ``claim_post`` after a failed start; a gateway's leased claim stays, without a turn."""
-        async with self.engine.begin() as conn:
-            await conn.execute(text("DELETE FROM llm_handledposts WHERE postid = :p AND claimant = ''"), {"p": post_id})
-            await conn.execute(
-                text("UPDATE llm_handledposts SET conversationid = '' WHERE postid = :p"), {"p": post_id}
-            )
-
-    async def handled_posts(self, conversation_id: str) -> dict[str, str]:
-        """Request post id → response post id, for every post answered in the conversation."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT postid, responsepostid FROM llm_handledposts WHERE conversationid = :c"),
-                {"c": conversation_id},
-            )
-            return {r.postid: r.responsepostid for r in rows}
 
     # ---- conversations -------------------------------------------------------------------------
 
@@ -332,15 +297,23 @@ class ConversationStore:
         kind: Operation,
         params: dict[str, Any],
         no_regen: bool = False,
-    ) -> None:
-        """Mark the post as being written by this replica (clearing an old stop flag)."""
+        first: bool = False,
+    ) -> bool:
+        """Mark the post as being written by this replica (clearing an old stop flag). ``first``:
+        only as the first answer to ``request_post_id`` (one conversation stream per request
+        post); False when a turn already answers that post or writes into this one."""
+        conflict = (
+            "ON CONFLICT DO NOTHING"
+            if first
+            else "ON CONFLICT (responsepostid) DO UPDATE SET state = 'running', stoprequested = false, "
+            "runner = :run, updatedat = :t"
+        )
         async with self.engine.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 text(
                     "INSERT INTO llm_streams (responsepostid, conversationid, userid, requestpostid, kind, params, "
                     "noregen, state, stoprequested, runner, updatedat) VALUES (:r, :c, :u, :q, :k, "
-                    "CAST(:params AS jsonb), :nr, 'running', false, :run, :t) ON CONFLICT (responsepostid) "
-                    "DO UPDATE SET state = 'running', stoprequested = false, runner = :run, updatedat = :t"
+                    f"CAST(:params AS jsonb), :nr, 'running', false, :run, :t) {conflict}"
                 ),
                 {
                     "r": response_post_id,
@@ -354,6 +327,20 @@ class ConversationStore:
                     "t": now_ms(),
                 },
             )
+            return result.rowcount == 1
+
+    async def discard_stream(self, response_post_id: str) -> None:
+        """Forget a stream whose turn failed to start, so that the post can be answered again."""
+        async with self.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM llm_streams WHERE responsepostid = :r"), {"r": response_post_id})
+
+    async def response_posts(self, conversation_id: str) -> list[str]:
+        """The bot posts answering the conversation's posts."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT responsepostid FROM llm_streams WHERE conversationid = :c"), {"c": conversation_id}
+            )
+            return [r.responsepostid for r in rows]
 
     async def get_stream(self, response_post_id: str) -> StreamRecord | None:
         async with self.engine.connect() as conn:

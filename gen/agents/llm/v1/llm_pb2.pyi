@@ -632,9 +632,8 @@ class StreamCompleteRequest(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     batch_events: _builtins.bool
-    """Ask for `events` instead of `event`: each response then carries every event that was ready
-    when it was sent (1 to 64, in order; the first event and Done are never held back). False
-    (the default) keeps one event per response, in `event`.
+    """Each response then carries every event that was ready when it was sent (1 to 64, in order;
+    the first event and Done are never held back). False (the default): one event per response.
     """
     @_builtins.property
     def request(self) -> Global___CompletionRequest: ...
@@ -656,25 +655,19 @@ Global___StreamCompleteRequest: _TypeAlias = StreamCompleteRequest  # noqa: Y015
 class StreamCompleteResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    EVENT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___StreamEvent:
-        """The one event of this response, unless the request set batch_events."""
-
-    @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamEvent]:
-        """The events of this response, in order, when the request set batch_events (never empty)."""
+        """The events of this response, in order (never empty; exactly one unless batch_events)."""
 
     def __init__(
         self,
         *,
-        event: Global___StreamEvent | None = ...,
         events: _abc.Iterable[Global___StreamEvent] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1444,30 +1437,22 @@ class ClaimPostRequest(_message.Message):
     POST_ID_FIELD_NUMBER: _builtins.int
     CLAIMANT_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
-    RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
-    FINISHED_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
-    """The user's post to answer; "" to take over any one expired, unfinished claim."""
+    """The user's post to answer."""
     claimant: _builtins.str
-    """Who claims (a gateway replica's random id); renewals must use the same one."""
+    """Who claims (a gateway replica's random id); the later calls on the claim use the same one."""
     lease_seconds: _builtins.int
     """How long the claim holds without a renewal; 0 means 30 seconds."""
-    response_post_id: _builtins.str
-    """The reply post, once created (kept when "")."""
-    finished: _builtins.bool
-    """The reply post is final: the claim can no longer be taken over."""
     def __init__(
         self,
         *,
         post_id: _builtins.str = ...,
         claimant: _builtins.str = ...,
         lease_seconds: _builtins.int = ...,
-        response_post_id: _builtins.str = ...,
-        finished: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "finished", b"finished", "lease_seconds", b"lease_seconds", "post_id", b"post_id", "response_post_id", b"response_post_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "lease_seconds", b"lease_seconds", "post_id", b"post_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1481,9 +1466,9 @@ class ClaimPostResponse(_message.Message):
     RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
     TAKEN_OVER_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
-    """The claimed user post (the one a sweep took over)."""
+    """The claimed user post."""
     response_post_id: _builtins.str
-    """The reply post recorded for the claim; "" until the first claimant recorded it."""
+    """The reply post recorded for the claim; "" until its claimant recorded it."""
     taken_over: _builtins.bool
     """True when the claim was taken over from another claimant whose lease had expired."""
     def __init__(
@@ -1500,6 +1485,181 @@ class ClaimPostResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimPostResponse: _TypeAlias = ClaimPostResponse  # noqa: Y015
+
+@_typing.final
+class RenewClaimRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_ID_FIELD_NUMBER: _builtins.int
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
+    post_id: _builtins.str
+    claimant: _builtins.str
+    """The claimant holding the claim."""
+    lease_seconds: _builtins.int
+    """How long the claim holds from now; 0 means 30 seconds."""
+    response_post_id: _builtins.str
+    """The reply post, once created ("" keeps the one recorded)."""
+    def __init__(
+        self,
+        *,
+        post_id: _builtins.str = ...,
+        claimant: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
+        response_post_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "lease_seconds", b"lease_seconds", "post_id", b"post_id", "response_post_id", b"response_post_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewClaimRequest: _TypeAlias = RenewClaimRequest  # noqa: Y015
+
+@_typing.final
+class RenewClaimResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
+    response_post_id: _builtins.str
+    """The reply post recorded for the claim."""
+    def __init__(
+        self,
+        *,
+        response_post_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_post_id", b"response_post_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewClaimResponse: _TypeAlias = RenewClaimResponse  # noqa: Y015
+
+@_typing.final
+class FinishClaimRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_ID_FIELD_NUMBER: _builtins.int
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    post_id: _builtins.str
+    claimant: _builtins.str
+    """The claimant holding the claim (or anyone, for a post nobody claimed)."""
+    def __init__(
+        self,
+        *,
+        post_id: _builtins.str = ...,
+        claimant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "post_id", b"post_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishClaimRequest: _TypeAlias = FinishClaimRequest  # noqa: Y015
+
+@_typing.final
+class FinishClaimResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishClaimResponse: _TypeAlias = FinishClaimResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseClaimRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_ID_FIELD_NUMBER: _builtins.int
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    post_id: _builtins.str
+    claimant: _builtins.str
+    """The claimant holding the claim."""
+    def __init__(
+        self,
+        *,
+        post_id: _builtins.str = ...,
+        claimant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "post_id", b"post_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseClaimRequest: _TypeAlias = ReleaseClaimRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseClaimResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseClaimResponse: _TypeAlias = ReleaseClaimResponse  # noqa: Y015
+
+@_typing.final
+class TakeOverExpiredClaimRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    claimant: _builtins.str
+    """Who takes the claim over."""
+    lease_seconds: _builtins.int
+    """How long the claim holds without a renewal; 0 means 30 seconds."""
+    def __init__(
+        self,
+        *,
+        claimant: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "lease_seconds", b"lease_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TakeOverExpiredClaimRequest: _TypeAlias = TakeOverExpiredClaimRequest  # noqa: Y015
+
+@_typing.final
+class TakeOverExpiredClaimResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
+    post_id: _builtins.str
+    """The user post whose claim was taken over."""
+    response_post_id: _builtins.str
+    """The reply post the previous claimant recorded; "" when it died before creating one."""
+    def __init__(
+        self,
+        *,
+        post_id: _builtins.str = ...,
+        response_post_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["post_id", b"post_id", "response_post_id", b"response_post_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TakeOverExpiredClaimResponse: _TypeAlias = TakeOverExpiredClaimResponse  # noqa: Y015
 
 @_typing.final
 class AttachRequest(_message.Message):

@@ -339,6 +339,26 @@ class ConversationsStub:
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostResponse.FromString,
                 _registered_method=True)
+        self.RenewClaim = channel.unary_unary(
+                '/agents.llm.v1.Conversations/RenewClaim',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimResponse.FromString,
+                _registered_method=True)
+        self.FinishClaim = channel.unary_unary(
+                '/agents.llm.v1.Conversations/FinishClaim',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimResponse.FromString,
+                _registered_method=True)
+        self.ReleaseClaim = channel.unary_unary(
+                '/agents.llm.v1.Conversations/ReleaseClaim',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ReleaseClaimRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ReleaseClaimResponse.FromString,
+                _registered_method=True)
+        self.TakeOverExpiredClaim = channel.unary_unary(
+                '/agents.llm.v1.Conversations/TakeOverExpiredClaim',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.TakeOverExpiredClaimRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.TakeOverExpiredClaimResponse.FromString,
+                _registered_method=True)
         self.Attach = channel.unary_stream(
                 '/agents.llm.v1.Conversations/Attach',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AttachRequest.SerializeToString,
@@ -424,11 +444,47 @@ class ConversationsServicer:
     def ClaimPost(self, request, context):
         """Claims a user's post for answering, so exactly one gateway replica answers it however many
         received its `posted` event. A claim is a unique row per post id held under a lease: the
-        first caller gets it; the same claimant renews it (and records response_post_id once the
-        reply post exists); anyone may take it over once the lease expired and the claim is not
-        finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
-        replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
-        runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+        first caller gets it, and so does a later one once the lease expired and the claim is not
+        finished (taken_over). Claiming again a post the caller holds is harmless (a retried call).
+        ALREADY_EXISTS while another claimant's lease runs or once the claim is finished;
+        INVALID_ARGUMENT without post_id or claimant, or for a lease over an hour.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewClaim(self, request, context):
+        """Extends the caller's lease on a post it holds, and records the reply post once it exists.
+        FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
+        it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishClaim(self, request, context):
+        """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
+        nobody claimed too (a reply written without a claim). Finishing twice is harmless.
+        ALREADY_EXISTS while another claimant's lease runs, or when another claimant finished it;
+        INVALID_ARGUMENT without post_id or claimant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseClaim(self, request, context):
+        """Hands the caller's claim back unfinished (its replica stops while rendering): the lease ends
+        now, so the next sweep of a live replica takes the reply over instead of waiting for it.
+        FAILED_PRECONDITION when the caller does not hold the unfinished claim; INVALID_ARGUMENT
+        without post_id or claimant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TakeOverExpiredClaim(self, request, context):
+        """Takes over any one expired, unfinished claim: a sweep for replies a dead replica left
+        half-rendered. NOT_FOUND when there is none; INVALID_ARGUMENT as for ClaimPost.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -498,6 +554,26 @@ def add_ConversationsServicer_to_server(servicer, server):
                     servicer.ClaimPost,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostResponse.SerializeToString,
+            ),
+            'RenewClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewClaim,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimResponse.SerializeToString,
+            ),
+            'FinishClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishClaim,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimResponse.SerializeToString,
+            ),
+            'ReleaseClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseClaim,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ReleaseClaimRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ReleaseClaimResponse.SerializeToString,
+            ),
+            'TakeOverExpiredClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeOverExpiredClaim,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.TakeOverExpiredClaimRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.TakeOverExpiredClaimResponse.SerializeToString,
             ),
             'Attach': grpc.unary_stream_rpc_method_handler(
                     servicer.Attach,
@@ -775,6 +851,114 @@ class Conversations:
             '/agents.llm.v1.Conversations/ClaimPost',
             agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.SerializeToString,
             agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/RenewClaim',
+            agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/FinishClaim',
+            agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/ReleaseClaim',
+            agents_dot_llm_dot_v1_dot_llm__pb2.ReleaseClaimRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.ReleaseClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeOverExpiredClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/TakeOverExpiredClaim',
+            agents_dot_llm_dot_v1_dot_llm__pb2.TakeOverExpiredClaimRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.TakeOverExpiredClaimResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -174,11 +174,31 @@ class ConversationsStub:
     ClaimPost: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
-    first caller gets it; the same claimant renews it (and records response_post_id once the
-    reply post exists); anyone may take it over once the lease expired and the claim is not
-    finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
-    replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
-    runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+    first caller gets it, and so does a later one once the lease expired and the claim is not
+    finished (taken_over). Claiming again a post the caller holds is harmless (a retried call).
+    ALREADY_EXISTS while another claimant's lease runs or once the claim is finished;
+    INVALID_ARGUMENT without post_id or claimant, or for a lease over an hour.
+    """
+    RenewClaim: _grpc.UnaryUnaryMultiCallable[_llm_pb2.RenewClaimRequest, _llm_pb2.RenewClaimResponse]
+    """Extends the caller's lease on a post it holds, and records the reply post once it exists.
+    FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
+    it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
+    """
+    FinishClaim: _grpc.UnaryUnaryMultiCallable[_llm_pb2.FinishClaimRequest, _llm_pb2.FinishClaimResponse]
+    """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
+    nobody claimed too (a reply written without a claim). Finishing twice is harmless.
+    ALREADY_EXISTS while another claimant's lease runs, or when another claimant finished it;
+    INVALID_ARGUMENT without post_id or claimant.
+    """
+    ReleaseClaim: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ReleaseClaimRequest, _llm_pb2.ReleaseClaimResponse]
+    """Hands the caller's claim back unfinished (its replica stops while rendering): the lease ends
+    now, so the next sweep of a live replica takes the reply over instead of waiting for it.
+    FAILED_PRECONDITION when the caller does not hold the unfinished claim; INVALID_ARGUMENT
+    without post_id or claimant.
+    """
+    TakeOverExpiredClaim: _grpc.UnaryUnaryMultiCallable[_llm_pb2.TakeOverExpiredClaimRequest, _llm_pb2.TakeOverExpiredClaimResponse]
+    """Takes over any one expired, unfinished claim: a sweep for replies a dead replica left
+    half-rendered. NOT_FOUND when there is none; INVALID_ARGUMENT as for ClaimPost.
     """
     Attach: _grpc.UnaryStreamMultiCallable[_llm_pb2.AttachRequest, _llm_pb2.AttachResponse]
     """Re-attaches a renderer to the turn writing into a reply post: first the state so far
@@ -230,11 +250,31 @@ class ConversationsAsyncStub(ConversationsStub):
     ClaimPost: _aio.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]  # type: ignore[assignment]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
-    first caller gets it; the same claimant renews it (and records response_post_id once the
-    reply post exists); anyone may take it over once the lease expired and the claim is not
-    finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
-    replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
-    runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+    first caller gets it, and so does a later one once the lease expired and the claim is not
+    finished (taken_over). Claiming again a post the caller holds is harmless (a retried call).
+    ALREADY_EXISTS while another claimant's lease runs or once the claim is finished;
+    INVALID_ARGUMENT without post_id or claimant, or for a lease over an hour.
+    """
+    RenewClaim: _aio.UnaryUnaryMultiCallable[_llm_pb2.RenewClaimRequest, _llm_pb2.RenewClaimResponse]  # type: ignore[assignment]
+    """Extends the caller's lease on a post it holds, and records the reply post once it exists.
+    FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
+    it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
+    """
+    FinishClaim: _aio.UnaryUnaryMultiCallable[_llm_pb2.FinishClaimRequest, _llm_pb2.FinishClaimResponse]  # type: ignore[assignment]
+    """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
+    nobody claimed too (a reply written without a claim). Finishing twice is harmless.
+    ALREADY_EXISTS while another claimant's lease runs, or when another claimant finished it;
+    INVALID_ARGUMENT without post_id or claimant.
+    """
+    ReleaseClaim: _aio.UnaryUnaryMultiCallable[_llm_pb2.ReleaseClaimRequest, _llm_pb2.ReleaseClaimResponse]  # type: ignore[assignment]
+    """Hands the caller's claim back unfinished (its replica stops while rendering): the lease ends
+    now, so the next sweep of a live replica takes the reply over instead of waiting for it.
+    FAILED_PRECONDITION when the caller does not hold the unfinished claim; INVALID_ARGUMENT
+    without post_id or claimant.
+    """
+    TakeOverExpiredClaim: _aio.UnaryUnaryMultiCallable[_llm_pb2.TakeOverExpiredClaimRequest, _llm_pb2.TakeOverExpiredClaimResponse]  # type: ignore[assignment]
+    """Takes over any one expired, unfinished claim: a sweep for replies a dead replica left
+    half-rendered. NOT_FOUND when there is none; INVALID_ARGUMENT as for ClaimPost.
     """
     Attach: _aio.UnaryStreamMultiCallable[_llm_pb2.AttachRequest, _llm_pb2.AttachResponse]  # type: ignore[assignment]
     """Re-attaches a renderer to the turn writing into a reply post: first the state so far
@@ -343,11 +383,55 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_llm_pb2.ClaimPostResponse, _abc.Awaitable[_llm_pb2.ClaimPostResponse]]:
         """Claims a user's post for answering, so exactly one gateway replica answers it however many
         received its `posted` event. A claim is a unique row per post id held under a lease: the
-        first caller gets it; the same claimant renews it (and records response_post_id once the
-        reply post exists); anyone may take it over once the lease expired and the claim is not
-        finished. With post_id "" it takes over any one expired, unfinished claim (a sweep for
-        replies a dead replica left half-rendered). ALREADY_EXISTS while another claimant's lease
-        runs or once the claim is finished; NOT_FOUND for a sweep that finds nothing.
+        first caller gets it, and so does a later one once the lease expired and the claim is not
+        finished (taken_over). Claiming again a post the caller holds is harmless (a retried call).
+        ALREADY_EXISTS while another claimant's lease runs or once the claim is finished;
+        INVALID_ARGUMENT without post_id or claimant, or for a lease over an hour.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewClaim(
+        self,
+        request: _llm_pb2.RenewClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.RenewClaimResponse, _abc.Awaitable[_llm_pb2.RenewClaimResponse]]:
+        """Extends the caller's lease on a post it holds, and records the reply post once it exists.
+        FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
+        it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
+        """
+
+    @_abc_1.abstractmethod
+    def FinishClaim(
+        self,
+        request: _llm_pb2.FinishClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.FinishClaimResponse, _abc.Awaitable[_llm_pb2.FinishClaimResponse]]:
+        """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
+        nobody claimed too (a reply written without a claim). Finishing twice is harmless.
+        ALREADY_EXISTS while another claimant's lease runs, or when another claimant finished it;
+        INVALID_ARGUMENT without post_id or claimant.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseClaim(
+        self,
+        request: _llm_pb2.ReleaseClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.ReleaseClaimResponse, _abc.Awaitable[_llm_pb2.ReleaseClaimResponse]]:
+        """Hands the caller's claim back unfinished (its replica stops while rendering): the lease ends
+        now, so the next sweep of a live replica takes the reply over instead of waiting for it.
+        FAILED_PRECONDITION when the caller does not hold the unfinished claim; INVALID_ARGUMENT
+        without post_id or claimant.
+        """
+
+    @_abc_1.abstractmethod
+    def TakeOverExpiredClaim(
+        self,
+        request: _llm_pb2.TakeOverExpiredClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.TakeOverExpiredClaimResponse, _abc.Awaitable[_llm_pb2.TakeOverExpiredClaimResponse]]:
+        """Takes over any one expired, unfinished claim: a sweep for replies a dead replica left
+        half-rendered. NOT_FOUND when there is none; INVALID_ARGUMENT as for ClaimPost.
         """
 
     @_abc_1.abstractmethod

@@ -1,11 +1,11 @@
-"""The claim rules of ClaimPost and the state an Attach replays, as pure functions."""
+"""The claim rules of ClaimPost and FinishClaim, and the state an Attach replays, as pure functions."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.common.errors import AlreadyExists, ErrorClass
-from services.llm.conversations.claims import ClaimRequest, decide
+from services.llm.conversations.claims import decide
 from services.llm.conversations.claimstore import ClaimRow
 from services.llm.conversations.model import ApprovalRequired, Control, Finish, Finished, ToolStatus, ToolUpdate
 from services.llm.conversations.replay import TurnSnapshot, for_viewer
@@ -15,36 +15,31 @@ NOW = 1_000_000
 
 
 def row(claimant: str = "a", *, lease_until: int = NOW + 10_000, finished: bool = False) -> ClaimRow:
-    return ClaimRow("p", "", "", claimant, lease_until, finished)
+    return ClaimRow("p", "", claimant, lease_until, finished)
 
 
 def test_the_same_claimant_renews_without_taking_over() -> None:
-    assert decide(row("a"), ClaimRequest("p", "a"), NOW) is False
+    assert decide(row("a"), "a", NOW) is False
 
 
 def test_another_claimant_is_refused_while_the_lease_runs() -> None:
     with pytest.raises(AlreadyExists):
-        decide(row("a"), ClaimRequest("p", "b"), NOW)
+        decide(row("a"), "b", NOW)
 
 
 def test_another_claimant_takes_over_once_the_lease_expired() -> None:
-    assert decide(row("a", lease_until=NOW - 1), ClaimRequest("p", "b"), NOW) is True
+    assert decide(row("a", lease_until=NOW - 1), "b", NOW) is True
 
 
 def test_a_finished_claim_is_refused_even_after_its_lease() -> None:
     with pytest.raises(AlreadyExists):
-        decide(row("a", lease_until=NOW - 1, finished=True), ClaimRequest("p", "b"), NOW)
+        decide(row("a", lease_until=NOW - 1, finished=True), "b", NOW)
     with pytest.raises(AlreadyExists):
-        decide(row("a", finished=True), ClaimRequest("p", "a"), NOW)
+        decide(row("a", finished=True), "a", NOW)
 
 
 def test_finishing_twice_by_the_holder_is_harmless() -> None:
-    assert decide(row("a", finished=True), ClaimRequest("p", "a", finished=True), NOW) is False
-
-
-def test_a_claim_respond_took_without_a_lease_is_never_taken_over() -> None:
-    with pytest.raises(AlreadyExists):
-        decide(row("", lease_until=0), ClaimRequest("p", "b"), NOW)
+    assert decide(row("a", finished=True), "a", NOW, finishing=True) is False
 
 
 def test_the_replay_is_the_text_so_far_as_one_delta_with_annotations_and_tools() -> None:

@@ -1,24 +1,25 @@
-"""What every kind of turn shares: resolving the agent and its provider, the caller check, the
-"agent run" span, the stop watch, the stream's state row, and title generation."""
+"""What every kind of turn shares (``AgentTurns``): the services a turn talks to, resolving the
+agent and its provider, the requester check, and running the loop inside the "agent run" span,
+the stop watch and the stream's state row; then a new conversation's title."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.common import attributes
 from services.common.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from services.common.identity import identity
 from services.common.mattermost.client import MattermostClient
 from services.common.telemetry import tracer
+from services.llm.conversations.agent_registry import AgentProfile, AgentRegistry
+from services.llm.conversations.agent_tools import AgentTools
 from services.llm.conversations.calls import ModelCalls, attribution_for
 from services.llm.conversations.loop import AgentLoop, TurnSetup
 from services.llm.conversations.model import Control, Finish, Finished, RequestContext, StreamRecord, Title, TurnEvent
-from services.llm.conversations.peers import AgentProfile, Peers
-from services.llm.conversations.prompts import TITLE_INSTRUCTION, TITLE_MAX_TOKENS, clean_title
+from services.llm.conversations.prompts import TITLE_INSTRUCTION, TITLE_MAX_TOKENS, PromptContext, clean_title
 from services.llm.conversations.stops import StopWatcher
 from services.llm.conversations.store import ConversationStore
 from services.llm.providers.base import (
@@ -43,27 +44,34 @@ class ProviderSource(Protocol):
         ...
 
 
-@dataclass
-class Runtime:
-    """Dependencies of the loop, built once per process."""
+class AgentTurns:
+    """The services every turn uses, and the steps every kind of turn shares. One per process."""
 
-    store: ConversationStore
-    peers: Peers
-    providers: ProviderSource
-    calls: ModelCalls
-    mattermost: MattermostClient
-    stops: StopWatcher
-    _after: set[asyncio.Task[None]] = field(default_factory=set)
-
-    @property
-    def loop(self) -> AgentLoop:
-        return AgentLoop(self.store, self.peers, self.calls)
+    def __init__(
+        self,
+        store: ConversationStore,
+        registry: AgentRegistry,
+        tools: AgentTools,
+        providers: ProviderSource,
+        calls: ModelCalls,
+        mattermost: MattermostClient,
+        stops: StopWatcher,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.tools = tools
+        self.providers = providers
+        self.calls = calls
+        self.mattermost = mattermost
+        self.stops = stops
+        self.loop = AgentLoop(store, tools, calls)
+        self._after: set[asyncio.Task[None]] = set()
 
     async def agent_and_provider(self, agent_id: str) -> tuple[AgentProfile, Provider]:
-        agent = await self.peers.agent(agent_id)
+        agent = await self.registry.agent(agent_id)
         return agent, await self.providers.get(agent.service_id)
 
-    async def run_turn(
+    async def run(
         self,
         setup: TurnSetup,
         messages: list[Message],
@@ -185,3 +193,14 @@ def caller_id(ctx: RequestContext | None = None) -> str:
             raise PermissionDenied("the request's user does not match the caller")
         return user
     return ctx.user_id if ctx is not None else ""
+
+
+def agent_prompt_context(agent: AgentProfile, provider: Provider, **about_the_request: Any) -> PromptContext:
+    """The system prompt's context: who the agent is, plus who asks and where."""
+    return PromptContext(
+        bot_name=agent.display_name,
+        bot_username=agent.username,
+        model=agent.model or provider.settings.default_model,
+        custom_instructions=agent.custom_instructions,
+        **about_the_request,
+    )

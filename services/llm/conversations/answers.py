@@ -1,4 +1,6 @@
-"""Answering posts: Respond, Regenerate, ToolDecision, ToolResultShare and Stop."""
+"""Answering users' posts (``PostAnswers``): Respond, Regenerate, ToolDecision, ToolResultShare
+and Stop. Each prepares its turn (checks, the conversation, the stream row, the prompt) and runs
+it through ``AgentTurns.run``."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
+from services.llm.conversations.agent_registry import AgentProfile
+from services.llm.conversations.agent_tools import ToolOutcome, ToolRun
+from services.llm.conversations.analysis import Analyses
 from services.llm.conversations.approvals import REJECTED_RESULT, apply_decision
 from services.llm.conversations.blocks import now_ms, text_block, tool_call_from_block
 from services.llm.conversations.history import build_history, read_attachments, read_thread
-from services.llm.conversations.loop import TurnSetup, results_message
+from services.llm.conversations.loop import TurnSetup
 from services.llm.conversations.model import (
     ApprovalRequired,
     Bound,
@@ -26,11 +31,9 @@ from services.llm.conversations.model import (
     TurnEvent,
     TurnRole,
 )
-from services.llm.conversations.peers import AgentProfile, ToolOutcome
-from services.llm.conversations.prompts import PromptContext, system_prompt
-from services.llm.conversations.runtime import Runtime, caller_id
-from services.llm.conversations.toolrunner import ToolRun, run_tools
-from services.llm.providers.base import Message, Provider, Role, ToolCall
+from services.llm.conversations.prompts import system_prompt
+from services.llm.conversations.turns import AgentTurns, agent_prompt_context, caller_id
+from services.llm.providers.base import Message, Provider, Role
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +73,13 @@ class RespondInput:
         )
 
 
-class Responses:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+class PostAnswers:
+    """The agent's answers to users' posts, and what the requester can do with them."""
+
+    def __init__(self, turns: AgentTurns, analyses: Analyses) -> None:
+        self.turns = turns
+        # Regenerate serves every kind of bot post: an AI action's goes back to its analysis.
+        self.analyses = analyses
 
     async def respond(self, req: RespondInput) -> AsyncIterator[TurnEvent]:
         """Answer a user's post. Fails before the first event on access, lookup or claim errors."""
@@ -82,13 +89,15 @@ class Responses:
         if not req.ctx.agent_id or not req.ctx.user_id:
             raise InvalidInput("context.user_id and context.agent_id are required", field="context")
         caller_id(req.ctx)
-        await self.rt.peers.check_access(req.ctx)
-        agent, provider = await self.rt.agent_and_provider(req.ctx.agent_id)
+        # Checked here although the gateway checks before it creates the reply post (to leave no
+        # post behind): Respond is a public API, and no turn may run for a user the agent refuses.
+        await self.turns.registry.check_access(req.ctx)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
         tools_allowed, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
         prompt = await self._system_prompt(
             req.ctx, agent, provider, tools_note=not tools_allowed and not agent.disable_tools
         )
-        conversation, created = await self.rt.store.get_or_create_conversation(
+        conversation, created = await self.turns.store.get_or_create_conversation(
             user_id=req.ctx.user_id,
             bot_id=agent.bot_user_id,
             channel_id=None if req.ctx.is_direct_message else (req.ctx.channel_id or None),
@@ -96,33 +105,30 @@ class Responses:
             operation=str(Operation.CONVERSATION),
             system_prompt=prompt,
         )
-        if not await self.rt.store.claim_post(req.post_id, conversation.id, req.response_post_id):
+        if not await self._start_stream(conversation, req, first=True):
             raise AlreadyExists("this post is already being answered")
         try:
             content = [text_block(req.message)] if req.message else []
             content += [{"type": "file", "file_id": f} for f in req.file_ids]
-            await self.rt.store.append_turn(conversation.id, TurnRole.USER, content, post_id=req.post_id)
-            await self._start_stream(conversation, req)
+            await self.turns.store.append_turn(conversation.id, TurnRole.USER, content, post_id=req.post_id)
             setup, messages = await self._prepare(req, conversation, agent, provider, tools_allowed, web_search)
         except BaseException:
-            await self.rt.store.release_claim(req.post_id)
+            await self.turns.store.discard_stream(req.response_post_id)
             raise
         yield Bound(conversation.id)
         title_job = None
         if created and req.ctx.is_direct_message:
-            title_job = functools.partial(self.rt.generate_title, req.ctx, agent, conversation.id, req.message)
-        async for event in self.rt.run_turn(setup, messages, title_job=title_job):
+            title_job = functools.partial(self.turns.generate_title, req.ctx, agent, conversation.id, req.message)
+        async for event in self.turns.run(setup, messages, title_job=title_job):
             yield event
 
     async def regenerate(self, post_id: str, ctx: RequestContext) -> AsyncIterator[TurnEvent]:
         """Re-run the turn that produced a bot post, onto the same post."""
-        record = await self.rt.owned_stream(post_id)
+        record = await self.turns.owned_stream(post_id)
         if record.no_regen:
             raise FailedPrecondition("this post cannot be regenerated")
         if record.kind != Operation.CONVERSATION:
-            from services.llm.conversations.analysis import Analyses
-
-            async for event in Analyses(self.rt).regenerate(record):
+            async for event in self.analyses.regenerate(record):
                 yield event
             return
         req = RespondInput.from_params(record.params, post_id)
@@ -130,35 +136,35 @@ class Responses:
             req = RespondInput(
                 **{**req.__dict__, "ctx": RequestContext(**{**req.ctx.__dict__, "user_timezone": ctx.user_timezone})}
             )
-        await self.rt.peers.check_access(req.ctx)
+        await self.turns.registry.check_access(req.ctx)
         conversation = await self._conversation(record)
-        turns = await self.rt.store.turns(conversation.id)
+        turns = await self.turns.store.turns(conversation.id)
         anchor = next((t for t in turns if t.role == TurnRole.USER and t.post_id == req.post_id), None)
         if anchor is not None:
-            await self.rt.store.delete_turns_after(conversation.id, anchor.sequence)
-        agent, provider = await self.rt.agent_and_provider(req.ctx.agent_id)
+            await self.turns.store.delete_turns_after(conversation.id, anchor.sequence)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
         tools_allowed, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, messages = await self._prepare(req, conversation, agent, provider, tools_allowed, web_search)
         yield Bound(conversation.id)
-        async for event in self.rt.run_turn(setup, messages):
+        async for event in self.turns.run(setup, messages):
             yield event
 
     async def tool_decision(self, post_id: str, accepted_ids: Sequence[str]) -> AsyncIterator[TurnEvent]:
         """Run the accepted pending calls, reject the others, and resume the turn."""
-        record = await self.rt.owned_stream(post_id)
+        record = await self.turns.owned_stream(post_id)
         req = RespondInput.from_params(record.params, post_id)
-        await self.rt.peers.check_access(req.ctx)
-        turn, decision = await self.rt.store.update_anchor(post_id, lambda t: _decide(t.content, accepted_ids))
+        await self.turns.registry.check_access(req.ctx)
+        turn, decision = await self.turns.store.update_anchor(post_id, lambda t: _decide(t.content, accepted_ids))
         conversation = await self._conversation(record)
-        agent, provider = await self.rt.agent_and_provider(req.ctx.agent_id)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
         _, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, _ = await self._prepare(req, conversation, agent, provider, True, web_search, with_history=False)
         accepted = [tool_call_from_block(b) for b in decision.accepted]
         runnable = [c for c in accepted if c.name in setup.tools]
         yield Bound(conversation.id)
-        runs = await run_tools(self.rt.peers, req.ctx, conversation.id, runnable)
+        runs = await self.turns.tools.run(req.ctx, conversation.id, runnable)
         runs += [
             ToolRun(c, ToolOutcome(f"tool {c.name} is no longer available", True))
             for c in accepted
@@ -166,89 +172,90 @@ class Responses:
         ]
         runs += [ToolRun(tool_call_from_block(b), ToolOutcome(REJECTED_RESULT, True)) for b in decision.rejected]
         final = {r.call.id: r.status for r in runs if r.outcome.content != REJECTED_RESULT}
-        await self.rt.store.update_turn(
+        await self.turns.store.update_turn(
             turn.id,
             [
                 {**b, "status": str(final[b["id"]])} if b.get("type") == "tool_use" and b.get("id") in final else b
                 for b in turn.content
             ],
         )
-        await self.rt.loop.persist_results(setup, runs, shared=req.ctx.is_direct_message)
+        await self.turns.loop.persist_results(setup, runs, shared=req.ctx.is_direct_message)
         for run in runs:
             status = ToolStatus.REJECTED if run.outcome.content == REJECTED_RESULT else run.status
             yield ToolUpdate(run.call, status, run.outcome.content, shared=setup.shared)
         executed = [r for r in runs if r.outcome.content != REJECTED_RESULT]
         if not executed:
-            await self.rt.store.set_stream_state(post_id, "done")
+            await self.turns.store.set_stream_state(post_id, "done")
             yield Finished(Finish.END_TURN)
             return
         if not req.ctx.is_direct_message:
-            await self.rt.store.set_stream_state(post_id, "paused")
+            await self.turns.store.set_stream_state(post_id, "paused")
             yield ApprovalRequired(tuple(ToolUpdate(r.call, r.status, r.outcome.content) for r in executed), "result")
             yield Finished(Finish.AWAITING_APPROVAL)
             return
         _, messages = await self._prepare(req, conversation, agent, provider, True, web_search)
         citations = [c for r in executed for c in r.outcome.citations]
-        async for event in self.rt.run_turn(setup, messages, control="continue", citations=citations):
+        async for event in self.turns.run(setup, messages, control="continue", citations=citations):
             yield event
 
     async def share_results(self, post_id: str, accepted_ids: Sequence[str]) -> AsyncIterator[TurnEvent]:
         """Channel turns: share the chosen tool results into the channel, then run the follow-up."""
-        record = await self.rt.owned_stream(post_id)
+        record = await self.turns.owned_stream(post_id)
         req = RespondInput.from_params(record.params, post_id)
-        await self.rt.peers.check_access(req.ctx)
+        await self.turns.registry.check_access(req.ctx)
         conversation = await self._conversation(record)
-        turns = await self.rt.store.turns(conversation.id)
+        turns = await self.turns.store.turns(conversation.id)
         waiting = next((t for t in reversed(turns) if t.role == TurnRole.TOOL_RESULT), None)
         if waiting is None or not any(not b.get("shared") and "decided_at" not in b for b in waiting.content):
             raise FailedPrecondition("no tool results are waiting to be shared on this post")
         wanted = set(accepted_ids)
         stamped = [{**b, "shared": b.get("tool_use_id") in wanted, "decided_at": now_ms()} for b in waiting.content]
-        await self.rt.store.update_turn(waiting.id, stamped)
-        agent, provider = await self.rt.agent_and_provider(req.ctx.agent_id)
+        await self.turns.store.update_turn(waiting.id, stamped)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
         _, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, messages = await self._prepare(req, conversation, agent, provider, True, web_search)
         yield Bound(conversation.id)
-        async for event in self.rt.run_turn(setup, messages, control="continue"):
+        async for event in self.turns.run(setup, messages, control="continue"):
             yield event
 
     async def stop(self, post_id: str) -> None:
         """Stop the stream writing into a post, wherever it runs."""
-        await self.rt.owned_stream(post_id)
-        await self.rt.store.request_stop(post_id)
-        self.rt.stops.stop_local(post_id)
+        await self.turns.owned_stream(post_id)
+        await self.turns.store.request_stop(post_id)
+        self.turns.stops.stop_local(post_id)
 
     # ---- shared steps --------------------------------------------------------------------------
 
     async def _conversation(self, record: StreamRecord) -> Conversation:
-        conversation = await self.rt.store.get_conversation(record.conversation_id)
+        conversation = await self.turns.store.get_conversation(record.conversation_id)
         if conversation is None:
             raise NotFound("the conversation of this post no longer exists")
         return conversation
 
-    async def _start_stream(self, conversation: Conversation, req: RespondInput) -> None:
-        await self.rt.store.start_stream(
+    async def _start_stream(self, conversation: Conversation, req: RespondInput, *, first: bool = False) -> bool:
+        return await self.turns.store.start_stream(
             response_post_id=req.response_post_id,
             conversation_id=conversation.id,
             user_id=req.ctx.user_id,
             request_post_id=req.post_id,
             kind=Operation.CONVERSATION,
             params=req.as_params(),
+            first=first,
         )
 
     async def _capabilities(self, ctx: RequestContext, agent: AgentProfile, automated: bool) -> tuple[bool, bool]:
         """(tools allowed, native web search allowed) for this context."""
         if ctx.is_direct_message:
             return not agent.disable_tools, agent.native_web_search
-        policy = await self.rt.peers.channel_policy()
+        policy = await self.turns.registry.channel_policy()
         tools = policy.tools_in_channels and not agent.disable_tools
         return tools, agent.native_web_search and policy.native_web_search_in_channels
 
     async def _system_prompt(
         self, ctx: RequestContext, agent: AgentProfile, provider: Provider, *, tools_note: bool
     ) -> str:
-        mm = self.rt.mattermost
+        mm = self.turns.mattermost
         user = await mm.get_user(ctx.user_id)
         channel_name = team_name = ""
         if not ctx.is_direct_message and ctx.channel_id:
@@ -259,11 +266,9 @@ class Responses:
                 team_name = team.display_name or team.name
         timezone = ctx.user_timezone or user.preferred_timezone
         return system_prompt(
-            PromptContext(
-                bot_name=agent.display_name,
-                bot_username=agent.username,
-                model=agent.model or provider.settings.default_model,
-                custom_instructions=agent.custom_instructions,
+            agent_prompt_context(
+                agent,
+                provider,
                 user_username=user.username,
                 user_full_name=f"{user.first_name} {user.last_name}".strip(),
                 user_position=user.position,
@@ -290,7 +295,7 @@ class Responses:
     ) -> tuple[TurnSetup, list[Message]]:
         tools = {}
         if tools_allowed:
-            listed = await self.rt.peers.list_tools(req.ctx, conversation.id, automated=req.automated_invoker)
+            listed = await self.turns.tools.list_tools(req.ctx, conversation.id, automated=req.automated_invoker)
             tools = {t.name: t for t in listed}
         setup = TurnSetup(
             conversation=conversation,
@@ -308,19 +313,19 @@ class Responses:
         return setup, await self._messages(req, conversation, agent)
 
     async def _messages(self, req: RespondInput, conversation: Conversation, agent: AgentProfile) -> list[Message]:
-        mm = self.rt.mattermost
+        mm = self.turns.mattermost
         posts = await read_thread(mm, req.ctx.user_id, req.ctx.channel_id, req.root_post_id or req.post_id)
         attachments = await read_attachments(mm, posts, vision=agent.enable_vision, max_file_size=agent.max_file_size)
         users = await mm.get_users_by_ids(sorted({p.user_id for p in posts}))
-        handled = await self.rt.store.handled_posts(conversation.id)
-        turns = await self.rt.store.turns(conversation.id)
+        answers = await self.turns.store.response_posts(conversation.id)
+        turns = await self.turns.store.turns(conversation.id)
         history = build_history(
             posts,
             turns,
             bot_user_id=agent.bot_user_id,
             requester_id=req.ctx.user_id,
             current_post_id=req.post_id,
-            response_post_ids=list(handled.values()),
+            response_post_ids=answers,
             usernames={u.id: u.username for u in users},
             attachments=attachments,
             is_direct_message=req.ctx.is_direct_message,
@@ -332,6 +337,3 @@ class Responses:
 def _decide(blocks: list[dict[str, object]], accepted_ids: Sequence[str]):
     decision = apply_decision(blocks, accepted_ids)
     return decision.blocks, decision
-
-
-__all__ = ["RespondInput", "Responses", "ToolCall", "results_message"]

@@ -1,14 +1,19 @@
-"""Translation between agents.llm.v1 conversation messages and the loop's data."""
+"""Translation between the agents.llm.v1 Conversations messages and the loop's data (the
+model's own events go through ``services.llm.completion_proto``, as StreamComplete's do)."""
 
 from __future__ import annotations
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from google.protobuf import struct_pb2
 
-from services.llm.conversations.analysis import AnalyzeInput, SummarizeInput
+from services.llm.completion_proto import stream_event, tool_call_to_proto
+from services.llm.conversations.actions import SummarizeInput
+from services.llm.conversations.analysis import AnalyzeInput
+from services.llm.conversations.answers import RespondInput
 from services.llm.conversations.blocks import approval_state
 from services.llm.conversations.model import (
     ApprovalRequired,
+    Bound,
     Control,
     Conversation,
     Finish,
@@ -19,9 +24,7 @@ from services.llm.conversations.model import (
     Turn,
     TurnEvent,
 )
-from services.llm.conversations.responses import RespondInput
-from services.llm.messages import ERROR_CLASSES
-from services.llm.providers.base import Annotation, ReasoningDelta, StreamError, TextDelta, ToolCall, Usage
+from services.llm.providers.base import TextDelta
 
 _FINISH = {
     Finish.END_TURN: llm_pb2.STOP_REASON_END_TURN,
@@ -74,23 +77,18 @@ def summarize_input(req: llm_pb2.SummarizeRequest) -> SummarizeInput:
     )
 
 
-def tool_call_message(call: ToolCall) -> llm_pb2.ToolCall:
-    msg = llm_pb2.ToolCall(id=call.id, name=call.name, raw_arguments=call.raw_arguments, valid=call.valid)
-    if call.arguments is not None:
-        msg.arguments.update(call.arguments)
-    return msg
-
-
 def tool_state(update: ToolUpdate) -> llm_pb2.ToolCallState:
     return llm_pb2.ToolCallState(
-        call=tool_call_message(update.call), status=str(update.status), result=update.result, shared=update.shared
+        call=tool_call_to_proto(update.call), status=str(update.status), result=update.result, shared=update.shared
     )
 
 
 def event_message(event: TurnEvent, conversation_id: str, post_id: str) -> llm_pb2.ConversationEvent:
     """One loop event as a ConversationEvent."""
     out = llm_pb2.ConversationEvent(conversation_id=conversation_id, post_id=post_id)
-    if isinstance(event, Control):
+    if type(event) is TextDelta:
+        out.stream.text_delta.text = event.text  # once per token: filled in place
+    elif isinstance(event, Control):
         out.control = event.value
     elif isinstance(event, Title):
         out.title = event.title
@@ -102,29 +100,8 @@ def event_message(event: TurnEvent, conversation_id: str, post_id: str) -> llm_p
         )
     elif isinstance(event, Finished):
         out.stream.done.stop_reason = _FINISH[event.reason]
-    elif isinstance(event, TextDelta):
-        out.stream.text_delta.text = event.text
-    elif isinstance(event, ReasoningDelta):
-        out.stream.reasoning_delta.CopyFrom(llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))
-    elif isinstance(event, Annotation):
-        out.stream.annotation.CopyFrom(
-            llm_pb2.Annotation(
-                url=event.url, title=event.title, start_index=event.start_index, end_index=event.end_index
-            )
-        )
-    elif isinstance(event, Usage):
-        out.stream.usage.CopyFrom(
-            llm_pb2.Usage(
-                input_tokens=event.input_tokens,
-                output_tokens=event.output_tokens,
-                cached_read_tokens=event.cached_read_tokens,
-                reasoning_tokens=event.reasoning_tokens,
-            )
-        )
-    elif isinstance(event, StreamError):
-        out.stream.error.CopyFrom(
-            llm_pb2.StreamError(error_class=ERROR_CLASSES[event.error_class], message=event.message)
-        )
+    elif not isinstance(event, Bound):
+        out.stream.CopyFrom(stream_event(event))
     return out
 
 

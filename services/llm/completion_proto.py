@@ -1,12 +1,14 @@
-"""Translation between ``agents.llm.v1`` / ``agents.registry.v1`` messages and the domain types.
+"""Translation between the ``agents.llm.v1`` completion messages (requests, events, results), the
+registry's service configs and the domain types.
 
-Only the servicer and the registry client use this; the domain modules never see a protobuf.
-Event conversion is on the hot path (one call per streamed token), so it builds messages
-directly instead of going through generic JSON conversion.
+The servicers and the registry client use this; the domain modules never see a protobuf. Event
+conversion is on the hot path (one call per streamed token), so it builds messages directly
+instead of going through generic JSON conversion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agents.common.v1 import common_pb2 as common_pb2
@@ -119,7 +121,7 @@ def completion_request_from_proto(pb: llm_pb2.CompletionRequest) -> tuple[str, b
 # ---- events ---------------------------------------------------------------------------------
 
 
-def _tool_call_to_proto(call: base.ToolCall) -> llm_pb2.ToolCall:
+def tool_call_to_proto(call: base.ToolCall) -> llm_pb2.ToolCall:
     pb = llm_pb2.ToolCall(id=call.id, name=call.name, raw_arguments=call.raw_arguments, valid=call.valid)
     if call.arguments is not None:
         pb.arguments.update(call.arguments)
@@ -135,36 +137,28 @@ def _usage_to_proto(usage: base.Usage) -> llm_pb2.Usage:
     )
 
 
-def event_to_proto(event: base.Event) -> llm_pb2.StreamCompleteResponse:
-    """One neutral event as a stream message."""
-    if type(event) is base.TextDelta:
-        # Most messages are text: filling a submessage in place is ~3x cheaper than nesting
-        # constructors, and this runs once per token.
-        message = llm_pb2.StreamCompleteResponse()
-        message.event.text_delta.text = event.text
-        return message
-    return llm_pb2.StreamCompleteResponse(event=_stream_event(event))
-
-
-def events_to_proto(events: list[base.Event]) -> llm_pb2.StreamCompleteResponse:
-    """Several neutral events as one stream message (a client that set ``batch_events``)."""
+def events_to_proto(events: Sequence[base.Event]) -> llm_pb2.StreamCompleteResponse:
+    """Neutral events as one stream message: one each, or several for a client that set
+    ``batch_events``."""
     message = llm_pb2.StreamCompleteResponse()
     out = message.events
     for event in events:
         if type(event) is base.TextDelta:
+            # Most events are text: filling a submessage in place is ~3x cheaper than nesting
+            # constructors, and this runs once per token.
             out.add().text_delta.text = event.text
         else:
-            out.append(_stream_event(event))
+            out.append(stream_event(event))
     return message
 
 
-def _stream_event(event: base.Event) -> llm_pb2.StreamEvent:
+def stream_event(event: base.Event) -> llm_pb2.StreamEvent:
     if type(event) is base.TextDelta:
         return llm_pb2.StreamEvent(text_delta=llm_pb2.TextDelta(text=event.text))
     if isinstance(event, base.ReasoningDelta):
         return llm_pb2.StreamEvent(reasoning_delta=llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))
     if isinstance(event, base.ToolCallEvent):
-        return llm_pb2.StreamEvent(tool_call=_tool_call_to_proto(event.call))
+        return llm_pb2.StreamEvent(tool_call=tool_call_to_proto(event.call))
     if isinstance(event, base.Annotation):
         return llm_pb2.StreamEvent(
             annotation=llm_pb2.Annotation(
@@ -187,7 +181,7 @@ def result_to_proto(result: CompletionResult, model: str) -> llm_pb2.CompleteRes
     return llm_pb2.CompleteResponse(
         text=result.text,
         reasoning=reasoning,
-        tool_calls=[_tool_call_to_proto(c) for c in result.tool_calls],
+        tool_calls=[tool_call_to_proto(c) for c in result.tool_calls],
         annotations=[
             llm_pb2.Annotation(url=a.url, title=a.title, start_index=a.start_index, end_index=a.end_index)
             for a in result.annotations
