@@ -236,7 +236,7 @@ def _json_object(payload: bytes) -> dict[str, Any]:
 
 
 def _default_credentials() -> Credentials | None:
-    """botocore's default chain; blocking (it may read files or call the instance metadata service)."""
+    """Credentials from botocore's default chain; blocking (it may read files or call the instance metadata service)."""
     return botocore.session.get_session().get_credentials()
 
 

@@ -75,12 +75,15 @@ class ChatCompletionsProvider(OpenAIAPIProvider):
     # ---- hooks -------------------------------------------------------------------------------
 
     def completions_url(self, model: str) -> str:
+        """Where one completion for ``model`` is posted."""
         return f"{self.base_url()}/chat/completions"
 
     def image_content(self, image: ImagePart) -> dict[str, Any]:
+        """An image as a user message's content item."""
         return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
 
     def tool_result_message(self, result: ToolResult) -> dict[str, Any]:
+        """A tool's result as the ``tool`` message answering its call."""
         return {"role": "tool", "tool_call_id": result.tool_call_id, "content": result.content}
 
     def build_body(self, request: CompletionRequest, model: str) -> dict[str, Any]:

@@ -37,6 +37,8 @@ TRANSCRIBING_TYPES = frozenset({ServiceType.OPENAI, ServiceType.OPENAI_COMPATIBL
 
 @dataclass(frozen=True)
 class Transcript:
+    """A transcription as WebVTT (cues with timings) and as plain text."""
+
     vtt: str
     text: str
 
