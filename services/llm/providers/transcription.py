@@ -62,7 +62,7 @@ def _target(settings: ServiceSettings) -> tuple[str, dict[str, str], str]:
 
 def text_of_vtt(vtt: str) -> str:
     """The spoken text of a WebVTT document: cue payloads joined by spaces."""
-    words = []
+    words: list[str] = []
     for block in vtt.replace("\r\n", "\n").split("\n\n"):
         lines = [line for line in block.split("\n") if line.strip()]
         if not lines or lines[0].startswith(("WEBVTT", "NOTE", "STYLE", "REGION")):
