@@ -20,7 +20,8 @@ ProviderFactory = Callable[[ServiceSettings, aiohttp.ClientSession], Provider]
 
 def _lazy(module: str, factory: str = "create") -> ProviderFactory:
     def build(settings: ServiceSettings, session: aiohttp.ClientSession) -> Provider:
-        return getattr(importlib.import_module(f"services.llm.providers.{module}"), factory)(settings, session)
+        create: ProviderFactory = getattr(importlib.import_module(f"services.llm.providers.{module}"), factory)
+        return create(settings, session)
 
     return build
 

@@ -142,9 +142,12 @@ class AskSageProvider:
     async def list_models(self) -> list[str]:
         """Model ids from ``POST /get-models`` (an OpenAI-style ``{"data": [{"id": ...}]}`` list)."""
         doc = await self._post("/get-models", {})
-        listing = doc.get("data") if isinstance(doc.get("data"), list) else (doc.get("response") or {})
-        if isinstance(listing, dict):
-            listing = listing.get("data") or []
+        listing = doc.get("data")
+        if not isinstance(listing, list):
+            response = doc.get("response")
+            listing = response.get("data") if isinstance(response, dict) else response
+        if not isinstance(listing, list):
+            return []
         return sorted(str(m["id"]) for m in listing if isinstance(m, dict) and m.get("id"))
 
     async def aclose(self) -> None:

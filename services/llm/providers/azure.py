@@ -42,15 +42,19 @@ class AzureChatProvider(ChatCompletionsProvider):
     max_tokens_field = "max_completion_tokens"  # o-series deployments reject max_tokens
 
     def base_url(self) -> str:
+        """The endpoint's ``/openai`` root, under which each deployment has its path."""
         return f"{_endpoint(self.settings)}/openai"
 
     def completions_url(self, model: str) -> str:
+        """The chat completions URL of deployment ``model``, with the API version Azure requires."""
         return f"{self.base_url()}/deployments/{quote(model, safe='')}/chat/completions?api-version={CHAT_API_VERSION}"
 
     def auth_headers(self) -> dict[str, str]:
+        """Azure's ``api-key`` header."""
         return _azure_headers(self.settings)
 
     def build_body(self, request: CompletionRequest, model: str) -> dict[str, object]:
+        """The chat completions body without ``model``."""
         body = super().build_body(request, model)
         body.pop("model", None)  # the deployment in the URL decides
         return body
@@ -66,9 +70,11 @@ class AzureResponsesProvider(ResponsesProvider):
     provider_name = "Azure OpenAI"
 
     def base_url(self) -> str:
+        """The endpoint's OpenAI-compatible ``/openai/v1`` surface."""
         return f"{_endpoint(self.settings)}/openai/v1"
 
     def auth_headers(self) -> dict[str, str]:
+        """Azure's ``api-key`` header."""
         return _azure_headers(self.settings)
 
     async def list_models(self) -> list[str]:

@@ -15,6 +15,8 @@ from services.common.errors import DomainError, ErrorClass
 
 
 class ServiceType(enum.StrEnum):
+    """The provider a service speaks to, as the plugin's service ``type`` spells it."""
+
     OPENAI = "openai"
     OPENAI_COMPATIBLE = "openaicompatible"
     AZURE = "azure"
@@ -53,6 +55,8 @@ class ServiceSettings:
 
 
 class Role(enum.StrEnum):
+    """Who wrote a message in the conversation."""
+
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
@@ -61,11 +65,15 @@ class Role(enum.StrEnum):
 
 @dataclass(frozen=True)
 class TextPart:
+    """Plain text in a message."""
+
     text: str
 
 
 @dataclass(frozen=True)
 class ImagePart:
+    """An image attached to a message (raw bytes, sent inline)."""
+
     mime_type: str
     data: bytes
 
@@ -92,6 +100,8 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ToolResult:
+    """What a tool returned for the model's call ``tool_call_id``; ``is_error`` when it failed."""
+
     tool_call_id: str
     name: str
     content: str
@@ -103,22 +113,29 @@ Part = TextPart | ImagePart | ReasoningPart | ToolCall | ToolResult
 
 @dataclass(frozen=True)
 class Message:
+    """One turn of the conversation sent to the model."""
+
     role: Role
     parts: tuple[Part, ...]
 
     @classmethod
     def text(cls, role: Role, text: str) -> Message:
+        """A message of one text part."""
         return cls(role=role, parts=(TextPart(text),))
 
 
 @dataclass(frozen=True)
 class ToolSpec:
+    """A tool the model may call, with the JSON Schema of its arguments."""
+
     name: str
     description: str
     input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 class ReasoningEffort(enum.StrEnum):
+    """How hard a reasoning model thinks, for providers with an effort setting."""
+
     MINIMAL = "minimal"
     LOW = "low"
     MEDIUM = "medium"
@@ -127,6 +144,8 @@ class ReasoningEffort(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ReasoningOptions:
+    """Whether the model reasons before answering, and how much."""
+
     enabled: bool = False
     effort: ReasoningEffort = ReasoningEffort.MEDIUM
     budget_tokens: int = 0  # 0: provider default (e.g. Anthropic: output limit / 4 within [1024, 8192])
@@ -152,11 +171,15 @@ class CompletionRequest:
 
 @dataclass(frozen=True)
 class TextDelta:
+    """The next piece of the answer's text."""
+
     text: str
 
 
 @dataclass(frozen=True)
 class ReasoningDelta:
+    """The next piece of the model's reasoning, or its signature once the block ends."""
+
     text: str
     signature: str = ""
     redacted: bool = False  # ``text`` is an opaque encrypted block to send back verbatim
@@ -164,6 +187,8 @@ class ReasoningDelta:
 
 @dataclass(frozen=True)
 class ToolCallEvent:
+    """A complete tool call: emitted once its arguments have all arrived."""
+
     call: ToolCall
 
 
@@ -179,6 +204,8 @@ class Annotation:
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens the upstream reports for the attempt."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_read_tokens: int = 0
@@ -186,6 +213,8 @@ class Usage:
 
 
 class StopReason(enum.StrEnum):
+    """Why the model stopped answering."""
+
     END_TURN = "end_turn"
     TOOL_USE = "tool_use"
     MAX_TOKENS = "max_tokens"
@@ -207,6 +236,8 @@ class StreamError:
 
 @dataclass(frozen=True)
 class Done:
+    """Ends a stream that finished; nothing follows it."""
+
     stop_reason: StopReason = StopReason.END_TURN
 
 

@@ -236,7 +236,7 @@ def _json_object(payload: bytes) -> dict[str, Any]:
 
 
 def _default_credentials() -> Credentials | None:
-    """botocore's default chain; blocking (it may read files or call the instance metadata service)."""
+    """Credentials from botocore's default chain; blocking (it may read files or call the instance metadata service)."""
     return botocore.session.get_session().get_credentials()
 
 
@@ -312,7 +312,8 @@ class BedrockProvider:
             async for chunk in response.content.iter_any():
                 frames.add_data(chunk)
                 for frame in frames:
-                    for event in decoder.feed(frame.headers, frame.payload):
+                    # botocore-stubs declare EventStreamMessage.headers an int; botocore sets the parsed dict.
+                    for event in decoder.feed(frame.headers, frame.payload):  # type: ignore[arg-type]
                         yield event
             closing = decoder.finish()
             finished = True

@@ -38,14 +38,13 @@ def coalesce(events: list[Event]) -> list[Event]:
         return events
     out: list[Event] = []
     for event in events:
-        kind = type(event)
-        if out and type(out[-1]) is kind:
+        if out:
             last = out[-1]
-            if kind is TextDelta:
-                out[-1] = TextDelta(last.text + event.text)  # type: ignore[union-attr]
+            if type(event) is TextDelta and type(last) is TextDelta:
+                out[-1] = TextDelta(last.text + event.text)
                 continue
-            if kind is ReasoningDelta and _plain(last) and _plain(event):  # type: ignore[arg-type]
-                out[-1] = ReasoningDelta(last.text + event.text)  # type: ignore[union-attr]
+            if type(event) is ReasoningDelta and type(last) is ReasoningDelta and _plain(last) and _plain(event):
+                out[-1] = ReasoningDelta(last.text + event.text)
                 continue
         out.append(event)
     return out

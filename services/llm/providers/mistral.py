@@ -35,12 +35,15 @@ class MistralProvider(ChatCompletionsProvider):
     send_user_field = False
 
     def auth_headers(self) -> dict[str, str]:
+        """The bearer key alone: Mistral has no organization header."""
         return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
 
     def image_content(self, image: ImagePart) -> dict[str, Any]:
+        """An image item whose ``image_url`` is the data URL itself, as Mistral expects."""
         return {"type": "image_url", "image_url": image_data_url(image)}
 
     def tool_result_message(self, result: ToolResult) -> dict[str, Any]:
+        """A ``tool`` message that also names the function, as Mistral expects."""
         return {
             "role": "tool",
             "tool_call_id": result.tool_call_id,
@@ -49,6 +52,7 @@ class MistralProvider(ChatCompletionsProvider):
         }
 
     def build_body(self, request: CompletionRequest, model: str) -> dict[str, Any]:
+        """The chat completions body without ``reasoning_effort``."""
         body = super().build_body(request, model)
         # Magistral models reason on their own; Mistral has no effort knob on chat completions.
         body.pop("reasoning_effort", None)

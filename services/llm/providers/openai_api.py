@@ -14,9 +14,11 @@ class OpenAIAPIProvider(SSEProvider):
     default_base_url = "https://api.openai.com/v1"
 
     def base_url(self) -> str:
+        """The API root every path is under: the service's API URL, else the provider's default."""
         return (self.settings.api_url or self.default_base_url).rstrip("/")
 
     def auth_headers(self) -> dict[str, str]:
+        """The bearer key, and the organization when one is configured."""
         headers: dict[str, str] = {}
         if self.settings.api_key:
             headers["Authorization"] = f"Bearer {self.settings.api_key}"

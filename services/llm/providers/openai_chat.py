@@ -75,12 +75,15 @@ class ChatCompletionsProvider(OpenAIAPIProvider):
     # ---- hooks -------------------------------------------------------------------------------
 
     def completions_url(self, model: str) -> str:
+        """Where one completion for ``model`` is posted."""
         return f"{self.base_url()}/chat/completions"
 
     def image_content(self, image: ImagePart) -> dict[str, Any]:
+        """An image as a user message's content item."""
         return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
 
     def tool_result_message(self, result: ToolResult) -> dict[str, Any]:
+        """A tool's result as the ``tool`` message answering its call."""
         return {"role": "tool", "tool_call_id": result.tool_call_id, "content": result.content}
 
     def build_body(self, request: CompletionRequest, model: str) -> dict[str, Any]:
@@ -186,6 +189,7 @@ class ChatStreamDecoder:
         self._usage: Usage | None = None
 
     def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
+        """Append the events one chunk produces; raise ``ProviderError`` for an in-stream error."""
         data = sse_event.data
         if data == "[DONE]" or data.strip() == "[DONE]":
             self.done = True
@@ -198,26 +202,30 @@ class ChatStreamDecoder:
         if isinstance(usage, dict):
             self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                out.append(ReasoningDelta(reasoning))
-            content = delta.get("content")
-            if isinstance(content, str):
-                if content:
-                    out.append(TextDelta(content))
-            elif isinstance(content, list) and self.content_parts is not None:
-                out.extend(self.content_parts(content))
-            tool_calls = delta.get("tool_calls")
-            if tool_calls:
-                for position, fragment in enumerate(tool_calls):
-                    _merge_tool_fragment(self._calls, position, fragment)
-            if choice.get("finish_reason"):
-                self._finish = str(choice["finish_reason"])
+            # Only the first choice is the answer (no request asks for ``n`` > 1).
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                self._choice(choice, out)
+
+    def _choice(self, choice: dict[str, Any], out: list[Event]) -> None:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            out.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if isinstance(content, str):
+            if content:
+                out.append(TextDelta(content))
+        elif isinstance(content, list) and self.content_parts is not None:
+            out.extend(self.content_parts(content))
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            for position, fragment in enumerate(tool_calls):
+                _merge_tool_fragment(self._calls, position, fragment)
+        if choice.get("finish_reason"):
+            self._finish = str(choice["finish_reason"])
 
     def finish(self) -> list[Event]:
+        """The tool calls, ``Usage`` (if sent) and ``Done`` once the body ended; raise if it was cut short."""
         if self._finish is None and not self.done:
             raise truncated_stream(self.provider_name)
         out: list[Event] = []

@@ -31,6 +31,18 @@ INCOMPLETE_REASONS = {
     "max_output_tokens": StopReason.MAX_TOKENS,
     "content_filter": StopReason.CONTENT_FILTER,
 }
+# Tuples, not sets: ``type`` comes from the upstream's JSON and may be unhashable.
+_REASONING_EVENTS = (
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_text.delta",
+    "response.reasoning_summary_part.added",
+)
+_OUTPUT_ITEM_EVENTS = (
+    "response.output_item.added",
+    "response.function_call_arguments.delta",
+    "response.output_item.done",
+)
+_TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed", "error")
 
 
 @dataclass
@@ -66,19 +78,32 @@ class ResponsesStreamDecoder:
         self._emitted_calls = 0
 
     def feed(self, sse_event: SSEEvent, out: list[Event]) -> None:
+        """Append the events one Responses event produces; raise ``ProviderError`` for a failure event."""
         payload = event_json(sse_event.data, self.provider_name)
         kind = payload.get("type") or sse_event.event
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
             delta = payload.get("delta")
             if delta:
                 out.append(TextDelta(str(delta)))
-        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            if payload.get("delta"):
-                out.append(ReasoningDelta(str(payload["delta"])))
-        elif kind == "response.reasoning_summary_part.added":
-            if int(payload.get("summary_index") or 0) > 0:
-                out.append(ReasoningDelta("\n\n"))  # keep separate summary paragraphs apart
-        elif kind == "response.output_item.added":
+        elif kind in _REASONING_EVENTS:
+            _reasoning(kind, payload, out)
+        elif kind in _OUTPUT_ITEM_EVENTS:
+            self._output_item(kind, payload, out)
+        elif kind == "response.output_text.annotation.added":
+            _annotation(payload.get("annotation") or {}, out)
+        elif kind in _TERMINAL_EVENTS:
+            self._terminal(kind, payload, out)
+
+    def finish(self) -> list[Event]:
+        """Nothing once a terminal event was decoded; raise when the stream ended before one."""
+        if self.done:
+            return []
+        raise truncated_stream(self.provider_name)
+
+    def _output_item(self, kind: str, payload: dict[str, Any], out: list[Event]) -> None:
+        """Output items: a function call opens with its item and grows by argument deltas; a finished
+        call, or encrypted reasoning, is emitted when its item is done."""
+        if kind == "response.output_item.added":
             item = payload.get("item") or {}
             if item.get("type") == "function_call":
                 self._open_calls[str(item.get("id") or item.get("call_id"))] = _OpenCall(
@@ -90,39 +115,45 @@ class ResponsesStreamDecoder:
             call = self._open_calls.get(str(payload.get("item_id")))
             if call is not None:
                 call.arguments += str(payload.get("delta") or "")
-        elif kind == "response.output_item.done":
+        else:
             event = _finished_item(payload.get("item") or {}, self._open_calls)
             if event is not None:
                 self._emitted_calls += isinstance(event, ToolCallEvent)
                 out.append(event)
-        elif kind == "response.output_text.annotation.added":
-            annotation = payload.get("annotation") or {}
-            if annotation.get("type") == "url_citation" and annotation.get("url"):
-                out.append(
-                    Annotation(
-                        url=str(annotation["url"]),
-                        title=str(annotation.get("title") or ""),
-                        start_index=int(annotation.get("start_index") or 0),
-                        end_index=int(annotation.get("end_index") or 0),
-                    )
-                )
-        elif kind in ("response.completed", "response.incomplete"):
-            response = payload.get("response") or {}
-            if isinstance(response.get("usage"), dict):
-                out.append(_usage(response["usage"]))
-            out.append(Done(_stop_reason(str(kind), response, self._emitted_calls)))
-            self.done = True
-        elif kind == "response.failed":
+
+    def _terminal(self, kind: str, payload: dict[str, Any], out: list[Event]) -> None:
+        """``Usage`` and ``Done`` for a finished response; raise for a failed one."""
+        if kind == "response.failed":
             error = (payload.get("response") or {}).get("error") or {}
             raise stream_error_event(error, self.provider_name)
-        elif kind == "error":
-            error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
-            raise stream_error_event(error, self.provider_name)
+        if kind == "error":
+            error = payload.get("error")
+            raise stream_error_event(error if isinstance(error, dict) else payload, self.provider_name)
+        response = payload.get("response") or {}
+        if isinstance(response.get("usage"), dict):
+            out.append(_usage(response["usage"]))
+        out.append(Done(_stop_reason(kind, response, self._emitted_calls)))
+        self.done = True
 
-    def finish(self) -> list[Event]:
-        if self.done:
-            return []
-        raise truncated_stream(self.provider_name)
+
+def _reasoning(kind: str, payload: dict[str, Any], out: list[Event]) -> None:
+    if kind == "response.reasoning_summary_part.added":
+        if int(payload.get("summary_index") or 0) > 0:
+            out.append(ReasoningDelta("\n\n"))  # keep separate summary paragraphs apart
+    elif payload.get("delta"):
+        out.append(ReasoningDelta(str(payload["delta"])))
+
+
+def _annotation(annotation: dict[str, Any], out: list[Event]) -> None:
+    if annotation.get("type") == "url_citation" and annotation.get("url"):
+        out.append(
+            Annotation(
+                url=str(annotation["url"]),
+                title=str(annotation.get("title") or ""),
+                start_index=int(annotation.get("start_index") or 0),
+                end_index=int(annotation.get("end_index") or 0),
+            )
+        )
 
 
 def _finished_item(item: dict[str, Any], open_calls: dict[str, _OpenCall]) -> Event | None:

@@ -28,6 +28,7 @@ class ScaleProvider(ChatCompletionsProvider):
         super().__init__(settings, session)
 
     def auth_headers(self) -> dict[str, str]:
+        """Scale's ``x-api-key``, and the account to bill when one is configured."""
         # No Authorization header at all: Scale's gateway rejects a bearer it cannot parse.
         headers = {"x-api-key": self.settings.api_key}
         account = self.settings.account_id or self.settings.org_id  # the plugin stored it in orgId

@@ -23,6 +23,8 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real event, far below m
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
+    """One dispatched server-sent event: its type, its ``data`` lines joined, and the last ``id``."""
+
     event: str  # "" when the event has no ``event:`` field ("message" per the spec)
     data: str
     id: str = ""

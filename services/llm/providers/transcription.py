@@ -37,6 +37,8 @@ TRANSCRIBING_TYPES = frozenset({ServiceType.OPENAI, ServiceType.OPENAI_COMPATIBL
 
 @dataclass(frozen=True)
 class Transcript:
+    """A transcription as WebVTT (cues with timings) and as plain text."""
+
     vtt: str
     text: str
 
@@ -60,7 +62,7 @@ def _target(settings: ServiceSettings) -> tuple[str, dict[str, str], str]:
 
 def text_of_vtt(vtt: str) -> str:
     """The spoken text of a WebVTT document: cue payloads joined by spaces."""
-    words = []
+    words: list[str] = []
     for block in vtt.replace("\r\n", "\n").split("\n\n"):
         lines = [line for line in block.split("\n") if line.strip()]
         if not lines or lines[0].startswith(("WEBVTT", "NOTE", "STYLE", "REGION")):
