@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_KEY = web.AppKey("authenticator", Authenticator)
+# The authenticated caller of a request, set by auth_middleware.
+CALLER = web.RequestKey("caller", Caller)
 
 # Plugin routes served without a Mattermost identity (this middleware guards the plugin's sub-app
 # only, so full paths; the probes live outside it): MCP clients read how to authenticate to the
@@ -72,7 +74,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in PUBLIC_PATHS or request.path.startswith(SELF_GUARDED_PREFIXES):
         return await handler(request)
     caller = await request.app[CALLER_KEY].authenticate(request)
-    request["caller"] = caller
+    request[CALLER] = caller
     token = current_identity.set(caller.identity)
     try:
         return await handler(request)
@@ -89,7 +91,8 @@ async def parameters_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 def caller_of(request: web.Request) -> Caller:
-    return request["caller"]
+    """The authenticated caller of a plugin route."""
+    return request[CALLER]
 
 
 async def read_json(request: web.Request, *, max_bytes: int | None = None) -> Any:

@@ -58,7 +58,9 @@ def build_deps(settings: GatewaySettings) -> GatewayDeps:
 async def _serving(deps: GatewayDeps, address: str) -> bool:
     channel = deps.backends.pool.get(address)
     try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        # types-grpcio-health-checking's HealthStub declares no RPC attributes.
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+        reply: health_pb2.HealthCheckResponse = await check(health_pb2.HealthCheckRequest(), timeout=1.0)
     except grpc.aio.AioRpcError:
         return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -89,9 +91,9 @@ class GatewayProcess:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        # The bound address: the port the OS chose when http_port is 0.
+        port: int = self.runner.addresses[0][1]
+        self.port = port
         logger.info("HTTP listening on %s:%d", self.settings.http_host, self.port)
         await self.deps.plugin_config.start()
         if self.settings.listen_for_posts:

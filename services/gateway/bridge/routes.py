@@ -208,6 +208,7 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         await response.write_eof()
         return response
     finally:
+        # grpc_client.stream is an async generator, annotated as the AsyncIterator it yields.
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -234,6 +235,7 @@ async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
                 elif kind == "error":
                     raise UpstreamUnavailable(event.error.message)
     finally:
+        # grpc_client.stream is an async generator, annotated as the AsyncIterator it yields.
         await events.aclose()  # type: ignore[attr-defined]
     return web.json_response({"completion": "".join(text)})
 

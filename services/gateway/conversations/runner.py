@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from aiohttp import web
 
@@ -66,12 +67,12 @@ class ConversationTriggers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def spawn(self, coro: object, what: str) -> None:
+    def spawn(self, coro: Awaitable[None], what: str) -> None:
         """Run ``coro`` in the background, held until done, its failure logged as ``what``."""
 
         async def guarded() -> None:
             try:
-                await coro  # type: ignore[misc]
+                await coro
             except DomainError as err:
                 logger.warning("%s failed: %s", what, err.message)
             except Exception:

@@ -20,13 +20,13 @@ from services.gateway.rendering.reply import PostUpdate, ReplyState
 logger = logging.getLogger(__name__)
 
 _QUEUE_LIMIT = 1024
-_END = object()
 
 
 @dataclass(eq=False)
 class _Subscriber:
     user_id: str
-    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT))
+    # Payloads, then None when the reply ends.
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT))
 
 
 @dataclass(eq=False)
@@ -49,7 +49,7 @@ class LiveReply:
     def close(self) -> None:
         for subscriber in self.subscribers:
             try:
-                subscriber.queue.put_nowait(_END)
+                subscriber.queue.put_nowait(None)
             except asyncio.QueueFull:
                 pass
         self.subscribers.clear()
@@ -103,7 +103,7 @@ class LiveReplies:
                 return
             while True:
                 item = await subscriber.queue.get()
-                if item is _END:
+                if item is None:
                     return
                 yield item
         finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common.errors import InvalidInput
@@ -40,7 +39,7 @@ def with_every_section(message: Message) -> Message:
     """
     for field in message.DESCRIPTOR.fields:
         if (
-            field.type != FieldDescriptor.TYPE_MESSAGE
+            field.message_type is None
             or field.is_repeated
             or field.message_type.full_name.startswith("google.protobuf.")  # raw JSON: absent stays absent
         ):

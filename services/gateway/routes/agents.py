@@ -6,7 +6,7 @@ from typing import Any
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
-from aiohttp import MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from services.common.errors import InvalidInput
@@ -37,7 +37,7 @@ def agent_json(agent: registry_pb2.Agent, *, show_instructions: bool = True) -> 
 def _agent_from_body(payload: Any) -> registry_pb2.Agent:
     if isinstance(payload, dict):
         payload = {k: v for k, v in payload.items() if k not in SERVER_FIELDS}
-    return from_json(payload, registry_pb2.Agent(), "agent")  # type: ignore[return-value]
+    return from_json(payload, registry_pb2.Agent(), "agent")
 
 
 @routes.get("/agents")
@@ -144,11 +144,12 @@ async def upload_avatar(request: web.Request) -> web.Response:
 async def _image_part(reader: MultipartReader) -> tuple[bytes, str]:
     """The ``image`` part's bytes and file name; empty bytes when there is none."""
     async for part in reader:
-        if getattr(part, "name", None) != "image":
+        # A nested multipart part (a MultipartReader) has no name: never the image.
+        if not isinstance(part, BodyPartReader) or part.name != "image":
             continue
-        filename = getattr(part, "filename", "") or "avatar.png"
+        filename = part.filename or "avatar.png"
         chunks, size = [], 0
-        while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
+        while chunk := await part.read_chunk(64 * 1024):
             size += len(chunk)
             if size > MAX_AVATAR_BYTES:
                 raise web.HTTPRequestEntityTooLarge(max_size=MAX_AVATAR_BYTES, actual_size=size)

@@ -3,8 +3,6 @@ replies and threads; GET /post/{postid}/stream: the reply's tokens live (SSE).""
 
 from __future__ import annotations
 
-from typing import Any
-
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from aiohttp import web
 
@@ -86,13 +84,13 @@ async def _decide(request: web.Request, *, results: bool) -> web.Response:
         raise InvalidInput("the post has no conversation")
     deps = request.app[DEPS]
     context = _context(request, post.channel_id)
+    conversations, timeout = deps.backends.conversations, deps.settings.turn_timeout_seconds
     if results:
-        call: Any = deps.backends.conversations.ToolResultShare
-        message: Any = llm_pb2.ToolResultShareRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+        share = llm_pb2.ToolResultShareRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+        events = conversation_events(conversations.ToolResultShare, share, timeout=timeout)
     else:
-        call = deps.backends.conversations.ToolDecision
-        message = llm_pb2.ToolDecisionRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
-    events = conversation_events(call, message, timeout=deps.settings.turn_timeout_seconds)
+        decision = llm_pb2.ToolDecisionRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+        events = conversation_events(conversations.ToolDecision, decision, timeout=timeout)
     await deps.replies.launch(await deps.replies.of_post(post), events)
     return web.Response(status=200)
 
