@@ -36,6 +36,7 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
+    """The plugin's error body, ``{"error": message}``, with ``Retry-After`` where the client should retry."""
     headers = {}
     if status in (429, 503) or retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after or 1)))
@@ -44,6 +45,8 @@ def error_response(status: int, message: str, *, retry_after: float | None = Non
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as the plugin's JSON error: domain errors through the error table,
+    anything unexpected as a 500 that names no internals."""
     try:
         return await handler(request)
     except DomainError as err:
@@ -71,6 +74,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate the caller of each plugin route (except the public and self-guarded ones)
+    and run the handler as that caller."""
     if request.path in PUBLIC_PATHS or request.path.startswith(SELF_GUARDED_PREFIXES):
         return await handler(request)
     caller = await request.app[CALLER_KEY].authenticate(request)

@@ -41,6 +41,7 @@ class ConversationTriggers:
 
     @property
     def listening(self) -> bool:
+        """True between ``start`` and ``stop_listening``."""
         return self._sweeping is not None
 
     async def start(self) -> None:
@@ -60,6 +61,8 @@ class ConversationTriggers:
         await self.listeners.close()
 
     async def stop(self) -> None:
+        """Stop listening, then cancel the answers still running: their claims expire and a live
+        replica takes them over."""
         await self.stop_listening()
         # What is left never reached its reply (or the drain marked it): the claims decide,
         # their leases expire and a live replica (or this one, restarted) takes them over.

@@ -67,6 +67,7 @@ def require_listing_credentials(service_type: str, values: dict[str, str]) -> No
 
 @routes.get("/admin/config")
 async def get_config(request: web.Request) -> web.Response:
+    """The plugin configuration, every section present, secrets masked by the registry."""
     require_admin(request)
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.GetPluginConfig, registry_pb2.GetPluginConfigRequest())
@@ -75,6 +76,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 @routes.put("/admin/config")
 async def save_config(request: web.Request) -> web.Response:
+    """Replace the plugin configuration (the registry validates it)."""
     require_admin(request)
     deps = request.app[DEPS]
     config = from_json(await read_json(request), registry_pb2.PluginConfig(), "configuration")
@@ -84,6 +86,7 @@ async def save_config(request: web.Request) -> web.Response:
 
 @routes.post("/admin/models/fetch")
 async def fetch_models(request: web.Request) -> web.Response:
+    """The models a service offers with the credentials in the body, before they are saved."""
     require_admin(request)
     deps = request.app[DEPS]
     payload = await read_json(request)

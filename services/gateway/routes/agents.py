@@ -42,6 +42,7 @@ def _agent_from_body(payload: Any) -> registry_pb2.Agent:
 
 @routes.get("/agents")
 async def list_agents(request: web.Request) -> web.Response:
+    """The agents the caller may manage or use; unlicensed, ``X-Agent-Active-Count`` too."""
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.ListAgents, registry_pb2.ListAgentsRequest())
     headers = {}
@@ -52,6 +53,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @routes.post("/agents")
 async def create_agent(request: web.Request) -> web.Response:
+    """Create an agent (201), answered once this replica listens for its bot."""
     deps = request.app[DEPS]
     payload = await read_json(request, max_bytes=MAX_AGENT_BODY)
     agent = _agent_from_body(payload)
@@ -67,6 +69,7 @@ async def create_agent(request: web.Request) -> web.Response:
 
 @routes.post("/agents/models/fetch")
 async def fetch_models_for_service(request: web.Request) -> web.Response:
+    """The models of a saved service (``serviceID``) the caller may see."""
     deps = request.app[DEPS]
     payload = await read_json(request)
     service_id = payload.get("serviceID") if isinstance(payload, dict) else None
@@ -80,6 +83,7 @@ async def fetch_models_for_service(request: web.Request) -> web.Response:
 
 @routes.get("/agents/{agentid}")
 async def get_agent(request: web.Request) -> web.Response:
+    """One agent; its instructions blanked unless the caller may manage it."""
     deps = request.app[DEPS]
     response = await unary(
         deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(id=request.match_info["agentid"])
@@ -89,6 +93,7 @@ async def get_agent(request: web.Request) -> web.Response:
 
 @routes.put("/agents/{agentid}")
 async def update_agent(request: web.Request) -> web.Response:
+    """Replace an agent; 409 when the body's ``updateAt`` is not the stored one (an edit in between)."""
     deps = request.app[DEPS]
     payload = await read_json(request, max_bytes=MAX_AGENT_BODY)
     agent = _agent_from_body(payload)
@@ -111,6 +116,7 @@ async def update_agent(request: web.Request) -> web.Response:
 
 @routes.delete("/agents/{agentid}")
 async def delete_agent(request: web.Request) -> web.Response:
+    """Delete an agent; this replica forgets it at once."""
     deps = request.app[DEPS]
     await unary(deps.backends.registry.DeleteAgent, registry_pb2.DeleteAgentRequest(id=request.match_info["agentid"]))
     deps.bridge_agents.invalidate()
@@ -120,6 +126,7 @@ async def delete_agent(request: web.Request) -> web.Response:
 
 @routes.post("/agents/{agentid}/avatar")
 async def upload_avatar(request: web.Request) -> web.Response:
+    """Set an agent's avatar from the ``image`` part of a multipart body."""
     deps = request.app[DEPS]
     agent_id = request.match_info["agentid"]
     # An unknown agent is a 404 whatever the body holds.
