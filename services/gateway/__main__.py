@@ -10,6 +10,7 @@ from services.gateway.settings import load
 
 
 def main() -> None:
+    """Run the gateway until SIGTERM or SIGINT; invalid settings exit with status 2."""
     try:
         settings = load()
     except SettingsError as err:

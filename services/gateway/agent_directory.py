@@ -56,6 +56,7 @@ class AgentDirectory:
         return next((a for a in self.agents if a.bot_user_id == user_id), None)
 
     def by_id(self, agent_id: str) -> AgentBot | None:
+        """The agent with id ``agent_id``, if it is listed."""
         return next((a for a in self.agents if a.agent_id == agent_id), None)
 
     async def watch(self, watcher: Watcher) -> None:
@@ -104,10 +105,12 @@ class AgentDirectory:
         return True
 
     async def start(self) -> None:
+        """Reload every ``refresh_seconds`` from now on, first at once (sooner again after a failure)."""
         if self._task is None:
             self._task = asyncio.create_task(self._reload_loop(), name="agents-reload")
 
     async def close(self) -> None:
+        """Stop reloading."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

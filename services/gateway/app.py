@@ -38,10 +38,13 @@ ROUTE_MODULES = (
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers HTTP (readiness is ``/readyz``)."""
     return web.json_response({"status": "ok"})
 
 
 def create_app(deps: GatewayDeps) -> web.Application:
+    """The root application: ``/healthz``, and the plugin's routes under its prefix behind the error,
+    authentication and parameter middlewares."""
     plugin = web.Application(
         middlewares=[errors_middleware, auth_middleware, parameters_middleware],
         client_max_size=deps.settings.max_body_bytes,

@@ -47,6 +47,7 @@ class TtlCache(Generic[K, V]):
         self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
+        """The live value for ``key`` (now the most recently used), or None when absent or expired."""
         item = self._items.get(key)
         if item is None or item[0] <= self._clock():
             self._items.pop(key, None)
@@ -55,6 +56,7 @@ class TtlCache(Generic[K, V]):
         return item[1]
 
     def put(self, key: K, value: V) -> None:
+        """Keep ``value`` for ``ttl`` seconds, evicting the least recently used past ``max_entries``."""
         if self.ttl <= 0:
             return
         self._items[key] = (self._clock() + self.ttl, value)
@@ -75,6 +77,8 @@ def sign_request(secret: str, timestamp: str, method: str, path_qs: str, user_id
 
 @dataclass(frozen=True)
 class Caller:
+    """An authenticated user: the identity gRPC calls carry and the Mattermost account."""
+
     identity: Identity
     user: User
 
@@ -95,6 +99,8 @@ def permissions_for(user: User) -> frozenset[str]:
 
 
 class Authenticator:
+    """Authenticates plugin requests in the configured ``auth_mode``, caching users briefly."""
+
     def __init__(
         self, settings: GatewaySettings, mattermost: MattermostClient, http_session: aiohttp.ClientSession
     ) -> None:
@@ -105,6 +111,7 @@ class Authenticator:
         self._users: TtlCache[str, User] = TtlCache(settings.auth_cache_seconds)
 
     async def authenticate(self, request: web.Request) -> Caller:
+        """The caller of ``request``; ``Unauthenticated`` (401) without valid proof or for a deactivated user."""
         if self.settings.auth_mode == "trusted_proxy":
             user = await self._from_proxy(request)
         else:

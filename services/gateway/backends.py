@@ -21,6 +21,8 @@ from services.common.settings import CommonSettings
 
 
 class Backends:
+    """The gateway's stubs of the registry, index, llm, conversations, tools and mcp services."""
+
     def __init__(self, settings: CommonSettings) -> None:
         self.pool = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
         registry = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
@@ -39,6 +41,7 @@ class Backends:
         self.mcp = mcp_pb2_grpc.MCPStub(self.pool.get(settings.mcp_addr, idempotent(mcp)))
 
     async def close(self) -> None:
+        """Close every channel."""
         await self.pool.close()
 
 

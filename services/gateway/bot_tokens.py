@@ -49,5 +49,6 @@ class BotTokens:
             )
 
     async def revoke_all(self) -> None:
+        """Revoke every bot token this replica holds (on shutdown)."""
         for bot_user_id in list(self._tokens):
             await self.revoke(bot_user_id)

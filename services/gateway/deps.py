@@ -21,6 +21,9 @@ from services.gateway.settings import GatewaySettings
 
 @dataclass
 class GatewayDeps:
+    """The clients, caches and services one gateway process shares between its routes and its
+    conversation side."""
+
     settings: GatewaySettings
     http: aiohttp.ClientSession
     mattermost: MattermostClient
@@ -53,6 +56,7 @@ class GatewayDeps:
         self.plugin_config.on_change(lambda _snapshot: self.bridge_agents.invalidate())
 
     async def team_ids_of(self, user_id: str) -> list[str]:
+        """The ids of the user's teams, cached for ``auth_cache_seconds``."""
         cached = self.user_teams.get(user_id)
         if cached is None:
             cached = [t.id for t in await self.mattermost.get_user_teams(user_id)]
@@ -60,6 +64,7 @@ class GatewayDeps:
         return cached
 
     async def close(self) -> None:
+        """Release everything, in dependency order, once no request or reply uses it."""
         await self.directory.close()
         await self.bot_tokens.revoke_all()  # after the drain: nothing writes as a bot any more
         await self.plugin_config.close()

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_KEY = web.AppKey("authenticator", Authenticator)
+# The authenticated caller of a request, set by auth_middleware.
+CALLER = web.RequestKey("caller", Caller)
 
 # Plugin routes served without a Mattermost identity (this middleware guards the plugin's sub-app
 # only, so full paths; the probes live outside it): MCP clients read how to authenticate to the
@@ -34,6 +36,7 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
+    """The plugin's error body, ``{"error": message}``, with ``Retry-After`` where the client should retry."""
     headers = {}
     if status in (429, 503) or retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after or 1)))
@@ -42,6 +45,8 @@ def error_response(status: int, message: str, *, retry_after: float | None = Non
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as the plugin's JSON error: domain errors through the error table,
+    anything unexpected as a 500 that names no internals."""
     try:
         return await handler(request)
     except DomainError as err:
@@ -69,10 +74,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate the caller of each plugin route (except the public and self-guarded ones)
+    and run the handler as that caller."""
     if request.path in PUBLIC_PATHS or request.path.startswith(SELF_GUARDED_PREFIXES):
         return await handler(request)
     caller = await request.app[CALLER_KEY].authenticate(request)
-    request["caller"] = caller
+    request[CALLER] = caller
     token = current_identity.set(caller.identity)
     try:
         return await handler(request)
@@ -89,7 +96,8 @@ async def parameters_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 def caller_of(request: web.Request) -> Caller:
-    return request["caller"]
+    """The authenticated caller of a plugin route."""
+    return request[CALLER]
 
 
 async def read_json(request: web.Request, *, max_bytes: int | None = None) -> Any:

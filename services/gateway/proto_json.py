@@ -3,13 +3,19 @@ integers as JSON numbers (protobuf's JSON mapping writes them as strings; the we
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common.errors import InvalidInput
+
+if TYPE_CHECKING:
+    # A message's DESCRIPTOR is either implementation's (pure Python or upb), as its stub says.
+    from google._upb._message import Descriptor as UpbDescriptor
+
+M = TypeVar("M", bound=Message)
 
 # Ranges of protobuf's integer fields, for values a route maps onto a field by hand.
 INT32_MAX = 2**31 - 1
@@ -24,7 +30,7 @@ _INT64 = {
 }
 
 
-def _numbers(value: Any, descriptor: Descriptor, proto_names: bool) -> Any:
+def _numbers(value: dict[str, Any], descriptor: Descriptor | UpbDescriptor, proto_names: bool) -> dict[str, Any]:
     for field in descriptor.fields:
         key = field.name if proto_names else field.json_name
         if key not in value:
@@ -52,7 +58,7 @@ def to_json(message: Message, *, proto_names: bool = False) -> dict[str, Any]:
     return _numbers(raw, message.DESCRIPTOR, proto_names)
 
 
-def from_json(payload: Any, message: Message, what: str) -> Message:
+def from_json(payload: Any, message: M, what: str) -> M:
     """Parse a request body into ``message``; InvalidInput naming the problem for a bad shape."""
     if not isinstance(payload, dict):
         raise InvalidInput(f"{what} must be a JSON object")

@@ -51,6 +51,7 @@ class Reply:
 
     @property
     def post_id(self) -> str:
+        """The reply post's id."""
         return self.state.post_id
 
 

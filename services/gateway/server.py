@@ -34,6 +34,7 @@ MARK_SECONDS = 2.0
 
 
 def build_deps(settings: GatewaySettings) -> GatewayDeps:
+    """Everything the gateway shares, built from its settings (nothing connects yet)."""
     http = new_client_session(total_timeout=30.0)
     mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token, session=http)
     backends = Backends(settings)
@@ -58,7 +59,9 @@ def build_deps(settings: GatewaySettings) -> GatewayDeps:
 async def _serving(deps: GatewayDeps, address: str) -> bool:
     channel = deps.backends.pool.get(address)
     try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        # types-grpcio-health-checking's HealthStub declares no RPC attributes.
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+        reply: health_pb2.HealthCheckResponse = await check(health_pb2.HealthCheckRequest(), timeout=1.0)
     except grpc.aio.AioRpcError:
         return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -74,6 +77,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 class GatewayProcess:
+    """One gateway: the HTTP server, its conversation side and their lifecycle."""
+
     def __init__(self, settings: GatewaySettings, deps: GatewayDeps) -> None:
         self.settings = settings
         self.deps = deps
@@ -86,12 +91,14 @@ class GatewayProcess:
         self._stop = asyncio.Event()
 
     async def start(self) -> int:
+        """Listen for HTTP, then start the configuration watch, the bot sockets (``listen_for_posts``)
+        and the agent reloads; returns the bound port."""
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        # The bound address: the port the OS chose when http_port is 0.
+        port: int = self.runner.addresses[0][1]
+        self.port = port
         logger.info("HTTP listening on %s:%d", self.settings.http_host, self.port)
         await self.deps.plugin_config.start()
         if self.settings.listen_for_posts:
@@ -100,6 +107,7 @@ class GatewayProcess:
         return self.port
 
     async def stop(self) -> None:
+        """Drain within the shutdown grace: stop listening, finish or mark the replies, close everything."""
         grace = self.settings.shutdown_grace_seconds
         mark = min(MARK_SECONDS, grace / 4)
         await self.triggers.stop_listening()
@@ -112,6 +120,7 @@ class GatewayProcess:
         logger.info("stopped")
 
     async def run(self) -> None:
+        """Start, then serve until SIGTERM or SIGINT, then stop."""
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,8 @@ MIN_PLUGIN_SECRET_CHARS = 32
 
 
 class GatewaySettings(CommonSettings):
+    """The gateway's settings, read from ``AGENTS_GATEWAY_*`` and the shared variables."""
+
     service_name: str = "gateway"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8700, ge=0, le=65535)
@@ -102,4 +104,6 @@ class GatewaySettings(CommonSettings):
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> GatewaySettings:
+    """The gateway's settings from ``environ`` (default ``os.environ``), ``fixed`` values winning; ``SettingsError``
+    names each bad variable."""
     return load_settings(GatewaySettings, PREFIX, environ, **fixed)

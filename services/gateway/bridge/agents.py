@@ -29,7 +29,7 @@ from services.gateway.auth import TtlCache
 AgentFetch = Callable[[str], Awaitable[registry_pb2.Agent]]
 
 
-def registry_lookup(registry: registry_pb2_grpc.RegistryStub) -> AgentFetch:
+def registry_lookup(registry: registry_pb2_grpc.RegistryAsyncStub) -> AgentFetch:
     """The registry's answer to a plugin's ``{agent}``: by username, else by id or bot user id
     (plugins hold any of them)."""
 

@@ -35,6 +35,8 @@ MISSING_PLUGIN_ID = "the bridge API is for Mattermost plugins: the Mattermost-Pl
 
 @dataclass(frozen=True)
 class BridgeCaller:
+    """A proven bridge caller: the plugin, and the user it acts as when it is a user's request."""
+
     plugin_id: str
     # The user the request is proven to act as; "" for a proven plugin.
     user_id: str = ""

@@ -122,6 +122,7 @@ class EventRenderer:
         self._reasoning_open = False
 
     def render(self, event: llm_pb2.StreamEvent) -> list[dict[str, Any]]:
+        """The plugin's ``TextStreamEvent`` dicts for one stream event."""
         kind = event.WhichOneof("event")
         out: list[dict[str, Any]] = []
         if kind == "reasoning_delta":

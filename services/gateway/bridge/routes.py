@@ -81,6 +81,7 @@ async def _services(deps: GatewayDeps, ids: list[str]) -> dict[str, registry_pb2
 
 @routes.get("/bridge/v1/agents")
 async def list_agents(request: web.Request) -> web.Response:
+    """``GET /bridge/v1/agents``: the agents the named user (or the plugin) may use, with their services."""
     deps, caller = await _enter(request)
     agents = await _visible_agents(deps, caller.acting_for(request.query.get("user_id", "")))
     # defaultBotName from the registry itself: this gateway's configuration watch may not have
@@ -104,6 +105,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @routes.get("/bridge/v1/services")
 async def list_services(request: web.Request) -> web.Response:
+    """``GET /bridge/v1/services``: the services of the agents the named user (or the plugin) may use."""
     deps, caller = await _enter(request)
     agents = await _visible_agents(deps, caller.acting_for(request.query.get("user_id", "")))
     services = await _services(deps, [a.service_id for a in agents])
@@ -208,6 +210,7 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         await response.write_eof()
         return response
     finally:
+        # grpc_client.stream is an async generator, annotated as the AsyncIterator it yields.
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -229,25 +232,30 @@ async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
                 elif kind == "error":
                     raise UpstreamUnavailable(event.error.message)
     finally:
+        # grpc_client.stream is an async generator, annotated as the AsyncIterator it yields.
         await events.aclose()  # type: ignore[attr-defined]
     return web.json_response({"completion": "".join(text)})
 
 
 @routes.post("/bridge/v1/completion/agent/{agent}")
 async def complete_agent(request: web.Request) -> web.StreamResponse:
+    """A completion with the named agent, streamed as SSE."""
     return await _stream_response(request, by_service=False)
 
 
 @routes.post("/bridge/v1/completion/agent/{agent}/nostream")
 async def complete_agent_nostream(request: web.Request) -> web.Response:
+    """A completion with the named agent, answered whole as ``{"completion": ...}``."""
     return await _collect(request, by_service=False)
 
 
 @routes.post("/bridge/v1/completion/service/{service}")
 async def complete_service(request: web.Request) -> web.StreamResponse:
+    """A completion with the first agent of the named service, streamed as SSE."""
     return await _stream_response(request, by_service=True)
 
 
 @routes.post("/bridge/v1/completion/service/{service}/nostream")
 async def complete_service_nostream(request: web.Request) -> web.Response:
+    """A completion with the first agent of the named service, answered whole."""
     return await _collect(request, by_service=True)

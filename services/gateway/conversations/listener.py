@@ -28,6 +28,7 @@ class RecentPosts:
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     def first_time(self, post_id: str) -> bool:
+        """True the first time ``post_id`` is seen (lately), False after."""
         if post_id in self._seen:
             return False
         self._seen[post_id] = None
@@ -52,6 +53,7 @@ class BotListeners:
 
     @property
     def bot_ids(self) -> set[str]:
+        """The bots whose socket task is running."""
         return {bot for bot, task in self._tasks.items() if not task.done()}
 
     async def wait_listening(self, bot_user_id: str, within: float) -> bool:
@@ -108,5 +110,6 @@ class BotListeners:
             await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
+        """Close every socket and end its task."""
         for bot in list(self._tasks):
             await self._stop(bot)

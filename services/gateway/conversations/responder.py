@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
@@ -44,8 +44,8 @@ RETRY_MAX_WAIT_SECONDS = 5.0
 
 
 @contextlib.contextmanager
-def acting_for(user_id: str) -> object:
-    """gRPC calls made in the block carry ``user_id`` as the caller."""
+def acting_for(user_id: str) -> Iterator[None]:
+    """Within the block, gRPC calls carry ``user_id`` as the caller."""
     token = current_identity.set(Identity(user_id=user_id, internal=True))
     try:
         yield None
@@ -187,12 +187,16 @@ class Responder:
                 await self.replies.write(reply, _prepend(first, events), resumable=True)
         await self.claims.finish(post.id)
 
-    async def resume(self, claim: llm_pb2.TakeOverExpiredClaimResponse, trigger_for: Callable[[Post], object]) -> None:
+    async def resume(
+        self,
+        claim: llm_pb2.TakeOverExpiredClaimResponse,
+        trigger_for: Callable[[Post], Awaitable[Trigger | ReminderCandidate | None]],
+    ) -> None:
         """Finish a reply whose claim this replica took over from a dead one."""
         if not claim.response_post_id:
             # The previous claimant died before creating the reply: answer from the start.
             post = await self.deps.mattermost.get_post(claim.post_id)
-            trigger = await trigger_for(post)  # type: ignore[misc]
+            trigger = await trigger_for(post)
             if isinstance(trigger, Trigger):
                 await self.answer(trigger, already_claimed=True)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from aiohttp import web
 
@@ -40,6 +41,7 @@ class ConversationTriggers:
 
     @property
     def listening(self) -> bool:
+        """True between ``start`` and ``stop_listening``."""
         return self._sweeping is not None
 
     async def start(self) -> None:
@@ -59,6 +61,8 @@ class ConversationTriggers:
         await self.listeners.close()
 
     async def stop(self) -> None:
+        """Stop listening, then cancel the answers still running: their claims expire and a live
+        replica takes them over."""
         await self.stop_listening()
         # What is left never reached its reply (or the drain marked it): the claims decide,
         # their leases expire and a live replica (or this one, restarted) takes them over.
@@ -66,12 +70,12 @@ class ConversationTriggers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def spawn(self, coro: object, what: str) -> None:
+    def spawn(self, coro: Awaitable[None], what: str) -> None:
         """Run ``coro`` in the background, held until done, its failure logged as ``what``."""
 
         async def guarded() -> None:
             try:
-                await coro  # type: ignore[misc]
+                await coro
             except DomainError as err:
                 logger.warning("%s failed: %s", what, err.message)
             except Exception:

@@ -73,7 +73,8 @@ def dm_agent(channel_name: str, sender_id: str, agents: list[AgentBot]) -> Agent
 def classify(event_data: dict[str, Any], post: Post, agents: list[AgentBot]) -> Trigger | ReminderCandidate | None:
     """What to do with one ``posted`` event's post."""
     bot_ids = {a.bot_user_id for a in agents}
-    raw = event_data.get("post") if isinstance(event_data.get("post"), dict) else {}
+    post_data = event_data.get("post")
+    raw: dict[str, Any] = post_data if isinstance(post_data, dict) else {}
     props = post.props
     activated = _truthy(props.get("activate_ai"))
     if post.user_id in bot_ids or post.type.startswith("system_"):

@@ -20,13 +20,13 @@ from services.gateway.rendering.reply import PostUpdate, ReplyState
 logger = logging.getLogger(__name__)
 
 _QUEUE_LIMIT = 1024
-_END = object()
 
 
 @dataclass(eq=False)
 class _Subscriber:
     user_id: str
-    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT))
+    # Payloads, then None when the reply ends.
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT))
 
 
 @dataclass(eq=False)
@@ -37,6 +37,7 @@ class LiveReply:
     subscribers: list[_Subscriber] = field(default_factory=list)
 
     def publish(self, updates: list[PostUpdate]) -> None:
+        """Queue ``updates`` for each subscriber, redacted for all but the requester; drop one that is full."""
         for subscriber in list(self.subscribers):
             for update in updates:
                 try:
@@ -47,9 +48,10 @@ class LiveReply:
                     break
 
     def close(self) -> None:
+        """Tell every subscriber the reply ended."""
         for subscriber in self.subscribers:
             try:
-                subscriber.queue.put_nowait(_END)
+                subscriber.queue.put_nowait(None)
             except asyncio.QueueFull:
                 pass
         self.subscribers.clear()
@@ -80,14 +82,17 @@ class LiveReplies:
         self._replies: dict[str, LiveReply] = {}
 
     def open(self, state: ReplyState) -> LiveReply:
+        """Start the live view of a reply this replica renders."""
         live = LiveReply(state)
         self._replies[state.post_id] = live
         return live
 
     def get(self, post_id: str) -> LiveReply | None:
+        """The live view of ``post_id``, if this replica renders it."""
         return self._replies.get(post_id)
 
     def end(self, post_id: str) -> None:
+        """End the live view of ``post_id``: its subscribers' streams finish."""
         live = self._replies.pop(post_id, None)
         if live is not None:
             live.close()
@@ -103,7 +108,7 @@ class LiveReplies:
                 return
             while True:
                 item = await subscriber.queue.get()
-                if item is _END:
+                if item is None:
                     return
                 yield item
         finally:

@@ -123,6 +123,7 @@ class ReplyState:
 
     @property
     def finished(self) -> bool:
+        """True once the reply's status is final (``FINAL_STATUSES``): this turn writes no more."""
         return self.status in FINAL_STATUSES
 
     def apply(self, event: llm_pb2.ConversationEvent) -> list[PostUpdate]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common.errors import InvalidInput
@@ -40,7 +39,7 @@ def with_every_section(message: Message) -> Message:
     """
     for field in message.DESCRIPTOR.fields:
         if (
-            field.type != FieldDescriptor.TYPE_MESSAGE
+            field.message_type is None
             or field.is_repeated
             or field.message_type.full_name.startswith("google.protobuf.")  # raw JSON: absent stays absent
         ):
@@ -68,6 +67,7 @@ def require_listing_credentials(service_type: str, values: dict[str, str]) -> No
 
 @routes.get("/admin/config")
 async def get_config(request: web.Request) -> web.Response:
+    """The plugin configuration, every section present, secrets masked by the registry."""
     require_admin(request)
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.GetPluginConfig, registry_pb2.GetPluginConfigRequest())
@@ -76,6 +76,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 @routes.put("/admin/config")
 async def save_config(request: web.Request) -> web.Response:
+    """Replace the plugin configuration (the registry validates it)."""
     require_admin(request)
     deps = request.app[DEPS]
     config = from_json(await read_json(request), registry_pb2.PluginConfig(), "configuration")
@@ -85,6 +86,7 @@ async def save_config(request: web.Request) -> web.Response:
 
 @routes.post("/admin/models/fetch")
 async def fetch_models(request: web.Request) -> web.Response:
+    """The models a service offers with the credentials in the body, before they are saved."""
     require_admin(request)
     deps = request.app[DEPS]
     payload = await read_json(request)

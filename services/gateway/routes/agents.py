@@ -6,7 +6,7 @@ from typing import Any
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
-from aiohttp import MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from services.common.errors import InvalidInput
@@ -37,11 +37,12 @@ def agent_json(agent: registry_pb2.Agent, *, show_instructions: bool = True) -> 
 def _agent_from_body(payload: Any) -> registry_pb2.Agent:
     if isinstance(payload, dict):
         payload = {k: v for k, v in payload.items() if k not in SERVER_FIELDS}
-    return from_json(payload, registry_pb2.Agent(), "agent")  # type: ignore[return-value]
+    return from_json(payload, registry_pb2.Agent(), "agent")
 
 
 @routes.get("/agents")
 async def list_agents(request: web.Request) -> web.Response:
+    """The agents the caller may manage or use; unlicensed, ``X-Agent-Active-Count`` too."""
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.ListAgents, registry_pb2.ListAgentsRequest())
     headers = {}
@@ -52,6 +53,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @routes.post("/agents")
 async def create_agent(request: web.Request) -> web.Response:
+    """Create an agent (201), answered once this replica listens for its bot."""
     deps = request.app[DEPS]
     payload = await read_json(request, max_bytes=MAX_AGENT_BODY)
     agent = _agent_from_body(payload)
@@ -67,6 +69,7 @@ async def create_agent(request: web.Request) -> web.Response:
 
 @routes.post("/agents/models/fetch")
 async def fetch_models_for_service(request: web.Request) -> web.Response:
+    """The models of a saved service (``serviceID``) the caller may see."""
     deps = request.app[DEPS]
     payload = await read_json(request)
     service_id = payload.get("serviceID") if isinstance(payload, dict) else None
@@ -80,6 +83,7 @@ async def fetch_models_for_service(request: web.Request) -> web.Response:
 
 @routes.get("/agents/{agentid}")
 async def get_agent(request: web.Request) -> web.Response:
+    """One agent; its instructions blanked unless the caller may manage it."""
     deps = request.app[DEPS]
     response = await unary(
         deps.backends.registry.GetAgent, registry_pb2.GetAgentRequest(id=request.match_info["agentid"])
@@ -89,6 +93,7 @@ async def get_agent(request: web.Request) -> web.Response:
 
 @routes.put("/agents/{agentid}")
 async def update_agent(request: web.Request) -> web.Response:
+    """Replace an agent; 409 when the body's ``updateAt`` is not the stored one (an edit in between)."""
     deps = request.app[DEPS]
     payload = await read_json(request, max_bytes=MAX_AGENT_BODY)
     agent = _agent_from_body(payload)
@@ -111,6 +116,7 @@ async def update_agent(request: web.Request) -> web.Response:
 
 @routes.delete("/agents/{agentid}")
 async def delete_agent(request: web.Request) -> web.Response:
+    """Delete an agent; this replica forgets it at once."""
     deps = request.app[DEPS]
     await unary(deps.backends.registry.DeleteAgent, registry_pb2.DeleteAgentRequest(id=request.match_info["agentid"]))
     deps.bridge_agents.invalidate()
@@ -120,6 +126,7 @@ async def delete_agent(request: web.Request) -> web.Response:
 
 @routes.post("/agents/{agentid}/avatar")
 async def upload_avatar(request: web.Request) -> web.Response:
+    """Set an agent's avatar from the ``image`` part of a multipart body."""
     deps = request.app[DEPS]
     agent_id = request.match_info["agentid"]
     # An unknown agent is a 404 whatever the body holds.
@@ -144,11 +151,12 @@ async def upload_avatar(request: web.Request) -> web.Response:
 async def _image_part(reader: MultipartReader) -> tuple[bytes, str]:
     """The ``image`` part's bytes and file name; empty bytes when there is none."""
     async for part in reader:
-        if getattr(part, "name", None) != "image":
+        # A nested multipart part (a MultipartReader) has no name: never the image.
+        if not isinstance(part, BodyPartReader) or part.name != "image":
             continue
-        filename = getattr(part, "filename", "") or "avatar.png"
+        filename = part.filename or "avatar.png"
         chunks, size = [], 0
-        while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
+        while chunk := await part.read_chunk(64 * 1024):
             size += len(chunk)
             if size > MAX_AVATAR_BYTES:
                 raise web.HTTPRequestEntityTooLarge(max_size=MAX_AVATAR_BYTES, actual_size=size)

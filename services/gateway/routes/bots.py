@@ -16,6 +16,8 @@ routes = web.RouteTableDef()
 
 @routes.get("/ai_bots")
 async def ai_bots(request: web.Request) -> web.Response:
+    """The agents the caller may use (in ``channel_id`` when given) as the plugin's bot list, with
+    the DM channel each already has with the caller."""
     deps = request.app[DEPS]
     caller = caller_of(request)
     team_ids = await deps.team_ids_of(caller.user.id)

@@ -66,6 +66,7 @@ def _object(body: Any) -> dict[str, Any]:
 
 @routes.post("/channel/{channelid}/interval")
 async def interval(request: web.Request) -> web.Response:
+    """A preset summary of the channel's posts between ``start_time`` and ``end_time``."""
     body = _object(await read_json(request))
     preset = body.get("preset_prompt")
     if preset not in PRESETS:

@@ -23,6 +23,7 @@ THREADS_LIMIT = 60
 
 @routes.get("/ai_threads")
 async def ai_threads(request: web.Request) -> web.Response:
+    """The caller's last 60 conversations, newest first."""
     deps = request.app[DEPS]
     response = await unary(
         deps.backends.conversations.ListConversations,
@@ -60,6 +61,7 @@ def _turn(turn: llm_pb2.Turn) -> dict[str, Any]:
 
 @routes.get("/conversations/{conversationid}")
 async def get_conversation(request: web.Request) -> web.Response:
+    """One conversation with its turns: the caller's own, or one in a channel the caller reads."""
     deps = request.app[DEPS]
     response = await unary(
         deps.backends.conversations.GetConversation,

@@ -35,11 +35,13 @@ def _fields(payload: Any) -> dict[str, Any]:
 
 
 def prompt_json(prompt: registry_pb2.CustomPrompt) -> dict[str, Any]:
+    """The plugin's JSON of a custom prompt."""
     return {**to_json(prompt), "deleted_at": 0}
 
 
 @routes.post("/custom-prompts")
 async def create_prompt(request: web.Request) -> web.Response:
+    """Create a custom prompt (201)."""
     deps = request.app[DEPS]
     fields = _fields(await read_json(request))
     response = await unary(deps.backends.registry.CreateCustomPrompt, registry_pb2.CreateCustomPromptRequest(**fields))
@@ -48,6 +50,7 @@ async def create_prompt(request: web.Request) -> web.Response:
 
 @routes.get("/custom-prompts")
 async def list_prompts(request: web.Request) -> web.Response:
+    """The custom prompts the caller can see."""
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.ListCustomPrompts, registry_pb2.ListCustomPromptsRequest())
     return web.json_response([prompt_json(p) for p in response.prompts])
@@ -55,6 +58,7 @@ async def list_prompts(request: web.Request) -> web.Response:
 
 @routes.get("/custom-prompts/pins")
 async def list_pins(request: web.Request) -> web.Response:
+    """The ids of the prompts the caller pinned."""
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.ListPinnedPrompts, registry_pb2.ListPinnedPromptsRequest())
     return web.json_response(list(response.prompt_ids))
@@ -62,6 +66,7 @@ async def list_pins(request: web.Request) -> web.Response:
 
 @routes.put("/custom-prompts/pins")
 async def set_pin(request: web.Request) -> web.Response:
+    """Pin or unpin a prompt for the caller."""
     deps = request.app[DEPS]
     payload = await read_json(request)
     if not isinstance(payload, dict) or not isinstance(payload.get("prompt_id"), str) or not payload["prompt_id"]:
@@ -78,6 +83,7 @@ async def set_pin(request: web.Request) -> web.Response:
 
 @routes.put("/custom-prompts/{id}")
 async def update_prompt(request: web.Request) -> web.Response:
+    """Replace a custom prompt (204)."""
     deps = request.app[DEPS]
     fields = _fields(await read_json(request))
     await unary(
@@ -89,6 +95,7 @@ async def update_prompt(request: web.Request) -> web.Response:
 
 @routes.delete("/custom-prompts/{id}")
 async def delete_prompt(request: web.Request) -> web.Response:
+    """Delete a custom prompt (204)."""
     deps = request.app[DEPS]
     await unary(
         deps.backends.registry.DeleteCustomPrompt, registry_pb2.DeleteCustomPromptRequest(id=request.match_info["id"])
@@ -98,6 +105,7 @@ async def delete_prompt(request: web.Request) -> web.Response:
 
 @routes.post("/custom-prompts/{id}/render")
 async def render_prompt(request: web.Request) -> web.Response:
+    """A prompt's template filled in with the caller, the agent and the channel the body names."""
     deps = request.app[DEPS]
     user = caller_of(request).user
     payload = await read_json(request)

@@ -20,6 +20,7 @@ _CONFIG_WAIT_SECONDS = 5.0
 
 
 def triggers_of(request: web.Request) -> ConversationTriggers:
+    """This replica's conversation side, for routes that start or await answers."""
     return request.config_dict[TRIGGERS]
 
 

@@ -31,6 +31,7 @@ CLOSE_WINDOW_PAGE = "<!DOCTYPE html><html><body><script>window.close();</script>
 
 @routes.get("/mcp/tools")
 async def user_tools(request: web.Request) -> web.Response:
+    """The caller's MCP servers with their tools and OAuth state."""
     reply = await unary(request.app[DEPS].backends.mcp.ListUserTools, mcp_pb2.ListUserToolsRequest())
     return web.json_response({"servers": [_user_server(s) for s in reply.servers]})
 
@@ -52,6 +53,7 @@ def _user_server(server: mcp_pb2.UserServerTools) -> dict[str, Any]:
 
 @routes.get("/mcp/oauth/{serverName}/start")
 async def start_oauth(request: web.Request) -> web.Response:
+    """Redirect the caller to the server's OAuth authorization page."""
     start = mcp_pb2.StartOAuthRequest(
         server_name=request.match_info["serverName"], resource_metadata=request.query.get("resource_metadata", "")
     )
@@ -61,6 +63,7 @@ async def start_oauth(request: web.Request) -> web.Response:
 
 @routes.delete("/mcp/oauth/{serverName}")
 async def disconnect_oauth(request: web.Request) -> web.Response:
+    """Forget the caller's OAuth grant for a server."""
     disconnect = mcp_pb2.DisconnectOAuthRequest(server_name=request.match_info["serverName"])
     await unary(request.app[DEPS].backends.mcp.DisconnectOAuth, disconnect)
     return web.Response(status=200)
@@ -68,6 +71,7 @@ async def disconnect_oauth(request: web.Request) -> web.Response:
 
 @routes.get("/oauth/callback")
 async def oauth_callback(request: web.Request) -> web.Response:
+    """Store the grant an OAuth provider redirected back with; the page closes its window."""
     query = request.query
     complete = mcp_pb2.CompleteOAuthRequest(
         state=query.get("state", ""),
@@ -81,6 +85,7 @@ async def oauth_callback(request: web.Request) -> web.Response:
 
 @routes.get("/admin/mcp/tools")
 async def server_status(request: web.Request) -> web.Response:
+    """Every MCP server's tools, OAuth need and error, for admins."""
     require_admin(request)
     reply = await unary(request.app[DEPS].backends.mcp.GetServerStatus, mcp_pb2.GetServerStatusRequest())
     return web.json_response({"servers": [_server_status(s) for s in reply.servers]})
@@ -104,6 +109,7 @@ def _server_status(server: mcp_pb2.ServerStatus) -> dict[str, Any]:
 
 @routes.post("/admin/mcp/tools/cache/clear")
 async def clear_tool_cache(request: web.Request) -> web.Response:
+    """Drop the cached tool lists of every MCP server, for admins."""
     require_admin(request)
     await require_empty_body(request)
     reply = await unary(request.app[DEPS].backends.mcp.ClearToolCache, mcp_pb2.ClearToolCacheRequest())
@@ -121,12 +127,14 @@ async def clear_tool_cache(request: web.Request) -> web.Response:
 @routes.post("/mcp-server/mcp")
 @routes.delete("/mcp-server/mcp")
 async def user_feature_not_available(request: web.Request) -> web.Response:
+    """501 for the user MCP routes the MCP API has no call for yet."""
     raise Unimplemented(NOT_AVAILABLE)
 
 
 @routes.get("/admin/mcp/vetted-tool-seed")
 @routes.put("/admin/mcp/plugin-servers/{pluginID}")
 async def admin_feature_not_available(request: web.Request) -> web.Response:
+    """501, after the admin check, for the admin MCP routes the MCP API has no call for yet."""
     require_admin(request)
     raise Unimplemented(NOT_AVAILABLE)
 
@@ -134,6 +142,7 @@ async def admin_feature_not_available(request: web.Request) -> web.Response:
 @routes.post("/bridge/v1/mcp/register")
 @routes.post("/bridge/v1/mcp/unregister")
 async def bridge_feature_not_available(request: web.Request) -> web.Response:
+    """501, for proven plugins only, for registering MCP servers through the bridge."""
     caller = await authenticate_bridge_caller(request)
     if caller.user_id:
         # Registering a server changes what every agent may call: only a proven plugin may.

@@ -67,6 +67,7 @@ async def _summarize(request: web.Request, post: Post, info: FileInfo) -> web.Re
 
 @routes.post("/post/{postid}/summarize_transcription")
 async def summarize_transcription(request: web.Request) -> web.Response:
+    """Summarise a Calls or Zoom transcript post into a DM with the agent."""
     await require_empty_body(request)
     post = await readable_post(request)
     deps = request.app[DEPS]
@@ -82,6 +83,7 @@ async def summarize_transcription(request: web.Request) -> web.Response:
 
 @routes.post("/post/{postid}/transcribe/file/{fileid}")
 async def transcribe_file(request: web.Request) -> web.Response:
+    """Summarise a transcript file of the post, or a recording transcribed first, into a DM."""
     await require_empty_body(request)
     post = await readable_post(request)
     file_id = request.match_info["fileid"]

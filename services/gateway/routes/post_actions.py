@@ -41,6 +41,7 @@ def emoji_from(answer: str) -> str:
 
 @routes.post("/post/{postid}/react")
 async def react(request: web.Request) -> web.Response:
+    """Add, as the caller, the emoji the agent picks for the post."""
     await require_empty_body(request)
     agent = await bot_for(request)
     post = await readable_post(request)

@@ -3,8 +3,6 @@ replies and threads; GET /post/{postid}/stream: the reply's tokens live (SSE).""
 
 from __future__ import annotations
 
-from typing import Any
-
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from aiohttp import web
 
@@ -45,6 +43,7 @@ async def _agent_reply(request: web.Request) -> Post:
 
 @routes.post("/post/{postid}/stop")
 async def stop(request: web.Request) -> web.Response:
+    """Stop the turn writing the caller's agent reply."""
     await require_empty_body(request)
     post = await _agent_reply(request)
     await unary(request.app[DEPS].backends.conversations.Stop, llm_pb2.StopRequest(post_id=post.id))
@@ -53,6 +52,7 @@ async def stop(request: web.Request) -> web.Response:
 
 @routes.post("/post/{postid}/regenerate")
 async def regenerate(request: web.Request) -> web.Response:
+    """Rewrite the caller's agent reply with a new turn."""
     await require_empty_body(request)
     post = await _agent_reply(request)
     if str(post.props.get("no_regen", "")).lower() == "true":
@@ -86,29 +86,32 @@ async def _decide(request: web.Request, *, results: bool) -> web.Response:
         raise InvalidInput("the post has no conversation")
     deps = request.app[DEPS]
     context = _context(request, post.channel_id)
+    conversations, timeout = deps.backends.conversations, deps.settings.turn_timeout_seconds
     if results:
-        call: Any = deps.backends.conversations.ToolResultShare
-        message: Any = llm_pb2.ToolResultShareRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+        share = llm_pb2.ToolResultShareRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+        events = conversation_events(conversations.ToolResultShare, share, timeout=timeout)
     else:
-        call = deps.backends.conversations.ToolDecision
-        message = llm_pb2.ToolDecisionRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
-    events = conversation_events(call, message, timeout=deps.settings.turn_timeout_seconds)
+        decision = llm_pb2.ToolDecisionRequest(post_id=post.id, accepted_tool_ids=accepted, context=context)
+        events = conversation_events(conversations.ToolDecision, decision, timeout=timeout)
     await deps.replies.launch(await deps.replies.of_post(post), events)
     return web.Response(status=200)
 
 
 @routes.post("/post/{postid}/tool_call")
 async def tool_call(request: web.Request) -> web.Response:
+    """Accept (``accepted_tool_ids``) or reject the paused turn's pending tool calls, then resume it."""
     return await _decide(request, results=False)
 
 
 @routes.post("/post/{postid}/tool_result")
 async def tool_result(request: web.Request) -> web.Response:
+    """Share the chosen tool results (``accepted_tool_ids``) into the channel, then run the follow-up round."""
     return await _decide(request, results=True)
 
 
 @routes.post("/post/{postid}/analyze")
 async def analyze(request: web.Request) -> web.Response:
+    """Analyse the post's thread (summary, action items or open questions) into a DM with the agent."""
     body = await read_json(request)
     analysis_type = body.get("analysis_type") if isinstance(body, dict) else None
     if analysis_type not in ANALYSIS_TYPES:
@@ -141,5 +144,6 @@ async def analyze(request: web.Request) -> web.Response:
 
 @routes.get("/post/{postid}/stream")
 async def post_stream(request: web.Request) -> web.StreamResponse:
+    """The reply's ``postupdate`` payloads live as SSE, for a caller who can read the post."""
     post = await readable_post(request)
     return await serve_post_stream(request, post)

@@ -8,8 +8,6 @@ as 501 like any other status.
 
 from __future__ import annotations
 
-from typing import Any
-
 from agents.index.v1 import index_pb2 as index_pb2
 from aiohttp import web
 
@@ -51,47 +49,57 @@ async def search_with_answer(request: web.Request) -> web.Response:
 
 @routes.post("/search/raw")
 async def raw_search(request: web.Request) -> web.Response:
+    """The index's results for a search, without an answer."""
     search = from_json(await read_json(request), index_pb2.SearchRequest(), "search request")
     reply = await _search(request, search)
     return web.json_response({"results": [to_json(r, proto_names=True) for r in reply.results]})
 
 
-def _job(reply: Any) -> web.Response:
-    return web.json_response(to_json(reply.job, proto_names=True))
+def _job(job: index_pb2.JobStatus) -> web.Response:
+    return web.json_response(to_json(job, proto_names=True))
 
 
 @routes.post("/admin/reindex")
 async def reindex(request: web.Request) -> web.Response:
+    """Start a reindex job (``clearIndex`` false resumes a failed one), for admins."""
     require_admin(request)
     body = await read_json(request) if request.can_read_body else {}
     job = from_json(body, index_pb2.ReindexRequest(), "reindex request")
     # The plugin's clearIndex defaults to true: an absent (or null) field is a full reindex.
     job.clear_index = body.get("clearIndex") is not False
-    return _job(await unary(request.app[DEPS].backends.index.Reindex, job))
+    reply = await unary(request.app[DEPS].backends.index.Reindex, job)
+    return _job(reply.job)
 
 
 @routes.get("/admin/reindex/status")
 async def reindex_status(request: web.Request) -> web.Response:
+    """The latest reindex job, for admins."""
     require_admin(request)
-    return _job(await unary(request.app[DEPS].backends.index.ReindexStatus, index_pb2.ReindexStatusRequest()))
+    reply = await unary(request.app[DEPS].backends.index.ReindexStatus, index_pb2.ReindexStatusRequest())
+    return _job(reply.job)
 
 
 @routes.post("/admin/reindex/cancel")
 async def cancel_reindex(request: web.Request) -> web.Response:
+    """Ask the running reindex job to stop, for admins."""
     require_admin(request)
     await require_empty_body(request)
-    return _job(await unary(request.app[DEPS].backends.index.CancelReindex, index_pb2.CancelReindexRequest()))
+    reply = await unary(request.app[DEPS].backends.index.CancelReindex, index_pb2.CancelReindexRequest())
+    return _job(reply.job)
 
 
 @routes.post("/admin/reindex/catchup")
 async def catch_up(request: web.Request) -> web.Response:
+    """Index the posts newer than the last indexed one, for admins."""
     require_admin(request)
     await require_empty_body(request)
-    return _job(await unary(request.app[DEPS].backends.index.Catchup, index_pb2.CatchupRequest()))
+    reply = await unary(request.app[DEPS].backends.index.Catchup, index_pb2.CatchupRequest())
+    return _job(reply.job)
 
 
 @routes.get("/admin/reindex/health-check")
 async def index_health(request: web.Request) -> web.Response:
+    """How the indexed posts compare with Mattermost's, for admins."""
     require_admin(request)
     reply = await unary(request.app[DEPS].backends.index.HealthCheck, index_pb2.HealthCheckRequest())
     return web.json_response(to_json(reply, proto_names=True))

@@ -13,6 +13,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/services")
 async def list_services(request: web.Request) -> web.Response:
+    """The LLM services, without secrets or endpoints, for callers who may manage agents."""
     deps = request.app[DEPS]
     response = await unary(deps.backends.registry.ListServices, registry_pb2.ListServicesRequest())
     return web.json_response(
