@@ -36,6 +36,8 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 30_000) -> AsyncEngine:
+    """A pooled psycopg engine for ``url``, pinging connections before use and bounding each statement;
+    UpstreamUnavailable when no database is configured."""
     if not url:
         raise UpstreamUnavailable("no database configured: set DATABASE_URL")
     return create_async_engine(

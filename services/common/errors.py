@@ -41,14 +41,20 @@ class InvalidInput(DomainError):
 
 
 class NotFound(DomainError):
+    """The named resource (an agent, a conversation, a post) does not exist."""
+
     default_class = ErrorClass.CALLER
 
 
 class PermissionDenied(DomainError):
+    """The caller is known but a permission or an admin's policy forbids the request."""
+
     default_class = ErrorClass.POLICY
 
 
 class Unauthenticated(DomainError):
+    """The caller presented no valid credential (a user session, a token, the service credential)."""
+
     default_class = ErrorClass.CALLER
 
 
@@ -69,6 +75,8 @@ class FailedPrecondition(DomainError):
 
 
 class QuotaExceeded(DomainError):
+    """A rate limit or usage quota is spent; ``retry_after`` seconds, when known, until it refills."""
+
     default_class = ErrorClass.POLICY
 
     def __init__(

@@ -97,6 +97,7 @@ def domain_error_of(exc: BaseException) -> errors.DomainError | None:
 
 
 def status_for(error: errors.DomainError) -> grpc.StatusCode:
+    """The gRPC status a server answers ``error`` with (a timeout is DEADLINE_EXCEEDED)."""
     if isinstance(error, errors.UpstreamUnavailable) and error.timeout:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     for cls, code in _DOMAIN_TO_STATUS:
@@ -106,6 +107,7 @@ def status_for(error: errors.DomainError) -> grpc.StatusCode:
 
 
 def trailing_metadata_for(error: errors.DomainError) -> tuple[tuple[str, str], ...]:
+    """What the status alone loses: the error class, the bad field, Retry-After."""
     md = [(ERROR_CLASS_KEY, str(error.error_class))]
     field = getattr(error, "field", "")
     if field:
@@ -151,9 +153,11 @@ def domain_error_from_status(code: grpc.StatusCode, message: str, trailing: dict
 
 
 def domain_error_from_rpc_error(err: grpc.aio.AioRpcError) -> errors.DomainError:
+    """The domain error a failed outgoing call stands for (``domain_error_from_status``)."""
     trailing = {k: v for k, v in (err.trailing_metadata() or ()) if isinstance(v, str)}
     return domain_error_from_status(err.code(), err.details() or "", trailing)
 
 
 def http_status_for(error: errors.DomainError) -> int:
+    """The HTTP status the gateway answers ``error`` with, through its gRPC status."""
     return STATUS_TO_HTTP.get(status_for(error), 500)

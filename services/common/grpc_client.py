@@ -18,6 +18,8 @@ from services.common.errors_map import domain_error_from_rpc_error
 from services.common.grpc_server import MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 # Deadline slack kept for the hop back, so the callee fails before the caller's own deadline.
 _DEADLINE_MARGIN_SECONDS = 0.05
@@ -74,12 +76,26 @@ class _IdentityAndDeadline:
 # grpc.aio files each interceptor under the first kind it matches (an if/elif on isinstance), so
 # one object implementing both kinds would never see server-streaming calls: one class per kind.
 class _UnaryIdentityAndDeadline(_IdentityAndDeadline, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryUnaryCall[_Request, _Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> grpc.aio.UnaryUnaryCall[_Request, _Response]:
         return await continuation(self._details(client_call_details), request)
 
 
 class _StreamIdentityAndDeadline(_IdentityAndDeadline, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryStreamCall[_Request, _Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> grpc.aio.UnaryStreamCall[_Request, _Response]:
         return await continuation(self._details(client_call_details), request)
 
 
@@ -105,7 +121,7 @@ def create_channel(
         ("grpc.max_reconnect_backoff_ms", 3000),
         ("grpc.service_config", _service_config(idempotent_methods)),
     ]
-    interceptors = [
+    interceptors: list[grpc.aio.ClientInterceptor] = [
         _UnaryIdentityAndDeadline(service_token, default_timeout),
         _StreamIdentityAndDeadline(service_token, default_timeout),
     ]
@@ -121,6 +137,7 @@ class ChannelPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, target: str, idempotent_methods: Iterable[tuple[str, str]] = ()) -> grpc.aio.Channel:
+        """The channel to ``target``, created on first use (``idempotent_methods`` count only then)."""
         if target not in self._channels:
             self._channels[target] = create_channel(
                 target,
@@ -131,6 +148,7 @@ class ChannelPool:
         return self._channels[target]
 
     async def close(self) -> None:
+        """Close every channel (their calls end) and forget them."""
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import inspect
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Never, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +31,9 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 HEALTH_FULL_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
 
 @dataclass(frozen=True)
 class ServicerBinding:
@@ -40,6 +42,16 @@ class ServicerBinding:
     full_name: str
     servicer: object
     register: Callable[[Any, grpc.aio.Server], None]
+
+
+# The servicer methods grpc.aio keeps in an RpcMethodHandler (the stubs type them after the sync
+# API's plain functions of a grpc.ServicerContext), as the interceptor's wrappers see them: the
+# request is decoded here, so its message type is not known. A unary response is a coroutine's
+# result; a streamed one an async generator's items, or written by a coroutine with context.write().
+_UnaryMethod: TypeAlias = Callable[[object, grpc.aio.ServicerContext[object, _Response]], Awaitable[_Response]]
+_StreamMethod: TypeAlias = Callable[
+    [object, grpc.aio.ServicerContext[object, _Response]], AsyncGenerator[_Response, None] | Awaitable[None]
+]
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -53,9 +65,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
+        """The method's handler wrapped to serve the call as the class says; None for an unknown method."""
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -68,27 +81,40 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             authorised = not self._token or hmac.compare_digest(presented, self._token)
             internal = bool(self._token) and authorised
         caller = identity.Identity.from_metadata(metadata, internal=internal)
-        return _wrap_handler(handler, caller, authorised, metadata, method)
+        return _wrap_handler(handler, _Call(caller, authorised, metadata, method, _decoder(handler, method)))
 
 
 # Health and reflection stay reachable without the service credential (probes, grpcurl).
 _UNGUARDED_PREFIXES = (f"/{HEALTH_FULL_NAME}/", "/grpc.reflection.")
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What the interceptor learnt of one call, for the wrapper that serves it."""
+
+    caller: identity.Identity
+    authorised: bool
+    metadata: dict[str, str]
+    method: str
+    decode: Callable[[bytes], object]
+
+    def decoded(self, raw: bytes | AsyncIterator[bytes]) -> object:
+        """The decoded request (a unary one arrives as bytes), or an iterator decoding the stream of them."""
+        return self.decode(raw) if isinstance(raw, bytes) else (self.decode(r) async for r in raw)
+
+
 @contextlib.contextmanager
-def _in_call(
-    context: grpc.aio.ServicerContext, caller: identity.Identity, metadata: dict[str, str], method: str
-) -> Iterator[None]:
+def _in_call(context: grpc.aio.ServicerContext[_Request, _Response], call: _Call) -> Iterator[None]:
     """The caller's identity, the call's deadline and (when tracing) its span, for its duration."""
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
-    identity_token = identity.current_identity.set(caller)
+    identity_token = identity.current_identity.set(call.caller)
     deadline_token = identity.current_deadline.set(deadline)
     # Probes and reflection make no spans: a health check every few seconds is noise in a trace store.
     span = (
         contextlib.nullcontext()
-        if method.startswith(_UNGUARDED_PREFIXES)
-        else telemetry.grpc_server_span(method, metadata)
+        if call.method.startswith(_UNGUARDED_PREFIXES)
+        else telemetry.grpc_server_span(call.method, call.metadata)
     )
     try:
         with span:
@@ -98,7 +124,7 @@ def _in_call(
         identity.current_deadline.reset(deadline_token)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+async def _abort(context: grpc.aio.ServicerContext[_Request, _Response], exc: BaseException, method: str) -> Never:
     domain = domain_error_of(exc)
     if domain is not None:
         if domain is not exc:
@@ -119,12 +145,12 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
 _UNAUTHORISED = errors.Unauthenticated("missing or invalid service credential")
 
 
-def _decoder(handler: grpc.RpcMethodHandler, method: str) -> Callable[[bytes], Any]:
+def _decoder(handler: grpc.RpcMethodHandler[_Request, _Response], method: str) -> Callable[[bytes], object]:
     """The handler's request deserializer, failing with InvalidInput: left to grpc, bytes that are
     not the request message would answer UNKNOWN."""
-    deserialize = handler.request_deserializer or (lambda raw: raw)
+    deserialize: Callable[[bytes], object] = handler.request_deserializer or (lambda raw: raw)
 
-    def decode(raw: bytes) -> Any:
+    def decode(raw: bytes) -> object:
         try:
             return deserialize(raw)
         except Exception:
@@ -133,51 +159,60 @@ def _decoder(handler: grpc.RpcMethodHandler, method: str) -> Callable[[bytes], A
     return decode
 
 
-def _decoded(decode: Callable[[bytes], Any], request: Any, streaming: bool) -> Any:
-    return (decode(raw) async for raw in request) if streaming else decode(request)
-
-
 def _wrap_handler(
-    handler: grpc.RpcMethodHandler,
-    caller: identity.Identity,
-    authorised: bool,
-    metadata: dict[str, str],
-    method: str,
-) -> grpc.RpcMethodHandler:
+    handler: grpc.RpcMethodHandler[_Request, _Response], call: _Call
+) -> grpc.RpcMethodHandler[_Request, _Response]:
     # Requests reach the wrapper as bytes and are decoded inside it, after the credential check.
-    decode = _decoder(handler, method)
-    streaming_request = bool(handler.request_streaming)
+    # The ignores: the stubs type the handler's methods after the sync API's (see _UnaryMethod).
     if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with _in_call(context, caller, metadata, method):
-                try:
-                    if not authorised:
-                        raise _UNAUTHORISED
-                    return await inner(_decoded(decode, request, streaming_request), context)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as exc:
-                    await _abort(context, exc, method)
-
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return factory(unary, None, handler.response_serializer)
+        inner: _UnaryMethod[_Response] = handler.unary_unary or handler.stream_unary  # type: ignore[assignment]
+        return factory(_unary_behaviour(inner, call), None, handler.response_serializer)
+    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+    inner_stream: _StreamMethod[_Response] = handler.unary_stream or handler.stream_stream  # type: ignore[assignment]
+    return factory(_streaming_behaviour(inner_stream, call), None, handler.response_serializer)
 
-    inner_stream = handler.unary_stream or handler.stream_stream
+
+def _unary_behaviour(
+    inner: _UnaryMethod[_Response], call: _Call
+) -> Callable[[bytes | AsyncIterator[bytes], grpc.aio.ServicerContext[object, _Response]], Awaitable[_Response]]:
+    """``inner`` serving ``call``: its one response, or the status its error maps to."""
+
+    async def unary(
+        request: bytes | AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, _Response]
+    ) -> _Response:
+        with _in_call(context, call):
+            try:
+                if not call.authorised:
+                    raise _UNAUTHORISED
+                return await inner(call.decoded(request), context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc, call.method)
+
+    return unary
+
+
+def _streaming_behaviour(
+    inner: _StreamMethod[_Response], call: _Call
+) -> Callable[[bytes | AsyncIterator[bytes], grpc.aio.ServicerContext[object, _Response]], Awaitable[None]]:
+    """``inner`` serving ``call``: its responses written as they come, then the status its error maps to."""
 
     # A coroutine that writes each response, not a generator that yields them: grpc.aio leaves
     # a generator it iterates suspended when the call ends mid-send, for the garbage collector to
     # close later in another task, where the call's context variables (identity, deadline, trace
     # context) cannot be reset; error tracebacks for a client that merely went away. Here the
     # handler's generators close in the call, whatever ends it.
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
-        with _in_call(context, caller, metadata, method):
+    async def streaming(
+        request: bytes | AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, _Response]
+    ) -> None:
+        with _in_call(context, call):
             try:
-                if not authorised:
+                if not call.authorised:
                     raise _UNAUTHORISED
-                responses = inner_stream(_decoded(decode, request, streaming_request), context)
-                if not inspect.isasyncgen(responses):
+                responses = inner(call.decoded(request), context)
+                if not isinstance(responses, AsyncGenerator):
                     await responses  # handlers that write with context.write()
                     return
                 async with contextlib.aclosing(responses):
@@ -190,15 +225,14 @@ def _wrap_handler(
                             raise asyncio.CancelledError from None
             except asyncio.CancelledError:
                 telemetry.record_grpc_status(grpc.StatusCode.CANCELLED)
-                logger.info("stream cancelled", extra={"method": method})
+                logger.info("stream cancelled", extra={"method": call.method})
                 raise
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await _abort(context, exc, method)
+                await _abort(context, exc, call.method)
 
-    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return factory(streaming, None, handler.response_serializer)
+    return streaming
 
 
 class GrpcServiceHost:
@@ -239,6 +273,7 @@ class GrpcServiceHost:
 
     @property
     def service_names(self) -> list[str]:
+        """The names health reports a status for: the server as a whole ("") and each service."""
         return ["", *(b.full_name for b in self.bindings)]
 
     async def start(self) -> int:
@@ -252,6 +287,7 @@ class GrpcServiceHost:
         return self.port
 
     async def set_serving(self) -> None:
+        """Report SERVING for the server and each service: clients and load balancers send calls."""
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s", ", ".join(b.full_name for b in self.bindings))
 
@@ -269,6 +305,7 @@ class GrpcServiceHost:
         logger.info("stopped")
 
     def request_stop(self) -> None:
+        """Stop as SIGTERM would: ``wait_for_stop_signal`` returns."""
         self._stopping.set()
 
     async def wait_for_stop_signal(self) -> None:

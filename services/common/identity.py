@@ -31,12 +31,15 @@ class Identity:
 
     @property
     def is_system_admin(self) -> bool:
+        """Whether the caller holds Mattermost's manage_system permission, which implies every other."""
         return MANAGE_SYSTEM in self.permissions
 
     def has(self, permission: str) -> bool:
+        """Whether the caller holds ``permission``, or is a system admin."""
         return permission in self.permissions or self.is_system_admin
 
     def to_metadata(self) -> list[tuple[str, str]]:
+        """The gRPC metadata that carries this identity to the next service."""
         md = [(USER_ID_KEY, self.user_id)] if self.user_id else []
         if self.permissions:
             md.append((PERMISSIONS_KEY, ",".join(sorted(self.permissions))))
@@ -44,6 +47,7 @@ class Identity:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], *, internal: bool) -> Identity:
+        """The identity an incoming call's metadata carries; ``internal`` when it presented the credential."""
         perms = metadata.get(PERMISSIONS_KEY, "")
         return cls(
             user_id=metadata.get(USER_ID_KEY, ""),
@@ -60,6 +64,7 @@ current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 def identity() -> Identity:
+    """Who the current call runs for (``SYSTEM`` outside any call)."""
     return current_identity.get()
 
 

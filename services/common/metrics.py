@@ -36,6 +36,7 @@ class MetricsEndpoint:
         logger.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     def stop(self) -> None:
+        """Stop serving and wait briefly for the server thread (no-op when not started)."""
         if self._server is None:
             return
         self._server.shutdown()

@@ -17,9 +17,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common import errors, identity
 from services.common.grpc_client import stream
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PluginConfigSnapshot:
+    """One revision of the plugin configuration, with the license it came with."""
+
     config: registry_pb2.PluginConfig
     license: License
     revision: str
@@ -42,8 +44,14 @@ Callback = Callable[[PluginConfigSnapshot], Awaitable[None] | None]
 
 
 class PluginConfigWatcher:
-    def __init__(self, registry: Any, *, initial_backoff: float = 0.1, max_backoff: float = 5.0) -> None:
-        """``registry`` is an agents.registry.v1 RegistryStub on a channel carrying the service token."""
+    """Keeps the newest plugin configuration of the registry in memory, and calls back on each new one.
+
+    ``registry`` is a RegistryStub on a grpc.aio channel carrying the service token.
+    """
+
+    def __init__(
+        self, registry: registry_pb2_grpc.RegistryStub, *, initial_backoff: float = 0.1, max_backoff: float = 5.0
+    ) -> None:
         self._registry = registry
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -61,6 +69,7 @@ class PluginConfigWatcher:
 
     @property
     def ready(self) -> bool:
+        """Whether a configuration has arrived (``current`` answers)."""
         return self._current is not None
 
     def on_change(self, callback: Callback) -> None:
@@ -83,6 +92,7 @@ class PluginConfigWatcher:
         return self.current
 
     async def close(self) -> None:
+        """Stop watching (the background task ends)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,7 @@ class ServiceProcess(Protocol):
 
 
 async def run_until_stopped(process: ServiceProcess) -> None:
+    """Serve ``process`` from start to drained: NOT_SERVING, ready, SERVING, stop signal, drain, close."""
     await process.host.start()
     try:
         await process.prepare()

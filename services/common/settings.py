@@ -87,7 +87,7 @@ def load_settings(cls: type[S], prefix: str, environ: Mapping[str, str] | None =
         else:
             sources[name] = candidates[0]
     try:
-        return cls(**values)
+        return cls.model_validate(values)
     except ValidationError as err:
         problems = []
         for item in err.errors():

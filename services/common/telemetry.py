@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanContext, Status, StatusCode
 
 from services.common.settings import CommonSettings
 
@@ -80,6 +80,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line, query-string secrets redacted from its text."""
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -102,6 +103,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record to stderr as a JSON line naming ``service``, from ``level`` up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
@@ -121,9 +123,10 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Append one line per span to the file."""
         lines = []
         for span in spans:
-            ctx = span.get_span_context()
+            ctx = _context_of(span)
             lines.append(
                 json.dumps(
                     {
@@ -134,7 +137,7 @@ class JsonLinesSpanExporter(SpanExporter):
                         "span_id": format(ctx.span_id, "016x"),
                         "parent_id": format(span.parent.span_id, "016x") if span.parent else "",
                         "attributes": {
-                            k: v if isinstance(v, (str, int, float, bool)) else list(v)
+                            k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
                             for k, v in (span.attributes or {}).items()
                         },
                         "status": span.status.status_code.name,
@@ -154,8 +157,9 @@ class LogSpanExporter(SpanExporter):
     _logger = logging.getLogger("agents.spans")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Log one line per span (its name, trace id and duration)."""
         for span in spans:
-            ctx = span.get_span_context()
+            ctx = _context_of(span)
             self._logger.info(
                 "span %s",
                 span.name,
@@ -165,6 +169,11 @@ class LogSpanExporter(SpanExporter):
                 },
             )
         return SpanExportResult.SUCCESS
+
+
+def _context_of(span: ReadableSpan) -> SpanContext:
+    """The span's ids; all zero (invalid) for a span built without (the SDK's always have them)."""
+    return span.get_span_context() or trace.INVALID_SPAN_CONTEXT
 
 
 class RedactingSpanExporter(SpanExporter):
@@ -177,12 +186,15 @@ class RedactingSpanExporter(SpanExporter):
         self._inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Hand the spans, redacted, to the inner exporter."""
         return self._inner.export([_redacted_span(span) for span in spans])
 
     def shutdown(self) -> None:
+        """Shut the inner exporter down."""
         self._inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter; False when it did not within ``timeout_millis``."""
         return self._inner.force_flush(timeout_millis)
 
 
@@ -272,13 +284,14 @@ def _instrument() -> None:
     # gRPC servers make their own spans (grpc_server_span): the instrumentation's server
     # interceptor wraps a response stream in a generator that grpc.aio abandons when a call ends
     # mid-send, leaving its context to be detached later in another task (logged as errors).
-    GrpcAioInstrumentorClient().instrument()
+    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
     AioHttpServerInstrumentor().instrument()
     AioHttpClientInstrumentor().instrument()
     _instrumented = True
 
 
 def tracer(name: str) -> trace.Tracer:
+    """The tracer a module makes its spans with (a no-op one while tracing is off)."""
     return trace.get_tracer(name)
 
 

@@ -26,6 +26,8 @@ TEXT_EXTENSIONS = ("vtt", "txt")
 
 @dataclass(frozen=True)
 class Cue:
+    """One cue of a transcript: who spoke (empty when unknown) and what they said."""
+
     speaker: str
     text: str
 

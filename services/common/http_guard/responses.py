@@ -111,7 +111,7 @@ class GuardedStream:
                 yield chunk
 
     async def iter_lines(self) -> AsyncIterator[bytes]:
-        """Body lines without their ``\\n``/``\\r\\n`` ending; a partial last line is yielded too.
+        r"""Body lines without their ``\n``/``\r\n`` ending; a partial last line is yielded too.
 
         Lines are cut here rather than with aiohttp's ``readline`` so one endless line still stops
         at the cap.

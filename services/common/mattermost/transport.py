@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -56,12 +57,11 @@ def _error_message(body: bytes) -> str:
         data = json.loads(body)
     except ValueError:
         return ""
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"]
-    return ""
+    message = data.get("message") if isinstance(data, dict) else None
+    return message if isinstance(message, str) else ""
 
 
-def error_for_status(method: str, path: str, status: int, body: bytes, headers: Any) -> DomainError:
+def error_for_status(method: str, path: str, status: int, body: bytes, headers: Mapping[str, str]) -> DomainError:
     """The domain error for a non-2xx answer. The message names the route, never the token."""
     detail = _error_message(body)
     message = f"Mattermost {method} {path} answered {status}" + (f": {detail}" if detail else "")

@@ -115,7 +115,7 @@ class MattermostWebSocket:
 
     def _backoff(self, failures: int) -> float:
         # Full-range jitter keeps a fleet of gateways from reconnecting in lockstep after a restart.
-        ceiling = min(self._max_backoff, self._initial_backoff * (2 ** min(failures, 30)))
+        ceiling = min(self._max_backoff, self._initial_backoff * (2.0 ** min(failures, 30)))
         return ceiling * random.uniform(0.5, 1.0)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
