@@ -18,6 +18,8 @@ from services.index.registry.store import AGENTS_CHANNEL, AgentStore
 
 
 class ActiveAgents:
+    """The in-process list of active agents, dropped on every agent write any replica commits."""
+
     def __init__(self, store: AgentStore, listener: ChangeListener, *, max_age: float) -> None:
         self._store = store
         self._max_age = max_age

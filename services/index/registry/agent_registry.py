@@ -35,6 +35,8 @@ def _needs_teams(agent: Agent) -> bool:
 
 
 class AgentRegistry:
+    """Agents as callers see and change them: permissions, validation, license gates and bot accounts."""
+
     def __init__(
         self, store: AgentStore, active: ActiveAgents, config: ConfigRegistry, bots: BotAccounts, license: License
     ) -> None:
@@ -80,6 +82,7 @@ class AgentRegistry:
     async def check_access(
         self, agent_id: str, user_id: str, channel_id: str, *, is_direct_message: bool, user_team_ids: set[str]
     ) -> AccessDecision:
+        """Whether the user may use the agent in the channel; NotFound for an unknown agent."""
         agent = await self.store.get(id=agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id} not found")
@@ -103,6 +106,7 @@ class AgentRegistry:
         )
 
     async def create(self, caller: Identity, agent: Agent, defaulted: set[str]) -> Agent:
+        """Create the agent with its bot account; ``defaulted`` names the fields the client left out."""
         agent_rules.require_create(caller)
         agent_rules.validate_username(agent.username)
         service_type, responses = await self._service_of(agent)
@@ -200,6 +204,7 @@ class AgentRegistry:
         return agent, dropped
 
     async def delete(self, caller: Identity, agent_id: str) -> None:
+        """Soft-delete the agent and deactivate its bot (the bot keeps its username)."""
         async with self.store.locked(agent_id) as (conn, current):
             if current is None:
                 raise NotFound(f"agent {agent_id} not found")
@@ -210,6 +215,7 @@ class AgentRegistry:
         logger.info("agent deleted", extra={"agent_id": agent_id})
 
     async def set_avatar(self, caller: Identity, agent_id: str, image: bytes, filename: str) -> Agent:
+        """Set the profile image of the agent's bot and record when it changed."""
         if not image:
             raise InvalidInput("image is required", field="image")
         if len(image) > MAX_AVATAR_BYTES:

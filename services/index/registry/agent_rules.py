@@ -27,14 +27,17 @@ _RESPONSES_TOGGLE_TYPES = frozenset({"openaicompatible", "azure"})
 
 
 def supports_native_web_search(service_type: str, use_responses_api: bool) -> bool:
+    """Whether the provider has its own web search (OpenAI-compatible and Azure only with the Responses API)."""
     return service_type in _WEB_SEARCH_TYPES or (service_type in _RESPONSES_TOGGLE_TYPES and use_responses_api)
 
 
 def supports_structured_output(service_type: str) -> bool:
+    """Whether the provider can constrain answers to a JSON schema."""
     return service_type in _STRUCTURED_OUTPUT_TYPES
 
 
 def validate_username(username: str) -> None:
+    """Raise InvalidInput unless the username is one Mattermost accepts for a bot."""
     if not username:
         raise InvalidInput("username is required", field="username")
     if len(username) > MAX_USERNAME:
@@ -47,6 +50,12 @@ def validate_username(username: str) -> None:
 
 def validate_agent(agent: Agent, service_type: str) -> None:
     """Raise InvalidInput naming the first bad field (JSON names, as the client sent them)."""
+    _validate_texts(agent)
+    _validate_access_rules(agent)
+    _validate_features(agent, service_type)
+
+
+def _validate_texts(agent: Agent) -> None:
     validate_username(agent.username)
     if not agent.display_name.strip():
         raise InvalidInput("displayName is required", field="displayName")
@@ -58,6 +67,9 @@ def validate_agent(agent: Agent, service_type: str) -> None:
         )
     if len(agent.model) > MAX_MODEL:
         raise InvalidInput(f"model is longer than {MAX_MODEL} characters", field="model")
+
+
+def _validate_access_rules(agent: Agent) -> None:
     for name, level in (
         ("channelAccessLevel", agent.channel_access_level),
         ("userAccessLevel", agent.user_access_level),
@@ -74,6 +86,9 @@ def validate_agent(agent: Agent, service_type: str) -> None:
             raise InvalidInput(f"{name} lists more than {MAX_IDS} ids", field=name)
         if any(not i or len(i) > 64 for i in ids):
             raise InvalidInput(f"{name} contains an empty or oversized id", field=name)
+
+
+def _validate_features(agent: Agent, service_type: str) -> None:
     unknown = set(agent.enabled_native_tools) - NATIVE_TOOLS
     if unknown:
         raise InvalidInput(f"unknown native tool {sorted(unknown)[0]}", field="enabledNativeTools")
@@ -92,11 +107,11 @@ def apply_create_defaults(agent: Agent, service_type: str, use_responses_api: bo
     """Fill fields the creator left out: native web search and structured output on where the
     provider supports them (on Anthropic structured output wins over thinking unless thinking was
     asked for explicitly, since the two cannot be combined there)."""
-    changes: dict[str, object] = {}
+    native = agent.enabled_native_tools
     if "enabledNativeTools" in defaulted:
-        web = supports_native_web_search(service_type, use_responses_api)
-        changes["enabled_native_tools"] = ("web_search",) if web else ()
+        native = ("web_search",) if supports_native_web_search(service_type, use_responses_api) else ()
     reasoning = agent.reasoning_enabled if "reasoningEnabled" not in defaulted else True
+    structured = agent.structured_output_enabled
     if "structuredOutputEnabled" in defaulted:
         structured = supports_structured_output(service_type)
         if service_type == "anthropic":
@@ -104,11 +119,13 @@ def apply_create_defaults(agent: Agent, service_type: str, use_responses_api: bo
                 reasoning = False
             else:
                 structured = structured and not reasoning
-        changes["structured_output_enabled"] = structured
-    changes["reasoning_enabled"] = reasoning
-    if "mcpDynamicToolLoading" in defaulted:
-        changes["mcp_dynamic_tool_loading"] = True
-    return dataclasses.replace(agent, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        agent,
+        enabled_native_tools=native,
+        reasoning_enabled=reasoning,
+        structured_output_enabled=structured,
+        mcp_dynamic_tool_loading=True if "mcpDynamicToolLoading" in defaulted else agent.mcp_dynamic_tool_loading,
+    )
 
 
 def check_agent_license(agent: Agent, license: License, active_count: int, *, creating: bool) -> None:
@@ -120,6 +137,7 @@ def check_agent_license(agent: Agent, license: License, active_count: int, *, cr
 
 
 def require_create(caller: Identity) -> None:
+    """Raise PermissionDenied unless the caller may create agents."""
     if not (is_system(caller) or caller.has(MANAGE_OWN_AGENT)):
         raise PermissionDenied("you do not have permission to create agents")
 
@@ -135,6 +153,7 @@ def can_manage(caller: Identity, agent: Agent) -> bool:
 
 
 def require_manage(caller: Identity, agent: Agent) -> None:
+    """Raise PermissionDenied unless the caller may edit and delete the agent."""
     if not can_manage(caller, agent):
         raise PermissionDenied(f"you do not have permission to manage agent {agent.username}")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class AccessLevel(enum.IntEnum):
+    """Who may use an agent, or where: values match agents.registry.v1.AccessLevel and the plugin's."""
+
     ALL = 0
     ALLOW = 1
     BLOCK = 2
@@ -15,6 +17,8 @@ class AccessLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class McpToolRef:
+    """An MCP tool an agent may use, by server and tool name."""
+
     server_origin: str
     tool_name: str  # "*" for every tool of the server
 
@@ -33,9 +37,10 @@ class Agent:
     model: str = ""
     enable_vision: bool = False
     disable_tools: bool = False
-    channel_access_level: AccessLevel = AccessLevel.ALL
+    # Both levels: an int outside AccessLevel only on an agent a client sent, until validate_agent names it.
+    channel_access_level: AccessLevel | int = AccessLevel.ALL
     channel_ids: tuple[str, ...] = ()
-    user_access_level: AccessLevel = AccessLevel.ALL
+    user_access_level: AccessLevel | int = AccessLevel.ALL
     user_ids: tuple[str, ...] = ()
     team_ids: tuple[str, ...] = ()
     admin_user_ids: tuple[str, ...] = ()
@@ -52,11 +57,12 @@ class Agent:
     create_at: int = 0
     update_at: int = 0
     delete_at: int = 0
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
 class AccessDecision:
+    """Whether access is allowed and, when not, the reason shown to the user."""
+
     allowed: bool
     reason: str = ""
 
@@ -104,6 +110,7 @@ def check_access(
     *,
     is_direct_message: bool = False,
 ) -> AccessDecision:
+    """The user rule, then the channel rule."""
     decision = check_user_access(agent, user_id, user_team_ids)
     if not decision.allowed:
         return decision

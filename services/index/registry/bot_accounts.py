@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 
 
 class BotAccounts:
+    """Agents' bot accounts in Mattermost, and the directory lookups their access lists need."""
+
     def __init__(self, mattermost: MattermostClient) -> None:
         self.mattermost = mattermost
 
@@ -39,6 +41,7 @@ class BotAccounts:
         await self.rename(bot_user_id, display_name)
 
     async def rename(self, bot_user_id: str, display_name: str) -> None:
+        """Give the bot its agent's display name."""
         await self.mattermost.patch_bot(bot_user_id, display_name=display_name)
 
     async def disable(self, bot_user_id: str) -> None:
@@ -50,6 +53,7 @@ class BotAccounts:
             logger.info("agent bot not found in Mattermost; nothing to disable", extra={"bot_user_id": bot_user_id})
 
     async def set_image(self, bot_user_id: str, image: bytes, filename: str) -> None:
+        """Set the bot's profile image."""
         await self.mattermost.set_profile_image(bot_user_id, image, filename)
 
     async def user_id_of(self, username: str) -> str:
@@ -58,6 +62,7 @@ class BotAccounts:
         return account.id if account else ""
 
     async def user_team_ids(self, user_id: str) -> set[str]:
+        """Ids of the teams the user belongs to (for agents' team rules)."""
         return {t.id for t in await self.mattermost.get_user_teams(user_id)}
 
     async def check_ids_exist(

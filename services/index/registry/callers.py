@@ -17,6 +17,7 @@ def is_system(caller: Identity) -> bool:
 
 
 def require_system(caller: Identity, what: str) -> None:
+    """Raise PermissionDenied naming ``what`` unless the system itself calls."""
     if not is_system(caller):
         raise PermissionDenied(f"{what} is only available to internal services")
 
@@ -33,5 +34,6 @@ def may_see_services(caller: Identity) -> bool:
 
 
 def require_services_view(caller: Identity) -> None:
+    """Raise PermissionDenied unless the caller may see services."""
     if not may_see_services(caller):
         raise PermissionDenied("you do not have permission to manage agents")

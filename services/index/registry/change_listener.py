@@ -71,6 +71,7 @@ class ChangeListener:
             await asyncio.wait_for(self._listening.wait(), START_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
+        """Stop listening and close the connection."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,6 +18,8 @@ EMPTY = ConfigRevision("", {}, 0)
 
 
 class ConfigFeed:
+    """The active configuration revision as this process last heard it, and its subscribers."""
+
     def __init__(self, store: ConfigStore, listener: ChangeListener) -> None:
         self.store = store
         self.current = EMPTY
@@ -44,6 +46,7 @@ class ConfigFeed:
             return self.current
 
     def publish(self, revision: ConfigRevision) -> None:
+        """Make ``revision`` current and hand it to every subscriber."""
         self.current = revision
         for queue in self._subscribers:
             # Only the newest revision matters to a slow subscriber.

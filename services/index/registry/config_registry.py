@@ -29,6 +29,8 @@ Mutation = Callable[[JSON], JSON]
 
 
 class ConfigRegistry:
+    """The plugin configuration and its services as callers read and change them."""
+
     def __init__(
         self, store: ConfigStore, feed: ConfigFeed, agents: AgentStore, license: License, known_keys: set[str]
     ) -> None:
@@ -85,6 +87,7 @@ class ConfigRegistry:
         return ConfigRevision(revision.revision, plugin_config.mask_config(revision.config), revision.create_at)
 
     async def update_config(self, caller: Identity, incoming: JSON) -> str:
+        """Save a new configuration (system admins); the new revision's id."""
         require_config_admin(caller)
 
         def replace(stored: JSON) -> JSON:
@@ -121,13 +124,16 @@ class ConfigRegistry:
     # ---- services ---------------------------------------------------------------------------
 
     async def list_services(self, caller: Identity) -> list[JSON]:
+        """Every service, secrets masked (for callers who may manage agents)."""
         require_services_view(caller)
         return [services_config.mask_service(s) for s in (await self.active()).config.get("services") or []]
 
     async def find_service(self, service_id: str) -> JSON | None:
+        """The stored service (secrets in clear), or None; no permission check."""
         return next((s for s in (await self.active()).config.get("services") or [] if s.get("id") == service_id), None)
 
     async def get_service(self, caller: Identity, service_id: str, *, with_secrets: bool = False) -> JSON:
+        """One service, secrets masked unless ``with_secrets`` (the system itself only)."""
         if with_secrets:
             require_system(caller, "service credentials")
         else:
@@ -138,6 +144,7 @@ class ConfigRegistry:
         return service if with_secrets else services_config.mask_service(service)
 
     async def create_service(self, caller: Identity, service: JSON) -> JSON:
+        """Add a service (system admins); it comes back with its id, secrets masked."""
         require_config_admin(caller)
         service = services_config.normalise_service(service)
         for key in services_config.SECRET_FIELDS:
@@ -154,6 +161,7 @@ class ConfigRegistry:
         return services_config.mask_service(service)
 
     async def update_service(self, caller: Identity, service: JSON) -> JSON:
+        """Replace a service (system admins); masked secrets keep the stored ones."""
         require_config_admin(caller)
         if not service.get("id"):
             raise InvalidInput("service id is required", field="id")
@@ -175,6 +183,7 @@ class ConfigRegistry:
         return services_config.mask_service(result[0])
 
     async def delete_service(self, caller: Identity, service_id: str) -> None:
+        """Remove a service (system admins); FailedPrecondition while agents use it."""
         require_config_admin(caller)
 
         def remove(stored: JSON) -> JSON:

@@ -28,11 +28,14 @@ def new_id() -> str:
 
 
 def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch, the tables' timestamp unit."""
     return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
 class ConfigRevision:
+    """One row of Agents_ConfigHistory: the revision id, the document and when it was saved."""
+
     revision: str
     config: dict[str, Any]
     create_at: int
@@ -45,6 +48,7 @@ class ConfigTx:
         self.conn = conn
 
     async def active(self) -> ConfigRevision | None:
+        """The active configuration, as this transaction sees it."""
         row = (
             await self.conn.execute(text("SELECT id, config, createat FROM agents_confighistory WHERE active"))
         ).first()
@@ -63,10 +67,12 @@ class ConfigTx:
         return revision
 
     async def system_value(self, key: str) -> str | None:
+        """A value of Agents_System, or None when the key is not set."""
         row = (await self.conn.execute(text("SELECT svalue FROM agents_system WHERE skey = :k"), {"k": key})).first()
         return row.svalue if row else None
 
     async def set_system_value(self, key: str, value: str) -> None:
+        """Set a value of Agents_System."""
         await self.conn.execute(
             text(
                 "INSERT INTO agents_system (skey, svalue) VALUES (:k, :v) "
@@ -77,6 +83,8 @@ class ConfigTx:
 
 
 class ConfigStore:
+    """The configuration tables: lock-free reads and locked read-modify-write transactions."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def agent_to_message(agent: Agent, *, include_instructions: bool = True) -> registry_pb2.Agent:
+    """The message of an agent; ``include_instructions=False`` blanks its custom instructions."""
     return registry_pb2.Agent(
         id=agent.id,
         username=agent.username,
@@ -26,9 +27,9 @@ def agent_to_message(agent: Agent, *, include_instructions: bool = True) -> regi
         model=agent.model,
         enable_vision=agent.enable_vision,
         disable_tools=agent.disable_tools,
-        channel_access_level=int(agent.channel_access_level),
+        channel_access_level=registry_pb2.AccessLevel.ValueType(agent.channel_access_level),
         channel_ids=agent.channel_ids,
-        user_access_level=int(agent.user_access_level),
+        user_access_level=registry_pb2.AccessLevel.ValueType(agent.user_access_level),
         user_ids=agent.user_ids,
         team_ids=agent.team_ids,
         enabled_native_tools=agent.enabled_native_tools,
@@ -83,19 +84,21 @@ def agent_from_message(message: registry_pb2.Agent) -> Agent:
     )
 
 
-def _level(value: int) -> AccessLevel:
+def _level(value: int) -> AccessLevel | int:
     try:
         return AccessLevel(value)
     except ValueError:
         # Kept as an int so validation can name the field instead of failing here.
-        return value  # type: ignore[return-value]
+        return value
 
 
 def tools_from_messages(tools: Iterable[common_pb2.ToolRef]) -> tuple[McpToolRef, ...]:
+    """Domain references of MCP tools named in messages."""
     return tuple(McpToolRef(server_origin=t.server_origin, tool_name=t.tool_name) for t in tools)
 
 
 def tools_to_messages(tools: Iterable[McpToolRef]) -> list[common_pb2.ToolRef]:
+    """Messages of MCP tool references."""
     return [common_pb2.ToolRef(server_origin=t.server_origin, tool_name=t.tool_name) for t in tools]
 
 
@@ -110,6 +113,7 @@ def message_to_json(message: Message) -> dict[str, Any]:
 
 
 def service_to_message(service: dict[str, Any]) -> registry_pb2.ServiceConfig:
+    """The message of a service in the plugin's JSON shape; keys it does not model are skipped."""
     return json_format.ParseDict(service, registry_pb2.ServiceConfig(), ignore_unknown_fields=True)
 
 

@@ -25,9 +25,9 @@ def normalise_config(config: Mapping[str, Any]) -> JSON:
     always on, services get ids and their forced Responses API flag."""
     out = copy.deepcopy(dict(config))
     out["services"] = [services_config.normalise_service(s) for s in out.get("services") or [] if isinstance(s, dict)]
-    mcp = out.get("mcp") if isinstance(out.get("mcp"), dict) else {}
+    mcp: JSON = out["mcp"] if isinstance(out.get("mcp"), dict) else {}
     mcp["enabled"] = True
-    embedded = mcp.get("embeddedServer") if isinstance(mcp.get("embeddedServer"), dict) else {}
+    embedded: JSON = mcp["embeddedServer"] if isinstance(mcp.get("embeddedServer"), dict) else {}
     embedded["enabled"] = True
     mcp["embeddedServer"] = embedded
     out["mcp"] = mcp
@@ -83,9 +83,9 @@ def _other_secrets(config: JSON) -> Iterator[tuple[str, JSON, str]]:
                 yield f"webSearch.{provider}", web[provider], "apiKey"
     search = config.get("embeddingSearchConfig")
     if isinstance(search, dict):
-        provider = search.get("embeddingProvider")
-        if isinstance(provider, dict) and isinstance(provider.get("parameters"), dict):
-            yield "embeddingSearchConfig.embeddingProvider", provider["parameters"], "apiKey"
+        embedding = search.get("embeddingProvider")
+        if isinstance(embedding, dict) and isinstance(embedding.get("parameters"), dict):
+            yield "embeddingSearchConfig.embeddingProvider", embedding["parameters"], "apiKey"
     mcp = config.get("mcp")
     if isinstance(mcp, dict):
         for server in mcp.get("servers") or []:

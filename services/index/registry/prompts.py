@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.errors import InvalidInput, NotFound
@@ -20,6 +21,8 @@ _COLUMNS = "id, creatorid, name, description, template, isshared, createdat, upd
 
 @dataclass(frozen=True)
 class CustomPrompt:
+    """One saved prompt template; shared ones are visible to every user."""
+
     id: str
     creator_id: str
     name: str
@@ -31,6 +34,7 @@ class CustomPrompt:
 
 
 def validate_prompt(name: str, description: str, template: str) -> None:
+    """Raise InvalidInput naming the first missing or oversized field."""
     if not name.strip():
         raise InvalidInput("name is required", field="name")
     if len(name) > MAX_NAME:
@@ -43,8 +47,8 @@ def validate_prompt(name: str, description: str, template: str) -> None:
         raise InvalidInput(f"template is longer than {MAX_TEMPLATE} characters", field="template")
 
 
-def _prompt(row: object) -> CustomPrompt:
-    m = row._mapping  # type: ignore[attr-defined]
+def _prompt(row: Row[Any]) -> CustomPrompt:
+    m = row._mapping
     return CustomPrompt(
         m["id"],
         m["creatorid"],
@@ -64,10 +68,12 @@ def _require_user(caller: Identity) -> str:
 
 
 class PromptLibrary:
+    """Each user's custom prompts and pins; every call acts for the calling user."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def list(self, caller: Identity) -> list[CustomPrompt]:
+    async def visible(self, caller: Identity) -> list[CustomPrompt]:
         """The caller's prompts plus shared ones, newest first."""
         user = _require_user(caller)
         async with self.engine.connect() as conn:
@@ -98,6 +104,7 @@ class PromptLibrary:
     async def create(
         self, caller: Identity, name: str, description: str, template: str, is_shared: bool
     ) -> CustomPrompt:
+        """A new prompt owned by the caller."""
         user = _require_user(caller)
         validate_prompt(name, description, template)
         now = now_ms()
@@ -124,6 +131,7 @@ class PromptLibrary:
     async def update(
         self, caller: Identity, prompt_id: str, name: str, description: str, template: str, is_shared: bool
     ) -> CustomPrompt:
+        """Replace a prompt the caller created; NotFound for any other."""
         user = _require_user(caller)
         validate_prompt(name, description, template)
         now = now_ms()
@@ -150,6 +158,7 @@ class PromptLibrary:
         return _prompt(row)
 
     async def delete(self, caller: Identity, prompt_id: str) -> None:
+        """Soft-delete a prompt the caller created; NotFound for any other."""
         user = _require_user(caller)
         async with self.engine.begin() as conn:
             result = await conn.execute(
@@ -173,6 +182,7 @@ class PromptLibrary:
             return [r.promptid for r in rows]
 
     async def set_pin(self, caller: Identity, prompt_id: str, pinned: bool) -> None:
+        """Pin or unpin a prompt for the caller; pinning needs a prompt the caller can see."""
         user = _require_user(caller)
         if not prompt_id:
             raise InvalidInput("prompt_id is required", field="prompt_id")

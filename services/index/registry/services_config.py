@@ -98,6 +98,16 @@ def validate_service(service: Mapping[str, Any]) -> None:
     for key, limit in MAX_LENGTHS.items():
         if len(_str(service, key)) > limit:
             raise InvalidInput(f"service field {key} is longer than {limit} characters", field=key)
+    kind = _validate_required(service)
+    for key in NON_NEGATIVE:
+        value = service.get(key, 0) or 0
+        if not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"{key} must be a non-negative integer", field=key)
+    _validate_formats(service, kind)
+
+
+def _validate_required(service: Mapping[str, Any]) -> str:
+    """The service's type, once the name, a known type and that type's required fields are present."""
     if not _str(service, "name"):
         raise InvalidInput("service name is required", field="name")
     kind = _str(service, "type")
@@ -108,10 +118,11 @@ def validate_service(service: Mapping[str, Any]) -> None:
     for key in REQUIRED_FIELDS[kind]:
         if not _str(service, key):
             raise InvalidInput(f"{key} is required for {kind} services", field=key)
-    for key in NON_NEGATIVE:
-        value = service.get(key, 0) or 0
-        if not isinstance(value, int) or value < 0:
-            raise InvalidInput(f"{key} must be a non-negative integer", field=key)
+    return kind
+
+
+def _validate_formats(service: Mapping[str, Any], kind: str) -> None:
+    """Values that must parse: the API URL and Vertex's service-account JSON."""
     if url := _str(service, "apiURL"):
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -50,7 +50,8 @@ def _tool_refs(raw: str | None) -> tuple[McpToolRef, ...]:
     )
 
 
-def agent_from_row(row: Any) -> Agent:
+def agent_from_row(row: Row[Any]) -> Agent:
+    """The agent an Agents_UserAgents row holds (selected as ``_AGENT_COLUMNS``)."""
     m = row._mapping
     return Agent(
         id=m["id"],
@@ -139,6 +140,7 @@ class AgentStore:
             hook()
 
     async def list_active(self) -> list[Agent]:
+        """Agents not deleted, oldest first."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 text(f"SELECT {_AGENT_COLUMNS} FROM agents_useragents WHERE deleteat = 0 ORDER BY createat, id")
@@ -146,13 +148,15 @@ class AgentStore:
             return [agent_from_row(r) for r in rows]
 
     async def count_active(self, conn: AsyncConnection | None = None) -> int:
-        statement = text("SELECT count(*) FROM agents_useragents WHERE deleteat = 0")
-        if conn is not None:
-            return int((await conn.execute(statement)).scalar())
-        async with self.engine.connect() as own:
-            return int((await own.execute(statement)).scalar())
+        """Agents not deleted, counted inside ``conn``'s transaction when given."""
+        if conn is None:
+            async with self.engine.connect() as own:
+                return await self.count_active(own)
+        count: int = await conn.scalar(text("SELECT count(*) FROM agents_useragents WHERE deleteat = 0"))
+        return count
 
     async def usernames_using_service(self, service_id: str) -> list[str]:
+        """Usernames of the active agents configured with the service."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 text("SELECT username FROM agents_useragents WHERE deleteat = 0 AND serviceid = :s"), {"s": service_id}
@@ -160,6 +164,7 @@ class AgentStore:
             return [r.username for r in rows]
 
     async def get(self, *, id: str = "", username: str = "", bot_user_id: str = "") -> Agent | None:
+        """The active agent with the first non-empty key given, or None."""
         column, value = next((c, v) for c, v in (("id", id), ("username", username), ("botuserid", bot_user_id)) if v)
         async with self.engine.connect() as conn:
             row = (

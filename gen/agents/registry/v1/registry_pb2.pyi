@@ -7,7 +7,8 @@ configuration. Hosted by the index service; the source of truth every other serv
 JSON names of fields match the Mattermost Agents plugin's JSON shapes (camelCase with the
 plugin's spellings such as "apiURL"), so the gateway renders these messages as the plugin does.
 Secrets (API keys, AWS secret keys, service-account credentials) are write-only: every read
-returns them masked, except GetServiceCredentials, which only internal services may call.
+returns them masked, except to internal services acting on their own (GetServiceCredentials,
+GetPluginConfig, WatchPluginConfig).
 """
 
 from agents.common.v1 import common_pb2 as _common_pb2
@@ -44,7 +45,11 @@ class _AccessLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessLev
     """Nobody / no channel (DMs still follow the user rule)."""
 
 class AccessLevel(_AccessLevel, metaclass=_AccessLevelEnumTypeWrapper):
-    """---- agents ---------------------------------------------------------------------------------"""
+    """---- agents ---------------------------------------------------------------------------------
+
+    One access rule of an agent: who may use it (user rule) or where (channel rule). The values
+    are the plugin's.
+    """
 
 ACCESS_LEVEL_ALL: AccessLevel.ValueType  # 0
 """Everyone / every channel."""
@@ -63,17 +68,29 @@ class _License:
 class _LicenseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_License.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LICENSE_NONE: _License.ValueType  # 0
+    """Unlicensed: one agent and no licensed feature."""
     LICENSE_ENTRY: _License.ValueType  # 1
+    """Mattermost Entry."""
     LICENSE_ENTERPRISE: _License.ValueType  # 2
+    """Mattermost Enterprise."""
     LICENSE_ENTERPRISE_ADVANCED: _License.ValueType  # 3
+    """Mattermost Enterprise Advanced."""
 
 class License(_License, metaclass=_LicenseEnumTypeWrapper):
-    """---- plugin configuration -------------------------------------------------------------------"""
+    """---- plugin configuration -------------------------------------------------------------------
+
+    The cluster's license tier, from the index service's settings (the admin guide's license
+    table: every licensed feature needs Entry or above).
+    """
 
 LICENSE_NONE: License.ValueType  # 0
+"""Unlicensed: one agent and no licensed feature."""
 LICENSE_ENTRY: License.ValueType  # 1
+"""Mattermost Entry."""
 LICENSE_ENTERPRISE: License.ValueType  # 2
+"""Mattermost Enterprise."""
 LICENSE_ENTERPRISE_ADVANCED: License.ValueType  # 3
+"""Mattermost Enterprise Advanced."""
 Global___License: _TypeAlias = License  # noqa: Y015
 
 @_typing.final
@@ -106,15 +123,19 @@ class ServiceConfig(_message.Message):
     VERTEX_AUTH_CREDENTIALS_FIELD_NUMBER: _builtins.int
     FALLBACK_SERVICE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """UUID."""
+    """UUID; assigned on create when empty."""
     name: _builtins.str
+    """Shown to admins when they pick an agent's service. Required."""
     type: _builtins.str
     """openai, openaicompatible, azure, anthropic, bedrock, cohere, mistral, scale, asage, gemini, vertex."""
     api_key: _builtins.str
     """Write-only: masked on reads."""
     org_id: _builtins.str
+    """OpenAI organization; Scale's account when account_id is empty (older configurations)."""
     default_model: _builtins.str
+    """Model used when an agent names none."""
     api_url: _builtins.str
+    """Base URL of the provider's API; required for openaicompatible, azure and scale."""
     token_limit: _builtins.int
     """Input token limit; 0 disables client-side trimming."""
     output_token_limit: _builtins.int
@@ -122,17 +143,21 @@ class ServiceConfig(_message.Message):
     streaming_timeout_seconds: _builtins.int
     """Seconds without a chunk before a stream is ended; 0 means 300."""
     send_user_id: _builtins.bool
+    """Send the requesting user's id to the provider with each request."""
     use_responses_api: _builtins.bool
     """Only openaicompatible and azure may toggle it; openai always uses the Responses API."""
     region: _builtins.str
-    """Bedrock and Vertex."""
+    """AWS region (bedrock) or Google Cloud location (vertex); required for both."""
     aws_access_key_id: _builtins.str
     """Bedrock; empty means the default AWS credential chain. Write-only."""
     aws_secret_access_key: _builtins.str
+    """Bedrock; the secret of aws_access_key_id. Write-only."""
     account_id: _builtins.str
     """Scale AI account id (ScaleGov)."""
     vertex_project_id: _builtins.str
+    """Google Cloud project id of a vertex service; required for vertex."""
     vertex_project_number: _builtins.str
+    """Google Cloud project number of a vertex service."""
     vertex_auth_credentials: _builtins.str
     """Service-account JSON; empty means application default credentials. Write-only."""
     fallback_service_id: _builtins.str
@@ -171,6 +196,8 @@ Global___ServiceConfig: _TypeAlias = ServiceConfig  # noqa: Y015
 
 @_typing.final
 class ListServicesRequest(_message.Message):
+    """Request of Registry.ListServices."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -186,12 +213,14 @@ Global___ListServicesRequest: _TypeAlias = ListServicesRequest  # noqa: Y015
 
 @_typing.final
 class ListServicesResponse(_message.Message):
+    """Response of Registry.ListServices."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceConfig]:
-        """Secrets masked."""
+        """Every configured service, secrets masked."""
 
     def __init__(
         self,
@@ -208,10 +237,13 @@ Global___ListServicesResponse: _TypeAlias = ListServicesResponse  # noqa: Y015
 
 @_typing.final
 class GetServiceRequest(_message.Message):
+    """Request of Registry.GetService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The service's id."""
     def __init__(
         self,
         *,
@@ -227,11 +259,15 @@ Global___GetServiceRequest: _TypeAlias = GetServiceRequest  # noqa: Y015
 
 @_typing.final
 class GetServiceResponse(_message.Message):
+    """Response of Registry.GetService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def service(self) -> Global___ServiceConfig: ...
+    def service(self) -> Global___ServiceConfig:
+        """The service, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -247,10 +283,13 @@ Global___GetServiceResponse: _TypeAlias = GetServiceResponse  # noqa: Y015
 
 @_typing.final
 class GetServiceCredentialsRequest(_message.Message):
+    """Request of Registry.GetServiceCredentials."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The service's id."""
     def __init__(
         self,
         *,
@@ -266,12 +305,14 @@ Global___GetServiceCredentialsRequest: _TypeAlias = GetServiceCredentialsRequest
 
 @_typing.final
 class GetServiceCredentialsResponse(_message.Message):
+    """Response of Registry.GetServiceCredentials."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def service(self) -> Global___ServiceConfig:
-        """Secrets in clear."""
+        """The service, secrets in clear."""
 
     def __init__(
         self,
@@ -288,12 +329,14 @@ Global___GetServiceCredentialsResponse: _TypeAlias = GetServiceCredentialsRespon
 
 @_typing.final
 class CreateServiceRequest(_message.Message):
+    """Request of Registry.CreateService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def service(self) -> Global___ServiceConfig:
-        """id may be empty: a UUID is assigned."""
+        """The new service; id may be empty (a UUID is assigned). Secrets must be given, not masked."""
 
     def __init__(
         self,
@@ -310,11 +353,15 @@ Global___CreateServiceRequest: _TypeAlias = CreateServiceRequest  # noqa: Y015
 
 @_typing.final
 class CreateServiceResponse(_message.Message):
+    """Response of Registry.CreateService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def service(self) -> Global___ServiceConfig: ...
+    def service(self) -> Global___ServiceConfig:
+        """The service as stored, with its id, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -330,11 +377,15 @@ Global___CreateServiceResponse: _TypeAlias = CreateServiceResponse  # noqa: Y015
 
 @_typing.final
 class UpdateServiceRequest(_message.Message):
+    """Request of Registry.UpdateService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def service(self) -> Global___ServiceConfig: ...
+    def service(self) -> Global___ServiceConfig:
+        """The whole service, id required; a masked secret keeps the stored one (see UpdateService)."""
+
     def __init__(
         self,
         *,
@@ -350,11 +401,15 @@ Global___UpdateServiceRequest: _TypeAlias = UpdateServiceRequest  # noqa: Y015
 
 @_typing.final
 class UpdateServiceResponse(_message.Message):
+    """Response of Registry.UpdateService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def service(self) -> Global___ServiceConfig: ...
+    def service(self) -> Global___ServiceConfig:
+        """The service as stored, secrets masked."""
+
     def __init__(
         self,
         *,
@@ -370,10 +425,13 @@ Global___UpdateServiceResponse: _TypeAlias = UpdateServiceResponse  # noqa: Y015
 
 @_typing.final
 class DeleteServiceRequest(_message.Message):
+    """Request of Registry.DeleteService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The service's id."""
     def __init__(
         self,
         *,
@@ -389,6 +447,8 @@ Global___DeleteServiceRequest: _TypeAlias = DeleteServiceRequest  # noqa: Y015
 
 @_typing.final
 class DeleteServiceResponse(_message.Message):
+    """Response of Registry.DeleteService."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -438,48 +498,81 @@ class Agent(_message.Message):
     MAX_FILE_SIZE_FIELD_NUMBER: _builtins.int
     LAST_ICON_UPDATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Assigned on create (a 26-character Mattermost-style id)."""
     username: _builtins.str
     """The bot's username (immutable after create)."""
     display_name: _builtins.str
+    """The bot's display name in Mattermost. Required."""
     custom_instructions: _builtins.str
+    """Added to the agent's system prompt; at most 16384 characters."""
     service_id: _builtins.str
+    """The ServiceConfig the agent answers with. Required."""
     model: _builtins.str
     """Per-agent model override; "" means the service's default model."""
     enable_vision: _builtins.bool
+    """Images attached to posts are sent to the model."""
     disable_tools: _builtins.bool
+    """No tools are offered to the model."""
     channel_access_level: Global___AccessLevel.ValueType
+    """The channel rule, over channel_ids."""
     user_access_level: Global___AccessLevel.ValueType
+    """The user rule, over user_ids and team_ids."""
     auto_enable_new_mcp_tools: _builtins.bool
+    """Every MCP tool, those added later included, instead of enabled_mcp_tools."""
     mcp_dynamic_tool_loading: _builtins.bool
+    """The model loads MCP tool definitions on demand instead of receiving them all up front."""
     reasoning_enabled: _builtins.bool
+    """Extended thinking or reasoning, where the provider supports it."""
     reasoning_effort: _builtins.str
-    """minimal, low, medium, high."""
+    """minimal, low, medium, high; "" for the default."""
     thinking_budget: _builtins.int
+    """Tokens the model may spend thinking; 0 for the provider's default."""
     structured_output_enabled: _builtins.bool
+    """Answers follow the JSON schema a request gives, where the provider supports it (Anthropic,
+    OpenAI, OpenAI-compatible, Azure).
+    """
     bot_user_id: _builtins.str
+    """Mattermost user id of the agent's bot account; assigned on create."""
     creator_id: _builtins.str
-    """"" for agents migrated from the legacy config (managed by system admins)."""
+    """The user who created the agent; "" for agents migrated from the legacy config (managed by
+    system admins).
+    """
     create_at: _builtins.int
+    """Milliseconds since the epoch of the creation."""
     update_at: _builtins.int
+    """Milliseconds since the epoch of the last change (UpdateAgent's expected_update_at)."""
     delete_at: _builtins.int
+    """Milliseconds since the epoch of the deletion; 0 while the agent is active."""
     max_file_size: _builtins.int
     """Inline attachment limit in bytes; 0 means 5 MiB."""
     last_icon_update: _builtins.int
     """Milliseconds of the last avatar change; 0 if never."""
     @_builtins.property
-    def channel_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def enabled_native_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """web_search, file_search, code_interpreter."""
+    def channel_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Channels the channel rule lists."""
 
     @_builtins.property
-    def enabled_mcp_tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolRef]: ...
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Users the user rule lists."""
+
     @_builtins.property
-    def admin_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Teams whose active members the user rule matches."""
+
+    @_builtins.property
+    def enabled_native_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider-native tools turned on: web_search, file_search, code_interpreter."""
+
+    @_builtins.property
+    def enabled_mcp_tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolRef]:
+        """MCP tools the agent may use (tool_name "*" for a whole server); ignored when
+        auto_enable_new_mcp_tools is set.
+        """
+
+    @_builtins.property
+    def admin_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Users who may edit and delete the agent; the creator, if any, is always one of them."""
+
     def __init__(
         self,
         *,
@@ -523,6 +616,8 @@ Global___Agent: _TypeAlias = Agent  # noqa: Y015
 
 @_typing.final
 class ListAgentsRequest(_message.Message):
+    """Request of Registry.ListAgents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_FIELD_NUMBER: _builtins.int
@@ -533,7 +628,9 @@ class ListAgentsRequest(_message.Message):
     someone else, such as the bridge for a plugin's user, filters in one call). "" for no filter.
     """
     @_builtins.property
-    def page(self) -> _common_pb2.PageRequest: ...
+    def page(self) -> _common_pb2.PageRequest:
+        """Accepted for paging; every agent comes in one page."""
+
     @_builtins.property
     def user_team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Teams usable_by_user_id is an active member of (the caller looks them up)."""
@@ -555,6 +652,8 @@ Global___ListAgentsRequest: _TypeAlias = ListAgentsRequest  # noqa: Y015
 
 @_typing.final
 class ListAgentsResponse(_message.Message):
+    """Response of Registry.ListAgents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENTS_FIELD_NUMBER: _builtins.int
@@ -566,9 +665,13 @@ class ListAgentsResponse(_message.Message):
     license: Global___License.ValueType
     """The cluster's license (the header is only sent when there is none)."""
     @_builtins.property
-    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]: ...
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]:
+        """The agents, oldest first; customInstructions blank where the caller does not manage one."""
+
     @_builtins.property
-    def page(self) -> _common_pb2.PageResponse: ...
+    def page(self) -> _common_pb2.PageResponse:
+        """No next page token: every agent is in this one."""
+
     def __init__(
         self,
         *,
@@ -587,6 +690,8 @@ Global___ListAgentsResponse: _TypeAlias = ListAgentsResponse  # noqa: Y015
 
 @_typing.final
 class ListUsableAgentsRequest(_message.Message):
+    """Request of Registry.ListUsableAgents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
@@ -613,6 +718,8 @@ Global___ListUsableAgentsRequest: _TypeAlias = ListUsableAgentsRequest  # noqa: 
 
 @_typing.final
 class ListUsableAgentsResponse(_message.Message):
+    """Response of Registry.ListUsableAgents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENTS_FIELD_NUMBER: _builtins.int
@@ -620,13 +727,14 @@ class ListUsableAgentsResponse(_message.Message):
     SEARCH_ENABLED_FIELD_NUMBER: _builtins.int
     ALLOW_UNSAFE_LINKS_FIELD_NUMBER: _builtins.int
     default_agent_username: _builtins.str
+    """Username of the default agent (the configuration's defaultBotName)."""
     search_enabled: _builtins.bool
     """Semantic search is configured (and licensed)."""
     allow_unsafe_links: _builtins.bool
     """Agent posts may show images and link previews."""
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]:
-        """Default agent first."""
+        """Default agent first, then by display name; customInstructions blank."""
 
     def __init__(
         self,
@@ -646,14 +754,19 @@ Global___ListUsableAgentsResponse: _TypeAlias = ListUsableAgentsResponse  # noqa
 
 @_typing.final
 class GetAgentRequest(_message.Message):
+    """Request of Registry.GetAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
     BOT_USER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The agent's id."""
     username: _builtins.str
+    """The agent's (bot's) username."""
     bot_user_id: _builtins.str
+    """The Mattermost user id of the agent's bot."""
     def __init__(
         self,
         *,
@@ -673,6 +786,8 @@ Global___GetAgentRequest: _TypeAlias = GetAgentRequest  # noqa: Y015
 
 @_typing.final
 class GetAgentResponse(_message.Message):
+    """Response of Registry.GetAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
@@ -701,13 +816,15 @@ Global___GetAgentResponse: _TypeAlias = GetAgentResponse  # noqa: Y015
 
 @_typing.final
 class CreateAgentRequest(_message.Message):
+    """Request of Registry.CreateAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
     DEFAULTED_FIELDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agent(self) -> Global___Agent:
-        """id, bot_user_id, creator_id and timestamps are assigned."""
+        """The new agent; id, bot_user_id, creator_id and timestamps are assigned."""
 
     @_builtins.property
     def defaulted_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -731,11 +848,15 @@ Global___CreateAgentRequest: _TypeAlias = CreateAgentRequest  # noqa: Y015
 
 @_typing.final
 class CreateAgentResponse(_message.Message):
+    """Response of Registry.CreateAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def agent(self) -> Global___Agent: ...
+    def agent(self) -> Global___Agent:
+        """The agent as stored, with its id and bot."""
+
     def __init__(
         self,
         *,
@@ -751,6 +872,8 @@ Global___CreateAgentResponse: _TypeAlias = CreateAgentResponse  # noqa: Y015
 
 @_typing.final
 class UpdateAgentRequest(_message.Message):
+    """Request of Registry.UpdateAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
@@ -759,7 +882,9 @@ class UpdateAgentRequest(_message.Message):
     expected_update_at: _builtins.int
     """When non-zero, the update is refused with ABORTED unless the stored update_at equals it."""
     @_builtins.property
-    def agent(self) -> Global___Agent: ...
+    def agent(self) -> Global___Agent:
+        """The agent, id required; every mutable field is replaced."""
+
     @_builtins.property
     def available_mcp_tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolRef]:
         """MCP tools currently available; tools in agent.enabled_mcp_tools outside this list are dropped.
@@ -783,12 +908,16 @@ Global___UpdateAgentRequest: _TypeAlias = UpdateAgentRequest  # noqa: Y015
 
 @_typing.final
 class UpdateAgentResponse(_message.Message):
+    """Response of Registry.UpdateAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
     DROPPED_MCP_TOOLS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def agent(self) -> Global___Agent: ...
+    def agent(self) -> Global___Agent:
+        """The agent as stored."""
+
     @_builtins.property
     def dropped_mcp_tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolRef]:
         """Tools dropped because they are no longer available."""
@@ -809,10 +938,13 @@ Global___UpdateAgentResponse: _TypeAlias = UpdateAgentResponse  # noqa: Y015
 
 @_typing.final
 class DeleteAgentRequest(_message.Message):
+    """Request of Registry.DeleteAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The agent's id."""
     def __init__(
         self,
         *,
@@ -828,6 +960,8 @@ Global___DeleteAgentRequest: _TypeAlias = DeleteAgentRequest  # noqa: Y015
 
 @_typing.final
 class DeleteAgentResponse(_message.Message):
+    """Response of Registry.DeleteAgent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -843,15 +977,19 @@ Global___DeleteAgentResponse: _TypeAlias = DeleteAgentResponse  # noqa: Y015
 
 @_typing.final
 class SetAgentAvatarRequest(_message.Message):
+    """Request of Registry.SetAgentAvatar."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
+    """The agent's id."""
     image: _builtins.bytes
     """PNG, JPEG or GIF bytes, at most 10 MB."""
     filename: _builtins.str
+    """Name of the uploaded file; "" means avatar.png."""
     def __init__(
         self,
         *,
@@ -869,11 +1007,15 @@ Global___SetAgentAvatarRequest: _TypeAlias = SetAgentAvatarRequest  # noqa: Y015
 
 @_typing.final
 class SetAgentAvatarResponse(_message.Message):
+    """Response of Registry.SetAgentAvatar."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def agent(self) -> Global___Agent: ...
+    def agent(self) -> Global___Agent:
+        """The agent with its new last_icon_update."""
+
     def __init__(
         self,
         *,
@@ -889,6 +1031,8 @@ Global___SetAgentAvatarResponse: _TypeAlias = SetAgentAvatarResponse  # noqa: Y0
 
 @_typing.final
 class CheckAgentAccessRequest(_message.Message):
+    """Request of Registry.CheckAgentAccess."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
@@ -897,13 +1041,17 @@ class CheckAgentAccessRequest(_message.Message):
     IS_DIRECT_MESSAGE_FIELD_NUMBER: _builtins.int
     USER_TEAM_IDS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
+    """The agent's id. Required."""
     user_id: _builtins.str
+    """The user who would use the agent. Required."""
     channel_id: _builtins.str
     """"" for no channel."""
     is_direct_message: _builtins.bool
     """True when channel_id is the DM between the user and the agent's bot (only the user rule applies)."""
     @_builtins.property
-    def user_team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def user_team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Teams the user is an active member of (for the agent's team rule)."""
+
     def __init__(
         self,
         *,
@@ -923,11 +1071,14 @@ Global___CheckAgentAccessRequest: _TypeAlias = CheckAgentAccessRequest  # noqa: 
 
 @_typing.final
 class CheckAgentAccessResponse(_message.Message):
+    """Response of Registry.CheckAgentAccess."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALLOWED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
+    """The user may use the agent there."""
     reason: _builtins.str
     """Why access was refused; "" when allowed."""
     def __init__(
@@ -946,13 +1097,17 @@ Global___CheckAgentAccessResponse: _TypeAlias = CheckAgentAccessResponse  # noqa
 
 @_typing.final
 class ChunkingOptions(_message.Message):
+    """How posts are split into chunks before they are embedded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     CHUNK_OVERLAP_FIELD_NUMBER: _builtins.int
     CHUNKING_STRATEGY_FIELD_NUMBER: _builtins.int
     chunk_size: _builtins.int
+    """Characters per chunk; 0 means the defaults (1000, with an overlap of 200)."""
     chunk_overlap: _builtins.int
+    """Characters each chunk repeats from the one before it."""
     chunking_strategy: _builtins.str
     """sentences (default), paragraphs, fixed."""
     def __init__(
@@ -972,6 +1127,8 @@ Global___ChunkingOptions: _TypeAlias = ChunkingOptions  # noqa: Y015
 
 @_typing.final
 class VectorStoreConfig(_message.Message):
+    """Where embeddings are stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -979,7 +1136,9 @@ class VectorStoreConfig(_message.Message):
     type: _builtins.str
     """"pgvector"."""
     @_builtins.property
-    def parameters(self) -> _struct_pb2.Struct: ...
+    def parameters(self) -> _struct_pb2.Struct:
+        """Store parameters (e.g. dimensions)."""
+
     def __init__(
         self,
         *,
@@ -996,6 +1155,8 @@ Global___VectorStoreConfig: _TypeAlias = VectorStoreConfig  # noqa: Y015
 
 @_typing.final
 class EmbeddingProviderConfig(_message.Message):
+    """What computes embeddings."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -1022,6 +1183,8 @@ Global___EmbeddingProviderConfig: _TypeAlias = EmbeddingProviderConfig  # noqa: 
 
 @_typing.final
 class EmbeddingSearchConfig(_message.Message):
+    """Semantic search over posts (licensed)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
@@ -1033,14 +1196,23 @@ class EmbeddingSearchConfig(_message.Message):
     type: _builtins.str
     """"" (off) or "composite"."""
     dimensions: _builtins.int
+    """Size of an embedding vector; must match the model (e.g. 1536)."""
     @_builtins.property
-    def vector_store(self) -> Global___VectorStoreConfig: ...
+    def vector_store(self) -> Global___VectorStoreConfig:
+        """Where embeddings are stored."""
+
     @_builtins.property
-    def embedding_provider(self) -> Global___EmbeddingProviderConfig: ...
+    def embedding_provider(self) -> Global___EmbeddingProviderConfig:
+        """What computes embeddings."""
+
     @_builtins.property
-    def parameters(self) -> _struct_pb2.Struct: ...
+    def parameters(self) -> _struct_pb2.Struct:
+        """Reserved: kept as the plugin stores it."""
+
     @_builtins.property
-    def chunking_options(self) -> Global___ChunkingOptions: ...
+    def chunking_options(self) -> Global___ChunkingOptions:
+        """How posts are split before they are embedded."""
+
     def __init__(
         self,
         *,
@@ -1061,6 +1233,8 @@ Global___EmbeddingSearchConfig: _TypeAlias = EmbeddingSearchConfig  # noqa: Y015
 
 @_typing.final
 class GoogleSearchConfig(_message.Message):
+    """The Google Programmable Search backend of the web search tool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     API_KEY_FIELD_NUMBER: _builtins.int
@@ -1068,9 +1242,13 @@ class GoogleSearchConfig(_message.Message):
     RESULT_LIMIT_FIELD_NUMBER: _builtins.int
     API_URL_FIELD_NUMBER: _builtins.int
     api_key: _builtins.str
+    """Google API key. Write-only."""
     search_engine_id: _builtins.str
+    """Programmable Search Engine id (cx)."""
     result_limit: _builtins.int
+    """Results per search, at most 10; 0 means 5."""
     api_url: _builtins.str
+    """Custom Search API endpoint; "" for Google's."""
     def __init__(
         self,
         *,
@@ -1089,6 +1267,8 @@ Global___GoogleSearchConfig: _TypeAlias = GoogleSearchConfig  # noqa: Y015
 
 @_typing.final
 class BraveSearchConfig(_message.Message):
+    """The Brave Search backend of the web search tool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     API_KEY_FIELD_NUMBER: _builtins.int
@@ -1097,10 +1277,15 @@ class BraveSearchConfig(_message.Message):
     POLL_TIMEOUT_FIELD_NUMBER: _builtins.int
     POLL_INTERVAL_FIELD_NUMBER: _builtins.int
     api_key: _builtins.str
+    """Brave Search API key. Write-only."""
     api_url: _builtins.str
+    """Brave Search API endpoint; "" for Brave's."""
     result_limit: _builtins.int
+    """Results per search, at most 10; 0 means 5."""
     poll_timeout: _builtins.int
+    """Kept as the plugin stores it; the cluster's Brave search does not poll."""
     poll_interval: _builtins.int
+    """Kept as the plugin stores it; the cluster's Brave search does not poll."""
     def __init__(
         self,
         *,
@@ -1120,6 +1305,8 @@ Global___BraveSearchConfig: _TypeAlias = BraveSearchConfig  # noqa: Y015
 
 @_typing.final
 class WebSearchConfig(_message.Message):
+    """The built-in web search tool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENABLED_FIELD_NUMBER: _builtins.int
@@ -1128,14 +1315,23 @@ class WebSearchConfig(_message.Message):
     BRAVE_FIELD_NUMBER: _builtins.int
     DOMAIN_DENYLIST_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """The tool is offered (when its provider's credentials are set)."""
     provider: _builtins.str
     """google or brave."""
     @_builtins.property
-    def google(self) -> Global___GoogleSearchConfig: ...
+    def google(self) -> Global___GoogleSearchConfig:
+        """Settings used when provider is google."""
+
     @_builtins.property
-    def brave(self) -> Global___BraveSearchConfig: ...
+    def brave(self) -> Global___BraveSearchConfig:
+        """Settings used when provider is brave."""
+
     @_builtins.property
-    def domain_denylist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def domain_denylist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Domains (and their subdomains) whose results and pages are never used; an entry may hold
+        several, comma-separated.
+        """
+
     def __init__(
         self,
         *,
@@ -1155,6 +1351,8 @@ Global___WebSearchConfig: _TypeAlias = WebSearchConfig  # noqa: Y015
 
 @_typing.final
 class ToolConfig(_message.Message):
+    """An admin's setting for one MCP tool."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -1162,10 +1360,13 @@ class ToolConfig(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     RETRIEVAL_DESCRIPTION_OVERRIDE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The tool's bare name."""
     policy: _builtins.str
-    """ask, auto_run_in_dm, auto_run_everywhere."""
+    """ask, auto_run_in_dm, auto_run_everywhere; an unknown policy means ask."""
     enabled: _builtins.bool
+    """False: the tool is never offered."""
     retrieval_description_override: _builtins.str
+    """Replaces the tool's description where tools are retrieved for the model; "" keeps it."""
     def __init__(
         self,
         *,
@@ -1184,6 +1385,8 @@ Global___ToolConfig: _TypeAlias = ToolConfig  # noqa: Y015
 
 @_typing.final
 class McpServerConfig(_message.Message):
+    """A remote MCP server."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1214,16 +1417,23 @@ class McpServerConfig(_message.Message):
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     TOOL_CONFIGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Also the key of per-user OAuth grants."""
+    """Identifies the server; also the key of per-user OAuth grants."""
     enabled: _builtins.bool
+    """False: its tools are offered to no one."""
     base_url: _builtins.str
+    """The server's MCP endpoint."""
     client_id: _builtins.str
+    """Static OAuth client id; "" uses dynamic client registration."""
     client_secret: _builtins.str
-    """Write-only."""
+    """Static OAuth client secret. Write-only."""
     @_builtins.property
-    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra HTTP headers sent with every request to the server."""
+
     @_builtins.property
-    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]: ...
+    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]:
+        """Settings of the server's tools."""
+
     def __init__(
         self,
         *,
@@ -1245,6 +1455,8 @@ Global___McpServerConfig: _TypeAlias = McpServerConfig  # noqa: Y015
 
 @_typing.final
 class McpPluginServerConfig(_message.Message):
+    """An MCP server another Mattermost plugin registered."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PLUGIN_ID_FIELD_NUMBER: _builtins.int
@@ -1254,12 +1466,19 @@ class McpPluginServerConfig(_message.Message):
     EXPOSE_EXTERNAL_FIELD_NUMBER: _builtins.int
     TOOL_CONFIGS_FIELD_NUMBER: _builtins.int
     plugin_id: _builtins.str
+    """The registering plugin's id."""
     name: _builtins.str
+    """The name the plugin registered the server under."""
     path: _builtins.str
+    """Absolute path of the server among the plugin's HTTP routes."""
     enabled: _builtins.bool
+    """False: its tools are offered to no one (the admin decides)."""
     expose_external: _builtins.bool
+    """Its tools are also offered to external MCP clients."""
     @_builtins.property
-    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]: ...
+    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]:
+        """Settings of the server's tools."""
+
     def __init__(
         self,
         *,
@@ -1280,13 +1499,18 @@ Global___McpPluginServerConfig: _TypeAlias = McpPluginServerConfig  # noqa: Y015
 
 @_typing.final
 class McpEmbeddedServerConfig(_message.Message):
+    """The embedded Mattermost MCP server (the built-in Mattermost tools)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENABLED_FIELD_NUMBER: _builtins.int
     TOOL_CONFIGS_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """Always true: saves force it on."""
     @_builtins.property
-    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]: ...
+    def tool_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolConfig]:
+        """Settings of the built-in Mattermost tools."""
+
     def __init__(
         self,
         *,
@@ -1303,6 +1527,8 @@ Global___McpEmbeddedServerConfig: _TypeAlias = McpEmbeddedServerConfig  # noqa: 
 
 @_typing.final
 class McpConfig(_message.Message):
+    """Model Context Protocol: servers and their tools' settings."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENABLED_FIELD_NUMBER: _builtins.int
@@ -1312,14 +1538,23 @@ class McpConfig(_message.Message):
     EMBEDDED_SERVER_FIELD_NUMBER: _builtins.int
     IDLE_TIMEOUT_MINUTES_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """Always true: saves force it on."""
     enable_plugin_server: _builtins.bool
+    """Serves Mattermost's MCP endpoint to external MCP clients (licensed)."""
     idle_timeout_minutes: _builtins.int
+    """Minutes before an idle per-user MCP connection is closed; 0 means 30."""
     @_builtins.property
-    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpServerConfig]: ...
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpServerConfig]:
+        """Remote MCP servers; enabling one needs a license."""
+
     @_builtins.property
-    def plugin_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpPluginServerConfig]: ...
+    def plugin_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpPluginServerConfig]:
+        """MCP servers registered by other plugins."""
+
     @_builtins.property
-    def embedded_server(self) -> Global___McpEmbeddedServerConfig: ...
+    def embedded_server(self) -> Global___McpEmbeddedServerConfig:
+        """The embedded Mattermost MCP server."""
+
     def __init__(
         self,
         *,
@@ -1363,31 +1598,53 @@ class PluginConfig(_message.Message):
     TELEMETRY_OUTPUT_FIELD_NUMBER: _builtins.int
     OPEN_TELEMETRY_ENDPOINT_FIELD_NUMBER: _builtins.int
     default_bot_name: _builtins.str
+    """Username of the default agent (listed first)."""
     transcript_backend: _builtins.str
+    """Username of the agent whose service transcribes meeting recordings."""
     enable_llm_trace: _builtins.bool
+    """The plugin's legacy prompt logging flag, kept as stored."""
     enable_token_usage_logging: _builtins.bool
+    """Token usage logging for every LLM call (licensed)."""
     enable_call_summary: _builtins.bool
+    """The plugin's meeting summary flag, kept as stored."""
     enable_token_usage_log_to_plugin: _builtins.bool
+    """Token usage also goes to the plugin log; unset means off."""
     enable_token_usage_log_to_file: _builtins.bool
+    """Token usage goes to its own log file; unset means on."""
     allowed_upstream_hostnames: _builtins.str
+    """Hosts outbound tool requests may reach, comma, space or newline separated (*.example.com
+    wildcards); "" for no restriction.
+    """
     allow_unsafe_links: _builtins.bool
+    """Agent posts may show images and link previews."""
     enable_channel_mention_tool_calling: _builtins.bool
+    """Tools may run when an agent is @mentioned in a channel (otherwise in DMs only)."""
     allow_native_web_search_in_channels: _builtins.bool
+    """Provider-native web search in channels, even where tools are DM-only."""
     telemetry_output: _builtins.str
     """off, logs, otlp."""
     open_telemetry_endpoint: _builtins.str
+    """OTLP gRPC endpoint (host:port) used when telemetry_output is otlp."""
     @_builtins.property
-    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceConfig]: ...
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceConfig]:
+        """LLM services agents answer with."""
+
     @_builtins.property
     def bots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]:
         """Legacy config-defined agents; migrated into the agent table once, then removed."""
 
     @_builtins.property
-    def embedding_search_config(self) -> Global___EmbeddingSearchConfig: ...
+    def embedding_search_config(self) -> Global___EmbeddingSearchConfig:
+        """Semantic search (licensed)."""
+
     @_builtins.property
-    def mcp(self) -> Global___McpConfig: ...
+    def mcp(self) -> Global___McpConfig:
+        """MCP servers and tool settings."""
+
     @_builtins.property
-    def web_search(self) -> Global___WebSearchConfig: ...
+    def web_search(self) -> Global___WebSearchConfig:
+        """The built-in web search tool."""
+
     def __init__(
         self,
         *,
@@ -1427,6 +1684,8 @@ Global___PluginConfig: _TypeAlias = PluginConfig  # noqa: Y015
 
 @_typing.final
 class GetPluginConfigRequest(_message.Message):
+    """Request of Registry.GetPluginConfig."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1442,6 +1701,8 @@ Global___GetPluginConfigRequest: _TypeAlias = GetPluginConfigRequest  # noqa: Y0
 
 @_typing.final
 class GetPluginConfigResponse(_message.Message):
+    """Response of Registry.GetPluginConfig."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
@@ -1452,7 +1713,9 @@ class GetPluginConfigResponse(_message.Message):
     revision: _builtins.str
     """Id of the active Agents_ConfigHistory row."""
     @_builtins.property
-    def config(self) -> Global___PluginConfig: ...
+    def config(self) -> Global___PluginConfig:
+        """The active configuration (secrets masked unless an internal service asks on its own)."""
+
     def __init__(
         self,
         *,
@@ -1470,11 +1733,17 @@ Global___GetPluginConfigResponse: _TypeAlias = GetPluginConfigResponse  # noqa: 
 
 @_typing.final
 class UpdatePluginConfigRequest(_message.Message):
+    """Request of Registry.UpdatePluginConfig."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def config(self) -> Global___PluginConfig: ...
+    def config(self) -> Global___PluginConfig:
+        """The whole new configuration. Masked secrets keep the stored values; stored top-level keys
+        this message does not model are kept.
+        """
+
     def __init__(
         self,
         *,
@@ -1490,10 +1759,13 @@ Global___UpdatePluginConfigRequest: _TypeAlias = UpdatePluginConfigRequest  # no
 
 @_typing.final
 class UpdatePluginConfigResponse(_message.Message):
+    """Response of Registry.UpdatePluginConfig."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REVISION_FIELD_NUMBER: _builtins.int
     revision: _builtins.str
+    """Id of the new active revision."""
     def __init__(
         self,
         *,
@@ -1509,6 +1781,8 @@ Global___UpdatePluginConfigResponse: _TypeAlias = UpdatePluginConfigResponse  # 
 
 @_typing.final
 class WatchPluginConfigRequest(_message.Message):
+    """Request of Registry.WatchPluginConfig."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1524,15 +1798,21 @@ Global___WatchPluginConfigRequest: _TypeAlias = WatchPluginConfigRequest  # noqa
 
 @_typing.final
 class WatchPluginConfigResponse(_message.Message):
+    """One revision streamed by Registry.WatchPluginConfig."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
     LICENSE_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     license: Global___License.ValueType
+    """The cluster's license."""
     revision: _builtins.str
+    """Id of this revision."""
     @_builtins.property
-    def config(self) -> Global___PluginConfig: ...
+    def config(self) -> Global___PluginConfig:
+        """The configuration of this revision, secrets as GetPluginConfig shows them."""
+
     def __init__(
         self,
         *,
@@ -1550,7 +1830,10 @@ Global___WatchPluginConfigResponse: _TypeAlias = WatchPluginConfigResponse  # no
 
 @_typing.final
 class CustomPrompt(_message.Message):
-    """---- custom prompts -------------------------------------------------------------------------"""
+    """---- custom prompts -------------------------------------------------------------------------
+
+    A user's saved prompt template.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1563,15 +1846,23 @@ class CustomPrompt(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Assigned on create."""
     creator_id: _builtins.str
+    """The user who created it, the only one who may change it."""
     name: _builtins.str
     """At most 64 characters."""
     description: _builtins.str
+    """At most 1024 characters."""
     template: _builtins.str
-    """Go text/template syntax with whitelisted variables (Time, BotName, Username, ...)."""
+    """Go text/template syntax with whitelisted variables (Time, BotName, Username, ...); at most
+    32768 characters.
+    """
     is_shared: _builtins.bool
+    """Visible to every user."""
     created_at: _builtins.int
+    """Milliseconds since the epoch of the creation."""
     updated_at: _builtins.int
+    """Milliseconds since the epoch of the last change."""
     def __init__(
         self,
         *,
@@ -1594,6 +1885,8 @@ Global___CustomPrompt: _TypeAlias = CustomPrompt  # noqa: Y015
 
 @_typing.final
 class ListCustomPromptsRequest(_message.Message):
+    """Request of Registry.ListCustomPrompts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1609,11 +1902,15 @@ Global___ListCustomPromptsRequest: _TypeAlias = ListCustomPromptsRequest  # noqa
 
 @_typing.final
 class ListCustomPromptsResponse(_message.Message):
+    """Response of Registry.ListCustomPrompts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomPrompt]: ...
+    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomPrompt]:
+        """The caller's prompts and shared ones, most recently changed first."""
+
     def __init__(
         self,
         *,
@@ -1629,10 +1926,13 @@ Global___ListCustomPromptsResponse: _TypeAlias = ListCustomPromptsResponse  # no
 
 @_typing.final
 class GetCustomPromptRequest(_message.Message):
+    """Request of Registry.GetCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The prompt's id."""
     def __init__(
         self,
         *,
@@ -1648,11 +1948,15 @@ Global___GetCustomPromptRequest: _TypeAlias = GetCustomPromptRequest  # noqa: Y0
 
 @_typing.final
 class GetCustomPromptResponse(_message.Message):
+    """Response of Registry.GetCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prompt(self) -> Global___CustomPrompt: ...
+    def prompt(self) -> Global___CustomPrompt:
+        """The prompt."""
+
     def __init__(
         self,
         *,
@@ -1668,6 +1972,8 @@ Global___GetCustomPromptResponse: _TypeAlias = GetCustomPromptResponse  # noqa: 
 
 @_typing.final
 class CreateCustomPromptRequest(_message.Message):
+    """Request of Registry.CreateCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -1675,9 +1981,13 @@ class CreateCustomPromptRequest(_message.Message):
     TEMPLATE_FIELD_NUMBER: _builtins.int
     IS_SHARED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Required; at most 64 characters."""
     description: _builtins.str
+    """At most 1024 characters."""
     template: _builtins.str
+    """Required; at most 32768 characters."""
     is_shared: _builtins.bool
+    """Visible to every user."""
     def __init__(
         self,
         *,
@@ -1696,11 +2006,15 @@ Global___CreateCustomPromptRequest: _TypeAlias = CreateCustomPromptRequest  # no
 
 @_typing.final
 class CreateCustomPromptResponse(_message.Message):
+    """Response of Registry.CreateCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prompt(self) -> Global___CustomPrompt: ...
+    def prompt(self) -> Global___CustomPrompt:
+        """The prompt as stored, with its id."""
+
     def __init__(
         self,
         *,
@@ -1716,6 +2030,8 @@ Global___CreateCustomPromptResponse: _TypeAlias = CreateCustomPromptResponse  # 
 
 @_typing.final
 class UpdateCustomPromptRequest(_message.Message):
+    """Request of Registry.UpdateCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1724,10 +2040,15 @@ class UpdateCustomPromptRequest(_message.Message):
     TEMPLATE_FIELD_NUMBER: _builtins.int
     IS_SHARED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The prompt's id."""
     name: _builtins.str
+    """Required; at most 64 characters."""
     description: _builtins.str
+    """At most 1024 characters."""
     template: _builtins.str
+    """Required; at most 32768 characters."""
     is_shared: _builtins.bool
+    """Visible to every user."""
     def __init__(
         self,
         *,
@@ -1747,11 +2068,15 @@ Global___UpdateCustomPromptRequest: _TypeAlias = UpdateCustomPromptRequest  # no
 
 @_typing.final
 class UpdateCustomPromptResponse(_message.Message):
+    """Response of Registry.UpdateCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prompt(self) -> Global___CustomPrompt: ...
+    def prompt(self) -> Global___CustomPrompt:
+        """The prompt as stored."""
+
     def __init__(
         self,
         *,
@@ -1767,10 +2092,13 @@ Global___UpdateCustomPromptResponse: _TypeAlias = UpdateCustomPromptResponse  # 
 
 @_typing.final
 class DeleteCustomPromptRequest(_message.Message):
+    """Request of Registry.DeleteCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The prompt's id."""
     def __init__(
         self,
         *,
@@ -1786,6 +2114,8 @@ Global___DeleteCustomPromptRequest: _TypeAlias = DeleteCustomPromptRequest  # no
 
 @_typing.final
 class DeleteCustomPromptResponse(_message.Message):
+    """Response of Registry.DeleteCustomPrompt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1801,6 +2131,8 @@ Global___DeleteCustomPromptResponse: _TypeAlias = DeleteCustomPromptResponse  # 
 
 @_typing.final
 class ListPinnedPromptsRequest(_message.Message):
+    """Request of Registry.ListPinnedPrompts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1816,11 +2148,15 @@ Global___ListPinnedPromptsRequest: _TypeAlias = ListPinnedPromptsRequest  # noqa
 
 @_typing.final
 class ListPinnedPromptsResponse(_message.Message):
+    """Response of Registry.ListPinnedPrompts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def prompt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def prompt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the pinned prompts the caller can still see."""
+
     def __init__(
         self,
         *,
@@ -1836,12 +2172,16 @@ Global___ListPinnedPromptsResponse: _TypeAlias = ListPinnedPromptsResponse  # no
 
 @_typing.final
 class SetPromptPinRequest(_message.Message):
+    """Request of Registry.SetPromptPin."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_ID_FIELD_NUMBER: _builtins.int
     PINNED_FIELD_NUMBER: _builtins.int
     prompt_id: _builtins.str
+    """The prompt's id. Required."""
     pinned: _builtins.bool
+    """True pins the prompt, false unpins it."""
     def __init__(
         self,
         *,
@@ -1858,6 +2198,8 @@ Global___SetPromptPinRequest: _TypeAlias = SetPromptPinRequest  # noqa: Y015
 
 @_typing.final
 class SetPromptPinResponse(_message.Message):
+    """Response of Registry.SetPromptPin."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(

@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class RegistryStub:
-    """Missing associated documentation comment in .proto file."""
+    """LLM services, agents with their access rules, the plugin-wide configuration and users' custom
+    prompts, served by the index service. Every RPC runs for the caller named in the metadata
+    (agents.common.v1); the custom prompt RPCs answer INVALID_ARGUMENT for a call that carries no
+    user.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -157,7 +161,11 @@ class RegistryStub:
 
 
 class RegistryServicer:
-    """Missing associated documentation comment in .proto file."""
+    """LLM services, agents with their access rules, the plugin-wide configuration and users' custom
+    prompts, served by the index service. Every RPC runs for the caller named in the metadata
+    (agents.common.v1); the custom prompt RPCs answer INVALID_ARGUMENT for a call that carries no
+    user.
+    """
 
     def ListServices(self, request, context):
         """Lists LLM services without secrets. PERMISSION_DENIED unless the caller may manage agents.
@@ -167,7 +175,8 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetService(self, request, context):
-        """One service, secrets masked. NOT_FOUND if it does not exist.
+        """One service, secrets masked. NOT_FOUND if it does not exist; PERMISSION_DENIED unless the
+        caller may manage agents.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,15 +199,17 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateService(self, request, context):
-        """Replaces a service. A masked secret keeps the stored one only if the API URL did not change
-        (INVALID_ARGUMENT otherwise). NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED.
+        """Replaces a service. A masked secret keeps the stored one only while the endpoint (type, API
+        URL, region, Vertex project) is unchanged (INVALID_ARGUMENT otherwise). NOT_FOUND;
+        INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteService(self, request, context):
-        """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND.
+        """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND;
+        PERMISSION_DENIED unless system admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,7 +218,8 @@ class RegistryServicer:
     def ListAgents(self, request, context):
         """Agents the caller may manage or use (management view), or of those only the ones
         usable_by_user_id may use. customInstructions are blanked for agents the caller does not
-        manage.
+        manage. Refuses no caller (one who may see no agent gets none); UNAVAILABLE when Mattermost
+        cannot be reached to look up a user's teams.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,39 +227,45 @@ class RegistryServicer:
 
     def ListUsableAgents(self, request, context):
         """Agents the caller may use, filtered by the access rules for the given channel (and the
-        caller's teams); the default agent first. Backs the plugin's GET /ai_bots.
+        caller's teams); the default agent first. Backs the plugin's GET /ai_bots. Refuses no caller:
+        one who may use no agent gets none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAgent(self, request, context):
-        """One agent by id, username or bot user id. NOT_FOUND if missing or not visible to the caller.
+        """One agent by id, username or bot user id. INVALID_ARGUMENT when no selector is set;
+        NOT_FOUND if missing or not visible to the caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateAgent(self, request, context):
-        """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field;
-        ALREADY_EXISTS if the username is taken; PERMISSION_DENIED without manage_own_agent or
-        manage_system, or when the license's agent quota is reached.
+        """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field (unknown
+        service, users, channels or teams included); ALREADY_EXISTS if the username is taken;
+        PERMISSION_DENIED without manage_own_agent or manage_system, or when the license's agent
+        quota is reached or access rules need a license; UNAVAILABLE when Mattermost cannot be
+        reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateAgent(self, request, context):
-        """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed).
-        PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND; ABORTED when
-        expected_update_at is set and the row changed since (concurrent edit).
+        """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed);
+        INVALID_ARGUMENT naming the field otherwise. PERMISSION_DENIED unless the caller manages the
+        agent; NOT_FOUND; ABORTED when expected_update_at is set and the row changed since
+        (concurrent edit); UNAVAILABLE when Mattermost cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAgent(self, request, context):
-        """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND.
+        """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED unless the caller manages the
+        agent; NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,7 +273,8 @@ class RegistryServicer:
 
     def SetAgentAvatar(self, request, context):
         """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
-        empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+        empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent;
+        NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,15 +282,16 @@ class RegistryServicer:
 
     def CheckAgentAccess(self, request, context):
         """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
-        access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
+        access: it answers allowed=false with the reason. INVALID_ARGUMENT without agent_id or
+        user_id; NOT_FOUND if the agent does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPluginConfig(self, request, context):
-        """The plugin-wide configuration (secrets included: system admins and internal services only).
-        PERMISSION_DENIED for other callers.
+        """The plugin-wide configuration: secrets in clear for internal services acting on their own,
+        masked for system admins. PERMISSION_DENIED for other callers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -279,21 +299,24 @@ class RegistryServicer:
 
     def UpdatePluginConfig(self, request, context):
         """Replaces the plugin-wide configuration; every service sees it within a second.
-        INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
+        INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin, or when the
+        document turns on a feature the license lacks; FAILED_PRECONDITION when it removes a service
+        an agent still uses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchPluginConfig(self, request, context):
-        """Streams the current configuration, then every change. Internal services only.
+        """Streams the current configuration, then every change, secrets shown as GetPluginConfig shows
+        them. PERMISSION_DENIED (before anything is streamed) for callers GetPluginConfig refuses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCustomPrompts(self, request, context):
-        """Custom prompts of the caller plus shared ones.
+        """Custom prompts of the caller plus shared ones, most recently changed first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -314,7 +337,7 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateCustomPrompt(self, request, context):
-        """Replaces a prompt. NOT_FOUND unless the caller created it.
+        """Replaces a prompt. INVALID_ARGUMENT naming the field; NOT_FOUND unless the caller created it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -335,7 +358,8 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPromptPin(self, request, context):
-        """Pins or unpins a prompt for the caller. NOT_FOUND if the prompt is not visible.
+        """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
+        pinning a prompt that is not visible.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -473,7 +497,11 @@ def add_RegistryServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Registry:
-    """Missing associated documentation comment in .proto file."""
+    """LLM services, agents with their access rules, the plugin-wide configuration and users' custom
+    prompts, served by the index service. Every RPC runs for the caller named in the metadata
+    (agents.common.v1); the custom prompt RPCs answer INVALID_ARGUMENT for a call that carries no
+    user.
+    """
 
     @staticmethod
     def ListServices(request,

@@ -7,7 +7,8 @@ configuration. Hosted by the index service; the source of truth every other serv
 JSON names of fields match the Mattermost Agents plugin's JSON shapes (camelCase with the
 plugin's spellings such as "apiURL"), so the gateway renders these messages as the plugin does.
 Secrets (API keys, AWS secret keys, service-account credentials) are write-only: every read
-returns them masked, except GetServiceCredentials, which only internal services may call.
+returns them masked, except to internal services acting on their own (GetServiceCredentials,
+GetPluginConfig, WatchPluginConfig).
 """
 
 from agents.registry.v1 import registry_pb2 as _registry_pb2
@@ -34,6 +35,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RegistryStub:
+    """LLM services, agents with their access rules, the plugin-wide configuration and users' custom
+    prompts, served by the index service. Every RPC runs for the caller named in the metadata
+    (agents.common.v1); the custom prompt RPCs answer INVALID_ARGUMENT for a call that carries no
+    user.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -41,7 +48,9 @@ class RegistryStub:
     ListServices: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListServicesRequest, _registry_pb2.ListServicesResponse]
     """Lists LLM services without secrets. PERMISSION_DENIED unless the caller may manage agents."""
     GetService: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetServiceRequest, _registry_pb2.GetServiceResponse]
-    """One service, secrets masked. NOT_FOUND if it does not exist."""
+    """One service, secrets masked. NOT_FOUND if it does not exist; PERMISSION_DENIED unless the
+    caller may manage agents.
+    """
     GetServiceCredentials: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetServiceCredentialsRequest, _registry_pb2.GetServiceCredentialsResponse]
     """One service with its secrets, for the llm and index services only (service credential
     required). NOT_FOUND if it does not exist; PERMISSION_DENIED for user calls.
@@ -51,74 +60,102 @@ class RegistryStub:
     unless system admin; ALREADY_EXISTS if the id is taken.
     """
     UpdateService: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateServiceRequest, _registry_pb2.UpdateServiceResponse]
-    """Replaces a service. A masked secret keeps the stored one only if the API URL did not change
-    (INVALID_ARGUMENT otherwise). NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED.
+    """Replaces a service. A masked secret keeps the stored one only while the endpoint (type, API
+    URL, region, Vertex project) is unchanged (INVALID_ARGUMENT otherwise). NOT_FOUND;
+    INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
     """
     DeleteService: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteServiceRequest, _registry_pb2.DeleteServiceResponse]
-    """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND."""
+    """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND;
+    PERMISSION_DENIED unless system admin.
+    """
     ListAgents: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAgentsRequest, _registry_pb2.ListAgentsResponse]
     """Agents the caller may manage or use (management view), or of those only the ones
     usable_by_user_id may use. customInstructions are blanked for agents the caller does not
-    manage.
+    manage. Refuses no caller (one who may see no agent gets none); UNAVAILABLE when Mattermost
+    cannot be reached to look up a user's teams.
     """
     ListUsableAgents: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListUsableAgentsRequest, _registry_pb2.ListUsableAgentsResponse]
     """Agents the caller may use, filtered by the access rules for the given channel (and the
-    caller's teams); the default agent first. Backs the plugin's GET /ai_bots.
+    caller's teams); the default agent first. Backs the plugin's GET /ai_bots. Refuses no caller:
+    one who may use no agent gets none.
     """
     GetAgent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetAgentRequest, _registry_pb2.GetAgentResponse]
-    """One agent by id, username or bot user id. NOT_FOUND if missing or not visible to the caller."""
+    """One agent by id, username or bot user id. INVALID_ARGUMENT when no selector is set;
+    NOT_FOUND if missing or not visible to the caller.
+    """
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CreateAgentRequest, _registry_pb2.CreateAgentResponse]
-    """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field;
-    ALREADY_EXISTS if the username is taken; PERMISSION_DENIED without manage_own_agent or
-    manage_system, or when the license's agent quota is reached.
+    """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field (unknown
+    service, users, channels or teams included); ALREADY_EXISTS if the username is taken;
+    PERMISSION_DENIED without manage_own_agent or manage_system, or when the license's agent
+    quota is reached or access rules need a license; UNAVAILABLE when Mattermost cannot be
+    reached.
     """
     UpdateAgent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateAgentRequest, _registry_pb2.UpdateAgentResponse]
-    """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed).
-    PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND; ABORTED when
-    expected_update_at is set and the row changed since (concurrent edit).
+    """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed);
+    INVALID_ARGUMENT naming the field otherwise. PERMISSION_DENIED unless the caller manages the
+    agent; NOT_FOUND; ABORTED when expected_update_at is set and the row changed since
+    (concurrent edit); UNAVAILABLE when Mattermost cannot be reached.
     """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteAgentRequest, _registry_pb2.DeleteAgentResponse]
-    """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND."""
+    """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED unless the caller manages the
+    agent; NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
+    """
     SetAgentAvatar: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetAgentAvatarRequest, _registry_pb2.SetAgentAvatarResponse]
     """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
-    empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+    empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent;
+    NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
     """
     CheckAgentAccess: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CheckAgentAccessRequest, _registry_pb2.CheckAgentAccessResponse]
     """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
-    access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
+    access: it answers allowed=false with the reason. INVALID_ARGUMENT without agent_id or
+    user_id; NOT_FOUND if the agent does not exist.
     """
     GetPluginConfig: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetPluginConfigRequest, _registry_pb2.GetPluginConfigResponse]
-    """The plugin-wide configuration (secrets included: system admins and internal services only).
-    PERMISSION_DENIED for other callers.
+    """The plugin-wide configuration: secrets in clear for internal services acting on their own,
+    masked for system admins. PERMISSION_DENIED for other callers.
     """
     UpdatePluginConfig: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdatePluginConfigRequest, _registry_pb2.UpdatePluginConfigResponse]
     """Replaces the plugin-wide configuration; every service sees it within a second.
-    INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
+    INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin, or when the
+    document turns on a feature the license lacks; FAILED_PRECONDITION when it removes a service
+    an agent still uses.
     """
     WatchPluginConfig: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchPluginConfigRequest, _registry_pb2.WatchPluginConfigResponse]
-    """Streams the current configuration, then every change. Internal services only."""
+    """Streams the current configuration, then every change, secrets shown as GetPluginConfig shows
+    them. PERMISSION_DENIED (before anything is streamed) for callers GetPluginConfig refuses.
+    """
     ListCustomPrompts: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListCustomPromptsRequest, _registry_pb2.ListCustomPromptsResponse]
-    """Custom prompts of the caller plus shared ones."""
+    """Custom prompts of the caller plus shared ones, most recently changed first."""
     GetCustomPrompt: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetCustomPromptRequest, _registry_pb2.GetCustomPromptResponse]
     """One prompt the caller owns or that is shared. NOT_FOUND otherwise."""
     CreateCustomPrompt: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CreateCustomPromptRequest, _registry_pb2.CreateCustomPromptResponse]
     """Creates a prompt owned by the caller. INVALID_ARGUMENT naming the field."""
     UpdateCustomPrompt: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateCustomPromptRequest, _registry_pb2.UpdateCustomPromptResponse]
-    """Replaces a prompt. NOT_FOUND unless the caller created it."""
+    """Replaces a prompt. INVALID_ARGUMENT naming the field; NOT_FOUND unless the caller created it."""
     DeleteCustomPrompt: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteCustomPromptRequest, _registry_pb2.DeleteCustomPromptResponse]
     """Soft-deletes a prompt. NOT_FOUND unless the caller created it."""
     ListPinnedPrompts: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListPinnedPromptsRequest, _registry_pb2.ListPinnedPromptsResponse]
     """Ids of the prompts the caller pinned (only prompts still visible to the caller)."""
     SetPromptPin: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetPromptPinRequest, _registry_pb2.SetPromptPinResponse]
-    """Pins or unpins a prompt for the caller. NOT_FOUND if the prompt is not visible."""
+    """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
+    pinning a prompt that is not visible.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
+    """LLM services, agents with their access rules, the plugin-wide configuration and users' custom
+    prompts, served by the index service. Every RPC runs for the caller named in the metadata
+    (agents.common.v1); the custom prompt RPCs answer INVALID_ARGUMENT for a call that carries no
+    user.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListServices: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListServicesRequest, _registry_pb2.ListServicesResponse]  # type: ignore[assignment]
     """Lists LLM services without secrets. PERMISSION_DENIED unless the caller may manage agents."""
     GetService: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetServiceRequest, _registry_pb2.GetServiceResponse]  # type: ignore[assignment]
-    """One service, secrets masked. NOT_FOUND if it does not exist."""
+    """One service, secrets masked. NOT_FOUND if it does not exist; PERMISSION_DENIED unless the
+    caller may manage agents.
+    """
     GetServiceCredentials: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetServiceCredentialsRequest, _registry_pb2.GetServiceCredentialsResponse]  # type: ignore[assignment]
     """One service with its secrets, for the llm and index services only (service credential
     required). NOT_FOUND if it does not exist; PERMISSION_DENIED for user calls.
@@ -128,68 +165,94 @@ class RegistryAsyncStub(RegistryStub):
     unless system admin; ALREADY_EXISTS if the id is taken.
     """
     UpdateService: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateServiceRequest, _registry_pb2.UpdateServiceResponse]  # type: ignore[assignment]
-    """Replaces a service. A masked secret keeps the stored one only if the API URL did not change
-    (INVALID_ARGUMENT otherwise). NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED.
+    """Replaces a service. A masked secret keeps the stored one only while the endpoint (type, API
+    URL, region, Vertex project) is unchanged (INVALID_ARGUMENT otherwise). NOT_FOUND;
+    INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
     """
     DeleteService: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteServiceRequest, _registry_pb2.DeleteServiceResponse]  # type: ignore[assignment]
-    """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND."""
+    """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND;
+    PERMISSION_DENIED unless system admin.
+    """
     ListAgents: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAgentsRequest, _registry_pb2.ListAgentsResponse]  # type: ignore[assignment]
     """Agents the caller may manage or use (management view), or of those only the ones
     usable_by_user_id may use. customInstructions are blanked for agents the caller does not
-    manage.
+    manage. Refuses no caller (one who may see no agent gets none); UNAVAILABLE when Mattermost
+    cannot be reached to look up a user's teams.
     """
     ListUsableAgents: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListUsableAgentsRequest, _registry_pb2.ListUsableAgentsResponse]  # type: ignore[assignment]
     """Agents the caller may use, filtered by the access rules for the given channel (and the
-    caller's teams); the default agent first. Backs the plugin's GET /ai_bots.
+    caller's teams); the default agent first. Backs the plugin's GET /ai_bots. Refuses no caller:
+    one who may use no agent gets none.
     """
     GetAgent: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetAgentRequest, _registry_pb2.GetAgentResponse]  # type: ignore[assignment]
-    """One agent by id, username or bot user id. NOT_FOUND if missing or not visible to the caller."""
+    """One agent by id, username or bot user id. INVALID_ARGUMENT when no selector is set;
+    NOT_FOUND if missing or not visible to the caller.
+    """
     CreateAgent: _aio.UnaryUnaryMultiCallable[_registry_pb2.CreateAgentRequest, _registry_pb2.CreateAgentResponse]  # type: ignore[assignment]
-    """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field;
-    ALREADY_EXISTS if the username is taken; PERMISSION_DENIED without manage_own_agent or
-    manage_system, or when the license's agent quota is reached.
+    """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field (unknown
+    service, users, channels or teams included); ALREADY_EXISTS if the username is taken;
+    PERMISSION_DENIED without manage_own_agent or manage_system, or when the license's agent
+    quota is reached or access rules need a license; UNAVAILABLE when Mattermost cannot be
+    reached.
     """
     UpdateAgent: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateAgentRequest, _registry_pb2.UpdateAgentResponse]  # type: ignore[assignment]
-    """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed).
-    PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND; ABORTED when
-    expected_update_at is set and the row changed since (concurrent edit).
+    """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed);
+    INVALID_ARGUMENT naming the field otherwise. PERMISSION_DENIED unless the caller manages the
+    agent; NOT_FOUND; ABORTED when expected_update_at is set and the row changed since
+    (concurrent edit); UNAVAILABLE when Mattermost cannot be reached.
     """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteAgentRequest, _registry_pb2.DeleteAgentResponse]  # type: ignore[assignment]
-    """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND."""
+    """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED unless the caller manages the
+    agent; NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
+    """
     SetAgentAvatar: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetAgentAvatarRequest, _registry_pb2.SetAgentAvatarResponse]  # type: ignore[assignment]
     """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
-    empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+    empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent;
+    NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
     """
     CheckAgentAccess: _aio.UnaryUnaryMultiCallable[_registry_pb2.CheckAgentAccessRequest, _registry_pb2.CheckAgentAccessResponse]  # type: ignore[assignment]
     """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
-    access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
+    access: it answers allowed=false with the reason. INVALID_ARGUMENT without agent_id or
+    user_id; NOT_FOUND if the agent does not exist.
     """
     GetPluginConfig: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetPluginConfigRequest, _registry_pb2.GetPluginConfigResponse]  # type: ignore[assignment]
-    """The plugin-wide configuration (secrets included: system admins and internal services only).
-    PERMISSION_DENIED for other callers.
+    """The plugin-wide configuration: secrets in clear for internal services acting on their own,
+    masked for system admins. PERMISSION_DENIED for other callers.
     """
     UpdatePluginConfig: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdatePluginConfigRequest, _registry_pb2.UpdatePluginConfigResponse]  # type: ignore[assignment]
     """Replaces the plugin-wide configuration; every service sees it within a second.
-    INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
+    INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin, or when the
+    document turns on a feature the license lacks; FAILED_PRECONDITION when it removes a service
+    an agent still uses.
     """
     WatchPluginConfig: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchPluginConfigRequest, _registry_pb2.WatchPluginConfigResponse]  # type: ignore[assignment]
-    """Streams the current configuration, then every change. Internal services only."""
+    """Streams the current configuration, then every change, secrets shown as GetPluginConfig shows
+    them. PERMISSION_DENIED (before anything is streamed) for callers GetPluginConfig refuses.
+    """
     ListCustomPrompts: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListCustomPromptsRequest, _registry_pb2.ListCustomPromptsResponse]  # type: ignore[assignment]
-    """Custom prompts of the caller plus shared ones."""
+    """Custom prompts of the caller plus shared ones, most recently changed first."""
     GetCustomPrompt: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetCustomPromptRequest, _registry_pb2.GetCustomPromptResponse]  # type: ignore[assignment]
     """One prompt the caller owns or that is shared. NOT_FOUND otherwise."""
     CreateCustomPrompt: _aio.UnaryUnaryMultiCallable[_registry_pb2.CreateCustomPromptRequest, _registry_pb2.CreateCustomPromptResponse]  # type: ignore[assignment]
     """Creates a prompt owned by the caller. INVALID_ARGUMENT naming the field."""
     UpdateCustomPrompt: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateCustomPromptRequest, _registry_pb2.UpdateCustomPromptResponse]  # type: ignore[assignment]
-    """Replaces a prompt. NOT_FOUND unless the caller created it."""
+    """Replaces a prompt. INVALID_ARGUMENT naming the field; NOT_FOUND unless the caller created it."""
     DeleteCustomPrompt: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteCustomPromptRequest, _registry_pb2.DeleteCustomPromptResponse]  # type: ignore[assignment]
     """Soft-deletes a prompt. NOT_FOUND unless the caller created it."""
     ListPinnedPrompts: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListPinnedPromptsRequest, _registry_pb2.ListPinnedPromptsResponse]  # type: ignore[assignment]
     """Ids of the prompts the caller pinned (only prompts still visible to the caller)."""
     SetPromptPin: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetPromptPinRequest, _registry_pb2.SetPromptPinResponse]  # type: ignore[assignment]
-    """Pins or unpins a prompt for the caller. NOT_FOUND if the prompt is not visible."""
+    """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
+    pinning a prompt that is not visible.
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
+    """LLM services, agents with their access rules, the plugin-wide configuration and users' custom
+    prompts, served by the index service. Every RPC runs for the caller named in the metadata
+    (agents.common.v1); the custom prompt RPCs answer INVALID_ARGUMENT for a call that carries no
+    user.
+    """
+
     @_abc_1.abstractmethod
     def ListServices(
         self,
@@ -204,7 +267,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetServiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetServiceResponse, _abc.Awaitable[_registry_pb2.GetServiceResponse]]:
-        """One service, secrets masked. NOT_FOUND if it does not exist."""
+        """One service, secrets masked. NOT_FOUND if it does not exist; PERMISSION_DENIED unless the
+        caller may manage agents.
+        """
 
     @_abc_1.abstractmethod
     def GetServiceCredentials(
@@ -232,8 +297,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UpdateServiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.UpdateServiceResponse, _abc.Awaitable[_registry_pb2.UpdateServiceResponse]]:
-        """Replaces a service. A masked secret keeps the stored one only if the API URL did not change
-        (INVALID_ARGUMENT otherwise). NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED.
+        """Replaces a service. A masked secret keeps the stored one only while the endpoint (type, API
+        URL, region, Vertex project) is unchanged (INVALID_ARGUMENT otherwise). NOT_FOUND;
+        INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
         """
 
     @_abc_1.abstractmethod
@@ -242,7 +308,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.DeleteServiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.DeleteServiceResponse, _abc.Awaitable[_registry_pb2.DeleteServiceResponse]]:
-        """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND."""
+        """Deletes a service. FAILED_PRECONDITION naming the agents that still use it; NOT_FOUND;
+        PERMISSION_DENIED unless system admin.
+        """
 
     @_abc_1.abstractmethod
     def ListAgents(
@@ -252,7 +320,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.ListAgentsResponse, _abc.Awaitable[_registry_pb2.ListAgentsResponse]]:
         """Agents the caller may manage or use (management view), or of those only the ones
         usable_by_user_id may use. customInstructions are blanked for agents the caller does not
-        manage.
+        manage. Refuses no caller (one who may see no agent gets none); UNAVAILABLE when Mattermost
+        cannot be reached to look up a user's teams.
         """
 
     @_abc_1.abstractmethod
@@ -262,7 +331,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListUsableAgentsResponse, _abc.Awaitable[_registry_pb2.ListUsableAgentsResponse]]:
         """Agents the caller may use, filtered by the access rules for the given channel (and the
-        caller's teams); the default agent first. Backs the plugin's GET /ai_bots.
+        caller's teams); the default agent first. Backs the plugin's GET /ai_bots. Refuses no caller:
+        one who may use no agent gets none.
         """
 
     @_abc_1.abstractmethod
@@ -271,7 +341,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetAgentResponse, _abc.Awaitable[_registry_pb2.GetAgentResponse]]:
-        """One agent by id, username or bot user id. NOT_FOUND if missing or not visible to the caller."""
+        """One agent by id, username or bot user id. INVALID_ARGUMENT when no selector is set;
+        NOT_FOUND if missing or not visible to the caller.
+        """
 
     @_abc_1.abstractmethod
     def CreateAgent(
@@ -279,9 +351,11 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.CreateAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.CreateAgentResponse, _abc.Awaitable[_registry_pb2.CreateAgentResponse]]:
-        """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field;
-        ALREADY_EXISTS if the username is taken; PERMISSION_DENIED without manage_own_agent or
-        manage_system, or when the license's agent quota is reached.
+        """Creates an agent and its Mattermost bot account. INVALID_ARGUMENT naming the field (unknown
+        service, users, channels or teams included); ALREADY_EXISTS if the username is taken;
+        PERMISSION_DENIED without manage_own_agent or manage_system, or when the license's agent
+        quota is reached or access rules need a license; UNAVAILABLE when Mattermost cannot be
+        reached.
         """
 
     @_abc_1.abstractmethod
@@ -290,9 +364,10 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UpdateAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.UpdateAgentResponse, _abc.Awaitable[_registry_pb2.UpdateAgentResponse]]:
-        """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed).
-        PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND; ABORTED when
-        expected_update_at is set and the row changed since (concurrent edit).
+        """Replaces an agent's mutable fields. The username is immutable (INVALID_ARGUMENT if changed);
+        INVALID_ARGUMENT naming the field otherwise. PERMISSION_DENIED unless the caller manages the
+        agent; NOT_FOUND; ABORTED when expected_update_at is set and the row changed since
+        (concurrent edit); UNAVAILABLE when Mattermost cannot be reached.
         """
 
     @_abc_1.abstractmethod
@@ -301,7 +376,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.DeleteAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.DeleteAgentResponse, _abc.Awaitable[_registry_pb2.DeleteAgentResponse]]:
-        """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED; NOT_FOUND."""
+        """Soft-deletes an agent and deactivates its bot. PERMISSION_DENIED unless the caller manages the
+        agent; NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
+        """
 
     @_abc_1.abstractmethod
     def SetAgentAvatar(
@@ -310,7 +387,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.SetAgentAvatarResponse, _abc.Awaitable[_registry_pb2.SetAgentAvatarResponse]]:
         """Sets the profile image of an agent's bot and bumps last_icon_update. INVALID_ARGUMENT for an
-        empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent; NOT_FOUND.
+        empty image or one over 10 MB; PERMISSION_DENIED unless the caller manages the agent;
+        NOT_FOUND; UNAVAILABLE when Mattermost cannot be reached.
         """
 
     @_abc_1.abstractmethod
@@ -320,7 +398,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.CheckAgentAccessResponse, _abc.Awaitable[_registry_pb2.CheckAgentAccessResponse]]:
         """Answers "may user U use agent A in channel C" for other services. Never fails for a denied
-        access: it answers allowed=false with the reason. NOT_FOUND if the agent does not exist.
+        access: it answers allowed=false with the reason. INVALID_ARGUMENT without agent_id or
+        user_id; NOT_FOUND if the agent does not exist.
         """
 
     @_abc_1.abstractmethod
@@ -329,8 +408,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetPluginConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetPluginConfigResponse, _abc.Awaitable[_registry_pb2.GetPluginConfigResponse]]:
-        """The plugin-wide configuration (secrets included: system admins and internal services only).
-        PERMISSION_DENIED for other callers.
+        """The plugin-wide configuration: secrets in clear for internal services acting on their own,
+        masked for system admins. PERMISSION_DENIED for other callers.
         """
 
     @_abc_1.abstractmethod
@@ -340,7 +419,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.UpdatePluginConfigResponse, _abc.Awaitable[_registry_pb2.UpdatePluginConfigResponse]]:
         """Replaces the plugin-wide configuration; every service sees it within a second.
-        INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin.
+        INVALID_ARGUMENT naming the field; PERMISSION_DENIED unless system admin, or when the
+        document turns on a feature the license lacks; FAILED_PRECONDITION when it removes a service
+        an agent still uses.
         """
 
     @_abc_1.abstractmethod
@@ -349,7 +430,9 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.WatchPluginConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.WatchPluginConfigResponse], _abc.AsyncIterator[_registry_pb2.WatchPluginConfigResponse]]:
-        """Streams the current configuration, then every change. Internal services only."""
+        """Streams the current configuration, then every change, secrets shown as GetPluginConfig shows
+        them. PERMISSION_DENIED (before anything is streamed) for callers GetPluginConfig refuses.
+        """
 
     @_abc_1.abstractmethod
     def ListCustomPrompts(
@@ -357,7 +440,7 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListCustomPromptsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListCustomPromptsResponse, _abc.Awaitable[_registry_pb2.ListCustomPromptsResponse]]:
-        """Custom prompts of the caller plus shared ones."""
+        """Custom prompts of the caller plus shared ones, most recently changed first."""
 
     @_abc_1.abstractmethod
     def GetCustomPrompt(
@@ -381,7 +464,7 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UpdateCustomPromptRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.UpdateCustomPromptResponse, _abc.Awaitable[_registry_pb2.UpdateCustomPromptResponse]]:
-        """Replaces a prompt. NOT_FOUND unless the caller created it."""
+        """Replaces a prompt. INVALID_ARGUMENT naming the field; NOT_FOUND unless the caller created it."""
 
     @_abc_1.abstractmethod
     def DeleteCustomPrompt(
@@ -405,6 +488,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.SetPromptPinRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.SetPromptPinResponse, _abc.Awaitable[_registry_pb2.SetPromptPinResponse]]:
-        """Pins or unpins a prompt for the caller. NOT_FOUND if the prompt is not visible."""
+        """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
+        pinning a prompt that is not visible.
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
