@@ -153,7 +153,8 @@ def events_to_proto(events: Sequence[base.Event]) -> llm_pb2.StreamCompleteRespo
 
 
 def stream_event(event: base.Event) -> llm_pb2.StreamEvent:
-    if type(event) is base.TextDelta:
+    """One neutral event as its proto."""
+    if isinstance(event, base.TextDelta):
         return llm_pb2.StreamEvent(text_delta=llm_pb2.TextDelta(text=event.text))
     if isinstance(event, base.ReasoningDelta):
         return llm_pb2.StreamEvent(reasoning_delta=llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))

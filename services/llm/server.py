@@ -66,8 +66,8 @@ class LlmDeps:
     engine: AsyncEngine
     http: aiohttp.ClientSession
     channels: ChannelPool
-    registry: registry_pb2_grpc.RegistryStub
-    tools: tools_pb2_grpc.ToolsStub
+    registry: registry_pb2_grpc.RegistryAsyncStub
+    tools: tools_pb2_grpc.ToolsAsyncStub
     mattermost: MattermostClient
     metrics: LlmMetrics
     usage_log: TokenUsageLog

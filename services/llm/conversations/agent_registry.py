@@ -53,7 +53,7 @@ class ChannelPolicy:
 class AgentRegistry:
     """Registry calls with the current caller's identity, and the live plugin config."""
 
-    def __init__(self, registry: registry_pb2_grpc.RegistryStub, config: PluginConfigWatcher) -> None:
+    def __init__(self, registry: registry_pb2_grpc.RegistryAsyncStub, config: PluginConfigWatcher) -> None:
         self.registry = registry
         self.config = config
 

@@ -52,7 +52,11 @@ class Analyses:
         await self.turns.registry.check_access(req.ctx)
         post = await self.turns.mattermost.get_post(req.post_id)
         posts = await read_thread(self.turns.mattermost, req.ctx.user_id, post.channel_id, post.thread_root_id)
-        params = {"context": req.ctx.as_params(), "post_id": req.post_id, "analysis_type": req.analysis_type}
+        params: dict[str, object] = {
+            "context": req.ctx.as_params(),
+            "post_id": req.post_id,
+            "analysis_type": req.analysis_type,
+        }
         async for event in self.actions.run(
             req.ctx,
             req.response_post_id,
@@ -86,7 +90,7 @@ class Analyses:
             raise PermissionDenied("you cannot read this channel")
         posts = await self._channel_posts(req.ctx.channel_id, req.start_time, end)
         task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
-        params = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
+        params: dict[str, object] = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
         async for event in self.actions.run(
             req.ctx,
             req.response_post_id,

@@ -13,12 +13,13 @@ from services.common.errors import AlreadyExists, FailedPrecondition, InvalidInp
 from services.llm.conversations.agent_registry import AgentProfile
 from services.llm.conversations.agent_tools import ToolOutcome, ToolRun
 from services.llm.conversations.analysis import Analyses
-from services.llm.conversations.approvals import REJECTED_RESULT, apply_decision
+from services.llm.conversations.approvals import REJECTED_RESULT, Decision, apply_decision
 from services.llm.conversations.blocks import now_ms, text_block, tool_call_from_block
 from services.llm.conversations.history import build_history, read_attachments, read_thread
 from services.llm.conversations.loop import TurnSetup
 from services.llm.conversations.model import (
     ApprovalRequired,
+    Block,
     Bound,
     Conversation,
     Finish,
@@ -334,6 +335,6 @@ class PostAnswers:
         return [Message.text(Role.SYSTEM, conversation.system_prompt), *history]
 
 
-def _decide(blocks: list[dict[str, object]], accepted_ids: Sequence[str]):
+def _decide(blocks: list[Block], accepted_ids: Sequence[str]) -> tuple[list[Block], Decision]:
     decision = apply_decision(blocks, accepted_ids)
     return decision.blocks, decision

@@ -227,7 +227,6 @@ class AgentLoop:
             return
         attribution = attribution_for(setup.ctx, setup.agent, setup.operation)
         stream = self.calls.stream(setup.agent.service_id, request, attribution)
-        iterator = stream.__aiter__()
         # Each step runs as its own task (so a stop can interrupt a pending read), but all steps
         # and the final close share one context: the completion path keeps per-call state in
         # context variables (its overhead clock), which must not change between steps.
@@ -235,7 +234,7 @@ class AgentLoop:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while True:
-                step = loop.create_task(iterator.__anext__(), context=context)
+                step = loop.create_task(stream.__anext__(), context=context)
                 await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
                     step.cancel()
