@@ -73,6 +73,7 @@ class AgentRegistry:
             raise PermissionDenied(reply.reason or "you may not use this agent here")
 
     async def agent(self, agent_id: str) -> AgentProfile:
+        """The agent's settings a turn runs with; the registry's NotFound for an unknown agent."""
         reply = await unary(self.registry.GetAgent, registry_pb2.GetAgentRequest(id=agent_id))
         a = reply.agent
         return AgentProfile(

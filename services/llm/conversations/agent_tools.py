@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ToolOutcome:
+    """What one tool call returned, as the model gets it."""
+
     content: str
     is_error: bool
     # Sources the answer may link to (web search results, a fetched page).
@@ -34,11 +36,14 @@ class ToolOutcome:
 
 @dataclass(frozen=True)
 class ToolRun:
+    """A tool call with its outcome."""
+
     call: ToolCall
     outcome: ToolOutcome
 
     @property
     def status(self) -> ToolStatus:
+        """``error`` or ``success``, as the tool's block records it."""
         return ToolStatus.ERROR if self.outcome.is_error else ToolStatus.SUCCESS
 
 

@@ -30,6 +30,8 @@ PAGE_SIZE = 60
 
 @dataclass(frozen=True)
 class AnalyzeInput:
+    """An Analyze request: a thread to analyse into a bot post."""
+
     ctx: RequestContext
     post_id: str
     analysis_type: str
@@ -37,6 +39,8 @@ class AnalyzeInput:
 
 
 class Analyses:
+    """Thread analyses and channel summaries, each a turn into a new bot post."""
+
     def __init__(self, turns: AgentTurns, actions: ActionTurns, meetings: MeetingSummaries) -> None:
         self.turns = turns
         self.actions = actions

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RespondInput:
+    """A Respond request: the user's post to answer into a bot post."""
+
     ctx: RequestContext
     post_id: str
     root_post_id: str
@@ -50,6 +52,7 @@ class RespondInput:
     automated_invoker: bool = False
 
     def as_params(self) -> dict[str, object]:
+        """The request as stored with its stream, so Regenerate can run it again."""
         return {
             "context": self.ctx.as_params(),
             "post_id": self.post_id,
@@ -61,6 +64,7 @@ class RespondInput:
 
     @classmethod
     def from_params(cls, params: dict[str, object], response_post_id: str) -> RespondInput:
+        """The request back from ``as_params``, answering into ``response_post_id``."""
         ctx = params.get("context")
         files = params.get("file_ids")
         return cls(

@@ -445,7 +445,8 @@ class ConversationsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListConversations(self, request, context):
-        """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token or size.
+        """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+        PERMISSION_DENIED without a user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -186,7 +186,9 @@ class ConversationsStub:
     shared. NOT_FOUND; PERMISSION_DENIED.
     """
     ListConversations: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]
-    """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token or size."""
+    """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+    PERMISSION_DENIED without a user.
+    """
     ClaimPost: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
@@ -266,7 +268,9 @@ class ConversationsAsyncStub(ConversationsStub):
     shared. NOT_FOUND; PERMISSION_DENIED.
     """
     ListConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]  # type: ignore[assignment]
-    """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token or size."""
+    """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+    PERMISSION_DENIED without a user.
+    """
     ClaimPost: _aio.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]  # type: ignore[assignment]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
@@ -397,7 +401,9 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_pb2.ListConversationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.ListConversationsResponse, _abc.Awaitable[_llm_pb2.ListConversationsResponse]]:
-        """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token or size."""
+        """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+        PERMISSION_DENIED without a user.
+        """
 
     @_abc_1.abstractmethod
     def ClaimPost(
