@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
 from services.llm.providers.base import Done, Event
 
@@ -40,7 +40,7 @@ class _End:
 
 async def event_batches(
     events: AsyncGenerator[Event, None], *, max_events: int = MAX_EVENTS_PER_BATCH
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """``events`` in order, as lists of what was ready together (1 to ``max_events`` each).
 
     An exception the stream raises (a domain error before the first event) is raised here after
@@ -49,22 +49,7 @@ async def event_batches(
     if max_events < 1:
         raise ValueError("max_events must be at least 1")
     queue: asyncio.Queue[Event | _End] = asyncio.Queue(maxsize=max_events)
-
-    async def read() -> None:
-        try:
-            # Closed here, in the task that iterated it: its context variables (set on its first
-            # step) cannot be reset from another task, e.g. the consumer's after a cancelled put.
-            async with contextlib.aclosing(events):
-                async for event in events:
-                    await queue.put(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # handed to the consumer, which raises it in its own task
-            await queue.put(_End(exc))
-            return
-        await queue.put(_End())
-
-    reader = asyncio.create_task(read())
+    reader = asyncio.create_task(_read(events, queue))
     try:
         while True:
             item = await queue.get()
@@ -89,3 +74,19 @@ async def event_batches(
             # wait() rather than ``await reader``: the reader's cancellation is expected, while
             # a cancellation of this task must still propagate.
             await asyncio.wait((reader,))
+
+
+async def _read(events: AsyncGenerator[Event, None], queue: asyncio.Queue[Event | _End]) -> None:
+    """Pulls ``events`` into ``queue`` (the batching reader task), then an ``_End``."""
+    try:
+        # Closed here, in the task that iterated it: its context variables (set on its first
+        # step) cannot be reset from another task, e.g. the consumer's after a cancelled put.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                await queue.put(event)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # handed to the consumer, which raises it in its own task
+        await queue.put(_End(exc))
+        return
+    await queue.put(_End())

@@ -129,4 +129,5 @@ class ProviderCatalog:
 
     @property
     def cached_ids(self) -> frozenset[str]:
+        """The ids of the services whose providers are built and cached."""
         return frozenset(self._providers)

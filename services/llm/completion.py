@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
@@ -104,7 +104,7 @@ class CompletionService:
 
     async def stream(
         self, service_id: str, request: CompletionRequest, attribution: Attribution, *, streaming: bool = True
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events of one completion, ending with ``Done``. Raises a domain error before the first event."""
         clock, clock_token = start_clock()
         call = _Call(
@@ -113,7 +113,7 @@ class CompletionService:
             clock=clock,
             span=self._tracer.start_span(SPAN_NAME, kind=trace.SpanKind.CLIENT),
         )
-        engine: AsyncIterator[Event] | None = None
+        engine: AsyncGenerator[Event, None] | None = None
         try:
             provider = await self.catalog.get(service_id)
             call.provider_type = str(provider.settings.type)
@@ -150,7 +150,7 @@ class CompletionService:
             raise
         finally:
             if engine is not None:
-                await engine.aclose()  # type: ignore[attr-defined]
+                await engine.aclose()
             clock.stop()
             reset_clock(clock_token)
             self._observe(call)

@@ -122,6 +122,7 @@ def completion_request_from_proto(pb: llm_pb2.CompletionRequest) -> tuple[str, b
 
 
 def tool_call_to_proto(call: base.ToolCall) -> llm_pb2.ToolCall:
+    """A neutral tool call as its proto, arguments as a Struct when they parsed."""
     pb = llm_pb2.ToolCall(id=call.id, name=call.name, raw_arguments=call.raw_arguments, valid=call.valid)
     if call.arguments is not None:
         pb.arguments.update(call.arguments)
@@ -153,7 +154,8 @@ def events_to_proto(events: Sequence[base.Event]) -> llm_pb2.StreamCompleteRespo
 
 
 def stream_event(event: base.Event) -> llm_pb2.StreamEvent:
-    if type(event) is base.TextDelta:
+    """One neutral event as its proto."""
+    if isinstance(event, base.TextDelta):
         return llm_pb2.StreamEvent(text_delta=llm_pb2.TextDelta(text=event.text))
     if isinstance(event, base.ReasoningDelta):
         return llm_pb2.StreamEvent(reasoning_delta=llm_pb2.ReasoningDelta(text=event.text, signature=event.signature))
@@ -175,6 +177,7 @@ def stream_event(event: base.Event) -> llm_pb2.StreamEvent:
 
 
 def result_to_proto(result: CompletionResult, model: str) -> llm_pb2.CompleteResponse:
+    """A gathered completion as the Complete RPC's response, naming the model that answered."""
     reasoning = []
     if result.reasoning or result.reasoning_signature:
         reasoning.append(llm_pb2.ReasoningPart(text=result.reasoning, signature=result.reasoning_signature))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,7 +26,7 @@ class OverheadClock:
     its wait): only the outermost one counts, so nothing is counted twice.
     """
 
-    clock: object = field(default=time.perf_counter, repr=False)
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
     started: float = 0.0
     ended: float | None = None
     provider_wait: float = 0.0
@@ -37,7 +37,7 @@ class OverheadClock:
         self.started = self._now()
 
     def _now(self) -> float:
-        return self.clock()  # type: ignore[operator]
+        return self.clock()
 
     @contextmanager
     def waiting(self) -> Iterator[None]:
@@ -70,6 +70,7 @@ class OverheadClock:
 
     @property
     def total(self) -> float:
+        """Seconds from start to the end, or to now while running."""
         end = self.ended if self.ended is not None else self._now()
         return max(0.0, end - self.started)
 
@@ -94,6 +95,7 @@ def current_clock() -> OverheadClock | None:
 
 
 def reset_clock(token: contextvars.Token[OverheadClock | None]) -> None:
+    """Makes current again the clock ``start_clock`` replaced."""
     _current.reset(token)
 
 

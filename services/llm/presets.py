@@ -16,6 +16,8 @@ EMOJI_SELECTION = "emoji_selection"
 
 @dataclass(frozen=True)
 class Preset:
+    """The instruction and output limit of a known one-shot operation."""
+
     instruction: str
     # The output limit when the caller sets none.
     max_output_tokens: int

@@ -16,10 +16,11 @@ class RegistryServiceSource:
     credential, no user): the registry refuses this RPC to user calls, and the user a completion
     runs for has no business reading provider keys anyway."""
 
-    def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
+    def __init__(self, stub: registry_pb2_grpc.RegistryAsyncStub) -> None:
         self._stub = stub
 
     async def service_settings(self, service_id: str) -> ServiceSettings:
+        """The service's settings with its secrets; the registry's NotFound for an unknown id."""
         token = current_identity.set(SYSTEM)
         try:
             reply = await unary(

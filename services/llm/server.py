@@ -66,14 +66,15 @@ class LlmDeps:
     engine: AsyncEngine
     http: aiohttp.ClientSession
     channels: ChannelPool
-    registry: registry_pb2_grpc.RegistryStub
-    tools: tools_pb2_grpc.ToolsStub
+    registry: registry_pb2_grpc.RegistryAsyncStub
+    tools: tools_pb2_grpc.ToolsAsyncStub
     mattermost: MattermostClient
     metrics: LlmMetrics
     usage_log: TokenUsageLog
 
 
 def build_deps(settings: LlmSettings) -> LlmDeps:
+    """The service's clients and stores from its settings; nothing connects yet."""
     # One pooled session per process for every provider; trust_env honours HTTP(S)_PROXY. No
     # total timeout: streams last minutes, and the engine's stall watchdog bounds silence.
     http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size)
@@ -93,6 +94,8 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
 
 
 class LlmProcess:
+    """The llm service wired: the LLM and Conversations servicers over the completions, the loop and their stores."""
+
     def __init__(self, settings: LlmSettings, deps: LlmDeps) -> None:
         self.settings = settings
         self.deps = deps
@@ -167,6 +170,7 @@ class LlmProcess:
         )
 
     async def prepare(self) -> None:
+        """Record this replica's address, migrate the database and start the metrics and the configuration watch."""
         # The host is bound by now (port 0 in tests picks one): other replicas relay Attach here.
         host = self.settings.grpc_host if self.settings.grpc_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
         self.store.runner = self.settings.advertise_addr or f"{host}:{self.host.port}"
@@ -178,6 +182,7 @@ class LlmProcess:
         await self.config.start()
 
     async def close(self) -> None:
+        """Cancel running turns (they save their partial answers), then close the watchers, clients and stores."""
         # Running turns are cancelled first and save their partial answers while the database,
         # the stop watcher, channels and provider session are still open; then the titles of
         # ended turns are cancelled.
@@ -195,5 +200,6 @@ class LlmProcess:
 
 
 async def create_server(settings: CommonSettings, deps: LlmDeps | None = None) -> LlmProcess:
+    """The llm service for ``settings`` (``LlmSettings``), over ``deps`` or new ones."""
     assert isinstance(settings, LlmSettings)
     return LlmProcess(settings, deps or build_deps(settings))

@@ -32,12 +32,16 @@ Transcriber = Callable[..., Awaitable[Transcript]]
 
 
 class LLMServicer(llm_pb2_grpc.LLMServicer):
+    """The LLM service's RPCs over the completion layer and a transcriber."""
+
     def __init__(self, completions: CompletionService, transcriber: Transcriber) -> None:
         self.completions = completions
         self.transcriber = transcriber
 
     async def Complete(
-        self, request: llm_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.CompleteRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.CompleteRequest, llm_pb2.CompleteResponse],
     ) -> llm_pb2.CompleteResponse:
         """One completion, gathered (see the proto for the status codes); a known one-shot
         operation gets its instruction here (``presets``)."""
@@ -48,7 +52,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         return result_to_proto(result, model)
 
     async def StreamComplete(
-        self, request: llm_pb2.StreamCompleteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.StreamCompleteRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.StreamCompleteRequest, llm_pb2.StreamCompleteResponse],
     ) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
         """Events as the provider produces them: one per message, or with ``batch_events`` all
         that were ready when the message went out (``batching.event_batches``)."""
@@ -63,7 +69,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
                     yield events_to_proto(batch)
 
     async def CountTokens(
-        self, request: llm_pb2.CountTokensRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.CountTokensRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.CountTokensRequest, llm_pb2.CountTokensResponse],
     ) -> llm_pb2.CountTokensResponse:
         """Tokens the request's messages would use, with the counter's exactness."""
         service_id, neutral, _ = completion_request_from_proto(request.request)
@@ -77,7 +85,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         )
 
     async def ListModels(
-        self, request: llm_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.ListModelsRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.ListModelsRequest, llm_pb2.ListModelsResponse],
     ) -> llm_pb2.ListModelsResponse:
         """Models of a saved service, or of inline credentials (system admins only)."""
         source = request.WhichOneof("source")
@@ -97,7 +107,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         raise InvalidInput("either service_id or credentials is required", field="source")
 
     async def Transcribe(
-        self, request: llm_pb2.TranscribeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.TranscribeRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.TranscribeRequest, llm_pb2.TranscribeResponse],
     ) -> llm_pb2.TranscribeResponse:
         """Speech to text with the service (Whisper-style providers only)."""
         if not request.service_id:

@@ -13,6 +13,8 @@ PREFIX = "AGENTS_LLM_"
 
 
 class LlmSettings(CommonSettings):
+    """``AGENTS_LLM_*``: the ports, the provider pool, the turn timeout and the token usage log."""
+
     service_name: str = "llm"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     # Prometheus metrics over HTTP (GET /metrics); 0 turns the endpoint off.
@@ -32,4 +34,5 @@ class LlmSettings(CommonSettings):
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> LlmSettings:
+    """The llm service's settings from ``AGENTS_LLM_*`` (and shared ``AGENTS_*``) variables."""
     return load_settings(LlmSettings, PREFIX, environ, **fixed)

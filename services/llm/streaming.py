@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -62,7 +62,7 @@ async def stream_completion(
     base_backoff: float = 0.5,
     max_backoff: float = 8.0,
     stall_timeout: float | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Normalised events for ``request``, always ending with exactly one ``Done``.
 
     Raises ``ProviderError`` (non-retryable, or retries exhausted) before the first event.
@@ -70,44 +70,26 @@ async def stream_completion(
     """
     timeout = float(stall_timeout if stall_timeout is not None else provider.settings.streaming_timeout_seconds)
     watchdog = _StallWatchdog(timeout)
-    attempt = 0
     try:
-        while True:
-            attempt += 1
-            upstream = cast(AsyncGenerator[Event, None], provider.stream(request))
-            try:
-                first = await watchdog.next(upstream)
-            except StopAsyncIteration:
-                yield Done(StopReason.END_TURN)
-                return
-            except _Stalled:
-                await upstream.aclose()
-                for event in _stall_events(timeout):
-                    yield event
-                return
-            except ProviderError as exc:
-                await upstream.aclose()
-                if not exc.retryable or attempt >= max_attempts:
-                    raise
-                delay = _backoff(attempt, exc.retry_after, base_backoff, max_backoff)
-                logger.info(
-                    "provider %s failed before the first token (status %s, %s); retry %d/%d in %.2fs",
-                    provider.settings.id,
-                    exc.status,
-                    exc.code or "no code",
-                    attempt,
-                    max_attempts - 1,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                await upstream.aclose()
-                raise
-            break
+        try:
+            upstream, first = await _first_event(
+                provider,
+                request,
+                watchdog,
+                max_attempts=max_attempts,
+                base_backoff=base_backoff,
+                max_backoff=max_backoff,
+            )
+        except _Stalled:
+            for stall_event in _stall_events(timeout):
+                yield stall_event
+            return
+        if first is None:
+            yield Done(StopReason.END_TURN)
+            return
 
         try:
-            event: Event = first
+            event = first
             while True:
                 yield event
                 if type(event) is Done:
@@ -141,6 +123,46 @@ async def stream_completion(
             await upstream.aclose()
     finally:
         watchdog.close()
+
+
+async def _first_event(
+    provider: Provider,
+    request: CompletionRequest,
+    watchdog: _StallWatchdog,
+    *,
+    max_attempts: int,
+    base_backoff: float,
+    max_backoff: float,
+) -> tuple[AsyncGenerator[Event, None], Event | None]:
+    """The upstream with its first event (None when it ended without one), a retryable
+    ``ProviderError`` before it retried with backoff. A failure (the last ``ProviderError``, or
+    ``_Stalled``) is raised with that attempt's upstream closed."""
+    attempt = 0
+    while True:
+        attempt += 1
+        upstream = cast(AsyncGenerator[Event, None], provider.stream(request))
+        try:
+            return upstream, await watchdog.next(upstream)
+        except StopAsyncIteration:
+            return upstream, None
+        except ProviderError as exc:
+            await upstream.aclose()
+            if not exc.retryable or attempt >= max_attempts:
+                raise
+            delay = _backoff(attempt, exc.retry_after, base_backoff, max_backoff)
+            logger.info(
+                "provider %s failed before the first token (status %s, %s); retry %d/%d in %.2fs",
+                provider.settings.id,
+                exc.status,
+                exc.code or "no code",
+                attempt,
+                max_attempts - 1,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        except BaseException:
+            await upstream.aclose()
+            raise
 
 
 class _StallWatchdog:
@@ -264,6 +286,7 @@ class ResultBuilder:
         self._reasoning: list[str] = []
 
     def add(self, event: Event) -> None:
+        """Folds one event into the result."""
         result = self.result
         if isinstance(event, TextDelta):
             self._text.append(event.text)
@@ -285,6 +308,7 @@ class ResultBuilder:
             result.stop_reason = event.stop_reason
 
     def finish(self) -> CompletionResult:
+        """The result, its text and reasoning joined."""
         self.result.text = "".join(self._text)
         self.result.reasoning = "".join(self._reasoning)
         return self.result

@@ -76,7 +76,9 @@ class ContextTooLong(InvalidInput):
 class TokenCounter(Protocol):
     """Counts tokens the way one model family's tokenizer would (exactly or conservatively)."""
 
-    def count_text(self, text: str) -> int: ...
+    def count_text(self, text: str) -> int:
+        """Tokens ``text`` costs."""
+        ...
 
 
 def count_message(counter: TokenCounter, message: Message) -> int:
@@ -108,6 +110,7 @@ class TiktokenCounter:
         self.encoding = encoding
 
     def count_text(self, text: str) -> int:
+        """Tokens ``text`` costs, exactly."""
         if not text:
             return 0
         return len(self.encoding.encode(text, disallowed_special=()))
@@ -121,6 +124,7 @@ class ApproximateCounter:
         self.margin = margin
 
     def count_text(self, text: str) -> int:
+        """Tokens ``text`` costs at most, by its length."""
         if not text:
             return 0
         # round first: 400 / 4 * 1.1 is 110.00000000000001 in floating point, not 111 tokens

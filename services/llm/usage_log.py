@@ -49,6 +49,7 @@ class TokenUsageRecord:
 
     @property
     def total_tokens(self) -> int:
+        """Input and output tokens together."""
         return self.input_tokens + self.output_tokens
 
     @classmethod

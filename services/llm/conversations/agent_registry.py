@@ -53,7 +53,7 @@ class ChannelPolicy:
 class AgentRegistry:
     """Registry calls with the current caller's identity, and the live plugin config."""
 
-    def __init__(self, registry: registry_pb2_grpc.RegistryStub, config: PluginConfigWatcher) -> None:
+    def __init__(self, registry: registry_pb2_grpc.RegistryAsyncStub, config: PluginConfigWatcher) -> None:
         self.registry = registry
         self.config = config
 
@@ -73,6 +73,7 @@ class AgentRegistry:
             raise PermissionDenied(reply.reason or "you may not use this agent here")
 
     async def agent(self, agent_id: str) -> AgentProfile:
+        """The agent's settings a turn runs with; the registry's NotFound for an unknown agent."""
         reply = await unary(self.registry.GetAgent, registry_pb2.GetAgentRequest(id=agent_id))
         a = reply.agent
         return AgentProfile(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agents.tools.v1 import tools_pb2 as tools_pb2
 from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ToolOutcome:
+    """What one tool call returned, as the model gets it."""
+
     content: str
     is_error: bool
     # Sources the answer may link to (web search results, a fetched page).
@@ -33,18 +36,21 @@ class ToolOutcome:
 
 @dataclass(frozen=True)
 class ToolRun:
+    """A tool call with its outcome."""
+
     call: ToolCall
     outcome: ToolOutcome
 
     @property
     def status(self) -> ToolStatus:
+        """``error`` or ``success``, as the tool's block records it."""
         return ToolStatus.ERROR if self.outcome.is_error else ToolStatus.SUCCESS
 
 
 class AgentTools:
     """Tools service calls with the current caller's identity."""
 
-    def __init__(self, tools: tools_pb2_grpc.ToolsStub) -> None:
+    def __init__(self, tools: tools_pb2_grpc.ToolsAsyncStub) -> None:
         self.tools = tools
 
     async def list_tools(self, ctx: RequestContext, conversation_id: str, *, automated: bool) -> list[AvailableTool]:
@@ -75,7 +81,7 @@ class AgentTools:
         return tools
 
     async def execute(
-        self, ctx: RequestContext, conversation_id: str, name: str, arguments: dict[str, object], call_id: str
+        self, ctx: RequestContext, conversation_id: str, name: str, arguments: dict[str, Any], call_id: str
     ) -> ToolOutcome:
         """Run a tool as the requesting user; refusals become error results for the model."""
         args = struct_pb2.Struct()

@@ -30,6 +30,8 @@ PAGE_SIZE = 60
 
 @dataclass(frozen=True)
 class AnalyzeInput:
+    """An Analyze request: a thread to analyse into a bot post."""
+
     ctx: RequestContext
     post_id: str
     analysis_type: str
@@ -37,6 +39,8 @@ class AnalyzeInput:
 
 
 class Analyses:
+    """Thread analyses and channel summaries, each a turn into a new bot post."""
+
     def __init__(self, turns: AgentTurns, actions: ActionTurns, meetings: MeetingSummaries) -> None:
         self.turns = turns
         self.actions = actions
@@ -52,7 +56,11 @@ class Analyses:
         await self.turns.registry.check_access(req.ctx)
         post = await self.turns.mattermost.get_post(req.post_id)
         posts = await read_thread(self.turns.mattermost, req.ctx.user_id, post.channel_id, post.thread_root_id)
-        params = {"context": req.ctx.as_params(), "post_id": req.post_id, "analysis_type": req.analysis_type}
+        params: dict[str, object] = {
+            "context": req.ctx.as_params(),
+            "post_id": req.post_id,
+            "analysis_type": req.analysis_type,
+        }
         async for event in self.actions.run(
             req.ctx,
             req.response_post_id,
@@ -86,7 +94,7 @@ class Analyses:
             raise PermissionDenied("you cannot read this channel")
         posts = await self._channel_posts(req.ctx.channel_id, req.start_time, end)
         task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
-        params = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
+        params: dict[str, object] = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
         async for event in self.actions.run(
             req.ctx,
             req.response_post_id,

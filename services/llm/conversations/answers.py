@@ -13,12 +13,13 @@ from services.common.errors import AlreadyExists, FailedPrecondition, InvalidInp
 from services.llm.conversations.agent_registry import AgentProfile
 from services.llm.conversations.agent_tools import ToolOutcome, ToolRun
 from services.llm.conversations.analysis import Analyses
-from services.llm.conversations.approvals import REJECTED_RESULT, apply_decision
+from services.llm.conversations.approvals import REJECTED_RESULT, Decision, apply_decision
 from services.llm.conversations.blocks import now_ms, text_block, tool_call_from_block
 from services.llm.conversations.history import build_history, read_attachments, read_thread
 from services.llm.conversations.loop import TurnSetup
 from services.llm.conversations.model import (
     ApprovalRequired,
+    Block,
     Bound,
     Conversation,
     Finish,
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RespondInput:
+    """A Respond request: the user's post to answer into a bot post."""
+
     ctx: RequestContext
     post_id: str
     root_post_id: str
@@ -49,6 +52,7 @@ class RespondInput:
     automated_invoker: bool = False
 
     def as_params(self) -> dict[str, object]:
+        """The request as stored with its stream, so Regenerate can run it again."""
         return {
             "context": self.ctx.as_params(),
             "post_id": self.post_id,
@@ -60,6 +64,7 @@ class RespondInput:
 
     @classmethod
     def from_params(cls, params: dict[str, object], response_post_id: str) -> RespondInput:
+        """The request back from ``as_params``, answering into ``response_post_id``."""
         ctx = params.get("context")
         files = params.get("file_ids")
         return cls(
@@ -334,6 +339,6 @@ class PostAnswers:
         return [Message.text(Role.SYSTEM, conversation.system_prompt), *history]
 
 
-def _decide(blocks: list[dict[str, object]], accepted_ids: Sequence[str]):
+def _decide(blocks: list[Block], accepted_ids: Sequence[str]) -> tuple[list[Block], Decision]:
     decision = apply_decision(blocks, accepted_ids)
     return decision.blocks, decision

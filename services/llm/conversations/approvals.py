@@ -33,6 +33,8 @@ class AvailableTool:
 
 
 class PlanKind(enum.StrEnum):
+    """What to do with the tool calls of a round."""
+
     RUN = "run"  # every call is auto-approved: execute them now
     ASK = "ask"  # at least one needs the requester: pause the turn
     SKIP = "skip"  # an unknown tool or invalid arguments: answer every call with an error
@@ -40,6 +42,8 @@ class PlanKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ToolPlan:
+    """The decision on a round's tool calls."""
+
     kind: PlanKind
     # For SKIP: the error result per call id.
     errors: dict[str, str]

@@ -24,14 +24,17 @@ REDACTED_RESULT = "[result not shared by the requester]"
 
 
 def now_ms() -> int:
+    """Now, in milliseconds since the epoch (the plugin's timestamps)."""
     return int(time.time() * 1000)
 
 
 def text_block(text: str) -> Block:
+    """A text block."""
     return {"type": "text", "text": text}
 
 
 def tool_use_block(call: ToolCall, status: ToolStatus, *, shared: bool, server_origin: str = "") -> Block:
+    """A ``tool_use`` block for a call in ``status`` (its input as parsed, else as produced)."""
     block: Block = {
         "type": "tool_use",
         "id": call.id,
@@ -46,6 +49,7 @@ def tool_use_block(call: ToolCall, status: ToolStatus, *, shared: bool, server_o
 
 
 def tool_result_block(tool_use_id: str, name: str, content: str, *, is_error: bool, shared: bool) -> Block:
+    """A ``tool_result`` block, private to the requester unless ``shared``."""
     block: Block = {
         "type": "tool_result",
         "tool_use_id": tool_use_id,
@@ -84,6 +88,7 @@ def assistant_blocks(output: RoundOutput, statuses: dict[str, ToolStatus], *, sh
 
 
 def tool_call_from_block(block: Block) -> ToolCall:
+    """The tool call a ``tool_use`` block records."""
     raw_input = block.get("input")
     if isinstance(raw_input, dict):
         return ToolCall(
@@ -99,6 +104,7 @@ def tool_call_from_block(block: Block) -> ToolCall:
 
 
 def blocks_text(blocks: Iterable[Block]) -> str:
+    """The text blocks' text, joined."""
     return "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
 
 
@@ -135,6 +141,7 @@ def turn_messages(turn: Turn, *, redact_unshared: bool = False) -> list[Message]
 
 
 def pending_calls(blocks: Sequence[Block]) -> list[Block]:
+    """The ``tool_use`` blocks still waiting for the requester's decision."""
     return [b for b in blocks if b.get("type") == "tool_use" and b.get("status") == ToolStatus.PENDING]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from services.llm.completion import Attribution
@@ -18,7 +18,9 @@ class ModelCalls(Protocol):
     so it is trimmed, retried, traced, counted in the metrics and written to the token usage log
     exactly like an LLM RPC."""
 
-    def stream(self, service_id: str, request: CompletionRequest, attribution: Attribution) -> AsyncIterator[Event]:
+    def stream(
+        self, service_id: str, request: CompletionRequest, attribution: Attribution
+    ) -> AsyncGenerator[Event, None]:
         """Events of one call; raises a domain error when refused before the first event."""
         ...
 

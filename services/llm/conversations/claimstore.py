@@ -40,6 +40,8 @@ def _row(row: Any) -> ClaimRow:
 
 
 class ClaimStore:
+    """The claim, renew, release and take-over queries on ``LLM_HandledPosts``."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 

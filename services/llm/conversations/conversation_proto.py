@@ -37,6 +37,7 @@ _FINISH = {
 
 
 def context_from(msg: llm_pb2.ConversationContext) -> RequestContext:
+    """The request context of a ``ConversationContext`` message."""
     return RequestContext(
         user_id=msg.user_id,
         agent_id=msg.agent_id,
@@ -49,6 +50,7 @@ def context_from(msg: llm_pb2.ConversationContext) -> RequestContext:
 
 
 def respond_input(req: llm_pb2.RespondRequest) -> RespondInput:
+    """A Respond request as the loop's input."""
     return RespondInput(
         ctx=context_from(req.context),
         post_id=req.post_id,
@@ -61,10 +63,12 @@ def respond_input(req: llm_pb2.RespondRequest) -> RespondInput:
 
 
 def analyze_input(req: llm_pb2.AnalyzeRequest) -> AnalyzeInput:
+    """An Analyze request as the loop's input."""
     return AnalyzeInput(context_from(req.context), req.post_id, req.analysis_type, req.response_post_id)
 
 
 def summarize_input(req: llm_pb2.SummarizeRequest) -> SummarizeInput:
+    """A Summarize request as the loop's input."""
     return SummarizeInput(
         context_from(req.context),
         req.preset_prompt,
@@ -78,6 +82,7 @@ def summarize_input(req: llm_pb2.SummarizeRequest) -> SummarizeInput:
 
 
 def tool_state(update: ToolUpdate) -> llm_pb2.ToolCallState:
+    """A tool update as the ``ToolCallState`` users see."""
     return llm_pb2.ToolCallState(
         call=tool_call_to_proto(update.call), status=str(update.status), result=update.result, shared=update.shared
     )
@@ -106,6 +111,7 @@ def event_message(event: TurnEvent, conversation_id: str, post_id: str) -> llm_p
 
 
 def turn_message(turn: Turn) -> llm_pb2.Turn:
+    """A stored turn as its proto, blocks as Structs."""
     content = []
     for block in turn.content:
         s = struct_pb2.Struct()
@@ -124,6 +130,7 @@ def turn_message(turn: Turn) -> llm_pb2.Turn:
 
 
 def conversation_message(conversation: Conversation, turns: list[Turn] | None = None) -> llm_pb2.Conversation:
+    """A conversation as its proto, with ``turns`` when given (none in lists)."""
     return llm_pb2.Conversation(
         id=conversation.id,
         user_id=conversation.user_id,

@@ -49,19 +49,15 @@ from services.llm.providers.base import (
     Message,
     Part,
     Provider,
-    ReasoningDelta,
     ReasoningEffort,
     ReasoningOptions,
     ReasoningPart,
     Role,
     StopReason,
     StreamError,
-    TextDelta,
     TextPart,
-    ToolCallEvent,
     ToolResult,
     ToolSpec,
-    Usage,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,6 +97,7 @@ class TurnSetup:
 
     @property
     def model(self) -> str:
+        """The model the turn calls: the agent's, else the service's default."""
         return self.agent.model or self.provider.settings.default_model
 
 
@@ -124,14 +121,7 @@ class AgentLoop:
         the turn (an approved web search): they decorate the answer like the loop's own."""
         sources = list(citations)
         for round_no in range(MAX_TOOL_ROUNDS):
-            tools = setup.tools
-            prompt = list(messages)
-            if tools and tools_exhausted(messages):
-                prompt.append(Message.text(Role.SYSTEM, FAILURE_CAP_INSTRUCTION))
-                tools = {}
-            elif tools and round_no >= MAX_TOOL_ROUNDS - 2:
-                prompt.append(Message.text(Role.USER, BUDGET_EXHAUSTED_MESSAGE))
-                tools = {}
+            prompt, tools = _round_prompt(messages, setup.tools, round_no)
             output = RoundOutput()
             saved = False
             try:
@@ -141,21 +131,10 @@ class AgentLoop:
                 if not tools:
                     output.tool_calls = []
                 if output.stopped or output.error is not None or not output.tool_calls:
-                    # The answer: tool sources not yet shown decorate it as annotations.
-                    shown = {a.url for a in output.annotations}
-                    extra = _unique([a for a in sources if a.url not in shown])
-                    output.annotations.extend(extra)
-                    await self._persist_round(setup, output, {})
+                    extra = await self._persist_answer(setup, output, sources)
                     saved = True
-                    for annotation in extra:
-                        yield annotation
-                    if output.error is not None:
-                        yield output.error
-                        yield Finished(Finish.ERROR)
-                    elif output.stopped:
-                        yield Finished(Finish.STOPPED)
-                    else:
-                        yield Finished(_FINISH.get(StopReason(output.finish), Finish.END_TURN))
+                    for end_event in (*extra, *_answer_end(output)):
+                        yield end_event
                     return
                 plan = plan_tool_calls(output.tool_calls, tools)
                 if plan.kind == PlanKind.ASK:
@@ -188,6 +167,17 @@ class AgentLoop:
             messages.append(assistant_message(output))
             messages.append(results_message(runs))
         yield Finished(Finish.END_TURN)  # unreachable in practice: the last rounds have no tools
+
+    async def _persist_answer(
+        self, setup: TurnSetup, output: RoundOutput, sources: list[Annotation]
+    ) -> list[Annotation]:
+        """Persists the round that answers; tool sources it does not show yet decorate it as
+        annotations, returned to be streamed."""
+        shown = {a.url for a in output.annotations}
+        extra = _unique([a for a in sources if a.url not in shown])
+        output.annotations.extend(extra)
+        await self._persist_round(setup, output, {})
+        return extra
 
     async def _save_partial(self, setup: TurnSetup, output: RoundOutput) -> None:
         try:
@@ -227,7 +217,6 @@ class AgentLoop:
             return
         attribution = attribution_for(setup.ctx, setup.agent, setup.operation)
         stream = self.calls.stream(setup.agent.service_id, request, attribution)
-        iterator = stream.__aiter__()
         # Each step runs as its own task (so a stop can interrupt a pending read), but all steps
         # and the final close share one context: the completion path keeps per-call state in
         # context variables (its overhead clock), which must not change between steps.
@@ -235,7 +224,7 @@ class AgentLoop:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while True:
-                step = loop.create_task(iterator.__anext__(), context=context)
+                step = loop.create_task(stream.__anext__(), context=context)
                 await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
                     step.cancel()
@@ -250,25 +239,10 @@ class AgentLoop:
                 except DomainError as err:  # refused before the first token
                     out.error = StreamError(err.error_class, err.message)
                     return
-                if isinstance(event, TextDelta):
-                    out.text += event.text
-                elif isinstance(event, ReasoningDelta):
-                    out.reasoning += event.text
-                    out.reasoning_signature = event.signature or out.reasoning_signature
-                elif isinstance(event, ToolCallEvent):
-                    out.tool_calls.append(event.call)
-                    continue  # announced as tool updates once the round's plan is known
-                elif isinstance(event, Annotation):
-                    out.annotations.append(event)
-                elif isinstance(event, Usage):
-                    out.usage = event
-                elif isinstance(event, StreamError):
-                    out.error = event
-                    continue  # yielded by the caller after the partial text is saved
+                if out.add(event):
+                    yield event
                 elif isinstance(event, Done):
-                    out.finish = str(event.stop_reason)
                     return
-                yield event
         finally:
             stopper.cancel()
             await loop.create_task(stream.aclose(), context=context)
@@ -297,6 +271,27 @@ class AgentLoop:
             for r in runs
         ]
         await self.store.append_turn(setup.conversation.id, TurnRole.TOOL_RESULT, blocks)
+
+
+def _round_prompt(
+    messages: list[Message], tools: dict[str, AvailableTool], round_no: int
+) -> tuple[list[Message], dict[str, AvailableTool]]:
+    """The round's prompt and tools: once tools keep failing, or two rounds before the budget
+    ends, the tools are withdrawn and the model is told to answer."""
+    if tools and tools_exhausted(messages):
+        return [*messages, Message.text(Role.SYSTEM, FAILURE_CAP_INSTRUCTION)], {}
+    if tools and round_no >= MAX_TOOL_ROUNDS - 2:
+        return [*messages, Message.text(Role.USER, BUDGET_EXHAUSTED_MESSAGE)], {}
+    return list(messages), tools
+
+
+def _answer_end(output: RoundOutput) -> tuple[TurnEvent, ...]:
+    """The events that end a turn on the model's answer: its error if any, then ``Finished``."""
+    if output.error is not None:
+        return output.error, Finished(Finish.ERROR)
+    if output.stopped:
+        return (Finished(Finish.STOPPED),)
+    return (Finished(_FINISH.get(StopReason(output.finish), Finish.END_TURN)),)
 
 
 def _unique(annotations: list[Annotation]) -> list[Annotation]:

@@ -5,20 +5,34 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
-from services.llm.providers.base import Annotation, ReasoningDelta, StreamError, TextDelta, ToolCall, Usage
+from services.llm.providers.base import (
+    Annotation,
+    Done,
+    Event,
+    ReasoningDelta,
+    StreamError,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    Usage,
+)
 
 Block = dict[str, Any]  # one ContentBlock, in the plugin's JSON shape
 
 
 class TurnRole(enum.StrEnum):
+    """Who a stored turn is from."""
+
     USER = "user"
     ASSISTANT = "assistant"
     TOOL_RESULT = "tool_result"
 
 
 class Operation(enum.StrEnum):
+    """What started a conversation (stored, and attributed in usage records)."""
+
     CONVERSATION = "conversation"
     THREAD_ANALYSIS = "thread_analysis"
     CHANNEL_INTERVAL = "channel_interval"
@@ -26,6 +40,8 @@ class Operation(enum.StrEnum):
 
 
 class ToolStatus(enum.StrEnum):
+    """The state of a tool call, as its block and ``ToolCallState`` record it."""
+
     PENDING = "pending"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
@@ -36,6 +52,8 @@ class ToolStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Conversation:
+    """A stored conversation: one thread between a user and an agent's bot."""
+
     id: str
     user_id: str
     bot_id: str
@@ -51,6 +69,8 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Turn:
+    """One stored turn of a conversation, its content as ContentBlocks."""
+
     id: str
     conversation_id: str
     post_id: str | None
@@ -92,6 +112,7 @@ class RequestContext:
     user_timezone: str = ""
 
     def as_params(self) -> dict[str, Any]:
+        """The context as stored with a stream (``from_params`` reads it back)."""
         return {
             "user_id": self.user_id,
             "agent_id": self.agent_id,
@@ -104,6 +125,7 @@ class RequestContext:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RequestContext:
+        """The context back from ``as_params``; missing keys read as empty."""
         return cls(
             user_id=str(params.get("user_id", "")),
             agent_id=str(params.get("agent_id", "")),
@@ -134,11 +156,15 @@ class Control:
 
 @dataclass(frozen=True)
 class Title:
+    """The conversation got its generated title."""
+
     title: str
 
 
 @dataclass(frozen=True)
 class ToolUpdate:
+    """A tool call's new state; ``result`` only for those who may see it."""
+
     call: ToolCall
     status: ToolStatus
     result: str = ""
@@ -147,11 +173,15 @@ class ToolUpdate:
 
 @dataclass(frozen=True)
 class ApprovalRequired:
+    """The turn paused: these calls wait for the requester's decision."""
+
     calls: tuple[ToolUpdate, ...]
     stage: str = "call"  # call: approve execution; result: approve sharing into the channel
 
 
 class Finish(enum.StrEnum):
+    """How a turn ended."""
+
     END_TURN = "end_turn"
     MAX_TOKENS = "max_tokens"
     STOPPED = "stopped"
@@ -195,3 +225,27 @@ class RoundOutput:
     error: StreamError | None = None
     stopped: bool = False
     finish: str = "end_turn"
+
+    def add(self, event: Event) -> TypeGuard[TextDelta | ReasoningDelta | Annotation | Usage]:
+        """Folds one event of the model call in; True when the turn forwards it as it comes.
+        Tool calls are announced as tool updates once the round's plan is known, an error after
+        the partial text is saved, and ``Done`` ends the round."""
+        if isinstance(event, TextDelta):
+            self.text += event.text
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
+            self.reasoning_signature = event.signature or self.reasoning_signature
+        elif isinstance(event, ToolCallEvent):
+            self.tool_calls.append(event.call)
+            return False
+        elif isinstance(event, Annotation):
+            self.annotations.append(event)
+        elif isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, StreamError):
+            self.error = event
+            return False
+        elif isinstance(event, Done):
+            self.finish = str(event.stop_reason)
+            return False
+        return True

@@ -135,6 +135,8 @@ def task_prompt(kind: str) -> str:
 
 @dataclass(frozen=True)
 class FormattedPost:
+    """A post as the analysis prompts quote it."""
+
     author: str
     message: str
 

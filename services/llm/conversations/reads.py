@@ -16,6 +16,8 @@ MAX_PAGE_SIZE = 200
 
 
 class ConversationReader:
+    """GetConversation and ListConversations as the caller may see them (tool data only where shared)."""
+
     def __init__(self, store: ConversationStore, mattermost: MattermostClient) -> None:
         self.store = store
         self.mattermost = mattermost

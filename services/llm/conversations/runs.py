@@ -46,14 +46,17 @@ class TurnRun:
 
     @property
     def ended(self) -> bool:
+        """Whether the turn has finished."""
         return self.snapshot.finished is not None
 
     def publish(self, event: TurnEvent) -> None:
+        """Applies an event to the snapshot and hands it to every follower."""
         self.snapshot.apply(event)
         for queue in self._subscribers:
             queue.put_nowait(event)
 
     def subscribe(self) -> asyncio.Queue[TurnEvent]:
+        """A queue that gets every event published from now on."""
         queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
         self._subscribers.add(queue)
         return queue
@@ -88,6 +91,7 @@ class TurnRuns:
         self._closing = False
 
     def get(self, post_id: str) -> TurnRun | None:
+        """The turn writing into ``post_id`` on this replica, if any."""
         return self._runs.get(post_id)
 
     async def detach(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import grpc
+from agents.common.v1 import common_pb2 as common_pb2
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
@@ -20,7 +21,17 @@ from services.llm.conversations.relay import AttachRelay
 from services.llm.conversations.runs import TurnRuns
 from services.llm.conversations.turns import caller_id
 
-_R = TypeVar("_R")
+# The response messages of the streaming RPCs, each wrapping one ConversationEvent.
+_R = TypeVar(
+    "_R",
+    llm_pb2.RespondResponse,
+    llm_pb2.AnalyzeResponse,
+    llm_pb2.SummarizeResponse,
+    llm_pb2.RegenerateResponse,
+    llm_pb2.ToolDecisionResponse,
+    llm_pb2.ToolResultShareResponse,
+    llm_pb2.AttachResponse,
+)
 
 
 async def _events(events: AsyncIterator[TurnEvent], post_id: str, wrap: type[_R]) -> AsyncIterator[_R]:
@@ -61,7 +72,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         return _events(self.runs.detach(turn, post_id, requester_id), post_id, wrap)
 
     async def Respond(
-        self, request: llm_pb2.RespondRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.RespondRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.RespondRequest, llm_pb2.RespondResponse],
     ) -> AsyncIterator[llm_pb2.RespondResponse]:
         """Answer a user's post, streaming events until the turn ends or pauses."""
         turn = self.answers.respond(conversation_proto.respond_input(request))
@@ -71,7 +84,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
             yield event
 
     async def Analyze(
-        self, request: llm_pb2.AnalyzeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.AnalyzeRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.AnalyzeRequest, llm_pb2.AnalyzeResponse],
     ) -> AsyncIterator[llm_pb2.AnalyzeResponse]:
         """Thread analysis into a new DM post."""
         turn = self.analyses.analyze(conversation_proto.analyze_input(request))
@@ -81,7 +96,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
             yield event
 
     async def Summarize(
-        self, request: llm_pb2.SummarizeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.SummarizeRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.SummarizeRequest, llm_pb2.SummarizeResponse],
     ) -> AsyncIterator[llm_pb2.SummarizeResponse]:
         """Channel summary over a time range into a new DM post."""
         turn = self.analyses.summarize(conversation_proto.summarize_input(request))
@@ -90,13 +107,17 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         ):
             yield event
 
-    async def Stop(self, request: llm_pb2.StopRequest, context: grpc.aio.ServicerContext) -> llm_pb2.StopResponse:
+    async def Stop(
+        self, request: llm_pb2.StopRequest, context: grpc.aio.ServicerContext[llm_pb2.StopRequest, llm_pb2.StopResponse]
+    ) -> llm_pb2.StopResponse:
         """Stop the stream writing into a post, on any replica."""
         await self.answers.stop(request.post_id)
         return llm_pb2.StopResponse()
 
     async def Regenerate(
-        self, request: llm_pb2.RegenerateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.RegenerateRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.RegenerateRequest, llm_pb2.RegenerateResponse],
     ) -> AsyncIterator[llm_pb2.RegenerateResponse]:
         """Re-run the turn that produced a post onto the same post."""
         ctx = conversation_proto.context_from(request.context)
@@ -105,7 +126,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
             yield event
 
     async def ToolDecision(
-        self, request: llm_pb2.ToolDecisionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.ToolDecisionRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.ToolDecisionRequest, llm_pb2.ToolDecisionResponse],
     ) -> AsyncIterator[llm_pb2.ToolDecisionResponse]:
         """Accept or reject pending tool calls, then resume the turn."""
         requester = caller_id(conversation_proto.context_from(request.context))
@@ -114,7 +137,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
             yield event
 
     async def ToolResultShare(
-        self, request: llm_pb2.ToolResultShareRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.ToolResultShareRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.ToolResultShareRequest, llm_pb2.ToolResultShareResponse],
     ) -> AsyncIterator[llm_pb2.ToolResultShareResponse]:
         """Share chosen tool results into the channel, then run the follow-up round."""
         requester = caller_id(conversation_proto.context_from(request.context))
@@ -123,7 +148,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
             yield event
 
     async def GetConversation(
-        self, request: llm_pb2.GetConversationRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.GetConversationRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.GetConversationRequest, llm_pb2.GetConversationResponse],
     ) -> llm_pb2.GetConversationResponse:
         """One conversation with its turns (filtered for non-owners)."""
         conversation, turns = await self.reader.get(request.id)
@@ -132,17 +159,21 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         )
 
     async def ListConversations(
-        self, request: llm_pb2.ListConversationsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.ListConversationsRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.ListConversationsRequest, llm_pb2.ListConversationsResponse],
     ) -> llm_pb2.ListConversationsResponse:
         """The caller's conversations, newest first."""
         items, next_token = await self.reader.list(request.page.page_size, request.page.page_token)
         return llm_pb2.ListConversationsResponse(
             conversations=[conversation_proto.conversation_message(c) for c in items],
-            page={"next_page_token": next_token},
+            page=common_pb2.PageResponse(next_page_token=next_token),
         )
 
     async def ClaimPost(
-        self, request: llm_pb2.ClaimPostRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.ClaimPostRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.ClaimPostRequest, llm_pb2.ClaimPostResponse],
     ) -> llm_pb2.ClaimPostResponse:
         """Claim a user's post for answering, or take over its expired claim."""
         grant = await self.claims.claim(request.post_id, request.claimant, request.lease_seconds)
@@ -151,7 +182,9 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         )
 
     async def RenewClaim(
-        self, request: llm_pb2.RenewClaimRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.RenewClaimRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.RenewClaimRequest, llm_pb2.RenewClaimResponse],
     ) -> llm_pb2.RenewClaimResponse:
         """Extend the caller's lease, recording the reply post once it exists."""
         grant = await self.claims.renew(
@@ -160,28 +193,36 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         return llm_pb2.RenewClaimResponse(response_post_id=grant.response_post_id)
 
     async def FinishClaim(
-        self, request: llm_pb2.FinishClaimRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.FinishClaimRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.FinishClaimRequest, llm_pb2.FinishClaimResponse],
     ) -> llm_pb2.FinishClaimResponse:
         """Mark the post answered."""
         await self.claims.finish(request.post_id, request.claimant)
         return llm_pb2.FinishClaimResponse()
 
     async def ReleaseClaim(
-        self, request: llm_pb2.ReleaseClaimRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.ReleaseClaimRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.ReleaseClaimRequest, llm_pb2.ReleaseClaimResponse],
     ) -> llm_pb2.ReleaseClaimResponse:
         """Hand the caller's claim back for the next sweep."""
         await self.claims.release(request.post_id, request.claimant)
         return llm_pb2.ReleaseClaimResponse()
 
     async def TakeOverExpiredClaim(
-        self, request: llm_pb2.TakeOverExpiredClaimRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.TakeOverExpiredClaimRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.TakeOverExpiredClaimRequest, llm_pb2.TakeOverExpiredClaimResponse],
     ) -> llm_pb2.TakeOverExpiredClaimResponse:
         """Take over any one expired, unfinished claim."""
         grant = await self.claims.take_over_expired(request.claimant, request.lease_seconds)
         return llm_pb2.TakeOverExpiredClaimResponse(post_id=grant.post_id, response_post_id=grant.response_post_id)
 
     async def Attach(
-        self, request: llm_pb2.AttachRequest, context: grpc.aio.ServicerContext
+        self,
+        request: llm_pb2.AttachRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.AttachRequest, llm_pb2.AttachResponse],
     ) -> AsyncIterator[llm_pb2.AttachResponse]:
         """The turn writing into a post: its state so far, then its live events."""
         target = await self.attachments.locate(request.post_id)

@@ -45,6 +45,7 @@ class StopWatcher:
                 del self._events[response_post_id]
 
     def stop_local(self, response_post_id: str) -> None:
+        """Stops the post's stream if it runs on this replica (no poll needed)."""
         event = self._events.get(response_post_id)
         if event is not None:
             event.set()
@@ -64,6 +65,7 @@ class StopWatcher:
                 self.stop_local(pid)
 
     async def close(self) -> None:
+        """Stops polling the stop flags."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

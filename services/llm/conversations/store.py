@@ -102,6 +102,8 @@ def _stream(row: Any) -> StreamRecord:
 
 
 class ConversationStore:
+    """The conversation, turn and stream tables' queries."""
+
     def __init__(self, engine: AsyncEngine, runner: str = "") -> None:
         self.engine = engine
         # This replica's gRPC address, recorded on the streams it runs (``Attach`` relays to it).
@@ -157,6 +159,7 @@ class ConversationStore:
             return _conversation(row), False
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """A conversation with its turn count; None when unknown or deleted."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -183,6 +186,7 @@ class ConversationStore:
             return [_conversation(r, r.turn_count) for r in rows]
 
     async def set_title(self, conversation_id: str, title: str) -> None:
+        """Sets the conversation's title."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("UPDATE llm_conversations SET title = :t WHERE id = :id"),
@@ -192,6 +196,7 @@ class ConversationStore:
     # ---- turns ---------------------------------------------------------------------------------
 
     async def turns(self, conversation_id: str) -> list[Turn]:
+        """A conversation's turns, in order."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 text(f"SELECT {_TURN_COLUMNS} FROM llm_turns WHERE conversationid = :c ORDER BY sequence"),
@@ -271,6 +276,7 @@ class ConversationStore:
             return Turn(**{**turn.__dict__, "content": blocks}), result
 
     async def update_turn(self, turn_id: str, content: Sequence[Block]) -> None:
+        """Replaces a turn's blocks."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("UPDATE llm_turns SET content = CAST(:content AS jsonb) WHERE id = :id"),
@@ -343,6 +349,7 @@ class ConversationStore:
             return [r.responsepostid for r in rows]
 
     async def get_stream(self, response_post_id: str) -> StreamRecord | None:
+        """The stream writing into a bot post; None if none ever did."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -353,6 +360,7 @@ class ConversationStore:
             return None if row is None else _stream(row)
 
     async def set_stream_state(self, response_post_id: str, state: str) -> None:
+        """Records the stream's state."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("UPDATE llm_streams SET state = :s, updatedat = :t WHERE responsepostid = :r"),
@@ -360,6 +368,7 @@ class ConversationStore:
             )
 
     async def request_stop(self, response_post_id: str) -> None:
+        """Sets the stream's stop flag, for the replica running it to see."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 text("UPDATE llm_streams SET stoprequested = true, updatedat = :t WHERE responsepostid = :r"),

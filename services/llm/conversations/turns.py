@@ -68,6 +68,7 @@ class AgentTurns:
         self._after: set[asyncio.Task[None]] = set()
 
     async def agent_and_provider(self, agent_id: str) -> tuple[AgentProfile, Provider]:
+        """The agent and the provider of its service."""
         agent = await self.registry.agent(agent_id)
         return agent, await self.providers.get(agent.service_id)
 

@@ -30,19 +30,32 @@ class _Role:
 class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    """Not set: the request is refused (INVALID_ARGUMENT)."""
     ROLE_SYSTEM: _Role.ValueType  # 1
+    """Instructions to the model (the system prompt)."""
     ROLE_USER: _Role.ValueType  # 2
+    """The user's words and attachments."""
     ROLE_ASSISTANT: _Role.ValueType  # 3
+    """The model's earlier answers, reasoning and tool calls."""
     ROLE_TOOL: _Role.ValueType  # 4
+    """Results of the model's tool calls."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
-    """---- normalised messages --------------------------------------------------------------------"""
+    """---- normalised messages --------------------------------------------------------------------
+
+    Who a message is from.
+    """
 
 ROLE_UNSPECIFIED: Role.ValueType  # 0
+"""Not set: the request is refused (INVALID_ARGUMENT)."""
 ROLE_SYSTEM: Role.ValueType  # 1
+"""Instructions to the model (the system prompt)."""
 ROLE_USER: Role.ValueType  # 2
+"""The user's words and attachments."""
 ROLE_ASSISTANT: Role.ValueType  # 3
+"""The model's earlier answers, reasoning and tool calls."""
 ROLE_TOOL: Role.ValueType  # 4
+"""Results of the model's tool calls."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _StopReason:
@@ -52,38 +65,55 @@ class _StopReason:
 class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STOP_REASON_UNSPECIFIED: _StopReason.ValueType  # 0
+    """Not set (never sent)."""
     STOP_REASON_END_TURN: _StopReason.ValueType  # 1
+    """The model finished its answer."""
     STOP_REASON_TOOL_USE: _StopReason.ValueType  # 2
+    """The model stopped to have tools called."""
     STOP_REASON_MAX_TOKENS: _StopReason.ValueType  # 3
+    """The output token limit cut the answer."""
     STOP_REASON_STOPPED: _StopReason.ValueType  # 4
     """Stopped by the requester."""
     STOP_REASON_ERROR: _StopReason.ValueType  # 5
+    """A failure ended it (an error event came before)."""
     STOP_REASON_CONTENT_FILTER: _StopReason.ValueType  # 6
+    """The provider's content filter refused or cut the answer."""
     STOP_REASON_AWAITING_APPROVAL: _StopReason.ValueType  # 7
     """Waiting for the requester to approve tool calls."""
 
-class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper): ...
+class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
+    """Why a completion or turn ended."""
 
 STOP_REASON_UNSPECIFIED: StopReason.ValueType  # 0
+"""Not set (never sent)."""
 STOP_REASON_END_TURN: StopReason.ValueType  # 1
+"""The model finished its answer."""
 STOP_REASON_TOOL_USE: StopReason.ValueType  # 2
+"""The model stopped to have tools called."""
 STOP_REASON_MAX_TOKENS: StopReason.ValueType  # 3
+"""The output token limit cut the answer."""
 STOP_REASON_STOPPED: StopReason.ValueType  # 4
 """Stopped by the requester."""
 STOP_REASON_ERROR: StopReason.ValueType  # 5
+"""A failure ended it (an error event came before)."""
 STOP_REASON_CONTENT_FILTER: StopReason.ValueType  # 6
+"""The provider's content filter refused or cut the answer."""
 STOP_REASON_AWAITING_APPROVAL: StopReason.ValueType  # 7
 """Waiting for the requester to approve tool calls."""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
 class ImagePart(_message.Message):
+    """An image attached to a message."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MIME_TYPE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     mime_type: _builtins.str
+    """The image's media type (e.g. "image/png")."""
     data: _builtins.bytes
+    """The image file's bytes."""
     def __init__(
         self,
         *,
@@ -100,15 +130,19 @@ Global___ImagePart: _TypeAlias = ImagePart  # noqa: Y015
 
 @_typing.final
 class ReasoningPart(_message.Message):
+    """The model's reasoning from an earlier round, sent back to providers that need it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     REDACTED_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The reasoning text ("" when redacted)."""
     signature: _builtins.str
     """Opaque signature some providers require back (Anthropic thinking, OpenAI encrypted items)."""
     redacted: _builtins.bool
+    """True when the provider withheld the text and only the signature carries it."""
     def __init__(
         self,
         *,
@@ -126,6 +160,8 @@ Global___ReasoningPart: _TypeAlias = ReasoningPart  # noqa: Y015
 
 @_typing.final
 class ToolCall(_message.Message):
+    """A tool call the model made."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -135,7 +171,9 @@ class ToolCall(_message.Message):
     VALID_FIELD_NUMBER: _builtins.int
     SERVER_ORIGIN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The provider's id of the call, which its result refers to."""
     name: _builtins.str
+    """The tool's name as offered to the model."""
     raw_arguments: _builtins.str
     """Arguments exactly as the model produced them (JSON text)."""
     valid: _builtins.bool
@@ -166,6 +204,8 @@ Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
 
 @_typing.final
 class ToolResult(_message.Message):
+    """The result of one tool call, sent back to the model."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
@@ -173,9 +213,13 @@ class ToolResult(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
     tool_call_id: _builtins.str
+    """The id of the ToolCall it answers."""
     name: _builtins.str
+    """The tool's name."""
     content: _builtins.str
+    """What the tool returned (or its error message), as text for the model."""
     is_error: _builtins.bool
+    """True when the tool failed or was rejected: content says why."""
     def __init__(
         self,
         *,
@@ -194,6 +238,8 @@ Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
 
 @_typing.final
 class Part(_message.Message):
+    """One piece of a message's content."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
@@ -202,14 +248,23 @@ class Part(_message.Message):
     TOOL_CALL_FIELD_NUMBER: _builtins.int
     TOOL_RESULT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """Plain text."""
     @_builtins.property
-    def image(self) -> Global___ImagePart: ...
+    def image(self) -> Global___ImagePart:
+        """An attached image."""
+
     @_builtins.property
-    def reasoning(self) -> Global___ReasoningPart: ...
+    def reasoning(self) -> Global___ReasoningPart:
+        """Earlier reasoning (assistant messages)."""
+
     @_builtins.property
-    def tool_call(self) -> Global___ToolCall: ...
+    def tool_call(self) -> Global___ToolCall:
+        """A tool call (assistant messages)."""
+
     @_builtins.property
-    def tool_result(self) -> Global___ToolResult: ...
+    def tool_result(self) -> Global___ToolResult:
+        """A tool call's result (tool messages)."""
+
     def __init__(
         self,
         *,
@@ -231,13 +286,18 @@ Global___Part: _TypeAlias = Part  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
+    """One message of the conversation sent to the model."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ROLE_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
+    """Who the message is from."""
     @_builtins.property
-    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Part]: ...
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Part]:
+        """Its content, in order."""
+
     def __init__(
         self,
         *,
@@ -254,13 +314,17 @@ Global___Message: _TypeAlias = Message  # noqa: Y015
 
 @_typing.final
 class ToolSpec(_message.Message):
+    """A tool offered to the model."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The name the model calls it by."""
     description: _builtins.str
+    """What the tool does, for the model."""
     @_builtins.property
     def input_schema(self) -> _struct_pb2.Struct:
         """JSON schema of the arguments."""
@@ -282,16 +346,19 @@ Global___ToolSpec: _TypeAlias = ToolSpec  # noqa: Y015
 
 @_typing.final
 class ReasoningOptions(_message.Message):
+    """Whether and how much the model reasons before answering."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENABLED_FIELD_NUMBER: _builtins.int
     EFFORT_FIELD_NUMBER: _builtins.int
     BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """False: no reasoning asked for."""
     effort: _builtins.str
-    """minimal, low, medium, high."""
+    """minimal, low, medium, high; "" means medium."""
     budget_tokens: _builtins.int
-    """0 means the provider default."""
+    """Tokens the model may spend reasoning; 0 means the provider default."""
     def __init__(
         self,
         *,
@@ -332,18 +399,27 @@ class CompletionRequest(_message.Message):
     max_output_tokens: _builtins.int
     """0 means the service's output limit."""
     native_web_search: _builtins.bool
+    """Lets the model use the provider's own web search where it has one."""
     user_id: _builtins.str
     """Attribution for token usage; user_id is sent upstream only if the service says so."""
     team_id: _builtins.str
+    """The team the usage is attributed to ("" outside a team)."""
     agent_username: _builtins.str
+    """The agent's bot username the usage is attributed to."""
     operation: _builtins.str
     """conversation, title_generation, thread_analysis, channel_summary, search, bridge, ..."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """The conversation so far, system prompt first."""
+
     @_builtins.property
-    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSpec]: ...
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSpec]:
+        """Tools the model may call; empty for none."""
+
     @_builtins.property
-    def reasoning(self) -> Global___ReasoningOptions: ...
+    def reasoning(self) -> Global___ReasoningOptions:
+        """Reasoning options; unset for the provider default."""
+
     @_builtins.property
     def json_schema(self) -> _struct_pb2.Struct:
         """JSON schema for structured output; unset for free text."""
@@ -374,12 +450,16 @@ Global___CompletionRequest: _TypeAlias = CompletionRequest  # noqa: Y015
 
 @_typing.final
 class TextDelta(_message.Message):
-    """---- events ---------------------------------------------------------------------------------"""
+    """---- events ---------------------------------------------------------------------------------
+
+    Answer text the model produced since the previous event.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The new text, to append."""
     def __init__(
         self,
         *,
@@ -395,12 +475,16 @@ Global___TextDelta: _TypeAlias = TextDelta  # noqa: Y015
 
 @_typing.final
 class ReasoningDelta(_message.Message):
+    """Reasoning the model produced since the previous event."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The new reasoning text, to append."""
     signature: _builtins.str
+    """The reasoning's signature, once the provider sends it ("" before)."""
     def __init__(
         self,
         *,
@@ -417,6 +501,8 @@ Global___ReasoningDelta: _TypeAlias = ReasoningDelta  # noqa: Y015
 
 @_typing.final
 class Annotation(_message.Message):
+    """A citation in the answer (web search results)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     URL_FIELD_NUMBER: _builtins.int
@@ -424,9 +510,13 @@ class Annotation(_message.Message):
     START_INDEX_FIELD_NUMBER: _builtins.int
     END_INDEX_FIELD_NUMBER: _builtins.int
     url: _builtins.str
+    """The cited page."""
     title: _builtins.str
+    """The cited page's title."""
     start_index: _builtins.int
+    """Where the citation starts in the answer text (characters)."""
     end_index: _builtins.int
+    """Where the citation ends in the answer text (characters, exclusive)."""
     def __init__(
         self,
         *,
@@ -445,6 +535,8 @@ Global___Annotation: _TypeAlias = Annotation  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
+    """Tokens a completion used."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
@@ -452,9 +544,13 @@ class Usage(_message.Message):
     CACHED_READ_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
+    """Prompt tokens, as the provider reports them."""
     output_tokens: _builtins.int
+    """Generated tokens, as the provider reports them."""
     cached_read_tokens: _builtins.int
+    """Prompt tokens read from the provider's cache."""
     reasoning_tokens: _builtins.int
+    """Generated tokens spent reasoning."""
     def __init__(
         self,
         *,
@@ -473,11 +569,14 @@ Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
 @_typing.final
 class StreamError(_message.Message):
+    """A failure after the stream started."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ERROR_CLASS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     error_class: _common_pb2.ErrorClass.ValueType
+    """What kind of failure (quota, unreachable, bad request, ...)."""
     message: _builtins.str
     """Safe to show a user; says what to do."""
     def __init__(
@@ -496,10 +595,13 @@ Global___StreamError: _TypeAlias = StreamError  # noqa: Y015
 
 @_typing.final
 class Done(_message.Message):
+    """The last event of a stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STOP_REASON_FIELD_NUMBER: _builtins.int
     stop_reason: Global___StopReason.ValueType
+    """Why the stream ended."""
     def __init__(
         self,
         *,
@@ -527,19 +629,33 @@ class StreamEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def text_delta(self) -> Global___TextDelta: ...
+    def text_delta(self) -> Global___TextDelta:
+        """More answer text."""
+
     @_builtins.property
-    def reasoning_delta(self) -> Global___ReasoningDelta: ...
+    def reasoning_delta(self) -> Global___ReasoningDelta:
+        """More reasoning."""
+
     @_builtins.property
-    def tool_call(self) -> Global___ToolCall: ...
+    def tool_call(self) -> Global___ToolCall:
+        """A complete tool call."""
+
     @_builtins.property
-    def annotation(self) -> Global___Annotation: ...
+    def annotation(self) -> Global___Annotation:
+        """A citation."""
+
     @_builtins.property
-    def usage(self) -> Global___Usage: ...
+    def usage(self) -> Global___Usage:
+        """The tokens used (once, before done)."""
+
     @_builtins.property
-    def error(self) -> Global___StreamError: ...
+    def error(self) -> Global___StreamError:
+        """A failure; done follows."""
+
     @_builtins.property
-    def done(self) -> Global___Done: ...
+    def done(self) -> Global___Done:
+        """The end of the stream."""
+
     def __init__(
         self,
         *,
@@ -563,13 +679,18 @@ Global___StreamEvent: _TypeAlias = StreamEvent  # noqa: Y015
 
 @_typing.final
 class CompleteRequest(_message.Message):
-    """---- LLM RPC messages -----------------------------------------------------------------------"""
+    """---- LLM RPC messages -----------------------------------------------------------------------
+
+    Request of LLM.Complete.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def request(self) -> Global___CompletionRequest: ...
+    def request(self) -> Global___CompletionRequest:
+        """The completion to run."""
+
     def __init__(
         self,
         *,
@@ -585,6 +706,8 @@ Global___CompleteRequest: _TypeAlias = CompleteRequest  # noqa: Y015
 
 @_typing.final
 class CompleteResponse(_message.Message):
+    """Response of LLM.Complete: the whole completion."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
@@ -595,17 +718,27 @@ class CompleteResponse(_message.Message):
     STOP_REASON_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The answer text."""
     stop_reason: Global___StopReason.ValueType
+    """Why the completion ended."""
     model: _builtins.str
     """The model that answered."""
     @_builtins.property
-    def reasoning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningPart]: ...
+    def reasoning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningPart]:
+        """The model's reasoning, for sending back in the next round."""
+
     @_builtins.property
-    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tools the model called, in order."""
+
     @_builtins.property
-    def annotations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Annotation]: ...
+    def annotations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Annotation]:
+        """Citations in the text."""
+
     @_builtins.property
-    def usage(self) -> Global___Usage: ...
+    def usage(self) -> Global___Usage:
+        """Tokens used."""
+
     def __init__(
         self,
         *,
@@ -627,6 +760,8 @@ Global___CompleteResponse: _TypeAlias = CompleteResponse  # noqa: Y015
 
 @_typing.final
 class StreamCompleteRequest(_message.Message):
+    """Request of LLM.StreamComplete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
@@ -636,7 +771,9 @@ class StreamCompleteRequest(_message.Message):
     the first event and Done are never held back). False (the default): one event per response.
     """
     @_builtins.property
-    def request(self) -> Global___CompletionRequest: ...
+    def request(self) -> Global___CompletionRequest:
+        """The completion to run."""
+
     def __init__(
         self,
         *,
@@ -653,6 +790,8 @@ Global___StreamCompleteRequest: _TypeAlias = StreamCompleteRequest  # noqa: Y015
 
 @_typing.final
 class StreamCompleteResponse(_message.Message):
+    """Response of LLM.StreamComplete: one or more events of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
@@ -675,11 +814,15 @@ Global___StreamCompleteResponse: _TypeAlias = StreamCompleteResponse  # noqa: Y0
 
 @_typing.final
 class CountTokensRequest(_message.Message):
+    """Request of LLM.CountTokens."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def request(self) -> Global___CompletionRequest: ...
+    def request(self) -> Global___CompletionRequest:
+        """The completion whose prompt is counted (not run)."""
+
     def __init__(
         self,
         *,
@@ -695,6 +838,8 @@ Global___CountTokensRequest: _TypeAlias = CountTokensRequest  # noqa: Y015
 
 @_typing.final
 class CountTokensResponse(_message.Message):
+    """Response of LLM.CountTokens."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
@@ -702,10 +847,13 @@ class CountTokensResponse(_message.Message):
     INPUT_TOKEN_LIMIT_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
+    """Prompt tokens the request would use."""
     source: _builtins.str
     """counted (real tokenizer), provider (asked the provider) or estimated (approximation)."""
     input_token_limit: _builtins.int
+    """The service's prompt token limit for the model."""
     model: _builtins.str
+    """The model counted for (the service's default when the request named none)."""
     def __init__(
         self,
         *,
@@ -737,13 +885,23 @@ class ServiceCredentials(_message.Message):
     VERTEX_PROJECT_NUMBER_FIELD_NUMBER: _builtins.int
     VERTEX_AUTH_CREDENTIALS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
+    """The provider: openai, openaicompatible, azure, anthropic, bedrock, cohere, mistral, scale,
+    asage, gemini, vertex.
+    """
     api_key: _builtins.str
+    """The provider's API key."""
     api_url: _builtins.str
+    """The provider's base URL; "" for the provider's default."""
     org_id: _builtins.str
+    """OpenAI organisation id; "" for none."""
     region: _builtins.str
+    """Cloud region (Bedrock, Vertex)."""
     vertex_project_id: _builtins.str
+    """Google Cloud project id (Vertex)."""
     vertex_project_number: _builtins.str
+    """Google Cloud project number (Vertex), as the plugin's service settings carry it."""
     vertex_auth_credentials: _builtins.str
+    """Google service-account credentials JSON (Vertex)."""
     def __init__(
         self,
         *,
@@ -766,6 +924,8 @@ Global___ServiceCredentials: _TypeAlias = ServiceCredentials  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):
+    """Request of LLM.ListModels."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_ID_FIELD_NUMBER: _builtins.int
@@ -794,11 +954,15 @@ Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):
+    """Response of LLM.ListModels."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def model_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def model_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The provider's model ids."""
+
     def __init__(
         self,
         *,
@@ -814,6 +978,8 @@ Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 
 @_typing.final
 class TranscribeRequest(_message.Message):
+    """Request of LLM.Transcribe."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_ID_FIELD_NUMBER: _builtins.int
@@ -822,10 +988,15 @@ class TranscribeRequest(_message.Message):
     MIME_TYPE_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
+    """Registry service id whose provider transcribes."""
     audio: _builtins.bytes
+    """The audio file's bytes."""
     filename: _builtins.str
+    """The audio file's name (its extension tells some providers the format)."""
     mime_type: _builtins.str
+    """The audio file's media type (e.g. "audio/mpeg")."""
     language: _builtins.str
+    """The spoken language (ISO 639-1, e.g. "en"); "" lets the provider detect it."""
     def __init__(
         self,
         *,
@@ -845,13 +1016,16 @@ Global___TranscribeRequest: _TypeAlias = TranscribeRequest  # noqa: Y015
 
 @_typing.final
 class TranscribeResponse(_message.Message):
+    """Response of LLM.Transcribe."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VTT_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     vtt: _builtins.str
-    """WebVTT."""
+    """The transcript as WebVTT, with timestamps."""
     text: _builtins.str
+    """The transcript as plain text."""
     def __init__(
         self,
         *,
@@ -883,15 +1057,21 @@ class ConversationContext(_message.Message):
     USER_TEAM_IDS_FIELD_NUMBER: _builtins.int
     USER_TIMEZONE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    """The requesting user."""
     agent_id: _builtins.str
+    """The agent answering."""
     channel_id: _builtins.str
+    """The channel of the conversation."""
     team_id: _builtins.str
+    """The channel's team ("" for DMs and group messages)."""
     is_direct_message: _builtins.bool
     """True for the DM between the user and the agent's bot."""
     user_timezone: _builtins.str
     """The user's timezone (IANA), for the prompt's current time."""
     @_builtins.property
-    def user_team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def user_team_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The teams the user belongs to (for the agent's access check)."""
+
     def __init__(
         self,
         *,
@@ -913,6 +1093,8 @@ Global___ConversationContext: _TypeAlias = ConversationContext  # noqa: Y015
 
 @_typing.final
 class RespondRequest(_message.Message):
+    """Request of Conversations.Respond."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTEXT_FIELD_NUMBER: _builtins.int
@@ -927,14 +1109,19 @@ class RespondRequest(_message.Message):
     root_post_id: _builtins.str
     """Thread root ("" when the post is a root)."""
     message: _builtins.str
+    """The post's text."""
     response_post_id: _builtins.str
     """The bot post the answer is written into (created by the gateway before the call)."""
     automated_invoker: _builtins.bool
     """True when another bot or plugin triggered the agent (activate_ai): only auto_run_everywhere tools."""
     @_builtins.property
-    def context(self) -> Global___ConversationContext: ...
+    def context(self) -> Global___ConversationContext:
+        """Who asks, where."""
+
     @_builtins.property
-    def file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Files attached to the post."""
+
     def __init__(
         self,
         *,
@@ -967,10 +1154,13 @@ class ToolCallState(_message.Message):
     status: _builtins.str
     """pending, accepted, rejected, error, success, auto_approved."""
     result: _builtins.str
+    """The tool's result; "" until it ran, and for those it may not be shown to."""
     shared: _builtins.bool
     """Whether the result may be shown to channel members other than the requester."""
     @_builtins.property
-    def call(self) -> Global___ToolCall: ...
+    def call(self) -> Global___ToolCall:
+        """The call."""
+
     def __init__(
         self,
         *,
@@ -1001,6 +1191,7 @@ class ConversationEvent(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     CONTROL_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
+    """The conversation the turn belongs to."""
     post_id: _builtins.str
     """The bot post the event belongs to."""
     title: _builtins.str
@@ -1008,7 +1199,9 @@ class ConversationEvent(_message.Message):
     control: _builtins.str
     """The stream starts writing (start), or resumes after approval (continue)."""
     @_builtins.property
-    def stream(self) -> Global___StreamEvent: ...
+    def stream(self) -> Global___StreamEvent:
+        """An event of the model's stream."""
+
     @_builtins.property
     def approval_required(self) -> Global___ToolApprovalRequired:
         """The turn paused: these calls wait for the requester's decision."""
@@ -1040,6 +1233,8 @@ Global___ConversationEvent: _TypeAlias = ConversationEvent  # noqa: Y015
 
 @_typing.final
 class ToolApprovalRequired(_message.Message):
+    """A turn paused for the requester's decision."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CALLS_FIELD_NUMBER: _builtins.int
@@ -1047,7 +1242,9 @@ class ToolApprovalRequired(_message.Message):
     stage: _builtins.str
     """call: approve execution; result: approve sharing results into the channel."""
     @_builtins.property
-    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallState]: ...
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallState]:
+        """The calls waiting for the decision."""
+
     def __init__(
         self,
         *,
@@ -1064,6 +1261,8 @@ Global___ToolApprovalRequired: _TypeAlias = ToolApprovalRequired  # noqa: Y015
 
 @_typing.final
 class AnalyzeRequest(_message.Message):
+    """Request of Conversations.Analyze."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTEXT_FIELD_NUMBER: _builtins.int
@@ -1071,11 +1270,15 @@ class AnalyzeRequest(_message.Message):
     ANALYSIS_TYPE_FIELD_NUMBER: _builtins.int
     RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """A post of the thread to analyse."""
     analysis_type: _builtins.str
     """summarize_thread, action_items, open_questions."""
     response_post_id: _builtins.str
+    """The bot post the analysis is written into."""
     @_builtins.property
-    def context(self) -> Global___ConversationContext: ...
+    def context(self) -> Global___ConversationContext:
+        """Who asks, where."""
+
     def __init__(
         self,
         *,
@@ -1094,6 +1297,8 @@ Global___AnalyzeRequest: _TypeAlias = AnalyzeRequest  # noqa: Y015
 
 @_typing.final
 class SummarizeRequest(_message.Message):
+    """Request of Conversations.Summarize."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTEXT_FIELD_NUMBER: _builtins.int
@@ -1107,16 +1312,23 @@ class SummarizeRequest(_message.Message):
     preset_prompt: _builtins.str
     """summarize_unreads, summarize_range, action_items, open_questions, summarize_transcript."""
     start_time: _builtins.int
-    """Milliseconds since the epoch; end 0 means now. At most 14 days apart."""
+    """Start of the range (summarize_range), in milliseconds since the epoch. At most 14 days before
+    end_time.
+    """
     end_time: _builtins.int
+    """End of the range, in milliseconds since the epoch; 0 means now."""
     prompt: _builtins.str
     """Extra instructions from the user."""
     response_post_id: _builtins.str
+    """The bot post the summary is written into."""
     transcript_file_id: _builtins.str
-    """For transcripts: the file or post holding the transcript."""
+    """For summarize_transcript: the file holding the transcript."""
     transcript_post_id: _builtins.str
+    """For summarize_transcript: the post holding the transcript."""
     @_builtins.property
-    def context(self) -> Global___ConversationContext: ...
+    def context(self) -> Global___ConversationContext:
+        """Who asks, and the channel to summarise."""
+
     def __init__(
         self,
         *,
@@ -1139,10 +1351,13 @@ Global___SummarizeRequest: _TypeAlias = SummarizeRequest  # noqa: Y015
 
 @_typing.final
 class StopRequest(_message.Message):
+    """Request of Conversations.Stop."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The bot post being written."""
     def __init__(
         self,
         *,
@@ -1158,6 +1373,8 @@ Global___StopRequest: _TypeAlias = StopRequest  # noqa: Y015
 
 @_typing.final
 class StopResponse(_message.Message):
+    """Response of Conversations.Stop (empty: the stream was told to stop)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1173,13 +1390,18 @@ Global___StopResponse: _TypeAlias = StopResponse  # noqa: Y015
 
 @_typing.final
 class RegenerateRequest(_message.Message):
+    """Request of Conversations.Regenerate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The bot post to write again."""
     @_builtins.property
-    def context(self) -> Global___ConversationContext: ...
+    def context(self) -> Global___ConversationContext:
+        """Who asks, where."""
+
     def __init__(
         self,
         *,
@@ -1196,16 +1418,23 @@ Global___RegenerateRequest: _TypeAlias = RegenerateRequest  # noqa: Y015
 
 @_typing.final
 class ToolDecisionRequest(_message.Message):
+    """Request of Conversations.ToolDecision."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_TOOL_IDS_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The bot post of the paused turn."""
     @_builtins.property
-    def accepted_tool_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def accepted_tool_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The pending tool calls accepted; the others are rejected."""
+
     @_builtins.property
-    def context(self) -> Global___ConversationContext: ...
+    def context(self) -> Global___ConversationContext:
+        """Who decides, where."""
+
     def __init__(
         self,
         *,
@@ -1223,16 +1452,23 @@ Global___ToolDecisionRequest: _TypeAlias = ToolDecisionRequest  # noqa: Y015
 
 @_typing.final
 class ToolResultShareRequest(_message.Message):
+    """Request of Conversations.ToolResultShare."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_TOOL_IDS_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The bot post of the paused turn."""
     @_builtins.property
-    def accepted_tool_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def accepted_tool_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tool calls whose results may be shared; the others stay private."""
+
     @_builtins.property
-    def context(self) -> Global___ConversationContext: ...
+    def context(self) -> Global___ConversationContext:
+        """Who decides, where."""
+
     def __init__(
         self,
         *,
@@ -1250,6 +1486,8 @@ Global___ToolResultShareRequest: _TypeAlias = ToolResultShareRequest  # noqa: Y0
 
 @_typing.final
 class Turn(_message.Message):
+    """One stored turn of a conversation."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1261,12 +1499,17 @@ class Turn(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     APPROVAL_STATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The turn's id."""
     post_id: _builtins.str
+    """The post the turn belongs to (the user's post, or the bot post of an answer)."""
     role: _builtins.str
     """user, assistant, tool_result."""
     tokens_in: _builtins.int
+    """Prompt tokens the turn's completion used (assistant turns)."""
     tokens_out: _builtins.int
+    """Tokens the turn's completion generated (assistant turns)."""
     sequence: _builtins.int
+    """The turn's position in the conversation, from 1."""
     approval_state: _builtins.str
     """call, result, done; "" when no approval is involved."""
     @_builtins.property
@@ -1295,6 +1538,8 @@ Global___Turn: _TypeAlias = Turn  # noqa: Y015
 
 @_typing.final
 class Conversation(_message.Message):
+    """A stored conversation: one thread between a user and an agent's bot."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1309,17 +1554,29 @@ class Conversation(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     TURNS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The conversation's id."""
     user_id: _builtins.str
+    """The user it is with (its owner)."""
     bot_id: _builtins.str
+    """The agent's bot user."""
     channel_id: _builtins.str
+    """The channel of the thread."""
     root_post_id: _builtins.str
+    """The thread's root post."""
     title: _builtins.str
+    """The generated title; "" until generated."""
     operation: _builtins.str
+    """What started it: conversation, thread_analysis, channel_summary, ..."""
     turn_count: _builtins.int
+    """How many turns it holds."""
     created_at: _builtins.int
+    """When it was created, in milliseconds since the epoch."""
     updated_at: _builtins.int
+    """When it last changed, in milliseconds since the epoch."""
     @_builtins.property
-    def turns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Turn]: ...
+    def turns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Turn]:
+        """Its turns in order (empty in lists)."""
+
     def __init__(
         self,
         *,
@@ -1345,10 +1602,13 @@ Global___Conversation: _TypeAlias = Conversation  # noqa: Y015
 
 @_typing.final
 class GetConversationRequest(_message.Message):
+    """Request of Conversations.GetConversation."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The conversation's id."""
     def __init__(
         self,
         *,
@@ -1364,11 +1624,15 @@ Global___GetConversationRequest: _TypeAlias = GetConversationRequest  # noqa: Y0
 
 @_typing.final
 class GetConversationResponse(_message.Message):
+    """Response of Conversations.GetConversation."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONVERSATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def conversation(self) -> Global___Conversation: ...
+    def conversation(self) -> Global___Conversation:
+        """The conversation with its turns."""
+
     def __init__(
         self,
         *,
@@ -1384,6 +1648,8 @@ Global___GetConversationResponse: _TypeAlias = GetConversationResponse  # noqa: 
 
 @_typing.final
 class ListConversationsRequest(_message.Message):
+    """Request of Conversations.ListConversations."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_FIELD_NUMBER: _builtins.int
@@ -1406,6 +1672,8 @@ Global___ListConversationsRequest: _TypeAlias = ListConversationsRequest  # noqa
 
 @_typing.final
 class ListConversationsResponse(_message.Message):
+    """Response of Conversations.ListConversations."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONVERSATIONS_FIELD_NUMBER: _builtins.int
@@ -1415,7 +1683,9 @@ class ListConversationsResponse(_message.Message):
         """Without turns."""
 
     @_builtins.property
-    def page(self) -> _common_pb2.PageResponse: ...
+    def page(self) -> _common_pb2.PageResponse:
+        """The token of the next page."""
+
     def __init__(
         self,
         *,
@@ -1432,6 +1702,8 @@ Global___ListConversationsResponse: _TypeAlias = ListConversationsResponse  # no
 
 @_typing.final
 class ClaimPostRequest(_message.Message):
+    """Request of Conversations.ClaimPost."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
@@ -1460,6 +1732,8 @@ Global___ClaimPostRequest: _TypeAlias = ClaimPostRequest  # noqa: Y015
 
 @_typing.final
 class ClaimPostResponse(_message.Message):
+    """Response of Conversations.ClaimPost."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
@@ -1488,6 +1762,8 @@ Global___ClaimPostResponse: _TypeAlias = ClaimPostResponse  # noqa: Y015
 
 @_typing.final
 class RenewClaimRequest(_message.Message):
+    """Request of Conversations.RenewClaim."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
@@ -1495,6 +1771,7 @@ class RenewClaimRequest(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The claimed user post."""
     claimant: _builtins.str
     """The claimant holding the claim."""
     lease_seconds: _builtins.int
@@ -1519,6 +1796,8 @@ Global___RenewClaimRequest: _TypeAlias = RenewClaimRequest  # noqa: Y015
 
 @_typing.final
 class RenewClaimResponse(_message.Message):
+    """Response of Conversations.RenewClaim."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
@@ -1539,11 +1818,14 @@ Global___RenewClaimResponse: _TypeAlias = RenewClaimResponse  # noqa: Y015
 
 @_typing.final
 class FinishClaimRequest(_message.Message):
+    """Request of Conversations.FinishClaim."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
     CLAIMANT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The answered user post."""
     claimant: _builtins.str
     """The claimant holding the claim (or anyone, for a post nobody claimed)."""
     def __init__(
@@ -1562,6 +1844,8 @@ Global___FinishClaimRequest: _TypeAlias = FinishClaimRequest  # noqa: Y015
 
 @_typing.final
 class FinishClaimResponse(_message.Message):
+    """Response of Conversations.FinishClaim (empty: the claim is finished)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1577,11 +1861,14 @@ Global___FinishClaimResponse: _TypeAlias = FinishClaimResponse  # noqa: Y015
 
 @_typing.final
 class ReleaseClaimRequest(_message.Message):
+    """Request of Conversations.ReleaseClaim."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
     CLAIMANT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    """The claimed user post."""
     claimant: _builtins.str
     """The claimant holding the claim."""
     def __init__(
@@ -1600,6 +1887,8 @@ Global___ReleaseClaimRequest: _TypeAlias = ReleaseClaimRequest  # noqa: Y015
 
 @_typing.final
 class ReleaseClaimResponse(_message.Message):
+    """Response of Conversations.ReleaseClaim (empty: the lease has ended)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1615,6 +1904,8 @@ Global___ReleaseClaimResponse: _TypeAlias = ReleaseClaimResponse  # noqa: Y015
 
 @_typing.final
 class TakeOverExpiredClaimRequest(_message.Message):
+    """Request of Conversations.TakeOverExpiredClaim."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CLAIMANT_FIELD_NUMBER: _builtins.int
@@ -1639,6 +1930,8 @@ Global___TakeOverExpiredClaimRequest: _TypeAlias = TakeOverExpiredClaimRequest  
 
 @_typing.final
 class TakeOverExpiredClaimResponse(_message.Message):
+    """Response of Conversations.TakeOverExpiredClaim."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
@@ -1663,6 +1956,8 @@ Global___TakeOverExpiredClaimResponse: _TypeAlias = TakeOverExpiredClaimResponse
 
 @_typing.final
 class AttachRequest(_message.Message):
+    """Request of Conversations.Attach."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_ID_FIELD_NUMBER: _builtins.int
@@ -1683,13 +1978,18 @@ Global___AttachRequest: _TypeAlias = AttachRequest  # noqa: Y015
 
 @_typing.final
 class RespondResponse(_message.Message):
-    """---- streaming responses: each RPC its own message, all carrying one ConversationEvent -----"""
+    """---- streaming responses: each RPC its own message, all carrying one ConversationEvent -----
+
+    Response of Conversations.Respond: one event of the stream.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,
@@ -1705,11 +2005,15 @@ Global___RespondResponse: _TypeAlias = RespondResponse  # noqa: Y015
 
 @_typing.final
 class AnalyzeResponse(_message.Message):
+    """Response of Conversations.Analyze: one event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,
@@ -1725,11 +2029,15 @@ Global___AnalyzeResponse: _TypeAlias = AnalyzeResponse  # noqa: Y015
 
 @_typing.final
 class SummarizeResponse(_message.Message):
+    """Response of Conversations.Summarize: one event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,
@@ -1745,11 +2053,15 @@ Global___SummarizeResponse: _TypeAlias = SummarizeResponse  # noqa: Y015
 
 @_typing.final
 class RegenerateResponse(_message.Message):
+    """Response of Conversations.Regenerate: one event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,
@@ -1765,11 +2077,15 @@ Global___RegenerateResponse: _TypeAlias = RegenerateResponse  # noqa: Y015
 
 @_typing.final
 class ToolDecisionResponse(_message.Message):
+    """Response of Conversations.ToolDecision: one event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,
@@ -1785,11 +2101,15 @@ Global___ToolDecisionResponse: _TypeAlias = ToolDecisionResponse  # noqa: Y015
 
 @_typing.final
 class ToolResultShareResponse(_message.Message):
+    """Response of Conversations.ToolResultShare: one event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,
@@ -1805,11 +2125,15 @@ Global___ToolResultShareResponse: _TypeAlias = ToolResultShareResponse  # noqa: 
 
 @_typing.final
 class AttachResponse(_message.Message):
+    """Response of Conversations.Attach: one event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___ConversationEvent: ...
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
     def __init__(
         self,
         *,

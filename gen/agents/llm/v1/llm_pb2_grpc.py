@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class LLMStub:
-    """Missing associated documentation comment in .proto file."""
+    """Provider calls behind one normalised request and event stream: the completions, token counts,
+    model lists and transcriptions of a registry service.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -62,7 +64,9 @@ class LLMStub:
 
 
 class LLMServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Provider calls behind one normalised request and event stream: the completions, token counts,
+    model lists and transcriptions of a registry service.
+    """
 
     def Complete(self, request, context):
         """One completion, collected. INVALID_ARGUMENT for a bad request; NOT_FOUND for an unknown
@@ -142,7 +146,9 @@ def add_LLMServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class LLM:
-    """Missing associated documentation comment in .proto file."""
+    """Provider calls behind one normalised request and event stream: the completions, token counts,
+    model lists and transcriptions of a registry service.
+    """
 
     @staticmethod
     def Complete(request,
@@ -281,7 +287,9 @@ class LLM:
 
 
 class ConversationsStub:
-    """Missing associated documentation comment in .proto file."""
+    """The conversation loop: answers, analyses and summaries written into Mattermost posts, tool
+    approvals, stored conversations, and the claims that let one gateway replica answer each post.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -367,7 +375,9 @@ class ConversationsStub:
 
 
 class ConversationsServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The conversation loop: answers, analyses and summaries written into Mattermost posts, tool
+    approvals, stored conversations, and the claims that let one gateway replica answer each post.
+    """
 
     def Respond(self, request, context):
         """Answers a user's post (a DM to an agent's bot or an @mention). The access check runs before
@@ -435,7 +445,8 @@ class ConversationsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListConversations(self, request, context):
-        """The caller's conversations, newest first.
+        """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+        PERMISSION_DENIED without a user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -589,7 +600,9 @@ def add_ConversationsServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Conversations:
-    """Missing associated documentation comment in .proto file."""
+    """The conversation loop: answers, analyses and summaries written into Mattermost posts, tool
+    approvals, stored conversations, and the claims that let one gateway replica answer each post.
+    """
 
     @staticmethod
     def Respond(request,

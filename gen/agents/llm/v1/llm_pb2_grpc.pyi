@@ -29,6 +29,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class LLMStub:
+    """Provider calls behind one normalised request and event stream: the completions, token counts,
+    model lists and transcriptions of a registry service.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -56,6 +60,10 @@ class LLMStub:
 
 @_typing.type_check_only
 class LLMAsyncStub(LLMStub):
+    """Provider calls behind one normalised request and event stream: the completions, token counts,
+    model lists and transcriptions of a registry service.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Complete: _aio.UnaryUnaryMultiCallable[_llm_pb2.CompleteRequest, _llm_pb2.CompleteResponse]  # type: ignore[assignment]
     """One completion, collected. INVALID_ARGUMENT for a bad request; NOT_FOUND for an unknown
@@ -79,6 +87,10 @@ class LLMAsyncStub(LLMStub):
     """
 
 class LLMServicer(metaclass=_abc_1.ABCMeta):
+    """Provider calls behind one normalised request and event stream: the completions, token counts,
+    model lists and transcriptions of a registry service.
+    """
+
     @_abc_1.abstractmethod
     def Complete(
         self,
@@ -132,6 +144,10 @@ class LLMServicer(metaclass=_abc_1.ABCMeta):
 def add_LLMServicer_to_server(servicer: LLMServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ConversationsStub:
+    """The conversation loop: answers, analyses and summaries written into Mattermost posts, tool
+    approvals, stored conversations, and the claims that let one gateway replica answer each post.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -170,7 +186,9 @@ class ConversationsStub:
     shared. NOT_FOUND; PERMISSION_DENIED.
     """
     ListConversations: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]
-    """The caller's conversations, newest first."""
+    """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+    PERMISSION_DENIED without a user.
+    """
     ClaimPost: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
@@ -211,6 +229,10 @@ class ConversationsStub:
 
 @_typing.type_check_only
 class ConversationsAsyncStub(ConversationsStub):
+    """The conversation loop: answers, analyses and summaries written into Mattermost posts, tool
+    approvals, stored conversations, and the claims that let one gateway replica answer each post.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Respond: _aio.UnaryStreamMultiCallable[_llm_pb2.RespondRequest, _llm_pb2.RespondResponse]  # type: ignore[assignment]
     """Answers a user's post (a DM to an agent's bot or an @mention). The access check runs before
@@ -246,7 +268,9 @@ class ConversationsAsyncStub(ConversationsStub):
     shared. NOT_FOUND; PERMISSION_DENIED.
     """
     ListConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]  # type: ignore[assignment]
-    """The caller's conversations, newest first."""
+    """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+    PERMISSION_DENIED without a user.
+    """
     ClaimPost: _aio.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]  # type: ignore[assignment]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
@@ -286,6 +310,10 @@ class ConversationsAsyncStub(ConversationsStub):
     """
 
 class ConversationsServicer(metaclass=_abc_1.ABCMeta):
+    """The conversation loop: answers, analyses and summaries written into Mattermost posts, tool
+    approvals, stored conversations, and the claims that let one gateway replica answer each post.
+    """
+
     @_abc_1.abstractmethod
     def Respond(
         self,
@@ -373,7 +401,9 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_pb2.ListConversationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.ListConversationsResponse, _abc.Awaitable[_llm_pb2.ListConversationsResponse]]:
-        """The caller's conversations, newest first."""
+        """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
+        PERMISSION_DENIED without a user.
+        """
 
     @_abc_1.abstractmethod
     def ClaimPost(
