@@ -17,7 +17,8 @@ from google.protobuf import json_format
 from services.common.mattermost import Post
 
 # The plugin's English UI strings (server/i18n): users and their scripts know these words.
-ERROR_TEXT = "Sorry! An error occurred while accessing the LLM. See server logs for details."
+ERROR_LEAD = "Sorry! An error occurred while accessing the LLM"
+ERROR_TEXT = f"{ERROR_LEAD}. See server logs for details."
 EMPTY_TEXT = "Sorry! The LLM did not return a result."
 # Ours: the reply to a post that could not be answered while a dependency was down.
 UNAVAILABLE_TEXT = "Sorry! The agent could not answer: a service it needs is unavailable. Please try again later."
@@ -189,7 +190,7 @@ class ReplyState:
             self.version += 1
             return [self.tool_call_update()]
         if kind == "error":
-            self.error = stream.error.message or ERROR_TEXT
+            self.error = error_notice(stream.error.message)
             return []
         if kind == "done":
             return self._done(stream.done.stop_reason)
@@ -236,7 +237,8 @@ class ReplyState:
     def message(self) -> str:
         """The post's message now."""
         if self.status == INTERRUPTED:
-            return f"{self.text}\n\n{ERROR_TEXT}" if self.text else ERROR_TEXT
+            notice = self.error or ERROR_TEXT
+            return f"{self.text}\n\n{notice}" if self.text else notice
         if self.status == HANDED_OFF:
             return f"{self.text}\n\n{HANDOFF_TEXT}" if self.text else HANDOFF_TEXT
         if self.status == DONE and not self.text and not self.tool_calls:
@@ -257,6 +259,12 @@ class ReplyState:
         if self.annotations:
             props[PROP_ANNOTATIONS] = self.annotations
         return props
+
+
+def error_notice(message: str) -> str:
+    """What a failed reply says: the plugin's words, then the llm service's reason when it sent
+    one (safe to show, says what to do: rate limited and when to retry, unavailable, stalled)."""
+    return f"{ERROR_LEAD}: {message}" if message else ERROR_TEXT
 
 
 def answer_text(message: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -90,11 +91,12 @@ def provider_error_from_response(
             code="insufficient_quota",
         )
     if status == 429:
+        retry_after = parse_retry_after(headers)
         return ProviderError(
-            f"{provider_name} is rate limiting requests; try again shortly{suffix}",
+            f"{provider_name} is rate limiting requests; try again {_when(retry_after)}{suffix}",
             status=status,
             retryable=True,
-            retry_after=parse_retry_after(headers),
+            retry_after=retry_after,
             code=code or "rate_limited",
         )
     if status in (401, 403):
@@ -135,6 +137,14 @@ def provider_error_from_response(
         retryable=False,
         code=code,
     )
+
+
+def _when(retry_after: float | None) -> str:
+    """When to try again, as a user reads it: the provider's ``Retry-After`` when it sent one."""
+    if retry_after is None:
+        return "shortly"
+    seconds = max(1, math.ceil(retry_after))
+    return f"in {seconds} second{'' if seconds == 1 else 's'}"
 
 
 def provider_error_from_exception(exc: BaseException, provider_name: str) -> ProviderError:

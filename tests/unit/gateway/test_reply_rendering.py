@@ -6,7 +6,7 @@ import json
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 
-from services.gateway.rendering.reply import ERROR_TEXT, HANDOFF_TEXT, ReplyState, answer_text, base_props
+from services.gateway.rendering.reply import ERROR_LEAD, ERROR_TEXT, HANDOFF_TEXT, ReplyState, answer_text, base_props
 
 
 def text(t: str) -> llm_pb2.ConversationEvent:
@@ -35,14 +35,20 @@ def test_text_deltas_accumulate_into_next_payloads_and_the_final_props() -> None
     assert props["agents_stream_status"] == "done"
 
 
-def test_a_failed_stream_keeps_the_text_and_appends_the_plugin_error_after_a_blank_line() -> None:
+def test_a_failed_stream_keeps_the_text_and_appends_the_plugin_error_and_its_reason_after_a_blank_line() -> None:
     state = new_state()
     state.apply(text("partial"))
     error = llm_pb2.StreamEvent(error=llm_pb2.StreamError(message="provider down"))
     state.apply(llm_pb2.ConversationEvent(stream=error))
     state.apply(done(llm_pb2.STOP_REASON_ERROR))
-    assert state.message() == f"partial\n\n{ERROR_TEXT}"
+    assert state.message() == f"partial\n\n{ERROR_LEAD}: provider down"
     assert state.post_props()["agents_stream_status"] == "interrupted"
+
+
+def test_a_stream_that_ends_in_error_without_a_reason_gets_the_plugin_error() -> None:
+    state = new_state()
+    state.apply(done(llm_pb2.STOP_REASON_ERROR))
+    assert state.message() == ERROR_TEXT
 
 
 def test_a_stopped_stream_keeps_the_text_and_says_it_was_stopped() -> None:
