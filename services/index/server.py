@@ -57,19 +57,20 @@ class IndexProcess:
         active = ActiveAgents(self.agent_store, self.listener, max_age=settings.agents_cache_seconds)
         self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, license, PLUGIN_CONFIG_KEYS)
         agents = AgentRegistry(self.agent_store, active, self.config, self.bots, license)
+        # The generated base answers UNIMPLEMENTED to every RPC until semantic search lands; its
+        # stub marks them abstract.
+        index = index_pb2_grpc.IndexServicer()  # type: ignore[abstract]
         self.host = GrpcServiceHost(
             settings,
             [
                 ServicerBinding(
                     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine)),
+                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), serves_search(index)),
                     registry_pb2_grpc.add_RegistryServicer_to_server,
                 ),
                 ServicerBinding(
                     index_pb2.DESCRIPTOR.services_by_name["Index"].full_name,
-                    # The generated base answers UNIMPLEMENTED to every RPC until semantic search
-                    # lands; its stub marks them abstract.
-                    index_pb2_grpc.IndexServicer(),  # type: ignore[abstract]
+                    index,
                     index_pb2_grpc.add_IndexServicer_to_server,
                 ),
             ],
@@ -89,6 +90,12 @@ class IndexProcess:
         await self.listener.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
+
+
+def serves_search(index: index_pb2_grpc.IndexServicer) -> bool:
+    """Whether ``index`` implements Search rather than the generated base's UNIMPLEMENTED answer:
+    /ai_bots reports search as enabled only then, and does so by itself once search lands."""
+    return type(index).Search is not index_pb2_grpc.IndexServicer.Search
 
 
 async def create_server(settings: CommonSettings, deps: IndexDeps | None = None) -> IndexProcess:

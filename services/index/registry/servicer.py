@@ -42,10 +42,14 @@ def _prompt(p: CustomPrompt) -> registry_pb2.CustomPrompt:
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     """Every RPC of agents.registry.v1.Registry."""
 
-    def __init__(self, config: ConfigRegistry, agents: AgentRegistry, prompts: PromptLibrary) -> None:
+    def __init__(
+        self, config: ConfigRegistry, agents: AgentRegistry, prompts: PromptLibrary, search_served: bool
+    ) -> None:
         self.config = config
         self.agents = agents
         self.prompts = prompts
+        # Whether this process's Index service answers Search: configured search is not enabled search.
+        self.search_served = search_served
 
     # ---- services ---------------------------------------------------------------------------
 
@@ -180,7 +184,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return registry_pb2.ListUsableAgentsResponse(
             agents=[agent_to_message(a, include_instructions=False) for a in usable],
             default_agent_username=default,
-            search_enabled=plugin_config.search_enabled(active.config, self.config.license),
+            search_enabled=self.search_served and plugin_config.search_enabled(active.config, self.config.license),
             allow_unsafe_links=bool(active.config.get("allowUnsafeLinks", False)),
         )
 
