@@ -234,6 +234,18 @@ async def test_an_image_on_the_post_reaches_the_provider_when_the_agent_has_visi
     )
 
 
+async def test_reasoning_enabled_alone_makes_the_agent_reason_with_the_default_effort(world: World) -> None:
+    bot = await world.agent("thinker", reasoning_enabled=True)  # no effort, no budget: as a new agent has
+    ria = world.mm.add_user("ria")
+    dm = world.mm.add_direct_channel(ria, bot)
+    world.openai.enqueue(FakeResponse.text("Thought it through."), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(ria, dm, "think about this one")
+    reply = await world.answer_to(post)
+    assert reply["message"] == "Thought it through."
+    sent = next(r for r in world.openai.requests if "think about this one" in json.dumps(r.body))
+    assert sent.body["reasoning_effort"] == "medium"
+
+
 async def test_react_adds_the_emoji_the_agent_chose_as_the_caller(world: World) -> None:
     await world.agent("reactor")
     liz = world.mm.add_user("liz")

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -143,16 +144,30 @@ async def test_agents_and_services_list_what_plugins_may_use(bridge: Bridge) -> 
     assert body == {"services": [{"id": bridge.service_id, "name": "fake-openai", "type": "openaicompatible"}]}
 
 
-async def _create_agent(bridge: Bridge, username: str) -> registry_pb2.Agent:
+async def _create_agent(bridge: Bridge, username: str, **fields: Any) -> registry_pb2.Agent:
     async with bridge.h.channel("index") as channel:
         reply = await registry_pb2_grpc.RegistryStub(channel).CreateAgent(
             registry_pb2.CreateAgentRequest(
-                agent=registry_pb2.Agent(username=username, display_name=username, service_id=bridge.service_id)
+                agent=registry_pb2.Agent(
+                    username=username, display_name=username, service_id=bridge.service_id, **fields
+                )
             ),
             metadata=bridge.h.metadata(ADMIN),
             timeout=10,
         )
     return reply.agent
+
+
+async def test_reasoning_enabled_alone_makes_a_bridge_completion_reason_with_the_default_effort(
+    bridge: Bridge,
+) -> None:
+    await _create_agent(bridge, "pondering", reasoning_enabled=True)  # no effort, no budget
+    bridge.fake.enqueue(FakeResponse.text("Pondered.", tokens=1))
+    body = {"posts": [{"role": "user", "message": "ponder this"}]}
+    status, _ = await bridge.sse("/bridge/v1/completion/agent/pondering", body)
+    assert status == 200
+    sent = next(r for r in bridge.fake.requests if "ponder this" in json.dumps(r.body))
+    assert sent.body["reasoning_effort"] == "medium"
 
 
 async def test_an_access_change_applies_to_the_next_bridge_call_even_while_the_agent_is_cached(

@@ -191,7 +191,9 @@ class AgentLoop:
     def _request(self, setup: TurnSetup, messages: list[Message], tools: dict[str, AvailableTool]) -> CompletionRequest:
         agent = setup.agent
         reasoning = ReasoningOptions()
-        if agent.reasoning_enabled and agent.reasoning_effort:
+        if agent.reasoning_enabled:
+            # The switch alone turns reasoning on: no effort set (new agents have none) means
+            # the plugin's default, medium; no budget means the provider's own default.
             try:
                 effort = ReasoningEffort(agent.reasoning_effort)
             except ValueError:
