@@ -7,17 +7,20 @@ Everything is asserted where users see it: the posts, their props and the routes
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from services.llm.conversations.approvals import FAILURE_CAP_INSTRUCTION
 from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.mattermost.state import FakeChannel, FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import ClusterHarness, SessionPostgres
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PATCH_INTERVAL = 0.2
+DAY_MS = 24 * 3600 * 1000
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -303,6 +307,86 @@ async def test_a_channel_analysis_streams_into_a_dm_post(world: World) -> None:
     summary = await world.final(body["postid"])
     assert summary["message"] == "The team migrates on Monday."
     assert "Decision: we migrate on Monday." in json.dumps(world.openai.requests[-1].body)
+
+
+async def analyze_and_read_prompt(
+    world: World, bot: str, user: FakeUser, town: FakeChannel, payload: dict[str, Any]
+) -> str:
+    """Run a channel analysis through the gateway; the provider request it made, as JSON text."""
+    world.openai.enqueue(FakeResponse.text("Summary."))
+    status, body, _ = await world.h.request(
+        "POST", f"/channel/{town.id}/analyze?botUsername={bot}", user=user, json_body=payload
+    )
+    assert status == 200, body
+    assert_matches_openapi("POST", "/channel/{channelid}/analyze", 200, body)
+    assert (await world.final(body["postid"]))["message"] == "Summary."
+    return json.dumps(world.openai.requests[-1].body)
+
+
+async def test_the_popover_days_mode_summarizes_only_the_last_days(world: World) -> None:
+    await world.agent("dayer")
+    pia = world.mm.add_user("pia")
+    town = world.town("days-town", pia)
+    now = int(time.time() * 1000)
+    world.mm.add_post(pia, town, "last week's plan", create_at=now - 5 * DAY_MS)
+    world.mm.add_post(pia, town, "yesterday's plan", create_at=now - DAY_MS // 2)
+    sent = await analyze_and_read_prompt(world, "dayer", pia, town, {"analysis_type": "days", "days": 2})
+    assert "yesterday's plan" in sent and "last week's plan" not in sent
+
+
+async def test_the_popover_date_range_mode_summarizes_only_posts_within_the_range(world: World) -> None:
+    await world.agent("ranger")
+    rae = world.mm.add_user("rae")
+    town = world.town("range-town", rae)
+    now = int(time.time() * 1000)
+    for days_ago, text in [(6, "too early"), (3, "in range"), (1, "too late")]:
+        world.mm.add_post(rae, town, text, create_at=now - days_ago * DAY_MS)
+    since, until = (dt.datetime.fromtimestamp((now - d * DAY_MS) / 1000, dt.UTC).isoformat() for d in (4, 2))
+    payload = {"analysis_type": "date_range", "since": since, "until": until}
+    sent = await analyze_and_read_prompt(world, "ranger", rae, town, payload)
+    assert "in range" in sent and "too early" not in sent and "too late" not in sent
+
+
+async def test_the_popover_unreads_mode_summarizes_posts_after_the_users_last_view(world: World) -> None:
+    await world.agent("unreader")
+    sam = world.mm.add_user("sam")
+    town = world.town("unread-town", sam)
+    now = int(time.time() * 1000)
+    world.mm.add_post(sam, town, "already seen", create_at=now - 2 * 3600 * 1000)
+    world.mm.state.channel_members[(town.id, sam.id)]["last_viewed_at"] = now - 3600 * 1000
+    world.mm.add_post(sam, town, "not seen yet")
+    sent = await analyze_and_read_prompt(world, "unreader", sam, town, {"analysis_type": "summarize_unreads"})
+    assert "not seen yet" in sent and "already seen" not in sent
+
+
+async def test_the_popover_custom_mode_sends_the_users_prompt_with_the_posts(world: World) -> None:
+    await world.agent("customer")
+    tia = world.mm.add_user("tia")
+    town = world.town("custom-town", tia)
+    world.mm.add_post(tia, town, "Pepperoni and basil for Friday.")
+    payload = {"analysis_type": "custom", "prompt": "List every pizza topping mentioned"}
+    sent = await analyze_and_read_prompt(world, "customer", tia, town, payload)
+    assert "List every pizza topping mentioned" in sent and "Pepperoni and basil for Friday." in sent
+
+
+async def test_bad_popover_values_are_refused_with_400_naming_the_field(world: World) -> None:
+    await world.agent("strict")
+    uma = world.mm.add_user("uma")
+    town = world.town("strict-town", uma)
+    cases = [
+        ({"analysis_type": "days", "days": -1}, "days"),
+        ({"analysis_type": "days"}, "days"),
+        ({"analysis_type": "date_range", "since": "2026-03-05", "until": "2026-03-01"}, "until"),
+        ({"analysis_type": "date_range", "until": "2026-03-01"}, "since"),
+        ({"analysis_type": "date_range", "since": "yesterday"}, "since"),
+        ({"analysis_type": "custom", "prompt": "  "}, "prompt"),
+    ]
+    for payload, field in cases:
+        status, body, _ = await world.h.request(
+            "POST", f"/channel/{town.id}/analyze?botUsername=strict", user=uma, json_body=payload
+        )
+        assert status == 400 and body["error"].startswith(field), (payload, body)
+        assert_matches_openapi("POST", "/channel/{channelid}/analyze", 400, body)
 
 
 async def test_a_summary_of_a_channel_that_does_not_exist_is_404_and_leaves_no_reply_post(world: World) -> None:

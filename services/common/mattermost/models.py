@@ -113,10 +113,11 @@ class Channel(MattermostObject):
 
 
 class ChannelMember(MattermostObject):
-    """A user's membership of a channel."""
+    """A user's membership of a channel; ``last_viewed_at`` (ms) bounds the user's unread posts."""
 
     channel_id: StrictStr = ""
     user_id: StrictStr = ""
+    last_viewed_at: StrictInt = 0
     roles: StrictStr = ""
 
 

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from services.common.errors import InvalidInput
 from services.common.licensing import Feature
-from services.gateway.middleware import read_json
+from services.gateway.deps import DEPS
+from services.gateway.middleware import caller_of, read_json
 from services.gateway.routes.guards import bot_for, require_channel_read, require_license
 from services.gateway.routes.summaries import SummaryRequest, summarize_into_dm
 
@@ -21,6 +22,10 @@ PRESETS = ("summarize_unreads", "summarize_range", "action_items", "open_questio
 ANALYSIS_PRESETS = {
     "summarize": "summarize_range",
     "summarize_channel": "summarize_range",
+    "days": "summarize_range",
+    "date_range": "summarize_range",
+    "summarize_unreads": "summarize_unreads",
+    "custom": "custom",
     "action_items": "action_items",
     "open_questions": "open_questions",
 }
@@ -44,8 +49,9 @@ def _text(body: dict[str, Any], key: str) -> str:
     return value
 
 
-def _timestamp(body: dict[str, Any], key: str) -> int:
-    """An RFC 3339 / ISO 8601 time (UTC when it names no zone) in ms; 0 when absent."""
+def _timestamp(body: dict[str, Any], key: str, *, end_of_day: bool = False) -> int:
+    """An RFC 3339 / ISO 8601 time (UTC when it names no zone) in ms; 0 when absent. A bare date
+    is its midnight, or with ``end_of_day`` its last millisecond (a date range includes its end)."""
     raw = _text(body, key)
     if not raw:
         return 0
@@ -55,7 +61,8 @@ def _timestamp(body: dict[str, Any], key: str) -> int:
         raise InvalidInput(f"{key} must be an ISO 8601 time", field=key) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
+    millis = int(when.timestamp() * 1000)
+    return millis + DAY_MS - 1 if end_of_day and len(raw) == len("2006-01-02") else millis
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -81,24 +88,50 @@ async def interval(request: web.Request) -> web.Response:
 
 @routes.post("/channel/{channelid}/analyze")
 async def analyze(request: web.Request) -> web.Response:
-    """A channel analysis over ``since``/``until`` or the last ``days`` days (at most 14)."""
+    """A channel analysis: the webapp's popover modes (``days``, ``date_range``,
+    ``summarize_unreads``, ``custom``) and the plugin's analysis types, over at most 14 days."""
     body = _object(await read_json(request))
     analysis_type = body.get("analysis_type")
     # Checked as a string first: an object or array is not hashable, so no dict lookup for it.
     if not isinstance(analysis_type, str) or analysis_type not in ANALYSIS_PRESETS:
         choices = ", ".join(ANALYSIS_PRESETS)
         raise InvalidInput(f"analysis_type must be one of {choices}", field="analysis_type")
+    prompt = _text(body, "prompt")
+    if analysis_type == "custom" and not prompt.strip():
+        raise InvalidInput("prompt is required for a custom analysis", field="prompt")
+    now = int(time.time() * 1000)
+    if analysis_type == "summarize_unreads":
+        start, end = await _unread_start(request, now), 0
+    else:
+        start, end = _analysis_range(body, analysis_type, now)
+    return await _summarize_channel(request, ANALYSIS_PRESETS[analysis_type], start, end, prompt)
+
+
+def _analysis_range(body: dict[str, Any], analysis_type: str, now: int) -> tuple[int, int]:
+    """``since``/``until`` (required for ``date_range``), else the last ``days`` days; end 0 = now."""
     days = body.get("days", 0)
-    if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= MAX_DAYS:
-        raise InvalidInput("days must be an integer from 0 to 14", field="days")
+    lowest = 1 if analysis_type == "days" else 0
+    if not isinstance(days, int) or isinstance(days, bool) or not lowest <= days <= MAX_DAYS:
+        raise InvalidInput(f"days must be an integer from {lowest} to {MAX_DAYS}", field="days")
+    if analysis_type == "date_range" and not _text(body, "since"):
+        raise InvalidInput("since is required for a date_range analysis", field="since")
     # No "until" is "up to now" (end 0), decided by the llm service when the turn runs.
-    end = _timestamp(body, "until")
-    start = _timestamp(body, "since") or (end or int(time.time() * 1000)) - (days or DEFAULT_DAYS) * DAY_MS
+    end = _timestamp(body, "until", end_of_day=True)
+    start = _timestamp(body, "since") or (end or now) - (days or DEFAULT_DAYS) * DAY_MS
     if end and start >= end:
-        raise InvalidInput("since must be before until", field="since")
-    if (end or int(time.time() * 1000)) - start > MAX_RANGE_MS:
+        raise InvalidInput("until must be after since", field="until")
+    if (end or now) - start > MAX_RANGE_MS:
         raise InvalidInput("the range is over 14 days", field="since")
-    return await _summarize_channel(request, ANALYSIS_PRESETS[analysis_type], start, end, _text(body, "prompt"))
+    return start, end
+
+
+async def _unread_start(request: web.Request, now: int) -> int:
+    """Just after the caller last viewed the channel, at most 14 days back (the plugin's cap)."""
+    member = await request.app[DEPS].mattermost.get_channel_member(
+        request.match_info["channelid"], caller_of(request).user.id
+    )
+    last_viewed = member.last_viewed_at if member else 0
+    return max(last_viewed + 1, now - MAX_RANGE_MS)
 
 
 async def _summarize_channel(request: web.Request, preset: str, start: int, end: int, prompt: str) -> web.Response:

@@ -23,6 +23,8 @@ from services.llm.conversations.prompts import (
 )
 from services.llm.conversations.turns import AgentTurns, caller_id
 
+# The webapp's custom analysis: the user's prompt is the task.
+CUSTOM_PRESET = "custom"
 MAX_RANGE_MS = 14 * 24 * 3600 * 1000
 MAX_SUMMARY_POSTS = 200
 PAGE_SIZE = 60
@@ -81,6 +83,8 @@ class Analyses:
             async for event in self.meetings.summarize(req):
                 yield event
             return
+        if req.preset_prompt == CUSTOM_PRESET and not req.prompt.strip():
+            raise InvalidInput("prompt is required for a custom analysis", field="prompt")
         end = req.end_time or int(time.time() * 1000)
         if req.start_time <= 0 or req.start_time > end:
             raise InvalidInput("start_time must be before end_time", field="start_time")

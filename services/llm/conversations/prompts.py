@@ -30,6 +30,7 @@ ANALYSIS_TITLES = {
 SUMMARY_TITLES = {
     "summarize_unreads": "Summarize Unreads",
     "summarize_range": "Summarize Channel",
+    "custom": "Summarize Channel",
     "action_items": "Action Items",
     "open_questions": "Open Questions",
     "summarize_transcript": "Meeting Summary",
@@ -40,6 +41,7 @@ _TASKS = {
     "open_questions": "List the questions in the posts below that are still unanswered, and who asked each.",
     "summarize_unreads": "Summarize the channel posts below that the user has not read yet.",
     "summarize_range": "Summarize the channel posts below: the main topics, decisions and who drove them.",
+    "custom": "Do what the user's additional instructions below ask, using only the channel posts below.",
     # The plugin's meeting summary: a short overview, the key points and the action items.
     "summarize_transcript": (
         "Summarize the meeting transcript below. Use three Markdown sections: '#### Summary' (a few "
