@@ -336,14 +336,14 @@ async def test_the_popover_days_mode_summarizes_only_the_last_days(world: World)
 
 async def test_the_popover_date_range_mode_summarizes_only_posts_within_the_range(world: World) -> None:
     await world.agent("ranger")
-    rae = world.mm.add_user("rae")
-    town = world.town("range-town", rae)
+    ray = world.mm.add_user("ray")
+    town = world.town("range-town", ray)
     now = int(time.time() * 1000)
     for days_ago, text in [(6, "too early"), (3, "in range"), (1, "too late")]:
-        world.mm.add_post(rae, town, text, create_at=now - days_ago * DAY_MS)
+        world.mm.add_post(ray, town, text, create_at=now - days_ago * DAY_MS)
     since, until = (dt.datetime.fromtimestamp((now - d * DAY_MS) / 1000, dt.UTC).isoformat() for d in (4, 2))
     payload = {"analysis_type": "date_range", "since": since, "until": until}
-    sent = await analyze_and_read_prompt(world, "ranger", rae, town, payload)
+    sent = await analyze_and_read_prompt(world, "ranger", ray, town, payload)
     assert "in range" in sent and "too early" not in sent and "too late" not in sent
 
 
