@@ -115,23 +115,7 @@ class CompletionService:
         )
         engine: AsyncGenerator[Event, None] | None = None
         try:
-            provider = await self.catalog.get(service_id)
-            call.provider_type = str(provider.settings.type)
-            call.model = resolve_model(request, provider.settings)
-            request = await self._fit(request, provider.settings, call.model)
-            engine = stream_completion(
-                provider,
-                request,
-                max_attempts=self.engine.max_attempts,
-                base_backoff=self.engine.base_backoff,
-                max_backoff=self.engine.max_backoff,
-            )
-            try:
-                event = await anext(engine)
-            except ProviderError as exc:
-                raise outcomes.domain_error_for(exc) from None
-            if isinstance(event, StreamError):
-                raise outcomes.domain_error_for_stream_error(event)
+            engine, event = await self._start(service_id, request, call)
             while True:
                 if isinstance(event, Usage):
                     call.usage = event
@@ -154,6 +138,39 @@ class CompletionService:
             clock.stop()
             reset_clock(clock_token)
             self._observe(call)
+
+    async def _start(
+        self, service_id: str, request: CompletionRequest, call: _Call
+    ) -> tuple[AsyncGenerator[Event, None], Event]:
+        """The engine of the first service in the fallback chain that starts answering, and its
+        first event. A provider-side failure before that event moves on to the service's
+        ``fallbackServiceID`` (as the plugin does); anything else, or the chain's end, is raised."""
+        visited: set[str] = set()
+        while True:
+            visited.add(service_id)
+            provider = await self.catalog.get(service_id)
+            # The service that answers is the one the call's telemetry and usage are attributed to.
+            call.provider_type = str(provider.settings.type)
+            call.model = resolve_model(request, provider.settings)
+            fitted = await self._fit(request, provider.settings, call.model)
+            engine = stream_completion(
+                provider,
+                fitted,
+                max_attempts=self.engine.max_attempts,
+                base_backoff=self.engine.base_backoff,
+                max_backoff=self.engine.max_backoff,
+            )
+            try:
+                return engine, await _first_event(engine)
+            except BaseException as exc:
+                await engine.aclose()
+                fallback = provider.settings.fallback_service_id
+                if not _falls_back(exc) or not fallback or fallback in visited:
+                    raise
+                logger.warning("service %s failed before answering (%s); falling back to %s", service_id, exc, fallback)
+                service_id = fallback
+                # The request's model is one of the named service's; a fallback answers with its own default.
+                request = replace(request, model="")
 
     async def complete(self, service_id: str, request: CompletionRequest, attribution: Attribution) -> CompletionResult:
         """The whole completion, gathered. A failure after output started fails the call too:
@@ -247,6 +264,23 @@ class CompletionService:
                 )
         except Exception:
             logger.exception("could not record a completion's telemetry")
+
+
+async def _first_event(engine: AsyncGenerator[Event, None]) -> Event:
+    """The engine's first event; a failure before it as a domain error."""
+    try:
+        event = await anext(engine)
+    except ProviderError as exc:
+        raise outcomes.domain_error_for(exc) from None
+    if isinstance(event, StreamError):
+        raise outcomes.domain_error_for_stream_error(event)
+    return event
+
+
+def _falls_back(error: BaseException) -> bool:
+    """The service itself failed (down, overloaded, rate limited, stalled, key or quota trouble),
+    not the request: another service may answer it."""
+    return isinstance(error, DomainError) and error.error_class is ErrorClass.PROVIDER
 
 
 def _error_class(error: BaseException) -> ErrorClass:

@@ -226,6 +226,7 @@ def service_settings_from_proto(pb: registry_pb2.ServiceConfig) -> base.ServiceS
         account_id=pb.account_id,
         vertex_project_id=pb.vertex_project_id,
         vertex_auth_credentials=pb.vertex_auth_credentials,
+        fallback_service_id=pb.fallback_service_id,
     )
 
 

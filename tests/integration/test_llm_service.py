@@ -333,3 +333,61 @@ async def test_sigterm_lets_an_in_flight_stream_finish_within_the_grace(cluster:
     await h.cluster.stop_service("llm")
     await h.cluster.start_service("llm")
     await h.cluster.wait_healthy(names=("llm",), timeout=30)
+
+
+# ---- fallbackServiceID ------------------------------------------------------------------------
+
+ATTEMPTS = 3  # the streaming engine's tries of one service (EngineOptions.max_attempts)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def backup(cluster: LlmCluster) -> AsyncIterator[tuple[FakeOpenAI, str]]:
+    """A second upstream and a service on ``cluster.fake`` that falls back to it (both use their default model)."""
+    async with FakeOpenAI(models=("gpt-4o",)) as fake:
+        backup_id = await cluster.create_service(name="backup", api_key=fake.api_key, api_url=fake.base_url)
+        main_id = await cluster.create_service(name="main", fallback_service_id=backup_id)
+        yield fake, main_id
+        cluster.fake.drop_script()
+
+
+async def test_a_service_failing_before_answering_falls_back_to_its_fallback_service(
+    cluster: LlmCluster, backup: tuple[FakeOpenAI, str]
+) -> None:
+    fake, main_id = backup
+    cluster.fake.enqueue(*[FakeResponse.http_error(503)] * ATTEMPTS)
+    fake.enqueue(FakeResponse.text("the backup answers", tokens=3))
+    events = await cluster.stream(cluster.request(service_id=main_id, model="gpt-5"))
+    assert text(events) == "the backup answers"
+    assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_END_TURN
+    assert cluster.fake.queued == 0 and fake.queued == 0
+    # The fallback is asked for its own default model, not the one the main service was asked for.
+    assert fake.requests[-1].body["model"] == "gpt-4o"
+
+
+async def test_a_unary_completion_falls_back_too(cluster: LlmCluster, backup: tuple[FakeOpenAI, str]) -> None:
+    fake, main_id = backup
+    cluster.fake.enqueue(*[FakeResponse.http_error(500)] * ATTEMPTS)
+    fake.enqueue(FakeResponse.text("unary backup", tokens=2))
+    reply = await cluster.llm.Complete(
+        llm_pb2.CompleteRequest(request=cluster.request(service_id=main_id)), metadata=cluster.h.metadata(), timeout=20
+    )
+    assert reply.text == "unary backup"
+
+
+async def test_a_failure_after_the_first_token_does_not_fall_back(
+    cluster: LlmCluster, backup: tuple[FakeOpenAI, str]
+) -> None:
+    fake, main_id = backup
+    cluster.fake.enqueue(FakeResponse.failing_after(2))
+    before = len(fake.requests)
+    events = await cluster.stream(cluster.request(service_id=main_id))
+    assert kinds(events) == ["text_delta", "error", "done"]
+    assert len(fake.requests) == before
+
+
+async def test_a_service_without_fallback_fails_as_before(cluster: LlmCluster) -> None:
+    cluster.fake.enqueue(*[FakeResponse.http_error(503)] * ATTEMPTS)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await cluster.stream(cluster.request())
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert cluster.fake.queued == 0

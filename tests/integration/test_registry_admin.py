@@ -150,6 +150,24 @@ async def test_admin_config_always_carries_every_section_of_the_plugin_document(
     assert config["mcp"]["embeddedServer"]["enabled"] is True
 
 
+@pytest.mark.parametrize(
+    "fallbacks",
+    [
+        {"svc-compat": "svc-compat"},
+        {"svc-compat": "svc-openai", "svc-openai": "svc-compat"},
+    ],
+    ids=["itself", "a-b-a"],
+)
+async def test_a_fallback_cycle_is_refused_naming_the_field(world: Admin, fallbacks: dict[str, str]) -> None:
+    _, config, _ = await call(world.h, "GET", "/admin/config", "/admin/config", world.root)
+    for service in config["services"]:
+        service["fallbackServiceID"] = fallbacks.get(service["id"], "")
+    status, body, _ = await call(world.h, "PUT", "/admin/config", "/admin/config", world.root, config)
+    assert status == 400 and "fallbackServiceID" in body["error"] and "cycle" in body["error"]
+    _, after, _ = await call(world.h, "GET", "/admin/config", "/admin/config", world.root)
+    assert all(not s.get("fallbackServiceID") for s in after["services"])
+
+
 # ---- GET /ai_bots dmChannelID -----------------------------------------------------------------
 
 

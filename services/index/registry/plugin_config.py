@@ -45,12 +45,24 @@ def validate_config(config: Mapping[str, Any]) -> None:
         if service["id"] in seen:
             raise InvalidInput(f"duplicate service id {service['id']}", field="services.id")
         seen.add(service["id"])
-    for service in services:
-        fallback = service.get("fallbackServiceID") or ""
-        if fallback and fallback not in seen:
-            raise InvalidInput(f"fallbackServiceID {fallback} names no service", field="fallbackServiceID")
+    _validate_fallbacks(services)
     if str(config.get("telemetryOutput") or "off") not in ("off", "logs", "otlp"):
         raise InvalidInput("telemetryOutput must be off, logs or otlp", field="telemetryOutput")
+
+
+def _validate_fallbacks(services: list[JSON]) -> None:
+    """Every fallback names a service, and no chain leads back to a service already in it."""
+    fallbacks = {s["id"]: s.get("fallbackServiceID") or "" for s in services}
+    for fallback in fallbacks.values():
+        if fallback and fallback not in fallbacks:
+            raise InvalidInput(f"fallbackServiceID {fallback} names no service", field="fallbackServiceID")
+    for start in fallbacks:
+        chain = [start]
+        while nxt := fallbacks[chain[-1]]:
+            if nxt in chain:
+                cycle = " -> ".join([*chain, nxt])
+                raise InvalidInput(f"fallbackServiceID forms a cycle: {cycle}", field="fallbackServiceID")
+            chain.append(nxt)
 
 
 def check_license(config: Mapping[str, Any], license: License) -> None:

@@ -52,6 +52,7 @@ class ServiceSettings:
     account_id: str = ""
     vertex_project_id: str = ""
     vertex_auth_credentials: str = ""
+    fallback_service_id: str = ""  # tried when this service fails before answering; "" for none
 
 
 class Role(enum.StrEnum):
