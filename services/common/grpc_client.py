@@ -8,7 +8,7 @@ service config for the idempotent unary methods a caller names — never for str
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -173,7 +173,7 @@ async def unary(call: Callable[..., Awaitable[T]], request: Any, **kwargs: Any) 
         raise domain_error_from_rpc_error(err) from None
 
 
-async def stream(call: Callable[..., Any], request: Any, **kwargs: Any) -> AsyncIterator[Any]:
+async def stream(call: Callable[..., Any], request: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
     """Iterate a server stream; a failed call raises the domain error the callee raised."""
     rpc = call(request, **kwargs)
     try:

@@ -11,7 +11,7 @@ started they arrive as a Type 2 event followed by Type 1, and the stream ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 
 import orjson
@@ -167,7 +167,9 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
     return deps, completion
 
 
-def _events(deps: GatewayDeps, completion: llm_pb2.CompletionRequest) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
+def _events(
+    deps: GatewayDeps, completion: llm_pb2.CompletionRequest
+) -> AsyncGenerator[llm_pb2.StreamCompleteResponse, None]:
     """The completion's messages, each with the events that were ready together (``events``):
     under load one message, and one SSE write, carries several tokens instead of one each."""
     return stream(
@@ -210,8 +212,7 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         await response.write_eof()
         return response
     finally:
-        # grpc_client.stream is an async generator, annotated as the AsyncIterator it yields.
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 def _sse(item: dict[str, object]) -> bytes:
@@ -232,8 +233,7 @@ async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
                 elif kind == "error":
                     raise UpstreamUnavailable(event.error.message)
     finally:
-        # grpc_client.stream is an async generator, annotated as the AsyncIterator it yields.
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     return web.json_response({"completion": "".join(text)})
 
 
