@@ -96,7 +96,9 @@ class Analyses:
         await self.turns.registry.check_access(req.ctx)
         if not await self.turns.mattermost.user_can_read_channel(req.ctx.user_id, req.ctx.channel_id):
             raise PermissionDenied("you cannot read this channel")
-        posts = await self._channel_posts(req.ctx.channel_id, req.start_time, end)
+        # With no end_time the range runs to the newest post: Mattermost's clock, not ours, stamps
+        # posts, so capping at our "now" would drop the latest ones whenever the two clocks differ.
+        posts = await self._channel_posts(req.ctx.channel_id, req.start_time, req.end_time or None)
         task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
         params: dict[str, object] = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
         async for event in self.actions.run(
@@ -129,13 +131,14 @@ class Analyses:
         async for event in self.analyze(req):
             yield event
 
-    async def _channel_posts(self, channel_id: str, start: int, end: int) -> list[Post]:
+    async def _channel_posts(self, channel_id: str, start: int, end: int | None) -> list[Post]:
         # Pages of 60, newest first on the server, until the range or the 200-post cap is covered.
         found: dict[str, Post] = {}
         for page in range(MAX_SUMMARY_POSTS // PAGE_SIZE + 1):
             batch = await self.turns.mattermost.get_channel_posts(channel_id, page=page, per_page=PAGE_SIZE)
             for post in batch:
-                if start <= post.create_at <= end and not post.delete_at and not post.type:
+                in_range = start <= post.create_at and (end is None or post.create_at <= end)
+                if in_range and not post.delete_at and not post.type:
                     found[post.id] = post
             if len(batch) < PAGE_SIZE or (batch and min(p.create_at for p in batch) < start):
                 break
