@@ -282,6 +282,12 @@ class MattermostClient:
         """A file's bytes; InvalidInput when larger than ``max_bytes`` (checked while reading)."""
         return await self._http.request("GET", f"/files/{_seg(file_id)}", idempotent=True, max_bytes=max_bytes)
 
+    async def get_file_start(self, file_id: str, max_bytes: int) -> bytes:
+        """A file's first ``max_bytes`` bytes (all of it when smaller); the rest is never read."""
+        return await self._http.request(
+            "GET", f"/files/{_seg(file_id)}", idempotent=True, max_bytes=max_bytes, truncate=True
+        )
+
     async def upload_file(
         self, channel_id: str, filename: str, content: bytes, mime_type: str = "application/octet-stream"
     ) -> FileInfo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -132,10 +133,13 @@ class Transport:
         data: aiohttp.FormData | None = None,
         idempotent: bool = False,
         max_bytes: int | None = None,
+        truncate: bool = False,
     ) -> bytes:
-        """Send one request (retried when ``idempotent``) and return the raw 2xx body."""
+        """Send one request (retried when ``idempotent``) and return the raw 2xx body. A body over
+        ``max_bytes`` is InvalidInput, or with ``truncate`` its first ``max_bytes`` bytes."""
+        cap = _Cap(max_bytes, truncate)
         if not idempotent:
-            return await self._send(method, path, params, json_body, data, max_bytes)
+            return await self._send(method, path, params, json_body, data, cap)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
@@ -149,7 +153,7 @@ class Transport:
                         "retrying Mattermost request",
                         extra={"method": method, "path": path, "attempt": attempt.retry_state.attempt_number},
                     )
-                return await self._send(method, path, params, json_body, data, max_bytes)
+                return await self._send(method, path, params, json_body, data, cap)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -167,7 +171,7 @@ class Transport:
         params: dict[str, str] | None,
         json_body: Any,
         data: aiohttp.FormData | None,
-        max_bytes: int | None,
+        cap: _Cap,
     ) -> bytes:
         url = f"{self.base_url}{API_PREFIX}{path}"
         headers = {"Authorization": f"Bearer {self._token}", "X-Requested-With": "XMLHttpRequest"}
@@ -178,7 +182,7 @@ class Transport:
                 if response.status >= 300:
                     body = await response.content.read(64 * 1024)
                     raise error_for_status(method, path, response.status, body, response.headers)
-                return await _read_capped(response, max_bytes, method, path)
+                return await _read_capped(response, cap, method, path)
         except TimeoutError as exc:
             raise UpstreamUnavailable(f"Mattermost {method} {path} timed out", timeout=True) from exc
         except aiohttp.ClientError as exc:
@@ -186,17 +190,28 @@ class Transport:
             raise UpstreamUnavailable(f"Mattermost {method} {path} failed: {type(exc).__name__}") from exc
 
 
-async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int | None, method: str, path: str) -> bytes:
+@dataclass(frozen=True)
+class _Cap:
+    """The most body bytes read (None: all), and whether more is an error or cut off."""
+
+    max_bytes: int | None
+    truncate: bool
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: _Cap, method: str, path: str) -> bytes:
+    max_bytes = cap.max_bytes
     if max_bytes is None:
         return await response.read()
     too_large = InvalidInput(f"Mattermost {method} {path}: body larger than {max_bytes} bytes", field="size")
-    if response.content_length is not None and response.content_length > max_bytes:
+    if not cap.truncate and response.content_length is not None and response.content_length > max_bytes:
         raise too_large
     chunks: list[bytes] = []
     total = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         total += len(chunk)
-        if total > max_bytes:
-            raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+        if total > max_bytes:
+            if not cap.truncate:
+                raise too_large
+            break  # the rest is never read: the connection is closed, not reused
+    return b"".join(chunks)[:max_bytes]

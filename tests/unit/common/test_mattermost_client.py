@@ -214,6 +214,15 @@ async def test_files_are_read_with_a_size_cap(world: World) -> None:
             await bob.get_file(info["id"])
 
 
+async def test_the_start_of_a_file_is_read_up_to_the_cap_without_an_error(world: World) -> None:
+    # Larger than one 64 KiB read: the cut falls inside a later chunk.
+    content = bytes(range(256)) * 1024
+    info = world.mm.add_file(world.alice, "big.log", content)
+    async with world.client(world.alice) as alice:
+        assert await alice.get_file_start(info["id"], 100_000) == content[:100_000]
+        assert await alice.get_file_start(info["id"], len(content) + 5) == content
+
+
 async def test_bot_lifecycle_create_patch_disable_enable(world: World) -> None:
     async with world.client(world.admin) as admin:
         bot = await admin.create_bot("helper", "Helper", "answers")
