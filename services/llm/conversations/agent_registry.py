@@ -12,6 +12,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common.errors import DomainError, PermissionDenied
 from services.common.grpc_client import unary
+from services.common.mattermost.attachments import AGENT_MAX_FILE_BYTES
 from services.common.plugin_config import PluginConfigWatcher
 from services.llm.conversations.model import RequestContext
 
@@ -19,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 # How long a turn waits for the registry's first config revision right after start-up.
 CONFIG_WAIT_SECONDS = 2.0
-DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class AgentRegistry:
             reasoning_enabled=a.reasoning_enabled,
             reasoning_effort=a.reasoning_effort,
             thinking_budget=a.thinking_budget,
-            max_file_size=a.max_file_size or DEFAULT_MAX_FILE_BYTES,
+            max_file_size=a.max_file_size or AGENT_MAX_FILE_BYTES,
         )
 
     async def channel_policy(self) -> ChannelPolicy:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from services.common.errors import DomainError, PermissionDenied
+from services.common.mattermost.attachments import AttachedImage, AttachmentReader, describe
 from services.common.mattermost.client import MattermostClient
 from services.common.mattermost.models import Post
 from services.llm.conversations.blocks import turn_messages
@@ -15,11 +16,6 @@ from services.llm.conversations.model import Turn, TurnRole
 from services.llm.providers.base import ImagePart, Message, Part, Role, TextPart
 
 logger = logging.getLogger(__name__)
-
-VISION_MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-# At most this many attachments are inlined per thread: a long thread of screenshots must not
-# turn every answer into a multi-megabyte request.
-MAX_INLINE_FILES = 8
 
 
 async def read_thread(mm: MattermostClient, user_id: str, channel_id: str, root_id: str) -> list[Post]:
@@ -34,24 +30,25 @@ async def read_thread(mm: MattermostClient, user_id: str, channel_id: str, root_
 async def read_attachments(
     mm: MattermostClient, posts: Sequence[Post], *, vision: bool, max_file_size: int
 ) -> dict[str, list[Part]]:
-    """Parts to add to user posts: images inline for vision agents, a mention for other files."""
+    """Parts to add to user posts: text files' content, images inline for vision agents, other
+    files named. The thread was read with the requester's permission, so its files may be too."""
     found: dict[str, list[Part]] = {}
-    budget = MAX_INLINE_FILES
+    reader = AttachmentReader(mm, vision=vision, max_file_size=max_file_size)
     for post in reversed(posts):  # newest first: the current question's files matter most
         for file_id in post.file_ids:
-            if budget <= 0:
-                break
-            budget -= 1
+            if reader.exhausted:
+                return found
             try:
-                info = await mm.get_file_info(file_id)
-                if vision and info.mime_type in VISION_MIME_TYPES and 0 < info.size <= max_file_size:
-                    data = await mm.get_file(file_id, max_bytes=max_file_size)
-                    found.setdefault(post.id, []).append(ImagePart(info.mime_type, data))
-                else:
-                    note = f"[attached file {info.name} (File ID {info.id}); call read_file to read it]"
-                    found.setdefault(post.id, []).append(TextPart(note))
+                attachment = await reader.read(await mm.get_file_info(file_id))
             except DomainError as err:
                 logger.info("attachment %s skipped: %s", file_id, err.message)
+                continue
+            part: Part = (
+                ImagePart(attachment.info.mime_type, attachment.data)
+                if isinstance(attachment, AttachedImage)
+                else TextPart(describe(attachment))
+            )
+            found.setdefault(post.id, []).append(part)
     return found
 
 

@@ -1,0 +1,68 @@
+"""Files attached to posts, through the gateway: read into an agent's prompt (what the fake
+provider receives)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from services.tools.catalog import BUILTIN_TOOLS
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.conversation_support import FAST, World
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    env = {
+        **FAST,
+        "AGENTS_INDEX_LICENSE": "enterprise",
+    }
+    async with FakeOpenAI() as openai, ClusterHarness(postgres, env=env) as harness:
+        w = World(harness, openai)
+        await w.setup()
+        yield w
+
+
+def prompt_sent_with(world: World, marker: str) -> dict[str, Any]:
+    """The body of the provider request whose messages contain ``marker``."""
+    return next(r.body for r in world.openai.requests if marker in json.dumps(r.body.get("messages")))
+
+
+async def test_a_text_file_in_a_dm_is_read_into_the_prompt_which_names_only_offered_tools(world: World) -> None:
+    bot = await world.agent("reader")
+    ada = world.mm.add_user("ada")
+    dm = world.mm.add_direct_channel(ada, bot)
+    notes = world.mm.add_file(ada, "notes.txt", b"The launch word is PAPAYA.\n")
+    report = world.mm.add_file(ada, "report.pdf", b"%PDF-1.7 binary", "application/pdf")
+    world.openai.enqueue(FakeResponse.text("PAPAYA."), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(ada, dm, "what is the launch word?", file_ids=[notes["id"], report["id"]])
+    assert (await world.answer_to(post))["message"] == "PAPAYA."
+    body = prompt_sent_with(world, "what is the launch word?")
+    prompt = json.dumps(body["messages"])
+    assert "File Name: notes.txt\\nContent: The launch word is PAPAYA." in prompt
+    # A file whose text Mattermost does not serve is named, not read.
+    assert "report.pdf (application/pdf, 15 bytes): content not available" in prompt
+    offered = {t["function"]["name"] for t in body.get("tools", [])}
+    named = {name for name in {t.name for t in BUILTIN_TOOLS} | {"read_file"} if name in prompt}
+    assert named <= offered, f"the prompt names tools the model was not offered: {named - offered}"
+
+
+async def test_a_text_file_over_the_agents_max_file_size_is_cut_there_with_a_note(world: World) -> None:
+    bot = await world.agent("skimmer", max_file_size=100)
+    bea = world.mm.add_user("bea")
+    dm = world.mm.add_direct_channel(bea, bot)
+    log = world.mm.add_file(bea, "big.log", b"0123456789" * 10 + b"TAIL-NEVER-READ" * 20)
+    world.openai.enqueue(FakeResponse.text("Long."), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(bea, dm, "summarize the log", file_ids=[log["id"]])
+    await world.answer_to(post)
+    prompt = json.dumps(prompt_sent_with(world, "summarize the log")["messages"])
+    assert "0123456789" * 10 + "\\n... (content truncated due to size limit)" in prompt
+    assert "TAIL-NEVER-READ" not in prompt
