@@ -11,6 +11,7 @@ from services.gateway.routes import admin_config, bots, custom_prompts
 from services.gateway.routes import agents as agent_routes
 from services.gateway.routes import channels as channel_routes
 from services.gateway.routes import conversations as conversation_routes
+from services.gateway.routes import files as file_routes
 from services.gateway.routes import mcp as mcp_routes
 from services.gateway.routes import meetings as meeting_routes
 from services.gateway.routes import post_actions as post_action_routes
@@ -30,6 +31,7 @@ ROUTE_MODULES = (
     post_routes,
     post_action_routes,
     meeting_routes,
+    file_routes,
     channel_routes,
     conversation_routes,
     search_routes,

@@ -1,5 +1,6 @@
 """Files attached to posts, through the gateway: read into an agent's prompt (what the fake
-provider receives)."""
+provider receives) and served by POST /files/content. Whoever cannot read a file's channel does
+not get its text."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 import pytest_asyncio
 
 from services.tools.catalog import BUILTIN_TOOLS
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.mattermost.state import FakeChannel, FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import ClusterHarness, SessionPostgres
@@ -34,6 +37,28 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
 def prompt_sent_with(world: World, marker: str) -> dict[str, Any]:
     """The body of the provider request whose messages contain ``marker``."""
     return next(r.body for r in world.openai.requests if marker in json.dumps(r.body.get("messages")))
+
+
+def shared_file(
+    world: World, name: str, content: bytes, mime_type: str = "text/plain"
+) -> tuple[FakeUser, FakeChannel, str]:
+    """A private channel whose only member (its owner) attached ``name`` to a post there."""
+    stem = name.replace(".", "-")
+    owner = world.mm.add_user(f"{stem}-owner")
+    team = world.mm.add_team(f"{stem}-team")
+    channel = world.mm.add_channel(team.id, f"{stem}-room", type="P")
+    world.mm.add_member(team, owner)
+    world.mm.add_member(channel, owner)
+    info = world.mm.add_file(owner, name, content, mime_type)
+    world.mm.add_post(owner, channel, "see attached", file_ids=[info["id"]])
+    return owner, channel, info["id"]
+
+
+def outsider(world: World, channel: FakeChannel, username: str) -> FakeUser:
+    """A member of the channel's team who is not in the (private) channel."""
+    user = world.mm.add_user(username)
+    world.mm.state.add_team_member(channel.team_id, user.id)
+    return user
 
 
 async def test_a_text_file_in_a_dm_is_read_into_the_prompt_which_names_only_offered_tools(world: World) -> None:
@@ -66,3 +91,43 @@ async def test_a_text_file_over_the_agents_max_file_size_is_cut_there_with_a_not
     prompt = json.dumps(prompt_sent_with(world, "summarize the log")["messages"])
     assert "0123456789" * 10 + "\\n... (content truncated due to size limit)" in prompt
     assert "TAIL-NEVER-READ" not in prompt
+
+
+async def test_file_content_serves_a_window_of_the_text_counted_in_runes(world: World) -> None:
+    reader, _, file_id = shared_file(world, "poem.txt", "héllo wörld, ünïcode".encode())
+    status, body, _ = await world.h.request(
+        "POST", "/files/content", user=reader, json_body={"file_id": file_id, "offset": 6, "limit": 5}
+    )
+    assert status == 200, body
+    assert_matches_openapi("POST", "/files/content", 200, body)
+    assert body == {
+        "name": "poem.txt",
+        "mime_type": "text/plain",
+        "total_runes": 20,
+        "offset": 6,
+        "returned": 5,
+        "has_more": True,
+        "has_text": True,
+        "text": "wörld",
+    }
+
+
+async def test_file_content_is_refused_to_a_user_who_cannot_read_the_channel(world: World) -> None:
+    _, channel, file_id = shared_file(world, "secret.txt", b"classified")
+    eve = outsider(world, channel, "eve")
+    status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": file_id})
+    assert status == 403 and "classified" not in json.dumps(body)
+    assert_matches_openapi("POST", "/files/content", 403, body)
+    status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": "nosuchfile"})
+    assert status == 404
+    assert_matches_openapi("POST", "/files/content", 404, body)
+
+
+async def test_file_content_refuses_a_window_over_the_limit_with_400_naming_it(world: World) -> None:
+    _, _, file_id = shared_file(world, "wide.txt", b"wide")
+    eve = world.mm.add_user("eve-wide")
+    status, body, _ = await world.h.request(
+        "POST", "/files/content", user=eve, json_body={"file_id": file_id, "limit": 20001}
+    )
+    assert status == 400 and "limit" in body["error"] and "20000" in body["error"]
+    assert_matches_openapi("POST", "/files/content", 400, body)
