@@ -1,10 +1,11 @@
 """Files attached to posts, through the gateway: read into an agent's prompt (what the fake
-provider receives) and served by POST /files/content. Whoever cannot read a file's channel does
-not get its text."""
+provider receives), served by POST /files/content, and named by bridge completions' file_ids.
+Whoever cannot read a file's channel gets neither its text nor a completion made from it."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,12 +22,17 @@ from tests.integration.conversation_support import FAST, World
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+PLUGIN_ID = "com.example.files"
+PLUGIN_SECRET = secrets.token_hex(32)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
     env = {
         **FAST,
         "AGENTS_INDEX_LICENSE": "enterprise",
+        "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={PLUGIN_SECRET}",
     }
     async with FakeOpenAI() as openai, ClusterHarness(postgres, env=env) as harness:
         w = World(harness, openai)
@@ -131,3 +137,71 @@ async def test_file_content_refuses_a_window_over_the_limit_with_400_naming_it(w
     )
     assert status == 400 and "limit" in body["error"] and "20000" in body["error"]
     assert_matches_openapi("POST", "/files/content", 400, body)
+
+
+def bridge_headers() -> dict[str, str]:
+    return {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": PLUGIN_SECRET}
+
+
+async def test_bridge_file_ids_are_read_into_the_completion_for_a_user_who_can_read_them(world: World) -> None:
+    await world.agent("bridged")
+    owner, _, file_id = shared_file(world, "brief.txt", b"The budget is 42 kiwis.")
+    world.openai.enqueue(FakeResponse.text("42 kiwis."))
+    request = {
+        "posts": [{"role": "user", "message": "what is the budget?", "file_ids": [file_id]}],
+        "user_id": owner.id,
+    }
+    status, body, _ = await world.h.request(
+        "POST", "/bridge/v1/completion/agent/bridged/nostream", json_body=request, headers=bridge_headers()
+    )
+    assert status == 200 and body == {"completion": "42 kiwis."}
+    prompt = json.dumps(prompt_sent_with(world, "what is the budget?")["messages"])
+    assert "File Name: brief.txt\\nContent: The budget is 42 kiwis." in prompt
+
+
+async def test_bridge_file_ids_from_a_channel_the_user_cannot_read_are_refused(world: World) -> None:
+    await world.agent("guarded")
+    _, channel, file_id = shared_file(world, "payroll.txt", b"salaries")
+    mallory = outsider(world, channel, "mallory")
+    asked = len(world.openai.requests)
+    request = {"posts": [{"role": "user", "message": "read it", "file_ids": [file_id]}], "user_id": mallory.id}
+    status, body, _ = await world.h.request(
+        "POST", "/bridge/v1/completion/agent/guarded/nostream", json_body=request, headers=bridge_headers()
+    )
+    assert status == 403 and "salaries" not in json.dumps(body)
+    # The same user with their own session token is refused too.
+    status, _, _ = await world.h.request(
+        "POST",
+        "/bridge/v1/completion/agent/guarded/nostream",
+        user=mallory,
+        json_body={"posts": request["posts"]},
+        headers={"Mattermost-Plugin-ID": PLUGIN_ID},
+    )
+    assert status == 403
+    assert len(world.openai.requests) == asked
+
+
+async def test_bridge_images_reach_a_vision_agent_as_images(world: World) -> None:
+    await world.agent("viewer", enable_vision=True)
+    owner, _, file_id = shared_file(world, "chart.png", PNG, "image/png")
+    world.openai.enqueue(FakeResponse.text("A chart."))
+    request = {
+        "posts": [{"role": "user", "message": "describe the picture", "file_ids": [file_id]}],
+        "user_id": owner.id,
+    }
+    status, _, _ = await world.h.request(
+        "POST", "/bridge/v1/completion/agent/viewer/nostream", json_body=request, headers=bridge_headers()
+    )
+    assert status == 200
+    messages = prompt_sent_with(world, "describe the picture")["messages"]
+    parts = [p for m in messages if isinstance(m["content"], list) for p in m["content"]]
+    assert any(p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/png") for p in parts)
+
+
+async def test_bad_bridge_file_ids_are_refused_with_400_naming_them(world: World) -> None:
+    # The body is refused before any agent is looked up: the name need not exist.
+    path = "/bridge/v1/completion/agent/anyone/nostream"
+    for file_ids, expected in (("f1", "posts[0].file_ids"), ([f"f{i}" for i in range(9)], "at most 8 file_ids")):
+        request = {"posts": [{"role": "user", "message": "hi", "file_ids": file_ids}]}
+        status, body, _ = await world.h.request("POST", path, json_body=request, headers=bridge_headers())
+        assert status == 400 and expected in body["error"], body

@@ -15,6 +15,7 @@ from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
 
 from services.common.errors import InvalidInput
+from services.common.mattermost.attachments import MAX_FILES
 from services.gateway.proto_json import INT32_MAX
 
 TEXT, END, ERROR, TOOL_CALLS, REASONING, REASONING_END, ANNOTATIONS, USAGE = range(8)
@@ -32,6 +33,8 @@ class BridgeRequest:
     """A validated bridge ``CompletionRequest``."""
 
     messages: list[llm_pb2.Message]
+    # The file ids of each post, in the order of ``messages``.
+    file_ids: tuple[tuple[str, ...], ...] = ()
     max_generated_tokens: int = 0
     json_output_format: dict[str, Any] | None = None
     allowed_tools: list[str] = field(default_factory=list)
@@ -50,6 +53,7 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
     if not isinstance(posts, list) or not posts:
         raise InvalidInput("posts must hold at least one post", field="posts")
     messages = []
+    file_ids = []
     for i, post in enumerate(posts):
         if not isinstance(post, dict):
             raise InvalidInput(f"posts[{i}] must be an object", field="posts")
@@ -59,9 +63,13 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
         message = post.get("message", "")
         if not isinstance(message, str):
             raise InvalidInput(f"posts[{i}].message must be a string", field="posts")
-        if post.get("file_ids"):
-            raise InvalidInput("file attachments are not supported through the bridge yet", field="posts")
+        files = post.get("file_ids") or []
+        if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+            raise InvalidInput(f"posts[{i}].file_ids must be a list of file ids", field="posts")
         messages.append(llm_pb2.Message(role=role, parts=[llm_pb2.Part(text=message)]))
+        file_ids.append(tuple(files))
+    if sum(map(len, file_ids)) > MAX_FILES:
+        raise InvalidInput(f"at most {MAX_FILES} file_ids may be attached to one request", field="posts")
     max_tokens = body.get("max_generated_tokens") or 0
     if not isinstance(max_tokens, int) or not 0 <= max_tokens <= INT32_MAX:
         raise InvalidInput(
@@ -75,6 +83,7 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
         raise InvalidInput("allowed_tools must be a list of tool names", field="allowed_tools")
     return BridgeRequest(
         messages=messages,
+        file_ids=tuple(file_ids),
         max_generated_tokens=max_tokens,
         json_output_format=schema,
         allowed_tools=tools,

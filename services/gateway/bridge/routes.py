@@ -38,6 +38,7 @@ from services.gateway.bridge.events import (
     completion_request,
     parse_bridge_request,
 )
+from services.gateway.bridge.files import attach_files
 from services.gateway.deps import DEPS, GatewayDeps
 from services.gateway.middleware import read_json
 
@@ -160,6 +161,7 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
     else:
         agent = await deps.bridge_agents.resolve(request.match_info["agent"])
     await _check_access(deps, agent, bridge)
+    await attach_files(deps.mattermost, bridge, agent)
     completion = completion_request(bridge, agent, operation="bridge_service" if by_service else "bridge_agent")
     if bridge.channel_id:
         # The team the usage is attributed to (token usage log, metrics), as the plugin does.
