@@ -33,11 +33,13 @@ class LicenseWatch:
         self._override = override
         self._refresh_seconds = refresh_seconds
         self._task: asyncio.Task[None] | None = None
+        if override is not None:
+            feed.set_license(override)  # from the first call on, even before ``start``
 
     async def start(self) -> None:
-        """Read the license once, then, without an override, keep reading it in the background."""
-        await self.refresh()
+        """Without an override: read the license once, then keep reading it in the background."""
         if self._override is None:
+            await self.refresh()
             self._task = asyncio.create_task(self._run(), name="license-watch")
 
     async def close(self) -> None:
@@ -50,9 +52,6 @@ class LicenseWatch:
 
     async def refresh(self) -> None:
         """Read the license now and publish it when it changed; keep the last one on failure."""
-        if self._override is not None:
-            self._feed.set_license(self._override)
-            return
         try:
             license = licensing.from_mattermost(await self._mm.get_client_license(), await self._mm.get_client_config())
         except DomainError as err:
