@@ -123,9 +123,14 @@ class PluginConfigWatcher:
             delay = min(delay * 2, self._max_backoff)
 
     async def _apply(self, message: registry_pb2.WatchPluginConfigResponse) -> None:
-        if self._current is not None and self._current.revision == message.revision:
+        license = License(message.license)
+        # A license change comes with the same revision.
+        if self._current is not None and (self._current.revision, self._current.license) == (
+            message.revision,
+            license,
+        ):
             return
-        snapshot = PluginConfigSnapshot(message.config, License(message.license), message.revision)
+        snapshot = PluginConfigSnapshot(message.config, license, message.revision)
         self._current = snapshot
         self._ready.set()
         for callback in self._callbacks:

@@ -24,6 +24,7 @@ from services.index.registry.config_feed import ConfigFeed
 from services.index.registry.config_registry import ConfigRegistry
 from services.index.registry.config_store import ConfigStore
 from services.index.registry.legacy_bots import migrate_legacy_bots
+from services.index.registry.license_watch import LicenseWatch
 from services.index.registry.messages import PLUGIN_CONFIG_KEYS
 from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
@@ -48,15 +49,16 @@ class IndexProcess:
     def __init__(self, settings: IndexSettings, deps: IndexDeps) -> None:
         self.settings = settings
         self.deps = deps
-        license = License.parse(settings.license)
         self.config_store = ConfigStore(deps.engine)
         self.agent_store = AgentStore(deps.engine)
         self.bots = BotAccounts(deps.mattermost)
         self.listener = ChangeListener(settings.database_url)
         self.feed = ConfigFeed(self.config_store, self.listener)
+        override = License.parse(settings.license) if settings.license.strip() else None
+        self.license = LicenseWatch(deps.mattermost, self.feed, override, settings.license_refresh_seconds)
         active = ActiveAgents(self.agent_store, self.listener, max_age=settings.agents_cache_seconds)
-        self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, license, PLUGIN_CONFIG_KEYS)
-        agents = AgentRegistry(self.agent_store, active, self.config, self.bots, license)
+        self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, PLUGIN_CONFIG_KEYS)
+        agents = AgentRegistry(self.agent_store, active, self.config, self.bots)
         # The generated base answers UNIMPLEMENTED to every RPC until semantic search lands; its
         # stub marks them abstract.
         index = index_pb2_grpc.IndexServicer()  # type: ignore[abstract]
@@ -77,17 +79,20 @@ class IndexProcess:
         )
 
     async def prepare(self) -> None:
-        """Migrate, seed the plugin configuration, adopt legacy bots, and start change listening."""
+        """Migrate, seed the plugin configuration, adopt legacy bots, read the license, and start
+        change listening."""
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         await self.config.seed(self.settings.config_seed_file)
         await migrate_legacy_bots(self.config_store, self.agent_store, self.bots)
         await self.feed.refresh()
+        await self.license.start()
         await self.listener.start()
 
     async def close(self) -> None:
-        """Stop listening for changes; close the Mattermost client and the pool."""
+        """Stop listening for changes and reading the license; close the Mattermost client and the pool."""
         await self.listener.close()
+        await self.license.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
 

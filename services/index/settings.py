@@ -17,8 +17,10 @@ class IndexSettings(CommonSettings):
 
     service_name: str = "index"
     grpc_port: int = Field(default=50054, ge=0, le=65535)
-    # none, entry, enterprise, enterprise_advanced (the admin guide's license table).
-    license: str = "none"
+    # Empty: the license Mattermost reports, read again every license_refresh_seconds. Otherwise
+    # an override (tests, air-gapped installs): none, entry, enterprise, enterprise_advanced.
+    license: str = ""
+    license_refresh_seconds: float = Field(default=60.0, gt=0)
     # Plugin config JSON seeded into the database on first start (a Helm ConfigMap).
     config_seed_file: str = ""
     db_pool_size: int = Field(default=10, ge=1)
@@ -30,7 +32,8 @@ class IndexSettings(CommonSettings):
     @field_validator("license")
     @classmethod
     def _known_license(cls, value: str) -> str:
-        License.parse(value)  # ValueError names the accepted values
+        if value.strip():
+            License.parse(value)  # ValueError names the accepted values
         return value
 
 

@@ -187,8 +187,6 @@ async def test_ai_actions_without_a_license_are_refused_with_403_naming_the_feat
     thread = mm.add_post(jay, town, "a thread to summarise")
     vtt = mm.add_file(calls, "t.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\n<v Jay>hello</v>\n", "text/vtt")
     recording = mm.add_post(calls, town, "transcript", file_ids=[vtt["id"]])
-    dm = mm.add_direct_channel(jay, bot)
-    reply = mm.add_post(bot, dm, "", props={"conversation_id": "c1", "llm_requester_user_id": jay.id})  # type: ignore[arg-type]
     bot_q = "?botUsername=unlicensedbot"
     cases = [
         ("POST", f"/post/{thread['id']}/analyze{bot_q}", {"analysis_type": "summarize_thread"}, "AI actions"),
@@ -199,7 +197,6 @@ async def test_ai_actions_without_a_license_are_refused_with_403_naming_the_feat
             "channel summarization",
         ),
         ("POST", f"/channel/{town.id}/analyze{bot_q}", {"analysis_type": "summarize"}, "channel summarization"),
-        ("POST", f"/post/{reply['id']}/tool_call", {"accepted_tool_ids": ["x"]}, "tool call approval"),
         ("POST", f"/post/{recording['id']}/summarize_transcription{bot_q}", None, "meeting transcripts"),
     ]
     for method, path, payload, feature in cases:

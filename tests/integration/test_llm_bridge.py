@@ -16,6 +16,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.contract.openapi import assert_matches_openapi
+from tests.fakes import anthropic as anthropic_api
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
@@ -144,12 +145,12 @@ async def test_agents_and_services_list_what_plugins_may_use(bridge: Bridge) -> 
     assert body == {"services": [{"id": bridge.service_id, "name": "fake-openai", "type": "openaicompatible"}]}
 
 
-async def _create_agent(bridge: Bridge, username: str, **fields: Any) -> registry_pb2.Agent:
+async def _create_agent(bridge: Bridge, username: str, service_id: str = "", **fields: Any) -> registry_pb2.Agent:
     async with bridge.h.channel("index") as channel:
         reply = await registry_pb2_grpc.RegistryStub(channel).CreateAgent(
             registry_pb2.CreateAgentRequest(
                 agent=registry_pb2.Agent(
-                    username=username, display_name=username, service_id=bridge.service_id, **fields
+                    username=username, display_name=username, service_id=service_id or bridge.service_id, **fields
                 )
             ),
             metadata=bridge.h.metadata(ADMIN),
@@ -202,3 +203,63 @@ async def test_an_agent_deleted_through_the_gateway_stops_being_served_at_once(b
     assert status == 200
     status, events = await bridge.sse("/bridge/v1/completion/agent/shortlived", BODY)
     assert status == 404 and "error" in events[0]
+
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+JSON_BODY = {"posts": [{"role": "user", "message": "answer in JSON"}], "json_output_format": SCHEMA}
+FENCED = '```json\n{"answer": "yes"}\n```'
+
+
+def _streamed_text(events: list[dict]) -> str:
+    return "".join(e["Value"] for e in events if e["Type"] == 0)
+
+
+async def test_a_json_schema_reaches_the_provider_only_when_the_agent_has_structured_output_on(
+    bridge: Bridge,
+) -> None:
+    await _create_agent(bridge, "structured", structured_output_enabled=True)
+    bridge.fake.enqueue(FakeResponse.text('{"answer": "yes"}', tokens=3))
+    status, _ = await bridge.sse("/bridge/v1/completion/agent/structured", JSON_BODY)
+    assert status == 200
+    sent = bridge.fake.requests[-1].body
+    assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
+
+    # Off: the plugin's fallback, no schema and the answer's Markdown fence stripped.
+    await _create_agent(bridge, "freeform", structured_output_enabled=False)
+    bridge.fake.enqueue(FakeResponse.text(FENCED, tokens=7))
+    status, events = await bridge.sse("/bridge/v1/completion/agent/freeform", JSON_BODY)
+    assert status == 200 and "response_format" not in bridge.fake.requests[-1].body
+    assert _streamed_text(events) == '{"answer": "yes"}'
+    bridge.fake.enqueue(FakeResponse.text(FENCED, tokens=7))
+    status, body, _ = await bridge.h.request(
+        "POST", "/bridge/v1/completion/agent/freeform/nostream", json_body=JSON_BODY, headers=bridge.headers()
+    )
+    assert (status, body) == (200, {"completion": '{"answer": "yes"}'})
+    assert "response_format" not in bridge.fake.requests[-1].body
+
+
+async def test_an_anthropic_agent_that_thinks_answers_a_json_request_without_a_schema(bridge: Bridge) -> None:
+    claude = anthropic_api.FakeAnthropic()
+    url = await claude.start()
+    try:
+        service = registry_pb2.ServiceConfig(
+            name="fake-claude",
+            type="anthropic",
+            api_key=anthropic_api.API_KEY,
+            api_url=url,
+            default_model=anthropic_api.MODELS[0],
+        )
+        async with bridge.h.channel("index") as channel:
+            created = await registry_pb2_grpc.RegistryStub(channel).CreateService(
+                registry_pb2.CreateServiceRequest(service=service), metadata=bridge.h.metadata(ADMIN), timeout=10
+            )
+        # Thinking on, so Structured Output off: the guide says the two cannot be combined.
+        await _create_agent(bridge, "thinker", service_id=created.service.id, reasoning_enabled=True)
+        claude.enqueue(anthropic_api.text(["```json\n", '{"answer": ', '"yes"}', "\n``", "`"]))
+        status, events = await bridge.sse("/bridge/v1/completion/agent/thinker", JSON_BODY)
+        assert status == 200, events
+        [sent] = [r.json() for r in claude.requests if r.method == "POST"]
+        assert sent["thinking"]["type"] == "enabled" and "output_config" not in sent
+        assert _streamed_text(events) == '{"answer": "yes"}'
+    finally:
+        await claude.close()

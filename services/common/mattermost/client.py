@@ -39,6 +39,11 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _strings(data: Any) -> dict[str, str]:
+    # The "old" formats are flat maps of strings; anything else is ignored rather than trusted.
+    return {str(k): v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
 class MattermostClient:
     """One Mattermost server seen with one token (a user's session, a PAT or a bot token)."""
 
@@ -90,6 +95,14 @@ class MattermostClient:
         """True when the server answers ``/system/ping`` with status OK; raises when unreachable."""
         data = await self._get("/system/ping")
         return isinstance(data, dict) and str(data.get("status", "")).upper() == "OK"
+
+    async def get_client_license(self) -> dict[str, str]:
+        """The license subset clients see (``IsLicensed``, ``SkuShortName``, ...; string values)."""
+        return _strings(await self._get("/license/client", {"format": "old"}))
+
+    async def get_client_config(self) -> dict[str, str]:
+        """The configuration subset clients see (``BuildEnterpriseReady``, ...; string values)."""
+        return _strings(await self._get("/config/client", {"format": "old"}))
 
     # --- users --------------------------------------------------------------------------------
 

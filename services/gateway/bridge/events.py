@@ -96,9 +96,10 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
 
 
 def completion_request(
-    bridge: BridgeRequest, agent: registry_pb2.Agent, *, operation: str
+    bridge: BridgeRequest, agent: registry_pb2.Agent, *, operation: str, send_json_schema: bool
 ) -> llm_pb2.CompletionRequest:
-    """The llm request for ``bridge`` answered by ``agent`` (its service, model and instructions)."""
+    """The llm request for ``bridge`` answered by ``agent`` (its service, model and instructions);
+    ``json_output_format`` goes to the provider only when ``send_json_schema``."""
     messages = list(bridge.messages)
     if agent.custom_instructions and not (messages and messages[0].role == llm_pb2.ROLE_SYSTEM):
         system = llm_pb2.Message(role=llm_pb2.ROLE_SYSTEM, parts=[llm_pb2.Part(text=agent.custom_instructions)])
@@ -116,19 +117,78 @@ def completion_request(
         request.reasoning.CopyFrom(
             llm_pb2.ReasoningOptions(enabled=True, effort=agent.reasoning_effort, budget_tokens=agent.thinking_budget)
         )
-    if bridge.json_output_format is not None:
+    if bridge.json_output_format is not None and send_json_schema:
         request.json_schema.update(bridge.json_output_format)
     return request
+
+
+class FenceStripper:
+    """Removes the Markdown code fence a model may wrap JSON in (the plugin's structured output
+    fallback), as the text streams: the start is held until it shows whether a fence opens, and
+    inside a fence the trailing backticks and blanks until the stream ends."""
+
+    def __init__(self) -> None:
+        self._head = ""
+        self._decided = False
+        self._fenced = False
+        self._tail = ""
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` that can be passed on now."""
+        if not self._decided:
+            self._head += text
+            start = self._head.lstrip()
+            if start.startswith("```"):
+                newline = start.find("\n")
+                if newline < 0:
+                    return ""  # the fence's info string ("json") may go on
+                self._fenced, text = True, start[newline + 1 :]
+            elif "```".startswith(start):
+                return ""  # blanks or backticks only: a fence may still open
+            else:
+                text = self._head
+            self._decided = True
+        if not self._fenced:
+            return text
+        held = self._tail + text
+        cut = _closing_fence_start(held)
+        self._tail = held[cut:]
+        return held[:cut]
+
+    def finish(self) -> str:
+        """What is still held once the text ended (nothing when it was the closing fence)."""
+        if not self._decided:
+            return self._head
+        return "" if self._tail.strip() == "```" else self._tail
+
+
+def _closing_fence_start(text: str) -> int:
+    # Where what may be the closing fence begins: blanks, at most three backticks, blanks.
+    body = text.rstrip()
+    ticks = len(body) - len(body.rstrip("`"))
+    return len(body[: len(body) - min(ticks, 3)].rstrip())
 
 
 class EventRenderer:
     """Turns stream events into ``TextStreamEvent`` dicts, adding ``reasoning_end`` (Type 5)
     when reasoning gives way to anything else, as the plugin's stream does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, strip_fences: bool = False) -> None:
         self._reasoning: list[str] = []
         self._signature = ""
         self._reasoning_open = False
+        self._fences = FenceStripper() if strip_fences else None
+
+    def _text(self, kind: str | None, event: llm_pb2.StreamEvent) -> list[dict[str, Any]]:
+        """Text items: the delta, and what the fence stripper still holds once the stream ends."""
+        if self._fences is None:
+            return [{"Type": TEXT, "Value": event.text_delta.text}] if kind == "text_delta" else []
+        text = ""
+        if kind == "text_delta":
+            text = self._fences.feed(event.text_delta.text)
+        elif kind in ("error", "done"):
+            text = self._fences.finish()
+        return [{"Type": TEXT, "Value": text}] if text else []
 
     def render(self, event: llm_pb2.StreamEvent) -> list[dict[str, Any]]:
         """The plugin's ``TextStreamEvent`` dicts for one stream event."""
@@ -146,9 +206,8 @@ class EventRenderer:
             out.append(
                 {"Type": REASONING_END, "Value": {"Text": "".join(self._reasoning), "Signature": self._signature}}
             )
-        if kind == "text_delta":
-            out.append({"Type": TEXT, "Value": event.text_delta.text})
-        elif kind == "tool_call":
+        out += self._text(kind, event)
+        if kind == "tool_call":
             call = event.tool_call
             arguments: Any = call.raw_arguments
             if call.valid and call.raw_arguments.strip():

@@ -29,12 +29,14 @@ from services.common.errors import (
 )
 from services.common.grpc_client import stream, unary
 from services.common.identity import SYSTEM, current_identity
+from services.common.structured_output import sends_json_schema
 from services.gateway.bridge.auth import BridgeCaller, authenticate_bridge_caller
 from services.gateway.bridge.events import (
     END,
     ERROR,
     BridgeRequest,
     EventRenderer,
+    FenceStripper,
     completion_request,
     parse_bridge_request,
 )
@@ -144,7 +146,19 @@ async def _check_access(deps: GatewayDeps, agent: registry_pb2.Agent, bridge: Br
         raise PermissionDenied(check.reason or f"the user may not use agent {agent.username}")
 
 
-async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDeps, llm_pb2.CompletionRequest]:
+async def _sends_json_schema(deps: GatewayDeps, agent: registry_pb2.Agent) -> bool:
+    """The agent's Structured Output setting as its provider allows it (the guide's rules)."""
+    service = (await _services(deps, [agent.service_id])).get(agent.service_id)
+    return service is not None and sends_json_schema(
+        service.type,
+        structured_output_enabled=agent.structured_output_enabled,
+        reasoning_enabled=agent.reasoning_enabled,
+    )
+
+
+async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDeps, llm_pb2.CompletionRequest, bool]:
+    """The llm request, and whether the answer's JSON fences are to be stripped (the plugin's
+    fallback when a schema was asked for but does not reach the provider)."""
     deps, caller = await _enter(request)
     bridge = parse_bridge_request(await read_json(request))
     bridge = replace(bridge, user_id=caller.acting_for(bridge.user_id))
@@ -162,11 +176,14 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
         agent = await deps.bridge_agents.resolve(request.match_info["agent"])
     await _check_access(deps, agent, bridge)
     await attach_files(deps.mattermost, bridge, agent)
-    completion = completion_request(bridge, agent, operation="bridge_service" if by_service else "bridge_agent")
+    native = bridge.json_output_format is not None and await _sends_json_schema(deps, agent)
+    completion = completion_request(
+        bridge, agent, operation="bridge_service" if by_service else "bridge_agent", send_json_schema=native
+    )
     if bridge.channel_id:
         # The team the usage is attributed to (token usage log, metrics), as the plugin does.
         completion.team_id = (await deps.mattermost.get_channel(bridge.channel_id)).team_id
-    return deps, completion
+    return deps, completion, bridge.json_output_format is not None and not native
 
 
 def _events(
@@ -182,14 +199,14 @@ def _events(
 
 
 async def _stream_response(request: web.Request, *, by_service: bool) -> web.StreamResponse:
-    deps, completion = await _prepare(request, by_service=by_service)
+    deps, completion, strip_fences = await _prepare(request, by_service=by_service)
     events = _events(deps, completion)
     try:
         # The first event decides between an HTTP error and a stream: nothing is sent before it.
         first = await anext(events)
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
-        renderer = EventRenderer()
+        renderer = EventRenderer(strip_fences=strip_fences)
         message: llm_pb2.StreamCompleteResponse | None = first
         try:
             done = False
@@ -223,7 +240,7 @@ def _sse(item: dict[str, object]) -> bytes:
 
 
 async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
-    deps, completion = await _prepare(request, by_service=by_service)
+    deps, completion, strip_fences = await _prepare(request, by_service=by_service)
     text: list[str] = []
     events = _events(deps, completion)
     try:
@@ -236,7 +253,11 @@ async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
                     raise UpstreamUnavailable(event.error.message)
     finally:
         await events.aclose()
-    return web.json_response({"completion": "".join(text)})
+    answer = "".join(text)
+    if strip_fences:
+        fences = FenceStripper()
+        answer = fences.feed(answer) + fences.finish()
+    return web.json_response({"completion": answer})
 
 
 @routes.post("/bridge/v1/completion/agent/{agent}")

@@ -78,7 +78,8 @@ async def _tool_ids(request: web.Request) -> list[str]:
 async def _decide(request: web.Request, *, results: bool) -> web.Response:
     accepted = await _tool_ids(request)
     post = await readable_post(request)
-    await require_license(request, Feature.TOOL_APPROVAL)
+    # No license check, unlike the plugin: an unlicensed install offers only built-in tools (MCP
+    # needs a license), the guide's "basic tool integrations", so their approval must work too.
     await require_tool_calls_allowed(request, post)
     require_agent_post(request, post)
     require_requester(request, post)

@@ -7,7 +7,6 @@ import logging
 
 from services.common.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from services.common.identity import Identity
-from services.common.licensing import License
 from services.index.registry import agent_rules
 from services.index.registry.active_agents import ActiveAgents
 from services.index.registry.agents import (
@@ -37,14 +36,11 @@ def _needs_teams(agent: Agent) -> bool:
 class AgentRegistry:
     """Agents as callers see and change them: permissions, validation, license gates and bot accounts."""
 
-    def __init__(
-        self, store: AgentStore, active: ActiveAgents, config: ConfigRegistry, bots: BotAccounts, license: License
-    ) -> None:
+    def __init__(self, store: AgentStore, active: ActiveAgents, config: ConfigRegistry, bots: BotAccounts) -> None:
         self.store = store
         self.active = active
         self.config = config
         self.bots = bots
-        self.license = license
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -126,14 +122,16 @@ class AgentRegistry:
             last_icon_update=0,
         )
         agent_rules.validate_agent(agent, service_type)
-        agent_rules.check_agent_license(agent, self.license, 0, creating=False)
+        agent_rules.check_agent_license(agent, self.config.license, 0, creating=False)
         await self._check_directory(agent)
         bot_user_id = ""
         try:
             # Under the creation lock: two creations racing on an unlicensed cluster (any replicas)
             # count one after the other, so the free tier's single agent cannot become two.
             async with self.store.creating() as conn:
-                agent_rules.check_agent_license(agent, self.license, await self.store.count_active(conn), creating=True)
+                agent_rules.check_agent_license(
+                    agent, self.config.license, await self.store.count_active(conn), creating=True
+                )
                 if await self.store.get(username=agent.username) is not None:
                     raise AlreadyExists(f"username {agent.username} is already taken")
                 bot_user_id = await self._bot_for(agent)
@@ -195,7 +193,7 @@ class AgentRegistry:
                 last_icon_update=current.last_icon_update,
             )
             agent_rules.validate_agent(agent, service_type)
-            agent_rules.check_agent_license(agent, self.license, 0, creating=False)
+            agent_rules.check_agent_license(agent, self.config.license, 0, creating=False)
             await self._check_directory(agent)
             await self.store.replace(conn, agent)
             if agent.display_name != current.display_name:

@@ -9,6 +9,7 @@ import re
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.identity import MANAGE_OTHERS_AGENT, MANAGE_OWN_AGENT, Identity
 from services.common.licensing import FREE_TIER_AGENT_LIMIT, Feature, License, require
+from services.common.structured_output import supports_structured_output
 from services.index.registry.agents import AccessLevel, Agent, McpToolRef
 from services.index.registry.callers import is_system
 
@@ -22,18 +23,12 @@ NATIVE_TOOLS = frozenset({"web_search", "file_search", "code_interpreter"})
 REASONING_EFFORTS = frozenset({"", "minimal", "low", "medium", "high"})
 
 _WEB_SEARCH_TYPES = frozenset({"anthropic", "openai", "gemini", "vertex"})
-_STRUCTURED_OUTPUT_TYPES = frozenset({"anthropic", "openai", "openaicompatible", "azure"})
 _RESPONSES_TOGGLE_TYPES = frozenset({"openaicompatible", "azure"})
 
 
 def supports_native_web_search(service_type: str, use_responses_api: bool) -> bool:
     """Whether the provider has its own web search (OpenAI-compatible and Azure only with the Responses API)."""
     return service_type in _WEB_SEARCH_TYPES or (service_type in _RESPONSES_TOGGLE_TYPES and use_responses_api)
-
-
-def supports_structured_output(service_type: str) -> bool:
-    """Whether the provider can constrain answers to a JSON schema."""
-    return service_type in _STRUCTURED_OUTPUT_TYPES
 
 
 def validate_username(username: str) -> None:

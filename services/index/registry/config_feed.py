@@ -1,7 +1,8 @@
 """Pushes the active plugin configuration to WatchPluginConfig subscribers within a second of a
 change, whichever replica made it: the process's ChangeListener hears the configuration channel
 and the feed fans new revisions out to its subscribers' queues. ``current`` is also the
-in-process copy hot reads use instead of a database round trip."""
+in-process copy hot reads use instead of a database round trip. The cluster's license rides along:
+subscribers hear a license change as they hear a new revision."""
 
 from __future__ import annotations
 
@@ -9,21 +10,24 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from services.common.licensing import License
 from services.index.registry.change_listener import ChangeListener
 from services.index.registry.config_store import NOTIFY_CHANNEL, ConfigRevision, ConfigStore
 
 logger = logging.getLogger(__name__)
 
 EMPTY = ConfigRevision("", {}, 0)
+Published = tuple[ConfigRevision, License]
 
 
 class ConfigFeed:
-    """The active configuration revision as this process last heard it, and its subscribers."""
+    """The active configuration revision as this process last heard it, the license, and subscribers."""
 
     def __init__(self, store: ConfigStore, listener: ChangeListener) -> None:
         self.store = store
         self.current = EMPTY
-        self._subscribers: set[asyncio.Queue[ConfigRevision]] = set()
+        self.license = License.NONE
+        self._subscribers: set[asyncio.Queue[Published]] = set()
         # Refreshes read one after another, so an older read can never be published after a newer one.
         self._refreshing = asyncio.Lock()
         # Whether a change committed anywhere would reach ``current`` (the listener is connected).
@@ -48,23 +52,32 @@ class ConfigFeed:
     def publish(self, revision: ConfigRevision) -> None:
         """Make ``revision`` current and hand it to every subscriber."""
         self.current = revision
+        self._hand_out()
+
+    def set_license(self, license: License) -> None:
+        """Make ``license`` the cluster's; subscribers hear it with the current revision."""
+        if license != self.license:
+            self.license = license
+            self._hand_out()
+
+    def _hand_out(self) -> None:
         for queue in self._subscribers:
-            # Only the newest revision matters to a slow subscriber.
+            # Only the newest state matters to a slow subscriber.
             while not queue.empty():
                 queue.get_nowait()
-            queue.put_nowait(revision)
+            queue.put_nowait((self.current, self.license))
 
-    async def subscribe(self) -> AsyncIterator[ConfigRevision]:
-        """The current revision, then every new one, until the caller stops iterating."""
-        queue: asyncio.Queue[ConfigRevision] = asyncio.Queue()
+    async def subscribe(self) -> AsyncIterator[Published]:
+        """The current revision and license, then every change of either, until the caller stops."""
+        queue: asyncio.Queue[Published] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
-            yield self.current
-            last = self.current.revision
+            last = (self.current, self.license)
+            yield last
             while True:
-                revision = await queue.get()
-                if revision.revision != last:
-                    last = revision.revision
-                    yield revision
+                revision, license = await queue.get()
+                if (revision.revision, license) != (last[0].revision, last[1]):
+                    last = (revision, license)
+                    yield last
         finally:
             self._subscribers.discard(queue)

@@ -31,15 +31,17 @@ Mutation = Callable[[JSON], JSON]
 class ConfigRegistry:
     """The plugin configuration and its services as callers read and change them."""
 
-    def __init__(
-        self, store: ConfigStore, feed: ConfigFeed, agents: AgentStore, license: License, known_keys: set[str]
-    ) -> None:
+    def __init__(self, store: ConfigStore, feed: ConfigFeed, agents: AgentStore, known_keys: set[str]) -> None:
         self.store = store
         self.feed = feed
         self.agents = agents
-        self.license = license
         # Top-level keys the API models; other keys of a stored document survive saves.
         self.known_keys = known_keys
+
+    @property
+    def license(self) -> License:
+        """The cluster's license as the feed last heard it (Mattermost's, or the override)."""
+        return self.feed.license
 
     async def seed(self, seed_file: str) -> None:
         """Insert the seed document on first start (under the lock, so replicas seed once)."""

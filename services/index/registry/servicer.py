@@ -142,14 +142,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             registry_pb2.WatchPluginConfigRequest, registry_pb2.WatchPluginConfigResponse
         ],
     ) -> AsyncIterator[registry_pb2.WatchPluginConfigResponse]:
-        """The active configuration, then every new revision."""
+        """The active configuration, then every new revision or license."""
         caller = identity()
         self.config.visible(caller, ConfigRevision("", {}, 0))  # refuse before streaming anything
-        async for revision in self.config.feed.subscribe():
+        async for revision, license in self.config.feed.subscribe():
             shown = self.config.visible(caller, revision)
             yield registry_pb2.WatchPluginConfigResponse(
                 config=config_to_message(shown.config),
-                license=registry_pb2.License.ValueType(self.config.license),
+                license=registry_pb2.License.ValueType(license),
                 revision=shown.revision,
             )
 

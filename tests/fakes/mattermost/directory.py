@@ -14,6 +14,24 @@ async def ping(request: web.Request) -> web.Response:
     return answer({"status": "OK", "database_status": "OK", "filestore_status": "OK"})
 
 
+def _old_format(request: web.Request) -> None:
+    # The only format the server implements; without it the server answers 400 (501 for others).
+    if request.query.get("format") != "old":
+        raise bad_request("format")
+
+
+async def get_client_license(request: web.Request) -> web.Response:
+    _old_format(request)
+    state, _ = ctx(request)
+    return answer(dict(state.client_license))
+
+
+async def get_client_config(request: web.Request) -> web.Response:
+    _old_format(request)
+    state, _ = ctx(request)
+    return answer(dict(state.client_config))
+
+
 async def get_user(request: web.Request) -> web.Response:
     state, me = ctx(request)
     user_id = request.match_info["user_id"]

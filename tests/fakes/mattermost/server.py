@@ -172,6 +172,15 @@ class FakeMattermost:
         await self.hub.post_created(post)
         return post
 
+    def set_license(self, sku_short_name: str = "", *, enterprise_edition: bool = False) -> None:
+        """The server's license as clients see it: ``sku_short_name`` (``entry``, ``professional``,
+        ``enterprise``, ``advanced``) or none; ``enterprise_edition`` the build (Team Edition if False)."""
+        if sku_short_name:
+            self.state.client_license = {"IsLicensed": "true", "SkuShortName": sku_short_name, "IsTrial": "false"}
+        else:
+            self.state.client_license = {"IsLicensed": "false"}
+        self.state.client_config["BuildEnterpriseReady"] = str(enterprise_edition).lower()
+
     # --- inspection and fault injection ------------------------------------------------------
 
     def post(self, post_id: str) -> JSON:
@@ -287,6 +296,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
             web.get(f"{v4}/system/ping", directory.ping),
+            web.get(f"{v4}/license/client", directory.get_client_license),
+            web.get(f"{v4}/config/client", directory.get_client_config),
             web.post(f"{v4}/users/ids", directory.get_users_by_ids),
             web.post(f"{v4}/users/search", directory.search_users),
             web.get(f"{v4}/users/username/{{username}}", directory.get_user_by_username),

@@ -92,6 +92,12 @@ class FakeState:
     profile_images: dict[str, bytes] = field(default_factory=dict)
     # personal access token id → the token (for revocation by id)
     token_ids: dict[str, str] = field(default_factory=dict)
+    # GET /license/client and /config/client (format=old): flat maps of strings, unlicensed
+    # Team Edition until a test says otherwise (``FakeMattermost.set_license``).
+    client_license: dict[str, str] = field(default_factory=lambda: {"IsLicensed": "false"})
+    client_config: dict[str, str] = field(
+        default_factory=lambda: {"BuildEnterpriseReady": "false", "EnableDeveloper": "false", "EnableTesting": "false"}
+    )
     _last_ms: int = 0
 
     def now(self) -> int:

@@ -133,6 +133,10 @@ async def run_scenario(mm: FakeMattermost) -> None:
         MattermostClient(mm.url, "bad-token", **fast) as anonymous,  # type: ignore[arg-type]
     ):
         await as_alice.ping()
+        assert await as_alice.get_client_license() == {"IsLicensed": "false"}
+        mm.set_license("enterprise")
+        assert (await as_alice.get_client_license())["SkuShortName"] == "enterprise"
+        assert (await as_alice.get_client_config())["BuildEnterpriseReady"] == "false"
         await as_alice.get_me()
         await _expect_error(anonymous.get_me())
         await as_alice.get_user(bob.id)
