@@ -1,4 +1,4 @@
-"""``python -m services.cluster up|down``: the whole cluster on this machine.
+"""``python -m services.cluster up|down|migrate``: the whole cluster on this machine.
 
 ``up`` first checks every service's settings (as each process will load them) and that its
 ports are free, and starts nothing if one is wrong. It then starts PostgreSQL+pgvector from the
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.cluster.migrate import migrate
 from services.cluster.postgres import EmbeddedPostgres
 from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, RestartPolicy
 from services.common.settings import SettingsError
@@ -216,10 +218,17 @@ def down() -> int:
 
 
 def main() -> None:
-    """The ``agents-cluster`` command: ``up`` or ``down``."""
+    """The ``agents-cluster`` command: ``up``, ``down`` or ``migrate``."""
     parser = argparse.ArgumentParser(prog="agents-cluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "migrate"],
+        help="migrate: bring every service's schema in DATABASE_URL to head and exit (the Helm hook Job)",
+    )
     args = parser.parse_args()
+    if args.command == "migrate":
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        sys.exit(asyncio.run(migrate(os.environ.get("DATABASE_URL", ""))))
     sys.exit(asyncio.run(up()) if args.command == "up" else down())
 
 

@@ -20,7 +20,7 @@ class LlmSettings(CommonSettings):
     # Prometheus metrics over HTTP (GET /metrics); 0 turns the endpoint off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
-    # Where token usage records go when the plugin config's enableTokenUsageLogging is on.
+    # Where token usage records go when the plugin config's enableTokenUsageLogging is on ("-": stdout).
     token_usage_log_path: str = DEFAULT_PATH
     # A local o200k_base.tiktoken for exact counts of o200k models (cl100k is used without it).
     o200k_file: str = ""

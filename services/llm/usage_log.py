@@ -18,11 +18,15 @@ import logging.handlers
 import os
 import queue
 import shutil
+import sys
 from dataclasses import dataclass, field
 
 from services.llm.providers.base import Usage
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_PATH = "logs/agents/token_usage.log"
+STDOUT = "-"
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_BACKUP_COUNT = 10
 SCHEMA_VERSION = 1
@@ -101,29 +105,49 @@ class TokenUsageLog:
         self.max_bytes = max_bytes
         self.backup_count = backup_count
         self._listener: logging.handlers.QueueListener | None = None
-        self._file_handler: logging.handlers.RotatingFileHandler | None = None
+        self._handler: logging.Handler | None = None
         # A private logger outside the logging manager's tree: nothing propagates to the root
         # logger (whose JSON handler would duplicate records) and nothing is global.
         self._logger = logging.Logger("agents.token_usage", logging.INFO)
 
     def start(self) -> None:
-        """Open the file (creating its folder) and start the writer thread."""
+        """Open the file (creating its folder) and start the writer thread.
+
+        ``-`` writes to standard output (a container's log). A file that cannot be opened is
+        reported and standard output used instead, so that enabled logging never writes nothing.
+        """
         if self._listener is not None:
             return
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            self.path, maxBytes=self.max_bytes, backupCount=self.backup_count, encoding="utf-8", delay=True
-        )
-        handler.namer = gzip_rotated_name
-        handler.rotator = gzip_rotate
+        handler = self._stdout_handler() if self.path == STDOUT else self._file_or_stdout()
         handler.setFormatter(logging.Formatter("%(message)s"))
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         self._logger.addHandler(logging.handlers.QueueHandler(records))
         self._listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
-        self._file_handler = handler
+        self._handler = handler
         self._listener.start()
+
+    def _file_or_stdout(self) -> logging.Handler:
+        try:
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(
+                self.path, maxBytes=self.max_bytes, backupCount=self.backup_count, encoding="utf-8"
+            )
+        except OSError as err:
+            logger.error(
+                "token usage log %s cannot be written (%s): writing the records to standard output instead",
+                self.path,
+                err.strerror or type(err).__name__,
+            )
+            return self._stdout_handler()
+        handler.namer = gzip_rotated_name
+        handler.rotator = gzip_rotate
+        return handler
+
+    @staticmethod
+    def _stdout_handler() -> logging.Handler:
+        return logging.StreamHandler(sys.stdout)
 
     def record(self, usage: TokenUsageRecord) -> None:
         """Queue one record; returns at once (safe to call on the event loop)."""
@@ -138,7 +162,7 @@ class TokenUsageLog:
         self._listener.stop()
         for handler in list(self._logger.handlers):
             self._logger.removeHandler(handler)
-        if self._file_handler is not None:
-            self._file_handler.close()
+        if self._handler is not None:
+            self._handler.close()
         self._listener = None
-        self._file_handler = None
+        self._handler = None

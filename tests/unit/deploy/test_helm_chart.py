@@ -13,8 +13,8 @@ CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "mattermost-ag
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 
 
-def render(values_file: Path) -> list[dict]:
-    values = yaml.safe_load(values_file.read_text()) or {}
+def render(values_file: Path | dict) -> list[dict]:
+    values = values_file if isinstance(values_file, dict) else yaml.safe_load(values_file.read_text()) or {}
     chart = helm_python.Chart.load(str(CHART))
     try:
         manifests = chart.render(values, name="agents", namespace="chat")
@@ -37,6 +37,143 @@ def test_every_ci_values_file_renders_valid_kubernetes_objects(values_file: Path
     assert docs
     for doc in docs:
         kubernetes_validate.validate(doc, "1.33", strict=True)
+
+
+def test_a_forced_service_monitor_renders_valid_objects_too() -> None:
+    # The CRD is not in the Kubernetes schemas: everything else is validated, the monitor checked by shape.
+    docs = render({"metrics": {"serviceMonitor": True}})
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert [m["metadata"]["name"] for m in monitors] == ["agents-mattermost-agents-llm"]
+    assert monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"
+    service = by_name(docs, "Service")["agents-mattermost-agents-llm"]
+    assert monitors[0]["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(doc, "1.33", strict=True)
+
+
+def by_name(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_without_the_operator_pods_carry_scrape_annotations_instead() -> None:
+    docs = render({})
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+    pod = by_name(docs, "Deployment")["agents-mattermost-agents-llm"]["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+
+
+def test_autoscaled_components_get_an_hpa_and_leave_replicas_to_it() -> None:
+    docs = render(CHART / "ci" / "production-values.yaml")
+    hpas = by_name(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"agents-mattermost-agents-gateway", "agents-mattermost-agents-llm"}
+    assert hpas["agents-mattermost-agents-llm"]["spec"]["maxReplicas"] == 20
+    deployments = by_name(docs, "Deployment")
+    assert "replicas" not in deployments["agents-mattermost-agents-llm"]["spec"]
+    assert deployments["agents-mattermost-agents-tools"]["spec"]["replicas"] == 2
+
+
+def test_disruption_budgets_and_spread_keep_replicas_apart() -> None:
+    docs = render({})
+    pdbs = by_name(docs, "PodDisruptionBudget")
+    assert "agents-mattermost-agents-llm" in pdbs and "agents-mattermost-agents-mcp" not in pdbs
+    spec = by_name(docs, "Deployment")["agents-mattermost-agents-llm"]["spec"]["template"]["spec"]
+    keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+
+
+def test_termination_outlasts_prestop_drain_and_grace() -> None:
+    docs = render(CHART / "ci" / "production-values.yaml")
+    spec = by_name(docs, "Deployment")["agents-mattermost-agents-gateway"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    # preStop 5 + drain 10 + grace 60, with room to spare.
+    assert spec["terminationGracePeriodSeconds"] > 5 + 10 + 60
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_network_policies_deny_by_default_and_open_the_database_only_to_table_owners() -> None:
+    docs = render({})
+    policies = by_name(docs, "NetworkPolicy")
+    deny = policies["agents-mattermost-agents-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+
+    def reaches_database(component: str) -> bool:
+        rules = policies[f"agents-mattermost-agents-{component}"]["spec"]["egress"]
+        return any(port.get("port") == 5432 for rule in rules for port in rule.get("ports", []))
+
+    assert {c: reaches_database(c) for c in ("gateway", "llm", "tools", "mcp", "index")} == {
+        "gateway": False,
+        "llm": True,
+        "tools": True,
+        "mcp": True,
+        "index": True,
+    }
+    # Internal services accept only the release's own pods; the gateway accepts Mattermost.
+    llm_from = policies["agents-mattermost-agents-llm"]["spec"]["ingress"][0]["from"]
+    assert llm_from == [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "agents"}}}]
+    gateway_from = policies["agents-mattermost-agents-gateway"]["spec"]["ingress"][0]["from"]
+    assert gateway_from[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mattermost"}
+
+
+def test_only_the_index_service_holds_the_right_to_create_jobs() -> None:
+    docs = render({})
+    deployments = by_name(docs, "Deployment")
+    index = deployments["agents-mattermost-agents-index"]["spec"]["template"]["spec"]
+    llm = deployments["agents-mattermost-agents-llm"]["spec"]["template"]["spec"]
+    assert index["serviceAccountName"] == "agents-mattermost-agents-reindex" and index["automountServiceAccountToken"]
+    assert llm["serviceAccountName"] == "agents-mattermost-agents" and not llm["automountServiceAccountToken"]
+    binding = by_name(docs, "RoleBinding")["agents-mattermost-agents-reindex-jobs"]
+    assert binding["subjects"][0]["name"] == "agents-mattermost-agents-reindex"
+    rules = by_name(docs, "Role")["agents-mattermost-agents-reindex-jobs"]["rules"]
+    assert {r for rule in rules for r in rule["resources"]} == {"jobs", "pods"}
+
+
+def test_migrations_run_as_a_hook_job_before_the_release_with_chart_made_secrets_first() -> None:
+    docs = render({"database": {"existingSecret": "", "url": "postgresql://agents:pw@db:5432/agents"}})
+    job = by_name(docs, "Job")["agents-mattermost-agents-migrate"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["python", "-m", "services.cluster", "migrate"]
+    env = {e["name"]: e for e in container["env"]}
+    secret_name = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+    secret = by_name(docs, "Secret")[secret_name]
+    assert secret["stringData"] == {"url": "postgresql://agents:pw@db:5432/agents"}
+    assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        job["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+
+
+def test_token_usage_records_go_to_stdout_or_to_a_volume_never_to_the_read_only_root() -> None:
+    def llm_container(values: dict) -> dict:
+        spec = by_name(render(values), "Deployment")["agents-mattermost-agents-llm"]["spec"]["template"]["spec"]
+        return {"container": spec["containers"][0], "volumes": {v["name"]: v for v in spec["volumes"]}}
+
+    default = llm_container({})
+    env = {e["name"]: e.get("value") for e in default["container"]["env"]}
+    assert env["AGENTS_LLM_TOKEN_USAGE_LOG_PATH"] == "-"
+    on_volume = llm_container({"tokenUsageLog": {"destination": "volume", "existingClaim": "usage"}})
+    env = {e["name"]: e.get("value") for e in on_volume["container"]["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in on_volume["container"]["volumeMounts"]}
+    assert env["AGENTS_LLM_TOKEN_USAGE_LOG_PATH"].startswith(mounts["token-usage"] + "/")
+    assert on_volume["volumes"]["token-usage"]["persistentVolumeClaim"]["claimName"] == "usage"
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"components": {"llm": {"replicas": -1}}}, "/components/llm/replicas"),
+        ({"tokenUsageLog": {"destination": "file"}}, "/tokenUsageLog/destination"),
+        ({"database": {"existingSecret": "", "url": ""}}, "/database"),
+        ({"mattermost": {"url": "chat.example.com"}}, "/mattermost/url"),
+        ({"components": {"llm": {"replica": 3}}}, "replica"),
+        ({"logLevl": "DEBUG"}, "logLevl"),
+    ],
+)
+def test_a_bad_value_fails_at_install_naming_it(values: dict, complaint: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=complaint):
+        render(values)
 
 
 def test_each_enabled_component_gets_a_deployment_with_hardened_pods_and_native_grpc_probes() -> None:

@@ -97,3 +97,23 @@ async def test_recording_from_the_event_loop_does_not_block_and_close_drains(tmp
 
     await asyncio.to_thread(log.close)
     assert len(path.read_text().splitlines()) == 100
+
+
+def test_dash_writes_the_records_to_standard_output(capsys) -> None:
+    log = TokenUsageLog("-")
+    log.start()
+    log.record(_record(3))
+    log.close()
+    assert json.loads(capsys.readouterr().out.strip())["user_id"] == "user3"
+
+
+def test_an_unwritable_path_is_reported_and_standard_output_used_instead(tmp_path, capsys, caplog) -> None:
+    # A read-only root filesystem in a pod: the folder cannot be made (a file stands in its way,
+    # which refuses root too).
+    (tmp_path / "logs").write_text("not a folder")
+    log = TokenUsageLog(str(tmp_path / "logs" / "agents" / "token_usage.log"))
+    log.start()
+    log.record(_record(4))
+    log.close()
+    assert json.loads(capsys.readouterr().out.strip())["user_id"] == "user4"
+    assert "cannot be written" in caplog.text and "standard output" in caplog.text
