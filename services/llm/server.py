@@ -24,7 +24,7 @@ from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http import new_client_session
 from services.common.mattermost.client import MattermostClient
 from services.common.metrics import MetricsEndpoint
-from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher
+from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.llm.catalog import ProviderCatalog
 from services.llm.completion import CompletionService
@@ -115,6 +115,7 @@ class LlmProcess:
         )
         self.config = PluginConfigWatcher(deps.registry)
         self.config.on_change(self._config_changed)
+        follow_debug_logging(self.config)
         # The conversation loop (agents.llm.v1.Conversations) shares the channels, the providers,
         # the observed completion path (metrics, spans, usage log) and the live plugin config.
         self.store = ConversationStore(deps.engine)
