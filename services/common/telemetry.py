@@ -52,7 +52,8 @@ _SECRET_PARTS = ("token", "secret", "password", "passwd", "apikey", "api_key", "
 _QUERY_PARAM = re.compile(r"(?P<lead>^|[?&;#])(?P<name>[^=&#?;\s'\"<>]+)=(?P<value>[^&#?;\s'\"<>]*)")
 
 
-def _is_secret_param(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
+    """Whether a query parameter or header called ``name`` carries a credential."""
     name = unquote(name).lower()
     return name in _SECRET_PARAMS or name.endswith(("_key", "-key")) or any(p in name for p in _SECRET_PARTS)
 
@@ -66,7 +67,7 @@ def redact_query_secrets(text: str) -> str:
 
 
 def _redact_param(match: re.Match[str]) -> str:
-    if not match["value"] or not _is_secret_param(match["name"]):
+    if not match["value"] or not is_secret_name(match["name"]):
         return match[0]
     return f"{match['lead']}{match['name']}={REDACTED}"
 

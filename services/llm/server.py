@@ -45,6 +45,7 @@ from services.llm.conversations.stops import StopWatcher
 from services.llm.conversations.store import ConversationStore
 from services.llm.conversations.turns import AgentTurns
 from services.llm.metrics import LlmMetrics
+from services.llm.provider_trace import ProviderTrace
 from services.llm.providers import create_provider
 from services.llm.providers.transcription import transcribe
 from services.llm.registry_client import RegistryServiceSource
@@ -71,13 +72,16 @@ class LlmDeps:
     mattermost: MattermostClient
     metrics: LlmMetrics
     usage_log: TokenUsageLog
+    # Every request of ``http`` passes it: the plugin configuration's LLM Trace, updated live.
+    trace: ProviderTrace
 
 
 def build_deps(settings: LlmSettings) -> LlmDeps:
     """The service's clients and stores from its settings; nothing connects yet."""
     # One pooled session per process for every provider; trust_env honours HTTP(S)_PROXY. No
     # total timeout: streams last minutes, and the engine's stall watchdog bounds silence.
-    http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size)
+    trace = ProviderTrace()
+    http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size, middlewares=(trace,))
     channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
     tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
@@ -90,6 +94,7 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
         mattermost=MattermostClient(settings.mattermost_url, settings.mattermost_token),
         metrics=LlmMetrics(),
         usage_log=TokenUsageLog(settings.token_usage_log_path),
+        trace=trace,
     )
 
 
@@ -112,6 +117,7 @@ class LlmProcess:
             usage_log=deps.usage_log,
             usage_logging_enabled=lambda: self.usage_logging,
             o200k_file=settings.o200k_file,
+            trace=deps.trace,
         )
         self.config = PluginConfigWatcher(deps.registry)
         self.config.on_change(self._config_changed)
@@ -161,13 +167,15 @@ class LlmProcess:
     def _config_changed(self, snapshot: PluginConfigSnapshot) -> None:
         # Services may have changed (keys, URLs, limits): providers are rebuilt on next use.
         self.catalog.invalidate()
+        self.deps.trace.enabled = snapshot.config.enable_llm_trace
         self.usage_logging = snapshot.config.enable_token_usage_logging
         if self.usage_logging:
             self.deps.usage_log.start()  # idempotent; creates the folder only once logging is on
         logger.info(
-            "plugin configuration revision %s applied: token usage logging %s",
+            "plugin configuration revision %s applied: token usage logging %s, LLM trace %s",
             snapshot.revision,
             "on" if self.usage_logging else "off",
+            "on" if self.deps.trace.enabled else "off",
         )
 
     async def prepare(self) -> None:

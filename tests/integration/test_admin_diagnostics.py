@@ -143,3 +143,39 @@ async def test_debug_logging_turns_every_service_to_debug_and_back_without_a_res
         assert not [line for line in lines if '"level": "debug"' in line], service
     await save_config(world, enableDebugLogging=False)
     await wait_switched(world, "off", again)
+
+
+async def test_llm_trace_logs_the_provider_request_and_answer_with_the_key_redacted(world: World) -> None:
+    await save_config(world, enableLLMTrace=True)
+    bot = await world.agent("tracer")
+    ida = world.mm.add_user("ida-trace")
+    dm = world.mm.add_direct_channel(ida, bot)
+    post = await world.mm.user_posts(ida, dm, "trace marker 4711: what is the capital of France?")
+    reply = await world.answer_to(post, within=30)
+    assert reply["props"]["agents_stream_status"] == "done"
+
+    def traced(kind: str) -> list[dict[str, Any]]:
+        return [r for r in records(world, "llm") if r.get("llm_trace") == kind]
+
+    # The answer's request, and the conversation title's after it, both quote the post.
+    requests = await poll(
+        lambda: [r for r in traced("request") if "trace marker 4711" in r["body"]],
+        message="no trace record of the provider request",
+    )
+    for request in requests:
+        assert request["method"] == "POST" and request["url"].startswith(world.openai.base_url)
+        assert json.loads(request["headers"])["Authorization"] == "REDACTED"
+        assert json.loads(request["body"])["model"] == "gpt-4o"
+    responses = await poll(lambda: traced("response"), message="no trace record of the provider response")
+    assert {r["status"] for r in responses} == {200}
+    completions = await poll(
+        lambda: [r for r in traced("completion") if json.loads(r["result"])["text"] == reply["message"]],
+        message="no trace record of the completion",
+    )
+    for completion in completions:
+        assert completion["service_id"] == world.service_id and completion["model"] == "gpt-4o"
+    # The key went to the provider, and into no log line of any process.
+    assert world.openai.requests[-1].headers["Authorization"] == f"Bearer {SENTINEL_KEY}"
+    leaked = [(service, line) for service, lines in world.h.logs.items() for line in lines if SENTINEL_KEY in line]
+    assert not leaked
+    await save_config(world, enableLLMTrace=False)

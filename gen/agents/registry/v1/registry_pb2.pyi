@@ -1603,7 +1603,7 @@ class PluginConfig(_message.Message):
     transcript_backend: _builtins.str
     """Username of the agent whose service transcribes meeting recordings."""
     enable_llm_trace: _builtins.bool
-    """The plugin's legacy prompt logging flag, kept as stored."""
+    """LLM Trace: the llm service logs every provider request and response, secrets redacted."""
     enable_token_usage_logging: _builtins.bool
     """Token usage logging for every LLM call (licensed)."""
     enable_call_summary: _builtins.bool
