@@ -22,6 +22,7 @@ from services.common import db
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http import new_client_session
+from services.common.http_guard import UpstreamAllowlist
 from services.common.mattermost.client import MattermostClient
 from services.common.metrics import MetricsEndpoint
 from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher, follow_debug_logging
@@ -72,16 +73,19 @@ class LlmDeps:
     mattermost: MattermostClient
     metrics: LlmMetrics
     usage_log: TokenUsageLog
-    # Every request of ``http`` passes it: the plugin configuration's LLM Trace, updated live.
+    # Every request of ``http`` passes these: the plugin configuration's allowedUpstreamHostnames
+    # and its LLM Trace, both updated live.
+    allowlist: UpstreamAllowlist
     trace: ProviderTrace
 
 
 def build_deps(settings: LlmSettings) -> LlmDeps:
     """The service's clients and stores from its settings; nothing connects yet."""
     # One pooled session per process for every provider; trust_env honours HTTP(S)_PROXY. No
-    # total timeout: streams last minutes, and the engine's stall watchdog bounds silence.
-    trace = ProviderTrace()
-    http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size, middlewares=(trace,))
+    # total timeout: streams last minutes, and the engine's stall watchdog bounds silence. The
+    # allowlist comes first: a refused request is never sent, so never traced either.
+    allowlist, trace = UpstreamAllowlist(), ProviderTrace()
+    http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size, middlewares=(allowlist, trace))
     channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
     tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
@@ -94,6 +98,7 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
         mattermost=MattermostClient(settings.mattermost_url, settings.mattermost_token),
         metrics=LlmMetrics(),
         usage_log=TokenUsageLog(settings.token_usage_log_path),
+        allowlist=allowlist,
         trace=trace,
     )
 
@@ -167,6 +172,7 @@ class LlmProcess:
     def _config_changed(self, snapshot: PluginConfigSnapshot) -> None:
         # Services may have changed (keys, URLs, limits): providers are rebuilt on next use.
         self.catalog.invalidate()
+        self.deps.allowlist.update(snapshot.config.allowed_upstream_hostnames)
         self.deps.trace.enabled = snapshot.config.enable_llm_trace
         self.usage_logging = snapshot.config.enable_token_usage_logging
         if self.usage_logging:

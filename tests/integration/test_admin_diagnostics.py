@@ -179,3 +179,38 @@ async def test_llm_trace_logs_the_provider_request_and_answer_with_the_key_redac
     leaked = [(service, line) for service, lines in world.h.logs.items() for line in lines if SENTINEL_KEY in line]
     assert not leaked
     await save_config(world, enableLLMTrace=False)
+
+
+async def test_a_provider_outside_the_allowed_upstream_hostnames_is_never_contacted(world: World) -> None:
+    bot = await world.agent("fenced")
+    eve = world.mm.add_user("eve-fenced")
+    dm = world.mm.add_direct_channel(eve, bot)
+    sent = len(world.openai.requests)
+    await save_config(world, allowedUpstreamHostnames="api.openai.com, *.example.com")
+    post = await world.mm.user_posts(eve, dm, "are you there?")
+    reply = await world.answer_to(post, within=30)
+    assert reply["message"].startswith("Sorry! An error occurred while accessing the LLM: ")
+    assert "allowedUpstreamHostnames" in reply["message"]
+    assert "127.0.0.1" not in reply["message"]
+    # Transcription goes through the same guard.
+    async with world.h.channel("llm") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await channel.unary_unary(
+                "/agents.llm.v1.LLM/Transcribe",
+                request_serializer=llm_pb2.TranscribeRequest.SerializeToString,
+                response_deserializer=llm_pb2.TranscribeResponse.FromString,
+            )(
+                llm_pb2.TranscribeRequest(service_id=world.service_id, audio=b"ID3" + b"\x00" * 64),
+                metadata=world.h.metadata(),
+                timeout=10,
+            )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert len(world.openai.requests) == sent
+
+    # The same service once its host is listed answers as before.
+    await save_config(world, allowedUpstreamHostnames="api.openai.com, 127.0.0.1")
+    post = await world.mm.user_posts(eve, dm, "and now?")
+    reply = await world.answer_to(post, within=30)
+    assert reply["props"]["agents_stream_status"] == "done"
+    assert len(world.openai.requests) > sent
+    await save_config(world, allowedUpstreamHostnames="")

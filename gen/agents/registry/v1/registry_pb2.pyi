@@ -1613,8 +1613,8 @@ class PluginConfig(_message.Message):
     enable_token_usage_log_to_file: _builtins.bool
     """Token usage goes to its own log file; unset means on."""
     allowed_upstream_hostnames: _builtins.str
-    """Hosts outbound tool requests may reach, comma, space or newline separated (*.example.com
-    wildcards); "" for no restriction.
+    """Hosts outbound requests may reach (tools, LLM providers, embeddings, transcription), comma,
+    space or newline separated (*.example.com wildcards, * for any); "" for no restriction.
     """
     allow_unsafe_links: _builtins.bool
     """Agent posts may show images and link previews."""
