@@ -274,7 +274,10 @@ class CompletionService:
                     )
                 )
             if call.traced is not None and self.trace is not None and call.provider_type:
-                self.trace.completion(call.service_id, call.provider_type, call.model, call.traced.finish())
+                failure = call.error.message if isinstance(call.error, DomainError) else ""
+                self.trace.completion(
+                    call.service_id, call.provider_type, call.model, call.traced.finish(), failure=failure
+                )
         except Exception:
             logger.exception("could not record a completion's telemetry")
 

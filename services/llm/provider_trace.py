@@ -5,7 +5,8 @@ While it is on, each provider request is logged as it goes on the wire (``llm_tr
 method, URL, headers, JSON body), its response when the headers arrive (``llm_trace: response``:
 status, headers), and each completion once its stream ended (``llm_trace: completion``: the text,
 reasoning, tool calls, citations, usage and stop reason the provider's events added up to). Bodies
-of streams are not buffered for the log: the completion record is the answer in full.
+of streams are not buffered for the log: the completion record is the answer in full. The records
+are written whatever ``AGENTS_LOG_LEVEL`` says: the admin asked for them.
 """
 
 from __future__ import annotations
@@ -88,7 +89,18 @@ class ProviderTrace:
     and the completion record ``CompletionService`` hands over at the end of each stream."""
 
     def __init__(self) -> None:
-        self.enabled = False
+        self._enabled = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether provider calls are traced."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self._enabled = on
+        # INFO even under a service level of WARNING; NOTSET: back to the service's level.
+        logger.setLevel(logging.INFO if on else logging.NOTSET)
 
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
@@ -121,8 +133,11 @@ class ProviderTrace:
         )
         return response
 
-    def completion(self, service_id: str, provider: str, model: str, result: CompletionResult) -> None:
-        """Log what one completion's stream added up to."""
+    def completion(
+        self, service_id: str, provider: str, model: str, result: CompletionResult, *, failure: str = ""
+    ) -> None:
+        """Log what one completion's stream added up to, and ``failure``, the error that ended it
+        before its first event (the provider's refusal, a host not allowed), if one did."""
         logger.info(
             "llm trace: completion",
             extra={
@@ -131,5 +146,6 @@ class ProviderTrace:
                 "provider": provider,
                 "model": model,
                 "result": redact_secrets(json.dumps(dataclasses.asdict(result), default=str, ensure_ascii=False)),
+                "failure": redact_secrets(failure),
             },
         )

@@ -186,12 +186,22 @@ async def test_a_provider_outside_the_allowed_upstream_hostnames_is_never_contac
     eve = world.mm.add_user("eve-fenced")
     dm = world.mm.add_direct_channel(eve, bot)
     sent = len(world.openai.requests)
-    await save_config(world, allowedUpstreamHostnames="api.openai.com, *.example.com")
+    await save_config(world, allowedUpstreamHostnames="api.openai.com, *.example.com", enableLLMTrace=True)
     post = await world.mm.user_posts(eve, dm, "are you there?")
     reply = await world.answer_to(post, within=30)
     assert reply["message"].startswith("Sorry! An error occurred while accessing the LLM: ")
     assert "allowedUpstreamHostnames" in reply["message"]
     assert "127.0.0.1" not in reply["message"]
+    # The LLM Trace records the refusal, and no request: none went out.
+    await poll(
+        lambda: [
+            r
+            for r in records(world, "llm")
+            if r.get("llm_trace") == "completion" and "allowedUpstreamHostnames" in r["failure"]
+        ],
+        message="no trace record of the refused completion",
+    )
+    assert not [r for r in records(world, "llm") if r.get("llm_trace") == "request" and "are you there?" in r["body"]]
     # Transcription goes through the same guard.
     async with world.h.channel("llm") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -213,4 +223,4 @@ async def test_a_provider_outside_the_allowed_upstream_hostnames_is_never_contac
     reply = await world.answer_to(post, within=30)
     assert reply["props"]["agents_stream_status"] == "done"
     assert len(world.openai.requests) > sent
-    await save_config(world, allowedUpstreamHostnames="")
+    await save_config(world, allowedUpstreamHostnames="", enableLLMTrace=False)

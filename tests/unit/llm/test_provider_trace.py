@@ -30,14 +30,19 @@ async def _traced_post(trace: ProviderTrace, caplog: pytest.LogCaptureFixture, b
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
+    # The service logs at WARNING: the trace is written all the same.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
     try:
-        with caplog.at_level(logging.INFO, logger="services.llm.provider_trace"):
-            async with new_client_session(trust_env=False, middlewares=(trace,)) as session:
-                url = f"http://127.0.0.1:{port}/v1beta/models/gemini:streamGenerateContent?alt=sse&key={GOOGLE_KEY}"
-                headers = {"Authorization": f"Bearer {KEY}", "x-goog-api-key": GOOGLE_KEY}
-                async with session.post(url, json=body, headers=headers) as response:
-                    await response.read()
+        async with new_client_session(trust_env=False, middlewares=(trace,)) as session:
+            url = f"http://127.0.0.1:{port}/v1beta/models/gemini:streamGenerateContent?alt=sse&key={GOOGLE_KEY}"
+            headers = {"Authorization": f"Bearer {KEY}", "x-goog-api-key": GOOGLE_KEY}
+            async with session.post(url, json=body, headers=headers) as response:
+                await response.read()
     finally:
+        root.setLevel(level)
+        trace.enabled = False
         await runner.cleanup()
     formatter = JsonFormatter("llm")
     return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "services.llm.provider_trace"]
