@@ -110,14 +110,14 @@ def _in_call(context: grpc.aio.ServicerContext[_Request, _Response], call: _Call
     deadline = None if remaining is None else time.monotonic() + remaining
     identity_token = identity.current_identity.set(call.caller)
     deadline_token = identity.current_deadline.set(deadline)
-    # Probes and reflection make no spans: a health check every few seconds is noise in a trace store.
-    span = (
-        contextlib.nullcontext()
-        if call.method.startswith(_UNGUARDED_PREFIXES)
-        else telemetry.grpc_server_span(call.method, call.metadata)
-    )
+    # Probes and reflection make no spans (nor debug lines): a health check every few seconds is
+    # noise in a trace store.
+    probe = call.method.startswith(_UNGUARDED_PREFIXES)
+    span = contextlib.nullcontext() if probe else telemetry.grpc_server_span(call.method, call.metadata)
     try:
         with span:
+            if not probe:
+                logger.debug("call %s", call.method, extra={"caller_user_id": call.caller.user_id})
             yield
     finally:
         identity.current_identity.reset(identity_token)

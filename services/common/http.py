@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from collections.abc import Sequence
 
 import aiohttp
 import aiohttp.abc
@@ -25,8 +26,10 @@ def new_client_session(
     connector: aiohttp.BaseConnector | None = None,
     headers: dict[str, str] | None = None,
     cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
+    middlewares: Sequence[aiohttp.ClientMiddlewareType] = (),
 ) -> aiohttp.ClientSession:
-    """A pooled session. ``read_timeout`` bounds the gap between two reads, not the whole body."""
+    """A pooled session. ``read_timeout`` bounds the gap between two reads, not the whole body;
+    ``middlewares`` see every request, redirects included (an allowlist, a trace)."""
     timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_read=read_timeout)
     if connector is None:
         connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=60)
@@ -37,6 +40,7 @@ def new_client_session(
         headers=headers,
         cookie_jar=cookie_jar,
         raise_for_status=False,
+        middlewares=middlewares,
     )
 
 

@@ -24,6 +24,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from services.common import errors, identity
 from services.common.grpc_client import stream
 from services.common.licensing import License
+from services.common.telemetry import LiveLogLevel
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +141,9 @@ class PluginConfigWatcher:
                     await result
             except Exception:
                 logger.exception("plugin configuration callback failed")
+
+
+def follow_debug_logging(watcher: PluginConfigWatcher) -> None:
+    """Apply every revision's ``enableDebugLogging`` to this process's log level, live."""
+    level = LiveLogLevel()
+    watcher.on_change(lambda snapshot: level.apply(snapshot.config.enable_debug_logging))

@@ -38,6 +38,8 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 
 from services.common.settings import CommonSettings
 
+logger = logging.getLogger(__name__)
+
 REDACTED = "REDACTED"
 # Query parameters that carry credentials: Mattermost's ``access_token``, OAuth's ``code``,
 # ``state`` and ``client_secret``, API keys (Google's ``key``), signed URLs (``sig``,
@@ -50,7 +52,8 @@ _SECRET_PARTS = ("token", "secret", "password", "passwd", "apikey", "api_key", "
 _QUERY_PARAM = re.compile(r"(?P<lead>^|[?&;#])(?P<name>[^=&#?;\s'\"<>]+)=(?P<value>[^&#?;\s'\"<>]*)")
 
 
-def _is_secret_param(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
+    """Whether a query parameter or header called ``name`` carries a credential."""
     name = unquote(name).lower()
     return name in _SECRET_PARAMS or name.endswith(("_key", "-key")) or any(p in name for p in _SECRET_PARTS)
 
@@ -64,7 +67,7 @@ def redact_query_secrets(text: str) -> str:
 
 
 def _redact_param(match: re.Match[str]) -> str:
-    if not match["value"] or not _is_secret_param(match["name"]):
+    if not match["value"] or not is_secret_name(match["name"]):
         return match[0]
     return f"{match['lead']}{match['name']}={REDACTED}"
 
@@ -112,6 +115,28 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # Libraries that log request lines or secrets-adjacent details at INFO stay at WARNING.
     for noisy in ("aiohttp.access", "httpx", "botocore", "urllib3", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# The loggers the plugin configuration's debug switch turns up: the project's own. Libraries stay
+# at the root's level, since some log request details (headers, connection strings) at DEBUG.
+PROJECT_LOGGER = "services"
+
+
+class LiveLogLevel:
+    """The plugin configuration's ``enableDebugLogging``, applied to this process while it runs:
+    the project's loggers log at DEBUG while it is on, and at the service's own level after."""
+
+    def __init__(self) -> None:
+        self._debug = False
+
+    def apply(self, debug: bool) -> None:
+        """Turn debug logging on or off; says so in the log when it changes."""
+        if debug == self._debug:
+            return
+        self._debug = debug
+        # NOTSET: back to the root's level, the service's AGENTS_LOG_LEVEL.
+        logging.getLogger(PROJECT_LOGGER).setLevel(logging.DEBUG if debug else logging.NOTSET)
+        logger.info("debug logging %s (plugin configuration)", "on" if debug else "off")
 
 
 class JsonLinesSpanExporter(SpanExporter):

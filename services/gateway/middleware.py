@@ -76,6 +76,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate the caller of each plugin route (except the public and self-guarded ones)
     and run the handler as that caller."""
+    logger.debug("%s %s", request.method, request.path)  # the path only: a query may carry a token
     if request.path in PUBLIC_PATHS or request.path.startswith(SELF_GUARDED_PREFIXES):
         return await handler(request)
     caller = await request.app[CALLER_KEY].authenticate(request)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.http import new_client_session
 from services.common.mattermost import MattermostClient
-from services.common.plugin_config import PluginConfigWatcher
+from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.gateway.agent_directory import AgentDirectory
 from services.gateway.app import create_app
 from services.gateway.auth import Authenticator
@@ -39,6 +39,7 @@ def build_deps(settings: GatewaySettings) -> GatewayDeps:
     mattermost = MattermostClient(settings.mattermost_url, settings.mattermost_token, session=http)
     backends = Backends(settings)
     plugin_config = PluginConfigWatcher(backends.registry)
+    follow_debug_logging(plugin_config)
     replica_id = settings.replica_id or secrets.token_hex(8)
     tokens = BotTokens(mattermost, f"agents-gateway {replica_id}")
     writer = ReplyWriter(LiveReplies(), settings.patch_interval_seconds)

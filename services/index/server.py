@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.licensing import License
 from services.common.mattermost import MattermostClient
 from services.common.settings import CommonSettings
+from services.common.telemetry import LiveLogLevel
 from services.index.registry.active_agents import ActiveAgents
 from services.index.registry.agent_registry import AgentRegistry
 from services.index.registry.bot_accounts import BotAccounts
@@ -56,6 +59,7 @@ class IndexProcess:
         self.feed = ConfigFeed(self.config_store, self.listener)
         override = License.parse(settings.license) if settings.license.strip() else None
         self.license = LicenseWatch(deps.mattermost, self.feed, override, settings.license_refresh_seconds)
+        self._debug_logging: asyncio.Task[None] | None = None
         active = ActiveAgents(self.agent_store, self.listener, max_age=settings.agents_cache_seconds)
         self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, PLUGIN_CONFIG_KEYS)
         agents = AgentRegistry(self.agent_store, active, self.config, self.bots)
@@ -88,9 +92,21 @@ class IndexProcess:
         await self.feed.refresh()
         await self.license.start()
         await self.listener.start()
+        self._debug_logging = asyncio.create_task(self._follow_debug_logging(), name="debug-logging")
+
+    async def _follow_debug_logging(self) -> None:
+        # The registry's own feed: the configuration this process serves, without a gRPC round trip.
+        level = LiveLogLevel()
+        async for revision in self.feed.subscribe():
+            level.apply(bool(revision.config.get("enableDebugLogging")))
 
     async def close(self) -> None:
-        """Stop listening for changes and reading the license; close the Mattermost client and the pool."""
+        """Stop following and listening for changes and reading the license; close the Mattermost
+        client and the pool."""
+        if self._debug_logging is not None:
+            self._debug_logging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._debug_logging
         await self.listener.close()
         await self.license.close()
         await self.deps.mattermost.aclose()

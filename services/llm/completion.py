@@ -4,7 +4,8 @@
 engine each time its consumer pulls one (no buffering), maps failures before the first event to
 domain errors (``outcomes.py``), and passes failures after it on as ``StreamError`` + ``Done``.
 Every call, however it ends, is observed once: the ``llm chat completion`` span, the request
-counter, the overhead histogram, token counters and, when enabled, the token usage log.
+counter, the overhead histogram, token counters and, when enabled, the token usage log and the
+LLM Trace's completion record.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.llm import outcomes
 from services.llm.catalog import ProviderCatalog
 from services.llm.metrics import LlmMetrics
 from services.llm.overhead import OverheadClock, reset_clock, start_clock
+from services.llm.provider_trace import ProviderTrace
 from services.llm.providers.base import (
     CompletionRequest,
     Done,
@@ -71,11 +73,14 @@ class _Call:
     streaming: bool
     clock: OverheadClock
     span: trace.Span
+    service_id: str = ""
     provider_type: str = ""
     model: str = ""
     usage: Usage = field(default_factory=Usage)
     error: BaseException | None = None
     error_class: ErrorClass | None = None
+    # The events gathered for the LLM Trace, while it is on.
+    traced: ResultBuilder | None = None
 
 
 class CompletionService:
@@ -90,6 +95,7 @@ class CompletionService:
         usage_logging_enabled: Callable[[], bool] = lambda: False,
         o200k_file: str = "",
         engine: EngineOptions | None = None,
+        trace: ProviderTrace | None = None,
     ) -> None:
         self.catalog = catalog
         self.metrics = metrics
@@ -97,6 +103,7 @@ class CompletionService:
         self.usage_logging_enabled = usage_logging_enabled
         self.o200k_file = o200k_file
         self.engine = engine or EngineOptions()
+        self.trace = trace
         self._tracer = tracer(__name__)
         self._counters: dict[str, TokenCounter] = {}
 
@@ -112,6 +119,7 @@ class CompletionService:
             streaming=streaming,
             clock=clock,
             span=self._tracer.start_span(SPAN_NAME, kind=trace.SpanKind.CLIENT),
+            traced=ResultBuilder() if self.trace is not None and self.trace.enabled else None,
         )
         engine: AsyncGenerator[Event, None] | None = None
         try:
@@ -121,6 +129,8 @@ class CompletionService:
                     call.usage = event
                 elif isinstance(event, StreamError):
                     call.error_class = event.error_class
+                if call.traced is not None:
+                    call.traced.add(event)
                 yield event
                 if isinstance(event, Done):
                     return
@@ -150,6 +160,7 @@ class CompletionService:
             visited.add(service_id)
             provider = await self.catalog.get(service_id)
             # The service that answers is the one the call's telemetry and usage are attributed to.
+            call.service_id = service_id
             call.provider_type = str(provider.settings.type)
             call.model = resolve_model(request, provider.settings)
             fitted = await self._fit(request, provider.settings, call.model)
@@ -261,6 +272,11 @@ class CompletionService:
                         operation=a.operation,
                         operation_subtype="streaming" if call.streaming else "nostream",
                     )
+                )
+            if call.traced is not None and self.trace is not None and call.provider_type:
+                failure = call.error.message if isinstance(call.error, DomainError) else ""
+                self.trace.completion(
+                    call.service_id, call.provider_type, call.model, call.traced.finish(), failure=failure
                 )
         except Exception:
             logger.exception("could not record a completion's telemetry")

@@ -22,9 +22,10 @@ from services.common import db
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http import new_client_session
+from services.common.http_guard import UpstreamAllowlist
 from services.common.mattermost.client import MattermostClient
 from services.common.metrics import MetricsEndpoint
-from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher
+from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.llm.catalog import ProviderCatalog
 from services.llm.completion import CompletionService
@@ -45,6 +46,7 @@ from services.llm.conversations.stops import StopWatcher
 from services.llm.conversations.store import ConversationStore
 from services.llm.conversations.turns import AgentTurns
 from services.llm.metrics import LlmMetrics
+from services.llm.provider_trace import ProviderTrace
 from services.llm.providers import create_provider
 from services.llm.providers.transcription import transcribe
 from services.llm.registry_client import RegistryServiceSource
@@ -71,13 +73,19 @@ class LlmDeps:
     mattermost: MattermostClient
     metrics: LlmMetrics
     usage_log: TokenUsageLog
+    # Every request of ``http`` passes these: the plugin configuration's allowedUpstreamHostnames
+    # and its LLM Trace, both updated live.
+    allowlist: UpstreamAllowlist
+    trace: ProviderTrace
 
 
 def build_deps(settings: LlmSettings) -> LlmDeps:
     """The service's clients and stores from its settings; nothing connects yet."""
     # One pooled session per process for every provider; trust_env honours HTTP(S)_PROXY. No
-    # total timeout: streams last minutes, and the engine's stall watchdog bounds silence.
-    http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size)
+    # total timeout: streams last minutes, and the engine's stall watchdog bounds silence. The
+    # allowlist comes first: a refused request is never sent, so never traced either.
+    allowlist, trace = UpstreamAllowlist(), ProviderTrace()
+    http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size, middlewares=(allowlist, trace))
     channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
     tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
@@ -90,6 +98,8 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
         mattermost=MattermostClient(settings.mattermost_url, settings.mattermost_token),
         metrics=LlmMetrics(),
         usage_log=TokenUsageLog(settings.token_usage_log_path),
+        allowlist=allowlist,
+        trace=trace,
     )
 
 
@@ -112,9 +122,11 @@ class LlmProcess:
             usage_log=deps.usage_log,
             usage_logging_enabled=lambda: self.usage_logging,
             o200k_file=settings.o200k_file,
+            trace=deps.trace,
         )
         self.config = PluginConfigWatcher(deps.registry)
         self.config.on_change(self._config_changed)
+        follow_debug_logging(self.config)
         # The conversation loop (agents.llm.v1.Conversations) shares the channels, the providers,
         # the observed completion path (metrics, spans, usage log) and the live plugin config.
         self.store = ConversationStore(deps.engine)
@@ -160,13 +172,16 @@ class LlmProcess:
     def _config_changed(self, snapshot: PluginConfigSnapshot) -> None:
         # Services may have changed (keys, URLs, limits): providers are rebuilt on next use.
         self.catalog.invalidate()
+        self.deps.allowlist.update(snapshot.config.allowed_upstream_hostnames)
+        self.deps.trace.enabled = snapshot.config.enable_llm_trace
         self.usage_logging = snapshot.config.enable_token_usage_logging
         if self.usage_logging:
             self.deps.usage_log.start()  # idempotent; creates the folder only once logging is on
         logger.info(
-            "plugin configuration revision %s applied: token usage logging %s",
+            "plugin configuration revision %s applied: token usage logging %s, LLM trace %s",
             snapshot.revision,
             "on" if self.usage_logging else "off",
+            "on" if self.deps.trace.enabled else "off",
         )
 
     async def prepare(self) -> None:

@@ -19,7 +19,7 @@ from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http_guard import parse_allowed_hostnames
 from services.common.mattermost import MattermostClient
-from services.common.plugin_config import PluginConfigWatcher
+from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.tools.config import LiveToolsConfig
 from services.tools.execution import ToolService
@@ -61,6 +61,7 @@ class ToolsProcess:
         self.config = LiveToolsConfig()
         self.watcher = PluginConfigWatcher(registry)
         self.watcher.on_change(lambda change: self.config.update(change.config, change.license))
+        follow_debug_logging(self.watcher)
         service = ToolService(
             policies=PolicyStore(deps.engine),
             agents=RegistryAgents(registry, deps.mattermost),

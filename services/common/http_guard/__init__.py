@@ -3,7 +3,8 @@
 Such requests (today the web search API and the pages it fetches) send through
 ``GuardedHttpClient``: scheme check, hostname allow/deny lists, every IP spelling normalised,
 resolve-then-pin (no private ranges unless an admin allowed that host), every redirect re-checked,
-decompressed response size and time capped.
+decompressed response size and time capped. Upstreams an admin configured (LLM providers,
+embeddings, transcription) pass only the hostname allowlist: ``UpstreamAllowlist``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .policy import (
 )
 from .responses import GuardedResponse, GuardedStream
 from .transport import GuardedConnector, GuardedConnectorMismatch, new_guarded_session
+from .upstream import UpstreamAllowlist
 
 __all__ = [
     "CheckedDestination",
@@ -32,6 +34,7 @@ __all__ = [
     "OutboundPolicy",
     "ResolveName",
     "ResponseTooLarge",
+    "UpstreamAllowlist",
     "check_destination",
     "new_guarded_session",
     "normalize_hostname",

@@ -55,8 +55,11 @@ def parse_allowed_hostnames(value: str | None) -> frozenset[str]:
 
 
 def host_matches(host: str, patterns: Iterable[str]) -> bool:
-    """Exact match, or ``*.example.com`` matching any subdomain (at any depth) but not the apex."""
+    """Exact match, ``*.example.com`` matching any subdomain (at any depth) but not the apex, or
+    ``*`` matching every host (as the plugin reads it)."""
     for pattern in patterns:
+        if pattern == "*":
+            return True
         if pattern.startswith("*."):
             if host.endswith(pattern[1:]):
                 return True

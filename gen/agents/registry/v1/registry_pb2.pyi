@@ -1597,12 +1597,13 @@ class PluginConfig(_message.Message):
     WEB_SEARCH_FIELD_NUMBER: _builtins.int
     TELEMETRY_OUTPUT_FIELD_NUMBER: _builtins.int
     OPEN_TELEMETRY_ENDPOINT_FIELD_NUMBER: _builtins.int
+    ENABLE_DEBUG_LOGGING_FIELD_NUMBER: _builtins.int
     default_bot_name: _builtins.str
     """Username of the default agent (listed first)."""
     transcript_backend: _builtins.str
     """Username of the agent whose service transcribes meeting recordings."""
     enable_llm_trace: _builtins.bool
-    """The plugin's legacy prompt logging flag, kept as stored."""
+    """LLM Trace: the llm service logs every provider request and response, secrets redacted."""
     enable_token_usage_logging: _builtins.bool
     """Token usage logging for every LLM call (licensed)."""
     enable_call_summary: _builtins.bool
@@ -1612,8 +1613,8 @@ class PluginConfig(_message.Message):
     enable_token_usage_log_to_file: _builtins.bool
     """Token usage goes to its own log file; unset means on."""
     allowed_upstream_hostnames: _builtins.str
-    """Hosts outbound tool requests may reach, comma, space or newline separated (*.example.com
-    wildcards); "" for no restriction.
+    """Hosts outbound requests may reach (tools, LLM providers, embeddings, transcription), comma,
+    space or newline separated (*.example.com wildcards, * for any); "" for no restriction.
     """
     allow_unsafe_links: _builtins.bool
     """Agent posts may show images and link previews."""
@@ -1625,6 +1626,8 @@ class PluginConfig(_message.Message):
     """off, logs, otlp."""
     open_telemetry_endpoint: _builtins.str
     """OTLP gRPC endpoint (host:port) used when telemetry_output is otlp."""
+    enable_debug_logging: _builtins.bool
+    """While on, every service writes its own debug lines, whatever its AGENTS_LOG_LEVEL."""
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceConfig]:
         """LLM services agents answer with."""
@@ -1666,10 +1669,11 @@ class PluginConfig(_message.Message):
         web_search: Global___WebSearchConfig | None = ...,
         telemetry_output: _builtins.str = ...,
         open_telemetry_endpoint: _builtins.str = ...,
+        enable_debug_logging: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enable_token_usage_log_to_file", b"_enable_token_usage_log_to_file", "_enable_token_usage_log_to_plugin", b"_enable_token_usage_log_to_plugin", "embedding_search_config", b"embedding_search_config", "enable_token_usage_log_to_file", b"enable_token_usage_log_to_file", "enable_token_usage_log_to_plugin", b"enable_token_usage_log_to_plugin", "mcp", b"mcp", "web_search", b"web_search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enable_token_usage_log_to_file", b"_enable_token_usage_log_to_file", "_enable_token_usage_log_to_plugin", b"_enable_token_usage_log_to_plugin", "allow_native_web_search_in_channels", b"allow_native_web_search_in_channels", "allow_unsafe_links", b"allow_unsafe_links", "allowed_upstream_hostnames", b"allowed_upstream_hostnames", "bots", b"bots", "default_bot_name", b"default_bot_name", "embedding_search_config", b"embedding_search_config", "enable_call_summary", b"enable_call_summary", "enable_channel_mention_tool_calling", b"enable_channel_mention_tool_calling", "enable_llm_trace", b"enable_llm_trace", "enable_token_usage_log_to_file", b"enable_token_usage_log_to_file", "enable_token_usage_log_to_plugin", b"enable_token_usage_log_to_plugin", "enable_token_usage_logging", b"enable_token_usage_logging", "mcp", b"mcp", "open_telemetry_endpoint", b"open_telemetry_endpoint", "services", b"services", "telemetry_output", b"telemetry_output", "transcript_backend", b"transcript_backend", "web_search", b"web_search"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enable_token_usage_log_to_file", b"_enable_token_usage_log_to_file", "_enable_token_usage_log_to_plugin", b"_enable_token_usage_log_to_plugin", "allow_native_web_search_in_channels", b"allow_native_web_search_in_channels", "allow_unsafe_links", b"allow_unsafe_links", "allowed_upstream_hostnames", b"allowed_upstream_hostnames", "bots", b"bots", "default_bot_name", b"default_bot_name", "embedding_search_config", b"embedding_search_config", "enable_call_summary", b"enable_call_summary", "enable_channel_mention_tool_calling", b"enable_channel_mention_tool_calling", "enable_debug_logging", b"enable_debug_logging", "enable_llm_trace", b"enable_llm_trace", "enable_token_usage_log_to_file", b"enable_token_usage_log_to_file", "enable_token_usage_log_to_plugin", b"enable_token_usage_log_to_plugin", "enable_token_usage_logging", b"enable_token_usage_logging", "mcp", b"mcp", "open_telemetry_endpoint", b"open_telemetry_endpoint", "services", b"services", "telemetry_output", b"telemetry_output", "transcript_backend", b"transcript_backend", "web_search", b"web_search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enable_token_usage_log_to_file: _TypeAlias = _typing.Literal["enable_token_usage_log_to_file"]  # noqa: Y015
     _WhichOneofArgType__enable_token_usage_log_to_file: _TypeAlias = _typing.Literal["_enable_token_usage_log_to_file", b"_enable_token_usage_log_to_file"]  # noqa: Y015
