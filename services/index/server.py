@@ -97,7 +97,7 @@ class IndexProcess:
     async def _follow_debug_logging(self) -> None:
         # The registry's own feed: the configuration this process serves, without a gRPC round trip.
         level = LiveLogLevel()
-        async for revision in self.feed.subscribe():
+        async for revision, _license in self.feed.subscribe():
             level.apply(bool(revision.config.get("enableDebugLogging")))
 
     async def close(self) -> None:
