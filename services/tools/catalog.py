@@ -8,7 +8,7 @@ keep working. MCP tools are not listed here: the mcp service owns them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.common.errors import InvalidInput
@@ -41,6 +41,11 @@ def _schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
 
 
 _STR = {"type": "string"}
+
+# A channel analysis (POST /channel/{id}/analyze) force-loads these two, bound to its channel.
+CHANNEL_ANALYSIS_TOOLS = ("read_channel", "get_channel_info")
+# The arguments that pick a channel, which a bound tool does not take.
+_CHANNEL_ARGUMENTS = frozenset({"channel_id", "channel_name", "team_id"})
 
 BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
@@ -171,3 +176,16 @@ def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, A
         if key not in checked or checked[key] in ("", None):
             raise InvalidInput(f"{spec.name}: {key} is required", field=f"arguments.{key}")
     return checked
+
+
+def bound_to_channel(spec: ToolSpec) -> ToolSpec:
+    """The tool as a channel analysis offers it: without the arguments that pick a channel."""
+    properties = {k: v for k, v in spec.input_schema["properties"].items() if k not in _CHANNEL_ARGUMENTS}
+    required = tuple(k for k in spec.input_schema["required"] if k in properties)
+    return replace(spec, input_schema=_schema(properties, required))
+
+
+def bound_arguments(spec: ToolSpec, arguments: dict[str, Any], channel_id: str) -> dict[str, Any]:
+    """A bound tool's checked arguments: whatever channel the model named, the analysis's own."""
+    own = {k: v for k, v in arguments.items() if k not in _CHANNEL_ARGUMENTS}
+    return {**validate_arguments(bound_to_channel(spec), own), "channel_id": channel_id}
