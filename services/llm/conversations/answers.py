@@ -98,7 +98,7 @@ class PostAnswers:
         # post behind): Respond is a public API, and no turn may run for a user the agent refuses.
         await self.turns.registry.check_access(req.ctx)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        tools_allowed, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        tools_allowed, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         prompt = await self._system_prompt(
             req.ctx, agent, provider, tools_note=not tools_allowed and not agent.disable_tools
         )
@@ -148,7 +148,7 @@ class PostAnswers:
         if anchor is not None:
             await self.turns.store.delete_turns_after(conversation.id, anchor.sequence)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        tools_allowed, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        tools_allowed, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, messages = await self._prepare(req, conversation, agent, provider, tools_allowed, web_search)
         yield Bound(conversation.id)
@@ -163,7 +163,7 @@ class PostAnswers:
         turn, decision = await self.turns.store.update_anchor(post_id, lambda t: _decide(t.content, accepted_ids))
         conversation = await self._conversation(record)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        _, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        _, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, _ = await self._prepare(req, conversation, agent, provider, True, web_search, with_history=False)
         accepted = [tool_call_from_block(b) for b in decision.accepted]
@@ -217,7 +217,7 @@ class PostAnswers:
         stamped = [{**b, "shared": b.get("tool_use_id") in wanted, "decided_at": now_ms()} for b in waiting.content]
         await self.turns.store.update_turn(waiting.id, stamped)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        _, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        _, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, messages = await self._prepare(req, conversation, agent, provider, True, web_search)
         yield Bound(conversation.id)
@@ -249,7 +249,7 @@ class PostAnswers:
             first=first,
         )
 
-    async def _capabilities(self, ctx: RequestContext, agent: AgentProfile, automated: bool) -> tuple[bool, bool]:
+    async def capabilities(self, ctx: RequestContext, agent: AgentProfile, automated: bool) -> tuple[bool, bool]:
         """(tools allowed, native web search allowed) for this context."""
         if ctx.is_direct_message:
             return not agent.disable_tools, agent.native_web_search

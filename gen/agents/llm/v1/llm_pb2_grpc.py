@@ -342,6 +342,11 @@ class ConversationsStub:
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
                 _registered_method=True)
+        self.GetConversationContext = channel.unary_unary(
+                '/agents.llm.v1.Conversations/GetConversationContext',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextResponse.FromString,
+                _registered_method=True)
         self.ClaimPost = channel.unary_unary(
                 '/agents.llm.v1.Conversations/ClaimPost',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ClaimPostRequest.SerializeToString,
@@ -447,6 +452,15 @@ class ConversationsServicer:
     def ListConversations(self, request, context):
         """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
         PERMISSION_DENIED without a user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversationContext(self, request, context):
+        """How the tokens of a conversation's next request divide between the system prompt, the
+        history, tool definitions, tool results and images (the webapp's context bar). Same access as
+        GetConversation: NOT_FOUND; PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -560,6 +574,11 @@ def add_ConversationsServicer_to_server(servicer, server):
                     servicer.ListConversations,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'GetConversationContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversationContext,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextResponse.SerializeToString,
             ),
             'ClaimPost': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimPost,
@@ -837,6 +856,33 @@ class Conversations:
             '/agents.llm.v1.Conversations/ListConversations',
             agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
             agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversationContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/GetConversationContext',
+            agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -189,6 +189,11 @@ class ConversationsStub:
     """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
     PERMISSION_DENIED without a user.
     """
+    GetConversationContext: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetConversationContextRequest, _llm_pb2.GetConversationContextResponse]
+    """How the tokens of a conversation's next request divide between the system prompt, the
+    history, tool definitions, tool results and images (the webapp's context bar). Same access as
+    GetConversation: NOT_FOUND; PERMISSION_DENIED.
+    """
     ClaimPost: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
     received its `posted` event. A claim is a unique row per post id held under a lease: the
@@ -270,6 +275,11 @@ class ConversationsAsyncStub(ConversationsStub):
     ListConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
     PERMISSION_DENIED without a user.
+    """
+    GetConversationContext: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetConversationContextRequest, _llm_pb2.GetConversationContextResponse]  # type: ignore[assignment]
+    """How the tokens of a conversation's next request divide between the system prompt, the
+    history, tool definitions, tool results and images (the webapp's context bar). Same access as
+    GetConversation: NOT_FOUND; PERMISSION_DENIED.
     """
     ClaimPost: _aio.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]  # type: ignore[assignment]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
@@ -403,6 +413,17 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_llm_pb2.ListConversationsResponse, _abc.Awaitable[_llm_pb2.ListConversationsResponse]]:
         """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
         PERMISSION_DENIED without a user.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConversationContext(
+        self,
+        request: _llm_pb2.GetConversationContextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.GetConversationContextResponse, _abc.Awaitable[_llm_pb2.GetConversationContextResponse]]:
+        """How the tokens of a conversation's next request divide between the system prompt, the
+        history, tool definitions, tool results and images (the webapp's context bar). Same access as
+        GetConversation: NOT_FOUND; PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,99 @@
+"""Routes and flows the plugin's webapp relies on, end to end through the gateway: a conversation's
+context breakdown, the tool-driven channel analysis and AskUserQuestion. Every answer is checked
+against the plugin's OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.conversation_support import FAST, World
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    async with FakeOpenAI() as openai:
+        async with ClusterHarness(postgres, env={**FAST, "AGENTS_INDEX_LICENSE": "enterprise"}) as harness:
+            w = World(harness, openai)
+            await w.setup()
+            yield w
+
+
+async def test_a_conversations_context_breaks_its_tokens_down_by_source_for_its_owner(world: World) -> None:
+    bot = await world.agent("counter")
+    ada, eve = world.mm.add_user("ada"), world.mm.add_user("eve")
+    dm = world.mm.add_direct_channel(ada, bot)
+    world.openai.enqueue(FakeResponse.text("Paris is the capital of France."), FakeResponse.text("Title"))
+    reply = await world.answer_to(await world.mm.user_posts(ada, dm, "What is the capital of France?"))
+    path = f"/conversations/{reply['props']['conversation_id']}/context"
+
+    status, body = await world.h.get(path, user=ada)
+    assert status == 200, body
+    assert_matches_openapi("GET", "/conversations/{conversationid}/context", 200, body)
+    tokens = {c["source"]: c["tokens"] for c in body["components"]}
+    assert tokens["system"] > 0 and tokens["history"] > 0
+    assert body["total"] == sum(tokens.values())
+    assert sum(c["proportion"] for c in body["components"]) == pytest.approx(1.0)
+    # gpt-4o is counted with its own tokenizer, not estimated by length.
+    assert body["total_source"] == "counted" and body["model"] == "gpt-4o"
+
+    status, body = await world.h.get(path, user=eve)
+    assert status == 403
+    assert_matches_openapi("GET", "/conversations/{conversationid}/context", 403, body)
+
+
+async def test_the_context_of_an_unknown_conversation_is_404(world: World) -> None:
+    status, body = await world.h.get("/conversations/no-such-conversation/context", user=world.admin)
+    assert status == 404
+    assert_matches_openapi("GET", "/conversations/{conversationid}/context", 404, body)
+
+
+def _offered_tools(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tools a provider request offers, by name, with their parameter schemas."""
+    tools = [t.get("function", t) for t in body.get("tools", [])]
+    return {t["name"]: t.get("parameters", {}) for t in tools}
+
+
+async def test_a_channel_analysis_lets_the_model_read_that_channel_with_tools_bound_to_it(world: World) -> None:
+    # An agent with no tools selected: the analysis force-loads its two channel readers.
+    await world.agent("surveyor")
+    uli = world.mm.add_user("uli")
+    town = world.town("survey-town", uli)
+    elsewhere = world.town("survey-elsewhere", uli)
+    world.mm.add_post(uli, elsewhere, "Elsewhere: the budget is frozen.")
+    world.mm.add_post(uli, town, "The launch slipped to May.")
+    asked = len(world.openai.requests)
+    # The model names another channel: the bound reader reads the analysed one all the same.
+    read = json.dumps({"channel_id": elsewhere.id, "limit": 5})
+    world.openai.enqueue(
+        FakeResponse.tool_call("read_channel", read, call_id="call_read"),
+        FakeResponse.text("The launch slipped to May."),
+    )
+    status, body, _ = await world.h.request(
+        "POST",
+        f"/channel/{town.id}/analyze?botUsername=surveyor",
+        user=uli,
+        json_body={"analysis_type": "summarize", "days": 1},
+    )
+    assert status == 200, body
+    assert_matches_openapi("POST", "/channel/{channelid}/analyze", 200, body)
+    summary = await world.final(body["postid"])
+    assert summary["message"] == "The launch slipped to May."
+
+    first, second = (r.body for r in world.openai.requests[asked:])
+    tools = _offered_tools(first)
+    assert set(tools) == {"read_channel", "get_channel_info"}
+    assert "channel_id" not in tools["read_channel"].get("properties", {})
+    # The tool ran without asking, on the analysed channel only.
+    result = json.dumps([m for m in second["messages"] if m.get("role") == "tool"])
+    assert "The launch slipped to May." in result and "budget is frozen" not in result
