@@ -19,6 +19,8 @@ class ToolFamily(enum.StrEnum):
 
     MATTERMOST = "mattermost"
     WEB = "web"
+    # Answered by the requesting user, never run here: the conversation loop pauses on it.
+    USER = "user"
 
 
 # The agent's MCP tab names Mattermost tools with this origin (the plugin's embedded server).
@@ -120,6 +122,25 @@ BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
         "Fetch the text of a page returned by web_search in this conversation.",
         _schema({"url": _STR}, ("url",)),
         ToolFamily.WEB,
+    ),
+    ToolSpec(
+        "ask_user_question",
+        "Ask the user a multiple-choice question and wait for the answer. Use it only when a choice "
+        "that is the user's to make blocks the task; the option the user picks is the result.",
+        _schema(
+            {
+                "question": {**_STR, "description": "The question, in one or two sentences."},
+                "options": {
+                    "type": "array",
+                    "items": _STR,
+                    "minItems": 2,
+                    "maxItems": 6,
+                    "description": "The distinct choices, each a short phrase.",
+                },
+            },
+            ("question", "options"),
+        ),
+        ToolFamily.USER,
     ),
 )
 

@@ -134,6 +134,8 @@ class ToolService:
         reason = refusal(spec, policy, context, agent.access, channel_tools_enabled=config.channel_tools_enabled)
         if reason is not None:
             raise PermissionDenied(reason)
+        if spec.family is ToolFamily.USER:
+            raise InvalidInput(f"{spec.name} is answered by the requesting user, not run", field="tool_name")
         if context.bound_channel_id:
             args = bound_arguments(spec, arguments, context.bound_channel_id)
         else:

@@ -118,6 +118,8 @@ class AgentToolAccess:
         if spec.family is ToolFamily.WEB:
             # The provider's own search replaces the built-in one (admin guide: prefer native).
             return not self.native_web_search
+        if spec.family is ToolFamily.USER:  # built into the agent, not an MCP tool to select
+            return True
         if self.auto_enable_all:
             return True
         # Built-in Mattermost tools stand in for the plugin's embedded server; "" also matches

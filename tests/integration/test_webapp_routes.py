@@ -5,6 +5,7 @@ against the plugin's OpenAPI document."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +15,9 @@ import pytest_asyncio
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
-from tests.harness import ClusterHarness, SessionPostgres
+from tests.harness import ClusterHarness, SessionPostgres, wait_serving
 from tests.integration.conversation_support import FAST, World
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -97,3 +99,49 @@ async def test_a_channel_analysis_lets_the_model_read_that_channel_with_tools_bo
     # The tool ran without asking, on the analysed channel only.
     result = json.dumps([m for m in second["messages"] if m.get("role") == "tool"])
     assert "The launch slipped to May." in result and "budget is frozen" not in result
+
+
+async def test_ask_user_question_shows_the_choices_waits_across_a_restart_and_resumes_with_the_answer(
+    world: World,
+) -> None:
+    bot = await world.agent("asker")
+    vic, wes = world.mm.add_user("vic"), world.mm.add_user("wes")
+    dm = world.mm.add_direct_channel(vic, bot)
+    asked = {"question": "Which environment should I deploy to?", "options": ["staging", "production"]}
+    world.openai.enqueue(
+        FakeResponse.tool_call("ask_user_question", json.dumps(asked), call_id="call_ask"),
+        FakeResponse.text("Title"),
+        FakeResponse.text("Deploying to staging."),
+    )
+    reply = await world.answer_to(await world.mm.user_posts(vic, dm, "deploy the app"))
+    assert reply["props"]["agents_stream_status"] == "awaiting_approval"
+    assert reply["props"]["ask_user_question"] == {"tool_call_id": "call_ask", **asked}
+    assert "Which environment should I deploy to?" in reply["message"] and "production" in reply["message"]
+    await poll(lambda: world.openai.queued == 1)  # the title (after the pause) took its scripted answer
+
+    # The question waits in the database, not in the process that asked it.
+    assert world.h.cluster is not None
+    await world.h.cluster.stop_service("llm", sig=signal.SIGKILL)
+    await world.h.cluster.start_service("llm")
+    await wait_serving(world.h.cluster.config.port("llm"))
+
+    path = f"/post/{reply['id']}/answer_question"
+    status, body, _ = await world.h.request("POST", path, user=wes, json_body={"answer": "staging"})
+    assert status == 403, body
+    status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "qa"})
+    assert status == 400 and "answer" in body["error"], body
+    status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "staging"})
+    assert status == 200, body
+
+    await poll(lambda: world.mm.post(reply["id"])["message"] == "Deploying to staging.", within=20)
+    final = await world.final(reply["id"])
+    assert final["props"]["agents_stream_status"] == "done" and "ask_user_question" not in final["props"]
+    [call] = json.loads(final["props"]["pending_tool_call"])
+    assert call["name"] == "ask_user_question" and call["status"] == "success"
+    # The model got the choice as the question's result.
+    results = [m for m in world.openai.requests[-1].body["messages"] if m.get("role") == "tool"]
+    assert results[-1]["tool_call_id"] == "call_ask" and "staging" in json.dumps(results[-1])
+
+    # Answered once: a second answer is stale.
+    status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "production"})
+    assert status == 400, body

@@ -33,6 +33,7 @@ from services.llm.conversations.model import (
     TurnRole,
 )
 from services.llm.conversations.prompts import system_prompt
+from services.llm.conversations.questions import answer_blocks, answer_result
 from services.llm.conversations.turns import AgentTurns, agent_prompt_context, caller_id
 from services.llm.providers.base import Message, Provider, Role
 
@@ -201,6 +202,29 @@ class PostAnswers:
         _, messages = await self._prepare(req, conversation, agent, provider, True, web_search)
         citations = [c for r in executed for c in r.outcome.citations]
         async for event in self.turns.run(setup, messages, control="continue", citations=citations):
+            yield event
+
+    async def answer_question(self, post_id: str, call_id: str, answer: str) -> AsyncIterator[TurnEvent]:
+        """Answer the paused turn's question with one of its options, and resume the turn with the
+        answer as the question's result. The question waits in the store, so any replica, after
+        any restart, takes the answer."""
+        record = await self.turns.owned_stream(post_id)
+        req = RespondInput.from_params(record.params, post_id)
+        await self.turns.registry.check_access(req.ctx)
+        _, call = await self.turns.store.update_anchor(post_id, lambda t: answer_blocks(t.content, call_id, answer))
+        conversation = await self._conversation(record)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
+        tools_allowed, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
+        await self._start_stream(conversation, req)
+        setup, _ = await self._prepare(
+            req, conversation, agent, provider, tools_allowed, web_search, with_history=False
+        )
+        run = ToolRun(call, ToolOutcome(answer_result(answer), False))
+        await self.turns.loop.persist_results(setup, [run], shared=True)
+        messages = await self._messages(req, conversation, agent)
+        yield Bound(conversation.id)
+        yield ToolUpdate(call, ToolStatus.SUCCESS, run.outcome.content, shared=setup.shared)
+        async for event in self.turns.run(setup, messages, control="continue"):
             yield event
 
     async def share_results(self, post_id: str, accepted_ids: Sequence[str]) -> AsyncIterator[TurnEvent]:

@@ -31,6 +31,7 @@ _R = TypeVar(
     llm_pb2.RegenerateResponse,
     llm_pb2.ToolDecisionResponse,
     llm_pb2.ToolResultShareResponse,
+    llm_pb2.AnswerQuestionResponse,
     llm_pb2.AttachResponse,
 )
 
@@ -148,6 +149,17 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         requester = caller_id(conversation_proto.context_from(request.context))
         turn = self.answers.share_results(request.post_id, list(request.accepted_tool_ids))
         async for event in self._detached(turn, request.post_id, requester, llm_pb2.ToolResultShareResponse):
+            yield event
+
+    async def AnswerQuestion(
+        self,
+        request: llm_pb2.AnswerQuestionRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.AnswerQuestionRequest, llm_pb2.AnswerQuestionResponse],
+    ) -> AsyncIterator[llm_pb2.AnswerQuestionResponse]:
+        """Answer the paused turn's question, then resume the turn."""
+        requester = caller_id(conversation_proto.context_from(request.context))
+        turn = self.answers.answer_question(request.post_id, request.tool_call_id, request.answer)
+        async for event in self._detached(turn, request.post_id, requester, llm_pb2.AnswerQuestionResponse):
             yield event
 
     async def GetConversation(

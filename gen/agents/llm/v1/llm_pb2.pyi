@@ -1457,6 +1457,42 @@ class ToolDecisionRequest(_message.Message):
 Global___ToolDecisionRequest: _TypeAlias = ToolDecisionRequest  # noqa: Y015
 
 @_typing.final
+class AnswerQuestionRequest(_message.Message):
+    """Request of Conversations.AnswerQuestion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    post_id: _builtins.str
+    """The bot post of the paused turn."""
+    tool_call_id: _builtins.str
+    """The question's tool call; "" for the one question waiting."""
+    answer: _builtins.str
+    """The option the requester chose, exactly as the question offered it."""
+    @_builtins.property
+    def context(self) -> Global___ConversationContext:
+        """Who answers, where."""
+
+    def __init__(
+        self,
+        *,
+        post_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        answer: _builtins.str = ...,
+        context: Global___ConversationContext | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "context", b"context", "post_id", b"post_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerQuestionRequest: _TypeAlias = AnswerQuestionRequest  # noqa: Y015
+
+@_typing.final
 class ToolResultShareRequest(_message.Message):
     """Request of Conversations.ToolResultShare."""
 
@@ -2196,6 +2232,30 @@ class ToolDecisionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolDecisionResponse: _TypeAlias = ToolDecisionResponse  # noqa: Y015
+
+@_typing.final
+class AnswerQuestionResponse(_message.Message):
+    """Response of Conversations.AnswerQuestion: one event of the resumed turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___ConversationEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerQuestionResponse: _TypeAlias = AnswerQuestionResponse  # noqa: Y015
 
 @_typing.final
 class ToolResultShareResponse(_message.Message):

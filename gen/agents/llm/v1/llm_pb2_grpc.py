@@ -332,6 +332,11 @@ class ConversationsStub:
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.FromString,
                 _registered_method=True)
+        self.AnswerQuestion = channel.unary_stream(
+                '/agents.llm.v1.Conversations/AnswerQuestion',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionResponse.FromString,
+                _registered_method=True)
         self.GetConversation = channel.unary_unary(
                 '/agents.llm.v1.Conversations/GetConversation',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationRequest.SerializeToString,
@@ -436,6 +441,16 @@ class ConversationsServicer:
     def ToolResultShare(self, request, context):
         """Channel turns only: chooses which tool results may be shared into the channel, then runs
         the follow-up round. Same errors as ToolDecision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerQuestion(self, request, context):
+        """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+        resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+        requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+        not one of the options, or a tool_call_id that is not the question's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -564,6 +579,11 @@ def add_ConversationsServicer_to_server(servicer, server):
                     servicer.ToolResultShare,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.SerializeToString,
+            ),
+            'AnswerQuestion': grpc.unary_stream_rpc_method_handler(
+                    servicer.AnswerQuestion,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionResponse.SerializeToString,
             ),
             'GetConversation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConversation,
@@ -802,6 +822,33 @@ class Conversations:
             '/agents.llm.v1.Conversations/ToolResultShare',
             agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.SerializeToString,
             agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerQuestion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/AnswerQuestion',
+            agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -181,6 +181,12 @@ class ConversationsStub:
     """Channel turns only: chooses which tool results may be shared into the channel, then runs
     the follow-up round. Same errors as ToolDecision.
     """
+    AnswerQuestion: _grpc.UnaryStreamMultiCallable[_llm_pb2.AnswerQuestionRequest, _llm_pb2.AnswerQuestionResponse]
+    """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+    resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+    requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+    not one of the options, or a tool_call_id that is not the question's.
+    """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetConversationRequest, _llm_pb2.GetConversationResponse]
     """One conversation with its turns. Non-owners get tool inputs and results stripped unless
     shared. NOT_FOUND; PERMISSION_DENIED.
@@ -267,6 +273,12 @@ class ConversationsAsyncStub(ConversationsStub):
     ToolResultShare: _aio.UnaryStreamMultiCallable[_llm_pb2.ToolResultShareRequest, _llm_pb2.ToolResultShareResponse]  # type: ignore[assignment]
     """Channel turns only: chooses which tool results may be shared into the channel, then runs
     the follow-up round. Same errors as ToolDecision.
+    """
+    AnswerQuestion: _aio.UnaryStreamMultiCallable[_llm_pb2.AnswerQuestionRequest, _llm_pb2.AnswerQuestionResponse]  # type: ignore[assignment]
+    """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+    resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+    requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+    not one of the options, or a tool_call_id that is not the question's.
     """
     GetConversation: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetConversationRequest, _llm_pb2.GetConversationResponse]  # type: ignore[assignment]
     """One conversation with its turns. Non-owners get tool inputs and results stripped unless
@@ -393,6 +405,18 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_llm_pb2.ToolResultShareResponse], _abc.AsyncIterator[_llm_pb2.ToolResultShareResponse]]:
         """Channel turns only: chooses which tool results may be shared into the channel, then runs
         the follow-up round. Same errors as ToolDecision.
+        """
+
+    @_abc_1.abstractmethod
+    def AnswerQuestion(
+        self,
+        request: _llm_pb2.AnswerQuestionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.AnswerQuestionResponse], _abc.AsyncIterator[_llm_pb2.AnswerQuestionResponse]]:
+        """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+        resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+        requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+        not one of the options, or a tool_call_id that is not the question's.
         """
 
     @_abc_1.abstractmethod
