@@ -17,6 +17,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import ClusterHarness, SessionPostgres, wait_serving
 from tests.integration.conversation_support import FAST, World
+from tests.integration.registry_support import seed_file
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -25,7 +26,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
     async with FakeOpenAI() as openai:
-        async with ClusterHarness(postgres, env={**FAST, "AGENTS_INDEX_LICENSE": "enterprise"}) as harness:
+        # Channel tool calling on: the stage-2 approval (/tool_result) exists only in channels.
+        seed = seed_file({"enableChannelMentionToolCalling": True})
+        env = {**FAST, "AGENTS_INDEX_LICENSE": "enterprise", "AGENTS_INDEX_CONFIG_SEED_FILE": seed}
+        async with ClusterHarness(postgres, env=env) as harness:
             w = World(harness, openai)
             await w.setup()
             yield w
@@ -128,7 +132,13 @@ async def test_ask_user_question_shows_the_choices_waits_across_a_restart_and_re
     path = f"/post/{reply['id']}/answer_question"
     status, body, _ = await world.h.request("POST", path, user=wes, json_body={"answer": "staging"})
     assert status == 403, body
-    status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "qa"})
+
+    async def not_an_option() -> tuple[int, Any] | None:
+        status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "qa"})
+        # 503 until the gateway's channel to the restarted llm reconnects.
+        return None if status == 503 else (status, body)
+
+    status, body = await poll(not_an_option, within=30, interval=0.2)
     assert status == 400 and "answer" in body["error"], body
     status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "staging"})
     assert status == 200, body
@@ -145,3 +155,65 @@ async def test_ask_user_question_shows_the_choices_waits_across_a_restart_and_re
     # Answered once: a second answer is stale.
     status, body, _ = await world.h.request("POST", path, user=vic, json_body={"answer": "production"})
     assert status == 400, body
+
+
+async def test_the_conversation_routes_the_webapp_reads_answer_in_the_plugins_shapes(world: World) -> None:
+    bot = await world.agent("lister")
+    xia = world.mm.add_user("xia")
+    dm = world.mm.add_direct_channel(xia, bot)
+    world.openai.enqueue(FakeResponse.text("Hello Xia."), FakeResponse.text("Greeting"))
+    reply = await world.answer_to(await world.mm.user_posts(xia, dm, "hello"))
+    await poll(lambda: world.openai.queued == 0)  # the title came too
+
+    status, threads = await world.h.get("/ai_threads", user=xia)
+    assert status == 200
+    assert_matches_openapi("GET", "/ai_threads", 200, threads)
+    [thread] = threads
+    assert thread["id"] == reply["props"]["conversation_id"] and thread["title"] == "Greeting"
+    status, conversation = await world.h.get(f"/conversations/{thread['id']}", user=xia)
+    assert status == 200
+    assert_matches_openapi("GET", "/conversations/{conversationid}", 200, conversation)
+
+    world.openai.enqueue(FakeResponse.text("Hi again, Xia."))
+    status, body, _ = await world.h.request("POST", f"/post/{reply['id']}/regenerate", user=xia)
+    assert status == 200
+    assert_matches_openapi("POST", "/post/{postid}/regenerate", 200, body)
+    await poll(lambda: world.mm.post(reply["id"])["message"] == "Hi again, Xia.", within=20)
+
+    world.openai.enqueue(FakeResponse.text("wave"))
+    status, body, _ = await world.h.request("POST", f"/post/{reply['id']}/react?botUsername=lister", user=xia)
+    assert status == 200, body
+    assert_matches_openapi("POST", "/post/{postid}/react", 200, body)
+
+
+async def test_a_channel_tool_call_is_approved_then_its_result_shared_with_tool_result(world: World) -> None:
+    bot = await world.agent("sharer", auto_enable_new_mcp_tools=True)
+    yan, zed = world.mm.add_user("yan"), world.mm.add_user("zed")
+    town = world.town("share-town", yan, zed, bot)
+    world.mm.add_post(zed, town, "The release train leaves on Thursday.")
+    read = json.dumps({"channel_id": town.id})
+    world.openai.enqueue(
+        FakeResponse.tool_call("read_channel", read, call_id="call_read"),
+        FakeResponse.text("The release train leaves on Thursday."),
+    )
+    reply = await world.answer_to(await world.mm.user_posts(yan, town, "@sharer when is the release?"))
+    assert reply["props"]["agents_stream_status"] == "awaiting_approval"
+
+    accepted = {"accepted_tool_ids": ["call_read"]}
+    status, body, _ = await world.h.request("POST", f"/post/{reply['id']}/tool_call", user=yan, json_body=accepted)
+    assert status == 200, body
+    assert_matches_openapi("POST", "/post/{postid}/tool_call", 200, body)
+    # In a channel the result waits for the requester to choose what the channel may see.
+    await poll(lambda: json.loads(world.mm.post(reply["id"])["props"]["pending_tool_call"])[0]["status"] == "success")
+    path = f"/post/{reply['id']}/tool_result"
+    status, body, _ = await world.h.request("POST", path, user=zed, json_body=accepted)
+    assert status == 403
+    assert_matches_openapi("POST", "/post/{postid}/tool_result", 403, body)
+    status, body, _ = await world.h.request("POST", path, user=yan, json_body=accepted)
+    assert status == 200, body
+    assert_matches_openapi("POST", "/post/{postid}/tool_result", 200, body)
+
+    await poll(lambda: world.mm.post(reply["id"])["message"] == "The release train leaves on Thursday.", within=20)
+    # The shared result reached the model unredacted.
+    results = [m for m in world.openai.requests[-1].body["messages"] if m.get("role") == "tool"]
+    assert "release train" in json.dumps(results)
