@@ -103,6 +103,10 @@ async def test_a_channel_analysis_lets_the_model_read_that_channel_with_tools_bo
     # The tool ran without asking, on the analysed channel only.
     result = json.dumps([m for m in second["messages"] if m.get("role") == "tool"])
     assert "The launch slipped to May." in result and "budget is frozen" not in result
+    # The webapp's context bar counts the readers the analysis offered.
+    status, context = await world.h.get(f"/conversations/{summary['props']['conversation_id']}/context", user=uli)
+    assert status == 200, context
+    assert {c["source"] for c in context["components"]} >= {"system", "history", "tool_defs", "tool_results"}
 
 
 async def test_ask_user_question_shows_the_choices_waits_across_a_restart_and_resumes_with_the_answer(

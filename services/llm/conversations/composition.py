@@ -83,12 +83,14 @@ class ConversationComposition:
     async def _tool_tokens(
         self, counter: TokenCounter, conversation: Conversation, ctx: RequestContext, agent: AgentProfile
     ) -> int:
-        """The tool definitions a conversation's turn sends (analyses and summaries send none)."""
-        if conversation.operation != Operation.CONVERSATION:
-            return 0
-        allowed, _ = await self.answers.capabilities(ctx, agent, False)
-        if not allowed:
-            return 0
+        """The tool definitions a turn sends: a conversation's, or a channel analysis's bound
+        readers (other analyses and summaries send none)."""
+        if not ctx.bound_channel_id:
+            if conversation.operation != Operation.CONVERSATION:
+                return 0
+            allowed, _ = await self.answers.capabilities(ctx, agent, False)
+            if not allowed:
+                return 0
         tools = await self.answers.turns.tools.list_tools(ctx, conversation.id, automated=False)
         return sum(counter.count_text(t.name + t.description + json.dumps(t.input_schema)) for t in tools)
 
