@@ -221,3 +221,19 @@ async def test_a_channel_tool_call_is_approved_then_its_result_shared_with_tool_
     # The shared result reached the model unredacted.
     results = [m for m in world.openai.requests[-1].body["messages"] if m.get("role") == "tool"]
     assert "release train" in json.dumps(results)
+
+
+async def test_deleting_a_custom_prompt_is_for_its_creator_and_answers_204(world: World) -> None:
+    ann, ben = world.mm.add_user("annp"), world.mm.add_user("benp")
+    body = {"name": "Standup", "template": "Summarize {{ .ChannelName }}", "is_shared": True}
+    status, prompt, _ = await world.h.request("POST", "/custom-prompts", user=ann, json_body=body)
+    assert status == 201, prompt
+    path = f"/custom-prompts/{prompt['id']}"
+    status, refused, _ = await world.h.request("DELETE", path, user=ben)
+    assert status == 404
+    assert_matches_openapi("DELETE", "/custom-prompts/{id}", 404, refused)
+    status, deleted, _ = await world.h.request("DELETE", path, user=ann)
+    assert status == 204
+    assert_matches_openapi("DELETE", "/custom-prompts/{id}", 204, deleted)
+    status, listed = await world.h.get("/custom-prompts", user=ann)
+    assert prompt["id"] not in {p["id"] for p in listed}
