@@ -37,6 +37,7 @@ from services.llm.conversations.answers import PostAnswers
 from services.llm.conversations.attach import Attachments
 from services.llm.conversations.claims import PostClaimLeases
 from services.llm.conversations.claimstore import ClaimStore
+from services.llm.conversations.composition import ConversationComposition
 from services.llm.conversations.meetings import MeetingSummaries
 from services.llm.conversations.reads import ConversationReader
 from services.llm.conversations.relay import AttachRelay
@@ -143,14 +144,17 @@ class LlmProcess:
         self.runs = TurnRuns(settings.turn_timeout_seconds)
         actions = ActionTurns(self.turns)
         analyses = Analyses(self.turns, actions, MeetingSummaries(self.turns, actions))
+        answers = PostAnswers(self.turns, analyses)
+        reader = ConversationReader(self.store, deps.mattermost)
         conversations = ConversationsServicer(
-            PostAnswers(self.turns, analyses),
+            answers,
             analyses,
-            ConversationReader(self.store, deps.mattermost),
+            reader,
             self.runs,
             PostClaimLeases(ClaimStore(deps.engine)),
             Attachments(self.runs, self.store),
             AttachRelay(deps.channels, settings.turn_timeout_seconds),
+            ConversationComposition(reader, answers),
         )
         self.metrics_endpoint = MetricsEndpoint(deps.metrics.registry, settings.metrics_port, settings.metrics_host)
         self.host = GrpcServiceHost(

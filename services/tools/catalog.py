@@ -8,7 +8,7 @@ keep working. MCP tools are not listed here: the mcp service owns them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.common.errors import InvalidInput
@@ -19,6 +19,8 @@ class ToolFamily(enum.StrEnum):
 
     MATTERMOST = "mattermost"
     WEB = "web"
+    # Answered by the requesting user, never run here: the conversation loop pauses on it.
+    USER = "user"
 
 
 # The agent's MCP tab names Mattermost tools with this origin (the plugin's embedded server).
@@ -41,6 +43,11 @@ def _schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
 
 
 _STR = {"type": "string"}
+
+# A channel analysis (POST /channel/{id}/analyze) force-loads these two, bound to its channel.
+CHANNEL_ANALYSIS_TOOLS = ("read_channel", "get_channel_info")
+# The arguments that pick a channel, which a bound tool does not take.
+_CHANNEL_ARGUMENTS = frozenset({"channel_id", "channel_name", "team_id"})
 
 BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
@@ -116,6 +123,25 @@ BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
         _schema({"url": _STR}, ("url",)),
         ToolFamily.WEB,
     ),
+    ToolSpec(
+        "ask_user_question",
+        "Ask the user a multiple-choice question and wait for the answer. Use it only when a choice "
+        "that is the user's to make blocks the task; the option the user picks is the result.",
+        _schema(
+            {
+                "question": {**_STR, "description": "The question, in one or two sentences."},
+                "options": {
+                    "type": "array",
+                    "items": _STR,
+                    "minItems": 2,
+                    "maxItems": 6,
+                    "description": "The distinct choices, each a short phrase.",
+                },
+            },
+            ("question", "options"),
+        ),
+        ToolFamily.USER,
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in BUILTIN_TOOLS}
@@ -171,3 +197,16 @@ def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, A
         if key not in checked or checked[key] in ("", None):
             raise InvalidInput(f"{spec.name}: {key} is required", field=f"arguments.{key}")
     return checked
+
+
+def bound_to_channel(spec: ToolSpec) -> ToolSpec:
+    """The tool as a channel analysis offers it: without the arguments that pick a channel."""
+    properties = {k: v for k, v in spec.input_schema["properties"].items() if k not in _CHANNEL_ARGUMENTS}
+    required = tuple(k for k in spec.input_schema["required"] if k in properties)
+    return replace(spec, input_schema=_schema(properties, required))
+
+
+def bound_arguments(spec: ToolSpec, arguments: dict[str, Any], channel_id: str) -> dict[str, Any]:
+    """A bound tool's checked arguments: whatever channel the model named, the analysis's own."""
+    own = {k: v for k, v in arguments.items() if k not in _CHANNEL_ARGUMENTS}
+    return {**validate_arguments(bound_to_channel(spec), own), "channel_id": channel_id}

@@ -25,7 +25,15 @@ from services.common.errors import (
 )
 from services.common.identity import Identity
 from services.common.telemetry import tracer
-from services.tools.catalog import BUILTIN_TOOLS, ToolFamily, ToolSpec, find_tool, require_tool, validate_arguments
+from services.tools.catalog import (
+    BUILTIN_TOOLS,
+    ToolFamily,
+    ToolSpec,
+    bound_arguments,
+    find_tool,
+    require_tool,
+    validate_arguments,
+)
 from services.tools.config import ToolsConfig
 from services.tools.mattermost_tools import MattermostTools
 from services.tools.policies import AgentToolAccess, Offer, ToolContext, ToolPolicy, effective_policy, offers, refusal
@@ -126,7 +134,12 @@ class ToolService:
         reason = refusal(spec, policy, context, agent.access, channel_tools_enabled=config.channel_tools_enabled)
         if reason is not None:
             raise PermissionDenied(reason)
-        args = validate_arguments(spec, arguments)
+        if spec.family is ToolFamily.USER:
+            raise InvalidInput(f"{spec.name} is answered by the requesting user, not run", field="tool_name")
+        if context.bound_channel_id:
+            args = bound_arguments(spec, arguments, context.bound_channel_id)
+        else:
+            args = validate_arguments(spec, arguments)
         try:
             if spec.family is ToolFamily.WEB:
                 if spec.name == "web_search":

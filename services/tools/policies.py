@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.tools.catalog import MATTERMOST_ORIGIN, ToolFamily, ToolSpec
+from services.tools.catalog import CHANNEL_ANALYSIS_TOOLS, MATTERMOST_ORIGIN, ToolFamily, ToolSpec, bound_to_channel
 
 
 class Approval(enum.StrEnum):
@@ -97,6 +97,8 @@ class ToolContext:
     is_direct_message: bool = False
     conversation_id: str = ""
     automated_invoker: bool = False
+    # A channel analysis bound to this channel (see ``CHANNEL_ANALYSIS_TOOLS``); "" otherwise.
+    bound_channel_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class AgentToolAccess:
         if spec.family is ToolFamily.WEB:
             # The provider's own search replaces the built-in one (admin guide: prefer native).
             return not self.native_web_search
+        if spec.family is ToolFamily.USER:  # built into the agent, not an MCP tool to select
+            return True
         if self.auto_enable_all:
             return True
         # Built-in Mattermost tools stand in for the plugin's embedded server; "" also matches
@@ -143,6 +147,11 @@ def refusal(
     """Why the tool may not be used in this context, or None when it may."""
     if not policy.usable:
         return f"tool {spec.name} is disabled by an administrator"
+    if context.bound_channel_id:
+        # The plugin force-loads a channel analysis's readers, whatever the agent selects.
+        if spec.name not in CHANNEL_ANALYSIS_TOOLS:
+            return f"a channel analysis runs only {' and '.join(CHANNEL_ANALYSIS_TOOLS)}"
+        return None
     if not agent.selects(spec):
         return f"tool {spec.name} is not enabled for this agent"
     if not context.is_direct_message and not channel_tools_enabled:
@@ -158,7 +167,11 @@ def _runs_unasked_everywhere(spec: ToolSpec, policy: ToolPolicy) -> bool:
 
 def auto_approved(spec: ToolSpec, policy: ToolPolicy, context: ToolContext) -> bool:
     """Whether a call runs without asking the requester. Writes never auto-run outside DMs."""
-    if not policy.usable or policy.approval is not Approval.AUTO:
+    if not policy.usable:
+        return False
+    if context.bound_channel_id:  # the plugin auto-runs a channel analysis's reads
+        return True
+    if policy.approval is not Approval.AUTO:
         return False
     if context.is_direct_message:
         return True
@@ -179,5 +192,6 @@ def offers(
     for spec in specs:
         policy = policies.get(spec.name) or default_policy(spec)
         if refusal(spec, policy, context, agent, channel_tools_enabled=channel_tools_enabled) is None:
-            result.append(Offer(spec, policy, auto_approved(spec, policy, context)))
+            offered = bound_to_channel(spec) if context.bound_channel_id else spec
+            result.append(Offer(offered, policy, auto_approved(spec, policy, context)))
     return result

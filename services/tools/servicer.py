@@ -34,6 +34,7 @@ def _context(message: tools_pb2.ToolContext) -> ToolContext:
         is_direct_message=message.is_direct_message,
         conversation_id=message.conversation_id,
         automated_invoker=message.automated_invoker,
+        bound_channel_id=message.bound_channel_id,
     )
 
 

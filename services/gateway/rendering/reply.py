@@ -36,6 +36,10 @@ PROP_TOOL_CALLS = "pending_tool_call"
 PROP_REASONING = "reasoning_summary"
 PROP_ANNOTATIONS = "annotations"
 PROP_STREAM_STATUS = "agents_stream_status"
+# The question a paused turn asks (AskUserQuestion): {tool_call_id, question, options}, for the
+# webapp to offer the options; the message shows it too, for every other client.
+PROP_QUESTION = "ask_user_question"
+QUESTION_STAGE = "question"
 
 STREAMING = "streaming"
 DONE = "done"
@@ -93,6 +97,11 @@ def _tool_call_json(state: llm_pb2.ToolCallState) -> dict[str, Any]:
     }
 
 
+def _question(state: llm_pb2.ToolCallState) -> dict[str, Any]:
+    arguments = json_format.MessageToDict(state.call.arguments)
+    return {"tool_call_id": state.call.id, "question": arguments["question"], "options": arguments["options"]}
+
+
 @dataclass
 class ReplyState:
     """The reply post being written, as the events so far describe it."""
@@ -140,6 +149,8 @@ class ReplyState:
         if kind == "approval_required":
             for call in event.approval_required.calls:
                 self.tool_calls[call.call.id] = _tool_call_json(call)
+            if event.approval_required.stage == QUESTION_STAGE:
+                self.props[PROP_QUESTION] = _question(event.approval_required.calls[0])
             self.version += 1
             return [self.tool_call_update()]
         if kind == "tool_update":
@@ -156,6 +167,7 @@ class ReplyState:
             # A regenerated or resumed turn rewrites the post from scratch, as the plugin does.
             self.text, self.reasoning, self.error = "", "", ""
             self.annotations = []
+            self.props.pop(PROP_QUESTION, None)
             self.status = STREAMING
             self.version += 1
         return [self._update(control=control)]
@@ -243,6 +255,10 @@ class ReplyState:
             return f"{self.text}\n\n{HANDOFF_TEXT}" if self.text else HANDOFF_TEXT
         if self.status == DONE and not self.text and not self.tool_calls:
             return EMPTY_TEXT
+        question = self.props.get(PROP_QUESTION)
+        if question:
+            choices = "\n".join(f"{n}. {option}" for n, option in enumerate(question["options"], 1))
+            return "\n\n".join(part for part in (self.text, f"**{question['question']}**\n{choices}") if part)
         return self.text
 
     def post_props(self) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""POST /channel/{channelid}/interval and /analyze: channel summaries streamed into a DM."""
+"""POST /channel/{channelid}/interval and /analyze: channel summaries streamed into a DM (/analyze
+also lets the model read the channel with tools bound to it)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -83,7 +85,9 @@ async def interval(request: web.Request) -> web.Response:
         raise InvalidInput("end_time is before start_time", field="end_time")
     if end and end - start > MAX_RANGE_MS:
         raise InvalidInput("the range is over 14 days", field="start_time")
-    return await _summarize_channel(request, str(preset), start, end, _text(body, "prompt"))
+    return await _summarize_channel(
+        request, SummaryRequest(request.match_info["channelid"], str(preset), start, end, _text(body, "prompt"))
+    )
 
 
 @routes.post("/channel/{channelid}/analyze")
@@ -104,7 +108,11 @@ async def analyze(request: web.Request) -> web.Response:
         start, end = await _unread_start(request, now), 0
     else:
         start, end = _analysis_range(body, analysis_type, now)
-    return await _summarize_channel(request, ANALYSIS_PRESETS[analysis_type], start, end, prompt)
+    # The plugin's analysis is tool-driven: the model may read the channel beyond the range.
+    summary = SummaryRequest(
+        request.match_info["channelid"], ANALYSIS_PRESETS[analysis_type], start, end, prompt, channel_tools=True
+    )
+    return await _summarize_channel(request, summary)
 
 
 def _analysis_range(body: dict[str, Any], analysis_type: str, now: int) -> tuple[int, int]:
@@ -134,12 +142,10 @@ async def _unread_start(request: web.Request, now: int) -> int:
     return max(last_viewed + 1, now - MAX_RANGE_MS)
 
 
-async def _summarize_channel(request: web.Request, preset: str, start: int, end: int, prompt: str) -> web.Response:
+async def _summarize_channel(request: web.Request, summary: SummaryRequest) -> web.Response:
     """The plugin's guards (channel read, agent, license), then the summary streamed into a DM."""
-    channel_id = request.match_info["channelid"]
-    await require_channel_read(request, channel_id)
+    await require_channel_read(request, summary.channel_id)
     agent = await bot_for(request)
     await require_license(request, Feature.CHANNEL_SUMMARIES)
     # Summaries over a fixed range cannot be regenerated (the plugin's no_regen).
-    summary = SummaryRequest(channel_id, preset, start, end, prompt, props={"no_regen": "true"})
-    return await summarize_into_dm(request, agent, summary)
+    return await summarize_into_dm(request, agent, replace(summary, props={"no_regen": "true"}))

@@ -1,4 +1,5 @@
-"""GET /ai_threads (the caller's recent conversations) and GET /conversations/{id} (one, with turns)."""
+"""GET /ai_threads (the caller's recent conversations), GET /conversations/{id} (one, with turns)
+and GET /conversations/{id}/context (the token composition of its next request)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,23 @@ async def get_conversation(request: web.Request) -> web.Response:
             "turns": [_turn(t) for t in c.turns],
         }
     )
+
+
+@routes.get("/conversations/{conversationid}/context")
+async def conversation_context(request: web.Request) -> web.Response:
+    """How the tokens of the conversation's next request divide between the system prompt, the
+    history, tool definitions, tool results and images; readable as the conversation is."""
+    deps = request.app[DEPS]
+    found = await unary(
+        deps.backends.conversations.GetConversationContext,
+        llm_pb2.GetConversationContextRequest(id=request.match_info["conversationid"]),
+    )
+    body: dict[str, Any] = {
+        "components": [{"source": c.source, "proportion": c.proportion, "tokens": c.tokens} for c in found.components],
+        "total": found.total,
+        "total_source": found.total_source,
+        "model": found.model,
+    }
+    if found.input_token_limit:
+        body["input_token_limit"] = found.input_token_limit
+    return web.json_response(body)

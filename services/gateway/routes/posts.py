@@ -1,5 +1,5 @@
-"""POST /post/{postid}/stop, /regenerate, /tool_call, /tool_result, /analyze: acting on agent
-replies and threads; GET /post/{postid}/stream: the reply's tokens live (SSE)."""
+"""POST /post/{postid}/stop, /regenerate, /tool_call, /tool_result, /answer_question, /analyze:
+acting on agent replies and threads; GET /post/{postid}/stream: the reply's tokens live (SSE)."""
 
 from __future__ import annotations
 
@@ -108,6 +108,31 @@ async def tool_call(request: web.Request) -> web.Response:
 async def tool_result(request: web.Request) -> web.Response:
     """Share the chosen tool results (``accepted_tool_ids``) into the channel, then run the follow-up round."""
     return await _decide(request, results=True)
+
+
+@routes.post("/post/{postid}/answer_question")
+async def answer_question(request: web.Request) -> web.Response:
+    """Answer the question the caller's paused agent reply asks (AskUserQuestion) with one of its
+    options (``answer``; ``tool_call_id`` optional), then resume the turn."""
+    body = await read_json(request)
+    answer = body.get("answer") if isinstance(body, dict) else None
+    if not isinstance(answer, str) or not answer.strip():
+        raise InvalidInput("answer must be one of the question's options", field="answer")
+    call_id = body.get("tool_call_id", "")
+    if not isinstance(call_id, str):
+        raise InvalidInput("tool_call_id must be a string", field="tool_call_id")
+    post = await _agent_reply(request)
+    if not post.props.get(PROP_CONVERSATION_ID):
+        raise InvalidInput("the post has no conversation")
+    deps = request.app[DEPS]
+    message = llm_pb2.AnswerQuestionRequest(
+        post_id=post.id, tool_call_id=call_id, answer=answer, context=_context(request, post.channel_id)
+    )
+    events = conversation_events(
+        deps.backends.conversations.AnswerQuestion, message, timeout=deps.settings.turn_timeout_seconds
+    )
+    await deps.replies.launch(await deps.replies.of_post(post), events)
+    return web.Response(status=200)
 
 
 @routes.post("/post/{postid}/analyze")

@@ -33,6 +33,8 @@ class SummaryRequest:
     # A transcript made here (from a recording): uploaded into the DM, attached to the reply
     # post and summarised from there.
     transcript_upload: FileUpload | None = None
+    # /channel/{id}/analyze: the model may read the channel with readers bound to it.
+    channel_tools: bool = False
 
 
 async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, summary: SummaryRequest) -> web.Response:
@@ -62,6 +64,7 @@ async def summarize_into_dm(request: web.Request, agent: registry_pb2.Agent, sum
         response_post_id=reply.post_id,
         transcript_file_id=transcript_file_id,
         transcript_post_id=summary.transcript_post_id,
+        channel_tools=summary.channel_tools,
     )
     events = conversation_events(
         deps.backends.conversations.Summarize, message, timeout=deps.settings.turn_timeout_seconds

@@ -1,12 +1,14 @@
 """The turn every AI action runs (thread analysis, channel and meeting summaries): a conversation
 of its own whose system prompt carries the action's task, the posts or transcript as the one user
-turn, a fixed title and no tools, streamed into a new DM post with the bot."""
+turn, a fixed title and no tools but a channel analysis's bound channel readers, streamed into a
+new DM post with the bot."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from services.llm.conversations.approvals import AvailableTool
 from services.llm.conversations.blocks import text_block
 from services.llm.conversations.loop import TurnSetup
 from services.llm.conversations.model import Bound, Operation, RequestContext, TurnEvent, TurnRole
@@ -28,6 +30,8 @@ class SummarizeInput:
     # For the summarize_transcript preset: the transcript's file, or the post carrying it.
     transcript_file_id: str = ""
     transcript_post_id: str = ""
+    # POST /channel/{id}/analyze: the model may read the channel with its bound readers.
+    channel_tools: bool = False
 
 
 class ActionTurns:
@@ -48,10 +52,11 @@ class ActionTurns:
         *,
         no_regen: bool,
         prepare: Callable[[], Awaitable[str]] | None = None,
+        tools: dict[str, AvailableTool] | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """Store the action's conversation (system prompt, ``request`` as the user turn) and stream
         the answer. ``prepare``, when given, produces the user message actually sent (slow work,
-        run after the turn's first event)."""
+        run after the turn's first event). ``tools``: what the model may call (none by default)."""
         agent, provider = await self.turns.agent_and_provider(ctx.agent_id)
         user = await self.turns.mattermost.get_user(ctx.user_id)
         prompt = system_prompt(
@@ -86,6 +91,7 @@ class ActionTurns:
             provider=provider,
             response_post_id=response_post_id,
             operation=str(operation),
+            tools=tools or {},
         )
         system = Message.text(Role.SYSTEM, conversation.system_prompt)
         messages = [system, Message.text(Role.USER, request)]

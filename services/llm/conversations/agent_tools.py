@@ -137,4 +137,5 @@ def _tool_context(ctx: RequestContext, conversation_id: str, automated: bool) ->
         is_direct_message=ctx.is_direct_message,
         conversation_id=conversation_id,
         automated_invoker=automated,
+        bound_channel_id=ctx.bound_channel_id,
     )

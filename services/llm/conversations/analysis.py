@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.mattermost.models import Post
@@ -100,9 +100,15 @@ class Analyses:
         # posts, so capping at our "now" would drop the latest ones whenever the two clocks differ.
         posts = await self._channel_posts(req.ctx.channel_id, req.start_time, req.end_time or None)
         task = "summarize_range" if req.preset_prompt == "summarize_range" else req.preset_prompt
-        params: dict[str, object] = {"context": req.ctx.as_params(), "preset_prompt": req.preset_prompt}
+        ctx, tools = req.ctx, {}
+        if req.channel_tools:
+            # The plugin's tool-driven analysis: besides the range's posts, the model may read the
+            # channel (further back, its details) with readers bound to it, run without asking.
+            ctx = replace(req.ctx, bound_channel_id=req.ctx.channel_id)
+            tools = {t.name: t for t in await self.turns.tools.list_tools(ctx, "", automated=False)}
+        params: dict[str, object] = {"context": ctx.as_params(), "preset_prompt": req.preset_prompt}
         async for event in self.actions.run(
-            req.ctx,
+            ctx,
             req.response_post_id,
             Operation.CHANNEL_INTERVAL,
             task,
@@ -110,6 +116,7 @@ class Analyses:
             SUMMARY_TITLES[req.preset_prompt],
             params,
             no_regen=True,
+            tools=tools,
         ):
             yield event
 

@@ -33,6 +33,7 @@ from services.llm.conversations.model import (
     TurnRole,
 )
 from services.llm.conversations.prompts import system_prompt
+from services.llm.conversations.questions import answer_blocks, answer_result
 from services.llm.conversations.turns import AgentTurns, agent_prompt_context, caller_id
 from services.llm.providers.base import Message, Provider, Role
 
@@ -98,7 +99,7 @@ class PostAnswers:
         # post behind): Respond is a public API, and no turn may run for a user the agent refuses.
         await self.turns.registry.check_access(req.ctx)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        tools_allowed, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        tools_allowed, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         prompt = await self._system_prompt(
             req.ctx, agent, provider, tools_note=not tools_allowed and not agent.disable_tools
         )
@@ -148,7 +149,7 @@ class PostAnswers:
         if anchor is not None:
             await self.turns.store.delete_turns_after(conversation.id, anchor.sequence)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        tools_allowed, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        tools_allowed, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, messages = await self._prepare(req, conversation, agent, provider, tools_allowed, web_search)
         yield Bound(conversation.id)
@@ -163,7 +164,7 @@ class PostAnswers:
         turn, decision = await self.turns.store.update_anchor(post_id, lambda t: _decide(t.content, accepted_ids))
         conversation = await self._conversation(record)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        _, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        _, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, _ = await self._prepare(req, conversation, agent, provider, True, web_search, with_history=False)
         accepted = [tool_call_from_block(b) for b in decision.accepted]
@@ -203,6 +204,29 @@ class PostAnswers:
         async for event in self.turns.run(setup, messages, control="continue", citations=citations):
             yield event
 
+    async def answer_question(self, post_id: str, call_id: str, answer: str) -> AsyncIterator[TurnEvent]:
+        """Answer the paused turn's question with one of its options, and resume the turn with the
+        answer as the question's result. The question waits in the store, so any replica, after
+        any restart, takes the answer."""
+        record = await self.turns.owned_stream(post_id)
+        req = RespondInput.from_params(record.params, post_id)
+        await self.turns.registry.check_access(req.ctx)
+        _, call = await self.turns.store.update_anchor(post_id, lambda t: answer_blocks(t.content, call_id, answer))
+        conversation = await self._conversation(record)
+        agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
+        tools_allowed, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
+        await self._start_stream(conversation, req)
+        setup, _ = await self._prepare(
+            req, conversation, agent, provider, tools_allowed, web_search, with_history=False
+        )
+        run = ToolRun(call, ToolOutcome(answer_result(answer), False))
+        await self.turns.loop.persist_results(setup, [run], shared=True)
+        messages = await self._messages(req, conversation, agent)
+        yield Bound(conversation.id)
+        yield ToolUpdate(call, ToolStatus.SUCCESS, run.outcome.content, shared=setup.shared)
+        async for event in self.turns.run(setup, messages, control="continue"):
+            yield event
+
     async def share_results(self, post_id: str, accepted_ids: Sequence[str]) -> AsyncIterator[TurnEvent]:
         """Channel turns: share the chosen tool results into the channel, then run the follow-up."""
         record = await self.turns.owned_stream(post_id)
@@ -217,7 +241,7 @@ class PostAnswers:
         stamped = [{**b, "shared": b.get("tool_use_id") in wanted, "decided_at": now_ms()} for b in waiting.content]
         await self.turns.store.update_turn(waiting.id, stamped)
         agent, provider = await self.turns.agent_and_provider(req.ctx.agent_id)
-        _, web_search = await self._capabilities(req.ctx, agent, req.automated_invoker)
+        _, web_search = await self.capabilities(req.ctx, agent, req.automated_invoker)
         await self._start_stream(conversation, req)
         setup, messages = await self._prepare(req, conversation, agent, provider, True, web_search)
         yield Bound(conversation.id)
@@ -249,7 +273,7 @@ class PostAnswers:
             first=first,
         )
 
-    async def _capabilities(self, ctx: RequestContext, agent: AgentProfile, automated: bool) -> tuple[bool, bool]:
+    async def capabilities(self, ctx: RequestContext, agent: AgentProfile, automated: bool) -> tuple[bool, bool]:
         """(tools allowed, native web search allowed) for this context."""
         if ctx.is_direct_message:
             return not agent.disable_tools, agent.native_web_search

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from services.common.errors import FailedPrecondition
 from services.llm.conversations.model import Block, ToolStatus
+from services.llm.conversations.questions import ASK_USER_TOOL, question_problem
 from services.llm.providers.base import Message, Role, TextPart, ToolCall, ToolResult
 
 # The plugin's limit: after this many consecutive failed tool attempts the model must stop trying.
@@ -37,6 +38,7 @@ class PlanKind(enum.StrEnum):
 
     RUN = "run"  # every call is auto-approved: execute them now
     ASK = "ask"  # at least one needs the requester: pause the turn
+    QUESTION = "question"  # the model asks the requester a question: pause on it alone
     SKIP = "skip"  # an unknown tool or invalid arguments: answer every call with an error
 
 
@@ -63,6 +65,8 @@ def plan_tool_calls(calls: Sequence[ToolCall], tools: dict[str, AvailableTool]) 
             for c in calls
         }
         return ToolPlan(PlanKind.SKIP, errors)
+    if any(c.name == ASK_USER_TOOL for c in calls):
+        return ToolPlan(PlanKind.QUESTION, {})
     if all(tools[c.name].auto_approved for c in calls):
         return ToolPlan(PlanKind.RUN, {})
     return ToolPlan(PlanKind.ASK, {})
@@ -73,7 +77,7 @@ def _problem(call: ToolCall, tools: dict[str, AvailableTool]) -> str:
         return f"tool {call.name} is not available"
     if not call.valid:
         return f"the arguments for {call.name} are not a JSON object"
-    return ""
+    return question_problem(call)
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def apply_decision(blocks: Sequence[Block], accepted_ids: Sequence[str]) -> Deci
     accepted: list[Block] = []
     rejected: list[Block] = []
     for block in blocks:
-        if block.get("type") != "tool_use" or block.get("status") != ToolStatus.PENDING:
+        # A pending question waits for its answer (``answer_blocks``), not for a decision.
+        pending = block.get("type") == "tool_use" and block.get("status") == ToolStatus.PENDING
+        if not pending or block.get("name") == ASK_USER_TOOL:
             updated.append(block)
             continue
         status = ToolStatus.ACCEPTED if block.get("id") in wanted else ToolStatus.REJECTED

@@ -78,6 +78,7 @@ def summarize_input(req: llm_pb2.SummarizeRequest) -> SummarizeInput:
         req.response_post_id,
         transcript_file_id=req.transcript_file_id,
         transcript_post_id=req.transcript_post_id,
+        channel_tools=req.channel_tools,
     )
 
 

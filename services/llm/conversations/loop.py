@@ -41,6 +41,7 @@ from services.llm.conversations.model import (
     TurnEvent,
     TurnRole,
 )
+from services.llm.conversations.questions import QUESTION_STAGE, asked_question
 from services.llm.conversations.store import ConversationStore
 from services.llm.providers.base import (
     Annotation,
@@ -137,12 +138,16 @@ class AgentLoop:
                         yield end_event
                     return
                 plan = plan_tool_calls(output.tool_calls, tools)
-                if plan.kind == PlanKind.ASK:
+                if plan.kind in (PlanKind.ASK, PlanKind.QUESTION):
+                    stage = "call"
+                    if plan.kind == PlanKind.QUESTION:
+                        # The question alone waits: the model calls the rest again once answered.
+                        stage, output.tool_calls = QUESTION_STAGE, [asked_question(output.tool_calls)]
                     statuses = {c.id: ToolStatus.PENDING for c in output.tool_calls}
                     await self._persist_round(setup, output, statuses)
                     saved = True
                     pending = tuple(ToolUpdate(c, ToolStatus.PENDING, shared=setup.shared) for c in output.tool_calls)
-                    yield ApprovalRequired(pending, "call")
+                    yield ApprovalRequired(pending, stage)
                     yield Finished(Finish.AWAITING_APPROVAL)
                     return
                 if plan.kind == PlanKind.SKIP:

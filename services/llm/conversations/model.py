@@ -110,6 +110,8 @@ class RequestContext:
     is_direct_message: bool = False
     user_team_ids: tuple[str, ...] = ()
     user_timezone: str = ""
+    # A channel analysis: its channel readers are bound to this channel (the tools service's rule).
+    bound_channel_id: str = ""
 
     def as_params(self) -> dict[str, Any]:
         """The context as stored with a stream (``from_params`` reads it back)."""
@@ -121,6 +123,7 @@ class RequestContext:
             "is_direct_message": self.is_direct_message,
             "user_team_ids": list(self.user_team_ids),
             "user_timezone": self.user_timezone,
+            "bound_channel_id": self.bound_channel_id,
         }
 
     @classmethod
@@ -134,6 +137,7 @@ class RequestContext:
             is_direct_message=bool(params.get("is_direct_message", False)),
             user_team_ids=tuple(params.get("user_team_ids", ())),
             user_timezone=str(params.get("user_timezone", "")),
+            bound_channel_id=str(params.get("bound_channel_id", "")),
         )
 
 

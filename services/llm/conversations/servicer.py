@@ -15,6 +15,7 @@ from services.llm.conversations.analysis import Analyses
 from services.llm.conversations.answers import PostAnswers
 from services.llm.conversations.attach import Attachments, RemoteRunner
 from services.llm.conversations.claims import PostClaimLeases
+from services.llm.conversations.composition import ConversationComposition
 from services.llm.conversations.model import Bound, TurnEvent
 from services.llm.conversations.reads import ConversationReader
 from services.llm.conversations.relay import AttachRelay
@@ -30,6 +31,7 @@ _R = TypeVar(
     llm_pb2.RegenerateResponse,
     llm_pb2.ToolDecisionResponse,
     llm_pb2.ToolResultShareResponse,
+    llm_pb2.AnswerQuestionResponse,
     llm_pb2.AttachResponse,
 )
 
@@ -57,6 +59,7 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         claims: PostClaimLeases,
         attachments: Attachments,
         relay: AttachRelay,
+        composition: ConversationComposition,
     ) -> None:
         self.answers = answers
         self.analyses = analyses
@@ -65,6 +68,7 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         self.claims = claims
         self.attachments = attachments
         self.relay = relay
+        self.composition = composition
 
     def _detached(
         self, turn: AsyncIterator[TurnEvent], post_id: str, requester_id: str, wrap: type[_R]
@@ -147,6 +151,17 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         async for event in self._detached(turn, request.post_id, requester, llm_pb2.ToolResultShareResponse):
             yield event
 
+    async def AnswerQuestion(
+        self,
+        request: llm_pb2.AnswerQuestionRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.AnswerQuestionRequest, llm_pb2.AnswerQuestionResponse],
+    ) -> AsyncIterator[llm_pb2.AnswerQuestionResponse]:
+        """Answer the paused turn's question, then resume the turn."""
+        requester = caller_id(conversation_proto.context_from(request.context))
+        turn = self.answers.answer_question(request.post_id, request.tool_call_id, request.answer)
+        async for event in self._detached(turn, request.post_id, requester, llm_pb2.AnswerQuestionResponse):
+            yield event
+
     async def GetConversation(
         self,
         request: llm_pb2.GetConversationRequest,
@@ -156,6 +171,26 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         conversation, turns = await self.reader.get(request.id)
         return llm_pb2.GetConversationResponse(
             conversation=conversation_proto.conversation_message(conversation, turns)
+        )
+
+    async def GetConversationContext(
+        self,
+        request: llm_pb2.GetConversationContextRequest,
+        context: grpc.aio.ServicerContext[
+            llm_pb2.GetConversationContextRequest, llm_pb2.GetConversationContextResponse
+        ],
+    ) -> llm_pb2.GetConversationContextResponse:
+        """How the tokens of the conversation's next request divide between its sources."""
+        found = await self.composition.compose(request.id)
+        return llm_pb2.GetConversationContextResponse(
+            components=[
+                llm_pb2.ContextComponent(source=c.source, tokens=c.tokens, proportion=c.proportion)
+                for c in found.components
+            ],
+            total=found.total,
+            total_source=found.total_source,
+            input_token_limit=found.input_token_limit,
+            model=found.model,
         )
 
     async def ListConversations(

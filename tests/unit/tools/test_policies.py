@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agents.registry.v1 import registry_pb2 as registry_pb2
 
-from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, require_tool
+from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, bound_arguments, require_tool
 from services.tools.config import configured_policies
 from services.tools.policies import (
     AgentToolAccess,
@@ -128,3 +128,17 @@ def test_a_configured_policy_wins_over_a_stored_one_which_wins_over_the_default(
     assert effective_policy(spec, configured, stored) == configured["read_post"]
     assert effective_policy(spec, {}, stored) == stored["read_post"]
     assert effective_policy(spec, {}, {}) == default_policy(spec)
+
+
+def test_a_channel_analysis_offers_only_its_channel_readers_auto_run_without_channel_arguments() -> None:
+    bound = ToolContext(user_id="u", agent_id="a", channel_id="town", bound_channel_id="town")
+    # Whatever the agent selects and the channel switch says: the plugin force-loads them.
+    found = offers(BUILTIN_TOOLS, {}, bound, AgentToolAccess(), channel_tools_enabled=False)
+    assert [o.spec.name for o in found] == ["read_channel", "get_channel_info"]
+    assert all(o.auto_approved for o in found)
+    assert all("channel_id" not in o.spec.input_schema["properties"] for o in found)
+
+
+def test_a_bound_reader_reads_the_analysed_channel_whatever_channel_the_model_names() -> None:
+    arguments = bound_arguments(require_tool("read_channel"), {"channel_id": "elsewhere", "limit": 5}, "town")
+    assert arguments == {"channel_id": "town", "limit": 5}

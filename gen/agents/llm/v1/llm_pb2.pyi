@@ -1309,6 +1309,7 @@ class SummarizeRequest(_message.Message):
     RESPONSE_POST_ID_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_FILE_ID_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_POST_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_TOOLS_FIELD_NUMBER: _builtins.int
     preset_prompt: _builtins.str
     """summarize_unreads, summarize_range, action_items, open_questions, summarize_transcript."""
     start_time: _builtins.int
@@ -1325,6 +1326,10 @@ class SummarizeRequest(_message.Message):
     """For summarize_transcript: the file holding the transcript."""
     transcript_post_id: _builtins.str
     """For summarize_transcript: the post holding the transcript."""
+    channel_tools: _builtins.bool
+    """POST /channel/{id}/analyze: the model may also read the channel with read_channel and
+    get_channel_info, bound to it and run without asking (the plugin's tool-driven analysis).
+    """
     @_builtins.property
     def context(self) -> Global___ConversationContext:
         """Who asks, and the channel to summarise."""
@@ -1340,10 +1345,11 @@ class SummarizeRequest(_message.Message):
         response_post_id: _builtins.str = ...,
         transcript_file_id: _builtins.str = ...,
         transcript_post_id: _builtins.str = ...,
+        channel_tools: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "end_time", b"end_time", "preset_prompt", b"preset_prompt", "prompt", b"prompt", "response_post_id", b"response_post_id", "start_time", b"start_time", "transcript_file_id", b"transcript_file_id", "transcript_post_id", b"transcript_post_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_tools", b"channel_tools", "context", b"context", "end_time", b"end_time", "preset_prompt", b"preset_prompt", "prompt", b"prompt", "response_post_id", b"response_post_id", "start_time", b"start_time", "transcript_file_id", b"transcript_file_id", "transcript_post_id", b"transcript_post_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1449,6 +1455,42 @@ class ToolDecisionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolDecisionRequest: _TypeAlias = ToolDecisionRequest  # noqa: Y015
+
+@_typing.final
+class AnswerQuestionRequest(_message.Message):
+    """Request of Conversations.AnswerQuestion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POST_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    post_id: _builtins.str
+    """The bot post of the paused turn."""
+    tool_call_id: _builtins.str
+    """The question's tool call; "" for the one question waiting."""
+    answer: _builtins.str
+    """The option the requester chose, exactly as the question offered it."""
+    @_builtins.property
+    def context(self) -> Global___ConversationContext:
+        """Who answers, where."""
+
+    def __init__(
+        self,
+        *,
+        post_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        answer: _builtins.str = ...,
+        context: Global___ConversationContext | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "context", b"context", "post_id", b"post_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerQuestionRequest: _TypeAlias = AnswerQuestionRequest  # noqa: Y015
 
 @_typing.final
 class ToolResultShareRequest(_message.Message):
@@ -1645,6 +1687,98 @@ class GetConversationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConversationResponse: _TypeAlias = GetConversationResponse  # noqa: Y015
+
+@_typing.final
+class GetConversationContextRequest(_message.Message):
+    """Request of Conversations.GetConversationContext."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The conversation's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConversationContextRequest: _TypeAlias = GetConversationContextRequest  # noqa: Y015
+
+@_typing.final
+class ContextComponent(_message.Message):
+    """One part of a conversation's next request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    PROPORTION_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """system, history, tool_defs, tool_results or image."""
+    tokens: _builtins.int
+    """The tokens it costs."""
+    proportion: _builtins.float
+    """Its share of the total, from 0 to 1."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        tokens: _builtins.int = ...,
+        proportion: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proportion", b"proportion", "source", b"source", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContextComponent: _TypeAlias = ContextComponent  # noqa: Y015
+
+@_typing.final
+class GetConversationContextResponse(_message.Message):
+    """Response of Conversations.GetConversationContext."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    TOTAL_SOURCE_FIELD_NUMBER: _builtins.int
+    INPUT_TOKEN_LIMIT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Tokens of the whole request."""
+    total_source: _builtins.str
+    """counted (the model's own tokenizer) or estimated (by length)."""
+    input_token_limit: _builtins.int
+    """The service's input token limit; 0 when it sets none."""
+    model: _builtins.str
+    """The model the request goes to."""
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContextComponent]:
+        """The parts that cost tokens, in the plugin's order."""
+
+    def __init__(
+        self,
+        *,
+        components: _abc.Iterable[Global___ContextComponent] | None = ...,
+        total: _builtins.int = ...,
+        total_source: _builtins.str = ...,
+        input_token_limit: _builtins.int = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "input_token_limit", b"input_token_limit", "model", b"model", "total", b"total", "total_source", b"total_source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConversationContextResponse: _TypeAlias = GetConversationContextResponse  # noqa: Y015
 
 @_typing.final
 class ListConversationsRequest(_message.Message):
@@ -2098,6 +2232,30 @@ class ToolDecisionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolDecisionResponse: _TypeAlias = ToolDecisionResponse  # noqa: Y015
+
+@_typing.final
+class AnswerQuestionResponse(_message.Message):
+    """Response of Conversations.AnswerQuestion: one event of the resumed turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___ConversationEvent:
+        """The event."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___ConversationEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerQuestionResponse: _TypeAlias = AnswerQuestionResponse  # noqa: Y015
 
 @_typing.final
 class ToolResultShareResponse(_message.Message):

@@ -332,6 +332,11 @@ class ConversationsStub:
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.FromString,
                 _registered_method=True)
+        self.AnswerQuestion = channel.unary_stream(
+                '/agents.llm.v1.Conversations/AnswerQuestion',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionResponse.FromString,
+                _registered_method=True)
         self.GetConversation = channel.unary_unary(
                 '/agents.llm.v1.Conversations/GetConversation',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationRequest.SerializeToString,
@@ -341,6 +346,11 @@ class ConversationsStub:
                 '/agents.llm.v1.Conversations/ListConversations',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.GetConversationContext = channel.unary_unary(
+                '/agents.llm.v1.Conversations/GetConversationContext',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextResponse.FromString,
                 _registered_method=True)
         self.ClaimPost = channel.unary_unary(
                 '/agents.llm.v1.Conversations/ClaimPost',
@@ -436,6 +446,16 @@ class ConversationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnswerQuestion(self, request, context):
+        """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+        resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+        requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+        not one of the options, or a tool_call_id that is not the question's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetConversation(self, request, context):
         """One conversation with its turns. Non-owners get tool inputs and results stripped unless
         shared. NOT_FOUND; PERMISSION_DENIED.
@@ -447,6 +467,15 @@ class ConversationsServicer:
     def ListConversations(self, request, context):
         """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
         PERMISSION_DENIED without a user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversationContext(self, request, context):
+        """How the tokens of a conversation's next request divide between the system prompt, the
+        history, tool definitions, tool results and images (the webapp's context bar). Same access as
+        GetConversation: NOT_FOUND; PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -551,6 +580,11 @@ def add_ConversationsServicer_to_server(servicer, server):
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ToolResultShareResponse.SerializeToString,
             ),
+            'AnswerQuestion': grpc.unary_stream_rpc_method_handler(
+                    servicer.AnswerQuestion,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionResponse.SerializeToString,
+            ),
             'GetConversation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConversation,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationRequest.FromString,
@@ -560,6 +594,11 @@ def add_ConversationsServicer_to_server(servicer, server):
                     servicer.ListConversations,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'GetConversationContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversationContext,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextResponse.SerializeToString,
             ),
             'ClaimPost': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimPost,
@@ -794,6 +833,33 @@ class Conversations:
             _registered_method=True)
 
     @staticmethod
+    def AnswerQuestion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/AnswerQuestion',
+            agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.AnswerQuestionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetConversation(request,
             target,
             options=(),
@@ -837,6 +903,33 @@ class Conversations:
             '/agents.llm.v1.Conversations/ListConversations',
             agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
             agents_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversationContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/GetConversationContext',
+            agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.GetConversationContextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -181,6 +181,12 @@ class ConversationsStub:
     """Channel turns only: chooses which tool results may be shared into the channel, then runs
     the follow-up round. Same errors as ToolDecision.
     """
+    AnswerQuestion: _grpc.UnaryStreamMultiCallable[_llm_pb2.AnswerQuestionRequest, _llm_pb2.AnswerQuestionResponse]
+    """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+    resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+    requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+    not one of the options, or a tool_call_id that is not the question's.
+    """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetConversationRequest, _llm_pb2.GetConversationResponse]
     """One conversation with its turns. Non-owners get tool inputs and results stripped unless
     shared. NOT_FOUND; PERMISSION_DENIED.
@@ -188,6 +194,11 @@ class ConversationsStub:
     ListConversations: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]
     """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
     PERMISSION_DENIED without a user.
+    """
+    GetConversationContext: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetConversationContextRequest, _llm_pb2.GetConversationContextResponse]
+    """How the tokens of a conversation's next request divide between the system prompt, the
+    history, tool definitions, tool results and images (the webapp's context bar). Same access as
+    GetConversation: NOT_FOUND; PERMISSION_DENIED.
     """
     ClaimPost: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
@@ -263,6 +274,12 @@ class ConversationsAsyncStub(ConversationsStub):
     """Channel turns only: chooses which tool results may be shared into the channel, then runs
     the follow-up round. Same errors as ToolDecision.
     """
+    AnswerQuestion: _aio.UnaryStreamMultiCallable[_llm_pb2.AnswerQuestionRequest, _llm_pb2.AnswerQuestionResponse]  # type: ignore[assignment]
+    """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+    resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+    requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+    not one of the options, or a tool_call_id that is not the question's.
+    """
     GetConversation: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetConversationRequest, _llm_pb2.GetConversationResponse]  # type: ignore[assignment]
     """One conversation with its turns. Non-owners get tool inputs and results stripped unless
     shared. NOT_FOUND; PERMISSION_DENIED.
@@ -270,6 +287,11 @@ class ConversationsAsyncStub(ConversationsStub):
     ListConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
     PERMISSION_DENIED without a user.
+    """
+    GetConversationContext: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetConversationContextRequest, _llm_pb2.GetConversationContextResponse]  # type: ignore[assignment]
+    """How the tokens of a conversation's next request divide between the system prompt, the
+    history, tool definitions, tool results and images (the webapp's context bar). Same access as
+    GetConversation: NOT_FOUND; PERMISSION_DENIED.
     """
     ClaimPost: _aio.UnaryUnaryMultiCallable[_llm_pb2.ClaimPostRequest, _llm_pb2.ClaimPostResponse]  # type: ignore[assignment]
     """Claims a user's post for answering, so exactly one gateway replica answers it however many
@@ -386,6 +408,18 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def AnswerQuestion(
+        self,
+        request: _llm_pb2.AnswerQuestionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.AnswerQuestionResponse], _abc.AsyncIterator[_llm_pb2.AnswerQuestionResponse]]:
+        """Answers the question (ask_user_question) a paused turn asks with one of its options, then
+        resumes the turn with the answer as the call's result. PERMISSION_DENIED unless the
+        requester; FAILED_PRECONDITION when no question waits; INVALID_ARGUMENT for an answer that is
+        not one of the options, or a tool_call_id that is not the question's.
+        """
+
+    @_abc_1.abstractmethod
     def GetConversation(
         self,
         request: _llm_pb2.GetConversationRequest,
@@ -403,6 +437,17 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_llm_pb2.ListConversationsResponse, _abc.Awaitable[_llm_pb2.ListConversationsResponse]]:
         """The caller's conversations, newest first. INVALID_ARGUMENT for a bad page token;
         PERMISSION_DENIED without a user.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConversationContext(
+        self,
+        request: _llm_pb2.GetConversationContextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.GetConversationContextResponse, _abc.Awaitable[_llm_pb2.GetConversationContextResponse]]:
+        """How the tokens of a conversation's next request divide between the system prompt, the
+        history, tool definitions, tool results and images (the webapp's context bar). Same access as
+        GetConversation: NOT_FOUND; PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod

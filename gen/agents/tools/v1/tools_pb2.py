@@ -25,45 +25,45 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gents/tools/v1/tools.proto\x12\x0f\x61gents.tools.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9a\x01\n\nToolPolicy\x12\x11\n\ttool_name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x31\n\x08\x61pproval\x18\x03 \x01(\x0e\x32\x1f.agents.tools.v1.ApprovalPolicy\x12\x35\n\x0e\x61uto_run_scope\x18\x04 \x01(\x0e\x32\x1d.agents.tools.v1.AutoRunScope\"\xc3\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rserver_origin\x18\x04 \x01(\t\x12+\n\x06policy\x18\x05 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\x12\x0e\n\x06writes\x18\x06 \x01(\x08\x12\x15\n\rauto_approved\x18\x07 \x01(\x08\"\xa4\x01\n\x0bToolContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x0f\n\x07team_id\x18\x04 \x01(\t\x12\x19\n\x11is_direct_message\x18\x05 \x01(\x08\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12\x19\n\x11\x61utomated_invoker\x18\x07 \x01(\x08\"A\n\x10ListToolsRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.agents.tools.v1.ToolContext\"9\n\x11ListToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.agents.tools.v1.Tool\"7\n\x08\x43itation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07snippet\x18\x03 \x01(\t\"\x98\x01\n\x12\x45xecuteToolRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.agents.tools.v1.ToolContext\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"f\n\x13\x45xecuteToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12,\n\tcitations\x18\x03 \x03(\x0b\x32\x19.agents.tools.v1.Citation\"%\n\x10GetPolicyRequest\x12\x11\n\ttool_name\x18\x01 \x01(\t\"@\n\x11GetPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\"?\n\x10SetPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\"@\n\x11SetPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\"\x15\n\x13ListPoliciesRequest\"E\n\x14ListPoliciesResponse\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.agents.tools.v1.ToolPolicy*\x82\x01\n\x0e\x41pprovalPolicy\x12\x1f\n\x1b\x41PPROVAL_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41PPROVAL_POLICY_AUTO\x10\x01\x12\x17\n\x13\x41PPROVAL_POLICY_ASK\x10\x02\x12\x1c\n\x18\x41PPROVAL_POLICY_DISABLED\x10\x03*d\n\x0c\x41utoRunScope\x12\x1e\n\x1a\x41UTO_RUN_SCOPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UTO_RUN_SCOPE_DM\x10\x01\x12\x1d\n\x19\x41UTO_RUN_SCOPE_EVERYWHERE\x10\x02\x32\xba\x03\n\x05Tools\x12R\n\tListTools\x12!.agents.tools.v1.ListToolsRequest\x1a\".agents.tools.v1.ListToolsResponse\x12X\n\x0b\x45xecuteTool\x12#.agents.tools.v1.ExecuteToolRequest\x1a$.agents.tools.v1.ExecuteToolResponse\x12R\n\tGetPolicy\x12!.agents.tools.v1.GetPolicyRequest\x1a\".agents.tools.v1.GetPolicyResponse\x12R\n\tSetPolicy\x12!.agents.tools.v1.SetPolicyRequest\x1a\".agents.tools.v1.SetPolicyResponse\x12[\n\x0cListPolicies\x12$.agents.tools.v1.ListPoliciesRequest\x1a%.agents.tools.v1.ListPoliciesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gents/tools/v1/tools.proto\x12\x0f\x61gents.tools.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9a\x01\n\nToolPolicy\x12\x11\n\ttool_name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x31\n\x08\x61pproval\x18\x03 \x01(\x0e\x32\x1f.agents.tools.v1.ApprovalPolicy\x12\x35\n\x0e\x61uto_run_scope\x18\x04 \x01(\x0e\x32\x1d.agents.tools.v1.AutoRunScope\"\xc3\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rserver_origin\x18\x04 \x01(\t\x12+\n\x06policy\x18\x05 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\x12\x0e\n\x06writes\x18\x06 \x01(\x08\x12\x15\n\rauto_approved\x18\x07 \x01(\x08\"\xbe\x01\n\x0bToolContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x0f\n\x07team_id\x18\x04 \x01(\t\x12\x19\n\x11is_direct_message\x18\x05 \x01(\x08\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12\x19\n\x11\x61utomated_invoker\x18\x07 \x01(\x08\x12\x18\n\x10\x62ound_channel_id\x18\x08 \x01(\t\"A\n\x10ListToolsRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.agents.tools.v1.ToolContext\"9\n\x11ListToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.agents.tools.v1.Tool\"7\n\x08\x43itation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07snippet\x18\x03 \x01(\t\"\x98\x01\n\x12\x45xecuteToolRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.agents.tools.v1.ToolContext\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"f\n\x13\x45xecuteToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12,\n\tcitations\x18\x03 \x03(\x0b\x32\x19.agents.tools.v1.Citation\"%\n\x10GetPolicyRequest\x12\x11\n\ttool_name\x18\x01 \x01(\t\"@\n\x11GetPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\"?\n\x10SetPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\"@\n\x11SetPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.agents.tools.v1.ToolPolicy\"\x15\n\x13ListPoliciesRequest\"E\n\x14ListPoliciesResponse\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.agents.tools.v1.ToolPolicy*\x82\x01\n\x0e\x41pprovalPolicy\x12\x1f\n\x1b\x41PPROVAL_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41PPROVAL_POLICY_AUTO\x10\x01\x12\x17\n\x13\x41PPROVAL_POLICY_ASK\x10\x02\x12\x1c\n\x18\x41PPROVAL_POLICY_DISABLED\x10\x03*d\n\x0c\x41utoRunScope\x12\x1e\n\x1a\x41UTO_RUN_SCOPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UTO_RUN_SCOPE_DM\x10\x01\x12\x1d\n\x19\x41UTO_RUN_SCOPE_EVERYWHERE\x10\x02\x32\xba\x03\n\x05Tools\x12R\n\tListTools\x12!.agents.tools.v1.ListToolsRequest\x1a\".agents.tools.v1.ListToolsResponse\x12X\n\x0b\x45xecuteTool\x12#.agents.tools.v1.ExecuteToolRequest\x1a$.agents.tools.v1.ExecuteToolResponse\x12R\n\tGetPolicy\x12!.agents.tools.v1.GetPolicyRequest\x1a\".agents.tools.v1.GetPolicyResponse\x12R\n\tSetPolicy\x12!.agents.tools.v1.SetPolicyRequest\x1a\".agents.tools.v1.SetPolicyResponse\x12[\n\x0cListPolicies\x12$.agents.tools.v1.ListPoliciesRequest\x1a%.agents.tools.v1.ListPoliciesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agents.tools.v1.tools_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPROVALPOLICY']._serialized_start=1373
-  _globals['_APPROVALPOLICY']._serialized_end=1503
-  _globals['_AUTORUNSCOPE']._serialized_start=1505
-  _globals['_AUTORUNSCOPE']._serialized_end=1605
+  _globals['_APPROVALPOLICY']._serialized_start=1399
+  _globals['_APPROVALPOLICY']._serialized_end=1529
+  _globals['_AUTORUNSCOPE']._serialized_start=1531
+  _globals['_AUTORUNSCOPE']._serialized_end=1631
   _globals['_TOOLPOLICY']._serialized_start=79
   _globals['_TOOLPOLICY']._serialized_end=233
   _globals['_TOOL']._serialized_start=236
   _globals['_TOOL']._serialized_end=431
   _globals['_TOOLCONTEXT']._serialized_start=434
-  _globals['_TOOLCONTEXT']._serialized_end=598
-  _globals['_LISTTOOLSREQUEST']._serialized_start=600
-  _globals['_LISTTOOLSREQUEST']._serialized_end=665
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=667
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=724
-  _globals['_CITATION']._serialized_start=726
-  _globals['_CITATION']._serialized_end=781
-  _globals['_EXECUTETOOLREQUEST']._serialized_start=784
-  _globals['_EXECUTETOOLREQUEST']._serialized_end=936
-  _globals['_EXECUTETOOLRESPONSE']._serialized_start=938
-  _globals['_EXECUTETOOLRESPONSE']._serialized_end=1040
-  _globals['_GETPOLICYREQUEST']._serialized_start=1042
-  _globals['_GETPOLICYREQUEST']._serialized_end=1079
-  _globals['_GETPOLICYRESPONSE']._serialized_start=1081
-  _globals['_GETPOLICYRESPONSE']._serialized_end=1145
-  _globals['_SETPOLICYREQUEST']._serialized_start=1147
-  _globals['_SETPOLICYREQUEST']._serialized_end=1210
-  _globals['_SETPOLICYRESPONSE']._serialized_start=1212
-  _globals['_SETPOLICYRESPONSE']._serialized_end=1276
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=1278
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=1299
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1301
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1370
-  _globals['_TOOLS']._serialized_start=1608
-  _globals['_TOOLS']._serialized_end=2050
+  _globals['_TOOLCONTEXT']._serialized_end=624
+  _globals['_LISTTOOLSREQUEST']._serialized_start=626
+  _globals['_LISTTOOLSREQUEST']._serialized_end=691
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=693
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=750
+  _globals['_CITATION']._serialized_start=752
+  _globals['_CITATION']._serialized_end=807
+  _globals['_EXECUTETOOLREQUEST']._serialized_start=810
+  _globals['_EXECUTETOOLREQUEST']._serialized_end=962
+  _globals['_EXECUTETOOLRESPONSE']._serialized_start=964
+  _globals['_EXECUTETOOLRESPONSE']._serialized_end=1066
+  _globals['_GETPOLICYREQUEST']._serialized_start=1068
+  _globals['_GETPOLICYREQUEST']._serialized_end=1105
+  _globals['_GETPOLICYRESPONSE']._serialized_start=1107
+  _globals['_GETPOLICYRESPONSE']._serialized_end=1171
+  _globals['_SETPOLICYREQUEST']._serialized_start=1173
+  _globals['_SETPOLICYREQUEST']._serialized_end=1236
+  _globals['_SETPOLICYRESPONSE']._serialized_start=1238
+  _globals['_SETPOLICYRESPONSE']._serialized_end=1302
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=1304
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=1325
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1327
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1396
+  _globals['_TOOLS']._serialized_start=1634
+  _globals['_TOOLS']._serialized_end=2076
 # @@protoc_insertion_point(module_scope)

@@ -171,6 +171,7 @@ class ToolContext(_message.Message):
     IS_DIRECT_MESSAGE_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     AUTOMATED_INVOKER_FIELD_NUMBER: _builtins.int
+    BOUND_CHANNEL_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The requesting user, whose Mattermost permissions the tools run with. Required."""
     agent_id: _builtins.str
@@ -185,6 +186,11 @@ class ToolContext(_message.Message):
     """Counters (web searches, failures) are kept per conversation."""
     automated_invoker: _builtins.bool
     """Another bot or plugin invoked the agent: only auto_run_everywhere tools."""
+    bound_channel_id: _builtins.str
+    """A channel analysis bound to this channel: only read_channel and get_channel_info are offered,
+    whatever the agent selects, they run without asking, and they read this channel whatever
+    channel the model names. "" otherwise.
+    """
     def __init__(
         self,
         *,
@@ -195,10 +201,11 @@ class ToolContext(_message.Message):
         is_direct_message: _builtins.bool = ...,
         conversation_id: _builtins.str = ...,
         automated_invoker: _builtins.bool = ...,
+        bound_channel_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "automated_invoker", b"automated_invoker", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "is_direct_message", b"is_direct_message", "team_id", b"team_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "automated_invoker", b"automated_invoker", "bound_channel_id", b"bound_channel_id", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "is_direct_message", b"is_direct_message", "team_id", b"team_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
