@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass
 
 from services.common.errors import DomainError, NotFound
+from services.common.mattermost.attachments import VISION_MIME_TYPES
 from services.llm.conversations.agent_registry import AgentProfile
 from services.llm.conversations.answers import PostAnswers
 from services.llm.conversations.blocks import turn_messages
-from services.llm.conversations.history import VISION_MIME_TYPES
 from services.llm.conversations.model import Conversation, Operation, RequestContext, Turn, TurnRole
 from services.llm.conversations.reads import ConversationReader
 from services.llm.providers.base import Message, Role
