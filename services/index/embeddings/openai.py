@@ -1,0 +1,183 @@
+"""Embeddings from OpenAI, OpenAI-compatible servers and Azure OpenAI, over the outbound guard.
+
+One wire API (``POST .../embeddings`` with ``input``: a list of texts) in three dialects: OpenAI
+takes ``model`` and a bearer key, Azure names the deployment in the URL and takes ``api-key``, and
+a compatible server may have no key. OpenAI and Azure answer in base64 (a quarter of the JSON
+floats' size, as OpenAI's own client asks); compatible servers are asked for floats, which they all
+speak. Every URL goes through ``GuardedHttpClient``: an admin's URL still cannot reach a private
+address the outbound policy does not allow.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from services.common.errors import (
+    DomainError,
+    FailedPrecondition,
+    QuotaExceeded,
+    UpstreamUnavailable,
+)
+from services.common.http_guard import GuardedHttpClient, GuardedResponse, OutboundPolicy
+from services.common.upstream_replies import parse_retry_after, redact_secrets
+from services.index.chunking import encoding
+from services.index.embeddings.batching import plan_batches
+from services.index.embeddings.settings import EmbeddingSettings, ProviderKind
+
+# text-embedding-ada-002 has one size and refuses a ``dimensions`` field.
+_FIXED_SIZE_MODELS = frozenset({"text-embedding-ada-002"})
+# A base64 float32 is ~5.4 bytes of JSON, a float ~20: room for a full batch of floats plus framing.
+_BYTES_PER_DIMENSION = 24
+_MAX_QUOTED = 300
+# Counting tokens of this many characters or more is moved off the event loop.
+_THREAD_THRESHOLD_CHARS = 32_000
+
+
+def outbound_policy(settings: EmbeddingSettings, base: OutboundPolicy) -> OutboundPolicy:
+    """``base`` with a response cap that fits a full batch of vectors (JSON floats for compatible servers)."""
+    needed = settings.max_inputs * settings.dimensions * _BYTES_PER_DIMENSION + 1024 * 1024
+    return OutboundPolicy(
+        allowed_hostnames=base.allowed_hostnames,
+        private_allowed_hostnames=base.private_allowed_hostnames,
+        denied_domains=base.denied_domains,
+        allowed_schemes=base.allowed_schemes,
+        max_redirects=base.max_redirects,
+        max_response_bytes=max(base.max_response_bytes, needed),
+        connect_timeout=base.connect_timeout,
+        total_timeout=base.total_timeout,
+        read_timeout=base.read_timeout,
+    )
+
+
+class OpenAIEmbedder:
+    """Embeds texts with one configured model; vectors come back in the order of the texts."""
+
+    def __init__(self, settings: EmbeddingSettings, http: GuardedHttpClient) -> None:
+        self.settings = settings
+        self._http = http
+        self._url = settings.endpoint()
+        self._base64 = settings.kind is not ProviderKind.OPENAI_COMPATIBLE
+
+    @property
+    def dimensions(self) -> int:
+        """The length of every vector this embedder returns."""
+        return self.settings.dimensions
+
+    @property
+    def model_key(self) -> str:
+        """Provider, model and dimensions: vectors with different keys are never compared."""
+        return self.settings.model_key
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        await self._http.close()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, batched within the provider's caps.
+
+        Raises ``InvalidInput`` (a text over the model's input limit), ``QuotaExceeded`` (rate
+        limited), ``UpstreamUnavailable`` (provider down) and ``FailedPrecondition`` (the provider
+        refuses the configuration: key, model, dimensions).
+        """
+        if not texts:
+            return []
+        counts = await _count_tokens(texts)
+        vectors: list[list[float]] = []
+        for batch in plan_batches(
+            counts, max_inputs=self.settings.max_inputs, max_tokens=self.settings.max_request_tokens
+        ):
+            vectors.extend(await self.embed_batch([texts[i] for i in batch]))
+        return vectors
+
+    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        """One request for ``texts`` (already within the caps)."""
+        response = await self._http.request("POST", self._url, headers=self._headers(), json=self._body(texts))
+        if response.status != 200:
+            raise self._error(response)
+        return self._vectors(response, len(texts))
+
+    def _headers(self) -> dict[str, str]:
+        if self.settings.kind is ProviderKind.AZURE:
+            return {"api-key": self.settings.api_key}
+        return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+
+    def _body(self, texts: Sequence[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": list(texts), "encoding_format": "base64" if self._base64 else "float"}
+        if self.settings.kind is not ProviderKind.AZURE:
+            body["model"] = self.settings.model
+        if self.settings.model not in _FIXED_SIZE_MODELS:
+            body["dimensions"] = self.settings.dimensions
+        return body
+
+    def _vectors(self, response: GuardedResponse, expected: int) -> list[list[float]]:
+        try:
+            data = response.json()["data"]
+            rows = sorted(data, key=lambda row: row["index"])
+            vectors = [_decode(row["embedding"]) for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamUnavailable(
+                f"{self._host()} sent an embeddings response that is not the expected JSON"
+            ) from exc
+        if len(vectors) != expected:
+            raise UpstreamUnavailable(f"{self._host()} answered {len(vectors)} embeddings for {expected} inputs")
+        for vector in vectors:
+            if len(vector) != self.settings.dimensions:
+                raise FailedPrecondition(
+                    f"model {self.settings.model} returned {len(vector)} dimensions but the configuration says "
+                    f"{self.settings.dimensions}; set dimensions to match the model"
+                )
+        return vectors
+
+    def _error(self, response: GuardedResponse) -> DomainError:
+        host = self._host()
+        retry_after = parse_retry_after(response.headers)
+        if response.status == 429:
+            return QuotaExceeded(f"{host} is rate limiting embeddings requests", retry_after=retry_after)
+        if response.status >= 500 or response.status == 408:
+            return UpstreamUnavailable(f"{host} failed with HTTP {response.status}", retry_after=retry_after)
+        quoted = redact_secrets(_upstream_message(response), self.settings.api_key)[:_MAX_QUOTED]
+        return FailedPrecondition(
+            f"{host} refused the embeddings request (HTTP {response.status}){': ' + quoted if quoted else ''}; "
+            "check the embedding provider's key, model and dimensions"
+        )
+
+    def _host(self) -> str:
+        return "the Azure OpenAI endpoint" if self.settings.kind is ProviderKind.AZURE else "the embedding provider"
+
+
+async def _count_tokens(texts: Sequence[str]) -> list[int]:
+    enc = encoding()
+
+    def count() -> list[int]:
+        return [len(tokens) for tokens in enc.encode_batch(list(texts), disallowed_special=())]
+
+    if sum(len(t) for t in texts) >= _THREAD_THRESHOLD_CHARS:
+        return await asyncio.to_thread(count)
+    return count()
+
+
+def _decode(embedding: Any) -> list[float]:
+    if isinstance(embedding, str):
+        values = array.array("f")
+        values.frombytes(base64.b64decode(embedding))
+        if sys.byteorder == "big":  # the wire format is little-endian float32
+            values.byteswap()
+        return values.tolist()
+    if isinstance(embedding, list):
+        return [float(v) for v in embedding]
+    raise TypeError("embedding is neither base64 nor a list")
+
+
+def _upstream_message(response: GuardedResponse) -> str:
+    try:
+        doc = response.json()
+    except ValueError:
+        return ""
+    error = doc.get("error") if isinstance(doc, Mapping) else None
+    message = error.get("message") if isinstance(error, Mapping) else None
+    return message if isinstance(message, str) else ""
