@@ -23,6 +23,7 @@ import hashlib
 import math
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,7 @@ class FakeEmbeddings:
     calls: list[EmbeddingCall] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
-    _refuse_next: int = 0
+    _refusals: deque[int] = field(default_factory=deque)
     _runner: web.AppRunner | None = None
     _port: int = 0
     _encoding: tiktoken.Encoding | None = None
@@ -124,12 +125,13 @@ class FakeEmbeddings:
 
     # ---- scripting and assertions ------------------------------------------------------------
 
-    def refuse_next(self, count: int) -> None:
-        """Answer the next ``count`` requests with 429 and ``Retry-After``."""
-        self._refuse_next += count
+    def refuse_next(self, count: int, status: int = 429) -> None:
+        """Answer the next ``count`` requests with ``status``: 429 comes with ``Retry-After``,
+        a 5xx without (an outage)."""
+        self._refusals.extend([status] * count)
 
     def drop_script(self) -> None:
-        self._refuse_next = 0
+        self._refusals.clear()
 
     @property
     def answered(self) -> list[EmbeddingCall]:
@@ -196,11 +198,15 @@ class FakeEmbeddings:
     def _check(
         self, request: web.Request, body: dict[str, Any], texts: list[str], tokens: int, model_from_body: bool
     ) -> tuple[int, web.Response]:
-        if self._refuse_next or (self.rate_limit_every and (len(self.calls) + 1) % self.rate_limit_every == 0):
-            self._refuse_next = max(0, self._refuse_next - 1)
+        status = self._refusals.popleft() if self._refusals else 0
+        if not status and self.rate_limit_every and (len(self.calls) + 1) % self.rate_limit_every == 0:
+            status = 429
+        if status == 429:
             response = _error(429, "Rate limit reached for requests", "rate_limit_exceeded")
             response.headers["Retry-After"] = f"{self.retry_after:g}"
             return 429, response
+        if status:
+            return status, _error(status, "The server is temporarily unable to handle the request.", None)
         model = body.get("model") if model_from_body else self.deployments[request.match_info["deployment"]]
         if model not in MODELS:
             message = f"The model `{model}` does not exist or you do not have access to it."

@@ -13,9 +13,12 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from services.common.errors import (
     DomainError,
@@ -27,13 +30,22 @@ from services.common.http_guard import GuardedHttpClient, GuardedResponse, Outbo
 from services.common.upstream_replies import parse_retry_after, redact_secrets
 from services.index.chunking import encoding
 from services.index.embeddings.batching import plan_batches
+from services.index.embeddings.pacing import Pacer
 from services.index.embeddings.settings import EmbeddingSettings, ProviderKind
+
+logger = logging.getLogger(__name__)
 
 # text-embedding-ada-002 has one size and refuses a ``dimensions`` field.
 _FIXED_SIZE_MODELS = frozenset({"text-embedding-ada-002"})
 # A base64 float32 is ~5.4 bytes of JSON, a float ~20: room for a full batch of floats plus framing.
 _BYTES_PER_DIMENSION = 24
 _MAX_QUOTED = 300
+# Tries per batch; with the backoff below a batch gives up after about a minute of failures.
+MAX_ATTEMPTS = 6
+# A Retry-After longer than this is not waited out in full (a provider asking for an hour).
+MAX_RETRY_AFTER = 60.0
+# Full jitter, 0.5 s doubling to 30 s, when the provider does not say when to come back.
+_BACKOFF = wait_random_exponential(multiplier=0.5, max=30.0)
 # Counting tokens of this many characters or more is moved off the event loop.
 _THREAD_THRESHOLD_CHARS = 32_000
 
@@ -62,6 +74,7 @@ class OpenAIEmbedder:
         self._http = http
         self._url = settings.endpoint()
         self._base64 = settings.kind is not ProviderKind.OPENAI_COMPATIBLE
+        self._pacer = Pacer(max_concurrency=settings.max_concurrency, tokens_per_minute=settings.tokens_per_minute)
 
     @property
     def dimensions(self) -> int:
@@ -77,22 +90,60 @@ class OpenAIEmbedder:
         """Close the HTTP client."""
         await self._http.close()
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector per text, batched within the provider's caps.
+    @property
+    def concurrency(self) -> int:
+        """Requests the embedder lets be in flight now (it adapts to the provider's 429s)."""
+        return self._pacer.concurrency
 
-        Raises ``InvalidInput`` (a text over the model's input limit), ``QuotaExceeded`` (rate
-        limited), ``UpstreamUnavailable`` (provider down) and ``FailedPrecondition`` (the provider
-        refuses the configuration: key, model, dimensions).
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in batches within the provider's caps, sent concurrently.
+
+        Rate limits and outages are retried with backoff (honouring ``Retry-After``) up to
+        ``MAX_ATTEMPTS`` times per batch. Raises ``InvalidInput`` (a text over the model's input
+        limit), ``QuotaExceeded`` (still rate limited), ``UpstreamUnavailable`` (provider still
+        down) and ``FailedPrecondition`` (the provider refuses the configuration: key, model,
+        dimensions).
         """
         if not texts:
             return []
         counts = await _count_tokens(texts)
-        vectors: list[list[float]] = []
-        for batch in plan_batches(
-            counts, max_inputs=self.settings.max_inputs, max_tokens=self.settings.max_request_tokens
-        ):
-            vectors.extend(await self.embed_batch([texts[i] for i in batch]))
-        return vectors
+        batches = plan_batches(counts, max_inputs=self.settings.max_inputs, max_tokens=self.settings.max_request_tokens)
+        tasks = [
+            asyncio.ensure_future(self._embed_paced([texts[i] for i in batch], sum(counts[i] for i in batch)))
+            for batch in batches
+        ]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # The first failure is the caller's answer; the other batches are of no use now.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [vector for vectors in results for vector in vectors]
+
+    async def _embed_paced(self, texts: Sequence[str], tokens: int) -> list[list[float]]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((QuotaExceeded, UpstreamUnavailable)),
+            wait=_retry_wait,
+            stop=stop_after_attempt(MAX_ATTEMPTS),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return await retrying(self._send_paced, texts, tokens)
+
+    async def _send_paced(self, texts: Sequence[str], tokens: int) -> list[list[float]]:
+        async with self._pacer.slot(tokens) as sent_at:
+            try:
+                vectors = await self.embed_batch(texts)
+            except (QuotaExceeded, UpstreamUnavailable) as exc:
+                if isinstance(exc, QuotaExceeded):
+                    self._pacer.backoff(sent_at)
+                if exc.retry_after is not None:
+                    self._pacer.hold(min(exc.retry_after, MAX_RETRY_AFTER))
+                raise
+            self._pacer.succeeded()
+            return vectors
 
     async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
         """One request for ``texts`` (already within the caps)."""
@@ -159,6 +210,25 @@ async def _count_tokens(texts: Sequence[str]) -> list[int]:
     if sum(len(t) for t in texts) >= _THREAD_THRESHOLD_CHARS:
         return await asyncio.to_thread(count)
     return count()
+
+
+def _retry_wait(state: RetryCallState) -> float:
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, QuotaExceeded | UpstreamUnavailable) and error.retry_after is not None:
+        return 0.0  # the pacer holds every request until then
+    return _BACKOFF(state)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    logger.warning(
+        "embeddings request failed; trying again",
+        extra={
+            "attempt": state.attempt_number,
+            "retry_in": state.next_action.sleep if state.next_action else 0.0,
+            "error": error.message if isinstance(error, DomainError) else type(error).__name__,
+        },
+    )
 
 
 def _decode(embedding: Any) -> list[float]:

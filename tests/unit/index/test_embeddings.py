@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from services.common.errors import FailedPrecondition, InvalidInput, QuotaExceeded
 from services.common.http_guard import DestinationRefused, OutboundPolicy
 from services.index.embeddings import Embedder, EmbeddingSettings, ProviderKind, create_embedder
+from services.index.embeddings.openai import MAX_ATTEMPTS
 from tests.fakes.embeddings import FakeEmbeddings, fake_vector
 
 LOOPBACK = OutboundPolicy(private_allowed_hostnames=frozenset({"127.0.0.1"}))
@@ -94,12 +96,19 @@ async def test_azure_names_the_deployment_in_the_url_and_sends_its_api_key(fake:
     assert "model" not in call.body
 
 
-async def test_batches_respect_the_providers_input_count_cap(fake: FakeEmbeddings, embedder: Embedder) -> None:
-    texts = [f"message {n}" for n in range(5000)]
-    vectors = await embedder.embed(texts)
-    assert len(vectors) == 5000
-    assert vectors[4321] == pytest.approx(fake_vector("message 4321", 64), abs=1e-6)
-    assert [c.inputs for c in fake.calls] == [2048, 2048, 904]
+async def test_batches_respect_the_providers_input_count_cap(fake: FakeEmbeddings) -> None:
+    fake.max_inputs = 100
+    settings = EmbeddingSettings.from_search_config(search_config(fake, maxInputsPerRequest=100))
+    assert EmbeddingSettings.from_search_config(search_config(fake)).max_inputs == 2048  # OpenAI's cap
+    client = create_embedder(settings, LOOPBACK)
+    try:
+        vectors = await client.embed([f"message {n}" for n in range(250)])
+    finally:
+        await client.close()
+    assert len(vectors) == 250
+    assert vectors[234] == pytest.approx(fake_vector("message 234", 64), abs=1e-6)
+    assert sorted(c.inputs for c in fake.calls) == [50, 100, 100]
+    assert all(c.status == 200 for c in fake.calls)
 
 
 async def test_batches_respect_the_providers_token_cap(fake: FakeEmbeddings) -> None:
@@ -113,7 +122,7 @@ async def test_batches_respect_the_providers_token_cap(fake: FakeEmbeddings) -> 
         await client.close()
     assert len(vectors) == 25
     assert all(c.status == 200 and c.tokens <= 1000 for c in fake.calls)
-    assert [c.inputs for c in fake.calls] == [10, 10, 5]
+    assert sorted(c.inputs for c in fake.calls) == [5, 10, 10]
 
 
 async def test_a_text_over_the_models_input_limit_is_refused_naming_the_limit(embedder: Embedder) -> None:
@@ -146,12 +155,68 @@ async def test_vectors_of_another_size_than_configured_are_refused(fake: FakeEmb
     assert "dimensions" not in fake.calls[0].body  # ada-002 takes no dimensions field
 
 
-async def test_rate_limiting_carries_the_providers_retry_after(fake: FakeEmbeddings, embedder: Embedder) -> None:
-    fake.retry_after = 7
-    fake.refuse_next(1)
+async def test_rate_limited_requests_are_sent_again_after_the_providers_retry_after(
+    fake: FakeEmbeddings, embedder: Embedder
+) -> None:
+    fake.retry_after = 0.2
+    fake.refuse_next(2)
+    [vector] = await embedder.embed(["retry me"])
+    assert vector == pytest.approx(fake_vector("retry me", 64), abs=1e-6)
+    assert [c.status for c in fake.calls] == [429, 429, 200]
+    assert all(later.at - earlier.at >= 0.2 for earlier, later in itertools.pairwise(fake.calls))
+
+
+async def test_an_outage_is_retried_with_backoff(fake: FakeEmbeddings, embedder: Embedder) -> None:
+    fake.refuse_next(2, status=503)
+    assert len(await embedder.embed(["a", "b"])) == 2
+    assert [c.status for c in fake.calls] == [503, 503, 200]
+
+
+async def test_a_provider_rate_limiting_every_attempt_ends_in_quota_exceeded_with_its_retry_after(
+    fake: FakeEmbeddings, embedder: Embedder
+) -> None:
+    fake.retry_after = 0.01
+    fake.refuse_next(MAX_ATTEMPTS)
     with pytest.raises(QuotaExceeded) as raised:
         await embedder.embed(["x"])
-    assert raised.value.retry_after == 7
+    assert raised.value.retry_after == pytest.approx(0.01)
+    assert len(fake.calls) == MAX_ATTEMPTS
+
+
+async def test_concurrency_adapts_to_429s_below_its_ceiling(fake: FakeEmbeddings) -> None:
+    fake.latency, fake.retry_after, fake.rate_limit_every = 0.005, 0, 3
+    settings = EmbeddingSettings.from_search_config(search_config(fake, maxInputsPerRequest=1, maxConcurrency=6))
+    client = create_embedder(settings, LOOPBACK)
+    try:
+        assert client.concurrency == 6
+        vectors = await client.embed([f"text {n}" for n in range(60)])
+        assert len(vectors) == 60
+        assert client.concurrency < 6  # every third request refused: the limit was cut and stays low
+    finally:
+        await client.close()
+    assert fake.max_in_flight <= 6
+    assert fake.rate_limited >= 20
+
+
+async def test_a_token_budget_paces_requests_within_five_percent_despite_latency_and_429s(
+    fake: FakeEmbeddings,
+) -> None:
+    fake.latency, fake.retry_after, fake.rate_limit_every = 0.02, 0.05, 7
+    budget = 120_000  # tokens a minute: 2,000 a second
+    settings = EmbeddingSettings.from_search_config(
+        search_config(fake, tokensPerMinute=budget, maxInputsPerRequest=10, maxConcurrency=4)
+    )
+    client = create_embedder(settings, LOOPBACK)
+    try:
+        await client.embed([f"chunk number {n} of the budget test" for n in range(300)])
+    finally:
+        await client.close()
+    calls = fake.calls
+    assert fake.rate_limited > 0
+    # Every token sent counts, refused requests' too: they are what a provider's limiter sees.
+    sent_before_last = sum(c.tokens for c in calls[:-1])
+    rate_per_minute = sent_before_last / (calls[-1].at - calls[0].at) * 60
+    assert rate_per_minute <= budget * 1.05
 
 
 async def test_provider_urls_go_through_the_outbound_guard(fake: FakeEmbeddings) -> None:
