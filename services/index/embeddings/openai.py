@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -53,17 +54,7 @@ _THREAD_THRESHOLD_CHARS = 32_000
 def outbound_policy(settings: EmbeddingSettings, base: OutboundPolicy) -> OutboundPolicy:
     """``base`` with a response cap that fits a full batch of vectors (JSON floats for compatible servers)."""
     needed = settings.max_inputs * settings.dimensions * _BYTES_PER_DIMENSION + 1024 * 1024
-    return OutboundPolicy(
-        allowed_hostnames=base.allowed_hostnames,
-        private_allowed_hostnames=base.private_allowed_hostnames,
-        denied_domains=base.denied_domains,
-        allowed_schemes=base.allowed_schemes,
-        max_redirects=base.max_redirects,
-        max_response_bytes=max(base.max_response_bytes, needed),
-        connect_timeout=base.connect_timeout,
-        total_timeout=base.total_timeout,
-        read_timeout=base.read_timeout,
-    )
+    return dataclasses.replace(base, max_response_bytes=max(base.max_response_bytes, needed))
 
 
 class OpenAIEmbedder:
@@ -202,7 +193,7 @@ class OpenAIEmbedder:
 
 
 async def _count_tokens(texts: Sequence[str]) -> list[int]:
-    enc = encoding()
+    enc = await asyncio.to_thread(encoding)  # loads once (a few hundred ms), then cached
 
     def count() -> list[int]:
         return [len(tokens) for tokens in enc.encode_batch(list(texts), disallowed_special=())]
