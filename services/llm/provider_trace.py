@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from services.common.telemetry import REDACTED, is_secret_name
-from services.llm.providers.errors import redact_secrets
+from services.common.upstream_replies import redact_secrets
 from services.llm.streaming import CompletionResult
 
 logger = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from botocore.eventstream import EventStreamBuffer, InvalidHeadersLength, Invali
 from yarl import URL
 
 from services.common.errors import ErrorClass, InvalidInput
+from services.common.upstream_replies import redact_secrets
 from services.llm.providers.anthropic import thinking_budget
 from services.llm.providers.base import (
     CompletionRequest,
@@ -51,7 +52,6 @@ from services.llm.providers.errors import (
     MAX_ERROR_BODY_BYTES,
     provider_error_from_exception,
     provider_error_from_response,
-    redact_secrets,
     truncated_stream,
 )
 from services.llm.providers.http_stream import read_bounded

@@ -8,65 +8,24 @@ the provider echoed back scrubbed out, and never include our credentials.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from services.common.errors import ErrorClass
+from services.common.upstream_replies import parse_retry_after, redact_secrets
 from services.llm.providers.base import ProviderError
 
 MAX_ERROR_BODY_BYTES = 64 * 1024  # error bodies are small JSON; never buffer a huge one
 _MAX_QUOTED_MESSAGE = 500
 
-# Providers sometimes echo (part of) the key in their message ("Incorrect API key provided:
-# sk-abc***xyz"); scrub anything that looks like a key before the message goes anywhere.
-_KEY_PATTERNS = (
-    (re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{12,}"), "[redacted]"),
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"), r"\1[redacted]"),
-)
 _MODEL_NOT_FOUND_CODES = {"model_not_found", "deploymentnotfound", "not_found_error", "invalid_model"}
 _MODEL_WORDS = re.compile(
     r"(?i)(model|deployment)[^.]{0,80}(does not exist|not found|unknown|invalid|not supported|"
     r"do not have access)|(unknown|invalid|no such) (model|deployment)"
 )
-
-
-def redact_secrets(text: str, *secrets: str) -> str:
-    """``text`` with the given secrets and anything shaped like an API key replaced by ``[redacted]``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    for pattern, replacement in _KEY_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
-    ms = _header(headers, "retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = _header(headers, "retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def provider_error_from_response(

@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 
 from services.common.errors import ErrorClass
-from services.llm.providers.errors import (
-    parse_retry_after,
-    provider_error_from_exception,
-    provider_error_from_response,
-    redact_secrets,
-)
+from services.common.upstream_replies import parse_retry_after, redact_secrets
+from services.llm.providers.errors import provider_error_from_exception, provider_error_from_response
 
 
 def _body(code: str, message: str) -> bytes:
