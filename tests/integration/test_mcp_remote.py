@@ -1,0 +1,298 @@
+"""Remote MCP servers, client side: the admin's server configuration, per-user sessions over
+streamable HTTP with real SDK servers (one initialize per idle window, a deadline that cuts a hung
+server without holding up anyone else, idle close), the plugin's MCP routes, the outbound guard and
+the tool-call span. Everything goes through the gateway's routes or the mcp service's gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from agents.mcp.v1 import mcp_pb2 as mcp_pb2
+from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
+from google.protobuf import struct_pb2
+
+from services.cluster.supervisor import free_port
+from services.common.identity import Identity
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.mattermost.state import FakeUser
+from tests.fakes.mcp_remote import FakeMcpServer, HangingServer
+from tests.harness import ClusterHarness, SessionPostgres, wait_serving
+from tests.polling import poll
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SECRET_HEADER = "Bearer jira-static-s3cret"
+ENV = {
+    "AGENTS_INDEX_LICENSE": "enterprise",
+    # The fakes listen on the loopback address; an operator opens exactly that host to MCP servers.
+    "AGENTS_MCP_PRIVATE_ALLOWED_HOSTNAMES": "127.0.0.1",
+    "AGENTS_MCP_CALL_TIMEOUT_SECONDS": "2",
+    "AGENTS_MCP_CONNECT_TIMEOUT_SECONDS": "2",
+}
+
+
+@dataclass
+class World:
+    h: ClusterHarness
+    admin: FakeUser
+    jira: FakeMcpServer
+    wiki: FakeMcpServer
+    watcher: FakeUser
+
+    def user(self, name: str) -> FakeUser:
+        return self.h.mattermost.add_user(name)
+
+    def servers(self, *extra: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"name": "jira", "enabled": True, "baseURL": self.jira.url, "headers": {"Authorization": SECRET_HEADER}},
+            {
+                "name": "wiki",
+                "enabled": True,
+                "baseURL": self.wiki.url,
+                "tool_configs": [
+                    {"name": "add", "enabled": False, "policy": "ask"},
+                    {"name": "echo", "enabled": True, "policy": "auto_run_everywhere"},
+                ],
+            },
+            *extra,
+        ]
+
+    async def configure(self, servers: list[dict[str, Any]], *, within: float = 20) -> None:
+        """Save the servers, then wait until the mcp service lists exactly them (as a watcher user)."""
+        status, body, _ = await self.h.request(
+            "PUT", "/admin/config", user=self.admin, json_body={"mcp": {"servers": servers}}
+        )
+        assert status == 200, body
+        watcher = self.watcher
+        names = sorted(s["name"] for s in servers if s["enabled"])
+
+        async def applied() -> bool:
+            status, body = await self.h.get("/mcp/tools", user=watcher)
+            return status == 200 and sorted(s["name"] for s in body["servers"]) == names
+
+        await poll(applied, within=within, interval=0.1, message=f"the mcp service never listed {names}")
+
+    async def call(
+        self, user: FakeUser, origin: str, tool: str, arguments: dict[str, Any], *, address: str = ""
+    ) -> mcp_pb2.CallToolResponse:
+        args = struct_pb2.Struct()
+        args.update(arguments)
+        async with grpc.aio.insecure_channel(address or self.h.cluster.address("mcp")) as channel:  # type: ignore[union-attr]
+            return await mcp_pb2_grpc.MCPStub(channel).CallTool(
+                mcp_pb2.CallToolRequest(server_origin=origin, tool_name=tool, arguments=args),
+                metadata=self.h.metadata(Identity(user_id=user.id)),
+                timeout=10,
+            )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    async with (
+        FakeMcpServer("jira", legacy=True) as jira,
+        FakeMcpServer("wiki") as wiki,
+        ClusterHarness(postgres, env=ENV) as h,
+    ):
+        admin = h.mattermost.add_user("root", roles="system_user system_admin")
+        w = World(h, admin, jira, wiki, h.mattermost.add_user("watcher"))
+        await w.configure(w.servers())
+        yield w
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+async def test_custom_headers_are_masked_on_read_and_still_sent_to_the_server(world: World) -> None:
+    status, config = await world.h.get("/admin/config", user=world.admin)
+    assert status == 200
+    jira = next(s for s in config["mcp"]["servers"] if s["name"] == "jira")
+    assert jira["headers"] == {"Authorization": "********"}
+    assert SECRET_HEADER not in json.dumps(config)
+    # Saving the masked document back keeps the stored value.
+    status, body, _ = await world.h.request("PUT", "/admin/config", user=world.admin, json_body=config)
+    assert status == 200, body
+    await world.call(world.user("hedda"), world.jira.url, "echo", {"text": "hi"})
+    assert world.jira.headers_seen[-1]["authorization"] == SECRET_HEADER
+
+
+async def test_a_header_with_a_line_break_is_refused_with_400_naming_it(world: World) -> None:
+    bad = world.servers()
+    bad[0]["headers"] = {"X-Team": "a\r\nX-Injected: yes"}
+    status, body, _ = await world.h.request(
+        "PUT", "/admin/config", user=world.admin, json_body={"mcp": {"servers": bad}}
+    )
+    assert status == 400
+    assert "mcp.servers[jira].headers.X-Team" in body["error"]
+
+
+# --- per-user sessions -----------------------------------------------------------------------------
+
+
+async def test_one_initialize_per_user_however_many_calls_and_listings(world: World) -> None:
+    ada, bo = world.user("ada"), world.user("bo")
+    before = world.jira.handshakes
+    # Concurrent first calls of one user share one session; each user gets their own.
+    results = await asyncio.gather(
+        *(world.call(u, world.jira.url, "add", {"a": i, "b": 1}) for u in (ada, bo) for i in range(4))
+    )
+    assert [r.content for r in results] == ["1", "2", "3", "4"] * 2
+    for _ in range(3):
+        status, _ = await world.h.get("/mcp/tools", user=ada)
+        assert status == 200
+    assert world.jira.handshakes - before == 2
+
+
+async def test_the_users_tools_list_each_server_with_the_admins_settings(world: World) -> None:
+    cleo = world.user("cleo")
+    status, body = await world.h.get("/mcp/tools", user=cleo)
+    assert status == 200
+    assert_matches_openapi("GET", "/mcp/tools", 200, body)
+    servers = {s["name"]: s for s in body["servers"]}
+    assert servers["jira"]["serverOrigin"] == world.jira.url
+    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "fail", "hang"}
+    wiki = {t["name"]: t for t in servers["wiki"]["tools"]}
+    assert (wiki["add"]["enabled"], wiki["echo"]["policy"], wiki["fail"]["policy"]) == (
+        False,
+        "auto_run_everywhere",
+        "ask",
+    )
+
+
+async def test_a_tool_the_admin_disabled_is_refused_without_calling_the_server(world: World) -> None:
+    dora = world.user("dora")
+    calls = world.wiki.methods["tools/call"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await world.call(dora, world.wiki.url, "add", {"a": 1, "b": 2})
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert world.wiki.methods["tools/call"] == calls
+
+
+async def test_a_tool_error_is_reported_as_the_tools_output(world: World) -> None:
+    reply = await world.call(world.user("egon"), world.jira.url, "fail", {})
+    assert reply.is_error and "always fails" in reply.content
+
+
+async def test_a_hung_call_is_cut_at_the_deadline_while_other_users_calls_go_through(world: World) -> None:
+    fay, gus = world.user("fay"), world.user("gus")
+    hung = asyncio.create_task(world.call(fay, world.jira.url, "hang", {}))
+    await poll(lambda: world.jira.hanging >= 1, within=10, message="the hang tool was never called")
+    # While fay's call hangs, gus's calls to the same server and fay's own to another answer.
+    assert (await world.call(gus, world.jira.url, "echo", {"text": "still here"})).content == "still here"
+    assert (await world.call(fay, world.wiki.url, "echo", {"text": "me too"})).content == "me too"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await hung
+    assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert "did not answer in time" in (err.value.details() or "")
+    # The cut session is gone; fay's next call opens a new one and works.
+    before = world.jira.handshakes
+    assert (await world.call(fay, world.jira.url, "echo", {"text": "again"})).content == "again"
+    assert world.jira.handshakes - before == 1
+
+
+async def test_a_server_that_never_answers_shows_an_error_and_holds_up_no_one(world: World) -> None:
+    async with HangingServer() as hanging:
+        await world.configure(world.servers({"name": "stuck", "enabled": True, "baseURL": hanging.url}))
+        try:
+            hal, ida = world.user("hal"), world.user("ida")
+            listing = asyncio.create_task(world.h.get("/mcp/tools", user=hal))
+            await poll(lambda: hanging.connections >= 1, within=10, message="the stuck server was never contacted")
+            assert (await world.call(ida, world.jira.url, "echo", {"text": "fine"})).content == "fine"
+            status, body = await listing
+            assert status == 200
+            servers = {s["name"]: s for s in body["servers"]}
+            assert servers["stuck"]["tools"] == [] and servers["jira"]["tools"]
+        finally:
+            await world.configure(world.servers())
+
+
+async def test_a_server_the_outbound_guard_refuses_is_never_contacted(world: World) -> None:
+    async with FakeMcpServer("private") as private:
+        # localhost is not the host the operator opened (127.0.0.1): it resolves to a loopback address.
+        url = private.url.replace("127.0.0.1", "localhost")
+        await world.configure(world.servers({"name": "private", "enabled": True, "baseURL": url}))
+        try:
+            status, body = await world.h.get("/admin/mcp/tools", user=world.admin)
+            assert status == 200
+            refused = next(s for s in body["servers"] if s["name"] == "private")
+            assert "outbound policy" in refused["error"] and "127.0.0.1" not in refused["error"]
+            assert private.requests == 0
+        finally:
+            await world.configure(world.servers())
+
+
+async def test_a_disabled_server_is_not_contacted_even_for_the_admins_status(world: World) -> None:
+    async with FakeMcpServer("off") as off:
+        servers = world.servers({"name": "off", "enabled": False, "baseURL": off.url})
+        await world.configure(servers)
+        try:
+            status, body = await world.h.get("/admin/mcp/tools", user=world.admin)
+            assert status == 200
+            assert_matches_openapi("GET", "/admin/mcp/tools", 200, body)
+            shown = {s["name"]: s for s in body["servers"]}
+            assert shown["off"]["enabled"] is False and shown["off"]["tools"] == []
+            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 4
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await world.call(world.user("jon"), off.url, "echo", {"text": "x"})
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert off.requests == 0
+        finally:
+            await world.configure(world.servers())
+
+
+async def test_clearing_the_cache_lists_the_tools_again(world: World) -> None:
+    kai = world.user("kai")
+    await world.h.get("/mcp/tools", user=kai)
+    listed = world.jira.methods["tools/list"]
+    await world.h.get("/mcp/tools", user=kai)
+    assert world.jira.methods["tools/list"] == listed
+    status, body, _ = await world.h.request("POST", "/admin/mcp/tools/cache/clear", user=world.admin)
+    assert status == 200
+    assert_matches_openapi("POST", "/admin/mcp/tools/cache/clear", 200, body)
+    assert body["cleared_servers"] >= 1
+    await world.h.get("/mcp/tools", user=kai)
+    assert world.jira.methods["tools/list"] == listed + 1
+
+
+async def test_a_tool_call_has_its_span_and_carries_the_trace_in_params_meta(world: World) -> None:
+    await world.call(world.user("lea"), world.jira.url, "echo", {"text": "traced"})
+
+    def found(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"] == "MCP tool call" and s["attributes"].get("agents.mcp.tool") == "echo" for s in spans)
+
+    spans = await world.h.wait_for_spans(found)
+    span = next(s for s in reversed(spans) if s["name"] == "MCP tool call")
+    assert span["service"] == "mcp" and span["attributes"]["agents.mcp.server"] == "jira"
+    call = next(m for m in reversed(world.jira.messages) if m["method"] == "tools/call")
+    traceparent = call["params"]["_meta"]["traceparent"]
+    assert traceparent.split("-")[1] == span["trace_id"]
+
+
+async def test_idle_sessions_close_and_the_next_call_initializes_again(world: World) -> None:
+    """A second mcp replica with a short idle timeout (the setting overrides idleTimeoutMinutes)."""
+    cluster = world.h.cluster
+    assert cluster is not None
+    port = free_port(cluster.config.host)
+    env = {**cluster.environment(), "AGENTS_MCP_GRPC_PORT": str(port), "AGENTS_MCP_IDLE_TIMEOUT_SECONDS": "0.5"}
+    await cluster.start_service("mcp-idle", env, module="mcp")
+    try:
+        await wait_serving(port)
+        address = f"{cluster.config.host}:{port}"
+        max_ = world.user("max")
+        handshakes, deletes = world.jira.handshakes, world.jira.http_methods["DELETE"]
+        await world.call(max_, world.jira.url, "echo", {"text": "one"}, address=address)
+        assert world.jira.handshakes - handshakes == 1
+        await poll(
+            lambda: world.jira.http_methods["DELETE"] > deletes,
+            within=10,
+            message="the idle session was never closed",
+        )
+        await world.call(max_, world.jira.url, "echo", {"text": "two"}, address=address)
+        assert world.jira.handshakes - handshakes == 2
+    finally:
+        await cluster.stop_service("mcp-idle", grace=10)
