@@ -79,7 +79,8 @@ class McpServicer(mcp_pb2_grpc.MCPServicer):
         context: grpc.aio.ServicerContext[mcp_pb2.ListUserToolsRequest, mcp_pb2.ListUserToolsResponse],
     ) -> mcp_pb2.ListUserToolsResponse:
         """The enabled servers' tools for the calling user."""
-        found = await self.remote.user_tools(_user_id(), frozenset(request.disabled_servers))
+        only = frozenset(request.server_origins) if request.only_listed_servers else None
+        found = await self.remote.user_tools(_user_id(), frozenset(request.disabled_servers), only)
         return mcp_pb2.ListUserToolsResponse(servers=[_user_server_to_pb(s) for s in found])
 
     async def CallTool(

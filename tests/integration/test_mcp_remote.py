@@ -16,6 +16,8 @@ import pytest
 import pytest_asyncio
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
+from agents.tools.v1 import tools_pb2 as tools_pb2
+from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 from google.protobuf import struct_pb2
 
 from services.cluster.supervisor import free_port
@@ -23,7 +25,7 @@ from services.common.identity import Identity
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.mcp_remote import FakeMcpServer, HangingServer
-from tests.harness import ClusterHarness, SessionPostgres, wait_serving
+from tests.harness import ClusterHarness, SessionPostgres, insert_agent, wait_serving
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -90,6 +92,49 @@ class World:
                 metadata=self.h.metadata(Identity(user_id=user.id)),
                 timeout=10,
             )
+
+
+@dataclass
+class Agent:
+    """An agent with its bot, and a user's DM with it."""
+
+    world: World
+    id: str
+    user: FakeUser
+    dm_id: str
+
+    def context(self) -> tools_pb2.ToolContext:
+        return tools_pb2.ToolContext(
+            user_id=self.user.id, agent_id=self.id, channel_id=self.dm_id, is_direct_message=True
+        )
+
+    async def list_tools(self) -> dict[str, tools_pb2.Tool]:
+        async with self.world.h.channel("tools") as channel:
+            reply = await tools_pb2_grpc.ToolsStub(channel).ListTools(
+                tools_pb2.ListToolsRequest(context=self.context()), metadata=self.world.h.metadata(), timeout=10
+            )
+        return {t.name: t for t in reply.tools}
+
+    async def execute(self, tool: str, arguments: dict[str, Any]) -> tools_pb2.ExecuteToolResponse:
+        args = struct_pb2.Struct()
+        args.update(arguments)
+        async with self.world.h.channel("tools") as channel:
+            return await tools_pb2_grpc.ToolsStub(channel).ExecuteTool(
+                tools_pb2.ExecuteToolRequest(context=self.context(), tool_name=tool, arguments=args),
+                metadata=self.world.h.metadata(),
+                timeout=10,
+            )
+
+
+async def new_agent(world: World, name: str, user: FakeUser, **columns: object) -> Agent:
+    mm = world.h.mattermost
+    bot = mm.add_user(f"{name}-bot", is_bot=True)
+    agent_id = await insert_agent(world.h.database_url, name, bot.id, **columns)
+    return Agent(world, agent_id, user, mm.add_direct_channel(user, bot).id)
+
+
+def selection(*refs: tuple[str, str]) -> str:
+    return json.dumps([{"server_origin": origin, "tool_name": tool} for origin, tool in refs])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -296,3 +341,51 @@ async def test_idle_sessions_close_and_the_next_call_initializes_again(world: Wo
         assert world.jira.handshakes - handshakes == 2
     finally:
         await cluster.stop_service("mcp-idle", grace=10)
+
+
+# --- agents: remote tools in the tools service -------------------------------------------------------
+
+
+async def test_an_agent_gets_only_its_selected_servers_tools_and_other_servers_hear_nothing(world: World) -> None:
+    async with FakeMcpServer("vault") as vault:
+        await world.configure(world.servers({"name": "vault", "enabled": True, "baseURL": vault.url}))
+        try:
+            requests = vault.requests
+            agent = await new_agent(
+                world,
+                "picky",
+                world.user("nora"),
+                enabledtools=selection((world.jira.url, "echo"), (world.wiki.url, "*")),
+            )
+            tools = await agent.list_tools()
+            assert tools["echo"].server_origin == world.jira.url and not tools["echo"].auto_approved
+            assert "fail" in tools and tools["fail"].server_origin == world.wiki.url  # the whole wiki server
+            assert "add" not in tools  # jira's add is not selected and wiki's is disabled by the admin
+            assert "read_post" not in tools  # no built-in tool selected either
+            reply = await agent.execute("echo", {"text": "from the agent"})
+            assert (reply.content, reply.is_error) == ("from the agent", False)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await agent.execute("add", {"a": 1, "b": 2})
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert vault.requests == requests  # not one request for this agent
+        finally:
+            await world.configure(world.servers())
+
+
+async def test_an_agent_without_remote_tools_contacts_no_server(world: World) -> None:
+    jira, wiki = world.jira.requests, world.wiki.requests
+    agent = await new_agent(world, "plain", world.user("otto"), enabledtools=selection(("embedded://mattermost", "*")))
+    tools = await agent.list_tools()
+    assert "read_post" in tools and "echo" not in tools
+    with pytest.raises(grpc.aio.AioRpcError):
+        await agent.execute("echo", {"text": "x"})
+    assert (world.jira.requests, world.wiki.requests) == (jira, wiki)
+
+
+async def test_auto_enable_all_offers_every_servers_tools_with_the_admins_policy(world: World) -> None:
+    agent = await new_agent(world, "eager", world.user("pia"), autoenablenewmcptools=True)
+    tools = await agent.list_tools()
+    # jira comes first in the configuration, so its echo wins the name; wiki's add is disabled.
+    assert tools["echo"].server_origin == world.jira.url
+    assert tools["add"].server_origin == world.jira.url
+    assert (await agent.execute("add", {"a": 2, "b": 3})).content == "5"
