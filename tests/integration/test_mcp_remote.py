@@ -31,6 +31,8 @@ from tests.polling import poll
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SECRET_HEADER = "Bearer jira-static-s3cret"
+# The service the seeded agents name (insert_agent's serviceid): saving an agent checks it exists.
+SERVICE = {"id": "svc", "name": "svc", "type": "openai", "apiKey": "sk-test"}
 ENV = {
     "AGENTS_INDEX_LICENSE": "enterprise",
     # The fakes listen on the loopback address; an operator opens exactly that host to MCP servers.
@@ -68,9 +70,8 @@ class World:
 
     async def configure(self, servers: list[dict[str, Any]], *, within: float = 20) -> None:
         """Save the servers, then wait until the mcp service lists exactly them (as a watcher user)."""
-        status, body, _ = await self.h.request(
-            "PUT", "/admin/config", user=self.admin, json_body={"mcp": {"servers": servers}}
-        )
+        document = {"services": [SERVICE], "mcp": {"servers": servers}}
+        status, body, _ = await self.h.request("PUT", "/admin/config", user=self.admin, json_body=document)
         assert status == 200, body
         watcher = self.watcher
         names = sorted(s["name"] for s in servers if s["enabled"])
@@ -389,3 +390,23 @@ async def test_auto_enable_all_offers_every_servers_tools_with_the_admins_policy
     assert tools["echo"].server_origin == world.jira.url
     assert tools["add"].server_origin == world.jira.url
     assert (await agent.execute("add", {"a": 2, "b": 3})).content == "5"
+
+
+async def test_saving_an_agent_drops_the_tools_its_servers_no_longer_offer(world: World) -> None:
+    jira, gone = world.jira.url, "http://127.0.0.1:9/mcp"  # gone: a server no longer configured
+    chosen = [(jira, "echo"), (jira, "retired"), (gone, "x"), ("embedded://mattermost", "read_post")]
+    agent = await new_agent(world, "saver", world.user("quin"), enabledtools=selection(*chosen))
+    wiki = world.wiki.requests
+    status, body = await world.h.get(f"/agents/{agent.id}", user=world.admin)
+    assert status == 200
+    status, saved, _ = await world.h.request("PUT", f"/agents/{agent.id}", user=world.admin, json_body=body)
+    assert status == 200, saved
+    assert saved["droppedMCPTools"] == [
+        {"server_origin": jira, "tool_name": "retired"},
+        {"server_origin": gone, "tool_name": "x"},
+    ]
+    assert [(t["server_origin"], t["tool_name"]) for t in saved["enabledMCPTools"]] == [
+        (jira, "echo"),
+        ("embedded://mattermost", "read_post"),
+    ]
+    assert world.wiki.requests == wiki  # a server the agent does not use is not asked
