@@ -26,6 +26,8 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         self._policy = policy
         self._resolve_name = resolve_name
         self._inner = httpx2.AsyncHTTPTransport()
+        # The latest 401's WWW-Authenticate value: the SDK reports any refusal as one generic error.
+        self.challenge: str | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send ``request`` to an address the guard allowed; DestinationRefused otherwise."""
@@ -33,7 +35,12 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         if request.url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": checked.host}
         request.url = request.url.copy_with(host=str(checked.addresses[0]))
-        return await self._inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
+        if response.status_code == 401:
+            self.challenge = response.headers.get("www-authenticate", "")
+        elif response.is_success:
+            self.challenge = None
+        return response
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -52,6 +52,7 @@ class _Session:
     server: RemoteServer
     stop: asyncio.Event
     task: asyncio.Task[None]
+    transport: GuardedTransport
     client: Client | None = None
     last_used: float = 0.0
     in_flight: int = 0
@@ -144,6 +145,7 @@ class SessionManager:
                 try:
                     yield session
                 except MCPError:
+                    _raise_if_refused(session.transport, server)
                     raise  # the server answered (with an error): the session is fine
                 except Exception:
                     # The server hung or the connection broke: the next call starts a fresh session.
@@ -195,20 +197,26 @@ class SessionManager:
     async def _open(self, key: Key, server: RemoteServer, timeout: float) -> _Session:
         stop = asyncio.Event()
         ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._run(server, stop, ready), name=f"mcp-session-{server.name}")
-        session = _Session(key, server, stop, task, last_used=self._clock())
+        transport = GuardedTransport(self._policy, self._resolve_name)
+        task = asyncio.create_task(self._run(server, transport, stop, ready), name=f"mcp-session-{server.name}")
+        session = _Session(key, server, stop, task, transport, last_used=self._clock())
         try:
             session.client = await asyncio.wait_for(asyncio.shield(ready), timeout)
+        except Exception:
+            self._discard(session)
+            _raise_if_refused(transport, server)
+            raise
         except BaseException:
             self._discard(session)
             raise
         logger.info("MCP session opened", extra={"mcp_server": server.name})
         return session
 
-    async def _run(self, server: RemoteServer, stop: asyncio.Event, ready: asyncio.Future[Client]) -> None:
+    async def _run(
+        self, server: RemoteServer, transport: GuardedTransport, stop: asyncio.Event, ready: asyncio.Future[Client]
+    ) -> None:
         """The session's task: enter the SDK client, hand it over, hold it until told to stop."""
         try:
-            transport = GuardedTransport(self._policy, self._resolve_name)
             async with (
                 httpx2.AsyncClient(
                     transport=transport,
@@ -244,6 +252,12 @@ class SessionManager:
         if not done:
             session.task.cancel()
             await asyncio.wait({session.task})
+
+
+def _raise_if_refused(transport: GuardedTransport, server: RemoteServer) -> None:
+    """Unauthenticated when the server's latest answer was 401: the user must connect first."""
+    if transport.challenge is not None:
+        raise Unauthenticated(f"MCP server {server.name} requires authorization")
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -282,8 +296,6 @@ def _domain_error(server: RemoteServer, exc: BaseException) -> DomainError:
             # The reason names resolved addresses: it stays out of answers and logs alike.
             logger.warning("MCP server refused by the outbound policy", extra={"mcp_server": server.name})
             return PermissionDenied(f"MCP server {server.name}: its address is not allowed by the outbound policy")
-        if isinstance(cause, httpx2.HTTPStatusError) and cause.response.status_code in (401, 403):
-            return Unauthenticated(f"MCP server {server.name} requires authorization")
         if isinstance(cause, TimeoutError | httpx2.TimeoutException):
             return UpstreamUnavailable(f"MCP server {server.name} did not answer in time", timeout=True)
         if isinstance(cause, DomainError) and not isinstance(cause, UpstreamUnavailable):

@@ -46,7 +46,12 @@ class _Counting:
             return
         self.server.requests += 1
         self.server.http_methods[scope["method"]] += 1
-        self.server.headers_seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.server.headers_seen.append(headers)
+        if self.server.bearer and headers.get("authorization") != f"Bearer {self.server.bearer}":
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -91,12 +96,14 @@ class FakeMcpServer:
 
     ``legacy``: a 2025-era server, which answers ``server/discover`` with "method not found" so
     that clients fall back to the ``initialize`` handshake and an ``Mcp-Session-Id`` session
-    (closed with DELETE); otherwise the SDK's 2026 stateless protocol is spoken.
+    (closed with DELETE); otherwise the SDK's 2026 stateless protocol is spoken. ``bearer``: every
+    request without ``Authorization: Bearer <bearer>`` is answered 401.
     """
 
-    def __init__(self, name: str = "fake", *, legacy: bool = False) -> None:
+    def __init__(self, name: str = "fake", *, legacy: bool = False, bearer: str = "") -> None:
         self.name = name
         self.legacy = legacy
+        self.bearer = bearer
         self.port = _free_port()
         self.requests = 0
         self.http_methods: Counter[str] = Counter()

@@ -6,6 +6,7 @@ the tool-call span. Everything goes through the gateway's routes or the mcp serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -319,16 +320,24 @@ async def test_a_tool_call_has_its_span_and_carries_the_trace_in_params_meta(wor
     assert traceparent.split("-")[1] == span["trace_id"]
 
 
-async def test_idle_sessions_close_and_the_next_call_initializes_again(world: World) -> None:
-    """A second mcp replica with a short idle timeout (the setting overrides idleTimeoutMinutes)."""
+@contextlib.asynccontextmanager
+async def mcp_replica(world: World, name: str, **settings: str) -> AsyncIterator[str]:
+    """Another mcp process with its own settings; yields its address."""
     cluster = world.h.cluster
     assert cluster is not None
     port = free_port(cluster.config.host)
-    env = {**cluster.environment(), "AGENTS_MCP_GRPC_PORT": str(port), "AGENTS_MCP_IDLE_TIMEOUT_SECONDS": "0.5"}
-    await cluster.start_service("mcp-idle", env, module="mcp")
+    env = {**cluster.environment(), "AGENTS_MCP_GRPC_PORT": str(port), **settings}
+    await cluster.start_service(name, env, module="mcp")
     try:
         await wait_serving(port)
-        address = f"{cluster.config.host}:{port}"
+        yield f"{cluster.config.host}:{port}"
+    finally:
+        await cluster.stop_service(name, grace=10)
+
+
+async def test_idle_sessions_close_and_the_next_call_initializes_again(world: World) -> None:
+    """A replica with a short idle timeout (the setting overrides idleTimeoutMinutes)."""
+    async with mcp_replica(world, "mcp-idle", AGENTS_MCP_IDLE_TIMEOUT_SECONDS="0.5") as address:
         max_ = world.user("max")
         handshakes, deletes = world.jira.handshakes, world.jira.http_methods["DELETE"]
         await world.call(max_, world.jira.url, "echo", {"text": "one"}, address=address)
@@ -340,8 +349,32 @@ async def test_idle_sessions_close_and_the_next_call_initializes_again(world: Wo
         )
         await world.call(max_, world.jira.url, "echo", {"text": "two"}, address=address)
         assert world.jira.handshakes - handshakes == 2
-    finally:
-        await cluster.stop_service("mcp-idle", grace=10)
+
+
+async def test_at_the_per_user_cap_the_least_recently_used_session_is_closed(world: World) -> None:
+    async with mcp_replica(world, "mcp-cap", AGENTS_MCP_MAX_SESSIONS_PER_USER="1") as address:
+        ria, sam = world.user("ria"), world.user("sam")
+        handshakes, deletes = world.jira.handshakes, world.jira.http_methods["DELETE"]
+        await world.call(ria, world.jira.url, "echo", {"text": "1"}, address=address)
+        await world.call(sam, world.jira.url, "echo", {"text": "1"}, address=address)  # another user: no eviction
+        await world.call(ria, world.wiki.url, "echo", {"text": "2"}, address=address)  # ria's jira session goes
+        await poll(lambda: world.jira.http_methods["DELETE"] == deletes + 1, within=10, message="no session closed")
+        await world.call(sam, world.jira.url, "echo", {"text": "3"}, address=address)  # sam's is still open
+        await world.call(ria, world.jira.url, "echo", {"text": "3"}, address=address)  # ria's opens again
+        assert world.jira.handshakes - handshakes == 3
+
+
+async def test_a_server_answering_401_is_shown_as_needing_oauth(world: World) -> None:
+    async with FakeMcpServer("locked", bearer="only-with-a-grant") as locked:
+        await world.configure(world.servers({"name": "locked", "enabled": True, "baseURL": locked.url}))
+        try:
+            status, body = await world.h.get("/mcp/tools", user=world.user("tia"))
+            assert status == 200
+            assert_matches_openapi("GET", "/mcp/tools", 200, body)
+            shown = next(s for s in body["servers"] if s["name"] == "locked")
+            assert (shown["needsOAuth"], shown["tools"]) == (True, [])
+        finally:
+            await world.configure(world.servers())
 
 
 # --- agents: remote tools in the tools service -------------------------------------------------------
