@@ -229,8 +229,10 @@ async def test_a_hung_call_is_cut_at_the_deadline_while_other_users_calls_go_thr
     fay, gus = world.user("fay"), world.user("gus")
     hung = asyncio.create_task(world.call(fay, world.jira.url, "hang", {}))
     await poll(lambda: world.jira.hanging >= 1, within=10, message="the hang tool was never called")
-    # While fay's call hangs, gus's calls to the same server and fay's own to another answer.
+    # While fay's call hangs, gus's calls to the same server and fay's own to it and to another
+    # server answer: calls on one session are not serialised behind each other.
     assert (await world.call(gus, world.jira.url, "echo", {"text": "still here"})).content == "still here"
+    assert (await world.call(fay, world.jira.url, "echo", {"text": "beside it"})).content == "beside it"
     assert (await world.call(fay, world.wiki.url, "echo", {"text": "me too"})).content == "me too"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await hung
