@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agents.registry.v1 import registry_pb2 as registry_pb2
 
-from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, require_tool
+from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, ToolFamily, ToolSpec, require_tool
 from services.tools.config import configured_policies
 from services.tools.policies import (
     AgentToolAccess,
@@ -128,3 +128,26 @@ def test_a_configured_policy_wins_over_a_stored_one_which_wins_over_the_default(
     assert effective_policy(spec, configured, stored) == configured["read_post"]
     assert effective_policy(spec, {}, stored) == stored["read_post"]
     assert effective_policy(spec, {}, {}) == default_policy(spec)
+
+
+JIRA = "https://jira.example.com/mcp"
+
+
+def _remote(name: str, origin: str = JIRA) -> ToolSpec:
+    return ToolSpec(name, "", {"type": "object", "properties": {}}, ToolFamily.MCP, server_origin=origin)
+
+
+def test_a_remote_tool_is_selected_by_its_server_and_name_or_the_whole_server() -> None:
+    agent = AgentToolAccess(selected=frozenset({(JIRA, "echo"), ("https://wiki.example.com/mcp", "*")}))
+    assert agent.selects(_remote("echo"))
+    assert not agent.selects(_remote("add"))
+    assert agent.selects(_remote("add", "https://wiki.example.com/mcp"))
+    # A Mattermost-tool selection of the same name does not select a remote tool.
+    assert not AgentToolAccess(selected=frozenset({(MATTERMOST_ORIGIN, "echo")})).selects(_remote("echo"))
+
+
+def test_the_remote_servers_an_agent_may_contact() -> None:
+    chosen = frozenset({(JIRA, "echo"), (MATTERMOST_ORIGIN, "*"), ("", "read_post")})
+    assert AgentToolAccess(selected=chosen).remote_origins() == {JIRA}
+    assert AgentToolAccess(auto_enable_all=True).remote_origins() is None  # every server
+    assert AgentToolAccess(disable_tools=True, auto_enable_all=True).remote_origins() == frozenset()
