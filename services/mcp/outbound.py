@@ -34,8 +34,13 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         checked = await check_destination(str(request.url), self._policy(), self._resolve_name)
         if request.url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": checked.host}
-        request.url = request.url.copy_with(host=str(checked.addresses[0]))
-        response = await self._inner.handle_async_request(request)
+        url = request.url
+        request.url = url.copy_with(host=str(checked.addresses[0]))
+        try:
+            response = await self._inner.handle_async_request(request)
+        finally:
+            # The SDK judges redirects, and httpx logs requests, by the URL: the named one, never the address.
+            request.url = url
         if response.status_code == 401:
             self.challenge = response.headers.get("www-authenticate", "")
         elif response.is_success:

@@ -337,6 +337,15 @@ async def mcp_replica(world: World, name: str, **settings: str) -> AsyncIterator
         await cluster.stop_service(name, grace=10)
 
 
+async def test_the_mcp_logs_name_servers_never_their_address_or_session_ids(world: World) -> None:
+    await world.call(world.user("una"), world.jira.url, "echo", {"text": "quiet"})
+    address = world.jira.url.split("//")[1].split("/")[0]
+    session_ids = {h["mcp-session-id"] for h in world.jira.headers_seen if "mcp-session-id" in h}
+    assert session_ids
+    leaks = [line for line in world.h.logs["mcp"] if address in line or any(s in line for s in session_ids)]
+    assert not leaks
+
+
 async def test_idle_sessions_close_and_the_next_call_initializes_again(world: World) -> None:
     """A replica with a short idle timeout (the setting overrides idleTimeoutMinutes)."""
     async with mcp_replica(world, "mcp-idle", AGENTS_MCP_IDLE_TIMEOUT_SECONDS="0.5") as address:
