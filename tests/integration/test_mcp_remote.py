@@ -337,6 +337,18 @@ async def mcp_replica(world: World, name: str, **settings: str) -> AsyncIterator
         await cluster.stop_service(name, grace=10)
 
 
+async def test_removing_a_server_closes_its_sessions(world: World) -> None:
+    await world.call(world.user("vic"), world.jira.url, "echo", {"text": "open"})
+    deletes = world.jira.http_methods["DELETE"]
+    await world.configure([s for s in world.servers() if s["name"] != "jira"])
+    try:
+        await poll(
+            lambda: world.jira.http_methods["DELETE"] > deletes, within=10, message="jira's sessions stayed open"
+        )
+    finally:
+        await world.configure(world.servers())
+
+
 async def test_the_mcp_logs_name_servers_never_their_address_or_session_ids(world: World) -> None:
     await world.call(world.user("una"), world.jira.url, "echo", {"text": "quiet"})
     address = world.jira.url.split("//")[1].split("/")[0]
