@@ -175,7 +175,11 @@ class SessionManager:
             future.set_result(session)
             return session
         except BaseException as exc:
-            future.set_exception(exc)
+            # A caller that went away must not look like a cancellation to those sharing its open.
+            shared = (
+                exc if isinstance(exc, Exception) else UpstreamUnavailable("session opening interrupted", retry_after=1)
+            )
+            future.set_exception(shared)
             future.exception()  # retrieved: no waiter is fine
             raise
         finally:
