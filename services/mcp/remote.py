@@ -61,10 +61,13 @@ class ToolOutcome:
 class RemoteTools:
     """ListUserTools, CallTool, GetServerStatus and ClearToolCache over the session manager."""
 
-    def __init__(self, sessions: SessionManager, config: Callable[[], McpConfig], call_timeout: float) -> None:
+    def __init__(
+        self, sessions: SessionManager, config: Callable[[], McpConfig], call_timeout: float, max_output_chars: int
+    ) -> None:
         self._sessions = sessions
         self._config = config
         self._call_timeout = call_timeout
+        self._max_output_chars = max_output_chars
 
     def _deadline(self) -> float:
         """The per-call deadline: the setting, shortened to fit the caller's own deadline."""
@@ -113,7 +116,7 @@ class RemoteTools:
                 raise
             if result.is_error:
                 span.set_status(Status(StatusCode.ERROR, "tool error"))
-            return _outcome(result)
+            return _outcome(result, self._max_output_chars)
 
     async def _discover(self, user_id: str, server: RemoteServer) -> ServerTools:
         try:
@@ -136,8 +139,12 @@ def _tool(server: RemoteServer, tool: Tool) -> RemoteTool:
     return RemoteTool(tool.name, tool.description or "", dict(tool.input_schema), setting.enabled, setting.policy)
 
 
-def _outcome(result: CallToolResult) -> ToolOutcome:
+def _outcome(result: CallToolResult, max_chars: int) -> ToolOutcome:
     # Text blocks are what the model reads; other blocks are named, not inlined.
-    parts = [b.text if isinstance(b, TextContent) else f"[{b.type} content]" for b in result.content]
+    text = "\n".join(b.text if isinstance(b, TextContent) else f"[{b.type} content]" for b in result.content)
+    if len(text) > max_chars:
+        # A server's output must not fill the model's context: the rest is cut, and the model told so.
+        text = text[:max_chars] + f"\n[output truncated: {len(text) - max_chars} more characters]"
+        return ToolOutcome(text, is_error=result.is_error)
     structured = result.structured_content if isinstance(result.structured_content, dict) else None
-    return ToolOutcome("\n".join(parts), is_error=result.is_error, structured=structured)
+    return ToolOutcome(text, is_error=result.is_error, structured=structured)

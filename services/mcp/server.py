@@ -50,7 +50,12 @@ class McpProcess:
                     mcp_pb2.DESCRIPTOR.services_by_name["MCP"].full_name,
                     # Only the remote-server RPCs are overridden; the stub marks the others abstract.
                     McpServicer(  # type: ignore[abstract]
-                        RemoteTools(self.sessions, self.config.current, settings.call_timeout_seconds)
+                        RemoteTools(
+                            self.sessions,
+                            self.config.current,
+                            settings.call_timeout_seconds,
+                            settings.max_output_chars,
+                        )
                     ),
                     mcp_pb2_grpc.add_MCPServicer_to_server,
                 )

@@ -23,6 +23,8 @@ class McpSettings(CommonSettings):
     # One remote tool call (or tool listing) may take this long; a hung server is cut there.
     call_timeout_seconds: float = Field(default=8.0, gt=0)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Text of one tool result handed back for the model; the rest is cut with a note.
+    max_output_chars: int = Field(default=50_000, gt=0)
     # Open remote sessions (one per user and server) on this process, and per user.
     max_sessions: int = Field(default=1000, ge=1)
     max_sessions_per_user: int = Field(default=20, ge=1)

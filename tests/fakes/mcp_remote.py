@@ -6,8 +6,8 @@ on a free loopback port, plus one that accepts connections and never answers.
         jira.methods["initialize"]    # JSON-RPC requests seen, by method
         jira.requests                 # every HTTP request, whatever it was
 
-Tools: ``echo(text)``, ``add(a, b)``, ``fail()`` (a tool error) and ``hang()`` (never returns
-until the server stops).
+Tools: ``echo(text)``, ``add(a, b)``, ``big(n)`` (n characters), ``fail()`` (a tool error) and
+``hang()`` (never returns until the server stops).
 """
 
 from __future__ import annotations
@@ -134,6 +134,10 @@ class FakeMcpServer:
         @mcp.tool(description="Add two integers.")
         def add(a: int, b: int) -> int:
             return a + b
+
+        @mcp.tool(description="Returns n characters.")
+        def big(n: int) -> str:
+            return "x" * n
 
         @mcp.tool(description="Always fails.")
         def fail() -> str:

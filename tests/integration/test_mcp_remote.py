@@ -40,6 +40,7 @@ ENV = {
     "AGENTS_MCP_PRIVATE_ALLOWED_HOSTNAMES": "127.0.0.1",
     "AGENTS_MCP_CALL_TIMEOUT_SECONDS": "2",
     "AGENTS_MCP_CONNECT_TIMEOUT_SECONDS": "2",
+    "AGENTS_MCP_MAX_OUTPUT_CHARS": "1000",
 }
 
 
@@ -202,7 +203,7 @@ async def test_the_users_tools_list_each_server_with_the_admins_settings(world: 
     assert_matches_openapi("GET", "/mcp/tools", 200, body)
     servers = {s["name"]: s for s in body["servers"]}
     assert servers["jira"]["serverOrigin"] == world.jira.url
-    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "fail", "hang"}
+    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "big", "fail", "hang"}
     wiki = {t["name"]: t for t in servers["wiki"]["tools"]}
     assert (wiki["add"]["enabled"], wiki["echo"]["policy"], wiki["fail"]["policy"]) == (
         False,
@@ -223,6 +224,12 @@ async def test_a_tool_the_admin_disabled_is_refused_without_calling_the_server(w
 async def test_a_tool_error_is_reported_as_the_tools_output(world: World) -> None:
     reply = await world.call(world.user("egon"), world.jira.url, "fail", {})
     assert reply.is_error and "always fails" in reply.content
+
+
+async def test_a_long_output_is_cut_for_the_model_with_a_note(world: World) -> None:
+    reply = await world.call(world.user("walt"), world.jira.url, "big", {"n": 5000})
+    assert reply.content.startswith("x" * 1000) and reply.content.count("x") == 1000
+    assert reply.content.endswith("[output truncated: 4000 more characters]")
 
 
 async def test_a_hung_call_is_cut_at_the_deadline_while_other_users_calls_go_through(world: World) -> None:
@@ -285,7 +292,7 @@ async def test_a_disabled_server_is_not_contacted_even_for_the_admins_status(wor
             assert_matches_openapi("GET", "/admin/mcp/tools", 200, body)
             shown = {s["name"]: s for s in body["servers"]}
             assert shown["off"]["enabled"] is False and shown["off"]["tools"] == []
-            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 4
+            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 5
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await world.call(world.user("jon"), off.url, "echo", {"text": "x"})
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
