@@ -41,7 +41,10 @@ ENV = {
     "AGENTS_MCP_CALL_TIMEOUT_SECONDS": "2",
     "AGENTS_MCP_CONNECT_TIMEOUT_SECONDS": "2",
     "AGENTS_MCP_MAX_OUTPUT_CHARS": "1000",
+    "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"com.example.caller={'s' * 40}",
 }
+# A proven plugin calling the bridge: its id and the credential the admin issued to it.
+PLUGIN_HEADERS = {"Mattermost-Plugin-ID": "com.example.caller", "X-Agents-Plugin-Secret": "s" * 40}
 
 
 @dataclass
@@ -473,3 +476,17 @@ async def test_saving_an_agent_drops_the_tools_its_servers_no_longer_offer(world
         ("embedded://mattermost", "read_post"),
     ]
     assert world.wiki.requests == wiki  # a server the agent does not use is not asked
+
+
+async def test_the_bridge_lists_an_agents_mcp_tools_for_the_named_user(world: World) -> None:
+    yan = world.user("yan")
+    chosen = [(world.jira.url, "echo"), ("embedded://mattermost", "*")]
+    await new_agent(world, "bridged", yan, enabledtools=selection(*chosen))
+    path = "/bridge/v1/agents/bridged/tools"
+    status, body, _ = await world.h.request("GET", f"{path}?user_id={yan.id}", headers=PLUGIN_HEADERS)
+    assert status == 200, body
+    assert_matches_openapi("GET", "/bridge/v1/agents/{agent}/tools", 200, body)
+    assert body == {"tools": [{"name": "echo", "description": "Echo the text back.", "server_origin": world.jira.url}]}
+    # Without a user there is no one for the tools to run as.
+    status, body, _ = await world.h.request("GET", path, headers=PLUGIN_HEADERS)
+    assert (status, body) == (200, {"tools": []})
