@@ -113,7 +113,16 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that log request lines or secrets-adjacent details at INFO stay at WARNING.
-    for noisy in ("aiohttp.access", "httpx", "botocore", "urllib3", "alembic.runtime.migration"):
+    # The MCP SDK's client logs each request's URL and the server's session id.
+    for noisy in (
+        "aiohttp.access",
+        "httpx",
+        "httpx2",
+        "mcp.client",
+        "botocore",
+        "urllib3",
+        "alembic.runtime.migration",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,51 +1,128 @@
-"""Wiring of the mcp service. Its features (remote servers, OAuth, the embedded Mattermost MCP
-server) arrive with their issue; until then it serves health, reflection and the MCP API, whose
-RPCs answer UNIMPLEMENTED, and follows the plugin configuration for its debug logging switch."""
+"""Wiring of the mcp service: the registry's configuration feed, the remote servers' per-user
+sessions behind the MCP API, and the sweep that closes idle sessions."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
 
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
+from services.common.errors import UpstreamUnavailable
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
+from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
+from services.mcp.config import LiveMcpConfig, McpConfig
+from services.mcp.remote import RemoteTools
+from services.mcp.servicer import McpServicer
+from services.mcp.sessions import SessionLimits, SessionManager
+from services.mcp.settings import McpSettings
+
+CONFIG_WAIT_SECONDS = 20.0
+# Idle sessions are looked for this often at most (and at least four times per idle timeout).
+MAX_SWEEP_INTERVAL_SECONDS = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 class McpProcess:
-    """The mcp service wired: health, reflection and the MCP API, unimplemented for now."""
+    """The mcp service wired: the MCP API over the remote servers' sessions."""
 
-    def __init__(self, settings: CommonSettings) -> None:
-        self.channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
+    def __init__(self, settings: McpSettings, channels: ChannelPool) -> None:
+        self.settings = settings
+        self.channels = channels
         registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
-        registry = registry_pb2_grpc.RegistryStub(self.channels.get(settings.index_addr, idempotent(registry_service)))
-        self.config = PluginConfigWatcher(registry)
-        follow_debug_logging(self.config)
+        registry = registry_pb2_grpc.RegistryStub(channels.get(settings.index_addr, idempotent(registry_service)))
+        self.config = LiveMcpConfig()
+        self.watcher = PluginConfigWatcher(registry)
+        self.watcher.on_change(lambda change: self.config.update(change.config, change.license))
+        follow_debug_logging(self.watcher)
+        self.sessions = _session_manager(settings, self.config)
         self.host = GrpcServiceHost(
             settings,
             [
                 ServicerBinding(
                     mcp_pb2.DESCRIPTOR.services_by_name["MCP"].full_name,
-                    # The generated base answers UNIMPLEMENTED to every RPC; its stub marks them abstract.
-                    mcp_pb2_grpc.MCPServicer(),  # type: ignore[abstract]
+                    # Only the remote-server RPCs are overridden; the stub marks the others abstract.
+                    McpServicer(  # type: ignore[abstract]
+                        RemoteTools(
+                            self.sessions,
+                            self.config.current,
+                            settings.call_timeout_seconds,
+                            settings.max_output_chars,
+                        )
+                    ),
                     mcp_pb2_grpc.add_MCPServicer_to_server,
                 )
             ],
         )
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def idle_timeout(self) -> float:
+        """Seconds of disuse after which a session closes: the setting, else the configuration's."""
+        return self.settings.idle_timeout_seconds or self.config.current().idle_timeout_seconds
 
     async def prepare(self) -> None:
-        """Start following the plugin configuration (returns at once: nothing else waits on it)."""
-        await self.config.start()
+        """Wait (a bounded time) for the plugin configuration; start the idle sweep."""
+        await self.watcher.start()
+        try:
+            await self.watcher.wait_ready(CONFIG_WAIT_SECONDS)
+        except UpstreamUnavailable:
+            logger.warning("serving without the plugin configuration; no remote MCP server until it arrives")
+        self._sweeper = asyncio.create_task(self._sweep(), name="mcp-idle-sweep")
+
+    async def _sweep(self) -> None:
+        while True:
+            timeout = self.idle_timeout()
+            await asyncio.sleep(min(timeout / 4, MAX_SWEEP_INTERVAL_SECONDS))
+            if closed := self.sessions.close_idle(timeout):
+                logger.info("closed %d idle MCP sessions", closed)
 
     async def close(self) -> None:
-        """Stop following the configuration and close the registry channel."""
-        await self.config.close()
+        """Stop the sweep and the configuration watch, close every session and the channels."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.watcher.close()
+        await self.sessions.close()
         await self.channels.close()
 
 
+def _session_manager(settings: McpSettings, config: LiveMcpConfig) -> SessionManager:
+    private_allowed = parse_allowed_hostnames(settings.private_allowed_hostnames)
+
+    def policy() -> OutboundPolicy:
+        return OutboundPolicy(
+            allowed_hostnames=config.current().allowed_upstream_hostnames,
+            private_allowed_hostnames=private_allowed,
+        )
+
+    sessions = SessionManager(
+        SessionLimits(
+            max_per_node=settings.max_sessions,
+            max_per_user=settings.max_sessions_per_user,
+            connect_timeout=settings.connect_timeout_seconds,
+        ),
+        policy,
+    )
+
+    def drop_stale(old: McpConfig, new: McpConfig) -> None:
+        # A server removed, disabled or edited: its sessions hold the old URL and headers.
+        sessions.close_where(lambda server: not server.enabled or new.by_name(server.name) != server)
+
+    config.on_change(drop_stale)
+    return sessions
+
+
 async def create_server(settings: CommonSettings) -> McpProcess:
-    """The mcp service for ``settings``."""
-    return McpProcess(settings)
+    """The mcp service for ``settings`` (``McpSettings``)."""
+    assert isinstance(settings, McpSettings)
+    channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
+    return McpProcess(settings, channels)

@@ -12,10 +12,25 @@ PREFIX = "AGENTS_MCP_"
 
 
 class McpSettings(CommonSettings):
-    """``AGENTS_MCP_*``: the port; the shared ``AGENTS_*`` variables for the rest."""
+    """``AGENTS_MCP_*``: the port, the caps and deadlines of remote MCP sessions, the outbound guard."""
 
     service_name: str = "mcp"
     grpc_port: int = Field(default=50053, ge=0, le=65535)
+    # Hosts (comma/space separated, ``*.example.com`` wildcards) MCP servers may be on even though
+    # they resolve to private, loopback or link-local addresses. A deployment setting, as for the
+    # tools service: opening the internal network takes an operator, not an admin in the web UI.
+    private_allowed_hostnames: str = ""
+    # One remote tool call (or tool listing) may take this long; a hung server is cut there.
+    call_timeout_seconds: float = Field(default=8.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Text of one tool result handed back for the model; the rest is cut with a note.
+    max_output_chars: int = Field(default=50_000, gt=0)
+    # Open remote sessions (one per user and server) on this process, and per user.
+    max_sessions: int = Field(default=1000, ge=1)
+    max_sessions_per_user: int = Field(default=20, ge=1)
+    # Replaces the plugin configuration's idleTimeoutMinutes when set (seconds; tests and operators
+    # that need a finer grain than minutes).
+    idle_timeout_seconds: float | None = Field(default=None, gt=0)
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> McpSettings:

@@ -21,6 +21,8 @@ class ToolFamily(enum.StrEnum):
     WEB = "web"
     # Answered by the requesting user, never run here: the conversation loop pauses on it.
     USER = "user"
+    # A remote MCP server's tool, listed and run through the mcp service.
+    MCP = "mcp"
 
 
 # The agent's MCP tab names Mattermost tools with this origin (the plugin's embedded server).
@@ -29,13 +31,15 @@ MATTERMOST_ORIGIN = "embedded://mattermost"
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """One built-in tool: its name, description for the model, argument schema and side effects."""
+    """One tool: its name, description for the model, argument schema and side effects; a remote
+    MCP tool also names its server (``server_origin``)."""
 
     name: str
     description: str
     input_schema: dict[str, Any]
     family: ToolFamily
     writes: bool = False
+    server_origin: str = ""
 
 
 def _schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:

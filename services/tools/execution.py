@@ -36,7 +36,16 @@ from services.tools.catalog import (
 )
 from services.tools.config import ToolsConfig
 from services.tools.mattermost_tools import MattermostTools
-from services.tools.policies import AgentToolAccess, Offer, ToolContext, ToolPolicy, effective_policy, offers, refusal
+from services.tools.policies import (
+    AgentToolAccess,
+    Offer,
+    ToolContext,
+    ToolPolicy,
+    auto_approved,
+    effective_policy,
+    offers,
+    refusal,
+)
 from services.tools.results import ToolFailed, ToolResult
 from services.tools.store import PolicyStore
 from services.tools.websearch.web_tools import WebTools
@@ -60,6 +69,18 @@ class AgentDirectory(Protocol):
         ...
 
 
+class RemoteToolDirectory(Protocol):
+    """The mcp service: remote MCP tools listed and run as the user."""
+
+    async def tools(self, user_id: str, origins: frozenset[str] | None) -> list[tuple[ToolSpec, ToolPolicy]]:
+        """The tools of the servers in ``origins`` (every server for None), each with its policy."""
+        ...
+
+    async def call(self, user_id: str, spec: ToolSpec, arguments: dict[str, Any]) -> ToolResult:
+        """Run the remote tool as the user."""
+        ...
+
+
 class ToolService:
     """ListTools, ExecuteTool and the policy RPCs, free of gRPC."""
 
@@ -71,7 +92,9 @@ class ToolService:
         config: Callable[[], ToolsConfig],
         mattermost: MattermostTools,
         web: WebTools,
+        remote: RemoteToolDirectory,
     ) -> None:
+        self._remote = remote
         self._policies = policies
         self._agents = agents
         self._config = config
@@ -92,13 +115,33 @@ class ToolService:
         _check_caller(caller, context)
         agent = await self._agents.agent_tools(context)
         config = self._config()
-        return offers(
+        builtin = offers(
             self._specs(config),
             await self._effective(config),
             context,
             agent.access,
             channel_tools_enabled=config.channel_tools_enabled,
         )
+        remote = [
+            Offer(spec, policy, auto_approved(spec, policy, context))
+            for spec, policy in await self._remote_tools(context, agent.access)
+            if refusal(spec, policy, context, agent.access, channel_tools_enabled=config.channel_tools_enabled) is None
+        ]
+        return builtin + remote
+
+    async def _remote_tools(self, context: ToolContext, access: AgentToolAccess) -> list[tuple[ToolSpec, ToolPolicy]]:
+        """The agent's remote MCP tools by unique name: built-ins win a clash, then the first server
+        (among the tools the agent selected: an unselected tool of one server hides no other's)."""
+        origins = access.remote_origins()
+        if origins is not None and not origins:
+            return []  # nothing to ask: the mcp service (and every server) stays uncontacted
+        taken = {spec.name for spec in BUILTIN_TOOLS}
+        unique = []
+        for spec, policy in await self._remote.tools(context.user_id, origins):
+            if spec.name not in taken and access.selects(spec):
+                taken.add(spec.name)
+                unique.append((spec, policy))
+        return unique
 
     async def execute(
         self, caller: Identity, context: ToolContext, tool_name: str, arguments: dict[str, Any], tool_call_id: str
@@ -124,7 +167,9 @@ class ToolService:
     async def _execute(
         self, caller: Identity, context: ToolContext, tool_name: str, arguments: dict[str, Any], tool_call_id: str
     ) -> ToolResult:
-        spec = require_tool(tool_name)
+        spec = find_tool(tool_name)
+        if spec is None:
+            return await self._execute_remote(caller, context, tool_name, arguments)
         config = self._config()
         if spec not in self._specs(config):
             raise InvalidInput(f"tool {tool_name!r} is not available (web search is not configured)", field="tool_name")
@@ -162,6 +207,22 @@ class ToolService:
             return ToolResult("not found, or the user cannot access it", is_error=True)
         except UpstreamUnavailable as exc:
             return ToolResult(f"a service the tool needs is unavailable: {exc.message}", is_error=True)
+
+    async def _execute_remote(
+        self, caller: Identity, context: ToolContext, tool_name: str, arguments: dict[str, Any]
+    ) -> ToolResult:
+        """A remote MCP tool the agent may use, under the same refusal rules as a built-in one."""
+        _check_caller(caller, context)
+        agent = await self._agents.agent_tools(context)
+        found = {spec.name: (spec, policy) for spec, policy in await self._remote_tools(context, agent.access)}
+        if tool_name not in found:
+            raise InvalidInput(f"unknown tool {tool_name!r}", field="tool_name")
+        spec, policy = found[tool_name]
+        config = self._config()
+        reason = refusal(spec, policy, context, agent.access, channel_tools_enabled=config.channel_tools_enabled)
+        if reason is not None:
+            raise PermissionDenied(reason)
+        return await self._remote.call(context.user_id, spec, arguments)
 
     async def get_policy(self, tool_name: str) -> ToolPolicy:
         """The policy that applies to a tool; NotFound for an unknown tool."""

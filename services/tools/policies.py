@@ -120,11 +120,24 @@ class AgentToolAccess:
             return not self.native_web_search
         if spec.family is ToolFamily.USER:  # built into the agent, not an MCP tool to select
             return True
+        if spec.family is ToolFamily.MCP:
+            return self.auto_enable_all or any(
+                origin == spec.server_origin and name in ("*", spec.name) for origin, name in self.selected
+            )
         if self.auto_enable_all:
             return True
         # Built-in Mattermost tools stand in for the plugin's embedded server; "" also matches
         # because the tools API reports built-ins with an empty origin.
         return any(origin in ("", MATTERMOST_ORIGIN) and name in ("*", spec.name) for origin, name in self.selected)
+
+    def remote_origins(self) -> frozenset[str] | None:
+        """The remote MCP servers the agent may use: None for every one, else their origins
+        (possibly none). A server outside them is never contacted for this agent."""
+        if self.disable_tools:
+            return frozenset()
+        if self.auto_enable_all:
+            return None
+        return frozenset(origin for origin, _ in self.selected if origin not in ("", MATTERMOST_ORIGIN))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
+from agents.mcp.v1 import mcp_pb2 as mcp_pb2
+from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from agents.tools.v1 import tools_pb2 as tools_pb2
@@ -24,7 +26,7 @@ from services.common.settings import CommonSettings
 from services.tools.config import LiveToolsConfig
 from services.tools.execution import ToolService
 from services.tools.mattermost_tools import MattermostTools
-from services.tools.peers import IndexSemanticSearch, RegistryAgents
+from services.tools.peers import IndexSemanticSearch, McpRemoteTools, RegistryAgents
 from services.tools.servicer import ToolsServicer
 from services.tools.settings import ToolsSettings
 from services.tools.store import PolicyStore, SearchLedger
@@ -58,6 +60,8 @@ class ToolsProcess:
         channel = deps.channels.get(settings.index_addr, idempotent(registry_service))
         registry = registry_pb2_grpc.RegistryStub(channel)
         index = index_pb2_grpc.IndexStub(channel)
+        mcp_service = mcp_pb2.DESCRIPTOR.services_by_name["MCP"]
+        mcp = mcp_pb2_grpc.MCPStub(deps.channels.get(settings.mcp_addr, idempotent(mcp_service)))
         self.config = LiveToolsConfig()
         self.watcher = PluginConfigWatcher(registry)
         self.watcher.on_change(lambda change: self.config.update(change.config, change.license))
@@ -76,6 +80,7 @@ class ToolsProcess:
                     page_max_chars=settings.page_fetch_max_chars,
                 ),
             ),
+            remote=McpRemoteTools(mcp),
         )
         self.host = GrpcServiceHost(
             settings,

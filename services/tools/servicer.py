@@ -63,7 +63,7 @@ def _tool_to_pb(offer: Offer) -> tools_pb2.Tool:
         name=offer.spec.name,
         description=offer.spec.description,
         input_schema=schema,
-        server_origin="",
+        server_origin=offer.spec.server_origin,
         policy=_policy_to_pb(offer.policy),
         writes=offer.spec.writes,
         auto_approved=offer.auto_approved,

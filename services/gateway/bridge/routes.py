@@ -17,6 +17,7 @@ from dataclasses import replace
 import orjson
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.tools.v1 import tools_pb2 as tools_pb2
 from aiohttp import web
 
 from services.common.errors import (
@@ -34,7 +35,6 @@ from services.gateway.bridge.auth import BridgeCaller, authenticate_bridge_calle
 from services.gateway.bridge.events import (
     END,
     ERROR,
-    BridgeRequest,
     EventRenderer,
     FenceStripper,
     completion_request,
@@ -118,6 +118,29 @@ async def list_services(request: web.Request) -> web.Response:
 # ---- completions ----------------------------------------------------------------------------
 
 
+@routes.get("/bridge/v1/agents/{agent}/tools")
+async def agent_tools(request: web.Request) -> web.Response:
+    """``GET /bridge/v1/agents/{agent}/tools``: the agent's MCP tools for the named user.
+
+    Remote tools run as a user (their session, their grants), so without ``user_id`` there are none.
+    """
+    deps, caller = await _enter(request)
+    user_id = caller.acting_for(request.query.get("user_id", ""))
+    agent = await deps.bridge_agents.resolve(request.match_info["agent"])
+    if not user_id or agent.disable_tools:
+        return web.json_response({"tools": []})
+    await _check_access(deps, agent, user_id, "")
+    # As in a DM with the agent: the tools it may use at all, whatever a channel would allow.
+    context = tools_pb2.ToolContext(user_id=user_id, agent_id=agent.id, is_direct_message=True)
+    reply = await unary(deps.backends.tools.ListTools, tools_pb2.ListToolsRequest(context=context))
+    tools = [
+        {"name": t.name, "description": t.description, "server_origin": t.server_origin}
+        for t in reply.tools
+        if t.server_origin
+    ]
+    return web.json_response({"tools": tools})
+
+
 async def _agent_for_service(deps: GatewayDeps, service: str) -> registry_pb2.Agent:
     """The first agent whose service has this id or name (the plugin's rule)."""
     agents = await _visible_agents(deps, "")
@@ -132,14 +155,14 @@ async def _agent_for_service(deps: GatewayDeps, service: str) -> registry_pb2.Ag
     raise NotFound(f"no agent uses service {service}")
 
 
-async def _check_access(deps: GatewayDeps, agent: registry_pb2.Agent, bridge: BridgeRequest) -> None:
-    if not bridge.user_id:
+async def _check_access(deps: GatewayDeps, agent: registry_pb2.Agent, user_id: str, channel_id: str) -> None:
+    if not user_id:
         return  # the plugin checks permissions only when the calling plugin names a user
-    teams = await deps.team_ids_of(bridge.user_id)
+    teams = await deps.team_ids_of(user_id)
     check = await unary(
         deps.backends.registry.CheckAgentAccess,
         registry_pb2.CheckAgentAccessRequest(
-            agent_id=agent.id, user_id=bridge.user_id, channel_id=bridge.channel_id, user_team_ids=teams
+            agent_id=agent.id, user_id=user_id, channel_id=channel_id, user_team_ids=teams
         ),
     )
     if not check.allowed:
@@ -174,7 +197,7 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
         agent = await _agent_for_service(deps, request.match_info["service"])
     else:
         agent = await deps.bridge_agents.resolve(request.match_info["agent"])
-    await _check_access(deps, agent, bridge)
+    await _check_access(deps, agent, bridge.user_id, bridge.channel_id)
     await attach_files(deps.mattermost, bridge, agent)
     native = bridge.json_output_format is not None and await _sends_json_schema(deps, agent)
     completion = completion_request(

@@ -15,6 +15,7 @@ from services.gateway.deps import DEPS
 from services.gateway.middleware import read_json
 from services.gateway.proto_json import from_json, to_json
 from services.gateway.routes.guards import triggers_of
+from services.gateway.routes.mcp import available_mcp_tools
 
 routes = web.RouteTableDef()
 
@@ -102,7 +103,11 @@ async def update_agent(request: web.Request) -> web.Response:
     expected = payload.get("updateAt") if isinstance(payload, dict) else 0
     response = await unary(
         deps.backends.registry.UpdateAgent,
-        registry_pb2.UpdateAgentRequest(agent=agent, expected_update_at=expected if isinstance(expected, int) else 0),
+        registry_pb2.UpdateAgentRequest(
+            agent=agent,
+            expected_update_at=expected if isinstance(expected, int) else 0,
+            available_mcp_tools=await available_mcp_tools(request, agent.enabled_mcp_tools),
+        ),
     )
     deps.bridge_agents.invalidate()  # this replica's bridge sees the edit at once
     await deps.directory.changed()

@@ -9,13 +9,16 @@ answer the same 501 from here.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
+from agents.common.v1 import common_pb2 as common_pb2
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from aiohttp import web
 from google.protobuf import json_format
 
-from services.common.errors import PermissionDenied, Unimplemented
+from services.common.errors import DomainError, PermissionDenied, Unimplemented
 from services.common.grpc_client import unary
 from services.gateway.bridge.auth import authenticate_bridge_caller
 from services.gateway.deps import DEPS
@@ -23,6 +26,7 @@ from services.gateway.middleware import require_empty_body
 from services.gateway.routes.guards import require_admin
 
 routes = web.RouteTableDef()
+logger = logging.getLogger(__name__)
 
 NOT_AVAILABLE = "this MCP feature is not available yet"
 # What the OAuth popup shows once the grant is stored: the plugin's page closes itself.
@@ -49,6 +53,37 @@ def _user_server(server: mcp_pb2.UserServerTools) -> dict[str, Any]:
             for t in server.tools
         ],
     }
+
+
+def _remote(origin: str) -> bool:
+    # Remote servers are named by their URL; embedded and plugin servers by their own schemes.
+    return origin.lower().startswith(("https://", "http://"))
+
+
+async def available_mcp_tools(request: web.Request, selected: Sequence[common_pb2.ToolRef]) -> list[common_pb2.ToolRef]:
+    """What an agent's selection is checked against when it is saved (the registry drops the rest).
+
+    Only the selected remote servers are asked, as the saving user. A selection the listing cannot
+    judge stays: tools of embedded or plugin servers, and of a server that did not answer or needs
+    OAuth. Empty means "do not check" (no remote server selected, or the mcp service is down).
+    """
+    origins = sorted({t.server_origin for t in selected if _remote(t.server_origin)})
+    if not origins:
+        return []
+    listing = mcp_pb2.ListUserToolsRequest(only_listed_servers=True, server_origins=origins)
+    try:
+        reply = await unary(request.app[DEPS].backends.mcp.ListUserTools, listing)
+    except DomainError as exc:
+        logger.warning("MCP tools not checked on save: %s", exc.message)
+        return []
+    unsure = {s.server_origin for s in reply.servers if s.error or s.needs_oauth}
+    listed = [
+        common_pb2.ToolRef(server_origin=s.server_origin, tool_name=t.name)
+        for s in reply.servers
+        if s.server_origin not in unsure
+        for t in s.tools
+    ]
+    return listed + [t for t in selected if not _remote(t.server_origin) or t.server_origin in unsure]
 
 
 @routes.get("/mcp/oauth/{serverName}/start")

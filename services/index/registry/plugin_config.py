@@ -18,6 +18,7 @@ from services.index.registry.services_config import MASK
 JSON = dict[str, Any]
 
 MAX_SERVICES = 200
+MAX_MCP_URL_LENGTH = 2048
 
 
 def normalise_config(config: Mapping[str, Any]) -> JSON:
@@ -48,6 +49,32 @@ def validate_config(config: Mapping[str, Any]) -> None:
     _validate_fallbacks(services)
     if str(config.get("telemetryOutput") or "off") not in ("off", "logs", "otlp"):
         raise InvalidInput("telemetryOutput must be off, logs or otlp", field="telemetryOutput")
+    _validate_mcp_servers((config.get("mcp") or {}).get("servers") or [])
+
+
+def _validate_mcp_servers(servers: list[Any]) -> None:
+    """Names are unique, URLs absolute http(s), and no header can split a request (CR/LF)."""
+    seen: set[str] = set()
+    for server in servers:
+        if not isinstance(server, dict):
+            raise InvalidInput("every MCP server must be an object", field="mcp.servers")
+        name = str(server.get("name") or "").strip()
+        if not name or name in seen:
+            raise InvalidInput(f"MCP server names must be set and unique ({name!r})", field="mcp.servers.name")
+        seen.add(name)
+        url = str(server.get("baseURL") or "")
+        if not url.lower().startswith(("https://", "http://")) or len(url) > MAX_MCP_URL_LENGTH:
+            raise InvalidInput(
+                f"mcp.servers[{name}].baseURL must be an absolute http(s) URL", field=f"mcp.servers[{name}].baseURL"
+            )
+        headers = server.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise InvalidInput("headers must be an object", field=f"mcp.servers[{name}].headers")
+        for header, value in headers.items():
+            if any(c in f"{header}{value}" for c in "\r\n\0"):
+                # A line break in a header would let the value inject headers or split the request.
+                field = f"mcp.servers[{name}].headers.{header.strip()}"
+                raise InvalidInput(f"{field} must not contain CR, LF or NUL", field=field)
 
 
 def _validate_fallbacks(services: list[JSON]) -> None:
@@ -102,7 +129,13 @@ def _other_secrets(config: JSON) -> Iterator[tuple[str, JSON, str]]:
     if isinstance(mcp, dict):
         for server in mcp.get("servers") or []:
             if isinstance(server, dict):
-                yield f"mcp.servers[{server.get('name', '')}]", server, "clientSecret"
+                ident = f"mcp.servers[{server.get('name', '')}]"
+                yield ident, server, "clientSecret"
+                # Custom headers carry API keys and bearer tokens: every value is a secret.
+                headers = server.get("headers")
+                if isinstance(headers, dict):
+                    for header in headers:
+                        yield f"{ident}.headers", headers, header
 
 
 def _walk(config: JSON, on_service: Callable[[JSON], JSON], on_secret: Callable[[str, JSON, str], None]) -> JSON:
@@ -128,7 +161,8 @@ def resolve_config_secrets(incoming: JSON, stored: JSON | None) -> JSON:
     endpoint is unchanged; MCP servers: only while their base URL is unchanged)."""
     stored = stored or {}
     stored_services = {s.get("id"): s for s in stored.get("services") or [] if isinstance(s, dict)}
-    stored_secrets = {ident: (container, key) for ident, container, key in _other_secrets(copy.deepcopy(stored))}
+    stored_secrets = {(ident, key): container for ident, container, key in _other_secrets(copy.deepcopy(stored))}
+    stored_urls, incoming_urls = _mcp_server_urls(stored), _mcp_server_urls(incoming)
 
     def service(s: JSON) -> JSON:
         return services_config.resolve_masked_secrets(s, stored_services.get(s.get("id")))
@@ -136,14 +170,22 @@ def resolve_config_secrets(incoming: JSON, stored: JSON | None) -> JSON:
     def secret(ident: str, container: JSON, key: str) -> None:
         if container.get(key) != MASK:
             return
-        previous = stored_secrets.get(ident)
-        if previous is None or not previous[0].get(key):
+        previous = stored_secrets.get((ident, key))
+        if previous is None or not previous.get(key):
             raise InvalidInput(f"{ident}.{key} is masked but no secret is stored: enter it again", field=key)
-        if ident.startswith("mcp.servers") and previous[0].get("baseURL") != container.get("baseURL"):
-            raise InvalidInput(f"{ident}.baseURL changed, so {key} must be entered again", field=key)
-        container[key] = previous[0][key]
+        server = ident.removesuffix(".headers")
+        if server.startswith("mcp.servers") and stored_urls.get(server) != incoming_urls.get(server):
+            # A secret meant for one server must not be sent to another URL.
+            raise InvalidInput(f"{server}.baseURL changed, so {ident}.{key} must be entered again", field=key)
+        container[key] = previous[key]
 
     return _walk(incoming, service, secret)
+
+
+def _mcp_server_urls(config: JSON) -> dict[str, Any]:
+    mcp = config.get("mcp")
+    servers = mcp.get("servers") or [] if isinstance(mcp, dict) else []
+    return {f"mcp.servers[{s.get('name', '')}]": s.get("baseURL") for s in servers if isinstance(s, dict)}
 
 
 def keep_unknown_keys(incoming: JSON, stored: JSON | None, known: set[str]) -> JSON:

@@ -14,7 +14,19 @@ from services.common.grpc_server import ServicerBinding
 
 # Whole services or single RPCs (``package.Service/Method``) whose feature arrives with a later issue.
 PENDING: dict[str, str] = {
-    "agents.mcp.v1.MCP": "remote MCP servers, OAuth and the embedded MCP server arrive with the MCP issue",
+    **{
+        f"agents.mcp.v1.MCP/{rpc}": "remote servers are configured in the plugin configuration; OAuth comes next"
+        for rpc in (
+            "ListServers",
+            "GetServer",
+            "CreateServer",
+            "UpdateServer",
+            "DeleteServer",
+            "StartOAuth",
+            "CompleteOAuth",
+            "DisconnectOAuth",
+        )
+    },
     "agents.index.v1.Index": "embeddings and semantic search arrive with the semantic search issue",
 }
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from agents.registry.v1 import registry_pb2 as registry_pb2
 
-from services.tools.catalog import BUILTIN_TOOLS, MATTERMOST_ORIGIN, bound_arguments, require_tool
+from services.tools.catalog import (
+    BUILTIN_TOOLS,
+    MATTERMOST_ORIGIN,
+    ToolFamily,
+    ToolSpec,
+    bound_arguments,
+    require_tool,
+)
 from services.tools.config import configured_policies
 from services.tools.policies import (
     AgentToolAccess,
@@ -142,3 +149,26 @@ def test_a_channel_analysis_offers_only_its_channel_readers_auto_run_without_cha
 def test_a_bound_reader_reads_the_analysed_channel_whatever_channel_the_model_names() -> None:
     arguments = bound_arguments(require_tool("read_channel"), {"channel_id": "elsewhere", "limit": 5}, "town")
     assert arguments == {"channel_id": "town", "limit": 5}
+
+
+JIRA = "https://jira.example.com/mcp"
+
+
+def _remote(name: str, origin: str = JIRA) -> ToolSpec:
+    return ToolSpec(name, "", {"type": "object", "properties": {}}, ToolFamily.MCP, server_origin=origin)
+
+
+def test_a_remote_tool_is_selected_by_its_server_and_name_or_the_whole_server() -> None:
+    agent = AgentToolAccess(selected=frozenset({(JIRA, "echo"), ("https://wiki.example.com/mcp", "*")}))
+    assert agent.selects(_remote("echo"))
+    assert not agent.selects(_remote("add"))
+    assert agent.selects(_remote("add", "https://wiki.example.com/mcp"))
+    # A Mattermost-tool selection of the same name does not select a remote tool.
+    assert not AgentToolAccess(selected=frozenset({(MATTERMOST_ORIGIN, "echo")})).selects(_remote("echo"))
+
+
+def test_the_remote_servers_an_agent_may_contact() -> None:
+    chosen = frozenset({(JIRA, "echo"), (MATTERMOST_ORIGIN, "*"), ("", "read_post")})
+    assert AgentToolAccess(selected=chosen).remote_origins() == {JIRA}
+    assert AgentToolAccess(auto_enable_all=True).remote_origins() is None  # every server
+    assert AgentToolAccess(disable_tools=True, auto_enable_all=True).remote_origins() == frozenset()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gents/mcp/v1/mcp.proto\x12\ragents.mcp.v1\x1a\x1cgoogle/protobuf/struct.proto\";\n\nToolConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\"\x8e\x02\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x33\n\x07headers\x18\x04 \x03(\x0b\x32\".agents.mcp.v1.Server.HeadersEntry\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x15\n\rclient_secret\x18\x06 \x01(\t\x12/\n\x0ctool_configs\x18\x07 \x03(\x0b\x32\x19.agents.mcp.v1.ToolConfig\x12\x13\n\x0bserver_type\x18\x08 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x12ListServersRequest\"=\n\x13ListServersResponse\x12&\n\x07servers\x18\x01 \x03(\x0b\x32\x15.agents.mcp.v1.Server\" \n\x10GetServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x11GetServerResponse\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"<\n\x13\x43reateServerRequest\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"=\n\x14\x43reateServerResponse\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"<\n\x13UpdateServerRequest\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"=\n\x14UpdateServerResponse\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"#\n\x13\x44\x65leteServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteServerResponse\"|\n\x07McpTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x0e\n\x06policy\x18\x05 \x01(\t\"\xbe\x01\n\x0fUserServerTools\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rserver_origin\x18\x02 \x01(\t\x12\x15\n\rauthenticated\x18\x03 \x01(\x08\x12\x13\n\x0bneeds_oauth\x18\x04 \x01(\x08\x12\x12\n\nauth_email\x18\x05 \x01(\t\x12\x10\n\x08\x61uth_url\x18\x06 \x01(\t\x12%\n\x05tools\x18\x07 \x03(\x0b\x32\x16.agents.mcp.v1.McpTool\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"0\n\x14ListUserToolsRequest\x12\x18\n\x10\x64isabled_servers\x18\x01 \x03(\t\"H\n\x15ListUserToolsResponse\x12/\n\x07servers\x18\x01 \x03(\x0b\x32\x1e.agents.mcp.v1.UserServerTools\"\x81\x01\n\x0f\x43\x61llToolRequest\x12\x15\n\rserver_origin\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x62ound_channel_id\x18\x04 \x01(\t\"j\n\x10\x43\x61llToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\x33\n\x12structured_content\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"C\n\x11StartOAuthRequest\x12\x13\n\x0bserver_name\x18\x01 \x01(\t\x12\x19\n\x11resource_metadata\x18\x02 \x01(\t\"/\n\x12StartOAuthResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\"]\n\x14\x43ompleteOAuthRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x04 \x01(\t\"C\n\x15\x43ompleteOAuthResponse\x12\x13\n\x0bserver_name\x18\x01 \x01(\t\x12\x15\n\rserver_origin\x18\x02 \x01(\t\"-\n\x16\x44isconnectOAuthRequest\x12\x13\n\x0bserver_name\x18\x01 \x01(\t\"0\n\x17\x44isconnectOAuthResponse\x12\x15\n\rserver_origin\x18\x01 \x01(\t\"\xad\x01\n\x0cServerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12%\n\x05tools\x18\x03 \x03(\x0b\x32\x16.agents.mcp.v1.McpTool\x12\x13\n\x0bneeds_oauth\x18\x04 \x01(\x08\x12\x11\n\toauth_url\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x13\n\x0bserver_type\x18\x07 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x08 \x01(\x08\"\x18\n\x16GetServerStatusRequest\"G\n\x17GetServerStatusResponse\x12,\n\x07servers\x18\x01 \x03(\x0b\x32\x1b.agents.mcp.v1.ServerStatus\"\x17\n\x15\x43learToolCacheRequest\"1\n\x16\x43learToolCacheResponse\x12\x17\n\x0f\x63leared_servers\x18\x01 \x01(\x05\x32\xb1\x08\n\x03MCP\x12T\n\x0bListServers\x12!.agents.mcp.v1.ListServersRequest\x1a\".agents.mcp.v1.ListServersResponse\x12N\n\tGetServer\x12\x1f.agents.mcp.v1.GetServerRequest\x1a .agents.mcp.v1.GetServerResponse\x12W\n\x0c\x43reateServer\x12\".agents.mcp.v1.CreateServerRequest\x1a#.agents.mcp.v1.CreateServerResponse\x12W\n\x0cUpdateServer\x12\".agents.mcp.v1.UpdateServerRequest\x1a#.agents.mcp.v1.UpdateServerResponse\x12W\n\x0c\x44\x65leteServer\x12\".agents.mcp.v1.DeleteServerRequest\x1a#.agents.mcp.v1.DeleteServerResponse\x12Z\n\rListUserTools\x12#.agents.mcp.v1.ListUserToolsRequest\x1a$.agents.mcp.v1.ListUserToolsResponse\x12K\n\x08\x43\x61llTool\x12\x1e.agents.mcp.v1.CallToolRequest\x1a\x1f.agents.mcp.v1.CallToolResponse\x12Q\n\nStartOAuth\x12 .agents.mcp.v1.StartOAuthRequest\x1a!.agents.mcp.v1.StartOAuthResponse\x12Z\n\rCompleteOAuth\x12#.agents.mcp.v1.CompleteOAuthRequest\x1a$.agents.mcp.v1.CompleteOAuthResponse\x12`\n\x0f\x44isconnectOAuth\x12%.agents.mcp.v1.DisconnectOAuthRequest\x1a&.agents.mcp.v1.DisconnectOAuthResponse\x12`\n\x0fGetServerStatus\x12%.agents.mcp.v1.GetServerStatusRequest\x1a&.agents.mcp.v1.GetServerStatusResponse\x12]\n\x0e\x43learToolCache\x12$.agents.mcp.v1.ClearToolCacheRequest\x1a%.agents.mcp.v1.ClearToolCacheResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gents/mcp/v1/mcp.proto\x12\ragents.mcp.v1\x1a\x1cgoogle/protobuf/struct.proto\";\n\nToolConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\"\x8e\x02\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x33\n\x07headers\x18\x04 \x03(\x0b\x32\".agents.mcp.v1.Server.HeadersEntry\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x15\n\rclient_secret\x18\x06 \x01(\t\x12/\n\x0ctool_configs\x18\x07 \x03(\x0b\x32\x19.agents.mcp.v1.ToolConfig\x12\x13\n\x0bserver_type\x18\x08 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x12ListServersRequest\"=\n\x13ListServersResponse\x12&\n\x07servers\x18\x01 \x03(\x0b\x32\x15.agents.mcp.v1.Server\" \n\x10GetServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x11GetServerResponse\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"<\n\x13\x43reateServerRequest\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"=\n\x14\x43reateServerResponse\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"<\n\x13UpdateServerRequest\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"=\n\x14UpdateServerResponse\x12%\n\x06server\x18\x01 \x01(\x0b\x32\x15.agents.mcp.v1.Server\"#\n\x13\x44\x65leteServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteServerResponse\"|\n\x07McpTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x0e\n\x06policy\x18\x05 \x01(\t\"\xbe\x01\n\x0fUserServerTools\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rserver_origin\x18\x02 \x01(\t\x12\x15\n\rauthenticated\x18\x03 \x01(\x08\x12\x13\n\x0bneeds_oauth\x18\x04 \x01(\x08\x12\x12\n\nauth_email\x18\x05 \x01(\t\x12\x10\n\x08\x61uth_url\x18\x06 \x01(\t\x12%\n\x05tools\x18\x07 \x03(\x0b\x32\x16.agents.mcp.v1.McpTool\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"e\n\x14ListUserToolsRequest\x12\x18\n\x10\x64isabled_servers\x18\x01 \x03(\t\x12\x1b\n\x13only_listed_servers\x18\x02 \x01(\x08\x12\x16\n\x0eserver_origins\x18\x03 \x03(\t\"H\n\x15ListUserToolsResponse\x12/\n\x07servers\x18\x01 \x03(\x0b\x32\x1e.agents.mcp.v1.UserServerTools\"\x81\x01\n\x0f\x43\x61llToolRequest\x12\x15\n\rserver_origin\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x62ound_channel_id\x18\x04 \x01(\t\"j\n\x10\x43\x61llToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08is_error\x18\x02 \x01(\x08\x12\x33\n\x12structured_content\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"C\n\x11StartOAuthRequest\x12\x13\n\x0bserver_name\x18\x01 \x01(\t\x12\x19\n\x11resource_metadata\x18\x02 \x01(\t\"/\n\x12StartOAuthResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\"]\n\x14\x43ompleteOAuthRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x04 \x01(\t\"C\n\x15\x43ompleteOAuthResponse\x12\x13\n\x0bserver_name\x18\x01 \x01(\t\x12\x15\n\rserver_origin\x18\x02 \x01(\t\"-\n\x16\x44isconnectOAuthRequest\x12\x13\n\x0bserver_name\x18\x01 \x01(\t\"0\n\x17\x44isconnectOAuthResponse\x12\x15\n\rserver_origin\x18\x01 \x01(\t\"\xad\x01\n\x0cServerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12%\n\x05tools\x18\x03 \x03(\x0b\x32\x16.agents.mcp.v1.McpTool\x12\x13\n\x0bneeds_oauth\x18\x04 \x01(\x08\x12\x11\n\toauth_url\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x13\n\x0bserver_type\x18\x07 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x08 \x01(\x08\"\x18\n\x16GetServerStatusRequest\"G\n\x17GetServerStatusResponse\x12,\n\x07servers\x18\x01 \x03(\x0b\x32\x1b.agents.mcp.v1.ServerStatus\"\x17\n\x15\x43learToolCacheRequest\"1\n\x16\x43learToolCacheResponse\x12\x17\n\x0f\x63leared_servers\x18\x01 \x01(\x05\x32\xb1\x08\n\x03MCP\x12T\n\x0bListServers\x12!.agents.mcp.v1.ListServersRequest\x1a\".agents.mcp.v1.ListServersResponse\x12N\n\tGetServer\x12\x1f.agents.mcp.v1.GetServerRequest\x1a .agents.mcp.v1.GetServerResponse\x12W\n\x0c\x43reateServer\x12\".agents.mcp.v1.CreateServerRequest\x1a#.agents.mcp.v1.CreateServerResponse\x12W\n\x0cUpdateServer\x12\".agents.mcp.v1.UpdateServerRequest\x1a#.agents.mcp.v1.UpdateServerResponse\x12W\n\x0c\x44\x65leteServer\x12\".agents.mcp.v1.DeleteServerRequest\x1a#.agents.mcp.v1.DeleteServerResponse\x12Z\n\rListUserTools\x12#.agents.mcp.v1.ListUserToolsRequest\x1a$.agents.mcp.v1.ListUserToolsResponse\x12K\n\x08\x43\x61llTool\x12\x1e.agents.mcp.v1.CallToolRequest\x1a\x1f.agents.mcp.v1.CallToolResponse\x12Q\n\nStartOAuth\x12 .agents.mcp.v1.StartOAuthRequest\x1a!.agents.mcp.v1.StartOAuthResponse\x12Z\n\rCompleteOAuth\x12#.agents.mcp.v1.CompleteOAuthRequest\x1a$.agents.mcp.v1.CompleteOAuthResponse\x12`\n\x0f\x44isconnectOAuth\x12%.agents.mcp.v1.DisconnectOAuthRequest\x1a&.agents.mcp.v1.DisconnectOAuthResponse\x12`\n\x0fGetServerStatus\x12%.agents.mcp.v1.GetServerStatusRequest\x1a&.agents.mcp.v1.GetServerStatusResponse\x12]\n\x0e\x43learToolCache\x12$.agents.mcp.v1.ClearToolCacheRequest\x1a%.agents.mcp.v1.ClearToolCacheResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,35 +65,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVERTOOLS']._serialized_start=1023
   _globals['_USERSERVERTOOLS']._serialized_end=1213
   _globals['_LISTUSERTOOLSREQUEST']._serialized_start=1215
-  _globals['_LISTUSERTOOLSREQUEST']._serialized_end=1263
-  _globals['_LISTUSERTOOLSRESPONSE']._serialized_start=1265
-  _globals['_LISTUSERTOOLSRESPONSE']._serialized_end=1337
-  _globals['_CALLTOOLREQUEST']._serialized_start=1340
-  _globals['_CALLTOOLREQUEST']._serialized_end=1469
-  _globals['_CALLTOOLRESPONSE']._serialized_start=1471
-  _globals['_CALLTOOLRESPONSE']._serialized_end=1577
-  _globals['_STARTOAUTHREQUEST']._serialized_start=1579
-  _globals['_STARTOAUTHREQUEST']._serialized_end=1646
-  _globals['_STARTOAUTHRESPONSE']._serialized_start=1648
-  _globals['_STARTOAUTHRESPONSE']._serialized_end=1695
-  _globals['_COMPLETEOAUTHREQUEST']._serialized_start=1697
-  _globals['_COMPLETEOAUTHREQUEST']._serialized_end=1790
-  _globals['_COMPLETEOAUTHRESPONSE']._serialized_start=1792
-  _globals['_COMPLETEOAUTHRESPONSE']._serialized_end=1859
-  _globals['_DISCONNECTOAUTHREQUEST']._serialized_start=1861
-  _globals['_DISCONNECTOAUTHREQUEST']._serialized_end=1906
-  _globals['_DISCONNECTOAUTHRESPONSE']._serialized_start=1908
-  _globals['_DISCONNECTOAUTHRESPONSE']._serialized_end=1956
-  _globals['_SERVERSTATUS']._serialized_start=1959
-  _globals['_SERVERSTATUS']._serialized_end=2132
-  _globals['_GETSERVERSTATUSREQUEST']._serialized_start=2134
-  _globals['_GETSERVERSTATUSREQUEST']._serialized_end=2158
-  _globals['_GETSERVERSTATUSRESPONSE']._serialized_start=2160
-  _globals['_GETSERVERSTATUSRESPONSE']._serialized_end=2231
-  _globals['_CLEARTOOLCACHEREQUEST']._serialized_start=2233
-  _globals['_CLEARTOOLCACHEREQUEST']._serialized_end=2256
-  _globals['_CLEARTOOLCACHERESPONSE']._serialized_start=2258
-  _globals['_CLEARTOOLCACHERESPONSE']._serialized_end=2307
-  _globals['_MCP']._serialized_start=2310
-  _globals['_MCP']._serialized_end=3383
+  _globals['_LISTUSERTOOLSREQUEST']._serialized_end=1316
+  _globals['_LISTUSERTOOLSRESPONSE']._serialized_start=1318
+  _globals['_LISTUSERTOOLSRESPONSE']._serialized_end=1390
+  _globals['_CALLTOOLREQUEST']._serialized_start=1393
+  _globals['_CALLTOOLREQUEST']._serialized_end=1522
+  _globals['_CALLTOOLRESPONSE']._serialized_start=1524
+  _globals['_CALLTOOLRESPONSE']._serialized_end=1630
+  _globals['_STARTOAUTHREQUEST']._serialized_start=1632
+  _globals['_STARTOAUTHREQUEST']._serialized_end=1699
+  _globals['_STARTOAUTHRESPONSE']._serialized_start=1701
+  _globals['_STARTOAUTHRESPONSE']._serialized_end=1748
+  _globals['_COMPLETEOAUTHREQUEST']._serialized_start=1750
+  _globals['_COMPLETEOAUTHREQUEST']._serialized_end=1843
+  _globals['_COMPLETEOAUTHRESPONSE']._serialized_start=1845
+  _globals['_COMPLETEOAUTHRESPONSE']._serialized_end=1912
+  _globals['_DISCONNECTOAUTHREQUEST']._serialized_start=1914
+  _globals['_DISCONNECTOAUTHREQUEST']._serialized_end=1959
+  _globals['_DISCONNECTOAUTHRESPONSE']._serialized_start=1961
+  _globals['_DISCONNECTOAUTHRESPONSE']._serialized_end=2009
+  _globals['_SERVERSTATUS']._serialized_start=2012
+  _globals['_SERVERSTATUS']._serialized_end=2185
+  _globals['_GETSERVERSTATUSREQUEST']._serialized_start=2187
+  _globals['_GETSERVERSTATUSREQUEST']._serialized_end=2211
+  _globals['_GETSERVERSTATUSRESPONSE']._serialized_start=2213
+  _globals['_GETSERVERSTATUSRESPONSE']._serialized_end=2284
+  _globals['_CLEARTOOLCACHEREQUEST']._serialized_start=2286
+  _globals['_CLEARTOOLCACHEREQUEST']._serialized_end=2309
+  _globals['_CLEARTOOLCACHERESPONSE']._serialized_start=2311
+  _globals['_CLEARTOOLCACHERESPONSE']._serialized_end=2360
+  _globals['_MCP']._serialized_start=2363
+  _globals['_MCP']._serialized_end=3436
 # @@protoc_insertion_point(module_scope)

@@ -446,18 +446,30 @@ class ListUserToolsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DISABLED_SERVERS_FIELD_NUMBER: _builtins.int
+    ONLY_LISTED_SERVERS_FIELD_NUMBER: _builtins.int
+    SERVER_ORIGINS_FIELD_NUMBER: _builtins.int
+    only_listed_servers: _builtins.bool
+    """Only the servers named in server_origins are contacted (none when it is empty): what an
+    agent may use. Unset: every enabled server.
+    """
     @_builtins.property
     def disabled_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Servers the user disabled in their preferences are left out."""
+
+    @_builtins.property
+    def server_origins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Origins (base URLs) of the servers to list, with only_listed_servers."""
 
     def __init__(
         self,
         *,
         disabled_servers: _abc.Iterable[_builtins.str] | None = ...,
+        only_listed_servers: _builtins.bool = ...,
+        server_origins: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled_servers", b"disabled_servers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled_servers", b"disabled_servers", "only_listed_servers", b"only_listed_servers", "server_origins", b"server_origins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
