@@ -6,9 +6,7 @@ the test is about the wire: headers, status codes, and a session id carried to a
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +28,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ENDPOINT = "/plugins/mattermost-ai/mcp-server/mcp"
 METADATA = "/plugins/mattermost-ai/mcp-server/.well-known/oauth-protected-resource"
-SESSION_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 TEN_TOOLS = {
     "read_post",
     "read_channel",
@@ -89,7 +86,8 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
-    async with ClusterHarness(postgres, env={"AGENTS_MCP_SERVER_SESSION_KEY": SESSION_KEY}) as h:
+    # Every mcp process of a cluster seals with the one key the supervisor hands them all.
+    async with ClusterHarness(postgres) as h:
         mm = h.mattermost
         alice, bob = mm.add_user("mcp-alice"), mm.add_user("mcp-bob")
         team = mm.add_team("mcp-eng", display_name="Engineering")
