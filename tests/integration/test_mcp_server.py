@@ -127,6 +127,14 @@ async def test_tools_call_mattermost_with_the_users_own_token_never_the_clusters
     assert post["user_id"] == world.alice.id and "from_bot" not in post["props"]
 
 
+async def test_a_post_without_a_session_id_lists_the_tools_as_the_readme_shows(world: World) -> None:
+    status, body, headers = await world.post(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token=world.alice.token
+    )
+    assert status == 200 and {t["name"] for t in body["result"]["tools"]} == TEN_TOOLS
+    assert "mcp-session-id" not in {k.lower() for k in headers}
+
+
 async def test_a_user_cannot_read_a_channel_they_are_not_in_through_the_tools(world: World) -> None:
     async with world.client(world.alice.token) as client:
         channel = await client.call_tool("read_channel", {"channel_id": world.secret.id})
