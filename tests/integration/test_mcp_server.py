@@ -219,6 +219,19 @@ async def test_a_missing_or_bad_token_is_401_naming_the_resource_metadata(world:
     assert document["authorization_servers"] == [f"{world.h.mattermost.url}/"]
 
 
+async def test_mattermost_unavailable_while_checking_the_token_is_503_with_retry_after(world: World) -> None:
+    mm = world.h.mattermost
+    mm.fail_next("/api/v4/users/me", 503, count=4, retry_after=0)  # every attempt the client makes
+    try:
+        status, body, headers = await world.post(
+            {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, token=world.alice.token
+        )
+    finally:
+        mm.drop_script()
+    assert status == 503 and "Retry-After" in headers, (status, body)
+    assert "127.0.0.1" not in json.dumps(body)
+
+
 async def test_a_token_for_another_audience_is_refused_without_reaching_mattermost(world: World) -> None:
     foreign = jwt.encode({"sub": world.alice.id, "aud": "https://other.example/mcp"}, "k" * 32, algorithm="HS256")
     mm = world.h.mattermost

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.errors import UpstreamUnavailable
 from services.mcp.embedded.auth import SCOPES, MattermostTokenVerifier
 from services.mcp.embedded.sessions import SessionSealer
 
@@ -153,6 +154,33 @@ def _initialize_version(body: bytes) -> str | None:
     return version if isinstance(version, str) else ""
 
 
+class UnavailableAnswers:
+    """Answers 503 with Retry-After when Mattermost cannot check the token (not the 500 Starlette
+    would send): the client should retry, not re-authenticate."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request; an UpstreamUnavailable before the answer started becomes the 503."""
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        except UpstreamUnavailable as err:
+            if started:
+                raise
+            logger.warning("Mattermost unavailable to the MCP server: %s", err.message)
+            retry_after = str(max(1, round(err.retry_after or 1)))
+            body = {"error": "Mattermost is unavailable; retry in a moment"}
+            await JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})(scope, receive, send)
+
+
 def build_app(
     manager: StreamableHTTPSessionManager, verifier: MattermostTokenVerifier, site: PublicSite, sealer: SessionSealer
 ) -> Starlette:
@@ -176,6 +204,7 @@ def build_app(
             ),
         ],
         middleware=[
+            Middleware(UnavailableAnswers),
             Middleware(
                 AuthenticationMiddleware,
                 backend=BearerAuthBackend(verifier, resource_server_url=AnyHttpUrl(site.resource)),

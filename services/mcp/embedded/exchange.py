@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,17 @@ def _scope(request: HttpRequest) -> dict[str, Any]:
     }
 
 
+def _parts(message: Message) -> tuple[list[ResponseHead | bytes], bool]:
+    """What an ASGI message adds to the answer, and whether the answer is complete with it."""
+    if message["type"] == "http.response.start":
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+        return [ResponseHead(message["status"], headers)], False
+    if message["type"] == "http.response.body":
+        chunk = bytes(message.get("body", b""))
+        return ([chunk] if chunk else []), not message.get("more_body", False)
+    return [], False
+
+
 async def exchange(app: ASGIApp, request: HttpRequest) -> AsyncIterator[ResponseHead | bytes]:
     """Run ``request`` through ``app``: yields the head, then each non-empty body chunk.
 
@@ -81,17 +95,18 @@ async def exchange(app: ASGIApp, request: HttpRequest) -> AsyncIterator[Response
             messages.put_nowait(None)
 
     task = asyncio.create_task(run())
+    answered = False
     try:
-        while (message := await messages.get()) is not None:
-            if message["type"] == "http.response.start":
-                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-                yield ResponseHead(message["status"], headers)
-            elif message["type"] == "http.response.body":
-                if chunk := bytes(message.get("body", b"")):
-                    yield chunk
-                if not message.get("more_body", False):
-                    break
+        while not answered and (message := await messages.get()) is not None:
+            parts, answered = _parts(message)
+            for part in parts:
+                yield part
         await task
+    except Exception:
+        if not answered:
+            raise
+        # The client has its whole answer; what failed after it is the server's to log.
+        logger.exception("the MCP server failed after answering")
     finally:
         gone.set()
         if not task.done():
