@@ -8,7 +8,8 @@ throughput of one mcp process.
    ``Mcp-Session-Id`` and once without: their difference is what carrying the session costs end
    to end. Each call checks the token at the fake Mattermost and reads the
    user's teams with it (two Mattermost requests); the fake runs in this process, on the load's
-   event loop, so the numbers are a floor for the server, not its ceiling.
+   event loop, so the rates are a floor for the server, not its ceiling; the mcp process's CPU
+   per call bounds what one process can do (1000 / that = calls per second on one core).
 
 Run: ``.venv/bin/python -m bench mcp_server``.
 """
@@ -25,6 +26,7 @@ import time
 import timeit
 
 import grpc
+import psutil
 from agents.mcp.v1 import embedded_server_pb2 as embedded_server_pb2
 from agents.mcp.v1 import embedded_server_pb2_grpc as embedded_server_pb2_grpc
 
@@ -109,6 +111,7 @@ async def run() -> None:
             "AGENTS_LOG_LEVEL": "WARNING",
         }
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.mcp", env=env)
+        server = psutil.Process(proc.pid)
         try:
             await wait_serving(port)
             host = mm.url.split("//", 1)[1]
@@ -136,7 +139,8 @@ async def run() -> None:
                     call = exchange(host, user.token, body, extra)
                     for _ in range(50):  # warm-up
                         await answer(stub, call, metadata)
-                    runs[label] = await load(stub, call, metadata)
+                    cpu_before = sum(server.cpu_times()[:2])
+                    runs[label] = (*await load(stub, call, metadata), sum(server.cpu_times()[:2]) - cpu_before)
         finally:
             proc.terminate()
             await proc.wait()
@@ -145,7 +149,7 @@ async def run() -> None:
     print(f"{'measure':<52}{'value':>12}")
     print(f"{'seal a session id (AES-256-GCM)':<52}{seal_us:>10.1f}us")
     print(f"{'open a session id (every request that carries one)':<52}{open_us:>10.1f}us")
-    for label, (latencies, windows) in runs.items():
+    for label, (latencies, windows, cpu) in runs.items():
         ms = [x * 1000 for x in latencies]
         rates = [round(w / WINDOW) for w in windows]
         print(
@@ -153,6 +157,8 @@ async def run() -> None:
         )
         print(f"{'tools/call ' + label + ' p99':<52}{percentile(ms, 99):>10.2f}ms")
         print(f"{'tools/call ' + label + ' throughput':<52}{len(ms) / SECONDS:>9.0f} r/s")
+        # CPU of the mcp process per call: what bounds one process's rate, whatever else runs.
+        print(f"{'tools/call ' + label + ' mcp process CPU per call':<52}{cpu / len(ms) * 1000:>10.2f}ms")
         first_last = f"{rates[0]} .. {rates[-1]}"
         print(f"{'  r/s per ' + str(int(WINDOW)) + ' s window (first .. last)':<52}{first_last:>12}")
 

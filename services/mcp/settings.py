@@ -27,6 +27,8 @@ class McpSettings(CommonSettings):
     # key of this process only, so a session survives only on the replica that opened it.
     server_session_key: str = Field(default="", repr=False)
     server_session_max_age_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # Reuse of a token Mattermost accepted (0: ask Mattermost on every request).
+    server_token_cache_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("server_session_key")
     @classmethod

@@ -221,15 +221,24 @@ async def test_a_missing_or_bad_token_is_401_naming_the_resource_metadata(world:
 
 async def test_mattermost_unavailable_while_checking_the_token_is_503_with_retry_after(world: World) -> None:
     mm = world.h.mattermost
+    carol = mm.add_user("mcp-carol")  # a token not checked yet, so Mattermost is asked
     mm.fail_next("/api/v4/users/me", 503, count=4, retry_after=0)  # every attempt the client makes
     try:
-        status, body, headers = await world.post(
-            {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, token=world.alice.token
-        )
+        status, body, headers = await world.post({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, token=carol.token)
     finally:
         mm.drop_script()
     assert status == 503 and "Retry-After" in headers, (status, body)
     assert "127.0.0.1" not in json.dumps(body)
+
+
+async def test_a_token_is_checked_at_mattermost_once_then_reused(world: World) -> None:
+    mm = world.h.mattermost
+    dave = mm.add_user("mcp-dave")
+    before = len(mm.requests_to("GET", "/api/v4/users/me"))
+    for n in range(3):
+        status, _, _ = await world.post({"jsonrpc": "2.0", "id": n, "method": "tools/list"}, token=dave.token)
+        assert status == 200
+    assert len(mm.requests_to("GET", "/api/v4/users/me")) == before + 1
 
 
 async def test_a_token_for_another_audience_is_refused_without_reaching_mattermost(world: World) -> None:

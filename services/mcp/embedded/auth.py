@@ -2,12 +2,14 @@
 
 Personal Access Tokens and OAuth access tokens issued by Mattermost are both Mattermost sessions,
 so ``GET /api/v4/users/me`` with the token is the check, and its answer is the user the tools run
-as. A token that names its own audience (a JWT's ``aud``) must name this server: a token minted
-for another resource is refused before it is sent anywhere, so it is never replayed to Mattermost.
+as; an accepted token is reused for a short while, as the gateway does with its callers' tokens.
+A token that names its own audience (a JWT's ``aud``) must name this server: a token minted for
+another resource is refused before it is sent anywhere, so it is never replayed to Mattermost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ from mcp.server.auth.provider import AccessToken
 
 from services.common.errors import NotFound, PermissionDenied, Unauthenticated
 from services.common.mattermost import MattermostClient
+from services.common.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +44,26 @@ def foreign_audience(token: str, resource: str) -> bool:
 class MattermostTokenVerifier:
     """The SDK's TokenVerifier: a token is valid when Mattermost says whose it is."""
 
-    def __init__(self, client_for: Callable[[str], MattermostClient], resource: str) -> None:
+    def __init__(self, client_for: Callable[[str], MattermostClient], resource: str, cache_seconds: float) -> None:
         self._client_for = client_for
         self._resource = resource
+        # Keyed by a hash, so no token sits in memory as a dict key; only accepted tokens are kept.
+        self._accepted: TtlCache[str, AccessToken] = TtlCache(cache_seconds)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The user's access for ``token``, or None for a token Mattermost refuses or one for another audience."""
         if foreign_audience(token, self._resource):
             logger.info("refused a bearer token issued for another audience")
             return None
+        key = hashlib.sha256(token.encode()).hexdigest()
+        if (cached := self._accepted.get(key)) is not None:
+            return cached
+        access = await self._ask_mattermost(token)
+        if access is not None:
+            self._accepted.put(key, access)
+        return access
+
+    async def _ask_mattermost(self, token: str) -> AccessToken | None:
         client = self._client_for(token)
         try:
             user = await client.get_me()

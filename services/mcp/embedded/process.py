@@ -56,7 +56,7 @@ class EmbeddedServer:
         self._manager = StreamableHTTPSessionManager(
             app=server, json_response=True, stateless=True, security_settings=transport_security(site)
         )
-        verifier = MattermostTokenVerifier(self._client_for, site.resource)
+        verifier = MattermostTokenVerifier(self._client_for, site.resource, settings.server_token_cache_seconds)
         sealer = SessionSealer(key, settings.server_session_max_age_seconds)
         self.servicer = EmbeddedServerServicer(build_app(self._manager, verifier, site, sealer))
 
