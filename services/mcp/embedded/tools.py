@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import mcp_types as types
-from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
@@ -32,14 +31,12 @@ TOOLS = {spec.name: spec for spec in BUILTIN_TOOLS if spec.family is ToolFamily.
 
 
 def _caller(ctx: ServerRequestContext[Any, Any]) -> AccessToken:
-    # The HTTP request carries the verified token; the auth contextvar is the fallback where the
-    # transport runs the handler in another task than the request's.
-    request = ctx.request
-    user = getattr(request, "scope", {}).get("user") if request is not None else None
-    token = user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
-    if token is None:
+    # The transport hands each handler its HTTP request (in both protocol eras), whose scope holds
+    # the user the bearer middleware verified.
+    user = getattr(ctx.request, "scope", {}).get("user")
+    if not isinstance(user, AuthenticatedUser):
         raise Unauthenticated("no verified bearer token on this request")
-    return token
+    return user.access_token
 
 
 def _error(message: str) -> types.CallToolResult:
