@@ -87,8 +87,9 @@ class World:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
     # Every mcp process of a cluster seals with the one key the supervisor hands them all.
-    async with ClusterHarness(postgres) as h:
+    async with ClusterHarness(postgres, env={"AGENTS_INDEX_LICENSE": "entry"}) as h:
         mm = h.mattermost
+        await switch_the_server(h, mm.add_user("mcp-root", roles="system_user system_admin"), on=True)
         alice, bob = mm.add_user("mcp-alice"), mm.add_user("mcp-bob")
         team = mm.add_team("mcp-eng", display_name="Engineering")
         for user in (alice, bob):
@@ -100,6 +101,21 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
         mm.add_post(alice, town, "the release ships on friday")
         mm.add_post(bob, secret, "the release hides a layoff")
         yield World(h, alice, bob, town, secret)
+
+
+async def switch_the_server(h: ClusterHarness, admin: FakeUser, *, on: bool) -> None:
+    """Set mcp.enablePluginServer as an admin does, and wait until the gateway serves accordingly."""
+    status, config = await h.get("/admin/config", user=admin)
+    assert status == 200, config
+    config["mcp"] = {**(config.get("mcp") or {}), "enablePluginServer": on}
+    status, body, _ = await h.request("PUT", "/admin/config", user=admin, json_body=config)
+    assert status == 200, body
+
+    async def served_accordingly() -> bool:
+        status, _, _ = await h.request("GET", "/mcp-server/.well-known/oauth-protected-resource")
+        return status == (200 if on else 404)
+
+    await poll(served_accordingly, within=30, interval=0.1, message=f"enablePluginServer={on} never applied")
 
 
 def text_of(result: Any) -> str:
@@ -125,6 +141,16 @@ async def test_tools_call_mattermost_with_the_users_own_token_never_the_clusters
     assert {r.user_id for r in made} == {world.alice.id}
     post = next(p for p in mm.state.posts.values() if p["message"] == "from my editor")
     assert post["user_id"] == world.alice.id and "from_bot" not in post["props"]
+
+
+async def test_both_routes_answer_404_while_the_admin_has_the_server_off(world: World) -> None:
+    admin = world.h.mattermost.add_user("mcp-root-2", roles="system_user system_admin")
+    await switch_the_server(world.h, admin, on=False)
+    try:
+        status, body, _ = await world.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token=world.alice.token)
+        assert status == 404 and "enablePluginServer" in body["error"]
+    finally:
+        await switch_the_server(world.h, admin, on=True)
 
 
 async def test_a_post_without_a_session_id_lists_the_tools_as_the_readme_shows(world: World) -> None:

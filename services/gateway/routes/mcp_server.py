@@ -11,6 +11,7 @@ from __future__ import annotations
 from agents.mcp.v1 import embedded_server_pb2 as embedded_server_pb2
 from aiohttp import web
 
+from services.common.errors import NotFound, UpstreamUnavailable
 from services.common.grpc_client import stream
 from services.gateway.deps import DEPS
 
@@ -33,11 +34,22 @@ FORWARDED_HEADERS = frozenset(
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
 
+def require_enabled(request: web.Request) -> None:
+    """404, as the plugin answers by not registering the routes, unless the plugin configuration's
+    ``mcp.enablePluginServer`` (a licensed switch, off by default) is on."""
+    watcher = request.app[DEPS].plugin_config
+    if not watcher.ready:
+        raise UpstreamUnavailable("the plugin configuration has not been loaded yet")
+    if not watcher.current.config.mcp.enable_plugin_server:
+        raise NotFound("the Mattermost MCP server is off (the plugin configuration's mcp.enablePluginServer)")
+
+
 @routes.get(f"{PREFIX}/.well-known/oauth-protected-resource")
 @routes.route("OPTIONS", f"{PREFIX}/.well-known/oauth-protected-resource")  # browser clients' CORS preflight
 @routes.route("*", f"{PREFIX}/mcp")
 async def forward(request: web.Request) -> web.StreamResponse:
     """Forward the exchange to the mcp service and stream its answer back as it comes."""
+    require_enabled(request)
     body = await request.read()
     forwarded = embedded_server_pb2.ServeHttpRequest(
         method=request.method,
