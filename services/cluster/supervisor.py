@@ -73,6 +73,8 @@ class ClusterConfig:
     ports: dict[str, int] = field(default_factory=dict)  # service → port; missing → defaults/free
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # Seals the Mattermost MCP server's session ids: one key for every mcp process, restarts included.
+    mcp_session_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     log_sink: Callable[[str, str], None] | None = None  # (service, line); None prints prefixed
     colour: bool = False
     restart: RestartPolicy | None = None  # None: a service that dies stays down
@@ -136,6 +138,7 @@ class Cluster:
         )
         for name in GRPC_SERVICES:
             env[f"AGENTS_{name.upper()}_GRPC_PORT"] = str(self.config.port(name))
+        env.setdefault("AGENTS_MCP_SERVER_SESSION_KEY", self.config.mcp_session_key)
         env.update(self.config.env)
         return env
 

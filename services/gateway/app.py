@@ -13,6 +13,7 @@ from services.gateway.routes import channels as channel_routes
 from services.gateway.routes import conversations as conversation_routes
 from services.gateway.routes import files as file_routes
 from services.gateway.routes import mcp as mcp_routes
+from services.gateway.routes import mcp_server as mcp_server_routes
 from services.gateway.routes import meetings as meeting_routes
 from services.gateway.routes import post_actions as post_action_routes
 from services.gateway.routes import posts as post_routes
@@ -36,6 +37,7 @@ ROUTE_MODULES = (
     conversation_routes,
     search_routes,
     mcp_routes,
+    mcp_server_routes,
 )
 
 

@@ -9,6 +9,7 @@ from agents.index.v1 import index_pb2 as index_pb2
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
+from agents.mcp.v1 import embedded_server_pb2_grpc as embedded_server_pb2_grpc
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
@@ -39,6 +40,8 @@ class Backends:
         self.tools = tools_pb2_grpc.ToolsStub(self.pool.get(settings.tools_addr, idempotent(tools)))
         mcp = mcp_pb2.DESCRIPTOR.services_by_name["MCP"]
         self.mcp = mcp_pb2_grpc.MCPStub(self.pool.get(settings.mcp_addr, idempotent(mcp)))
+        # The Mattermost MCP server's HTTP exchanges: never retried (a tools/call may write).
+        self.mcp_embedded = embedded_server_pb2_grpc.EmbeddedServerStub(self.pool.get(settings.mcp_addr))
 
     async def close(self) -> None:
         """Close every channel."""

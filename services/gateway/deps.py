@@ -9,8 +9,9 @@ from aiohttp import web
 
 from services.common.mattermost import MattermostClient
 from services.common.plugin_config import PluginConfigWatcher
+from services.common.ttl_cache import TtlCache
 from services.gateway.agent_directory import AgentDirectory
-from services.gateway.auth import Authenticator, TtlCache
+from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
 from services.gateway.bot_tokens import BotTokens
 from services.gateway.bridge.agents import BridgeAgents, registry_lookup

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from services.common.errors import DomainError
 from services.common.mattermost import Channel, MattermostClient
-from services.gateway.auth import TtlCache
+from services.common.ttl_cache import TtlCache
 
 logger = logging.getLogger(__name__)
 

@@ -22,13 +22,12 @@ CALLER_KEY = web.AppKey("authenticator", Authenticator)
 # The authenticated caller of a request, set by auth_middleware.
 CALLER = web.RequestKey("caller", Caller)
 
-# Plugin routes served without a Mattermost identity (this middleware guards the plugin's sub-app
-# only, so full paths; the probes live outside it): MCP clients read how to authenticate to the
-# embedded MCP server before they can.
-PUBLIC_PATHS = frozenset({"/plugins/mattermost-ai/mcp-server/.well-known/oauth-protected-resource"})
-# The bridge's routes authenticate their caller themselves, a plugin or a user, each with its own
-# proof (services/gateway/bridge/auth.py).
-SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/",)
+# Plugin routes that authenticate their caller themselves (this middleware guards the plugin's
+# sub-app only, so full paths; the probes live outside it): the bridge's, a plugin or a user, each
+# with its own proof (services/gateway/bridge/auth.py); the Mattermost MCP server's, in the mcp
+# service, with the client's bearer token (its metadata document is public: MCP clients read how
+# to authenticate before they can).
+SELF_GUARDED_PREFIXES = ("/plugins/mattermost-ai/bridge/v1/", "/plugins/mattermost-ai/mcp-server/")
 
 
 # The status recorded (access log, span) for a request whose client hung up (nginx's 499).
@@ -74,10 +73,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate the caller of each plugin route (except the public and self-guarded ones)
+    """Authenticate the caller of each plugin route (except the self-guarded ones)
     and run the handler as that caller."""
     logger.debug("%s %s", request.method, request.path)  # the path only: a query may carry a token
-    if request.path in PUBLIC_PATHS or request.path.startswith(SELF_GUARDED_PREFIXES):
+    if request.path.startswith(SELF_GUARDED_PREFIXES):
         return await handler(request)
     caller = await request.app[CALLER_KEY].authenticate(request)
     request[CALLER] = caller

@@ -1,5 +1,5 @@
 """Wiring of the mcp service: the registry's configuration feed, the remote servers' per-user
-sessions behind the MCP API, and the sweep that closes idle sessions."""
+sessions behind the MCP API with the sweep that closes idle ones, and the Mattermost MCP server."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.mcp.config import LiveMcpConfig, McpConfig
+from services.mcp.embedded.process import EmbeddedServer
 from services.mcp.remote import RemoteTools
 from services.mcp.servicer import McpServicer
 from services.mcp.sessions import SessionLimits, SessionManager
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 class McpProcess:
-    """The mcp service wired: the MCP API over the remote servers' sessions."""
+    """The mcp service wired: the MCP API over the remote servers' sessions, and the embedded
+    Mattermost MCP server."""
 
     def __init__(self, settings: McpSettings, channels: ChannelPool) -> None:
         self.settings = settings
@@ -44,6 +46,7 @@ class McpProcess:
         self.watcher.on_change(lambda change: self.config.update(change.config, change.license))
         follow_debug_logging(self.watcher)
         self.sessions = _session_manager(settings, self.config)
+        self.embedded = EmbeddedServer(settings)
         self.host = GrpcServiceHost(
             settings,
             [
@@ -59,7 +62,8 @@ class McpProcess:
                         )
                     ),
                     mcp_pb2_grpc.add_MCPServicer_to_server,
-                )
+                ),
+                self.embedded.binding(),
             ],
         )
         self._sweeper: asyncio.Task[None] | None = None
@@ -69,7 +73,9 @@ class McpProcess:
         return self.settings.idle_timeout_seconds or self.config.current().idle_timeout_seconds
 
     async def prepare(self) -> None:
-        """Wait (a bounded time) for the plugin configuration; start the idle sweep."""
+        """Start the embedded server; wait (a bounded time) for the plugin configuration; start the
+        idle sweep."""
+        await self.embedded.start()
         await self.watcher.start()
         try:
             await self.watcher.wait_ready(CONFIG_WAIT_SECONDS)
@@ -85,13 +91,15 @@ class McpProcess:
                 logger.info("closed %d idle MCP sessions", closed)
 
     async def close(self) -> None:
-        """Stop the sweep and the configuration watch, close every session and the channels."""
+        """Stop the sweep and the configuration watch, close every session, the embedded server and
+        the channels."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.watcher.close()
         await self.sessions.close()
+        await self.embedded.close()
         await self.channels.close()
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.common.settings import CommonSettings, load_settings
+from services.mcp.embedded.sessions import decode_key
 
 PREFIX = "AGENTS_MCP_"
 
 
 class McpSettings(CommonSettings):
-    """``AGENTS_MCP_*``: the port, the caps and deadlines of remote MCP sessions, the outbound guard."""
+    """``AGENTS_MCP_*``: the port, remote MCP sessions (caps, deadlines, the outbound guard) and the
+    Mattermost MCP server."""
 
     service_name: str = "mcp"
     grpc_port: int = Field(default=50053, ge=0, le=65535)
@@ -31,6 +33,25 @@ class McpSettings(CommonSettings):
     # Replaces the plugin configuration's idleTimeoutMinutes when set (seconds; tests and operators
     # that need a finer grain than minutes).
     idle_timeout_seconds: float | None = Field(default=None, gt=0)
+    # The Mattermost MCP server (services/mcp/embedded/). Its public URL is Mattermost's site URL
+    # ("" means AGENTS_MATTERMOST_URL); clients must send its Host and Origin, or one listed here
+    # (comma-separated; "host:*" allows any port).
+    server_site_url: str = ""
+    server_allowed_hosts: str = ""
+    server_allowed_origins: str = ""
+    # URL-safe base64 of 32 bytes sealing session ids; every replica needs the same key. Empty: a
+    # key of this process only, so a session survives only on the replica that opened it.
+    server_session_key: str = Field(default="", repr=False)
+    server_session_max_age_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # Reuse of a token Mattermost accepted (0: ask Mattermost on every request).
+    server_token_cache_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("server_session_key")
+    @classmethod
+    def _key_decodes(cls, value: str) -> str:
+        if value:
+            decode_key(value)
+        return value
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> McpSettings:

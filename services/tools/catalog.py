@@ -115,6 +115,35 @@ BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
         writes=True,
     ),
     ToolSpec(
+        "create_channel",
+        "Create a public (type O, the default) or private (type P) channel in a team the user belongs to.",
+        _schema(
+            {
+                "team_id": _STR,
+                "name": {**_STR, "description": "URL name: lowercase letters, digits, '-' and '_'."},
+                "display_name": _STR,
+                "type": {**_STR, "enum": ["O", "P"]},
+                "purpose": _STR,
+                "header": _STR,
+            },
+            ("team_id", "name", "display_name"),
+        ),
+        ToolFamily.MATTERMOST,
+        writes=True,
+    ),
+    ToolSpec(
+        "get_channel_members",
+        "List the members of a channel the user can read.",
+        _schema({"channel_id": _STR, "limit": {"type": "integer", "minimum": 1, "maximum": 200}}, ("channel_id",)),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
+        "get_team_members",
+        "List the members of a team the user belongs to.",
+        _schema({"team_id": _STR, "limit": {"type": "integer", "minimum": 1, "maximum": 200}}, ("team_id",)),
+        ToolFamily.MATTERMOST,
+    ),
+    ToolSpec(
         "web_search",
         "Search the web. At most 3 searches per conversation and never the same query twice; "
         "cite results by their URL.",
@@ -196,6 +225,8 @@ def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, A
             raise InvalidInput(
                 f"{spec.name}: {key} must have at least {rule['minLength']} characters", field=f"arguments.{key}"
             )
+        if value not in rule.get("enum", (value,)):
+            raise InvalidInput(f"{spec.name}: {key} must be one of {', '.join(rule['enum'])}", field=f"arguments.{key}")
         checked[key] = value
     for key in spec.input_schema["required"]:
         if key not in checked or checked[key] in ("", None):

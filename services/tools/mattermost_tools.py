@@ -4,7 +4,8 @@ The service reaches Mattermost with the cluster's own account, which can see far
 user. Every read therefore checks the requesting user's ``read_channel`` permission first, search
 hits are filtered to channels the user can read, and a post from any other channel never reaches
 the model. "Not found" and "not readable" give the same answer, so the model learns nothing about
-channels the user cannot see.
+channels the user cannot see. The mcp service's Mattermost MCP server runs the same handlers with
+a client holding the user's own token, so Mattermost enforces the user's permissions a second time.
 
 ``create_post`` posts with the cluster's account (the service holds no per-bot token), into
 channels where the requesting user may post, and marks the post with props naming the agent's bot
@@ -90,6 +91,9 @@ class MattermostTools:
             "get_channel_info": self.get_channel_info,
             "get_team_info": self.get_team_info,
             "create_post": self.create_post,
+            "create_channel": self.create_channel,
+            "get_channel_members": self.get_channel_members,
+            "get_team_members": self.get_team_members,
         }
 
     async def _render(self, posts: list[Post]) -> str:
@@ -248,9 +252,56 @@ class MattermostTools:
                 raise ToolFailed(f"post {root_id}: {_UNREADABLE}") from None
             if root.channel_id != channel_id:
                 raise ToolFailed(f"post {root_id} is not in channel {channel_id}")
-        props = {"from_bot": "true", "ai_generated_by": user_id, "ai_agent_bot_user_id": agent_bot_user_id}
+        props = {"ai_generated_by": user_id}
+        if agent_bot_user_id:
+            # For an agent; through the MCP server an external client posts as the user, with no bot.
+            props |= {"from_bot": "true", "ai_agent_bot_user_id": agent_bot_user_id}
         post = await self._mm.create_post(channel_id, args["message"], root_id=root_id, props=props)
         return ToolResult(f"Created post {post.id} in channel {channel_id}.")
+
+    async def _is_team_member(self, team_id: str, user_id: str) -> bool:
+        try:
+            member = await self._mm.get_team_member(team_id, user_id)
+        except (NotFound, PermissionDenied):
+            return False
+        return member is not None and member.delete_at == 0
+
+    async def create_channel(self, user_id: str, args: dict[str, Any], **_: Any) -> ToolResult:
+        """A new channel in a team the user belongs to, with the user as a member."""
+        team_id = args["team_id"]
+        if not await self._is_team_member(team_id, user_id):
+            raise ToolFailed(f"team {team_id}: {_UNREADABLE}")
+        kind = args.get("type", "O")
+        channel = await self._mm.create_channel(
+            team_id, args["name"], args["display_name"], kind, args.get("purpose", ""), args.get("header", "")
+        )
+        # Created with the cluster's account, the channel has the user added; created with the
+        # user's own token (the MCP server), the user already is its first member.
+        if channel.creator_id != user_id:
+            await self._mm.add_channel_member(channel.id, user_id)
+        return ToolResult(f"Created {_describe_channel(channel)}.")
+
+    async def get_channel_members(self, user_id: str, args: dict[str, Any], **_: Any) -> ToolResult:
+        """The first ``limit`` members (default 100) of a channel the user can read."""
+        channel_id = args["channel_id"]
+        if not await ReadableChannels(self._mm, user_id).can_read(channel_id):
+            raise ToolFailed(f"channel {channel_id}: {_UNREADABLE}")
+        members = await self._mm.get_channel_members(channel_id, per_page=args.get("limit", 100))
+        return await self._describe_members([m.user_id for m in members])
+
+    async def get_team_members(self, user_id: str, args: dict[str, Any], **_: Any) -> ToolResult:
+        """The first ``limit`` members (default 100) of a team the user belongs to."""
+        team_id = args["team_id"]
+        if not await self._is_team_member(team_id, user_id):
+            raise ToolFailed(f"team {team_id}: {_UNREADABLE}")
+        members = await self._mm.get_team_members(team_id, per_page=args.get("limit", 100))
+        return await self._describe_members([m.user_id for m in members if m.delete_at == 0])
+
+    async def _describe_members(self, user_ids: list[str]) -> ToolResult:
+        users = await self._mm.get_users_by_ids(user_ids)
+        if not users:
+            return ToolResult("No members.")
+        return ToolResult("\n".join(_describe_user(u) for u in users))
 
 
 def _describe_user(user: User) -> str:

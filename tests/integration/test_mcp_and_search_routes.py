@@ -1,7 +1,8 @@
 """The plugin's MCP and semantic search routes through the gateway, before their services land:
 each is served behind the plugin's guards and answers 501 with a JSON error (the index's and the
 mcp service's RPCs answer UNIMPLEMENTED, see tests/unit/foundation/test_service_contracts.py),
-never 404; without authentication each answers 401, and non-admins get 403 on admin routes."""
+never 404; without authentication each answers 401, and non-admins get 403 on admin routes.
+The Mattermost MCP server's routes are served: tests/integration/test_mcp_server.py."""
 
 from __future__ import annotations
 
@@ -58,14 +59,9 @@ ROUTES = [
     Route("GET", "/admin/mcp/vetted-tool-seed", "/admin/mcp/vetted-tool-seed?base_url=https://mcp.x.io", admin=True),
     Route("POST", "/admin/mcp/tools/cache/clear", admin=True, served=True),
     Route("PUT", "/admin/mcp/plugin-servers/{pluginID}", "/admin/mcp/plugin-servers/com.x", body={}, admin=True),
-    Route("GET", "/mcp-server/mcp"),
-    Route("POST", "/mcp-server/mcp", body={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-    Route("DELETE", "/mcp-server/mcp"),
     Route("POST", "/bridge/v1/mcp/register", body={"name": "Jira", "path": "/mcp"}, bridge=True),
     Route("POST", "/bridge/v1/mcp/unregister", body={}, bridge=True),
 ]
-# Served to anyone, as the plugin does: MCP clients read it before they authenticate.
-WELL_KNOWN = Route("GET", "/mcp-server/.well-known/oauth-protected-resource")
 
 
 @dataclass
@@ -98,7 +94,6 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
 async def test_every_mcp_and_search_route_answers_501_json_to_a_caller_it_admits(world: World) -> None:
     pending = [r for r in ROUTES if not r.served]
     answers = {(r.method, r.url): await world.call(r, world.admin if r.admin else world.alice) for r in pending}
-    answers[(WELL_KNOWN.method, WELL_KNOWN.url)] = await world.call(WELL_KNOWN, None)
     wrong = {route: answer for route, answer in answers.items() if answer[0] != 501}
     assert not wrong
     for _, body in answers.values():

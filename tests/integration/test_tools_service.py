@@ -272,6 +272,41 @@ async def test_create_post_into_a_channel_the_user_is_not_in_fails(world: World)
     assert len(world.h.mattermost.requests_to("POST", "/api/v4/posts")) == before
 
 
+async def test_get_channel_members_lists_a_readable_channels_members_only(world: World) -> None:
+    members = await world.execute("get_channel_members", {"channel_id": world.town.id})
+    assert not members.is_error and "@alice" in members.content and "@bob" not in members.content
+    hidden = await world.execute("get_channel_members", {"channel_id": world.secret.id})
+    assert hidden.is_error and "@bob" not in hidden.content
+
+
+async def test_get_team_members_answers_only_a_member_of_the_team(world: World) -> None:
+    members = await world.execute("get_team_members", {"team_id": world.team.id})
+    assert not members.is_error and "@alice" in members.content and "@bob" in members.content
+    ops = world.h.mattermost.add_team("ops-tools")
+    world.h.mattermost.add_member(ops, world.bob)
+    refused = await world.execute("get_team_members", {"team_id": ops.id})
+    assert refused.is_error and "@bob" not in refused.content
+
+
+async def test_create_channel_makes_the_user_a_member_of_it_and_refuses_a_foreign_team(world: World) -> None:
+    args = {"team_id": world.team.id, "name": "launch-room", "display_name": "Launch Room", "type": "P"}
+    result = await world.execute("create_channel", args)
+    assert not result.is_error, result.content
+    mm = world.h.mattermost
+    created = next(c for c in mm.state.channels.values() if c["name"] == "launch-room")
+    assert created["type"] == "P" and (created["id"], world.alice.id) in mm.state.channel_members
+    ops = mm.add_team("ops-create")
+    refused = await world.execute("create_channel", {**args, "team_id": ops.id, "name": "sneaky"})
+    assert refused.is_error
+    assert not any(c["name"] == "sneaky" for c in mm.state.channels.values())
+
+
+async def test_create_channel_refuses_a_type_outside_open_and_private(world: World) -> None:
+    args = {"team_id": world.team.id, "name": "dm-like", "display_name": "DM", "type": "D"}
+    err = await rpc_error(world.execute("create_channel", args))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "type must be one of O, P" in (err.details() or "")
+
+
 # --- web search ---------------------------------------------------------------------------------
 
 

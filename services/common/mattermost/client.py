@@ -158,6 +158,11 @@ class MattermostClient:
             return None
         return TeamMember.from_json(data)
 
+    async def get_team_members(self, team_id: str, page: int = 0, per_page: int = 60) -> list[TeamMember]:
+        """A page of the team's memberships (PermissionDenied unless the token may view the team)."""
+        params = {"page": str(page), "per_page": str(per_page)}
+        return [TeamMember.from_json(m) for m in await self._get(f"/teams/{_seg(team_id)}/members", params) or []]
+
     async def get_user_teams(self, user_id: str) -> list[Team]:
         """The teams a user belongs to."""
         return [Team.from_json(t) for t in await self._get(f"/users/{_seg(user_id)}/teams") or []]
@@ -174,6 +179,34 @@ class MattermostClient:
             data = await self._get(f"/channels/{_seg(channel_id)}/members/{_seg(user_id)}")
         except NotFound:
             return None
+        return ChannelMember.from_json(data)
+
+    async def get_channel_members(self, channel_id: str, page: int = 0, per_page: int = 60) -> list[ChannelMember]:
+        """A page of the channel's memberships (PermissionDenied unless the token may read the channel)."""
+        params = {"page": str(page), "per_page": str(per_page)}
+        data = await self._get(f"/channels/{_seg(channel_id)}/members", params)
+        return [ChannelMember.from_json(m) for m in data or []]
+
+    async def create_channel(
+        self, team_id: str, name: str, display_name: str, type: str = "O", purpose: str = "", header: str = ""
+    ) -> Channel:
+        """Create an open (``O``) or private (``P``) channel; the token's user becomes its member.
+        Never retried: a lost answer would leave the name taken."""
+        body = {
+            "team_id": team_id,
+            "name": name,
+            "display_name": display_name,
+            "type": type,
+            "purpose": purpose,
+            "header": header,
+        }
+        return Channel.from_json(await self._http.request_json("POST", "/channels", json_body=body))
+
+    async def add_channel_member(self, channel_id: str, user_id: str) -> ChannelMember:
+        """Add a user to a channel (a member already in it is answered as is, so a retry is harmless)."""
+        data = await self._http.request_json(
+            "POST", f"/channels/{_seg(channel_id)}/members", json_body={"user_id": user_id}, idempotent=True
+        )
         return ChannelMember.from_json(data)
 
     async def get_channels_for_user(self, user_id: str, team_id: str) -> list[Channel]:

@@ -24,7 +24,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common.errors import NotFound
 from services.common.grpc_client import unary
-from services.gateway.auth import TtlCache
+from services.common.ttl_cache import TtlCache
 
 AgentFetch = Callable[[str], Awaitable[registry_pb2.Agent]]
 

@@ -3,8 +3,8 @@ server status and tool cache, each a call to ``agents.mcp.v1.MCP``.
 
 Until the MCP service lands its RPCs answer UNIMPLEMENTED, rendered as 501 by the error table.
 Routes the MCP API has no call for yet (user preferences, vetted tool seeds, servers other
-plugins register, the embedded MCP server over HTTP) are served behind the plugin's guards and
-answer the same 501 from here.
+plugins register) are served behind the plugin's guards and answer the same 501 from here. The
+Mattermost MCP server's routes are in ``mcp_server``.
 """
 
 from __future__ import annotations
@@ -157,10 +157,6 @@ async def clear_tool_cache(request: web.Request) -> web.Response:
 
 @routes.get("/mcp/user-preferences")
 @routes.put("/mcp/user-preferences")
-@routes.get("/mcp-server/.well-known/oauth-protected-resource")
-@routes.get("/mcp-server/mcp")
-@routes.post("/mcp-server/mcp")
-@routes.delete("/mcp-server/mcp")
 async def user_feature_not_available(request: web.Request) -> web.Response:
     """501 for the user MCP routes the MCP API has no call for yet."""
     raise Unimplemented(NOT_AVAILABLE)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from tests.fakes.mattermost.context import answer, ctx, read_json
-from tests.fakes.mattermost.state import FakeError, bad_request, forbidden, not_found
+from tests.fakes.mattermost.state import JSON, FakeError, bad_request, forbidden, not_found
 
 # --- system, users ------------------------------------------------------------------------------
 
@@ -193,3 +195,71 @@ async def create_direct_channel(request: web.Request) -> web.Response:
     if me not in ids and not state.is_admin(me):
         raise forbidden()
     return answer(state.snapshot(state.direct_channel(ids[0], ids[1])), status=201)
+
+
+async def get_team_members(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    team_id = request.match_info["team_id"]
+    if team_id not in state.teams:
+        raise not_found("team")
+    if not (state.is_admin(me) or state.is_team_member(team_id, me)):
+        raise forbidden()
+    members = [state.snapshot(m) for (tid, _), m in state.team_members.items() if tid == team_id]
+    return answer(_page(request, members))
+
+
+async def get_channel_members(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    channel_id = request.match_info["channel_id"]
+    if channel_id not in state.channels:
+        raise not_found("channel")
+    if not state.can_read_channel(me, channel_id):
+        raise forbidden()
+    members = [state.snapshot(m) for (cid, _), m in state.channel_members.items() if cid == channel_id]
+    return answer(_page(request, members))
+
+
+def _page(request: web.Request, items: list[JSON]) -> list[JSON]:
+    page, per_page = int(request.query.get("page", "0")), int(request.query.get("per_page", "60"))
+    return items[page * per_page : (page + 1) * per_page]
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise bad_request("channel")
+    team_id, name, kind = body.get("team_id", ""), body.get("name", ""), body.get("type", "")
+    if team_id not in state.teams:
+        raise bad_request("team_id")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_-]{1,64}", name):
+        raise bad_request("name")
+    if kind not in {"O", "P"}:
+        raise bad_request("type")
+    if not (state.is_admin(me) or state.is_team_member(team_id, me)):
+        raise forbidden()
+    if any(c["team_id"] == team_id and c["name"] == name for c in state.channels.values()):
+        raise FakeError(
+            400, "store.sql_channel.save_channel.exists.app_error", "A channel with that name already exists."
+        )
+    channel = state.add_channel(team_id, name, kind, str(body.get("display_name") or name))
+    stored = state.channels[channel.id]
+    stored.update(creator_id=me, purpose=str(body.get("purpose", "")), header=str(body.get("header", "")))
+    state.add_channel_member(channel.id, me)
+    return answer(state.snapshot(stored), status=201)
+
+
+async def add_channel_member(request: web.Request) -> web.Response:
+    state, me = ctx(request)
+    channel_id = request.match_info["channel_id"]
+    body = await read_json(request)
+    user_id = body.get("user_id") if isinstance(body, dict) else None
+    if channel_id not in state.channels:
+        raise not_found("channel")
+    if not isinstance(user_id, str) or user_id not in state.users:
+        raise bad_request("user_id")
+    if not (state.is_admin(me) or state.can_post(me, channel_id)):
+        raise forbidden()
+    if (channel_id, user_id) not in state.channel_members:
+        state.add_channel_member(channel_id, user_id)
+    return answer(state.snapshot(state.channel_members[(channel_id, user_id)]), status=201)

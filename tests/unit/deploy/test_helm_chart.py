@@ -196,3 +196,15 @@ def test_each_enabled_component_gets_a_deployment_with_hardened_pods_and_native_
 def test_a_disabled_component_renders_nothing() -> None:
     docs = render(CHART / "ci" / "small-values.yaml")
     assert not [d for d in docs if d["metadata"]["name"].endswith("-mcp")]
+
+
+def test_every_mcp_replica_seals_sessions_with_the_key_from_one_secret() -> None:
+    docs = render(CHART / "ci" / "default-values.yaml")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    env_of = {
+        name: {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for name, d in deployments.items()
+    }
+    key = env_of["agents-mattermost-agents-mcp"]["AGENTS_MCP_SERVER_SESSION_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key == {"name": "agents-mcp-session-key", "key": "key"}
+    assert "AGENTS_MCP_SERVER_SESSION_KEY" not in env_of["agents-mattermost-agents-gateway"]

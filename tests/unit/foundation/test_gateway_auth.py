@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from services.gateway.auth import TtlCache, sign_request
+from services.common.ttl_cache import TtlCache
+from services.gateway.auth import sign_request
 from tests.polling import poll
 
 

@@ -1,0 +1,93 @@
+"""The Mattermost MCP server's tools: the built-in Mattermost tools, run as the calling user.
+
+The tools service's handlers (services/tools/mattermost_tools.py) serve here unchanged, with one
+difference: their Mattermost client holds the caller's own token, never the cluster's account,
+so every read and write is one the user could make in Mattermost themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+
+from services.common.errors import DomainError, InvalidInput, Unauthenticated, UpstreamUnavailable
+from services.common.mattermost import MattermostClient
+from services.tools.catalog import BUILTIN_TOOLS, ToolFamily, validate_arguments
+from services.tools.mattermost_tools import MattermostTools
+from services.tools.results import ToolFailed
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "mattermost"
+# The plugin's ten: the Mattermost family of the built-in catalog.
+TOOLS = {spec.name: spec for spec in BUILTIN_TOOLS if spec.family is ToolFamily.MATTERMOST}
+
+
+def _caller(ctx: ServerRequestContext[Any, Any]) -> AccessToken:
+    # The transport hands each handler its HTTP request (in both protocol eras), whose scope holds
+    # the user the bearer middleware verified.
+    user = getattr(ctx.request, "scope", {}).get("user")
+    if not isinstance(user, AuthenticatedUser):
+        raise Unauthenticated("no verified bearer token on this request")
+    return user.access_token
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
+
+
+def build_server(client_for: Callable[[str], MattermostClient], version: str) -> Server[Any]:
+    """The low-level MCP server listing and calling the Mattermost tools, each with a client for
+    the caller's token from ``client_for``."""
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(
+                    name=spec.name,
+                    description=spec.description,
+                    input_schema=spec.input_schema,
+                    annotations=types.ToolAnnotations(read_only_hint=not spec.writes),
+                )
+                for spec in TOOLS.values()
+            ]
+        )
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        spec = TOOLS.get(params.name)
+        if spec is None:
+            return _error(f"unknown tool {params.name!r}")
+        caller = _caller(ctx)
+        try:
+            arguments = validate_arguments(spec, params.arguments or {})
+        except InvalidInput as err:
+            return _error(err.message)
+        client = client_for(caller.token)
+        try:
+            handler = MattermostTools(client).handlers()[spec.name]
+            result = await handler(caller.client_id, arguments)
+        except ToolFailed as err:
+            return _error(str(err))
+        except UpstreamUnavailable:
+            return _error(f"{spec.name} failed: Mattermost is unavailable; try again later")
+        except DomainError as err:
+            # Mattermost refused or failed the call made with the user's token: the message is
+            # Mattermost's own, about the user's request, and safe to show them.
+            logger.info("embedded MCP tool failed", extra={"tool": spec.name, "error_class": type(err).__name__})
+            return _error(f"{spec.name} failed: {err.message}")
+        finally:
+            await client.aclose()
+        return types.CallToolResult(content=[types.TextContent(text=result.content)], is_error=False)
+
+    return Server(SERVER_NAME, version=version, on_list_tools=list_tools, on_call_tool=call_tool)
