@@ -167,8 +167,13 @@ async def test_the_conversation_routes_the_webapp_reads_answer_in_the_plugins_sh
     dm = world.mm.add_direct_channel(xia, bot)
     world.openai.enqueue(FakeResponse.text("Hello Xia."), FakeResponse.text("Greeting"))
     reply = await world.answer_to(await world.mm.user_posts(xia, dm, "hello"))
-    await poll(lambda: world.openai.queued == 0)  # the title came too
 
+    async def titled() -> bool:
+        # The title is stored after the provider served it: wait for the store, not the queue.
+        _, found = await world.h.get("/ai_threads", user=xia)
+        return bool(found) and found[0]["title"] == "Greeting"
+
+    await poll(titled, within=20)
     status, threads = await world.h.get("/ai_threads", user=xia)
     assert status == 200
     assert_matches_openapi("GET", "/ai_threads", 200, threads)
