@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import db
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
+from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.licensing import License
 from services.common.mattermost import MattermostClient
 from services.common.settings import CommonSettings
@@ -28,6 +29,10 @@ from services.index.registry.messages import PLUGIN_CONFIG_KEYS
 from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
+from services.index.search.semantic import ScanBounds, SemanticIndex
+from services.index.search.servicer import IndexServicer
+from services.index.search.setup import ConfiguredSetup
+from services.index.search.store import VectorStore
 from services.index.settings import IndexSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,7 +48,7 @@ class IndexDeps:
 
 
 class IndexProcess:
-    """The index process wired: the agent registry's servicer, and the index API (unimplemented)."""
+    """The index process wired: the agent registry's servicer and the semantic index's."""
 
     def __init__(self, settings: IndexSettings, deps: IndexDeps) -> None:
         self.settings = settings
@@ -57,15 +62,19 @@ class IndexProcess:
         active = ActiveAgents(self.agent_store, self.listener, max_age=settings.agents_cache_seconds)
         self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, license, PLUGIN_CONFIG_KEYS)
         agents = AgentRegistry(self.agent_store, active, self.config, self.bots, license)
-        # The generated base answers UNIMPLEMENTED to every RPC until semantic search lands; its
+        policy = OutboundPolicy(private_allowed_hostnames=parse_allowed_hostnames(settings.embedding_private_hostnames))
+        self.search_setup = ConfiguredSetup(self.config, policy)
+        bounds = ScanBounds(settings.search_exact_scan_rows, settings.search_max_scan_tuples)
+        self.semantic = SemanticIndex(VectorStore(deps.engine), self.search_setup, bounds)
+        # The reindex RPCs answer UNIMPLEMENTED (the generated base) until reindex jobs land; its
         # stub marks them abstract.
-        index = index_pb2_grpc.IndexServicer()  # type: ignore[abstract]
+        index = IndexServicer(self.semantic)  # type: ignore[abstract]
         self.host = GrpcServiceHost(
             settings,
             [
                 ServicerBinding(
                     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), serves_search(index)),
+                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), self.semantic.ready),
                     registry_pb2_grpc.add_RegistryServicer_to_server,
                 ),
                 ServicerBinding(
@@ -86,16 +95,11 @@ class IndexProcess:
         await self.listener.start()
 
     async def close(self) -> None:
-        """Stop listening for changes; close the Mattermost client and the pool."""
+        """Stop listening for changes; close the embedder, the Mattermost client and the pool."""
         await self.listener.close()
+        await self.search_setup.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
-
-
-def serves_search(index: index_pb2_grpc.IndexServicer) -> bool:
-    """Whether ``index`` implements Search rather than the generated base's UNIMPLEMENTED answer:
-    /ai_bots reports search as enabled only then, and does so by itself once search lands."""
-    return type(index).Search is not index_pb2_grpc.IndexServicer.Search
 
 
 async def create_server(settings: CommonSettings, deps: IndexDeps | None = None) -> IndexProcess:

@@ -2,17 +2,20 @@
 and the admin reindex routes, each a call to ``agents.index.v1.Index``.
 
 The index decides whether search is configured and licensed (FAILED_PRECONDITION) and validates
-queries; until semantic search lands its RPCs answer UNIMPLEMENTED, which the error table renders
-as 501 like any other status.
+queries; the gateway adds what only Mattermost knows: the caller's channels, asked at every search
+so a removal takes effect at once, and the names shown with the results.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from agents.index.v1 import index_pb2 as index_pb2
 from aiohttp import web
 
-from services.common.errors import InvalidInput, Unimplemented
+from services.common.errors import DomainError, FailedPrecondition, InvalidInput, Unimplemented, UpstreamUnavailable
 from services.common.grpc_client import unary
+from services.common.mattermost import MattermostClient
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
 from services.gateway.proto_json import from_json, to_json
@@ -26,8 +29,29 @@ async def _search(request: web.Request, search: index_pb2.SearchRequest) -> inde
     deps = request.app[DEPS]
     channels = await deps.mattermost.get_all_channels_for_user(caller_of(request).user.id)
     search.ClearField("readable_channel_ids")  # the caller's memberships, never ids from the body
-    search.readable_channel_ids.extend(c.id for c in channels)
+    # Archived channels are not searched, as in the plugin, even when Mattermost lists them.
+    search.readable_channel_ids.extend(c.id for c in channels if not c.delete_at)
     return await unary(deps.backends.index.Search, search)
+
+
+async def _channel_name(mattermost: MattermostClient, channel_id: str) -> str:
+    try:
+        channel = await mattermost.get_channel(channel_id)
+    except DomainError:
+        return "Unknown Channel"
+    return {"D": "Direct Message", "G": "Group Message"}.get(channel.type, channel.display_name)
+
+
+async def _names(
+    mattermost: MattermostClient, results: list[index_pb2.SearchResult]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Channel display names (the plugin's "Direct Message"/"Group Message" for those) and
+    usernames of the results, each asked once."""
+    channel_ids = sorted({r.channel_id for r in results})
+    user_ids = sorted({r.user_id for r in results})
+    names = await asyncio.gather(*(_channel_name(mattermost, c) for c in channel_ids))
+    users = await mattermost.get_users_by_ids(user_ids) if user_ids else []
+    return dict(zip(channel_ids, names, strict=True)), {u.id: u.username for u in users}
 
 
 @routes.post("/search")
@@ -47,12 +71,35 @@ async def search_with_answer(request: web.Request) -> web.Response:
     raise Unimplemented("answers to searches are not available yet")
 
 
+RAW_MAX_LIMIT = 50
+
+
 @routes.post("/search/raw")
 async def raw_search(request: web.Request) -> web.Response:
-    """The index's results for a search, without an answer."""
+    """The index's results for a search, with channel and user names, without an answer."""
     search = from_json(await read_json(request), index_pb2.SearchRequest(), "search request")
-    reply = await _search(request, search)
-    return web.json_response({"results": [to_json(r, proto_names=True) for r in reply.results]})
+    if search.limit > RAW_MAX_LIMIT:
+        raise InvalidInput(f"limit must be at most {RAW_MAX_LIMIT}", field="limit")
+    try:
+        reply = await _search(request, search)
+    except FailedPrecondition as exc:
+        # The plugin answers 503 on this route while search is off or needs a reindex.
+        raise UpstreamUnavailable(exc.message) from None
+    channels, users = await _names(request.app[DEPS].mattermost, list(reply.results))
+    results = [
+        {
+            "post_id": r.post_id,
+            "channel_id": r.channel_id,
+            "channel_name": channels[r.channel_id],
+            "user_id": r.user_id,
+            "username": users.get(r.user_id, "Unknown User"),
+            "content": r.content,
+            "score": r.score,
+            "create_at": r.create_at,
+        }
+        for r in reply.results
+    ]
+    return web.json_response({"results": results})
 
 
 def _job(job: index_pb2.JobStatus) -> web.Response:

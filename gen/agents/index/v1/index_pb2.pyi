@@ -32,6 +32,8 @@ class Post(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     CREATE_AT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    FROM_BOT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The post's id."""
     team_id: _builtins.str
@@ -44,6 +46,10 @@ class Post(_message.Message):
     """The text that is embedded (long posts are split into chunks)."""
     create_at: _builtins.int
     """Milliseconds since the epoch."""
+    type: _builtins.str
+    """Mattermost's post type; "" for a user's message. Typed (system) posts are not indexed."""
+    from_bot: _builtins.bool
+    """Posted by a bot (or through a webhook): not indexed."""
     def __init__(
         self,
         *,
@@ -53,10 +59,12 @@ class Post(_message.Message):
         user_id: _builtins.str = ...,
         message: _builtins.str = ...,
         create_at: _builtins.int = ...,
+        type: _builtins.str = ...,
+        from_bot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "create_at", b"create_at", "id", b"id", "message", b"message", "team_id", b"team_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "create_at", b"create_at", "from_bot", b"from_bot", "id", b"id", "message", b"message", "team_id", b"team_id", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,7 +186,7 @@ class SearchRequest(_message.Message):
     channel_id: _builtins.str
     """Only posts of this channel; "" for every readable channel."""
     limit: _builtins.int
-    """Defaults to 10, at most 50."""
+    """Defaults to 10, at most 100."""
     offset: _builtins.int
     """Results to skip, for paging."""
     min_score: _builtins.float
@@ -221,6 +229,7 @@ class SearchResult(_message.Message):
     IS_CHUNK_FIELD_NUMBER: _builtins.int
     CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     TOTAL_CHUNKS_FIELD_NUMBER: _builtins.int
+    CREATE_AT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
     """The matching post."""
     channel_id: _builtins.str
@@ -239,6 +248,8 @@ class SearchResult(_message.Message):
     """Which chunk, from 0."""
     total_chunks: _builtins.int
     """How many chunks the post was split into."""
+    create_at: _builtins.int
+    """When the post was created, milliseconds since the epoch."""
     def __init__(
         self,
         *,
@@ -251,10 +262,11 @@ class SearchResult(_message.Message):
         is_chunk: _builtins.bool = ...,
         chunk_index: _builtins.int = ...,
         total_chunks: _builtins.int = ...,
+        create_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "chunk_index", b"chunk_index", "content", b"content", "is_chunk", b"is_chunk", "post_id", b"post_id", "score", b"score", "team_id", b"team_id", "total_chunks", b"total_chunks", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "chunk_index", b"chunk_index", "content", b"content", "create_at", b"create_at", "is_chunk", b"is_chunk", "post_id", b"post_id", "score", b"score", "team_id", b"team_id", "total_chunks", b"total_chunks", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,77 @@
+"""agents.index.v1.Index: thin translation between messages and the semantic index."""
+
+from __future__ import annotations
+
+import grpc
+from agents.index.v1 import index_pb2 as index_pb2
+from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
+
+from services.common.telemetry import tracer
+from services.index.search.semantic import PostDoc, SearchQuery, SemanticIndex
+from services.index.search.store import Hit
+
+
+def _post(p: index_pb2.Post) -> PostDoc:
+    return PostDoc(p.id, p.team_id, p.channel_id, p.user_id, p.message, p.create_at, p.type, p.from_bot)
+
+
+def _result(h: Hit) -> index_pb2.SearchResult:
+    return index_pb2.SearchResult(
+        post_id=h.post_id,
+        channel_id=h.channel_id,
+        team_id=h.team_id,
+        user_id=h.user_id,
+        content=h.content,
+        score=h.score,
+        is_chunk=h.total_chunks > 1,
+        chunk_index=h.chunk_index,
+        total_chunks=h.total_chunks,
+        create_at=h.create_at,
+    )
+
+
+class IndexServicer(index_pb2_grpc.IndexServicer):
+    """Indexing and search of agents.index.v1.Index; reindex jobs answer UNIMPLEMENTED until they land."""
+
+    def __init__(self, index: SemanticIndex) -> None:
+        self.index = index
+
+    async def IndexPosts(
+        self,
+        request: index_pb2.IndexPostsRequest,
+        context: grpc.aio.ServicerContext[index_pb2.IndexPostsRequest, index_pb2.IndexPostsResponse],
+    ) -> index_pb2.IndexPostsResponse:
+        """Embed and store the posts, replacing their earlier rows."""
+        indexed, chunks = await self.index.index_posts([_post(p) for p in request.posts])
+        return index_pb2.IndexPostsResponse(indexed=indexed, chunks=chunks)
+
+    async def DeletePosts(
+        self,
+        request: index_pb2.DeletePostsRequest,
+        context: grpc.aio.ServicerContext[index_pb2.DeletePostsRequest, index_pb2.DeletePostsResponse],
+    ) -> index_pb2.DeletePostsResponse:
+        """Remove the posts' rows."""
+        return index_pb2.DeletePostsResponse(deleted=await self.index.delete_posts(list(request.post_ids)))
+
+    async def Search(
+        self,
+        request: index_pb2.SearchRequest,
+        context: grpc.aio.ServicerContext[index_pb2.SearchRequest, index_pb2.SearchResponse],
+    ) -> index_pb2.SearchResponse:
+        """The best matches among the channels the caller can read."""
+        with tracer(__name__).start_as_current_span("semantic search") as span:
+            hits, scans = await self.index.search(
+                SearchQuery(
+                    query=request.query,
+                    readable_channel_ids=list(request.readable_channel_ids),
+                    team_id=request.team_id,
+                    channel_id=request.channel_id,
+                    limit=request.limit,
+                    offset=request.offset,
+                    min_score=request.min_score,
+                )
+            )
+            span.set_attribute("search.results", len(hits))
+            span.set_attribute("search.scans", scans)
+            span.set_attribute("search.readable_channels", len(request.readable_channel_ids))
+        return index_pb2.SearchResponse(results=[_result(h) for h in hits])
