@@ -21,6 +21,7 @@ from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 from google.protobuf import struct_pb2
 
 from services.common.identity import Identity
+from services.common.mattermost import MattermostClient
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.mattermost.state import FakeChannel, FakeTeam, FakeUser
@@ -177,6 +178,30 @@ async def test_an_edit_replaces_the_posts_rows_and_a_delete_removes_them(world: 
     )
     assert deleted.deleted == 1
     assert await world.found(fay, "echidna scanner") == []
+
+
+async def test_posts_are_indexed_as_they_are_posted_edited_and_deleted(world: World) -> None:
+    room = world.channel("live-room")
+    nia = world.user("nia", room)
+    # The agent's bot is in the channel: its WebSocket (kept by the gateway) sees the channel's posts.
+    world.mm.add_member(room, world.bot)
+    await poll(lambda: any(c.user_id == world.bot.id for c in world.mm.hub.connections), within=30)
+    post = await world.mm.user_posts(nia, room, "the narwhal demo starts at noon")
+
+    async def contents() -> list[str]:
+        _, answer = await world.raw(nia, query="narwhal demo", channel_id=room.id)
+        return [r["content"] for r in answer["results"]]
+
+    async def shows(expected: list[str]) -> bool:
+        return await contents() == expected
+
+    # A new post is searchable within 5 s (the bound).
+    await poll(lambda: shows([post["message"]]), within=5, message="the new post never became searchable")
+    async with MattermostClient(world.mm.url, nia.token) as client:
+        await client.patch_post(post["id"], message="the beluga demo moved to three")
+        await poll(lambda: shows(["the beluga demo moved to three"]), message="the edit was not indexed")
+        await client.delete_post(post["id"])
+        await poll(lambda: shows([]), message="the deleted post stayed searchable")
 
 
 async def test_bot_and_system_posts_are_not_indexed(world: World) -> None:
