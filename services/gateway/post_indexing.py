@@ -20,7 +20,6 @@ from services.common.errors import FailedPrecondition
 from services.common.grpc_client import unary
 from services.common.mattermost import Post, WebSocketEvent
 from services.gateway.conversations.listener import RecentPosts
-from services.gateway.conversations.triggers import truthy
 from services.gateway.deps import GatewayDeps
 
 logger = logging.getLogger(__name__)
@@ -78,7 +77,5 @@ class PostIndexer:
             message=post.message,
             create_at=post.create_at,
             type=post.type,
-            from_bot=post.user_id in bots
-            or truthy(post.props.get("from_bot"))
-            or truthy(post.props.get("from_webhook")),
+            from_bot=post.from_bot or post.user_id in bots,
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,8 @@ from services.index.registry.messages import PLUGIN_CONFIG_KEYS
 from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
+from services.index.reindex.runner import Reindexer, ReindexSettings
+from services.index.reindex.store import JobStore
 from services.index.search.semantic import ScanBounds, SemanticIndex
 from services.index.search.servicer import IndexServicer
 from services.index.search.setup import ConfiguredSetup
@@ -66,9 +71,18 @@ class IndexProcess:
         self.search_setup = ConfiguredSetup(self.config, policy)
         bounds = ScanBounds(settings.search_exact_scan_rows, settings.search_max_scan_tuples)
         self.semantic = SemanticIndex(VectorStore(deps.engine), self.search_setup, bounds)
-        # The reindex RPCs answer UNIMPLEMENTED (the generated base) until reindex jobs land; its
+        reindex = ReindexSettings(
+            node_id=f"{socket.gethostname()}-{os.getpid()}",
+            lease_seconds=settings.reindex_lease_seconds,
+            page_size=settings.reindex_page_size,
+            retry_seconds=settings.reindex_retry_seconds,
+            defer_hnsw=settings.reindex_defer_hnsw,
+        )
+        self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
+        self._orphans: asyncio.Task[None] | None = None
+        # Catchup and HealthCheck answer UNIMPLEMENTED (the generated base) until they land; its
         # stub marks them abstract.
-        index = IndexServicer(self.semantic)  # type: ignore[abstract]
+        index = IndexServicer(self.semantic, self.reindexer)  # type: ignore[abstract]
         self.host = GrpcServiceHost(
             settings,
             [
@@ -86,17 +100,24 @@ class IndexProcess:
         )
 
     async def prepare(self) -> None:
-        """Migrate, seed the plugin configuration, adopt legacy bots, and start change listening."""
+        """Migrate, seed the plugin configuration, adopt legacy bots, start change listening and
+        the watch for orphaned reindex jobs."""
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         await self.config.seed(self.settings.config_seed_file)
         await migrate_legacy_bots(self.config_store, self.agent_store, self.bots)
         await self.feed.refresh()
         await self.listener.start()
+        self._orphans = asyncio.create_task(self.reindexer.watch_orphans(), name="reindex-orphans")
 
     async def close(self) -> None:
-        """Stop listening for changes; close the embedder, the Mattermost client and the pool."""
+        """Stop listening for changes and the reindex jobs (another replica resumes them); close the
+        embedder, the Mattermost client and the pool."""
         await self.listener.close()
+        if self._orphans is not None:
+            self._orphans.cancel()
+            await asyncio.gather(self._orphans, return_exceptions=True)
+        await self.reindexer.close()
         await self.search_setup.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()

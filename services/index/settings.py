@@ -34,6 +34,14 @@ class IndexSettings(CommonSettings):
     search_exact_scan_rows: int = Field(default=10_000, ge=0)
     # How many index tuples an iterative HNSW scan may read before the exact scan takes over.
     search_max_scan_tuples: int = Field(default=100_000, ge=1)
+    # A reindex worker that has not renewed its job's lease this long is gone; another takes over.
+    reindex_lease_seconds: float = Field(default=30.0, gt=0)
+    # Posts read from Mattermost and committed per page of a reindex.
+    reindex_page_size: int = Field(default=200, ge=1, le=200)
+    # How long a reindex waits out an embedding provider outage before the job fails (resumable).
+    reindex_retry_seconds: float = Field(default=60.0, ge=0)
+    # Build the HNSW index after a clearing reindex's bulk load instead of inserting into it.
+    reindex_defer_hnsw: bool = True
 
     @field_validator("license")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.mattermost import Channel, Post
+from services.common.mattermost.models import truthy
 from services.gateway.agent_directory import AgentBot
 
 
@@ -42,11 +43,6 @@ class ReminderCandidate:
 
     post: Post
     team_id: str
-
-
-def truthy(value: Any) -> bool:
-    """A post prop set to true (Mattermost stores booleans in props as true or "true")."""
-    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def mentioned_agent(message: str, agents: list[AgentBot]) -> AgentBot | None:

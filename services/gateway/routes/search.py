@@ -9,6 +9,7 @@ so a removal takes effect at once, and the names shown with the results.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 from agents.index.v1 import index_pb2 as index_pb2
 from aiohttp import web
@@ -102,8 +103,34 @@ async def raw_search(request: web.Request) -> web.Response:
     return web.json_response({"results": results})
 
 
+def _time(ms: int) -> str:
+    """RFC 3339, as the plugin's Go ``time.Time`` fields render (its zero time for 0)."""
+    if not ms:
+        return "0001-01-01T00:00:00Z"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _job(job: index_pb2.JobStatus) -> web.Response:
-    return web.json_response(to_json(job, proto_names=True))
+    """The plugin's JobStatus, with this cluster's rate and ETA beside it."""
+    return web.json_response(
+        {
+            "job_id": job.job_id,
+            "status": job.status,
+            "error": job.error,
+            "started_at": _time(job.started_at),
+            "completed_at": _time(job.completed_at),
+            "processed_rows": job.processed_rows,
+            "total_rows": job.total_rows,
+            "resumable": job.resumable,
+            "error_count": job.error_count,
+            "node_id": job.node_id,
+            "cutoff_at": job.cutoff_at,
+            "last_updated_at": _time(job.last_updated_at),
+            "is_stale": job.is_stale,
+            "posts_per_second": job.posts_per_second,
+            "eta_ms": job.eta_ms,
+        }
+    )
 
 
 @routes.post("/admin/reindex")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from services.common.errors import FailedPrecondition, InvalidInput
 from services.index.embeddings import Embedder
 from services.index.search.store import Chunk, EmbeddingSpace, Hit, SearchPlan, VectorStore
@@ -99,8 +101,14 @@ class SemanticIndex:
             raise FailedPrecondition("the embedding model changed since the index was built: reindex before indexing")
         return await self.write(setup, posts)
 
-    async def write(self, setup: SearchSetup, posts: Sequence[PostDoc]) -> tuple[int, int]:
-        """Chunk, embed and store ``posts`` in ``setup``'s space; (posts stored, rows)."""
+    async def write(
+        self,
+        setup: SearchSetup,
+        posts: Sequence[PostDoc],
+        then: Callable[[AsyncConnection], Awaitable[object]] | None = None,
+    ) -> tuple[int, int]:
+        """Chunk, embed and store ``posts`` in ``setup``'s space (``then`` in the same
+        transaction); (posts stored, rows)."""
         kept = [p for p in posts if p.indexable]
         pieces = [(post, setup.split(post.message) or [post.message]) for post in kept]
         texts = [text for _, parts in pieces for text in parts]
@@ -124,7 +132,7 @@ class SemanticIndex:
                         next(flat),
                     )
                 )
-        await self.store.replace_posts([p.id for p in posts], chunks, setup.space)
+        await self.store.replace_posts([p.id for p in posts], chunks, setup.space, then)
         return len(kept), len(chunks)
 
     async def delete_posts(self, post_ids: Sequence[str]) -> int:

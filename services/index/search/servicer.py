@@ -7,6 +7,8 @@ from agents.index.v1 import index_pb2 as index_pb2
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 
 from services.common.telemetry import tracer
+from services.index.reindex.runner import Reindexer
+from services.index.reindex.store import Job
 from services.index.search.semantic import PostDoc, SearchQuery, SemanticIndex
 from services.index.search.store import Hit
 
@@ -30,11 +32,35 @@ def _result(h: Hit) -> index_pb2.SearchResult:
     )
 
 
-class IndexServicer(index_pb2_grpc.IndexServicer):
-    """Indexing and search of agents.index.v1.Index; reindex jobs answer UNIMPLEMENTED until they land."""
+def _job(job: Job) -> index_pb2.JobStatus:
+    elapsed = max(job.last_updated_at - job.started_at, 1)
+    rate = job.processed_rows * 1000 / elapsed if job.processed_rows else 0.0
+    left = max(job.total_rows - job.processed_rows, 0)
+    return index_pb2.JobStatus(
+        job_id=job.id,
+        status=job.status,
+        error=job.error,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        processed_rows=job.processed_rows,
+        total_rows=job.total_rows,
+        resumable=job.status == "failed" or job.is_stale,
+        error_count=job.error_count,
+        node_id=job.node_id,
+        cutoff_at=job.cutoff_at,
+        last_updated_at=job.last_updated_at,
+        is_stale=job.is_stale,
+        posts_per_second=rate,
+        eta_ms=int(left * 1000 / rate) if rate and job.status == "running" else 0,
+    )
 
-    def __init__(self, index: SemanticIndex) -> None:
+
+class IndexServicer(index_pb2_grpc.IndexServicer):
+    """agents.index.v1.Index; Catchup and HealthCheck answer UNIMPLEMENTED until they land."""
+
+    def __init__(self, index: SemanticIndex, reindexer: Reindexer) -> None:
         self.index = index
+        self.reindexer = reindexer
 
     async def IndexPosts(
         self,
@@ -75,3 +101,27 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             span.set_attribute("search.scans", scans)
             span.set_attribute("search.readable_channels", len(request.readable_channel_ids))
         return index_pb2.SearchResponse(results=[_result(h) for h in hits])
+
+    async def Reindex(
+        self,
+        request: index_pb2.ReindexRequest,
+        context: grpc.aio.ServicerContext[index_pb2.ReindexRequest, index_pb2.ReindexResponse],
+    ) -> index_pb2.ReindexResponse:
+        """Start a reindex job (or resume the failed one without clear_index)."""
+        return index_pb2.ReindexResponse(job=_job(await self.reindexer.start(clear=request.clear_index)))
+
+    async def ReindexStatus(
+        self,
+        request: index_pb2.ReindexStatusRequest,
+        context: grpc.aio.ServicerContext[index_pb2.ReindexStatusRequest, index_pb2.ReindexStatusResponse],
+    ) -> index_pb2.ReindexStatusResponse:
+        """The latest job."""
+        return index_pb2.ReindexStatusResponse(job=_job(await self.reindexer.status()))
+
+    async def CancelReindex(
+        self,
+        request: index_pb2.CancelReindexRequest,
+        context: grpc.aio.ServicerContext[index_pb2.CancelReindexRequest, index_pb2.CancelReindexResponse],
+    ) -> index_pb2.CancelReindexResponse:
+        """Ask the running job to stop."""
+        return index_pb2.CancelReindexResponse(job=_job(await self.reindexer.cancel()))

@@ -14,7 +14,7 @@ answer a search, both over the rows of the permitted channels only:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,9 +161,16 @@ class VectorStore:
                 )
             )
 
-    async def replace_posts(self, post_ids: Sequence[str], chunks: Sequence[Chunk], space: EmbeddingSpace) -> None:
+    async def replace_posts(
+        self,
+        post_ids: Sequence[str],
+        chunks: Sequence[Chunk],
+        space: EmbeddingSpace,
+        then: Callable[[AsyncConnection], Awaitable[object]] | None = None,
+    ) -> None:
         """Replace every row of ``post_ids`` with ``chunks`` in one transaction, provided the
-        recorded space is still ``space`` (a concurrent reset wins: nothing is written)."""
+        recorded space is still ``space`` (a concurrent reset wins: nothing is written). ``then``
+        runs in the same transaction (a reindex saves its cursor with the page it stored)."""
         async with self.engine.begin() as conn:
             recorded = (
                 await conn.execute(text("SELECT provider, model, dimensions FROM index_embedding_space FOR SHARE"))
@@ -196,6 +203,8 @@ class VectorStore:
                         for c in chunks
                     ],
                 )
+            if then is not None:
+                await then(conn)
 
     async def delete_posts(self, post_ids: Sequence[str]) -> int:
         """Remove the rows of ``post_ids``; how many of those posts had rows."""

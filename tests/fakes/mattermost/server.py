@@ -299,6 +299,7 @@ def add_routes(app: web.Application) -> None:
             web.get(f"{v4}/teams/{{team_id}}/members/{{user_id}}", directory.get_team_member),
             web.post(f"{v4}/teams/{{team_id}}/posts/search", posts.search_posts),
             web.post(f"{v4}/channels/direct", directory.create_direct_channel),
+            web.get(f"{v4}/channels", directory.get_all_channels),
             web.get(f"{v4}/channels/{{channel_id}}", directory.get_channel),
             web.get(f"{v4}/channels/{{channel_id}}/members/{{user_id}}", directory.get_channel_member),
             web.get(f"{v4}/channels/{{channel_id}}/posts", posts.get_channel_posts),

@@ -16,8 +16,8 @@ from services.common.grpc_server import ServicerBinding
 PENDING: dict[str, str] = {
     "agents.mcp.v1.MCP": "remote MCP servers, OAuth and the embedded MCP server arrive with the MCP issue",
     **{
-        f"agents.index.v1.Index/{rpc}": "reindex jobs arrive after semantic search (issue 19)"
-        for rpc in ("Reindex", "ReindexStatus", "CancelReindex", "Catchup", "HealthCheck")
+        f"agents.index.v1.Index/{rpc}": "catch-up and health check arrive after reindex jobs (issue 19)"
+        for rpc in ("Catchup", "HealthCheck")
     },
 }
 

@@ -315,6 +315,8 @@ class JobStatus(_message.Message):
     CUTOFF_AT_FIELD_NUMBER: _builtins.int
     LAST_UPDATED_AT_FIELD_NUMBER: _builtins.int
     IS_STALE_FIELD_NUMBER: _builtins.int
+    POSTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ETA_MS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     status: _builtins.str
@@ -340,7 +342,13 @@ class JobStatus(_message.Message):
     last_updated_at: _builtins.int
     """Milliseconds since the epoch: the worker's last heartbeat."""
     is_stale: _builtins.bool
-    """Running (or cancel_requested) without a heartbeat for 10 minutes: its worker is gone."""
+    """Running (or cancel_requested) while its worker's lease ran out: the worker is gone, and an
+    index replica takes the job over and resumes it.
+    """
+    posts_per_second: _builtins.float
+    """Posts handled per second since the job started (0 before the first page)."""
+    eta_ms: _builtins.int
+    """Milliseconds until total_rows are handled at that rate; 0 when unknown or done."""
     def __init__(
         self,
         *,
@@ -357,10 +365,12 @@ class JobStatus(_message.Message):
         cutoff_at: _builtins.int = ...,
         last_updated_at: _builtins.int = ...,
         is_stale: _builtins.bool = ...,
+        posts_per_second: _builtins.float = ...,
+        eta_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "cutoff_at", b"cutoff_at", "error", b"error", "error_count", b"error_count", "is_stale", b"is_stale", "job_id", b"job_id", "last_updated_at", b"last_updated_at", "node_id", b"node_id", "processed_rows", b"processed_rows", "resumable", b"resumable", "started_at", b"started_at", "status", b"status", "total_rows", b"total_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "cutoff_at", b"cutoff_at", "error", b"error", "error_count", b"error_count", "eta_ms", b"eta_ms", "is_stale", b"is_stale", "job_id", b"job_id", "last_updated_at", b"last_updated_at", "node_id", b"node_id", "posts_per_second", b"posts_per_second", "processed_rows", b"processed_rows", "resumable", b"resumable", "started_at", b"started_at", "status", b"status", "total_rows", b"total_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
