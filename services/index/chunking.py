@@ -7,9 +7,9 @@ the admin guide gives chunk sizes in tokens, so tokens it is.
 
 ``sentences`` and ``paragraphs`` pack whole units (a paragraph too big is split into sentences, a
 sentence too big into token windows) and overlap by the trailing whole units that fit in
-``overlap`` tokens; ``fixed`` cuts token windows that overlap by exactly ``overlap`` tokens. Every
-cut falls between code points: token windows are mapped back to character offsets, and a token
-that starts inside a multi-byte character is moved whole into the next window.
+``overlap`` tokens; ``fixed`` cuts token windows that overlap by ``overlap`` tokens. Every cut falls
+between code points: a window's end is moved back to the start of the character it falls in (the
+byte-level tokenizer splits some characters over two tokens), and that character opens the next.
 
 Not a library splitter: langchain-text-splitters does what the plugin does but brings
 langchain-core and langsmith; semchunk and semantic-text-splitter pick their own hierarchy of
@@ -219,27 +219,51 @@ class Chunker:
 
     def _windows(self, text: str, overlap: int) -> Iterator[str]:
         size = self.options.size
+        data = text.encode("utf-8")
         tokens = self._enc.encode(text, disallowed_special=())
-        # offsets[i]: the character token i starts in (the containing one when it starts mid-character).
-        _, offsets = self._enc.decode_with_offsets(tokens)
-        starts = [*offsets, len(text)]
-        start = 0
+        start, start_byte = 0, 0  # start_byte: where token ``start`` begins, maybe inside a character
         while start < len(tokens):
             end = min(start + size, len(tokens))
+            piece, end_byte = self._window(data, tokens, start, start_byte, end)
             # A cut inside a word can re-encode to more tokens (and stripping the window's leading
-            # space too); a window always holds one code point.
-            while end > start + 1 and self.count(text[starts[start] : starts[end]].strip()) > size:
+            # space too): give back tokens until it fits.
+            while end > start + 1 and self.count(piece.strip()) > size:
                 end -= 1
-            piece = text[starts[start] : starts[end]]
-            if not piece:  # every token of the window starts inside one character: take it whole
-                end = next(i for i in range(end, len(tokens) + 1) if starts[i] > starts[start])
-                piece = text[starts[start] : starts[end]]
+                piece, end_byte = self._window(data, tokens, start, start_byte, end)
             yield piece
             if end >= len(tokens):
                 return
-            # A token that starts inside a character maps to that character's start, so the next
-            # window begins with the whole character the last one left out.
-            start = max(end - overlap, start + 1)
+            next_start = max(end - overlap, start + 1)
+            start_byte = end_byte - len(self._enc.decode_bytes(tokens[next_start:end]))
+            start = next_start
+
+    def _window(self, data: bytes, tokens: list[int], start: int, start_byte: int, end: int) -> tuple[str, int]:
+        """The text of ``tokens[start:end]`` widened at the start and cut back at the end to whole
+        code points (or on, so that a window is never empty), and the byte token ``end`` begins at.
+
+        The byte-level tokenizer splits some characters over two tokens: such a character is
+        left out of the window it would end and opens the next one.
+        """
+        end_byte = start_byte + len(self._enc.decode_bytes(tokens[start:end]))
+        first = _char_start(data, start_byte)
+        cut = _char_start(data, end_byte)
+        if cut <= first:
+            cut = _char_end(data, end_byte)
+        return data[first:cut].decode("utf-8"), end_byte
+
+
+def _char_start(data: bytes, at: int) -> int:
+    """``at`` moved back to the first byte of the character it is in (UTF-8 continuation bytes are 10xxxxxx)."""
+    while 0 < at < len(data) and data[at] & 0xC0 == 0x80:
+        at -= 1
+    return at
+
+
+def _char_end(data: bytes, at: int) -> int:
+    """``at`` moved on past the character it is in."""
+    while 0 < at < len(data) and data[at] & 0xC0 == 0x80:
+        at += 1
+    return at
 
 
 def _split_at(text: str, pattern: re.Pattern[str]) -> list[str]:

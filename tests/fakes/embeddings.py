@@ -39,18 +39,20 @@ MODELS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-
 
 def fake_vector(text: str, dimensions: int) -> list[float]:
     """The fake's embedding of ``text``: hashed bag of words, unit length."""
-    vector = [0.0] * dimensions
-    words = _WORD.findall(text.lower()) or [text]
-    for word in words:
+    slots: dict[int, float] = {}
+    for word in _WORD.findall(text.lower()) or [text]:
         digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
         slot = int.from_bytes(digest[:4], "little") % dimensions
-        vector[slot] += 1.0 if digest[4] & 1 else -1.0
-    norm = math.sqrt(sum(v * v for v in vector))
+        slots[slot] = slots.get(slot, 0.0) + (1.0 if digest[4] & 1 else -1.0)
+    norm = math.hypot(*slots.values())
+    vector = [0.0] * dimensions
     if norm == 0.0:  # words that cancel out in one slot: fall back to the text's own slot
         digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
         vector[int.from_bytes(digest, "little") % dimensions] = 1.0
         return vector
-    return [v / norm for v in vector]
+    for slot, value in slots.items():
+        vector[slot] = value / norm
+    return vector
 
 
 @dataclass(frozen=True)

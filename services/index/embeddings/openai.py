@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -46,24 +47,16 @@ MAX_ATTEMPTS = 6
 MAX_RETRY_AFTER = 60.0
 # Full jitter, 0.5 s doubling to 30 s, when the provider does not say when to come back.
 _BACKOFF = wait_random_exponential(multiplier=0.5, max=30.0)
-# Counting tokens of this many characters or more is moved off the event loop.
+# Counting tokens of this many characters, or decoding a response of this many bytes, or more is
+# moved off the event loop.
 _THREAD_THRESHOLD_CHARS = 32_000
+_THREAD_THRESHOLD_BYTES = 256 * 1024
 
 
 def outbound_policy(settings: EmbeddingSettings, base: OutboundPolicy) -> OutboundPolicy:
     """``base`` with a response cap that fits a full batch of vectors (JSON floats for compatible servers)."""
     needed = settings.max_inputs * settings.dimensions * _BYTES_PER_DIMENSION + 1024 * 1024
-    return OutboundPolicy(
-        allowed_hostnames=base.allowed_hostnames,
-        private_allowed_hostnames=base.private_allowed_hostnames,
-        denied_domains=base.denied_domains,
-        allowed_schemes=base.allowed_schemes,
-        max_redirects=base.max_redirects,
-        max_response_bytes=max(base.max_response_bytes, needed),
-        connect_timeout=base.connect_timeout,
-        total_timeout=base.total_timeout,
-        read_timeout=base.read_timeout,
-    )
+    return dataclasses.replace(base, max_response_bytes=max(base.max_response_bytes, needed))
 
 
 class OpenAIEmbedder:
@@ -135,7 +128,7 @@ class OpenAIEmbedder:
     async def _send_paced(self, texts: Sequence[str], tokens: int) -> list[list[float]]:
         async with self._pacer.slot(tokens) as sent_at:
             try:
-                vectors = await self.embed_batch(texts)
+                vectors = await self._post(texts)
             except (QuotaExceeded, UpstreamUnavailable) as exc:
                 if isinstance(exc, QuotaExceeded):
                     self._pacer.backoff(sent_at)
@@ -145,12 +138,15 @@ class OpenAIEmbedder:
             self._pacer.succeeded()
             return vectors
 
-    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+    async def _post(self, texts: Sequence[str]) -> list[list[float]]:
         """One request for ``texts`` (already within the caps)."""
         response = await self._http.request("POST", self._url, headers=self._headers(), json=self._body(texts))
         if response.status != 200:
             raise self._error(response)
-        return self._vectors(response, len(texts))
+        if len(response.body) < _THREAD_THRESHOLD_BYTES:
+            return self._vectors(response, len(texts))
+        # A full batch is megabytes of JSON to parse and decode: not on the event loop.
+        return await asyncio.to_thread(self._vectors, response, len(texts))
 
     def _headers(self) -> dict[str, str]:
         if self.settings.kind is ProviderKind.AZURE:
@@ -202,7 +198,7 @@ class OpenAIEmbedder:
 
 
 async def _count_tokens(texts: Sequence[str]) -> list[int]:
-    enc = encoding()
+    enc = await asyncio.to_thread(encoding)  # loads once (a few hundred ms), then cached
 
     def count() -> list[int]:
         return [len(tokens) for tokens in enc.encode_batch(list(texts), disallowed_special=())]

@@ -3,7 +3,8 @@
 The plugin's shape: ``embeddingProvider: {type, parameters}`` with ``type`` ``openai`` or
 ``openai-compatible`` (parameters ``apiKey``, ``apiURL``, ``embeddingModel``) or ``bifrost``
 (parameters ``provider``, ``apiKey``, ``apiURL``, ``model``), and ``dimensions`` beside it (or in
-``vectorStore.parameters``). ``azure`` is this cluster's own type; the pacing
+``vectorStore.parameters``). ``azure`` and ``local`` (all-MiniLM-L6-v2 on the CPU, ``embeddingModel`` optionally a
+directory with its files) are this cluster's own types; the pacing
 limits (``tokensPerMinute`` and the rest) are optional extra parameters.
 """
 
@@ -19,6 +20,7 @@ from services.common.errors import InvalidInput
 
 OPENAI_API_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
+LOCAL_MODEL = "all-MiniLM-L6-v2"
 AZURE_API_VERSION = "2024-10-21"
 # OpenAI's documented caps for one embeddings request: 2048 inputs and 300,000 tokens in all.
 DEFAULT_MAX_INPUTS = 2048
@@ -34,6 +36,7 @@ class ProviderKind(enum.StrEnum):
     OPENAI = "openai"
     OPENAI_COMPATIBLE = "openai-compatible"
     AZURE = "azure"
+    LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ def _kind_and_model(type_: str, params: Mapping[str, Any]) -> tuple[ProviderKind
         ) from None
     if not model and kind is ProviderKind.OPENAI:
         model = DEFAULT_OPENAI_MODEL
+    if not model and kind is ProviderKind.LOCAL:
+        model = LOCAL_MODEL
     if not model:
         raise InvalidInput(
             f"the {kind.value} embedding provider needs a model", field=f"{_FIELD}.parameters.embeddingModel"

@@ -101,6 +101,14 @@ def test_no_chunk_splits_a_code_point(strategy: str) -> None:
     assert "".join(chunks).replace(" ", "").count("🧪") >= 200
 
 
+@pytest.mark.parametrize("strategy", ["sentences", "fixed"])
+def test_windows_without_overlap_lose_and_repeat_no_character(strategy: str) -> None:
+    text = "😀🎉🚀混合文本" * 60 + "🧪" * 200  # no whitespace: the pieces must join back exactly
+    chunks = chunker(strategy, 17).split(text)
+    assert "".join(chunks) == text
+    assert all(count(c) <= 17 for c in chunks)
+
+
 def test_a_text_without_any_boundary_falls_back_to_token_windows() -> None:
     chunks = chunker("sentences", 20).split("x" * 2000)
     assert "".join(chunks) == "x" * 2000
