@@ -25,6 +25,8 @@ from services.common.mattermost import MattermostClient
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.mattermost.state import FakeChannel, FakeTeam, FakeUser
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import FakeResponse
 from tests.harness import ClusterHarness, SessionPostgres, insert_agent
 from tests.polling import poll
 
@@ -61,6 +63,7 @@ class World:
     admin: FakeUser
     bot: FakeUser
     agent_id: str
+    openai: FakeOpenAI
 
     @property
     def mm(self) -> Any:
@@ -111,9 +114,17 @@ def as_message(post: dict[str, Any], channel: FakeChannel, **extra: Any) -> inde
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    async with FakeEmbeddings() as embed:
+    async with FakeEmbeddings() as embed, FakeOpenAI() as openai:
         seed = Path(tmp_path_factory.mktemp("search")) / "config.json"
-        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
+        service = {
+            "id": "svc",
+            "name": "fake",
+            "type": "openaicompatible",
+            "apiKey": openai.api_key,
+            "apiURL": openai.base_url,
+            "defaultModel": "gpt-4o",
+        }
+        seed.write_text(json.dumps({"services": [service], "embeddingSearchConfig": search_config(embed)}))
         env = {
             "AGENTS_INDEX_LICENSE": "enterprise",
             "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
@@ -126,7 +137,7 @@ async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFact
             h.mattermost.add_member(team, admin)
             bot = h.mattermost.add_user("seeker", is_bot=True)
             agent_id = await insert_agent(h.database_url, "seeker", bot.id, autoenablenewmcptools=True)
-            yield World(h, embed, index_pb2_grpc.IndexStub(h.channel("index")), team, admin, bot, agent_id)
+            yield World(h, embed, index_pb2_grpc.IndexStub(h.channel("index")), team, admin, bot, agent_id, openai)
 
 
 async def test_a_search_finds_posts_only_in_channels_the_caller_is_a_member_of(world: World) -> None:
@@ -283,6 +294,29 @@ async def test_the_search_posts_tool_searches_semantically(world: World) -> None
     assert not reply.is_error and post["message"] in reply.content, reply.content
 
 
+async def test_search_answers_over_the_results_with_the_agents_model(world: World) -> None:
+    room = world.channel("garden", "P")
+    ola = world.user("ola", room)
+    post = await world.post(ola, room, "the tomato seedlings go out in may")
+    world.openai.enqueue(FakeResponse.text("Ola says the seedlings go out in May."))
+    body = {"query": "when do the tomato seedlings go out", "channelId": room.id}
+    status, answer, _ = await world.h.request("POST", "/search?botUsername=seeker", user=ola, json_body=body)
+    assert status == 200, answer
+    assert_matches_openapi("POST", "/search", 200, answer)
+    assert answer["answer"] == "Ola says the seedlings go out in May."
+    (result,) = answer["results"]
+    assert result["index"] == 1 and result["postId"] == post["id"] and result["channelName"] == "garden"
+    assert result["username"] == "ola" and result["teamName"] == "searchers"
+    asked = json.dumps(world.openai.requests[-1].body)
+    assert "the tomato seedlings go out in may" in asked and 'from=\\"ola\\"' in asked
+    # Nothing readable matched: the plugin's answer, and no model call.
+    calls = len(world.openai.requests)
+    stranger = world.user("pat")
+    status, answer, _ = await world.h.request("POST", "/search", user=stranger, json_body={"query": "tomato"})
+    assert status == 200 and answer["results"] == [] and "couldn't find" in answer["answer"]
+    assert len(world.openai.requests) == calls
+
+
 async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
     kim = world.user("kim")
     for body, field in [
@@ -293,6 +327,8 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
     ]:
         status, answer = await world.raw(kim, **body)
         assert status == 400 and field in answer["error"], (body, status, answer)
+    status, answer, _ = await world.h.request("POST", "/search", user=kim, json_body={"query": "ok", "maxResults": 101})
+    assert status == 400 and "maxResults" in answer["error"], answer
 
 
 async def test_ai_bots_reports_search_enabled_while_it_works(world: World) -> None:
