@@ -80,8 +80,8 @@ class IndexProcess:
         )
         self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
         self._orphans: asyncio.Task[None] | None = None
-        # Catchup and HealthCheck answer UNIMPLEMENTED (the generated base) until they land; its
-        # stub marks them abstract.
+        # HealthCheck answers UNIMPLEMENTED (the generated base) until it lands; its stub marks it
+        # abstract.
         index = IndexServicer(self.semantic, self.reindexer)  # type: ignore[abstract]
         self.host = GrpcServiceHost(
             settings,

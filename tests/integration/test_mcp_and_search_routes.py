@@ -46,7 +46,7 @@ ROUTES = [
     Route("POST", "/admin/reindex", body={"clearIndex": False}, admin=True, served=True),
     Route("GET", "/admin/reindex/status", admin=True, served=True),
     Route("POST", "/admin/reindex/cancel", admin=True, served=True),
-    Route("POST", "/admin/reindex/catchup", admin=True),
+    Route("POST", "/admin/reindex/catchup", admin=True, served=True),
     Route("GET", "/admin/reindex/health-check", admin=True),
     Route("GET", "/mcp/tools"),
     Route("GET", "/mcp/oauth/{serverName}/start", "/mcp/oauth/github/start"),

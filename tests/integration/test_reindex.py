@@ -104,6 +104,8 @@ async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFact
 
 
 async def test_a_reindex_stores_every_post_once_and_reports_progress(world: World) -> None:
+    status, refused = await world.call("POST", "/admin/reindex/catchup")
+    assert status == 400 and "no reindex has completed" in refused["error"], refused
     status, job = await world.call("POST", "/admin/reindex", {})
     assert status == 200 and job["status"] == "running", job
     done = await world.ended()
@@ -164,4 +166,12 @@ async def test_a_reindex_whose_worker_is_killed_is_taken_over_and_completes(worl
     finally:
         world.embed.latency = 0.0
     assert done["status"] == "completed" and done["job_id"] == job["job_id"], done
+    await world.assert_exactly_once()
+
+
+async def test_a_catch_up_indexes_the_posts_created_since_the_last_reindex(world: World) -> None:
+    world.seed(channels=1, posts=7)
+    status, job = await world.call("POST", "/admin/reindex/catchup")
+    assert status == 200 and job["status"] == "running", job
+    assert (await world.ended())["status"] == "completed"
     await world.assert_exactly_once()

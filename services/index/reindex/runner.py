@@ -31,6 +31,9 @@ from services.index.search.semantic import PostDoc, SearchSetup, SemanticIndex
 logger = logging.getLogger(__name__)
 
 CHANNEL_PAGE = 200
+# Posts carry Mattermost's clock and jobs this database's: a catch-up starts this much earlier so
+# a skew between the two cannot leave a gap (posts read twice are replaced, not duplicated).
+CATCH_UP_OVERLAP_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,16 @@ class Reindexer:
         job, new = await self.jobs.start(self.settings.node_id, self.settings.lease_ms, resume=not clear)
         if new and clear:
             await self.index.store.reset(setup.space, build_hnsw=not self.settings.defer_hnsw)
+        self._spawn(self._run(job))
+        return job
+
+    async def catch_up(self) -> Job:
+        """Start a job reading only the posts created since the last completed job started (what
+        realtime indexing could not see); FailedPrecondition when none completed."""
+        await self.index.current()
+        job, _ = await self.jobs.start(
+            self.settings.node_id, self.settings.lease_ms, resume=False, catch_up_overlap_ms=CATCH_UP_OVERLAP_MS
+        )
         self._spawn(self._run(job))
         return job
 
@@ -169,12 +182,12 @@ class Reindexer:
             before = page[0].id  # the oldest: the next page ends before it
             # No cutoff filter: Mattermost's clock stamps posts, not this database's, and a post
             # newer than the job's start is stored the same way realtime indexing would store it.
-            posts = [_doc(p, channel) for p in page]
+            posts = [_doc(p, channel) for p in page if p.create_at >= job.since_at]
             status = await self._store(job, setup, posts, (channel.id, before))
             if status == "cancel_requested":
                 raise _Canceled()
-            if len(page) < self.settings.page_size:
-                return
+            if len(page) < self.settings.page_size or page[0].create_at < job.since_at:
+                return  # the channel's oldest post, or older than a catch-up reads
 
     async def _store(self, job: Job, setup: SearchSetup, posts: list[PostDoc], cursor: tuple[str, str]) -> str:
         status = ""

@@ -16,7 +16,7 @@ from services.common.errors import AlreadyExists, Conflict, FailedPrecondition, 
 _NOW = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 _COLUMNS = (
     "id, status, error, started_at, completed_at, processed_rows, total_rows, error_count, node_id, cutoff_at, "
-    "last_updated_at, lease_until, cursor_channel, cursor_before"
+    "last_updated_at, lease_until, cursor_channel, cursor_before, since_at"
 )
 _LATEST = f"SELECT {_COLUMNS}, {_NOW} AS now FROM index_reindex_jobs ORDER BY started_at DESC, id LIMIT 1"
 ACTIVE = ("running", "cancel_requested")
@@ -40,6 +40,7 @@ class Job:
     lease_until: int
     cursor_channel: str
     cursor_before: str
+    since_at: int
     now: int
 
     @property
@@ -68,9 +69,12 @@ class JobStore:
             row = (await conn.execute(text(_LATEST))).first()
         return _job(row) if row else None
 
-    async def start(self, node: str, lease_ms: int, *, resume: bool) -> tuple[Job, bool]:
+    async def start(self, node: str, lease_ms: int, *, resume: bool, catch_up_overlap_ms: int = -1) -> tuple[Job, bool]:
         """Start a job for ``node`` (resuming the latest failed or orphaned one with ``resume``);
-        the job and whether it is new. AlreadyExists while a live worker runs one."""
+        the job and whether it is new. AlreadyExists while a live worker runs one.
+
+        With ``catch_up_overlap_ms`` (0 or more) the job is a catch-up: it reads the posts created
+        since the last completed job started, less that overlap; FailedPrecondition without one."""
         async with self.engine.begin() as conn:
             await conn.execute(text("LOCK TABLE index_reindex_jobs IN EXCLUSIVE MODE"))
             latest = (await conn.execute(text(_LATEST))).first()
@@ -80,13 +84,26 @@ class JobStore:
             if resume and job is not None and (job.status == "failed" or job.is_stale):
                 row = await _claim(conn, job.id, node, lease_ms)
                 return _job(row), False
-            params = {"id": secrets.token_hex(13), "node": node, "lease": lease_ms}
+            since = 0
+            if catch_up_overlap_ms >= 0:
+                last = (
+                    await conn.execute(
+                        text(
+                            "SELECT cutoff_at FROM index_reindex_jobs WHERE status = 'completed' "
+                            "ORDER BY started_at DESC LIMIT 1"
+                        )
+                    )
+                ).first()
+                if last is None:
+                    raise FailedPrecondition("nothing to catch up on: no reindex has completed")
+                since = max(last.cutoff_at - catch_up_overlap_ms, 1)
+            params = {"id": secrets.token_hex(13), "node": node, "lease": lease_ms, "since": since}
             row = (
                 await conn.execute(
                     text(
                         "INSERT INTO index_reindex_jobs (id, status, started_at, node_id, cutoff_at, last_updated_at, "
-                        f"lease_until) VALUES (:id, 'running', {_NOW}, :node, {_NOW}, {_NOW}, {_NOW} + :lease) "
-                        f"RETURNING {_COLUMNS}, {_NOW} AS now"
+                        f"lease_until, since_at) VALUES (:id, 'running', {_NOW}, :node, {_NOW}, {_NOW}, "
+                        f"{_NOW} + :lease, :since) RETURNING {_COLUMNS}, {_NOW} AS now"
                     ),
                     params,
                 )

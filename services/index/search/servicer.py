@@ -56,7 +56,7 @@ def _job(job: Job) -> index_pb2.JobStatus:
 
 
 class IndexServicer(index_pb2_grpc.IndexServicer):
-    """agents.index.v1.Index; Catchup and HealthCheck answer UNIMPLEMENTED until they land."""
+    """agents.index.v1.Index; HealthCheck answers UNIMPLEMENTED until it lands."""
 
     def __init__(self, index: SemanticIndex, reindexer: Reindexer) -> None:
         self.index = index
@@ -125,3 +125,11 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     ) -> index_pb2.CancelReindexResponse:
         """Ask the running job to stop."""
         return index_pb2.CancelReindexResponse(job=_job(await self.reindexer.cancel()))
+
+    async def Catchup(
+        self,
+        request: index_pb2.CatchupRequest,
+        context: grpc.aio.ServicerContext[index_pb2.CatchupRequest, index_pb2.CatchupResponse],
+    ) -> index_pb2.CatchupResponse:
+        """Index the posts created since the last completed job started."""
+        return index_pb2.CatchupResponse(job=_job(await self.reindexer.catch_up()))

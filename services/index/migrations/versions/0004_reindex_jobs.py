@@ -1,4 +1,5 @@
-"""Reindex jobs: status, progress, the saved cursor and the lease of the worker running it.
+"""Reindex jobs: status, progress, the saved cursor and the lease of the worker running it;
+``since_at`` is set on catch-up jobs, which only read posts created after it.
 
 Revision ID: 0004
 Revises: 0003
@@ -29,7 +30,8 @@ def upgrade() -> None:
             last_updated_at BIGINT NOT NULL,
             lease_until BIGINT NOT NULL DEFAULT 0,
             cursor_channel TEXT NOT NULL DEFAULT '',
-            cursor_before TEXT NOT NULL DEFAULT ''
+            cursor_before TEXT NOT NULL DEFAULT '',
+            since_at BIGINT NOT NULL DEFAULT 0
         );
         CREATE INDEX IF NOT EXISTS idx_index_reindex_jobs_started ON index_reindex_jobs (started_at DESC);
         """
