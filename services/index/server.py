@@ -80,9 +80,7 @@ class IndexProcess:
         )
         self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
         self._orphans: asyncio.Task[None] | None = None
-        # HealthCheck answers UNIMPLEMENTED (the generated base) until it lands; its stub marks it
-        # abstract.
-        index = IndexServicer(self.semantic, self.reindexer)  # type: ignore[abstract]
+        index = IndexServicer(self.semantic, self.reindexer)
         self.host = GrpcServiceHost(
             settings,
             [

@@ -47,7 +47,7 @@ ROUTES = [
     Route("GET", "/admin/reindex/status", admin=True, served=True),
     Route("POST", "/admin/reindex/cancel", admin=True, served=True),
     Route("POST", "/admin/reindex/catchup", admin=True, served=True),
-    Route("GET", "/admin/reindex/health-check", admin=True),
+    Route("GET", "/admin/reindex/health-check", admin=True, served=True),
     Route("GET", "/mcp/tools"),
     Route("GET", "/mcp/oauth/{serverName}/start", "/mcp/oauth/github/start"),
     Route("DELETE", "/mcp/oauth/{serverName}", "/mcp/oauth/github"),

@@ -114,6 +114,11 @@ async def test_a_reindex_stores_every_post_once_and_reports_progress(world: Worl
     assert done["processed_rows"] == done["total_rows"] == len(world.expected) + 3
     assert done["posts_per_second"] > 0 and done["eta_ms"] == 0
     await world.assert_exactly_once()
+    status, health = await world.call("GET", "/admin/reindex/health-check")
+    assert status == 200 and health["model_compatible"] and not health["model_needs_reindex"], health
+    # Mattermost counts the bots' posts too (one per channel), which are not indexed.
+    assert (health["indexed_post_count"], health["missing_posts"]) == (len(world.expected), 3), health
+    assert health["status"] == "mismatch"
 
 
 async def test_a_second_reindex_is_refused_while_one_runs_and_a_cancel_stops_it(world: World) -> None:

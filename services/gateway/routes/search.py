@@ -22,7 +22,7 @@ from services.common.grpc_client import unary
 from services.common.mattermost import MattermostClient
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
-from services.gateway.proto_json import from_json, to_json
+from services.gateway.proto_json import from_json
 from services.gateway.routes.guards import bot_for, require_admin
 
 routes = web.RouteTableDef()
@@ -275,4 +275,16 @@ async def index_health(request: web.Request) -> web.Response:
     """How the indexed posts compare with Mattermost's, for admins."""
     require_admin(request)
     reply = await unary(request.app[DEPS].backends.index.HealthCheck, index_pb2.HealthCheckRequest())
-    return web.json_response(to_json(reply, proto_names=True))
+    return web.json_response(
+        {
+            "db_post_count": reply.db_post_count,
+            "indexed_post_count": reply.indexed_post_count,
+            "missing_posts": reply.missing_posts,
+            "status": reply.status,
+            "checked_at": _time(reply.checked_at),
+            "error": reply.error,
+            "model_compatible": reply.model_compatible,
+            "model_needs_reindex": reply.model_needs_reindex,
+            "model_compat_reason": reply.model_compat_reason,
+        }
+    )

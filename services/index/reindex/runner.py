@@ -54,6 +54,19 @@ class ReindexSettings:
         return int(self.lease_seconds * 1000)
 
 
+async def team_channels(mattermost: MattermostClient) -> list[Channel]:
+    """Every team channel, archived ones included (their posts stay searchable by no one, but a
+    channel can be unarchived)."""
+    channels: list[Channel] = []
+    page = 0
+    while batch := await mattermost.get_all_channels(page, CHANNEL_PAGE):
+        channels += batch
+        if len(batch) < CHANNEL_PAGE:
+            break
+        page += 1
+    return channels
+
+
 class _Canceled(Exception):
     """An admin asked the job to stop."""
 
@@ -155,7 +168,7 @@ class Reindexer:
 
     async def _work(self, job: Job) -> None:
         setup, _ = await self.index.current()
-        channels = sorted(await self._channels(), key=lambda c: c.id)
+        channels = sorted(await team_channels(self.mattermost), key=lambda c: c.id)
         if not job.total_rows:
             await self.jobs.set_total(job.id, self.settings.node_id, sum(c.total_msg_count for c in channels))
         for channel in channels:
@@ -163,16 +176,6 @@ class Reindexer:
                 continue  # done before the job was resumed
             before = job.cursor_before if channel.id == job.cursor_channel else ""
             await self._channel(job, setup, channel, before)
-
-    async def _channels(self) -> list[Channel]:
-        channels: list[Channel] = []
-        page = 0
-        while batch := await self.mattermost.get_all_channels(page, CHANNEL_PAGE):
-            channels += batch
-            if len(batch) < CHANNEL_PAGE:
-                break
-            page += 1
-        return channels
 
     async def _channel(self, job: Job, setup: SearchSetup, channel: Channel, before: str) -> None:
         while True:

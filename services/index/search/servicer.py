@@ -7,6 +7,7 @@ from agents.index.v1 import index_pb2 as index_pb2
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 
 from services.common.telemetry import tracer
+from services.index.reindex.health import check_health
 from services.index.reindex.runner import Reindexer
 from services.index.reindex.store import Job
 from services.index.search.semantic import PostDoc, SearchQuery, SemanticIndex
@@ -56,7 +57,7 @@ def _job(job: Job) -> index_pb2.JobStatus:
 
 
 class IndexServicer(index_pb2_grpc.IndexServicer):
-    """agents.index.v1.Index; HealthCheck answers UNIMPLEMENTED until it lands."""
+    """Every RPC of agents.index.v1.Index."""
 
     def __init__(self, index: SemanticIndex, reindexer: Reindexer) -> None:
         self.index = index
@@ -133,3 +134,22 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     ) -> index_pb2.CatchupResponse:
         """Index the posts created since the last completed job started."""
         return index_pb2.CatchupResponse(job=_job(await self.reindexer.catch_up()))
+
+    async def HealthCheck(
+        self,
+        request: index_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[index_pb2.HealthCheckRequest, index_pb2.HealthCheckResponse],
+    ) -> index_pb2.HealthCheckResponse:
+        """How the index compares with Mattermost's posts, and whether the model still matches."""
+        health = await check_health(self.index, self.reindexer.mattermost)
+        return index_pb2.HealthCheckResponse(
+            db_post_count=health.db_post_count,
+            indexed_post_count=health.indexed_post_count,
+            missing_posts=health.missing_posts,
+            status=health.status,
+            checked_at=health.checked_at,
+            error=health.error,
+            model_compatible=health.model_compatible,
+            model_needs_reindex=health.model_needs_reindex,
+            model_compat_reason=health.model_compat_reason,
+        )

@@ -15,7 +15,6 @@ from services.common.grpc_server import ServicerBinding
 # Whole services or single RPCs (``package.Service/Method``) whose feature arrives with a later issue.
 PENDING: dict[str, str] = {
     "agents.mcp.v1.MCP": "remote MCP servers, OAuth and the embedded MCP server arrive with the MCP issue",
-    "agents.index.v1.Index/HealthCheck": "the index health check arrives after reindex jobs (issue 19)",
 }
 
 SERVICES = ["index", "llm", "tools", "mcp"]
