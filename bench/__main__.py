@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["ai_bots", "conversation_latency", "embeddings", "llm_stream"]
+BENCHMARKS = ["ai_bots", "conversation_latency", "embeddings", "llm_stream", "semantic_search"]
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ class IndexProcess:
         agents = AgentRegistry(self.agent_store, active, self.config, self.bots, license)
         policy = OutboundPolicy(private_allowed_hostnames=parse_allowed_hostnames(settings.embedding_private_hostnames))
         self.search_setup = ConfiguredSetup(self.config, policy)
-        bounds = ScanBounds(settings.search_exact_scan_rows, settings.search_max_scan_tuples)
+        bounds = ScanBounds(settings.search_exact_scan_rows, settings.search_max_scan_tuples, settings.search_ef_search)
         self.semantic = SemanticIndex(VectorStore(deps.engine), self.search_setup, bounds)
         reindex = ReindexSettings(
             node_id=f"{socket.gethostname()}-{os.getpid()}",

@@ -67,8 +67,10 @@ class SearchQuery:
 class ScanBounds:
     """Where the exact scan ends and the HNSW scan begins, and how far the latter may read."""
 
-    exact_scan_rows: int = 10_000
+    exact_scan_rows: int = 2_000
     max_scan_tuples: int = 100_000
+    # Candidates the HNSW scan keeps per step (pgvector's default 40 trades too much recall).
+    ef_search: int = 200
 
 
 class SemanticIndex:
@@ -170,6 +172,7 @@ class SemanticIndex:
             min_score=asked.min_score,
             exact_scan_rows=self._bounds.exact_scan_rows,
             max_scan_tuples=self._bounds.max_scan_tuples,
+            ef_search=self._bounds.ef_search,
         )
         return await self.store.search(vector, recorded, plan)
 

@@ -76,6 +76,7 @@ class SearchPlan:
     min_score: float
     exact_scan_rows: int
     max_scan_tuples: int
+    ef_search: int = 40
 
 
 def vector_literal(values: Sequence[float]) -> str:
@@ -274,7 +275,7 @@ async def _hnsw_scan(
     conn: AsyncConnection, dimensions: int, params: dict[str, Any], plan: SearchPlan, wanted: int
 ) -> list[Any]:
     await conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-    await conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(wanted, 1000))}"))
+    await conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(max(plan.ef_search, wanted), 1000)}"))
     await conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {int(plan.max_scan_tuples)}"))
     result = await conn.execute(
         text(
