@@ -92,9 +92,10 @@ class Reindexer:
     async def start(self, *, clear: bool) -> Job:
         """Start a job (``clear``: empty the index first; otherwise resume the latest failed or
         orphaned one, or start afresh without emptying). FailedPrecondition while search is off."""
-        setup, _ = await self.index.current()
+        setup, recorded = await self.index.current()
         job, new = await self.jobs.start(self.settings.node_id, self.settings.lease_ms, resume=not clear)
-        if new and clear:
+        # An index that never recorded a model is empty: starting it is the same as clearing it.
+        if new and (clear or recorded is None):
             await self.index.store.reset(setup.space, build_hnsw=not self.settings.defer_hnsw)
         self._spawn(self._run(job))
         return job
