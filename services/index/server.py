@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import db
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
+from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.licensing import License
 from services.common.mattermost import MattermostClient
 from services.common.settings import CommonSettings
@@ -32,6 +34,12 @@ from services.index.registry.messages import PLUGIN_CONFIG_KEYS
 from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
+from services.index.reindex.runner import Reindexer, ReindexSettings
+from services.index.reindex.store import JobStore
+from services.index.search.semantic import ScanBounds, SemanticIndex
+from services.index.search.servicer import IndexServicer
+from services.index.search.setup import ConfiguredSetup
+from services.index.search.store import VectorStore
 from services.index.settings import IndexSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -47,7 +55,7 @@ class IndexDeps:
 
 
 class IndexProcess:
-    """The index process wired: the agent registry's servicer, and the index API (unimplemented)."""
+    """The index process wired: the agent registry's servicer and the semantic index's."""
 
     def __init__(self, settings: IndexSettings, deps: IndexDeps) -> None:
         self.settings = settings
@@ -63,15 +71,26 @@ class IndexProcess:
         active = ActiveAgents(self.agent_store, self.listener, max_age=settings.agents_cache_seconds)
         self.config = ConfigRegistry(self.config_store, self.feed, self.agent_store, PLUGIN_CONFIG_KEYS)
         agents = AgentRegistry(self.agent_store, active, self.config, self.bots)
-        # The generated base answers UNIMPLEMENTED to every RPC until semantic search lands; its
-        # stub marks them abstract.
-        index = index_pb2_grpc.IndexServicer()  # type: ignore[abstract]
+        policy = OutboundPolicy(private_allowed_hostnames=parse_allowed_hostnames(settings.embedding_private_hostnames))
+        self.search_setup = ConfiguredSetup(self.config, policy)
+        bounds = ScanBounds(settings.search_exact_scan_rows, settings.search_max_scan_tuples, settings.search_ef_search)
+        self.semantic = SemanticIndex(VectorStore(deps.engine), self.search_setup, bounds)
+        reindex = ReindexSettings(
+            node_id=f"{socket.gethostname()}-{os.getpid()}",
+            lease_seconds=settings.reindex_lease_seconds,
+            page_size=settings.reindex_page_size,
+            retry_seconds=settings.reindex_retry_seconds,
+            defer_hnsw=settings.reindex_defer_hnsw,
+        )
+        self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
+        self._orphans: asyncio.Task[None] | None = None
+        index = IndexServicer(self.semantic, self.reindexer)
         self.host = GrpcServiceHost(
             settings,
             [
                 ServicerBinding(
                     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), serves_search(index)),
+                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), self.semantic.ready),
                     registry_pb2_grpc.add_RegistryServicer_to_server,
                 ),
                 ServicerBinding(
@@ -84,7 +103,7 @@ class IndexProcess:
 
     async def prepare(self) -> None:
         """Migrate, seed the plugin configuration, adopt legacy bots, read the license, and start
-        change listening."""
+        change listening, debug logging and the watch for orphaned reindex jobs."""
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         await self.config.seed(self.settings.config_seed_file)
@@ -93,6 +112,7 @@ class IndexProcess:
         await self.license.start()
         await self.listener.start()
         self._debug_logging = asyncio.create_task(self._follow_debug_logging(), name="debug-logging")
+        self._orphans = asyncio.create_task(self.reindexer.watch_orphans(), name="reindex-orphans")
 
     async def _follow_debug_logging(self) -> None:
         # The registry's own feed: the configuration this process serves, without a gRPC round trip.
@@ -101,22 +121,18 @@ class IndexProcess:
             level.apply(bool(revision.config.get("enableDebugLogging")))
 
     async def close(self) -> None:
-        """Stop following and listening for changes and reading the license; close the Mattermost
-        client and the pool."""
-        if self._debug_logging is not None:
-            self._debug_logging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._debug_logging
+        """Stop following and listening for changes, reading the license and the reindex jobs
+        (another replica resumes them); close the embedder, the Mattermost client and the pool."""
+        tasks = [task for task in (self._debug_logging, self._orphans) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.listener.close()
         await self.license.close()
+        await self.reindexer.close()
+        await self.search_setup.close()
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
-
-
-def serves_search(index: index_pb2_grpc.IndexServicer) -> bool:
-    """Whether ``index`` implements Search rather than the generated base's UNIMPLEMENTED answer:
-    /ai_bots reports search as enabled only then, and does so by itself once search lands."""
-    return type(index).Search is not index_pb2_grpc.IndexServicer.Search
 
 
 async def create_server(settings: CommonSettings, deps: IndexDeps | None = None) -> IndexProcess:

@@ -13,7 +13,7 @@ PREFIX = "AGENTS_INDEX_"
 
 
 class IndexSettings(CommonSettings):
-    """``AGENTS_INDEX_*``: the port, the license, the config seed and the registry's caches."""
+    """``AGENTS_INDEX_*``: the port, the license, the config seed, the registry's caches and search's scan bounds."""
 
     service_name: str = "index"
     grpc_port: int = Field(default=50054, ge=0, le=65535)
@@ -28,6 +28,24 @@ class IndexSettings(CommonSettings):
     # through the registry invalidate it on every replica at once (NOTIFY); this only bounds how
     # long a row changed behind the registry's back (manual SQL) can go unseen. 0 disables it.
     agents_cache_seconds: float = Field(default=5.0, ge=0)
+    # Hosts the embedding provider's apiURL may resolve to although they are private (a local
+    # embedding server); comma-separated. Public hosts need no entry.
+    embedding_private_hostnames: str = ""
+    # A search whose permitted channels hold at most this many rows ranks them all (exact and
+    # cheap); above it the HNSW index is scanned iteratively.
+    search_exact_scan_rows: int = Field(default=2_000, ge=0)
+    # How many index tuples an iterative HNSW scan may read before the exact scan takes over.
+    search_max_scan_tuples: int = Field(default=100_000, ge=1)
+    # hnsw.ef_search of a search's HNSW scan: higher finds more of the true nearest rows, slower.
+    search_ef_search: int = Field(default=200, ge=1, le=1000)
+    # A reindex worker that has not renewed its job's lease this long is gone; another takes over.
+    reindex_lease_seconds: float = Field(default=30.0, gt=0)
+    # Posts read from Mattermost and committed per page of a reindex.
+    reindex_page_size: int = Field(default=200, ge=1, le=200)
+    # How long a reindex waits out an embedding provider outage before the job fails (resumable).
+    reindex_retry_seconds: float = Field(default=60.0, ge=0)
+    # Build the HNSW index after a clearing reindex's bulk load instead of inserting into it.
+    reindex_defer_hnsw: bool = True
 
     @field_validator("license")
     @classmethod

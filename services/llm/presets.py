@@ -1,7 +1,8 @@
 """Instructions the llm adds to a one-shot completion whose operation it knows, so that callers
 send only the user's text and the wording stays here, beside the conversations' prompts
 (``conversations/prompts.py``): the plugin's prompt templates for actions that are no
-conversation. Today ``emoji_selection``, the emoji an agent reacts to a post with.
+conversation: ``emoji_selection``, the emoji an agent reacts to a post with, and ``search``, the
+answer to a semantic search over the results the caller sends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from services.llm.providers.base import CompletionRequest, Message, Role, TextPart
 
 EMOJI_SELECTION = "emoji_selection"
+SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,14 @@ PRESETS = {
         "Choose the single emoji that best reacts to the user's message. Answer with its Mattermost "
         "short name only (for example thumbsup, tada, eyes), without colons or any other text.",
         max_output_tokens=16,
+    ),
+    # The plugin's search_system prompt, in substance; the caller sends the results and the question.
+    SEARCH: Preset(
+        "You are a helpful assistant in Mattermost, answering questions from message history. Use ONLY "
+        "the messages in the <context> of the user's message. Answer directly and concisely; if the "
+        "context does not hold the answer, say so and do not make anything up. Quote the messages you "
+        "rely on and say who wrote them in which channel (for example: according to jane in Engineering).",
+        max_output_tokens=1024,
     ),
 }
 

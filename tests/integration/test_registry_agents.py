@@ -148,7 +148,7 @@ async def test_a_saved_config_reaches_a_watcher(harness, admin) -> None:
         await watcher.close()
 
 
-async def test_ai_bots_reports_search_disabled_while_the_index_does_not_serve_it(harness, admin) -> None:
+async def test_ai_bots_reports_search_disabled_while_search_cannot_work(harness, admin) -> None:
     _, saved, _ = await call(harness, "GET", "/admin/config", "/admin/config", admin)
     searching = {**saved, "embeddingSearchConfig": {"type": "composite", "dimensions": 3}}
     # allowUnsafeLinks flipped in the same save proves /ai_bots reads the new document.
@@ -158,7 +158,7 @@ async def test_ai_bots_reports_search_disabled_while_the_index_does_not_serve_it
     try:
         status, body = await harness.get("/ai_bots", user=admin)
         assert status == 200 and body["allowUnsafeLinks"] is searching["allowUnsafeLinks"]
-        # Configured and licensed, but agents.index.v1.Index.Search answers UNIMPLEMENTED.
+        # Configured and licensed, but with no embedding provider no search can be answered.
         assert body["searchEnabled"] is False
     finally:
         status, _, _ = await harness.request("PUT", "/admin/config", user=admin, json_body=saved)

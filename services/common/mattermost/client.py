@@ -220,6 +220,12 @@ class MattermostClient:
         data = await self._get(f"/users/{_seg(user_id)}/channels")
         return [Channel.from_json(c) for c in data or []]
 
+    async def get_all_channels(self, page: int = 0, per_page: int = 200) -> list[Channel]:
+        """A page of every team channel, archived ones included (``manage_system``; Mattermost
+        leaves direct and group messages out)."""
+        params = {"page": str(page), "per_page": str(per_page), "include_deleted": "true"}
+        return [Channel.from_json(c) for c in await self._get("/channels", params) or []]
+
     async def get_or_create_direct_channel(self, user_a: str, user_b: str) -> Channel:
         """The DM channel between two users, created if it does not exist yet."""
         # Idempotent on the server (same two users, same channel), so a retry cannot duplicate it.
@@ -261,6 +267,15 @@ class MattermostClient:
         params = {"page": str(page), "per_page": str(per_page)}
         if since is not None:
             params = {"since": str(since)}
+        posts = posts_from_post_list(await self._get(f"/channels/{_seg(channel_id)}/posts", params))
+        return sorted(posts, key=lambda p: (p.create_at, p.id))
+
+    async def get_posts_before(self, channel_id: str, before: str = "", per_page: int = 200) -> list[Post]:
+        """Keyset paging backwards: the channel's newest ``per_page`` posts created before post
+        ``before`` (the newest of all without it), oldest first."""
+        params = {"per_page": str(per_page)}
+        if before:
+            params["before"] = before
         posts = posts_from_post_list(await self._get(f"/channels/{_seg(channel_id)}/posts", params))
         return sorted(posts, key=lambda p: (p.create_at, p.id))
 

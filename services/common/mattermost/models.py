@@ -99,6 +99,7 @@ class Channel(MattermostObject):
     purpose: StrictStr = ""
     creator_id: StrictStr = ""
     last_post_at: StrictInt = 0
+    total_msg_count: StrictInt = 0
     delete_at: StrictInt = 0
 
     @property
@@ -140,6 +141,11 @@ class TeamMember(MattermostObject):
     delete_at: StrictInt = 0
 
 
+def truthy(value: Any) -> bool:
+    """A post prop set to true (Mattermost stores booleans in props as true or "true")."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 class Post(MattermostObject):
     """A post; ``root_id`` is empty for a thread's root."""
 
@@ -155,6 +161,11 @@ class Post(MattermostObject):
     update_at: StrictInt = 0
     edit_at: StrictInt = 0
     delete_at: StrictInt = 0
+
+    @property
+    def from_bot(self) -> bool:
+        """Posted by a bot or through a webhook (Mattermost marks both in props)."""
+        return truthy(self.props.get("from_bot")) or truthy(self.props.get("from_webhook"))
 
     @property
     def thread_root_id(self) -> str:

@@ -1,4 +1,5 @@
-"""One Mattermost WebSocket per agent bot, and the hand-off of each ``posted`` event.
+"""One Mattermost WebSocket per agent bot, and the hand-off of each ``posted`` event (and of every
+event to an optional observer).
 
 A post reaches every bot's socket that shares the channel (a thread with two agents, a mention of
 one in another's DM), so this replica handles a post id once; across replicas the claim decides.
@@ -40,10 +41,20 @@ class RecentPosts:
 class BotListeners:
     """The open sockets, one task per bot, kept in step with the set of agents."""
 
-    def __init__(self, base_url: str, tokens: BotTokens, on_event: EventHandler, *, max_backoff: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        tokens: BotTokens,
+        on_event: EventHandler,
+        *,
+        max_backoff: float,
+        on_any_event: EventHandler | None = None,
+    ) -> None:
         self.base_url = base_url
         self.tokens = tokens
         self.on_event = on_event
+        # Sees every event first (realtime indexing wants edits and deletes too); must not block.
+        self.on_any_event = on_any_event
         self.max_backoff = max_backoff
         self._sockets: dict[str, MattermostWebSocket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -88,6 +99,8 @@ class BotListeners:
             async for event in socket.events():
                 if event.event == "hello" and (hello := self._hello.get(bot)) is not None:
                     hello.set()
+                if self.on_any_event is not None:
+                    await self.on_any_event(event)
                 if event.event != "posted" or event.post is None:
                     continue
                 try:

@@ -1,5 +1,6 @@
 """The gateway's event-driven side, started and stopped with the HTTP server: one socket per agent
-bot the directory lists, answers to posted events, and sweeps for replies dead replicas left."""
+bot the directory lists, answers to posted events, realtime indexing of the posts the sockets see,
+and sweeps for replies dead replicas left."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from services.gateway.conversations.listener import BotListeners, RecentPosts
 from services.gateway.conversations.responder import Responder
 from services.gateway.conversations.triggers import ReminderCandidate, Trigger, classify
 from services.gateway.deps import GatewayDeps
+from services.gateway.post_indexing import PostIndexer
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +31,13 @@ class ConversationTriggers:
         self.deps = deps
         self.claims = ReplicaClaims(deps.backends, deps.replica_id, settings.claim_lease_seconds)
         self.responder = Responder(deps, self.claims)
+        self.indexer = PostIndexer(deps, self.spawn, lambda: self.listeners.bot_ids)
         self.listeners = BotListeners(
             settings.mattermost_url,
             deps.bot_tokens,
             self.on_event,
             max_backoff=settings.websocket_max_backoff_seconds,
+            on_any_event=self.indexer.on_event,
         )
         self.recent = RecentPosts()
         self._tasks: set[asyncio.Task[None]] = set()

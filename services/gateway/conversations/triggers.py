@@ -19,6 +19,7 @@ from typing import Any
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.mattermost import Channel, Post
+from services.common.mattermost.models import truthy
 from services.gateway.agent_directory import AgentBot
 
 
@@ -42,10 +43,6 @@ class ReminderCandidate:
 
     post: Post
     team_id: str
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def mentioned_agent(message: str, agents: list[AgentBot]) -> AgentBot | None:
@@ -76,14 +73,14 @@ def classify(event_data: dict[str, Any], post: Post, agents: list[AgentBot]) -> 
     post_data = event_data.get("post")
     raw: dict[str, Any] = post_data if isinstance(post_data, dict) else {}
     props = post.props
-    activated = _truthy(props.get("activate_ai"))
+    activated = truthy(props.get("activate_ai"))
     if post.user_id in bot_ids or post.type.startswith("system_"):
         return None
-    if raw.get("remote_id") or _truthy(props.get("wrangler")) or props.get("wrangler_moved_from"):
+    if raw.get("remote_id") or truthy(props.get("wrangler")) or props.get("wrangler_moved_from"):
         return None
-    if _truthy(props.get("from_webhook")):
+    if truthy(props.get("from_webhook")):
         return None
-    if (_truthy(props.get("from_plugin")) or _truthy(props.get("from_bot"))) and not activated:
+    if (truthy(props.get("from_plugin")) or truthy(props.get("from_bot"))) and not activated:
         return None
     channel_type = str(event_data.get("channel_type", ""))
     team_id = str(event_data.get("team_id", ""))

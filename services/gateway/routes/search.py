@@ -2,20 +2,27 @@
 and the admin reindex routes, each a call to ``agents.index.v1.Index``.
 
 The index decides whether search is configured and licensed (FAILED_PRECONDITION) and validates
-queries; until semantic search lands its RPCs answer UNIMPLEMENTED, which the error table renders
-as 501 like any other status.
+queries; the gateway adds what only Mattermost knows: the caller's channels, asked at every search
+so a removal takes effect at once, and the names shown with the results.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
 from agents.index.v1 import index_pb2 as index_pb2
+from agents.llm.v1 import llm_pb2 as llm_pb2
 from aiohttp import web
 
-from services.common.errors import InvalidInput, Unimplemented
+from services.common.errors import DomainError, FailedPrecondition, InvalidInput, Unimplemented, UpstreamUnavailable
 from services.common.grpc_client import unary
+from services.common.mattermost import MattermostClient
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
-from services.gateway.proto_json import from_json, to_json
+from services.gateway.proto_json import from_json
 from services.gateway.routes.guards import bot_for, require_admin
 
 routes = web.RouteTableDef()
@@ -26,37 +33,203 @@ async def _search(request: web.Request, search: index_pb2.SearchRequest) -> inde
     deps = request.app[DEPS]
     channels = await deps.mattermost.get_all_channels_for_user(caller_of(request).user.id)
     search.ClearField("readable_channel_ids")  # the caller's memberships, never ids from the body
-    search.readable_channel_ids.extend(c.id for c in channels)
+    # Archived channels are not searched, as in the plugin, even when Mattermost lists them.
+    search.readable_channel_ids.extend(c.id for c in channels if not c.delete_at)
     return await unary(deps.backends.index.Search, search)
 
 
+async def _channel_name(mattermost: MattermostClient, channel_id: str) -> str:
+    try:
+        channel = await mattermost.get_channel(channel_id)
+    except DomainError:
+        return "Unknown Channel"
+    return {"D": "Direct Message", "G": "Group Message"}.get(channel.type, channel.display_name)
+
+
+async def _team_name(mattermost: MattermostClient, team_id: str) -> str:
+    try:
+        return (await mattermost.get_team(team_id)).display_name
+    except DomainError:
+        return ""
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Channel display names (the plugin's "Direct Message"/"Group Message" for those), team
+    display names and usernames of a search's results."""
+
+    channels: dict[str, str]
+    teams: dict[str, str]
+    users: dict[str, str]
+
+    def user(self, user_id: str) -> str:
+        return self.users.get(user_id, "Unknown User")
+
+
+async def _names(mattermost: MattermostClient, results: list[index_pb2.SearchResult]) -> _Names:
+    """The names shown with ``results``, each asked of Mattermost once."""
+    channel_ids = sorted({r.channel_id for r in results})
+    team_ids = sorted({r.team_id for r in results if r.team_id})
+    user_ids = sorted({r.user_id for r in results})
+    channels, teams = await asyncio.gather(
+        asyncio.gather(*(_channel_name(mattermost, c) for c in channel_ids)),
+        asyncio.gather(*(_team_name(mattermost, t) for t in team_ids)),
+    )
+    users = await mattermost.get_users_by_ids(user_ids) if user_ids else []
+    return _Names(
+        dict(zip(channel_ids, channels, strict=True)),
+        dict(zip(team_ids, teams, strict=True)),
+        {u.id: u.username for u in users},
+    )
+
+
+NO_RESULTS = "I couldn't find any relevant messages for your query. Please try a different search term."
+SEARCH_DEFAULT_RESULTS = 5
+
+
+def _rag_results(results: list[index_pb2.SearchResult], names: _Names) -> list[dict[str, Any]]:
+    """The plugin's RAGResult list: 1-based index for citations, chunk position in the channel name."""
+    rag = []
+    for number, r in enumerate(results, start=1):
+        chunk = f" (Chunk {r.chunk_index + 1} of {r.total_chunks})" if r.is_chunk else ""
+        rag.append(
+            {
+                "index": number,
+                "postId": r.post_id,
+                "channelId": r.channel_id,
+                "channelName": names.channels[r.channel_id] + chunk,
+                "teamName": names.teams.get(r.team_id, ""),
+                "userId": r.user_id,
+                "username": names.user(r.user_id),
+                "content": r.content,
+                "score": r.score,
+                "createAt": r.create_at,
+            }
+        )
+    return rag
+
+
+def _context(query: str, rag: list[dict[str, Any]]) -> str:
+    """The results and the question, as the plugin's search_results template lays them out."""
+    messages = "".join(
+        f'<message from="{r["username"]}" in="{r["channelName"]}" relevance="{r["score"]:.2f}">\n'
+        f"{r['content']}\n</message>\n\n"
+        for r in rag
+    )
+    return f"<context>\n{messages}</context>\n\n{query}"
+
+
 @routes.post("/search")
-@routes.post("/search/run")
 async def search_with_answer(request: web.Request) -> web.Response:
     """``aiBotRequired``, then the plugin's SearchRequest (``query``, ``teamId``, ``channelId``,
-    ``maxResults``)."""
+    ``maxResults``): the results and the agent's answer over them (not streamed)."""
+    agent = await bot_for(request)
+    query, search = await _search_request(request)
+    reply = await _search(request, search)
+    deps = request.app[DEPS]
+    rag = _rag_results(list(reply.results), await _names(deps.mattermost, list(reply.results)))
+    if not rag:
+        return web.json_response({"answer": NO_RESULTS, "results": []})
+    completion = llm_pb2.CompletionRequest(
+        service_id=agent.service_id,
+        model=agent.model,
+        messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=_context(query, rag))])],
+        user_id=caller_of(request).user.id,
+        agent_username=agent.username,
+        operation="search",
+    )
+    answer = await unary(deps.backends.llm.Complete, llm_pb2.CompleteRequest(request=completion))
+    return web.json_response({"answer": answer.text, "results": rag})
+
+
+@routes.post("/search/run")
+async def run_search(request: web.Request) -> web.Response:
+    """``aiBotRequired``, then the search is checked and run; the DM with its streamed answer
+    (the plugin's flow) is not served yet."""
     await bot_for(request)
-    body = await read_json(request)
-    search = from_json(body, index_pb2.SearchRequest(), "search request")
-    max_results = body.get("maxResults", 0)
-    if not isinstance(max_results, int) or isinstance(max_results, bool):
-        raise InvalidInput("maxResults must be an integer", field="maxResults")
-    search.limit = max_results
+    _, search = await _search_request(request)
     await _search(request, search)
-    # The answer over the results (and, for /search/run, the bot's DM reply) lands with semantic search.
-    raise Unimplemented("answers to searches are not available yet")
+    raise Unimplemented("answers to searches in a direct message are not available yet")
+
+
+async def _search_request(request: web.Request) -> tuple[str, index_pb2.SearchRequest]:
+    """The plugin's SearchRequest as Index.Search asks it (maxResults defaults to 5, at most 100)."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidInput("the search request must be a JSON object")
+    query, max_results = body.get("query"), body.get("maxResults", 0) or SEARCH_DEFAULT_RESULTS
+    if not isinstance(query, str):
+        raise InvalidInput("query must be a string", field="query")
+    if not isinstance(max_results, int) or isinstance(max_results, bool) or not 0 < max_results <= 100:
+        raise InvalidInput("maxResults must be an integer between 1 and 100", field="maxResults")
+    for name in ("teamId", "channelId"):
+        if not isinstance(body.get(name, ""), str):
+            raise InvalidInput(f"{name} must be a string", field=name)
+    search = index_pb2.SearchRequest(
+        query=query, team_id=body.get("teamId", ""), channel_id=body.get("channelId", ""), limit=max_results
+    )
+    return query, search
+
+
+RAW_MAX_LIMIT = 50
 
 
 @routes.post("/search/raw")
 async def raw_search(request: web.Request) -> web.Response:
-    """The index's results for a search, without an answer."""
+    """The index's results for a search, with channel and user names, without an answer."""
     search = from_json(await read_json(request), index_pb2.SearchRequest(), "search request")
-    reply = await _search(request, search)
-    return web.json_response({"results": [to_json(r, proto_names=True) for r in reply.results]})
+    if search.limit > RAW_MAX_LIMIT:
+        raise InvalidInput(f"limit must be at most {RAW_MAX_LIMIT}", field="limit")
+    try:
+        reply = await _search(request, search)
+    except FailedPrecondition as exc:
+        # The plugin answers 503 on this route while search is off or needs a reindex.
+        raise UpstreamUnavailable(exc.message) from None
+    names = await _names(request.app[DEPS].mattermost, list(reply.results))
+    results = [
+        {
+            "post_id": r.post_id,
+            "channel_id": r.channel_id,
+            "channel_name": names.channels[r.channel_id],
+            "user_id": r.user_id,
+            "username": names.user(r.user_id),
+            "content": r.content,
+            "score": r.score,
+            "create_at": r.create_at,
+        }
+        for r in reply.results
+    ]
+    return web.json_response({"results": results})
+
+
+def _time(ms: int) -> str:
+    """RFC 3339, as the plugin's Go ``time.Time`` fields render (its zero time for 0)."""
+    if not ms:
+        return "0001-01-01T00:00:00Z"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _job(job: index_pb2.JobStatus) -> web.Response:
-    return web.json_response(to_json(job, proto_names=True))
+    """The plugin's JobStatus, with this cluster's rate and ETA beside it."""
+    return web.json_response(
+        {
+            "job_id": job.job_id,
+            "status": job.status,
+            "error": job.error,
+            "started_at": _time(job.started_at),
+            "completed_at": _time(job.completed_at),
+            "processed_rows": job.processed_rows,
+            "total_rows": job.total_rows,
+            "resumable": job.resumable,
+            "error_count": job.error_count,
+            "node_id": job.node_id,
+            "cutoff_at": job.cutoff_at,
+            "last_updated_at": _time(job.last_updated_at),
+            "is_stale": job.is_stale,
+            "posts_per_second": job.posts_per_second,
+            "eta_ms": job.eta_ms,
+        }
+    )
 
 
 @routes.post("/admin/reindex")
@@ -102,4 +275,16 @@ async def index_health(request: web.Request) -> web.Response:
     """How the indexed posts compare with Mattermost's, for admins."""
     require_admin(request)
     reply = await unary(request.app[DEPS].backends.index.HealthCheck, index_pb2.HealthCheckRequest())
-    return web.json_response(to_json(reply, proto_names=True))
+    return web.json_response(
+        {
+            "db_post_count": reply.db_post_count,
+            "indexed_post_count": reply.indexed_post_count,
+            "missing_posts": reply.missing_posts,
+            "status": reply.status,
+            "checked_at": _time(reply.checked_at),
+            "error": reply.error,
+            "model_compatible": reply.model_compatible,
+            "model_needs_reindex": reply.model_needs_reindex,
+            "model_compat_reason": reply.model_compat_reason,
+        }
+    )

@@ -24,10 +24,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from services.common.errors import (
     DomainError,
     FailedPrecondition,
+    PermissionDenied,
     QuotaExceeded,
     UpstreamUnavailable,
 )
-from services.common.http_guard import GuardedHttpClient, GuardedResponse, OutboundPolicy
+from services.common.http_guard import DestinationRefused, GuardedHttpClient, GuardedResponse, OutboundPolicy
 from services.common.upstream_replies import parse_retry_after, redact_secrets
 from services.index.chunking import encoding
 from services.index.embeddings.batching import plan_batches
@@ -140,7 +141,15 @@ class OpenAIEmbedder:
 
     async def _post(self, texts: Sequence[str]) -> list[list[float]]:
         """One request for ``texts`` (already within the caps)."""
-        response = await self._http.request("POST", self._url, headers=self._headers(), json=self._body(texts))
+        try:
+            response = await self._http.request("POST", self._url, headers=self._headers(), json=self._body(texts))
+        except DestinationRefused as exc:
+            # The provider's address is the admin's business, not the searching user's: the log has it.
+            logger.warning("embedding request refused: %s", exc.message)
+            raise PermissionDenied(
+                "the embedding provider's host is not in the allowed upstream hostnames; "
+                "an admin must add it to allowedUpstreamHostnames"
+            ) from None
         if response.status != 200:
             raise self._error(response)
         if len(response.body) < _THREAD_THRESHOLD_BYTES:

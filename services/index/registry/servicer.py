@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
@@ -43,13 +43,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     """Every RPC of agents.registry.v1.Registry."""
 
     def __init__(
-        self, config: ConfigRegistry, agents: AgentRegistry, prompts: PromptLibrary, search_served: bool
+        self,
+        config: ConfigRegistry,
+        agents: AgentRegistry,
+        prompts: PromptLibrary,
+        search_ready: Callable[[], Awaitable[bool]],
     ) -> None:
         self.config = config
         self.agents = agents
         self.prompts = prompts
-        # Whether this process's Index service answers Search: configured search is not enabled search.
-        self.search_served = search_served
+        # Whether the index answers searches now: configured search is not working search (a
+        # misconfigured provider, a model changed since the last reindex).
+        self.search_ready = search_ready
 
     # ---- services ---------------------------------------------------------------------------
 
@@ -184,7 +189,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return registry_pb2.ListUsableAgentsResponse(
             agents=[agent_to_message(a, include_instructions=False) for a in usable],
             default_agent_username=default,
-            search_enabled=self.search_served and plugin_config.search_enabled(active.config, self.config.license),
+            search_enabled=plugin_config.search_enabled(active.config, self.config.license)
+            and await self.search_ready(),
             allow_unsafe_links=bool(active.config.get("allowUnsafeLinks", False)),
         )
 

@@ -131,6 +131,21 @@ async def get_user_teams(request: web.Request) -> web.Response:
 # --- channels -----------------------------------------------------------------------------------
 
 
+async def get_all_channels(request: web.Request) -> web.Response:
+    """``GetAllChannels`` (``manage_system``): team channels only, oldest first, paged."""
+    state, me = ctx(request)
+    if not state.is_admin(me):
+        raise forbidden()
+    include_deleted = request.query.get("include_deleted", "false") == "true"
+    page, per_page = int(request.query.get("page", 0)), min(int(request.query.get("per_page", 60)), 200)
+    channels = [
+        state.snapshot(c)
+        for c in sorted(state.channels.values(), key=lambda c: (c["create_at"], c["id"]))
+        if c["type"] in {"O", "P"} and (include_deleted or not c["delete_at"])
+    ]
+    return answer(channels[page * per_page : (page + 1) * per_page])
+
+
 async def get_channel(request: web.Request) -> web.Response:
     state, me = ctx(request)
     channel = state.channels.get(request.match_info["channel_id"])

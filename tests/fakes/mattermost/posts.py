@@ -109,6 +109,11 @@ async def get_channel_posts(request: web.Request) -> web.Response:
         return answer(post_list(state, [p for p in posts if p["update_at"] > since]))
     page, per_page = int(request.query.get("page", 0)), min(int(request.query.get("per_page", 60)), 200)
     newest_first = sorted((p for p in posts if not p["delete_at"]), key=lambda p: p["create_at"], reverse=True)
+    if before := request.query.get("before", ""):
+        # Keyset paging: posts created before that post (the server's ``CreateAt <`` comparison).
+        if before not in state.posts:
+            raise not_found("post")
+        newest_first = [p for p in newest_first if p["create_at"] < state.posts[before]["create_at"]]
     body = post_list(state, newest_first[page * per_page : (page + 1) * per_page])
     body["has_next"] = len(newest_first) > (page + 1) * per_page
     return answer(body)

@@ -312,6 +312,7 @@ def add_routes(app: web.Application) -> None:
             web.get(f"{v4}/teams/{{team_id}}/members", directory.get_team_members),
             web.post(f"{v4}/channels", directory.create_channel),
             web.post(f"{v4}/channels/direct", directory.create_direct_channel),
+            web.get(f"{v4}/channels", directory.get_all_channels),
             web.get(f"{v4}/channels/{{channel_id}}/members", directory.get_channel_members),
             web.post(f"{v4}/channels/{{channel_id}}/members", directory.add_channel_member),
             web.get(f"{v4}/channels/{{channel_id}}", directory.get_channel),

@@ -176,6 +176,9 @@ async def run_scenario(mm: FakeMattermost) -> None:
         await as_alice.get_post_thread(root.id)
         await as_alice.get_channel_posts(town.id, page=0, per_page=10)
         await as_alice.get_channel_posts(town.id, since=root.create_at)
+        newest = await as_alice.get_posts_before(town.id, per_page=1)
+        await as_alice.get_posts_before(town.id, before=newest[0].id, per_page=10)
+        assert town.id in {c.id for c in await as_admin.get_all_channels(0, 10)}
         await as_alice.search_posts(team.id, "question")
         patched = await as_bob.patch_post(reply.id, message="better", props={"b": 2})
         await _expect_error(as_alice.patch_post(reply.id, message="mine now"))

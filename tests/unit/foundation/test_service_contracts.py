@@ -27,7 +27,6 @@ PENDING: dict[str, str] = {
             "DisconnectOAuth",
         )
     },
-    "agents.index.v1.Index": "embeddings and semantic search arrive with the semantic search issue",
 }
 
 SERVICES = ["index", "llm", "tools", "mcp"]

@@ -32,6 +32,8 @@ class Post(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     CREATE_AT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    FROM_BOT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The post's id."""
     team_id: _builtins.str
@@ -44,6 +46,10 @@ class Post(_message.Message):
     """The text that is embedded (long posts are split into chunks)."""
     create_at: _builtins.int
     """Milliseconds since the epoch."""
+    type: _builtins.str
+    """Mattermost's post type; "" for a user's message. Typed (system) posts are not indexed."""
+    from_bot: _builtins.bool
+    """Posted by a bot (or through a webhook): not indexed."""
     def __init__(
         self,
         *,
@@ -53,10 +59,12 @@ class Post(_message.Message):
         user_id: _builtins.str = ...,
         message: _builtins.str = ...,
         create_at: _builtins.int = ...,
+        type: _builtins.str = ...,
+        from_bot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "create_at", b"create_at", "id", b"id", "message", b"message", "team_id", b"team_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "create_at", b"create_at", "from_bot", b"from_bot", "id", b"id", "message", b"message", "team_id", b"team_id", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,7 +186,7 @@ class SearchRequest(_message.Message):
     channel_id: _builtins.str
     """Only posts of this channel; "" for every readable channel."""
     limit: _builtins.int
-    """Defaults to 10, at most 50."""
+    """Defaults to 10, at most 100."""
     offset: _builtins.int
     """Results to skip, for paging."""
     min_score: _builtins.float
@@ -221,6 +229,7 @@ class SearchResult(_message.Message):
     IS_CHUNK_FIELD_NUMBER: _builtins.int
     CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     TOTAL_CHUNKS_FIELD_NUMBER: _builtins.int
+    CREATE_AT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
     """The matching post."""
     channel_id: _builtins.str
@@ -239,6 +248,8 @@ class SearchResult(_message.Message):
     """Which chunk, from 0."""
     total_chunks: _builtins.int
     """How many chunks the post was split into."""
+    create_at: _builtins.int
+    """When the post was created, milliseconds since the epoch."""
     def __init__(
         self,
         *,
@@ -251,10 +262,11 @@ class SearchResult(_message.Message):
         is_chunk: _builtins.bool = ...,
         chunk_index: _builtins.int = ...,
         total_chunks: _builtins.int = ...,
+        create_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "chunk_index", b"chunk_index", "content", b"content", "is_chunk", b"is_chunk", "post_id", b"post_id", "score", b"score", "team_id", b"team_id", "total_chunks", b"total_chunks", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "chunk_index", b"chunk_index", "content", b"content", "create_at", b"create_at", "is_chunk", b"is_chunk", "post_id", b"post_id", "score", b"score", "team_id", b"team_id", "total_chunks", b"total_chunks", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -303,6 +315,8 @@ class JobStatus(_message.Message):
     CUTOFF_AT_FIELD_NUMBER: _builtins.int
     LAST_UPDATED_AT_FIELD_NUMBER: _builtins.int
     IS_STALE_FIELD_NUMBER: _builtins.int
+    POSTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ETA_MS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     status: _builtins.str
@@ -328,7 +342,13 @@ class JobStatus(_message.Message):
     last_updated_at: _builtins.int
     """Milliseconds since the epoch: the worker's last heartbeat."""
     is_stale: _builtins.bool
-    """Running (or cancel_requested) without a heartbeat for 10 minutes: its worker is gone."""
+    """Running (or cancel_requested) while its worker's lease ran out: the worker is gone, and an
+    index replica takes the job over and resumes it.
+    """
+    posts_per_second: _builtins.float
+    """Posts handled per second since the job started (0 before the first page)."""
+    eta_ms: _builtins.int
+    """Milliseconds until total_rows are handled at that rate; 0 when unknown or done."""
     def __init__(
         self,
         *,
@@ -345,10 +365,12 @@ class JobStatus(_message.Message):
         cutoff_at: _builtins.int = ...,
         last_updated_at: _builtins.int = ...,
         is_stale: _builtins.bool = ...,
+        posts_per_second: _builtins.float = ...,
+        eta_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "cutoff_at", b"cutoff_at", "error", b"error", "error_count", b"error_count", "is_stale", b"is_stale", "job_id", b"job_id", "last_updated_at", b"last_updated_at", "node_id", b"node_id", "processed_rows", b"processed_rows", "resumable", b"resumable", "started_at", b"started_at", "status", b"status", "total_rows", b"total_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "cutoff_at", b"cutoff_at", "error", b"error", "error_count", b"error_count", "eta_ms", b"eta_ms", "is_stale", b"is_stale", "job_id", b"job_id", "last_updated_at", b"last_updated_at", "node_id", b"node_id", "posts_per_second", b"posts_per_second", "processed_rows", b"processed_rows", "resumable", b"resumable", "started_at", b"started_at", "status", b"status", "total_rows", b"total_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

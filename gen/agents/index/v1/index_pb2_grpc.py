@@ -27,8 +27,7 @@ if _version_not_supported:
 
 class IndexStub:
     """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
-    Served by the index process beside agents.registry.v1.Registry; every RPC answers
-    UNIMPLEMENTED until semantic search lands.
+    Served by the index process beside agents.registry.v1.Registry.
     """
 
     def __init__(self, channel):
@@ -81,8 +80,7 @@ class IndexStub:
 
 class IndexServicer:
     """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
-    Served by the index process beside agents.registry.v1.Registry; every RPC answers
-    UNIMPLEMENTED until semantic search lands.
+    Served by the index process beside agents.registry.v1.Registry.
     """
 
     def IndexPosts(self, request, context):
@@ -199,8 +197,7 @@ def add_IndexServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Index:
     """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
-    Served by the index process beside agents.registry.v1.Registry; every RPC answers
-    UNIMPLEMENTED until semantic search lands.
+    Served by the index process beside agents.registry.v1.Registry.
     """
 
     @staticmethod

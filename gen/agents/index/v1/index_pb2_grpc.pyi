@@ -30,8 +30,7 @@ GRPC_VERSION: str
 
 class IndexStub:
     """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
-    Served by the index process beside agents.registry.v1.Registry; every RPC answers
-    UNIMPLEMENTED until semantic search lands.
+    Served by the index process beside agents.registry.v1.Registry.
     """
 
     @_typing.overload
@@ -67,8 +66,7 @@ class IndexStub:
 @_typing.type_check_only
 class IndexAsyncStub(IndexStub):
     """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
-    Served by the index process beside agents.registry.v1.Registry; every RPC answers
-    UNIMPLEMENTED until semantic search lands.
+    Served by the index process beside agents.registry.v1.Registry.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -100,8 +98,7 @@ class IndexAsyncStub(IndexStub):
 
 class IndexServicer(metaclass=_abc_1.ABCMeta):
     """Semantic search over Mattermost posts: indexing, permission-filtered search and reindex jobs.
-    Served by the index process beside agents.registry.v1.Registry; every RPC answers
-    UNIMPLEMENTED until semantic search lands.
+    Served by the index process beside agents.registry.v1.Registry.
     """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,210 @@
+"""Semantic search: recall@10 and fill rate against the exact permission-filtered ground truth,
+latency against the raw pgvector query with the same filter, and reindex throughput.
+
+A synthetic index (``BENCH_SEARCH_ROWS`` chunks of ``BENCH_SEARCH_DIMS`` random unit vectors in
+``BENCH_SEARCH_CHANNELS`` channels) in an embedded PostgreSQL; users in 0.5 %, 5 % and 50 % of the
+channels. The raw query is what the plugin runs: the HNSW index with its defaults (ef_search 40, no
+iterative scan) and the channel filter applied to what the index returns. Ground truth is the exact
+ranking of the user's rows. Reindex: ``BENCH_REINDEX_POSTS`` posts read from the fake Mattermost
+and embedded by the zero-latency fake embeddings API, through the whole job (keyset pages,
+chunking, embedding, commits with the cursor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from services.cluster.postgres import EmbeddedPostgres
+from services.common import db
+from services.common.http_guard import OutboundPolicy
+from services.common.mattermost import MattermostClient
+from services.index.chunking import Chunker, ChunkingOptions
+from services.index.embeddings import EmbeddingSettings, create_embedder
+from services.index.reindex.runner import Reindexer, ReindexSettings
+from services.index.reindex.store import JobStore
+from services.index.search.semantic import ScanBounds, SearchSetup, SemanticIndex
+from services.index.search.store import Chunk, EmbeddingSpace, SearchPlan, VectorStore, vector_literal
+from services.index.server import MIGRATIONS, VERSION_TABLE
+from tests.fakes.embeddings import FakeEmbeddings
+from tests.fakes.mattermost import FakeMattermost
+from tests.polling import poll
+
+ROWS = int(os.environ.get("BENCH_SEARCH_ROWS", "100000"))
+DIMS = int(os.environ.get("BENCH_SEARCH_DIMS", "64"))
+CHANNELS = int(os.environ.get("BENCH_SEARCH_CHANNELS", "200"))
+QUERIES = int(os.environ.get("BENCH_SEARCH_QUERIES", "50"))
+REINDEX_POSTS = int(os.environ.get("BENCH_REINDEX_POSTS", "5000"))
+K = 10
+SHARES = (0.005, 0.05, 0.5)
+SPACE = EmbeddingSpace("openai-compatible", "bench", DIMS)
+
+
+def _unit(rng: random.Random) -> list[float]:
+    v = [rng.gauss(0, 1) for _ in range(DIMS)]
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+async def _load(store: VectorStore, rng: random.Random) -> None:
+    await store.reset(SPACE, build_hnsw=False)
+    for start in range(0, ROWS, 5000):
+        chunks = [
+            Chunk(f"p{i:024d}", 0, 1, f"c{i % CHANNELS:024d}", "t", "u", i, "", _unit(rng))
+            for i in range(start, min(start + 5000, ROWS))
+        ]
+        await store.replace_posts([], chunks, SPACE)
+    await store.build_hnsw(DIMS)
+    async with store.engine.begin() as conn:
+        await conn.execute(text("ANALYZE index_post_chunks"))
+
+
+async def _raw(store: VectorStore, query: list[float], channels: list[str]) -> list[str]:
+    async with store.engine.begin() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT post_id FROM index_post_chunks WHERE channel_id = ANY(:c) "
+                f"ORDER BY embedding::vector({DIMS}) <=> CAST(:q AS vector({DIMS})) LIMIT {K}"
+            ),
+            {"c": channels, "q": vector_literal(query)},
+        )
+        return [r.post_id for r in rows]
+
+
+async def _truth(store: VectorStore, query: list[float], channels: list[str]) -> list[str]:
+    plan = SearchPlan(channels, "", K, 0, 0.0, exact_scan_rows=ROWS, max_scan_tuples=1)
+    hits, _ = await store.search(query, SPACE, plan)
+    return [h.post_id for h in hits]
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def _search_table(store: VectorStore) -> list[tuple[str, Any]]:
+    rng = random.Random(11)
+    bounds = ScanBounds()
+    out: list[tuple[str, Any]] = []
+    for share in SHARES:
+        channels = [f"c{i:024d}" for i in rng.sample(range(CHANNELS), max(1, round(CHANNELS * share)))]
+        recall, fill, raw_fill, ours_ms, raw_ms = [], [], [], [], []
+        for _ in range(QUERIES):
+            query = _unit(rng)
+            truth = await _truth(store, query, channels)
+            plan = SearchPlan(channels, "", K, 0, 0.0, bounds.exact_scan_rows, bounds.max_scan_tuples, bounds.ef_search)
+            began = time.perf_counter()
+            hits, _ = await store.search(query, SPACE, plan)
+            ours_ms.append((time.perf_counter() - began) * 1000)
+            began = time.perf_counter()
+            raw = await _raw(store, query, channels)
+            raw_ms.append((time.perf_counter() - began) * 1000)
+            found = [h.post_id for h in hits]
+            recall.append(len(set(found) & set(truth)) / len(truth))
+            fill.append(len(found) == len(truth))
+            raw_fill.append(len(raw) == len(truth))
+        label = f"user in {share:.1%} of channels"
+        out += [
+            (f"{label}: recall@10 (goal >= 0.95)", f"{statistics.mean(recall):.3f}"),
+            (f"{label}: fill rate (goal 100%)", f"{sum(fill) / len(fill):.0%}"),
+            (f"{label}: fill rate of the raw query", f"{sum(raw_fill) / len(raw_fill):.0%}"),
+            (
+                f"{label}: p50 / p99 ms (raw)",
+                f"{_pct(ours_ms, 50):.1f} / {_pct(ours_ms, 99):.1f} ({_pct(raw_ms, 50):.1f} / {_pct(raw_ms, 99):.1f})",
+            ),
+        ]
+    return out
+
+
+async def _reindex_rate(engine: Any) -> float:
+    async with FakeMattermost() as mm, FakeEmbeddings() as embed:
+        admin = mm.add_user("bench-admin", roles="system_user system_admin")
+        author = mm.add_user("bench-author")
+        team = mm.add_team("bench")
+        channels = [mm.add_channel(team.id, f"bench-{i}") for i in range(20)]
+        words = "deploy release review incident budget roadmap customer latency".split()
+        rng = random.Random(5)
+        for i in range(REINDEX_POSTS):
+            mm.add_post(author, channels[i % len(channels)], " ".join(rng.choice(words) for _ in range(12)))
+        settings = EmbeddingSettings.from_search_config(
+            {
+                "embeddingProvider": {
+                    "type": "openai-compatible",
+                    "parameters": {
+                        "apiURL": embed.base_url,
+                        "apiKey": embed.api_key,
+                        "embeddingModel": "text-embedding-3-small",
+                    },
+                },
+                "dimensions": DIMS,
+            }
+        )
+        loopback = OutboundPolicy(private_allowed_hostnames=frozenset({"127.0.0.1"}))
+        embedder = create_embedder(settings, loopback)
+        setup = SearchSetup(
+            EmbeddingSpace(settings.kind.value, settings.model, DIMS), embedder, Chunker(ChunkingOptions()).split
+        )
+
+        async def configured() -> SearchSetup:
+            return setup
+
+        index = SemanticIndex(VectorStore(engine), configured, ScanBounds())
+        async with MattermostClient(mm.url, admin.token) as client:
+            reindexer = Reindexer(JobStore(engine), index, client, ReindexSettings(node_id="bench"))
+            began = time.perf_counter()
+            job = await reindexer.start(clear=True)
+
+            async def ended() -> bool:
+                return (await reindexer.status()).status != "running"
+
+            await poll(ended, within=3600, interval=0.05)
+            elapsed = time.perf_counter() - began
+            done = await reindexer.status()
+            await reindexer.close()
+        await embedder.close()
+        assert done.status == "completed" and done.id == job.id, done
+        return done.processed_rows / elapsed
+
+
+async def _run() -> list[tuple[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        postgres = EmbeddedPostgres(Path(tmp))
+        url = await postgres.start()
+        engine = db.create_engine(url, statement_timeout_ms=600_000)
+        try:
+            await db.run_migrations(engine, MIGRATIONS, VERSION_TABLE)
+            store = VectorStore(engine)
+            began = time.perf_counter()
+            await _load(store, random.Random(3))
+            rows = [(f"load {ROWS:,} chunks of {DIMS} dims + HNSW build: s", f"{time.perf_counter() - began:.1f}")]
+            rows += await _search_table(store)
+            rows.append(
+                (
+                    f"reindex through the whole job, zero-latency fakes: posts/s ({REINDEX_POSTS:,})",
+                    f"{await _reindex_rate(engine):,.0f}",
+                )
+            )
+            return rows
+        finally:
+            await engine.dispose()
+            await postgres.stop()
+
+
+def main() -> None:
+    rows = asyncio.run(_run())
+    print(f"\n== semantic search: {ROWS:,} chunks, {CHANNELS} channels, {QUERIES} queries per user ==")
+    print(f"{'measure':<72}{'value':>28}")
+    for label, value in rows:
+        print(f"{label:<72}{value:>28}")
+
+
+if __name__ == "__main__":
+    main()

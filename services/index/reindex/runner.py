@@ -1,0 +1,213 @@
+"""Reindex jobs: every team channel's posts, read from Mattermost in keyset pages and stored in the
+order they were read, each page committed with the cursor past it.
+
+A job belongs to the worker holding its lease (renewed with every page). A second start while a
+live worker runs one is refused; a worker that dies (kill -9) stops renewing, and any index
+replica takes the job over within a lease and resumes it from its cursor. A page that cannot be
+embedded (provider outage) is retried with backoff, then the job fails with its cursor kept and
+is resumed by a start with ``clear_index`` false. Pages are replaced by post id, so a page stored
+twice (a crash between storing it and a resume) leaves no duplicate rows.
+
+Channels are taken in id order and each channel's posts newest first (``before`` the oldest post
+of the previous page), so posts created or deleted during the job never shift a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from services.common.errors import DomainError, NotFound, QuotaExceeded, UpstreamUnavailable
+from services.common.mattermost import Channel, MattermostClient, Post
+from services.index.reindex.store import Job, JobStore, Superseded
+from services.index.search.semantic import PostDoc, SearchSetup, SemanticIndex
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PAGE = 200
+# Posts carry Mattermost's clock and jobs this database's: a catch-up starts this much earlier so
+# a skew between the two cannot leave a gap (posts read twice are replaced, not duplicated).
+CATCH_UP_OVERLAP_MS = 5 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class ReindexSettings:
+    """This worker's name, its lease, the page size and how long an outage is waited out."""
+
+    node_id: str
+    lease_seconds: float = 30.0
+    page_size: int = 200
+    retry_seconds: float = 60.0
+    # Empty the index without its HNSW index and build it once at the end (a bulk load is several
+    # times faster than inserting into the graph); searches meanwhile use the exact scan.
+    defer_hnsw: bool = True
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease in milliseconds (the database clock's unit)."""
+        return int(self.lease_seconds * 1000)
+
+
+async def team_channels(mattermost: MattermostClient) -> list[Channel]:
+    """Every team channel, archived ones included (their posts stay searchable by no one, but a
+    channel can be unarchived)."""
+    channels: list[Channel] = []
+    page = 0
+    while batch := await mattermost.get_all_channels(page, CHANNEL_PAGE):
+        channels += batch
+        if len(batch) < CHANNEL_PAGE:
+            break
+        page += 1
+    return channels
+
+
+class _Canceled(Exception):
+    """An admin asked the job to stop."""
+
+
+def _doc(post: Post, channel: Channel) -> PostDoc:
+    return PostDoc(
+        post.id, channel.team_id, channel.id, post.user_id, post.message, post.create_at, post.type, post.from_bot
+    )
+
+
+class Reindexer:
+    """Starts, runs, takes over and cancels reindex jobs."""
+
+    def __init__(
+        self, jobs: JobStore, index: SemanticIndex, mattermost: MattermostClient, settings: ReindexSettings
+    ) -> None:
+        self.jobs = jobs
+        self.index = index
+        self.mattermost = mattermost
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, *, clear: bool) -> Job:
+        """Start a job (``clear``: empty the index first; otherwise resume the latest failed or
+        orphaned one, or start afresh without emptying). FailedPrecondition while search is off."""
+        setup, recorded = await self.index.current()
+        job, new = await self.jobs.start(self.settings.node_id, self.settings.lease_ms, resume=not clear)
+        # An index that never recorded a model is empty: starting it is the same as clearing it.
+        if new and (clear or recorded is None):
+            await self.index.store.reset(setup.space, build_hnsw=not self.settings.defer_hnsw)
+        self._spawn(self._run(job))
+        return job
+
+    async def catch_up(self) -> Job:
+        """Start a job reading only the posts created since the last completed job started (what
+        realtime indexing could not see); FailedPrecondition when none completed."""
+        await self.index.current()
+        job, _ = await self.jobs.start(
+            self.settings.node_id, self.settings.lease_ms, resume=False, catch_up_overlap_ms=CATCH_UP_OVERLAP_MS
+        )
+        self._spawn(self._run(job))
+        return job
+
+    async def status(self) -> Job:
+        """The latest job; NotFound when there has never been one."""
+        job = await self.jobs.latest()
+        if job is None:
+            raise NotFound("no reindex job has run")
+        return job
+
+    async def cancel(self) -> Job:
+        """Ask the running job to stop (its worker stops after the page it is storing)."""
+        return await self.jobs.request_cancel()
+
+    async def watch_orphans(self) -> None:
+        """Forever: take over a job whose worker stopped renewing its lease, and resume it."""
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 2)
+            try:
+                job = await self.jobs.claim_orphan(self.settings.node_id, self.settings.lease_ms)
+            except DomainError as err:
+                logger.warning("looking for orphaned reindex jobs failed: %s", err.message)
+                continue
+            if job is not None:
+                logger.info("taking over an orphaned reindex job", extra={"job_id": job.id})
+                self._spawn(self._run(job))
+
+    async def close(self) -> None:
+        """Stop the jobs this worker runs; their leases run out and another worker resumes them."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Job) -> None:
+        node = self.settings.node_id
+        try:
+            await self._work(job)
+        except Superseded:
+            return
+        except _Canceled:
+            await self.jobs.finish(job.id, node, "canceled")
+            return
+        except DomainError as err:
+            logger.warning("reindex job failed", extra={"job_id": job.id, "error": err.message})
+            await self.jobs.finish(job.id, node, "failed", err.message)
+            return
+        except Exception:
+            logger.exception("reindex job failed", extra={"job_id": job.id})
+            await self.jobs.finish(job.id, node, "failed", "internal error; see the index service's log")
+            return
+        if self.settings.defer_hnsw:
+            setup, _ = await self.index.current()
+            await self.index.store.build_hnsw(setup.space.dimensions)
+        await self.jobs.finish(job.id, node, "completed")
+
+    async def _work(self, job: Job) -> None:
+        setup, _ = await self.index.current()
+        channels = sorted(await team_channels(self.mattermost), key=lambda c: c.id)
+        if not job.total_rows:
+            await self.jobs.set_total(job.id, self.settings.node_id, sum(c.total_msg_count for c in channels))
+        for channel in channels:
+            if channel.id < job.cursor_channel:
+                continue  # done before the job was resumed
+            before = job.cursor_before if channel.id == job.cursor_channel else ""
+            await self._channel(job, setup, channel, before)
+
+    async def _channel(self, job: Job, setup: SearchSetup, channel: Channel, before: str) -> None:
+        while True:
+            page = await self.mattermost.get_posts_before(channel.id, before, self.settings.page_size)
+            if not page:
+                return
+            before = page[0].id  # the oldest: the next page ends before it
+            # No cutoff filter: Mattermost's clock stamps posts, not this database's, and a post
+            # newer than the job's start is stored the same way realtime indexing would store it.
+            posts = [_doc(p, channel) for p in page if p.create_at >= job.since_at]
+            status = await self._store(job, setup, posts, (channel.id, before))
+            if status == "cancel_requested":
+                raise _Canceled()
+            if len(page) < self.settings.page_size or page[0].create_at < job.since_at:
+                return  # the channel's oldest post, or older than a catch-up reads
+
+    async def _store(self, job: Job, setup: SearchSetup, posts: list[PostDoc], cursor: tuple[str, str]) -> str:
+        status = ""
+
+        async def advance(conn: AsyncConnection) -> None:
+            nonlocal status
+            status = await self.jobs.advance(
+                conn, job.id, self.settings.node_id, cursor, len(posts), self.settings.lease_ms
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((UpstreamUnavailable, QuotaExceeded)),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            stop=stop_after_delay(self.settings.retry_seconds),
+            reraise=True,
+        ):
+            with attempt:
+                await self.index.write(setup, posts, then=advance)
+        return status

@@ -1,0 +1,183 @@
+"""Reindex jobs end to end: the admin routes start, watch and cancel a job in the real index
+process, which reads every team channel's posts from the fake Mattermost in keyset pages and
+embeds them with the fake embeddings API; a job survives an embedding outage and a kill -9 of
+its worker with every post indexed exactly once."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from tests.contract.openapi import assert_matches_openapi
+from tests.fakes.embeddings import FakeEmbeddings
+from tests.fakes.mattermost.state import FakeTeam, FakeUser
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.test_semantic_search import search_config
+from tests.polling import poll
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PAGE = 5
+
+
+@dataclass
+class World:
+    h: ClusterHarness
+    embed: FakeEmbeddings
+    admin: FakeUser
+    team: FakeTeam
+    author: FakeUser
+    expected: set[str]
+
+    def seed(self, channels: int, posts: int) -> None:
+        """Posts the reindex must find (and a bot's and a system post it must leave out)."""
+        mm = self.h.mattermost
+        for c in range(channels):
+            channel = mm.add_channel(self.team.id, f"room-{len(self.expected)}-{c}")
+            for p in range(posts):
+                self.expected.add(mm.add_post(self.author, channel, f"note {c} {p} about the dugong")["id"])
+            mm.add_post(self.author, channel, "dugong joined", props={"from_bot": "true"})
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        status, answer, _ = await self.h.request(method, path, user=self.admin, json_body=body)
+        if status < 300:
+            assert_matches_openapi(method, path, status, answer)
+        return status, answer
+
+    async def status(self) -> dict[str, Any]:
+        status, job = await self.call("GET", "/admin/reindex/status")
+        assert status == 200, job
+        return job
+
+    async def ended(self, within: float = 60) -> dict[str, Any]:
+        async def done() -> dict[str, Any] | None:
+            status, job = await self.call("GET", "/admin/reindex/status")
+            if status == 503:
+                return None  # the index process is restarting
+            assert status == 200, job
+            return job if job["status"] in {"completed", "failed", "canceled"} else None
+
+        job: dict[str, Any] = await poll(done, within=within, interval=0.1, message="the reindex job never ended")
+        return job
+
+    async def rows(self) -> list[tuple[str, int]]:
+        async with await psycopg.AsyncConnection.connect(self.h.database_url) as conn:
+            cursor = await conn.execute("SELECT post_id, chunk_index FROM index_post_chunks")
+            return [(r[0], r[1]) for r in await cursor.fetchall()]
+
+    async def assert_exactly_once(self) -> None:
+        rows = await self.rows()
+        posts = [post for post, _ in rows]
+        assert len(posts) == len(set(posts)), "a post has duplicate rows"
+        assert set(posts) == self.expected, f"missing {len(self.expected - set(posts))} posts"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    async with FakeEmbeddings() as embed:
+        seed = Path(tmp_path_factory.mktemp("reindex")) / "config.json"
+        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
+        env = {
+            "AGENTS_INDEX_LICENSE": "enterprise",
+            "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
+            "AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES": "127.0.0.1",
+            "AGENTS_INDEX_REINDEX_PAGE_SIZE": str(PAGE),
+            "AGENTS_INDEX_REINDEX_LEASE_SECONDS": "2",
+            "AGENTS_INDEX_REINDEX_RETRY_SECONDS": "1",
+        }
+        async with ClusterHarness(postgres, env=env) as h:
+            mm = h.mattermost
+            admin = mm.add_user("reindexer", roles="system_user system_admin")
+            team = mm.add_team("archive")
+            author = mm.add_user("scribe")
+            w = World(h, embed, admin, team, author, set())
+            w.seed(channels=3, posts=12)
+            yield w
+
+
+async def test_a_reindex_stores_every_post_once_and_reports_progress(world: World) -> None:
+    status, refused = await world.call("POST", "/admin/reindex/catchup")
+    assert status == 400 and "no reindex has completed" in refused["error"], refused
+    # Nothing to resume and nothing indexed yet: a first reindex without clearIndex starts afresh.
+    status, job = await world.call("POST", "/admin/reindex", {"clearIndex": False})
+    assert status == 200 and job["status"] == "running", job
+    done = await world.ended()
+    assert done["status"] == "completed" and done["job_id"] == job["job_id"], done
+    # Every post read is counted, the bots' too; only users' posts are stored.
+    assert done["processed_rows"] == done["total_rows"] == len(world.expected) + 3
+    assert done["posts_per_second"] > 0 and done["eta_ms"] == 0
+    await world.assert_exactly_once()
+    status, health = await world.call("GET", "/admin/reindex/health-check")
+    assert status == 200 and health["model_compatible"] and not health["model_needs_reindex"], health
+    # Mattermost counts the bots' posts too (one per channel), which are not indexed.
+    assert (health["indexed_post_count"], health["missing_posts"]) == (len(world.expected), 3), health
+    assert health["status"] == "mismatch"
+
+
+async def test_a_second_reindex_is_refused_while_one_runs_and_a_cancel_stops_it(world: World) -> None:
+    world.embed.latency = 0.3  # slow enough to still be running when asked again
+    try:
+        status, job = await world.call("POST", "/admin/reindex", {"clearIndex": True})
+        assert status == 200, job
+        status, refused = await world.call("POST", "/admin/reindex", {})
+        assert status == 409 and job["job_id"] in refused["error"], refused
+        status, canceling = await world.call("POST", "/admin/reindex/cancel")
+        assert status == 200 and canceling["status"] == "cancel_requested", canceling
+        assert (await world.ended())["status"] == "canceled"
+    finally:
+        world.embed.latency = 0.0
+    status, answer = await world.call("POST", "/admin/reindex/cancel")
+    assert status == 400 and "no reindex job is running" in answer["error"]
+
+
+async def test_a_reindex_failed_by_an_embedding_outage_resumes_where_it_stopped(world: World) -> None:
+    world.embed.refuse_next(10_000, status=503)
+    status, job = await world.call("POST", "/admin/reindex", {"clearIndex": True})
+    assert status == 200, job
+    failed = await world.ended()
+    assert failed["status"] == "failed" and failed["resumable"] and failed["error_count"] == 1, failed
+    world.embed.drop_script()
+    status, resumed = await world.call("POST", "/admin/reindex", {"clearIndex": False})
+    assert status == 200 and resumed["job_id"] == job["job_id"], resumed
+    assert (await world.ended())["status"] == "completed"
+    await world.assert_exactly_once()
+
+
+async def test_a_reindex_whose_worker_is_killed_is_taken_over_and_completes(world: World) -> None:
+    world.seed(channels=2, posts=12)
+    world.embed.latency = 0.2
+    cluster = world.h.cluster
+    assert cluster is not None
+    try:
+        status, job = await world.call("POST", "/admin/reindex", {"clearIndex": True})
+        assert status == 200, job
+
+        async def midway() -> bool:
+            return (await world.status())["processed_rows"] >= 2 * PAGE
+
+        await poll(midway, within=30, message="the job made no progress")
+        await cluster.stop_service("index", sig=signal.SIGKILL)
+        world.embed.latency = 0.0
+        await cluster.start_service("index")
+        await cluster.wait_healthy(names=("index",), timeout=60)
+        done = await world.ended()
+    finally:
+        world.embed.latency = 0.0
+    assert done["status"] == "completed" and done["job_id"] == job["job_id"], done
+    await world.assert_exactly_once()
+
+
+async def test_a_catch_up_indexes_the_posts_created_since_the_last_reindex(world: World) -> None:
+    world.seed(channels=1, posts=7)
+    status, job = await world.call("POST", "/admin/reindex/catchup")
+    assert status == 200 and job["status"] == "running", job
+    assert (await world.ended())["status"] == "completed"
+    await world.assert_exactly_once()
