@@ -32,6 +32,7 @@ from services.index.registry.messages import PLUGIN_CONFIG_KEYS
 from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
+from services.index.registry.user_preferences import UserToolPreferences
 from services.index.settings import IndexSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -71,7 +72,13 @@ class IndexProcess:
             [
                 ServicerBinding(
                     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), serves_search(index)),
+                    RegistryServicer(
+                        self.config,
+                        agents,
+                        PromptLibrary(deps.engine),
+                        serves_search(index),
+                        UserToolPreferences(deps.engine),
+                    ),
                     registry_pb2_grpc.add_RegistryServicer_to_server,
                 ),
                 ServicerBinding(
