@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
+from services.common.identity import Identity
 from tests.contract.openapi import assert_matches_openapi
 from tests.integration import test_mcp_remote
 from tests.integration.test_mcp_remote import World, new_agent
@@ -79,3 +82,17 @@ async def test_a_server_the_user_turned_off_is_neither_offered_nor_run(world: Wo
     # Another user's agent with the same settings still gets everything.
     other = await new_agent(world, "prefs-other", world.user("pref-dan"), autoenablenewmcptools=True)
     assert (await other.list_tools())["echo"].server_origin == world.jira.url
+
+
+async def test_a_cluster_service_acting_for_one_user_reads_another_users_preferences(world: World) -> None:
+    # The tools service lists a user's tools for whichever service asks, which may act for someone else.
+    eve, fred = world.user("pref-eve"), world.user("pref-fred")
+    status, body, _ = await world.h.request("PUT", PATH, user=fred, json_body={"disabled_servers": [world.wiki.url]})
+    assert status == 200, body
+    async with world.h.channel("index") as channel:
+        reply = await registry_pb2_grpc.RegistryStub(channel).GetUserToolPreferences(
+            registry_pb2.GetUserToolPreferencesRequest(user_id=fred.id),
+            metadata=world.h.metadata(Identity(user_id=eve.id)),
+            timeout=10,
+        )
+    assert list(reply.preferences.disabled_servers) == [world.wiki.url]

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.identity import Identity
-from services.index.registry.callers import is_system
 from services.index.registry.config_store import ConfigTx
 
 # The plugin's limits on PUT /mcp/user-preferences.
@@ -40,8 +39,9 @@ class UserToolPreferences:
         self.engine = engine
 
     async def disabled_servers(self, caller: Identity, user_id: str) -> list[str]:
-        """The servers ``user_id`` ("" for the caller) turned off; others' only for the system."""
-        if user_id and user_id != caller.user_id and not is_system(caller):
+        """The servers ``user_id`` ("" for the caller) turned off; another user's only for cluster
+        services (the tools service reads them for whichever service asks it for a user's tools)."""
+        if user_id and user_id != caller.user_id and not caller.internal:
             raise PermissionDenied("a user's tool preferences are the user's own")
         user_id = user_id or _require_user(caller)
         async with self.engine.connect() as conn:

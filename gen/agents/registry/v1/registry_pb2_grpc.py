@@ -376,8 +376,8 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUserToolPreferences(self, request, context):
-        """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for an
-        internal service acting on its own. PERMISSION_DENIED for another user's otherwise.
+        """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+        cluster service. PERMISSION_DENIED for another user's otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

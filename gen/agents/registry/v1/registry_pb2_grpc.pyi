@@ -141,8 +141,8 @@ class RegistryStub:
     pinning a prompt that is not visible.
     """
     GetUserToolPreferences: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetUserToolPreferencesRequest, _registry_pb2.GetUserToolPreferencesResponse]
-    """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for an
-    internal service acting on its own. PERMISSION_DENIED for another user's otherwise.
+    """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+    cluster service. PERMISSION_DENIED for another user's otherwise.
     """
     SetUserToolPreferences: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetUserToolPreferencesRequest, _registry_pb2.SetUserToolPreferencesResponse]
     """Replaces the caller's MCP tool preferences; the answer holds them normalised. INVALID_ARGUMENT
@@ -254,8 +254,8 @@ class RegistryAsyncStub(RegistryStub):
     pinning a prompt that is not visible.
     """
     GetUserToolPreferences: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetUserToolPreferencesRequest, _registry_pb2.GetUserToolPreferencesResponse]  # type: ignore[assignment]
-    """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for an
-    internal service acting on its own. PERMISSION_DENIED for another user's otherwise.
+    """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+    cluster service. PERMISSION_DENIED for another user's otherwise.
     """
     SetUserToolPreferences: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetUserToolPreferencesRequest, _registry_pb2.SetUserToolPreferencesResponse]  # type: ignore[assignment]
     """Replaces the caller's MCP tool preferences; the answer holds them normalised. INVALID_ARGUMENT
@@ -514,8 +514,8 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetUserToolPreferencesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetUserToolPreferencesResponse, _abc.Awaitable[_registry_pb2.GetUserToolPreferencesResponse]]:
-        """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for an
-        internal service acting on its own. PERMISSION_DENIED for another user's otherwise.
+        """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+        cluster service. PERMISSION_DENIED for another user's otherwise.
         """
 
     @_abc_1.abstractmethod
