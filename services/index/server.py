@@ -34,6 +34,7 @@ from services.index.registry.messages import PLUGIN_CONFIG_KEYS
 from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
+from services.index.registry.user_preferences import UserToolPreferences
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
 from services.index.search.semantic import ScanBounds, SemanticIndex
@@ -90,7 +91,13 @@ class IndexProcess:
             [
                 ServicerBinding(
                     registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                    RegistryServicer(self.config, agents, PromptLibrary(deps.engine), self.semantic.ready),
+                    RegistryServicer(
+                        self.config,
+                        agents,
+                        PromptLibrary(deps.engine),
+                        self.semantic.ready,
+                        UserToolPreferences(deps.engine),
+                    ),
                     registry_pb2_grpc.add_RegistryServicer_to_server,
                 ),
                 ServicerBinding(

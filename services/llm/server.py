@@ -35,6 +35,7 @@ from services.llm.conversations.agent_tools import AgentTools
 from services.llm.conversations.analysis import Analyses
 from services.llm.conversations.answers import PostAnswers
 from services.llm.conversations.attach import Attachments
+from services.llm.conversations.bridge import BridgeTools
 from services.llm.conversations.claims import PostClaimLeases
 from services.llm.conversations.claimstore import ClaimStore
 from services.llm.conversations.composition import ConversationComposition
@@ -162,7 +163,9 @@ class LlmProcess:
             [
                 ServicerBinding(
                     llm_pb2.DESCRIPTOR.services_by_name["LLM"].full_name,
-                    LLMServicer(self.completions, functools.partial(transcribe, session=deps.http)),
+                    LLMServicer(
+                        self.completions, functools.partial(transcribe, session=deps.http), BridgeTools(self.turns)
+                    ),
                     llm_pb2_grpc.add_LLMServicer_to_server,
                 ),
                 ServicerBinding(

@@ -24,6 +24,7 @@ from services.llm.completion_proto import (
     inline_credentials_to_settings,
     result_to_proto,
 )
+from services.llm.conversations.bridge import BridgeTools
 from services.llm.providers.base import Provider, ProviderError, ServiceSettings
 from services.llm.providers.transcription import Transcript
 from services.llm.tokens import TiktokenCounter, count_messages
@@ -34,9 +35,10 @@ Transcriber = Callable[..., Awaitable[Transcript]]
 class LLMServicer(llm_pb2_grpc.LLMServicer):
     """The LLM service's RPCs over the completion layer and a transcriber."""
 
-    def __init__(self, completions: CompletionService, transcriber: Transcriber) -> None:
+    def __init__(self, completions: CompletionService, transcriber: Transcriber, bridge_tools: BridgeTools) -> None:
         self.completions = completions
         self.transcriber = transcriber
+        self.bridge_tools = bridge_tools
 
     async def Complete(
         self,
@@ -57,9 +59,15 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         context: grpc.aio.ServicerContext[llm_pb2.StreamCompleteRequest, llm_pb2.StreamCompleteResponse],
     ) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
         """Events as the provider produces them: one per message, or with ``batch_events`` all
-        that were ready when the message went out (``batching.event_batches``)."""
+        that were ready when the message went out (``batching.event_batches``). With ``tools``
+        the model's calls run in the agent loop and the answer follows (``BridgeTools``)."""
         service_id, neutral, attribution = completion_request_from_proto(request.request)
-        async with aclosing(self.completions.stream(service_id, neutral, attribution)) as events:
+        if request.HasField("tools"):
+            tools = request.tools
+            stream = self.bridge_tools.stream(neutral, attribution, tools.agent_id, list(tools.allowed_tools))
+        else:
+            stream = self.completions.stream(service_id, neutral, attribution)
+        async with aclosing(stream) as events:
             if not request.batch_events:
                 async for event in events:
                     yield events_to_proto((event,))

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 class RegistryAgents:
-    """``AgentDirectory`` over Registry.GetAgent and Registry.CheckAgentAccess."""
+    """``AgentDirectory`` over Registry.GetAgent, CheckAgentAccess and GetUserToolPreferences."""
 
     def __init__(self, registry: registry_pb2_grpc.RegistryAsyncStub, mattermost: MattermostClient) -> None:
         self._registry = registry
@@ -56,12 +56,17 @@ class RegistryAgents:
         )
         if not decision.allowed:
             raise PermissionDenied(decision.reason or "the user may not use this agent")
+        preferences = await grpc_client.unary(
+            self._registry.GetUserToolPreferences,
+            registry_pb2.GetUserToolPreferencesRequest(user_id=context.user_id),
+        )
         return AgentTools(
             access=AgentToolAccess(
                 disable_tools=agent.disable_tools,
                 native_web_search="web_search" in agent.enabled_native_tools,
                 auto_enable_all=agent.auto_enable_new_mcp_tools,
                 selected=frozenset((r.server_origin, r.tool_name) for r in agent.enabled_mcp_tools),
+                disabled_origins=frozenset(preferences.preferences.disabled_servers),
             ),
             bot_user_id=agent.bot_user_id,
         )

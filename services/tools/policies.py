@@ -110,6 +110,8 @@ class AgentToolAccess:
     auto_enable_all: bool = False
     # (server_origin, tool_name) pairs; tool_name "*" selects the whole server.
     selected: frozenset[tuple[str, str]] = frozenset()
+    # Server origins the user turned off in the tools popover (the registry's tool preferences).
+    disabled_origins: frozenset[str] = frozenset()
 
     def selects(self, spec: ToolSpec) -> bool:
         """Whether the agent's settings allow this built-in tool."""
@@ -121,9 +123,13 @@ class AgentToolAccess:
         if spec.family is ToolFamily.USER:  # built into the agent, not an MCP tool to select
             return True
         if spec.family is ToolFamily.MCP:
+            if spec.server_origin in self.disabled_origins:
+                return False
             return self.auto_enable_all or any(
                 origin == spec.server_origin and name in ("*", spec.name) for origin, name in self.selected
             )
+        if MATTERMOST_ORIGIN in self.disabled_origins:
+            return False
         if self.auto_enable_all:
             return True
         # Built-in Mattermost tools stand in for the plugin's embedded server; "" also matches
@@ -137,7 +143,8 @@ class AgentToolAccess:
             return frozenset()
         if self.auto_enable_all:
             return None
-        return frozenset(origin for origin, _ in self.selected if origin not in ("", MATTERMOST_ORIGIN))
+        excluded = {"", MATTERMOST_ORIGIN, *self.disabled_origins}
+        return frozenset(origin for origin, _ in self.selected if origin not in excluded)
 
 
 @dataclass(frozen=True)

@@ -179,9 +179,11 @@ async def _sends_json_schema(deps: GatewayDeps, agent: registry_pb2.Agent) -> bo
     )
 
 
-async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDeps, llm_pb2.CompletionRequest, bool]:
-    """The llm request, and whether the answer's JSON fences are to be stripped (the plugin's
-    fallback when a schema was asked for but does not reach the provider)."""
+async def _prepare(
+    request: web.Request, *, by_service: bool
+) -> tuple[GatewayDeps, llm_pb2.StreamCompleteRequest, bool]:
+    """The llm request (with the tools it may run), and whether the answer's JSON fences are to
+    be stripped (the plugin's fallback when a schema was asked for but does not reach the provider)."""
     deps, caller = await _enter(request)
     bridge = parse_bridge_request(await read_json(request))
     bridge = replace(bridge, user_id=caller.acting_for(bridge.user_id))
@@ -191,8 +193,8 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
         raise InvalidInput("tool_hooks require allowed_tools", field="tool_hooks")
     if bridge.allowed_tools and not bridge.user_id:
         raise InvalidInput("allowed_tools require user_id", field="user_id")
-    if bridge.allowed_tools:
-        raise Unimplemented("tool execution through the bridge is not available yet; omit allowed_tools")
+    if bridge.has_tool_hooks:
+        raise Unimplemented("tool_hooks are not available yet; omit them to run the allowed tools without hooks")
     if by_service:
         agent = await _agent_for_service(deps, request.match_info["service"])
     else:
@@ -206,24 +208,23 @@ async def _prepare(request: web.Request, *, by_service: bool) -> tuple[GatewayDe
     if bridge.channel_id:
         # The team the usage is attributed to (token usage log, metrics), as the plugin does.
         completion.team_id = (await deps.mattermost.get_channel(bridge.channel_id)).team_id
-    return deps, completion, bridge.json_output_format is not None and not native
+    # batch_events: under load one message, and one SSE write, carries several tokens instead of one each.
+    llm_request = llm_pb2.StreamCompleteRequest(request=completion, batch_events=True)
+    if bridge.allowed_tools:
+        llm_request.tools.CopyFrom(llm_pb2.CompletionTools(agent_id=agent.id, allowed_tools=bridge.allowed_tools))
+    return deps, llm_request, bridge.json_output_format is not None and not native
 
 
 def _events(
-    deps: GatewayDeps, completion: llm_pb2.CompletionRequest
+    deps: GatewayDeps, llm_request: llm_pb2.StreamCompleteRequest
 ) -> AsyncGenerator[llm_pb2.StreamCompleteResponse, None]:
-    """The completion's messages, each with the events that were ready together (``events``):
-    under load one message, and one SSE write, carries several tokens instead of one each."""
-    return stream(
-        deps.backends.llm.StreamComplete,
-        llm_pb2.StreamCompleteRequest(request=completion, batch_events=True),
-        timeout=COMPLETION_TIMEOUT_SECONDS,
-    )
+    """The completion's messages, each with the events that were ready together (``events``)."""
+    return stream(deps.backends.llm.StreamComplete, llm_request, timeout=COMPLETION_TIMEOUT_SECONDS)
 
 
 async def _stream_response(request: web.Request, *, by_service: bool) -> web.StreamResponse:
-    deps, completion, strip_fences = await _prepare(request, by_service=by_service)
-    events = _events(deps, completion)
+    deps, llm_request, strip_fences = await _prepare(request, by_service=by_service)
+    events = _events(deps, llm_request)
     try:
         # The first event decides between an HTTP error and a stream: nothing is sent before it.
         first = await anext(events)
@@ -263,9 +264,9 @@ def _sse(item: dict[str, object]) -> bytes:
 
 
 async def _collect(request: web.Request, *, by_service: bool) -> web.Response:
-    deps, completion, strip_fences = await _prepare(request, by_service=by_service)
+    deps, llm_request, strip_fences = await _prepare(request, by_service=by_service)
     text: list[str] = []
-    events = _events(deps, completion)
+    events = _events(deps, llm_request)
     try:
         async for message in events:
             for event in message.events:

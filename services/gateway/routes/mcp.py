@@ -1,10 +1,10 @@
 """MCP routes (plugin-api.md 1.2-1.5): the user's MCP tools and OAuth connections, the admin's
 server status and tool cache, each a call to ``agents.mcp.v1.MCP``.
 
-Until the MCP service lands its RPCs answer UNIMPLEMENTED, rendered as 501 by the error table.
-Routes the MCP API has no call for yet (user preferences, vetted tool seeds, servers other
-plugins register) are served behind the plugin's guards and answer the same 501 from here. The
-Mattermost MCP server's routes are in ``mcp_server``.
+The user's tool preferences live in the registry (per-user data, like prompt pins). Routes the
+MCP API has no call for yet (vetted tool seeds, servers other plugins register) are served behind
+the plugin's guards and answer 501 from here. The Mattermost MCP server's routes are in
+``mcp_server``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from typing import Any
 
 from agents.common.v1 import common_pb2 as common_pb2
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
+from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
 from google.protobuf import json_format
 
-from services.common.errors import DomainError, PermissionDenied, Unimplemented
+from services.common.errors import DomainError, InvalidInput, PermissionDenied, Unimplemented
 from services.common.grpc_client import unary
 from services.gateway.bridge.auth import authenticate_bridge_caller
 from services.gateway.deps import DEPS
-from services.gateway.middleware import require_empty_body
+from services.gateway.middleware import read_json, require_empty_body
 from services.gateway.routes.guards import require_admin
 
 routes = web.RouteTableDef()
@@ -152,14 +153,37 @@ async def clear_tool_cache(request: web.Request) -> web.Response:
     return web.json_response({"cleared_servers": reply.cleared_servers, "message": message})
 
 
-# ---- routes the MCP API has no call for yet ----------------------------------------------------
+# Largest PUT /mcp/user-preferences body, as in the plugin.
+MAX_PREFERENCES_BYTES = 256 * 1024
 
 
 @routes.get("/mcp/user-preferences")
+async def get_user_preferences(request: web.Request) -> web.Response:
+    """The MCP servers the caller turned off in the RHS tools popover."""
+    reply = await unary(
+        request.app[DEPS].backends.registry.GetUserToolPreferences, registry_pb2.GetUserToolPreferencesRequest()
+    )
+    return web.json_response({"disabled_servers": list(reply.preferences.disabled_servers)})
+
+
 @routes.put("/mcp/user-preferences")
-async def user_feature_not_available(request: web.Request) -> web.Response:
-    """501 for the user MCP routes the MCP API has no call for yet."""
-    raise Unimplemented(NOT_AVAILABLE)
+async def put_user_preferences(request: web.Request) -> web.Response:
+    """Replace the caller's turned-off MCP servers; answers them as stored (normalised)."""
+    payload = await read_json(request, max_bytes=MAX_PREFERENCES_BYTES)
+    if not isinstance(payload, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    servers = payload.get("disabled_servers") or []  # absent or null: nothing turned off, as in Go
+    if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+        raise InvalidInput("disabled_servers must be a list of server origins", field="disabled_servers")
+    preferences = registry_pb2.UserToolPreferences(disabled_servers=servers)
+    reply = await unary(
+        request.app[DEPS].backends.registry.SetUserToolPreferences,
+        registry_pb2.SetUserToolPreferencesRequest(preferences=preferences),
+    )
+    return web.json_response({"disabled_servers": list(reply.preferences.disabled_servers)})
+
+
+# ---- routes the MCP API has no call for yet ----------------------------------------------------
 
 
 @routes.get("/admin/mcp/vetted-tool-seed")

@@ -24,6 +24,7 @@ from services.index.registry.messages import (
     tools_to_messages,
 )
 from services.index.registry.prompts import CustomPrompt, PromptLibrary
+from services.index.registry.user_preferences import UserToolPreferences
 
 
 def _prompt(p: CustomPrompt) -> registry_pb2.CustomPrompt:
@@ -48,6 +49,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         agents: AgentRegistry,
         prompts: PromptLibrary,
         search_ready: Callable[[], Awaitable[bool]],
+        tool_preferences: UserToolPreferences,
     ) -> None:
         self.config = config
         self.agents = agents
@@ -55,6 +57,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         # Whether the index answers searches now: configured search is not working search (a
         # misconfigured provider, a model changed since the last reindex).
         self.search_ready = search_ready
+        self.tool_preferences = tool_preferences
 
     # ---- services ---------------------------------------------------------------------------
 
@@ -348,3 +351,33 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         """Pins or unpins a prompt for the caller."""
         await self.prompts.set_pin(identity(), request.prompt_id, request.pinned)
         return registry_pb2.SetPromptPinResponse()
+
+    # ---- user tool preferences --------------------------------------------------------------
+
+    async def GetUserToolPreferences(
+        self,
+        request: registry_pb2.GetUserToolPreferencesRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.GetUserToolPreferencesRequest, registry_pb2.GetUserToolPreferencesResponse
+        ],
+    ) -> registry_pb2.GetUserToolPreferencesResponse:
+        """The MCP servers a user turned off."""
+        disabled = await self.tool_preferences.disabled_servers(identity(), request.user_id)
+        return registry_pb2.GetUserToolPreferencesResponse(
+            preferences=registry_pb2.UserToolPreferences(disabled_servers=disabled)
+        )
+
+    async def SetUserToolPreferences(
+        self,
+        request: registry_pb2.SetUserToolPreferencesRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.SetUserToolPreferencesRequest, registry_pb2.SetUserToolPreferencesResponse
+        ],
+    ) -> registry_pb2.SetUserToolPreferencesResponse:
+        """Replaces the MCP servers the caller turned off."""
+        disabled = await self.tool_preferences.set_disabled_servers(
+            identity(), list(request.preferences.disabled_servers)
+        )
+        return registry_pb2.SetUserToolPreferencesResponse(
+            preferences=registry_pb2.UserToolPreferences(disabled_servers=disabled)
+        )

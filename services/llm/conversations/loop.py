@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
 
@@ -84,7 +84,8 @@ _FINISH = {
 class TurnSetup:
     """Everything fixed for the duration of one turn."""
 
-    conversation: Conversation
+    # None: a bridge completion, of which nothing is stored.
+    conversation: Conversation | None
     ctx: RequestContext
     agent: AgentProfile
     provider: Provider
@@ -95,6 +96,9 @@ class TurnSetup:
     # Tool blocks are visible to channel members (1:1 DMs) or private to the requester (channels).
     shared: bool = True
     span: trace.Span | None = None
+    # A bridge completion's own request (its model, limits, schema): each round sends it with the
+    # round's messages and tools.
+    request: CompletionRequest | None = None
 
     @property
     def model(self) -> str:
@@ -154,7 +158,8 @@ class AgentLoop:
                     runs = [ToolRun(c, ToolOutcome(plan.errors[c.id], True)) for c in output.tool_calls]
                     statuses = {c.id: ToolStatus.ERROR for c in output.tool_calls}
                 else:
-                    runs = await self.tools.run(setup.ctx, setup.conversation.id, output.tool_calls, setup.span)
+                    conversation_id = setup.conversation.id if setup.conversation else ""
+                    runs = await self.tools.run(setup.ctx, conversation_id, output.tool_calls, setup.span)
                     statuses = {r.call.id: ToolStatus.AUTO_APPROVED for r in runs}
                 await self._persist_round(setup, output, statuses)
                 saved = True
@@ -205,6 +210,10 @@ class AgentLoop:
                 effort = ReasoningEffort.MEDIUM
             reasoning = ReasoningOptions(enabled=True, effort=effort, budget_tokens=agent.thinking_budget)
         specs = tuple(ToolSpec(t.name, t.description, dict(t.input_schema)) for t in tools.values())
+        if setup.request is not None:
+            return replace(
+                setup.request, messages=tuple(messages), tools=specs, native_web_search=setup.native_web_search
+            )
         return CompletionRequest(
             messages=tuple(messages),
             model=agent.model,
@@ -256,7 +265,7 @@ class AgentLoop:
 
     async def _persist_round(self, setup: TurnSetup, output: RoundOutput, statuses: dict[str, ToolStatus]) -> None:
         blocks = assistant_blocks(output, statuses, shared=setup.shared)
-        if not blocks:
+        if not blocks or setup.conversation is None:
             return
         await self.store.append_turn(
             setup.conversation.id,
@@ -269,7 +278,7 @@ class AgentLoop:
 
     async def persist_results(self, setup: TurnSetup, runs: list[ToolRun], *, shared: bool) -> None:
         """Store tool results as one ``tool_result`` turn (private to the requester unless shared)."""
-        if not runs:
+        if not runs or setup.conversation is None:
             return
         blocks = [
             tool_result_block(

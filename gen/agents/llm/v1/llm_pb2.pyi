@@ -766,6 +766,7 @@ class StreamCompleteRequest(_message.Message):
 
     REQUEST_FIELD_NUMBER: _builtins.int
     BATCH_EVENTS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
     batch_events: _builtins.bool
     """Each response then carries every event that was ready when it was sent (1 to 64, in order;
     the first event and Done are never held back). False (the default): one event per response.
@@ -774,19 +775,56 @@ class StreamCompleteRequest(_message.Message):
     def request(self) -> Global___CompletionRequest:
         """The completion to run."""
 
+    @_builtins.property
+    def tools(self) -> Global___CompletionTools:
+        """Set: the model may call these tools, which run for the request's user_id without asking (a
+        bridge completion's allowed_tools), and the stream goes on until the model answers.
+        """
+
     def __init__(
         self,
         *,
         request: Global___CompletionRequest | None = ...,
         batch_events: _builtins.bool = ...,
+        tools: Global___CompletionTools | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "tools", b"tools"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_events", b"batch_events", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_events", b"batch_events", "request", b"request", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamCompleteRequest: _TypeAlias = StreamCompleteRequest  # noqa: Y015
+
+@_typing.final
+class CompletionTools(_message.Message):
+    """The tools a StreamComplete may run (the bridge's allowed_tools)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent whose tools they are: its settings and the user's access decide which exist."""
+    @_builtins.property
+    def allowed_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the agent's MCP tools for the user (as GET /bridge/v1/agents/{agent}/tools lists
+        them); INVALID_ARGUMENT naming allowed_tools for any other.
+        """
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        allowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "allowed_tools", b"allowed_tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompletionTools: _TypeAlias = CompletionTools  # noqa: Y015
 
 @_typing.final
 class StreamCompleteResponse(_message.Message):

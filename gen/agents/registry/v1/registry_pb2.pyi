@@ -2216,3 +2216,124 @@ class SetPromptPinResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetPromptPinResponse: _TypeAlias = SetPromptPinResponse  # noqa: Y015
+
+@_typing.final
+class UserToolPreferences(_message.Message):
+    """---- user tool preferences --------------------------------------------------------------------
+
+    A user's choices in the RHS tools popover.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISABLED_SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def disabled_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Server origins (as the user's MCP tool listing names them) whose tools the user turned off."""
+
+    def __init__(
+        self,
+        *,
+        disabled_servers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled_servers", b"disabled_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserToolPreferences: _TypeAlias = UserToolPreferences  # noqa: Y015
+
+@_typing.final
+class GetUserToolPreferencesRequest(_message.Message):
+    """Request of Registry.GetUserToolPreferences."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user; empty for the caller."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserToolPreferencesRequest: _TypeAlias = GetUserToolPreferencesRequest  # noqa: Y015
+
+@_typing.final
+class GetUserToolPreferencesResponse(_message.Message):
+    """Response of Registry.GetUserToolPreferences."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___UserToolPreferences:
+        """The stored preferences; empty when the user never saved any."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___UserToolPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserToolPreferencesResponse: _TypeAlias = GetUserToolPreferencesResponse  # noqa: Y015
+
+@_typing.final
+class SetUserToolPreferencesRequest(_message.Message):
+    """Request of Registry.SetUserToolPreferences."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___UserToolPreferences:
+        """The caller's new preferences (replacing the stored ones)."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___UserToolPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetUserToolPreferencesRequest: _TypeAlias = SetUserToolPreferencesRequest  # noqa: Y015
+
+@_typing.final
+class SetUserToolPreferencesResponse(_message.Message):
+    """Response of Registry.SetUserToolPreferences."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___UserToolPreferences:
+        """The preferences as stored: trimmed, without blanks or repeats, sorted."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___UserToolPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetUserToolPreferencesResponse: _TypeAlias = SetUserToolPreferencesResponse  # noqa: Y015

@@ -158,6 +158,16 @@ class RegistryStub:
                 request_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetPromptPinRequest.SerializeToString,
                 response_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetPromptPinResponse.FromString,
                 _registered_method=True)
+        self.GetUserToolPreferences = channel.unary_unary(
+                '/agents.registry.v1.Registry/GetUserToolPreferences',
+                request_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.GetUserToolPreferencesRequest.SerializeToString,
+                response_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.GetUserToolPreferencesResponse.FromString,
+                _registered_method=True)
+        self.SetUserToolPreferences = channel.unary_unary(
+                '/agents.registry.v1.Registry/SetUserToolPreferences',
+                request_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetUserToolPreferencesRequest.SerializeToString,
+                response_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetUserToolPreferencesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -365,6 +375,22 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserToolPreferences(self, request, context):
+        """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+        cluster service. PERMISSION_DENIED for another user's otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserToolPreferences(self, request, context):
+        """Replaces the caller's MCP tool preferences; the answer holds them normalised. INVALID_ARGUMENT
+        naming the field or the limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -487,6 +513,16 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.SetPromptPin,
                     request_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetPromptPinRequest.FromString,
                     response_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetPromptPinResponse.SerializeToString,
+            ),
+            'GetUserToolPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserToolPreferences,
+                    request_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.GetUserToolPreferencesRequest.FromString,
+                    response_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.GetUserToolPreferencesResponse.SerializeToString,
+            ),
+            'SetUserToolPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserToolPreferences,
+                    request_deserializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetUserToolPreferencesRequest.FromString,
+                    response_serializer=agents_dot_registry_dot_v1_dot_registry__pb2.SetUserToolPreferencesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1141,6 +1177,60 @@ class Registry:
             '/agents.registry.v1.Registry/SetPromptPin',
             agents_dot_registry_dot_v1_dot_registry__pb2.SetPromptPinRequest.SerializeToString,
             agents_dot_registry_dot_v1_dot_registry__pb2.SetPromptPinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserToolPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.registry.v1.Registry/GetUserToolPreferences',
+            agents_dot_registry_dot_v1_dot_registry__pb2.GetUserToolPreferencesRequest.SerializeToString,
+            agents_dot_registry_dot_v1_dot_registry__pb2.GetUserToolPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserToolPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.registry.v1.Registry/SetUserToolPreferences',
+            agents_dot_registry_dot_v1_dot_registry__pb2.SetUserToolPreferencesRequest.SerializeToString,
+            agents_dot_registry_dot_v1_dot_registry__pb2.SetUserToolPreferencesResponse.FromString,
             options,
             channel_credentials,
             insecure,

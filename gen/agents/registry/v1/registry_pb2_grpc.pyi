@@ -140,6 +140,14 @@ class RegistryStub:
     """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
     pinning a prompt that is not visible.
     """
+    GetUserToolPreferences: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetUserToolPreferencesRequest, _registry_pb2.GetUserToolPreferencesResponse]
+    """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+    cluster service. PERMISSION_DENIED for another user's otherwise.
+    """
+    SetUserToolPreferences: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetUserToolPreferencesRequest, _registry_pb2.SetUserToolPreferencesResponse]
+    """Replaces the caller's MCP tool preferences; the answer holds them normalised. INVALID_ARGUMENT
+    naming the field or the limit.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -244,6 +252,14 @@ class RegistryAsyncStub(RegistryStub):
     SetPromptPin: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetPromptPinRequest, _registry_pb2.SetPromptPinResponse]  # type: ignore[assignment]
     """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
     pinning a prompt that is not visible.
+    """
+    GetUserToolPreferences: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetUserToolPreferencesRequest, _registry_pb2.GetUserToolPreferencesResponse]  # type: ignore[assignment]
+    """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+    cluster service. PERMISSION_DENIED for another user's otherwise.
+    """
+    SetUserToolPreferences: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetUserToolPreferencesRequest, _registry_pb2.SetUserToolPreferencesResponse]  # type: ignore[assignment]
+    """Replaces the caller's MCP tool preferences; the answer holds them normalised. INVALID_ARGUMENT
+    naming the field or the limit.
     """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
@@ -490,6 +506,26 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.SetPromptPinResponse, _abc.Awaitable[_registry_pb2.SetPromptPinResponse]]:
         """Pins or unpins a prompt for the caller. INVALID_ARGUMENT without prompt_id; NOT_FOUND when
         pinning a prompt that is not visible.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserToolPreferences(
+        self,
+        request: _registry_pb2.GetUserToolPreferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GetUserToolPreferencesResponse, _abc.Awaitable[_registry_pb2.GetUserToolPreferencesResponse]]:
+        """A user's MCP tool preferences (the RHS tools popover): the caller's own, or any user's for a
+        cluster service. PERMISSION_DENIED for another user's otherwise.
+        """
+
+    @_abc_1.abstractmethod
+    def SetUserToolPreferences(
+        self,
+        request: _registry_pb2.SetUserToolPreferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.SetUserToolPreferencesResponse, _abc.Awaitable[_registry_pb2.SetUserToolPreferencesResponse]]:
+        """Replaces the caller's MCP tool preferences; the answer holds them normalised. INVALID_ARGUMENT
+        naming the field or the limit.
         """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
