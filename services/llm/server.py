@@ -78,7 +78,7 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
     # One pooled session per process for every provider; trust_env honours HTTP(S)_PROXY. No
     # total timeout: streams last minutes, and the engine's stall watchdog bounds silence.
     http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size)
-    channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
+    channels = ChannelPool.from_settings(settings)
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
     tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
     return LlmDeps(
