@@ -123,12 +123,15 @@ class ClusterHarness:
         assert self.cluster is not None
         return self.cluster.gateway_url
 
-    async def start_gateway(self, name: str, *, env: dict[str, str] | None = None, within: float = 30.0) -> str:
-        """Start another gateway replica as process ``name`` on its own port; returns its URL once
-        ready. It shares everything else (services, database, Mattermost) with the first one and
-        is stopped with the cluster (or with ``cluster.stop_service(name, sig=SIGKILL)``)."""
+    async def start_gateway(
+        self, name: str, *, env: dict[str, str] | None = None, within: float = 30.0, port: int = 0
+    ) -> str:
+        """Start another gateway replica as process ``name`` on its own port (``port``, else a free
+        one); returns its URL once ready. It shares everything else (services, database,
+        Mattermost) with the first one and is stopped with the cluster (or with
+        ``cluster.stop_service(name, sig=SIGKILL)``)."""
         assert self.cluster is not None and self.http is not None
-        port = free_port(self.cluster.config.host)
+        port = port or free_port(self.cluster.config.host)
         environment = {**self.cluster.environment(), "AGENTS_GATEWAY_HTTP_PORT": str(port), **(env or {})}
         await self.cluster.start_service(name, environment, module="gateway")
         url = f"http://{self.cluster.config.host}:{port}"

