@@ -8,19 +8,16 @@ import json
 import secrets
 
 import pytest
-from agents.registry.v1 import registry_pb2 as registry_pb2
-from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.cluster.supervisor import free_port
-from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.envoy_proxy import EnvoyProxy
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres, wait_serving
+from tests.integration.registry_support import bridge_agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-ADMIN = Identity(user_id="", permissions=frozenset({MANAGE_SYSTEM}))
 PLUGIN_ID = "com.example.caller"
 BODY = {"posts": [{"role": "user", "message": "Say hello"}]}
 STREAMS = 6
@@ -32,22 +29,7 @@ async def test_sse_and_grpc_through_envoy_reach_every_replica_unbuffered(postgre
     headers = {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": secret}
     async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env) as h:
         assert h.cluster is not None and h.http is not None
-        async with h.channel("index") as channel:
-            registry = registry_pb2_grpc.RegistryStub(channel)
-            config = registry_pb2.ServiceConfig(
-                name="fake-openai",
-                type="openaicompatible",
-                api_key=fake.api_key,
-                api_url=fake.base_url,
-                default_model="gpt-4o",
-            )
-            service = await registry.CreateService(
-                registry_pb2.CreateServiceRequest(service=config), metadata=h.metadata(ADMIN), timeout=10
-            )
-            agent = registry_pb2.Agent(username="helper", display_name="Helper", service_id=service.service.id)
-            await registry.CreateAgent(
-                registry_pb2.CreateAgentRequest(agent=agent), metadata=h.metadata(ADMIN), timeout=10
-            )
+        await bridge_agent(h, fake)
         llm_port = free_port()
         await h.cluster.start_service(
             "llm-2", {**h.cluster.environment(), "AGENTS_LLM_GRPC_PORT": str(llm_port)}, module="llm"
