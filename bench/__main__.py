@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["ai_bots", "conversation_latency", "llm_stream"]
+BENCHMARKS = ["ai_bots", "conversation_latency", "llm_stream", "scale_out"]
 
 
 def main() -> None:

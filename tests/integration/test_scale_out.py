@@ -10,6 +10,7 @@ test's own calls are root spans of a method, so the cluster's background calls a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -29,10 +30,11 @@ from agents.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.cluster.supervisor import GRPC_SERVICES, Cluster
 from services.common.grpc_client import create_channel, idempotent
 from services.common.identity import MANAGE_SYSTEM, Identity
+from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import DEFAULT_ANSWER
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
-from tests.integration.registry_support import bridge_agent
+from tests.integration.conversation_support import FAST, World
 from tests.polling import poll
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
@@ -141,11 +143,17 @@ async def rebalanced(cluster: Cluster, trace_dir: Path, service: str, probe: Pro
 
 
 class Load:
-    """Bridge completions through every gateway in turn, until stopped; each outcome kept."""
+    """Bridge completions through every gateway in turn and DM conversations with an agent,
+    until stopped; each bridge outcome and each DM kept."""
 
-    def __init__(self, h: ClusterHarness, headers: dict[str, str]) -> None:
+    def __init__(self, world: World, headers: dict[str, str], bot: FakeUser) -> None:
+        h = world.h
         assert h.cluster is not None
+        self.world = world
         self.h = h
+        self.user = world.mm.add_user("scale-user")
+        self.dm = world.mm.add_direct_channel(self.user, bot)
+        self.questions: list[str] = []
         self.urls = [
             f"http://{h.cluster.address(n)}{PLUGIN}/bridge/v1/completion/agent/helper"
             for n in h.cluster.config.processes_of("gateway")
@@ -173,6 +181,18 @@ class Load:
         assert text == DEFAULT_ANSWER, text  # not cut short, not repeated
         return "answered"
 
+    async def converse(self) -> None:
+        """One DM after another, each once its reply is no longer streaming."""
+        while not self.stopped.is_set():
+            post = await self.world.mm.user_posts(self.user, self.dm, f"question {len(self.questions)}")
+            self.questions.append(post["id"])
+            settled = functools.partial(self.settled, post["id"])
+            await poll(settled, within=60, message=f"no settled reply to {post['id']}")
+
+    def settled(self, post_id: str) -> bool:
+        replies = self.world.replies_to(post_id)
+        return bool(replies) and replies[0]["props"].get("agents_stream_status") not in (None, "streaming")
+
     async def run(self, streams: int = 3) -> None:
         async def worker(k: int) -> None:
             i = k
@@ -180,7 +200,18 @@ class Load:
                 self.outcomes.append(await self.one(self.urls[i % len(self.urls)]))
                 i += streams
 
-        await asyncio.gather(*(worker(k) for k in range(streams)))
+        await asyncio.gather(self.converse(), *(worker(k) for k in range(streams)))
+
+    def check_conversations(self) -> list[str]:
+        """Every DM has exactly one reply, finished: the whole answer once, or a clear failure."""
+        statuses = []
+        for post_id in self.questions:
+            [reply] = self.world.replies_to(post_id)
+            status = reply["props"]["agents_stream_status"]
+            if status == "done":
+                assert reply["message"] == DEFAULT_ANSWER, reply["message"]
+            statuses.append(status)
+        return statuses
 
 
 async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_restart(
@@ -189,12 +220,23 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
     secret = secrets.token_hex(32)
     names = [f"{s}-{k}" if k > 1 else s for s in GRPC_SERVICES for k in range(1, REPLICAS + 1)]
     process_env = {n: {"AGENTS_TRACE_FILE": str(tmp_path / f"{n}.jsonl")} for n in names}
-    env = {"AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={secret}", "AGENTS_GATEWAY_LISTEN_FOR_POSTS": "false"}
+    # Each gateway claims the posts it answers under its own id; a dead one's claims expire fast.
+    process_env |= {n: {"AGENTS_GATEWAY_REPLICA_ID": n} for n in ("gateway", "gateway-2", "gateway-3")}
+    env = {
+        **FAST,
+        "AGENTS_INDEX_LICENSE": "enterprise",  # two agents: one for the bridge, one to chat with
+        "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={secret}",
+        "AGENTS_GATEWAY_CLAIM_LEASE_SECONDS": "2",
+        "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.3",
+    }
     headers = {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": secret}
     async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env, replicas=REPLICAS, process_env=process_env) as h:
         assert h.cluster is not None
         cluster = h.cluster
-        await bridge_agent(h, fake)
+        world = World(h, fake)
+        await world.setup()
+        await world.agent("helper", sockets=REPLICAS)  # for the bridge
+        bot = await world.agent("chatty", sockets=REPLICAS)
         checks = probes(h)
 
         # Steady state: every service's calls spread evenly over its three replicas.
@@ -202,7 +244,7 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
             counts = await spread(cluster, tmp_path, service, probe)
             assert even(counts), (service, counts)
 
-        load = Load(h, headers)
+        load = Load(world, headers, bot)
         running = asyncio.create_task(load.run())
         await poll(lambda: len(load.outcomes) >= 6, within=60, message="no load got through")
 
@@ -236,5 +278,7 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
 
         answered = load.outcomes.count("answered")
         assert answered >= len(load.outcomes) // 2, load.outcomes
+        statuses = load.check_conversations()
+        assert statuses.count("done") >= len(statuses) // 2, statuses
         for channel in h._probe_channels.values():  # type: ignore[attr-defined]
             await channel.close()
