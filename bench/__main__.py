@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["ai_bots", "conversation_latency", "embeddings", "llm_stream", "mcp_server", "semantic_search"]
+BENCHMARKS = [
+    "ai_bots",
+    "conversation_latency",
+    "embeddings",
+    "llm_stream",
+    "mcp_server",
+    "scale_out",
+    "semantic_search",
+]
 
 
 def main() -> None:

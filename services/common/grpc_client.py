@@ -16,6 +16,7 @@ import grpc
 from services.common import identity
 from services.common.errors_map import domain_error_from_rpc_error
 from services.common.grpc_server import MAX_MESSAGE_BYTES
+from services.common.settings import CommonSettings
 
 T = TypeVar("T")
 _Request = TypeVar("_Request")
@@ -131,19 +132,30 @@ def create_channel(
 class ChannelPool:
     """One channel per target for the life of a process."""
 
-    def __init__(self, *, service_token: str = "", default_timeout: float = 10.0) -> None:
+    def __init__(self, *, service_token: str = "", default_timeout: float = 10.0, retries: bool = True) -> None:
         self._token = service_token
         self._timeout = default_timeout
+        self._retries = retries
         self._channels: dict[str, grpc.aio.Channel] = {}
 
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> ChannelPool:
+        """The pool a service dials its peers with: its credential, deadline and retry settings."""
+        return cls(
+            service_token=settings.service_token,
+            default_timeout=settings.rpc_timeout_seconds,
+            retries=settings.grpc_client_retries,
+        )
+
     def get(self, target: str, idempotent_methods: Iterable[tuple[str, str]] = ()) -> grpc.aio.Channel:
-        """The channel to ``target``, created on first use (``idempotent_methods`` count only then)."""
+        """The channel to ``target``, created on first use (``idempotent_methods`` count only then,
+        and only with ``retries``)."""
         if target not in self._channels:
             self._channels[target] = create_channel(
                 target,
                 service_token=self._token,
                 default_timeout=self._timeout,
-                idempotent_methods=idempotent_methods,
+                idempotent_methods=idempotent_methods if self._retries else (),
             )
         return self._channels[target]
 

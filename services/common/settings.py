@@ -57,6 +57,9 @@ class CommonSettings(BaseModel):
     # Deadline of an outgoing call that sets none; what is left of the incoming call's deadline
     # bounds it either way.
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Off when the addresses name a proxy that retries idempotent calls itself (the generated
+    # Envoy config), so that a call is never retried by both.
+    grpc_client_retries: bool = True
     # Mattermost's base URL and the token of the cluster's own account there (a bot or admin
     # account with permission to manage bots and read users/channels). Never sent to users.
     mattermost_url: str = "http://127.0.0.1:8065"

@@ -25,7 +25,7 @@ class Backends:
     """The gateway's stubs of the registry, index, llm, conversations, tools and mcp services."""
 
     def __init__(self, settings: CommonSettings) -> None:
-        self.pool = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
+        self.pool = ChannelPool.from_settings(settings)
         registry = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
         index = index_pb2.DESCRIPTOR.services_by_name["Index"]
         index_channel = self.pool.get(settings.index_addr, [*idempotent(registry), *idempotent(index)])

@@ -88,7 +88,7 @@ def build_deps(settings: LlmSettings) -> LlmDeps:
     # allowlist comes first: a refused request is never sent, so never traced either.
     allowlist, trace = UpstreamAllowlist(), ProviderTrace()
     http = new_client_session(total_timeout=None, pool_size=settings.provider_pool_size, middlewares=(allowlist, trace))
-    channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
+    channels = ChannelPool.from_settings(settings)
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
     tools_service = tools_pb2.DESCRIPTOR.services_by_name["Tools"]
     return LlmDeps(

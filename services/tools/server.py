@@ -119,6 +119,6 @@ async def create_server(settings: CommonSettings, deps: ToolsDeps | None = None)
     deps = deps or ToolsDeps(
         engine=db.create_engine(settings.database_url, pool_size=settings.db_pool_size),
         mattermost=MattermostClient(settings.mattermost_url, settings.mattermost_token),
-        channels=ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds),
+        channels=ChannelPool.from_settings(settings),
     )
     return ToolsProcess(settings, deps)

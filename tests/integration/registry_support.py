@@ -7,11 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
 from services.common.grpc_client import create_channel
+from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.mattermost.state import FakeUser
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import ClusterHarness
 
 OPENAI = {"id": "svc-openai", "name": "OpenAI", "type": "openai", "apiKey": "sk-openai-secret", "defaultModel": "gpt"}
@@ -42,3 +45,22 @@ async def call(
     status, payload, headers = await h.request(method, path, user=user, json_body=body)
     assert_matches_openapi(method, template, status, payload)
     return status, payload, headers
+
+
+async def bridge_agent(h: ClusterHarness, fake: FakeOpenAI, username: str = "helper") -> None:
+    """A service on ``fake`` and an agent ``username`` using it, for bridge completions."""
+    admin = Identity(user_id="", permissions=frozenset({MANAGE_SYSTEM}))
+    async with h.channel("index") as channel:
+        registry = registry_pb2_grpc.RegistryStub(channel)
+        config = registry_pb2.ServiceConfig(
+            name="fake-openai",
+            type="openaicompatible",
+            api_key=fake.api_key,
+            api_url=fake.base_url,
+            default_model="gpt-4o",
+        )
+        service = await registry.CreateService(
+            registry_pb2.CreateServiceRequest(service=config), metadata=h.metadata(admin), timeout=10
+        )
+        agent = registry_pb2.Agent(username=username, display_name=username.title(), service_id=service.service.id)
+        await registry.CreateAgent(registry_pb2.CreateAgentRequest(agent=agent), metadata=h.metadata(admin), timeout=10)

@@ -1,0 +1,284 @@
+"""Three replicas of every service (``make up --replicas 3``'s layout): gRPC calls are balanced
+per call over the replicas by the clients' round-robin over every replica's address; bridge
+streams keep flowing while one replica of each service is SIGKILLed and while every replica is
+restarted in turn. No answer is lost or duplicated, every request either succeeds or fails
+clearly, and a restarted replica soon takes its share again.
+
+Load per replica is what each replica's own trace file records: one server span per call (the
+test's own calls are root spans of a method, so the cluster's background calls are not counted)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from agents.llm.v1 import llm_pb2, llm_pb2_grpc
+from agents.mcp.v1 import mcp_pb2, mcp_pb2_grpc
+from agents.registry.v1 import registry_pb2, registry_pb2_grpc
+from agents.tools.v1 import tools_pb2, tools_pb2_grpc
+
+from services.cluster.supervisor import GRPC_SERVICES, Cluster
+from services.common.grpc_client import create_channel, idempotent
+from services.common.identity import MANAGE_SYSTEM, Identity
+from tests.fakes.mattermost.state import FakeUser
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_script import DEFAULT_ANSWER
+from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
+from tests.integration.conversation_support import FAST, World
+from tests.polling import poll
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+
+Probe = tuple[str, Callable[[], Awaitable[Any]]]  # the method counted (/service/method), one call to it
+REPLICAS = 3
+ROUND = 30  # calls per service per measured round: 10 per replica when even
+PLUGIN_ID = "com.example.load"
+ADMIN = Identity(user_id="", permissions=frozenset({MANAGE_SYSTEM}))
+BODY = {"posts": [{"role": "user", "message": "Say hello"}]}
+
+
+def probes(h: ClusterHarness) -> dict[str, Probe]:
+    """Per service, the proto service whose calls are counted and one idempotent call to it,
+    made through the clients' own channel (round robin over every replica, their retries)."""
+    assert h.cluster is not None
+    token = h.cluster.config.service_token
+    admin = [(k, v) for k, v in ADMIN.to_metadata() if v]
+    stubs: dict[str, Any] = {}
+    for service, module, name in (
+        ("index", registry_pb2, "Registry"),
+        ("llm", llm_pb2, "LLM"),
+        ("tools", tools_pb2, "Tools"),
+        ("mcp", mcp_pb2, "MCP"),
+    ):
+        descriptor = module.DESCRIPTOR.services_by_name[name]
+        stubs[service] = create_channel(
+            h.cluster.target(service), service_token=token, idempotent_methods=idempotent(descriptor)
+        )
+    registry = registry_pb2_grpc.RegistryStub(stubs["index"])
+    llm = llm_pb2_grpc.LLMStub(stubs["llm"])
+    tools = tools_pb2_grpc.ToolsStub(stubs["tools"])
+    mcp = mcp_pb2_grpc.MCPStub(stubs["mcp"])
+    h._probe_channels = stubs  # type: ignore[attr-defined]  # kept alive with the harness
+    return {
+        "index": (
+            "/agents.registry.v1.Registry/ListServices",
+            lambda: registry.ListServices(registry_pb2.ListServicesRequest(), metadata=admin),
+        ),
+        "llm": ("/agents.llm.v1.LLM/ListModels", lambda: llm.ListModels(llm_pb2.ListModelsRequest(), metadata=admin)),
+        "tools": (
+            "/agents.tools.v1.Tools/ListPolicies",
+            lambda: tools.ListPolicies(tools_pb2.ListPoliciesRequest(), metadata=admin),
+        ),
+        "mcp": (
+            "/agents.mcp.v1.MCP/ListServers",
+            lambda: mcp.ListServers(mcp_pb2.ListServersRequest(), metadata=admin),
+        ),
+    }
+
+
+def served(trace_dir: Path, process: str, method: str) -> int:
+    """Calls to ``method`` from outside the cluster that process ``process`` has finished."""
+    path = trace_dir / f"{process}.jsonl"
+    if not path.exists():
+        return 0
+    count = 0
+    for line in path.read_text().splitlines():
+        if line.strip():
+            span = json.loads(line)
+            if span["kind"] == "SERVER" and span["name"] == method and not span["parent_id"]:
+                count += 1
+    return count
+
+
+async def probe_once(call: Callable[[], Awaitable[Any]]) -> None:
+    try:
+        await call()
+    except grpc.aio.AioRpcError as err:
+        # An answer either way (the probes' identity may not be enough): counted is who gave it.
+        assert err.code() != grpc.StatusCode.INTERNAL, err
+
+
+async def spread(cluster: Cluster, trace_dir: Path, service: str, probe: Probe) -> dict[str, int]:
+    """One round of ``ROUND`` calls to ``service``: how many each replica served."""
+    method, call = probe
+    names = cluster.config.processes_of(service)
+    before = {n: served(trace_dir, n, method) for n in names}
+    for _ in range(ROUND):
+        await probe_once(call)
+
+    def counted() -> dict[str, int] | None:
+        now = {n: served(trace_dir, n, method) - before[n] for n in names}
+        return now if sum(now.values()) >= ROUND else None
+
+    result: dict[str, int] = await poll(counted, within=15, interval=0.1, message=f"{service}: spans missing")
+    return result
+
+
+def even(counts: dict[str, int]) -> bool:
+    """Every replica within ±10 % of an even share."""
+    share = sum(counts.values()) / len(counts)
+    return all(abs(c - share) <= 0.1 * share for c in counts.values())
+
+
+async def rebalanced(cluster: Cluster, trace_dir: Path, service: str, probe: Probe) -> None:
+    """Until a round of calls to ``service`` spreads evenly (60 s at most)."""
+    latest: dict[str, int] = {}
+
+    async def balanced() -> bool:
+        latest.clear()
+        latest.update(await spread(cluster, trace_dir, service, probe))
+        return even(latest)
+
+    await poll(balanced, within=60, interval=0.5, message=lambda: f"{service} uneven after restarts: {latest}")
+
+
+class Load:
+    """Bridge completions through every gateway in turn and DM conversations with an agent,
+    until stopped; each bridge outcome and each DM kept."""
+
+    def __init__(self, world: World, headers: dict[str, str], bot: FakeUser) -> None:
+        h = world.h
+        assert h.cluster is not None
+        self.world = world
+        self.h = h
+        self.user = world.mm.add_user("scale-user")
+        self.dm = world.mm.add_direct_channel(self.user, bot)
+        self.questions: list[str] = []
+        self.urls = [
+            f"http://{h.cluster.address(n)}{PLUGIN}/bridge/v1/completion/agent/helper"
+            for n in h.cluster.config.processes_of("gateway")
+        ]
+        self.headers = headers
+        self.outcomes: list[str] = []
+        self.stopped = asyncio.Event()
+
+    async def one(self, url: str) -> str:
+        """``answered`` (the whole answer, once), or how it failed clearly; an assertion otherwise."""
+        assert self.h.http is not None
+        try:
+            async with self.h.http.post(url, data=json.dumps(BODY), headers=self.headers) as resp:
+                raw = (await resp.read()).decode()
+                if resp.status != 200:
+                    assert resp.status in (502, 503, 504) and "error" in json.loads(raw), (resp.status, raw)
+                    return f"http {resp.status}"
+        except aiohttp.ClientConnectionError:
+            return "connection refused or reset"  # its gateway was killed: the client knows
+        events = [json.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: ")]
+        assert events and events[-1]["Type"] == 1, raw  # every stream is ended explicitly
+        if any(e["Type"] == 2 for e in events):
+            return "error event"
+        text = "".join(e["Value"] for e in events if e["Type"] == 0)
+        assert text == DEFAULT_ANSWER, text  # not cut short, not repeated
+        return "answered"
+
+    async def converse(self) -> None:
+        """One DM after another, each once its reply is no longer streaming."""
+        while not self.stopped.is_set():
+            post = await self.world.mm.user_posts(self.user, self.dm, f"question {len(self.questions)}")
+            self.questions.append(post["id"])
+            settled = functools.partial(self.settled, post["id"])
+            await poll(settled, within=60, message=f"no settled reply to {post['id']}")
+
+    def settled(self, post_id: str) -> bool:
+        replies = self.world.replies_to(post_id)
+        return bool(replies) and replies[0]["props"].get("agents_stream_status") not in (None, "streaming")
+
+    async def run(self, streams: int = 3) -> None:
+        async def worker(k: int) -> None:
+            i = k
+            while not self.stopped.is_set():
+                self.outcomes.append(await self.one(self.urls[i % len(self.urls)]))
+                i += streams
+
+        await asyncio.gather(self.converse(), *(worker(k) for k in range(streams)))
+
+    def check_conversations(self) -> list[str]:
+        """Every DM has exactly one reply, finished: the whole answer once, or a clear failure."""
+        statuses = []
+        for post_id in self.questions:
+            [reply] = self.world.replies_to(post_id)
+            status = reply["props"]["agents_stream_status"]
+            if status == "done":
+                assert reply["message"] == DEFAULT_ANSWER, reply["message"]
+            statuses.append(status)
+        return statuses
+
+
+async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_restart(
+    postgres: SessionPostgres, tmp_path: Path
+) -> None:
+    secret = secrets.token_hex(32)
+    names = [f"{s}-{k}" if k > 1 else s for s in GRPC_SERVICES for k in range(1, REPLICAS + 1)]
+    process_env = {n: {"AGENTS_TRACE_FILE": str(tmp_path / f"{n}.jsonl")} for n in names}
+    # Each gateway claims the posts it answers under its own id; a dead one's claims expire fast.
+    process_env |= {n: {"AGENTS_GATEWAY_REPLICA_ID": n} for n in ("gateway", "gateway-2", "gateway-3")}
+    env = {
+        **FAST,
+        "AGENTS_INDEX_LICENSE": "enterprise",  # two agents: one for the bridge, one to chat with
+        "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={secret}",
+        "AGENTS_GATEWAY_CLAIM_LEASE_SECONDS": "2",
+        "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.3",
+    }
+    headers = {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": secret}
+    async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env, replicas=REPLICAS, process_env=process_env) as h:
+        assert h.cluster is not None
+        cluster = h.cluster
+        world = World(h, fake)
+        await world.setup()
+        await world.agent("helper", sockets=REPLICAS)  # for the bridge
+        bot = await world.agent("chatty", sockets=REPLICAS)
+        checks = probes(h)
+
+        # Steady state: every service's calls spread evenly over its three replicas.
+        for service, probe in checks.items():
+            counts = await spread(cluster, tmp_path, service, probe)
+            assert even(counts), (service, counts)
+
+        load = Load(world, headers, bot)
+        running = asyncio.create_task(load.run())
+        await poll(lambda: len(load.outcomes) >= 6, within=60, message="no load got through")
+
+        # One replica of each service dies at once, mid-load.
+        victims = [cluster.config.processes_of(s)[1] for s in (*GRPC_SERVICES, "gateway")]
+        for name in victims:
+            os.kill(cluster.processes[name].proc.pid, signal.SIGKILL)
+        for name in victims:
+            await cluster.stop_service(name)  # reaps it
+        seen = len(load.outcomes)
+        await poll(lambda: len(load.outcomes) >= seen + 6, within=60, message="load stopped after the kill")
+        for service in (*GRPC_SERVICES, "gateway"):
+            name = cluster.config.processes_of(service)[1]
+            await cluster.start_service(name, cluster.replica_environment(service, name), module=service)
+        await cluster.wait_healthy(timeout=120, names=tuple(victims))
+
+        # Rolling restart: each replica in turn drains (SIGTERM) and comes back, load running.
+        for service in (*GRPC_SERVICES, "gateway"):
+            for name in cluster.config.processes_of(service):
+                await cluster.stop_service(name, grace=15)
+                await cluster.start_service(name, cluster.replica_environment(service, name), module=service)
+                await cluster.wait_healthy(timeout=120, names=(name,))
+        seen = len(load.outcomes)
+        await poll(lambda: len(load.outcomes) >= seen + 6, within=60, message="load stopped after the restarts")
+        load.stopped.set()
+        await running
+
+        # Every replica, restarted last, takes its fair share again within 60 s.
+        for service, probe in checks.items():
+            await rebalanced(cluster, tmp_path, service, probe)
+
+        answered = load.outcomes.count("answered")
+        assert answered >= len(load.outcomes) // 2, load.outcomes
+        statuses = load.check_conversations()
+        assert statuses.count("done") >= len(statuses) // 2, statuses
+        for channel in h._probe_channels.values():  # type: ignore[attr-defined]
+            await channel.close()
