@@ -31,6 +31,15 @@ class McpSettings(CommonSettings):
     # Replaces the plugin configuration's idleTimeoutMinutes when set (seconds; tests and operators
     # that need a finer grain than minutes).
     idle_timeout_seconds: float | None = Field(default=None, gt=0)
+    db_pool_size: int = Field(default=5, ge=1)
+    # The key (urlsafe base64 of 32 bytes) that encrypts users' OAuth tokens at rest; ``make up``
+    # makes one per data directory. Empty: users cannot connect to servers behind OAuth.
+    token_key: str = Field(default="", repr=False)
+    # Where users' browsers reach Mattermost (the OAuth redirect and start URLs); empty: mattermost_url.
+    site_url: str = ""
+    # An OAuth ``state`` is good for this long, once; a token is refreshed this long before it expires.
+    oauth_state_ttl_seconds: float = Field(default=600.0, gt=0)
+    oauth_refresh_margin_seconds: float = Field(default=60.0, ge=0)
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> McpSettings:
