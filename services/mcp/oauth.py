@@ -39,6 +39,11 @@ MAX_METADATA_URL = 2048
 # A metadata document or token answer larger than this is not one.
 MAX_BODY_BYTES = 256 * 1024
 CLIENT_NAME = "Mattermost Agents"
+# A grant (or its absence) read from the store is reused this long: a grant stored or deleted
+# through another replica is seen here within it.
+GRANT_CACHE_SECONDS = 5.0
+# Refreshes of different grants share this many locks (a rare operation; a bounded set of locks).
+REFRESH_LOCKS = 64
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -112,8 +117,9 @@ class OAuthFlow:
         self._refresh_margin = refresh_margin
         self._timeout = timeout
         self._resolve_name = resolve_name
-        self._cache: dict[tuple[str, str], Grant | None] = {}
-        self._refreshing: dict[tuple[str, str], asyncio.Lock] = {}
+        # (user, server) → (grant or None, monotonic time read).
+        self._cache: dict[tuple[str, str], tuple[Grant | None, float]] = {}
+        self._refreshing = [asyncio.Lock() for _ in range(REFRESH_LOCKS)]
 
     @property
     def redirect_uri(self) -> str:
@@ -192,7 +198,7 @@ class OAuthFlow:
         }
         grant = await self._token(server, user_id, pending.client, form)
         await self._store.put(grant)
-        self._cache[(user_id, server.name)] = grant
+        self._remember((user_id, server.name), grant)
         logger.info("MCP OAuth grant stored", extra={"mcp_server": server.name})
         return server
 
@@ -224,9 +230,19 @@ class OAuthFlow:
 
     async def _grant(self, user_id: str, server_name: str) -> Grant | None:
         key = (user_id, server_name)
-        if key not in self._cache:
-            self._cache[key] = await self._store.get(user_id, server_name)
-        return self._cache[key]
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[1] < GRANT_CACHE_SECONDS:
+            return cached[0]
+        return self._remember(key, await self._store.get(user_id, server_name))
+
+    def _remember(self, key: tuple[str, str], grant: Grant | None) -> Grant | None:
+        now = time.monotonic()
+        self._cache.pop(key, None)
+        # Oldest first (insertion order): stale entries go as new ones come.
+        while self._cache and now - next(iter(self._cache.values()))[1] >= GRANT_CACHE_SECONDS:
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = (grant, now)
+        return grant
 
     def _expiring(self, grant: Grant) -> bool:
         return grant.expires_at is not None and grant.expires_at - time.time() <= self._refresh_margin
@@ -235,7 +251,7 @@ class OAuthFlow:
         """One refresh per grant at a time: a lock in this process, the row lock across replicas;
         whoever comes second finds the grant fresh and uses it."""
         key = (user_id, server.name)
-        async with self._refreshing.setdefault(key, asyncio.Lock()):
+        async with self._refreshing[hash(key) % REFRESH_LOCKS]:
             async with self._store.locked(user_id, server.name) as (grant, conn):
                 if grant is not None and self._expiring(grant) and grant.refresh_token:
                     form = {"grant_type": "refresh_token", "refresh_token": grant.refresh_token}
@@ -249,8 +265,7 @@ class OAuthFlow:
                     else:
                         grant = replace(fresh, refresh_token=fresh.refresh_token or grant.refresh_token)
                         await self._store.put(grant, conn)
-            self._cache[key] = grant
-        return grant
+            return self._remember(key, grant)
 
     async def _token(self, server: RemoteServer, user_id: str, client: Client, form: dict[str, str]) -> Grant:
         form = {**form, "client_id": client.client_id}

@@ -9,12 +9,14 @@ endpoint checking PKCE S256 and the redirect URI, refresh with rotation, and rev
         auth.grants["refresh_token"]  # token requests seen, by grant type
         auth.revoked               # tokens revoked
         auth.expires_in            # lifetime given to the next access token (seconds)
+        auth.hold_refresh          # an Event: refresh requests wait for it once counted
 
 Tokens carry ``SENTINEL`` so that a test can look for them in logs and answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -37,6 +39,7 @@ class FakeAuthServer:
         self.grants: Counter[str] = Counter()
         self.registered: list[dict[str, Any]] = []
         self.expires_in = 3600
+        self.hold_refresh: asyncio.Event | None = None
         self._codes: dict[str, dict[str, str]] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -110,6 +113,8 @@ class FakeAuthServer:
                 return web.json_response({"error": "invalid_grant"}, status=400)
             return web.json_response(self._issue())
         if grant_type == "refresh_token":
+            if self.hold_refresh is not None:
+                await self.hold_refresh.wait()
             refresh = str(form.get("refresh_token", ""))
             if refresh not in self.refresh_tokens:
                 return web.json_response({"error": "invalid_grant"}, status=400)

@@ -29,6 +29,7 @@ from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.mcp_remote import FakeMcpServer
 from tests.fakes.oauth_server import SENTINEL, FakeAuthServer
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
+from tests.integration.test_mcp_remote import mcp_replica
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -83,10 +84,13 @@ class World:
         status, body = await self.callback(user, await self.authorize(user))
         assert status == 200, body
 
-    async def call(self, user: FakeUser, tool: str, arguments: dict[str, Any]) -> mcp_pb2.CallToolResponse:
+    async def call(
+        self, user: FakeUser, tool: str, arguments: dict[str, Any], *, address: str = ""
+    ) -> mcp_pb2.CallToolResponse:
         args = struct_pb2.Struct()
         args.update(arguments)
-        async with self.h.channel("mcp") as channel:
+        assert self.h.cluster is not None
+        async with grpc.aio.insecure_channel(address or self.h.cluster.address("mcp")) as channel:
             return await mcp_pb2_grpc.MCPStub(channel).CallTool(
                 mcp_pb2.CallToolRequest(server_origin=self.vault.url, tool_name=tool, arguments=args),
                 metadata=self.h.metadata(Identity(user_id=user.id)),
@@ -163,6 +167,46 @@ async def test_one_users_concurrent_calls_are_not_serialised(world: World) -> No
     # never meet and run into the call deadline.
     results = await asyncio.gather(*(world.call(bo, "meet", {"n": 4}) for _ in range(4)))
     assert [r.content for r in results] == ["met"] * 4
+
+
+async def test_two_replicas_refresh_a_grant_once(world: World) -> None:
+    gil = world.user("gil")
+    world.auth.expires_in = 30
+    await world.connect(gil)
+    world.auth.expires_in = 3600
+    refreshes = world.auth.grants["refresh_token"]
+    async with (
+        mcp_replica(world, "mcp-b") as other,  # type: ignore[arg-type]
+        await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as db,
+    ):
+
+        async def second_one_waits() -> bool:
+            # The other replica is held on the grant's row lock (or, without one, refreshes too).
+            query = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            waiting = (await (await db.execute(query)).fetchone() or (0,))[0]
+            return bool(waiting) or world.auth.grants["refresh_token"] > refreshes + 1
+
+        world.auth.hold_refresh = asyncio.Event()
+        try:
+            # Both replicas find the token about to expire; the first refresh is held at the
+            # authorization server until the other replica is waiting too.
+            calls = asyncio.gather(
+                world.call(gil, "echo", {"text": "a"}), world.call(gil, "echo", {"text": "b"}, address=other)
+            )
+            await poll(lambda: world.auth.grants["refresh_token"] > refreshes, within=10, message="no refresh")
+            await poll(
+                second_one_waits, within=10, interval=0.02, message="the other replica neither waited nor refreshed"
+            )
+        finally:
+            world.auth.hold_refresh.set()
+            world.auth.hold_refresh = None
+        results = await calls
+    assert [r.content for r in results] == ["a", "b"]
+    # The waiting replica found the grant fresh: refreshing again would have presented the
+    # rotated-out refresh token.
+    assert world.auth.grants["refresh_token"] == refreshes + 1
 
 
 async def test_a_replayed_state_is_refused(world: World) -> None:
