@@ -4,6 +4,7 @@ checks before starting anything, its restarts of crashed services) and the Makef
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import signal
@@ -163,6 +164,10 @@ async def test_make_up_serves_the_cluster_and_stops_everything_on_ctrl_c(postgre
         assert up.said("stopped"), up.output()
         assert not (data_dir / "cluster.pid").exists()
         assert (data_dir / "postgres" / "PG_VERSION").exists()
+        # The data directory's key for users' MCP OAuth tokens: made once, readable by its owner only.
+        key = data_dir / "mcp-token.key"
+        assert key.stat().st_mode & 0o077 == 0
+        assert len(base64.urlsafe_b64decode(key.read_text())) == 32
         # What it printed is what the README shows (a first start: it says it runs initdb), with
         # the real data directory: other numbers (time, ports, pids) vary.
         readme_sample_in_order(readme_up_sample(), up.lines, data_dir)
