@@ -32,7 +32,7 @@ class Route:
     body: Any = None
     admin: bool = False
     bridge: bool = False
-    served: bool = False  # its feature has landed: tests/integration/test_mcp_remote.py covers its answers
+    served: bool = False  # its feature has landed: test_mcp_remote.py or test_mcp_oauth.py covers its answers
 
     @property
     def url(self) -> str:
@@ -49,11 +49,11 @@ ROUTES = [
     Route("POST", "/admin/reindex/catchup", admin=True),
     Route("GET", "/admin/reindex/health-check", admin=True),
     Route("GET", "/mcp/tools", served=True),
-    Route("GET", "/mcp/oauth/{serverName}/start", "/mcp/oauth/github/start"),
-    Route("DELETE", "/mcp/oauth/{serverName}", "/mcp/oauth/github"),
+    Route("GET", "/mcp/oauth/{serverName}/start", "/mcp/oauth/github/start", served=True),
+    Route("DELETE", "/mcp/oauth/{serverName}", "/mcp/oauth/github", served=True),
     Route("GET", "/mcp/user-preferences"),
     Route("PUT", "/mcp/user-preferences", body={"disabled_servers": ["github"]}),
-    Route("GET", "/oauth/callback", "/oauth/callback?state=s1&code=c1"),
+    Route("GET", "/oauth/callback", "/oauth/callback?state=s1&code=c1", served=True),
     Route("GET", "/admin/mcp/tools", admin=True, served=True),
     Route("GET", "/admin/mcp/vetted-tool-seed", "/admin/mcp/vetted-tool-seed?base_url=https://mcp.x.io", admin=True),
     Route("POST", "/admin/mcp/tools/cache/clear", admin=True, served=True),
