@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from services.common.errors import InvalidInput
 from services.common.settings import CommonSettings, load_settings
+from services.mcp.grants import TokenCipher
 
 PREFIX = "AGENTS_MCP_"
 
@@ -40,6 +42,17 @@ class McpSettings(CommonSettings):
     # An OAuth ``state`` is good for this long, once; a token is refreshed this long before it expires.
     oauth_state_ttl_seconds: float = Field(default=600.0, gt=0)
     oauth_refresh_margin_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key_opens(cls, value: str) -> str:
+        # A bad key stops the start (and ``make up``) naming the variable, not the first connect.
+        if value:
+            try:
+                TokenCipher(value)
+            except InvalidInput as err:
+                raise ValueError(err.message) from None
+        return value
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> McpSettings:
