@@ -10,6 +10,7 @@ endpoint checking PKCE S256 and the redirect URI, refresh with rotation, and rev
         auth.revoked               # tokens revoked
         auth.expires_in            # lifetime given to the next access token (seconds)
         auth.hold_refresh          # an Event: refresh requests wait for it once counted
+        auth.pkce_methods          # the code challenge methods its metadata offers
 
 Tokens carry ``SENTINEL`` so that a test can look for them in logs and answers.
 """
@@ -40,6 +41,7 @@ class FakeAuthServer:
         self.registered: list[dict[str, Any]] = []
         self.expires_in = 3600
         self.hold_refresh: asyncio.Event | None = None
+        self.pkce_methods = ["S256"]
         self._codes: dict[str, dict[str, str]] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -73,7 +75,7 @@ class FakeAuthServer:
                 "revocation_endpoint": f"{self.url}/revoke",
                 "response_types_supported": ["code"],
                 "grant_types_supported": ["authorization_code", "refresh_token"],
-                "code_challenge_methods_supported": ["S256"],
+                "code_challenge_methods_supported": self.pkce_methods,
             }
         )
 

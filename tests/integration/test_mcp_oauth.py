@@ -248,6 +248,17 @@ async def test_a_resource_metadata_on_another_origin_is_refused(world: World) ->
     assert world.elsewhere.requests == before
 
 
+async def test_an_authorization_server_without_pkce_s256_is_refused(world: World) -> None:
+    world.auth.pkce_methods = ["plain"]
+    try:
+        status, body, _ = await world.h.request("GET", "/mcp/oauth/vault/start", user=world.user("gus"))
+    finally:
+        world.auth.pkce_methods = ["S256"]
+    assert status == 400
+    assert "PKCE S256" in body["error"]
+    assert world.auth.url.split("//")[1] not in body["error"]  # no address in the answer
+
+
 async def test_tokens_never_appear_in_logs_answers_spans_or_the_table(world: World) -> None:
     fay = world.user("fay")
     await world.connect(fay)
