@@ -132,6 +132,10 @@ async def test_start_callback_call_refresh_and_disconnect(world: World) -> None:
     shown = await world.listed(ada)
     assert (shown["needsOAuth"], shown["authenticated"]) == (True, False)
     assert shown["authURL"].endswith(f"{PLUGIN}/mcp/oauth/vault/start")
+    status, body = await world.h.get("/admin/mcp/tools", user=world.admin)
+    assert status == 200, body
+    status_of_vault = next(s for s in body["servers"] if s["name"] == "vault")
+    assert status_of_vault["needsOAuth"] and status_of_vault["oauthURL"] == shown["authURL"]
 
     # The first token is issued about to expire: the first call refreshes it.
     world.auth.expires_in = 30
