@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -33,6 +35,7 @@ from services.common.settings import SettingsError
 
 DATA_DIR = Path(os.environ.get("AGENTS_DATA_DIR", ".data"))
 PID_FILE = DATA_DIR / "cluster.pid"
+MCP_TOKEN_KEY_FILE = DATA_DIR / "mcp-token.key"
 HOST = "127.0.0.1"
 
 
@@ -131,6 +134,8 @@ async def _run(ports: dict[str, int], started: float, replicas: int) -> int:
         # The README tells users to set AGENTS_SERVICE_TOKEN to know the credential: honour it
         # rather than always generating one (the processes' environment is built from the config).
         config.service_token = os.environ.get("AGENTS_SERVICE_TOKEN") or config.service_token
+        if not os.environ.get("AGENTS_MCP_TOKEN_KEY"):
+            config.env["AGENTS_MCP_TOKEN_KEY"] = _mcp_token_key()
         cluster = Cluster(config)
         await cluster.start(timeout=120)
         _print_summary(cluster, database_url, time.monotonic() - started, postgres)
@@ -151,6 +156,15 @@ async def _run(ports: dict[str, int], started: float, replicas: int) -> int:
             PID_FILE.unlink()
         print("stopped", flush=True)
     return code
+
+
+def _mcp_token_key() -> str:
+    """The data directory's key for users' MCP OAuth tokens, made on first use: the stored
+    tokens stay readable across restarts, and a new data directory gets its own."""
+    if not MCP_TOKEN_KEY_FILE.exists():
+        MCP_TOKEN_KEY_FILE.touch(mode=0o600)
+        MCP_TOKEN_KEY_FILE.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    return MCP_TOKEN_KEY_FILE.read_text().strip()
 
 
 async def _start_database(postgres: EmbeddedPostgres | None) -> str:

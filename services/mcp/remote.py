@@ -94,6 +94,10 @@ class RemoteTools:
         """Drop the listed tools; the next listing asks the servers again. Returns the servers cleared."""
         return self._sessions.clear_tools()
 
+    def reset(self, user_id: str, server_name: str) -> None:
+        """The user connected to or disconnected from the server: their session starts over."""
+        self._sessions.close_session(user_id, server_name)
+
     async def call_tool(self, user_id: str, origin: str, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         """Run ``name`` on the server of ``origin`` as the user."""
         server = self._config().by_origin(origin)

@@ -1,17 +1,22 @@
 """Wiring of the mcp service: the registry's configuration feed, the remote servers' per-user
-sessions behind the MCP API with the sweep that closes idle ones, and the Mattermost MCP server."""
+sessions and OAuth grants behind the MCP API with the sweep that closes idle sessions, and the
+Mattermost MCP server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import db
 from services.common.errors import UpstreamUnavailable
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
@@ -20,11 +25,15 @@ from services.common.plugin_config import PluginConfigWatcher, follow_debug_logg
 from services.common.settings import CommonSettings
 from services.mcp.config import LiveMcpConfig, McpConfig
 from services.mcp.embedded.process import EmbeddedServer
+from services.mcp.grants import GrantStore, TokenCipher
+from services.mcp.oauth import BearerAuth, OAuthFlow
 from services.mcp.remote import RemoteTools
 from services.mcp.servicer import McpServicer
 from services.mcp.sessions import SessionLimits, SessionManager
 from services.mcp.settings import McpSettings
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_mcp"
 CONFIG_WAIT_SECONDS = 20.0
 # Idle sessions are looked for this often at most (and at least four times per idle timeout).
 MAX_SWEEP_INTERVAL_SECONDS = 30.0
@@ -36,16 +45,27 @@ class McpProcess:
     """The mcp service wired: the MCP API over the remote servers' sessions, and the embedded
     Mattermost MCP server."""
 
-    def __init__(self, settings: McpSettings, channels: ChannelPool) -> None:
+    def __init__(self, settings: McpSettings, channels: ChannelPool, engine: AsyncEngine) -> None:
         self.settings = settings
         self.channels = channels
+        self.engine = engine
         registry_service = registry_pb2.DESCRIPTOR.services_by_name["Registry"]
         registry = registry_pb2_grpc.RegistryStub(channels.get(settings.index_addr, idempotent(registry_service)))
         self.config = LiveMcpConfig()
         self.watcher = PluginConfigWatcher(registry)
         self.watcher.on_change(lambda change: self.config.update(change.config, change.license))
         follow_debug_logging(self.watcher)
-        self.sessions = _session_manager(settings, self.config)
+        policy = _policy(settings, self.config)
+        self.oauth = OAuthFlow(
+            GrantStore(engine, TokenCipher(settings.token_key) if settings.token_key else None),
+            self.config.current,
+            policy,
+            site_url=settings.site_url or settings.mattermost_url,
+            state_ttl=settings.oauth_state_ttl_seconds,
+            refresh_margin=settings.oauth_refresh_margin_seconds,
+            timeout=settings.call_timeout_seconds,
+        )
+        self.sessions = _session_manager(settings, self.config, policy, self.oauth)
         self.embedded = EmbeddedServer(settings)
         self.host = GrpcServiceHost(
             settings,
@@ -59,7 +79,8 @@ class McpProcess:
                             self.config.current,
                             settings.call_timeout_seconds,
                             settings.max_output_chars,
-                        )
+                        ),
+                        self.oauth,
                     ),
                     mcp_pb2_grpc.add_MCPServicer_to_server,
                 ),
@@ -73,8 +94,10 @@ class McpProcess:
         return self.settings.idle_timeout_seconds or self.config.current().idle_timeout_seconds
 
     async def prepare(self) -> None:
-        """Start the embedded server; wait (a bounded time) for the plugin configuration; start the
-        idle sweep."""
+        """Migrate the database, start the embedded server, wait (a bounded time) for the plugin
+        configuration; start the idle sweep."""
+        await db.wait_for_database(self.engine)
+        await db.run_migrations(self.engine, MIGRATIONS, VERSION_TABLE)
         await self.embedded.start()
         await self.watcher.start()
         try:
@@ -101,9 +124,10 @@ class McpProcess:
         await self.sessions.close()
         await self.embedded.close()
         await self.channels.close()
+        await self.engine.dispose()
 
 
-def _session_manager(settings: McpSettings, config: LiveMcpConfig) -> SessionManager:
+def _policy(settings: McpSettings, config: LiveMcpConfig) -> Callable[[], OutboundPolicy]:
     private_allowed = parse_allowed_hostnames(settings.private_allowed_hostnames)
 
     def policy() -> OutboundPolicy:
@@ -112,6 +136,12 @@ def _session_manager(settings: McpSettings, config: LiveMcpConfig) -> SessionMan
             private_allowed_hostnames=private_allowed,
         )
 
+    return policy
+
+
+def _session_manager(
+    settings: McpSettings, config: LiveMcpConfig, policy: Callable[[], OutboundPolicy], oauth: OAuthFlow
+) -> SessionManager:
     sessions = SessionManager(
         SessionLimits(
             max_per_node=settings.max_sessions,
@@ -119,6 +149,7 @@ def _session_manager(settings: McpSettings, config: LiveMcpConfig) -> SessionMan
             connect_timeout=settings.connect_timeout_seconds,
         ),
         policy,
+        auth=lambda user_id, server: BearerAuth(oauth, user_id, server),
     )
 
     def drop_stale(old: McpConfig, new: McpConfig) -> None:
@@ -133,4 +164,4 @@ async def create_server(settings: CommonSettings) -> McpProcess:
     """The mcp service for ``settings`` (``McpSettings``)."""
     assert isinstance(settings, McpSettings)
     channels = ChannelPool(service_token=settings.service_token, default_timeout=settings.rpc_timeout_seconds)
-    return McpProcess(settings, channels)
+    return McpProcess(settings, channels, db.create_engine(settings.database_url, pool_size=settings.db_pool_size))

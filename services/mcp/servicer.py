@@ -1,10 +1,11 @@
-"""agents.mcp.v1.MCP: thin translation between messages and ``RemoteTools``.
+"""agents.mcp.v1.MCP: thin translation between messages and ``RemoteTools`` and ``OAuthFlow``.
 
-RPCs of features not built yet (server CRUD, OAuth) keep the generated base's UNIMPLEMENTED.
+RPCs of features not built yet (server CRUD) keep the generated base's UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from google.protobuf import json_format, struct_pb2
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.identity import identity
 from services.mcp.config import REMOTE
+from services.mcp.oauth import OAuthFlow
 from services.mcp.remote import RemoteTool, RemoteTools, ServerTools
 
 
@@ -44,23 +46,25 @@ def _tool_to_pb(tool: RemoteTool) -> mcp_pb2.McpTool:
     )
 
 
-def _user_server_to_pb(found: ServerTools) -> mcp_pb2.UserServerTools:
+def _user_server_to_pb(found: ServerTools, oauth: OAuthFlow, authenticated: bool) -> mcp_pb2.UserServerTools:
     return mcp_pb2.UserServerTools(
         name=found.server.name,
         server_origin=found.server.origin,
-        authenticated=False,
+        authenticated=authenticated,
         needs_oauth=found.needs_oauth,
+        auth_url=oauth.start_url(found.server) if found.needs_oauth else "",
         tools=[_tool_to_pb(t) for t in found.tools],
         error=found.error,
     )
 
 
-def _status_to_pb(found: ServerTools) -> mcp_pb2.ServerStatus:
+def _status_to_pb(found: ServerTools, oauth: OAuthFlow) -> mcp_pb2.ServerStatus:
     return mcp_pb2.ServerStatus(
         name=found.server.name,
         url=found.server.base_url,
         tools=[_tool_to_pb(t) for t in found.tools],
         needs_oauth=found.needs_oauth,
+        oauth_url=oauth.start_url(found.server) if found.needs_oauth else "",
         error=found.error,
         server_type=REMOTE,
         enabled=found.server.enabled,
@@ -68,10 +72,11 @@ def _status_to_pb(found: ServerTools) -> mcp_pb2.ServerStatus:
 
 
 class McpServicer(mcp_pb2_grpc.MCPServicer):
-    """The remote-server RPCs of agents.mcp.v1.MCP."""
+    """The remote-server and OAuth RPCs of agents.mcp.v1.MCP."""
 
-    def __init__(self, remote: RemoteTools) -> None:
+    def __init__(self, remote: RemoteTools, oauth: OAuthFlow) -> None:
         self.remote = remote
+        self.oauth = oauth
 
     async def ListUserTools(
         self,
@@ -80,8 +85,12 @@ class McpServicer(mcp_pb2_grpc.MCPServicer):
     ) -> mcp_pb2.ListUserToolsResponse:
         """The enabled servers' tools for the calling user."""
         only = frozenset(request.server_origins) if request.only_listed_servers else None
-        found = await self.remote.user_tools(_user_id(), frozenset(request.disabled_servers), only)
-        return mcp_pb2.ListUserToolsResponse(servers=[_user_server_to_pb(s) for s in found])
+        user_id = _user_id()
+        found = await self.remote.user_tools(user_id, frozenset(request.disabled_servers), only)
+        connected = await asyncio.gather(*(self.oauth.connected(user_id, s.server) for s in found))
+        return mcp_pb2.ListUserToolsResponse(
+            servers=[_user_server_to_pb(s, self.oauth, c) for s, c in zip(found, connected, strict=True)]
+        )
 
     async def CallTool(
         self,
@@ -95,6 +104,37 @@ class McpServicer(mcp_pb2_grpc.MCPServicer):
             content=outcome.content, is_error=outcome.is_error, structured_content=_struct(outcome.structured)
         )
 
+    async def StartOAuth(
+        self,
+        request: mcp_pb2.StartOAuthRequest,
+        context: grpc.aio.ServicerContext[mcp_pb2.StartOAuthRequest, mcp_pb2.StartOAuthResponse],
+    ) -> mcp_pb2.StartOAuthResponse:
+        """Starts the calling user's authorization with a server."""
+        url = await self.oauth.start(_user_id(), request.server_name, request.resource_metadata)
+        return mcp_pb2.StartOAuthResponse(authorization_url=url)
+
+    async def CompleteOAuth(
+        self,
+        request: mcp_pb2.CompleteOAuthRequest,
+        context: grpc.aio.ServicerContext[mcp_pb2.CompleteOAuthRequest, mcp_pb2.CompleteOAuthResponse],
+    ) -> mcp_pb2.CompleteOAuthResponse:
+        """Stores the calling user's grant from the callback's state and code."""
+        user_id = _user_id()
+        server = await self.oauth.complete(user_id, request.state, request.code, request.error)
+        self.remote.reset(user_id, server.name)
+        return mcp_pb2.CompleteOAuthResponse(server_name=server.name, server_origin=server.origin)
+
+    async def DisconnectOAuth(
+        self,
+        request: mcp_pb2.DisconnectOAuthRequest,
+        context: grpc.aio.ServicerContext[mcp_pb2.DisconnectOAuthRequest, mcp_pb2.DisconnectOAuthResponse],
+    ) -> mcp_pb2.DisconnectOAuthResponse:
+        """Forgets (and revokes) the calling user's grant for a server."""
+        user_id = _user_id()
+        server = await self.oauth.disconnect(user_id, request.server_name)
+        self.remote.reset(user_id, request.server_name)
+        return mcp_pb2.DisconnectOAuthResponse(server_origin=server.origin if server is not None else "")
+
     async def GetServerStatus(
         self,
         request: mcp_pb2.GetServerStatusRequest,
@@ -103,7 +143,7 @@ class McpServicer(mcp_pb2_grpc.MCPServicer):
         """Every server's live status (system admins)."""
         _require_admin()
         found = await self.remote.server_status(_user_id())
-        return mcp_pb2.GetServerStatusResponse(servers=[_status_to_pb(s) for s in found])
+        return mcp_pb2.GetServerStatusResponse(servers=[_status_to_pb(s, self.oauth) for s in found])
 
     async def ClearToolCache(
         self,

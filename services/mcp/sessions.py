@@ -73,8 +73,10 @@ class SessionManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         resolve_name: ResolveName = resolve_with_system,
+        auth: Callable[[str, RemoteServer], httpx2.Auth | None] = lambda user_id, server: None,
     ) -> None:
         self._limits = limits
+        self._auth = auth
         self._policy = policy
         self._clock = clock
         self._resolve_name = resolve_name
@@ -129,6 +131,12 @@ class SessionManager:
         for session in [s for s in self._sessions.values() if stale(s.server)]:
             self._discard(session)
 
+    def close_session(self, user_id: str, server_name: str) -> None:
+        """Close the user's session with the server (its grant changed: its state and tools are stale)."""
+        session = self._sessions.get((user_id, server_name))
+        if session is not None:
+            self._discard(session)
+
     async def close(self) -> None:
         """Close every session and wait (boundedly) for each to end."""
         for session in list(self._sessions.values()):
@@ -141,7 +149,7 @@ class SessionManager:
         session = await self._session((user_id, server.name), server, min(timeout, self._limits.connect_timeout))
         session.in_flight += 1
         try:
-            with _translated(server):
+            with translated(server):
                 try:
                     yield session
                 except MCPError:
@@ -169,7 +177,7 @@ class SessionManager:
         self._opening[key] = future
         try:
             self._make_room(key[0])
-            with _translated(server):
+            with translated(server):
                 session = await self._open(key, server, timeout)
             self._sessions[key] = session
             future.set_result(session)
@@ -202,7 +210,8 @@ class SessionManager:
         stop = asyncio.Event()
         ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
         transport = GuardedTransport(self._policy, self._resolve_name)
-        task = asyncio.create_task(self._run(server, transport, stop, ready), name=f"mcp-session-{server.name}")
+        auth = self._auth(key[0], server)
+        task = asyncio.create_task(self._run(server, transport, auth, stop, ready), name=f"mcp-session-{server.name}")
         session = _Session(key, server, stop, task, transport, last_used=self._clock())
         try:
             session.client = await asyncio.wait_for(asyncio.shield(ready), timeout)
@@ -217,7 +226,12 @@ class SessionManager:
         return session
 
     async def _run(
-        self, server: RemoteServer, transport: GuardedTransport, stop: asyncio.Event, ready: asyncio.Future[Client]
+        self,
+        server: RemoteServer,
+        transport: GuardedTransport,
+        auth: httpx2.Auth | None,
+        stop: asyncio.Event,
+        ready: asyncio.Future[Client],
     ) -> None:
         """The session's task: enter the SDK client, hand it over, hold it until told to stop."""
         try:
@@ -225,6 +239,7 @@ class SessionManager:
                 httpx2.AsyncClient(
                     transport=transport,
                     headers=dict(server.headers),
+                    auth=auth,
                     timeout=httpx2.Timeout(None, connect=self._limits.connect_timeout),
                     follow_redirects=False,
                 ) as http,
@@ -282,7 +297,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 @contextlib.contextmanager
-def _translated(server: RemoteServer) -> Iterator[None]:
+def translated(server: RemoteServer) -> Iterator[None]:
     """SDK and HTTP failures as domain errors whose messages name no address or secret."""
     try:
         yield

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 
 from pydantic import Field, field_validator
 
+from services.common.errors import InvalidInput
 from services.common.settings import CommonSettings, load_settings
 from services.mcp.embedded.sessions import decode_key
+from services.mcp.grants import TokenCipher
 
 PREFIX = "AGENTS_MCP_"
 
@@ -46,11 +48,32 @@ class McpSettings(CommonSettings):
     # Reuse of a token Mattermost accepted (0: ask Mattermost on every request).
     server_token_cache_seconds: float = Field(default=30.0, ge=0)
 
+    db_pool_size: int = Field(default=5, ge=1)
+    # The key (urlsafe base64 of 32 bytes) that encrypts users' OAuth tokens at rest; ``make up``
+    # makes one per data directory. Empty: users cannot connect to servers behind OAuth.
+    token_key: str = Field(default="", repr=False)
+    # Where users' browsers reach Mattermost (the OAuth redirect and start URLs); empty: mattermost_url.
+    site_url: str = ""
+    # An OAuth ``state`` is good for this long, once; a token is refreshed this long before it expires.
+    oauth_state_ttl_seconds: float = Field(default=600.0, gt=0)
+    oauth_refresh_margin_seconds: float = Field(default=60.0, ge=0)
+
     @field_validator("server_session_key")
     @classmethod
     def _key_decodes(cls, value: str) -> str:
         if value:
             decode_key(value)
+        return value
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key_opens(cls, value: str) -> str:
+        # A bad key stops the start (and ``make up``) naming the variable, not the first connect.
+        if value:
+            try:
+                TokenCipher(value)
+            except InvalidInput as err:
+                raise ValueError(err.message) from None
         return value
 
 

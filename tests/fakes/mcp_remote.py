@@ -7,7 +7,12 @@ on a free loopback port, plus one that accepts connections and never answers.
         jira.requests                 # every HTTP request, whatever it was
 
 Tools: ``echo(text)``, ``add(a, b)``, ``big(n)`` (n characters), ``fail()`` (a tool error) and
-``hang()`` (never returns until the server stops).
+``hang()`` (never returns until the server stops); behind OAuth also ``meet(n)``, which returns
+once n calls are inside it at the same time.
+
+Behind OAuth (``oauth=FakeAuthServer``), a request without a token that server issued and still
+holds valid is answered 401 with a ``resource_metadata`` challenge (``challenge_metadata``), and
+the protected-resource metadata (RFC 9728) is served at its well-known location.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from tests.fakes.oauth_server import FakeAuthServer
 from tests.polling import poll
 
 Scope = dict[str, Any]
@@ -48,6 +54,16 @@ class _Counting:
         self.server.http_methods[scope["method"]] += 1
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.server.headers_seen.append(headers)
+        oauth = self.server.oauth
+        if oauth is not None and scope["path"] == "/.well-known/oauth-protected-resource/mcp":
+            document = {"resource": self.server.url, "authorization_servers": [oauth.url]}
+            await _json_response(send, document)
+            return
+        if oauth is not None and headers.get("authorization", "").removeprefix("Bearer ") not in oauth.valid:
+            challenge = f'Bearer resource_metadata="{self.server.challenge_metadata}"'.encode()
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", challenge)]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if self.server.bearer and headers.get("authorization") != f"Bearer {self.server.bearer}":
             await send({"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", b"Bearer")]})
             await send({"type": "http.response.body", "body": b""})
@@ -86,7 +102,13 @@ class _Counting:
 
 
 async def _method_not_found(send: Any, request_id: Any) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": "Method not found"}})
+    await _json_response(
+        send, {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": "Method not found"}}
+    )
+
+
+async def _json_response(send: Any, document: dict[str, Any]) -> None:
+    body = json.dumps(document)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body.encode()})
 
@@ -100,11 +122,16 @@ class FakeMcpServer:
     request without ``Authorization: Bearer <bearer>`` is answered 401.
     """
 
-    def __init__(self, name: str = "fake", *, legacy: bool = False, bearer: str = "") -> None:
+    def __init__(
+        self, name: str = "fake", *, legacy: bool = False, bearer: str = "", oauth: FakeAuthServer | None = None
+    ) -> None:
         self.name = name
         self.legacy = legacy
         self.bearer = bearer
+        self.oauth = oauth
         self.port = _free_port()
+        self.challenge_metadata = f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp"
+        self.inside_meet = 0
         self.requests = 0
         self.http_methods: Counter[str] = Counter()
         self.methods: Counter[str] = Counter()
@@ -148,6 +175,17 @@ class FakeMcpServer:
             self.hanging += 1
             await self._release.wait()
             return "released"
+
+        if self.oauth is not None:
+            everyone = asyncio.Condition()
+
+            @mcp.tool(description="Returns once n calls are inside it at the same time.")
+            async def meet(n: int) -> str:
+                async with everyone:
+                    self.inside_meet += 1
+                    everyone.notify_all()
+                    await everyone.wait_for(lambda: self.inside_meet >= n)
+                return "met"
 
         return _Counting(mcp.streamable_http_app(), self)
 

@@ -4,6 +4,7 @@ checks before starting anything, its restarts of crashed services) and the Makef
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import signal
@@ -163,6 +164,10 @@ async def test_make_up_serves_the_cluster_and_stops_everything_on_ctrl_c(postgre
         assert up.said("stopped"), up.output()
         assert not (data_dir / "cluster.pid").exists()
         assert (data_dir / "postgres" / "PG_VERSION").exists()
+        # The data directory's key for users' MCP OAuth tokens: made once, readable by its owner only.
+        key = data_dir / "mcp-token.key"
+        assert key.stat().st_mode & 0o077 == 0
+        assert len(base64.urlsafe_b64decode(key.read_text())) == 32
         # What it printed is what the README shows (a first start: it says it runs initdb), with
         # the real data directory: other numbers (time, ports, pids) vary.
         readme_sample_in_order(readme_up_sample(), up.lines, data_dir)
@@ -222,7 +227,11 @@ async def test_make_up_stops_the_cluster_when_a_service_keeps_crashing(
 
 async def test_bad_settings_stop_make_up_before_anything_starts_naming_every_variable(tmp_path: Path) -> None:
     env = up_environment(
-        tmp_path, AGENTS_GATEWAY_HTTP_PORT="abc", AGENTS_LOG_LEVEL="LOUD", AGENTS_TOOLS_GRPC_PORT="70000"
+        tmp_path,
+        AGENTS_GATEWAY_HTTP_PORT="abc",
+        AGENTS_LOG_LEVEL="LOUD",
+        AGENTS_TOOLS_GRPC_PORT="70000",
+        AGENTS_MCP_TOKEN_KEY="too-short",
     )
     async with make_up(env) as up:
         code = await up.finish()
@@ -230,6 +239,8 @@ async def test_bad_settings_stop_make_up_before_anything_starts_naming_every_var
     assert "AGENTS_GATEWAY_HTTP_PORT: Input should be a valid integer" in up.errors
     assert "AGENTS_LOG_LEVEL: Input should be" in up.errors and up.errors.count("AGENTS_LOG_LEVEL") == 1
     assert "AGENTS_TOOLS_GRPC_PORT: Input should be less than or equal to 65535" in up.errors
+    assert "AGENTS_MCP_TOKEN_KEY: Value error, AGENTS_MCP_TOKEN_KEY must be 32 bytes" in up.errors
+    assert "too-short" not in up.output()
     assert "Traceback" not in up.output()
     # Nothing started: no PostgreSQL, no pid file for `make down` to trip over.
     assert not (tmp_path / "postgres").exists() and not (tmp_path / "cluster.pid").exists()

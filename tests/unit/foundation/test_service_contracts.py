@@ -15,17 +15,8 @@ from services.common.grpc_server import ServicerBinding
 # Whole services or single RPCs (``package.Service/Method``) whose feature arrives with a later issue.
 PENDING: dict[str, str] = {
     **{
-        f"agents.mcp.v1.MCP/{rpc}": "remote servers are configured in the plugin configuration; OAuth comes next"
-        for rpc in (
-            "ListServers",
-            "GetServer",
-            "CreateServer",
-            "UpdateServer",
-            "DeleteServer",
-            "StartOAuth",
-            "CompleteOAuth",
-            "DisconnectOAuth",
-        )
+        f"agents.mcp.v1.MCP/{rpc}": "remote servers are configured in the plugin configuration"
+        for rpc in ("ListServers", "GetServer", "CreateServer", "UpdateServer", "DeleteServer")
     },
 }
 

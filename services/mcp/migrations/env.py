@@ -1,0 +1,3 @@
+from services.common.migration_env import run
+
+run()
