@@ -71,6 +71,8 @@ class ClusterConfig:
     database_url: str
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)  # service → port; missing → defaults/free
+    # service → its Prometheus listener's port; a service missing here has none (0)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     log_sink: Callable[[str, str], None] | None = None  # (service, line); None prints prefixed
@@ -113,6 +115,10 @@ class Cluster:
         """The gateway's base URL."""
         return f"http://{self.config.host}:{self.config.port('gateway')}"
 
+    def metrics_url(self, name: str) -> str:
+        """Where service ``name`` serves its metrics (the plugin's path; any path answers)."""
+        return f"http://{self.config.host}:{self.config.metrics_ports[name]}/plugins/mattermost-ai/metrics"
+
     def address(self, name: str) -> str:
         """``host:port`` of service ``name``."""
         return f"{self.config.host}:{self.config.port(name)}"
@@ -136,6 +142,9 @@ class Cluster:
         )
         for name in GRPC_SERVICES:
             env[f"AGENTS_{name.upper()}_GRPC_PORT"] = str(self.config.port(name))
+        for name in (*GRPC_SERVICES, "gateway"):
+            env[f"AGENTS_{name.upper()}_METRICS_HOST"] = self.config.host
+            env[f"AGENTS_{name.upper()}_METRICS_PORT"] = str(self.config.metrics_ports.get(name, 0))
         env.update(self.config.env)
         return env
 
