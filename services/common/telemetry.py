@@ -52,6 +52,7 @@ REDACTED = "REDACTED"
 # The plugin's service name in every trace; which process made a span is its resource's attribute.
 SERVICE_NAME = "mattermost-ai-agents"
 SERVICE_ATTRIBUTE = "agents.service"
+PLUGIN_ID = "mattermost-ai"
 # Query parameters that carry credentials: Mattermost's ``access_token``, OAuth's ``code``,
 # ``state`` and ``client_secret``, API keys (Google's ``key``), signed URLs (``sig``,
 # ``X-Amz-Signature``, ``X-Goog-Credential``, ``AWSAccessKeyId``). Matched case-insensitively.
@@ -86,7 +87,8 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, logger, message, trace ids, extras."""
+    """One JSON object per line: time, level, the plugin (``plugin_ai``, as the plugin's own log
+    lines are tagged, so one filter finds both), service, logger, message, trace ids, extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -97,6 +99,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
+            "plugin_ai": PLUGIN_ID,
             "service": self.service,
             "logger": record.name,
             "msg": redact_query_secrets(record.getMessage()),

@@ -129,7 +129,11 @@ async def test_switching_to_otlp_live_exports_one_dm_turn_as_one_trace_across_fo
         trace = [s for s in receiver.spans if s["trace_id"] == resolved[0]["trace_id"]]
         return trace if {s["service"] for s in trace} >= set(TRACED) else None
 
-    spans = await poll(tool_trace, within=20, message=lambda: f"no trace across {TRACED}: {receiver.spans}")
+    spans = await poll(
+        tool_trace,
+        within=20,
+        message=lambda: f"no trace across {TRACED}: {[(s['service'], s['name']) for s in receiver.spans][-40:]}",
+    )
     by_id = {s["span_id"]: s for s in spans}
     assert {s["resource"]["service.name"] for s in spans} == {"mattermost-ai-agents"}
     # Parentage: every span but the root hangs off a span of the same trace, across processes.
@@ -150,6 +154,11 @@ async def test_switching_to_otlp_live_exports_one_dm_turn_as_one_trace_across_fo
     assert completion["service"] == "llm" and completion["attributes"]["agents.llm.model"] == "gpt-4o"
     assert ancestry(completion)[-1] == "gateway"
     assert any(s["service"] == "index" and ancestry(s)[-1:] == ["gateway"] for s in spans)
+
+    # Every service's JSON log lines carry the plugin and the service (and, within a span, its trace id).
+    for name in TRACED:
+        entries = [json.loads(line) for line in world.h.logs[name] if line.startswith("{")]
+        assert entries and all(e["plugin_ai"] == "mattermost-ai" and e["service"] == name for e in entries), name
 
     # Off meant off: the request made before the switch left no span; the one after it did.
     exported = json.dumps(receiver.spans)
