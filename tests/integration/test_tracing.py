@@ -34,6 +34,14 @@ def _value(value: AnyValue) -> Any:
     return getattr(value, str(value.WhichOneof("value")))
 
 
+def describe(spans: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The spans of the tool call's trace: service, name, and whether its parent arrived."""
+    resolved = [s for s in spans if s["name"] == "resolve tool"]
+    trace = [s for s in spans if resolved and s["trace_id"] == resolved[0]["trace_id"]]
+    ids = {s["span_id"] for s in trace}
+    return [(s["service"], s["name"], "root" if not s["parent_id"] else str(s["parent_id"] in ids)) for s in trace]
+
+
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     """An OTLP trace collector: keeps every exported span, flattened with its resource's attributes."""
 
@@ -127,18 +135,34 @@ async def test_switching_to_otlp_live_exports_one_dm_turn_as_one_trace_across_fo
         if not resolved:
             return None
         trace = [s for s in receiver.spans if s["trace_id"] == resolved[0]["trace_id"]]
-        return trace if {s["service"] for s in trace} >= set(TRACED) else None
+        ids = {s["span_id"] for s in trace}
+        # Whole: spans export as they end, the root last.
+        whole = all(s["parent_id"] in ids or not s["parent_id"] for s in trace)
+        return trace if whole and {s["service"] for s in trace} >= set(TRACED) else None
 
     spans = await poll(
         tool_trace,
-        within=20,
-        message=lambda: f"no trace across {TRACED}: {[(s['service'], s['name']) for s in receiver.spans][-40:]}",
+        within=30,
+        message=lambda: f"no whole trace across {TRACED}: {describe(receiver.spans)}",
     )
     by_id = {s["span_id"]: s for s in spans}
     assert {s["resource"]["service.name"] for s in spans} == {"mattermost-ai-agents"}
     # Parentage: every span but the root hangs off a span of the same trace, across processes.
-    [root] = [s for s in spans if s["parent_id"] not in by_id]
-    assert root["service"] == "gateway"
+    [root] = [s for s in spans if not s["parent_id"]]
+    assert root["service"] == "gateway" and root["name"] == "process user request"
+    assert (
+        root["attributes"]
+        | {
+            "agents.post.id": post["id"],
+            "agents.thread.root_post.id": post["id"],
+            "agents.user.id": uma.id,
+            "agents.channel.id": dm.id,
+            "agents.agent.name": "tracer",
+        }
+        == root["attributes"]
+    )
+    [streaming] = [s for s in spans if s["name"] == "stream to post"]
+    assert streaming["parent_id"] == root["span_id"] and streaming["attributes"]["agents.post.id"] == reply["id"]
 
     def ancestry(span: dict[str, Any]) -> list[str]:
         chain = []
