@@ -78,10 +78,16 @@ class MetricsEndpoint:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start serving (no-op when the port is 0)."""
+        """Start serving (no-op when the port is 0). A port that cannot be bound is logged, not
+        raised: the service serves its calls without metrics rather than not at all (e.g. a
+        second replica started on one host with the first one's environment)."""
         if not self.port or self._server is not None:
             return
-        self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as err:
+            logger.error("metrics not served: cannot listen on %s:%d (%s)", self.host, self.port, err.strerror)
+            return
         logger.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     def stop(self) -> None:
