@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from services.cluster.postgres import EmbeddedPostgres
-from services.cluster.supervisor import Cluster, ClusterConfig, free_port
+from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, free_port
 from services.common.identity import SERVICE_TOKEN_KEY, USER_ID_KEY, Identity
 from services.index.registry.store import AGENTS_CHANNEL
 from tests.fakes.mattermost import FakeMattermost
@@ -100,12 +100,15 @@ class ClusterHarness:
             "AGENTS_SHUTDOWN_GRACE_SECONDS": "5",
             **self.extra_env,
         }
+        # Every service serves its metrics, as `make up` does: a listener thread each is cheap.
+        metrics_ports = {name: free_port() for name in (*GRPC_SERVICES, "gateway")}
         config = ClusterConfig(
             database_url=self.database_url,
             env=env,
             log_sink=self._sink,
             replicas=self.replicas,
             process_env=self.process_env,
+            metrics_ports=metrics_ports,
         )
         self.cluster = Cluster(config)
         self.http = aiohttp.ClientSession()
@@ -144,7 +147,12 @@ class ClusterHarness:
         ``cluster.stop_service(name, sig=SIGKILL)``)."""
         assert self.cluster is not None and self.http is not None
         port = port or free_port(self.cluster.config.host)
-        environment = {**self.cluster.environment(), "AGENTS_GATEWAY_HTTP_PORT": str(port), **(env or {})}
+        environment = {
+            **self.cluster.environment(),
+            "AGENTS_GATEWAY_HTTP_PORT": str(port),
+            "AGENTS_GATEWAY_METRICS_PORT": str(free_port(self.cluster.config.host)),
+            **(env or {}),
+        }
         await self.cluster.start_service(name, environment, module="gateway")
         url = f"http://{self.cluster.config.host}:{port}"
         cluster, http = self.cluster, self.http

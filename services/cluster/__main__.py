@@ -37,17 +37,27 @@ DATA_DIR = Path(os.environ.get("AGENTS_DATA_DIR", ".data"))
 PID_FILE = DATA_DIR / "cluster.pid"
 MCP_TOKEN_KEY_FILE = DATA_DIR / "mcp-token.key"
 HOST = "127.0.0.1"
+# The metrics listener of each service whose variable is unset: the gateway's on the plugin's
+# 8067, each gRPC service's at 915x, x the last digit of its gRPC port 5005x.
+DEFAULT_METRICS_PORTS = {"llm": 9151, "tools": 9152, "mcp": 9153, "index": 9154, "gateway": 8067}
 
 
 class NotStarted(Exception):
     """Why ``up`` started nothing, every problem on its own line."""
 
 
-def checked_ports(environ: Mapping[str, str]) -> dict[str, int]:
+def metrics_variable(name: str) -> str:
+    """The variable that moves (or, set to 0, turns off) a service's metrics listener."""
+    return f"AGENTS_{name.upper()}_METRICS_PORT"
+
+
+def checked_ports(environ: Mapping[str, str]) -> tuple[dict[str, int], dict[str, int]]:
     """Load every service's settings as its process will (its own ``settings.load``), so that a
-    bad variable stops ``up`` before anything started; the port each service listens on."""
+    bad variable stops ``up`` before anything started; the port each service listens on, and the
+    port of each one's metrics listener (its default when its variable is unset, none when 0)."""
     problems: list[str] = []
     ports: dict[str, int] = {}
+    metrics_ports: dict[str, int] = {}
     for name in (*GRPC_SERVICES, "gateway"):
         try:
             settings = importlib.import_module(f"services.{name}.settings").load(environ)
@@ -56,27 +66,32 @@ def checked_ports(environ: Mapping[str, str]) -> dict[str, int]:
             problems += [line.strip() for line in str(err).splitlines()[1:]]
             continue
         ports[name] = settings.http_port if name == "gateway" else settings.grpc_port
+        metrics = settings.metrics_port if metrics_variable(name) in environ else DEFAULT_METRICS_PORTS[name]
+        if metrics:
+            metrics_ports[name] = metrics
     if problems:
         raise NotStarted("invalid configuration, nothing started:\n  " + "\n  ".join(dict.fromkeys(problems)))
-    return ports
+    return ports, metrics_ports
 
 
-def check_ports_free(ports: dict[str, int]) -> None:
+def check_ports_free(ports: dict[str, int], metrics_ports: dict[str, int]) -> None:
     """NotStarted naming the variable that moves each port already taken."""
     problems: list[str] = []
     claimed: dict[int, str] = {}
-    for name, port in ports.items():
+    wanted = [(port_variable(name), name, port) for name, port in ports.items()]
+    wanted += [(metrics_variable(name), f"{name} metrics", port) for name, port in metrics_ports.items()]
+    for variable, name, port in wanted:
         if port in claimed:
-            problems.append(f"{port_variable(name)} and {port_variable(claimed[port])} both ask for port {port}")
+            problems.append(f"{variable} and {claimed[port]} both ask for port {port}")
             continue
-        claimed[port] = name
+        claimed[port] = variable
         with socket.socket() as probe:
             # Like the servers: a port whose last connections linger in TIME_WAIT is free.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((HOST, port))
             except OSError:
-                problems.append(f"port {port} ({name}) is already in use: set {port_variable(name)} to a free port")
+                problems.append(f"port {port} ({name}) is already in use: set {variable} to a free port")
     if problems:
         raise NotStarted("nothing started:\n  " + "\n  ".join(problems))
 
@@ -97,22 +112,23 @@ async def up(replicas: int = 1) -> int:
     failed, 1: another cluster runs or this one failed)."""
     started = time.monotonic()
     try:
-        ports = checked_ports(os.environ)
+        ports, metrics_ports = checked_ports(os.environ)
     except NotStarted as err:
         print(err, file=sys.stderr)
         return 2
     if not _claim_pid_file():
         return 1
     try:
-        check_ports_free(ports)  # after the pid file: a running cluster is named as such, not as taken ports
+        # After the pid file: a running cluster is named as such, not as taken ports.
+        check_ports_free(ports, metrics_ports)
     except NotStarted as err:
         PID_FILE.unlink()
         print(err, file=sys.stderr)
         return 2
-    return await _run(ports, started, replicas)
+    return await _run(ports, metrics_ports, started, replicas)
 
 
-async def _run(ports: dict[str, int], started: float, replicas: int) -> int:
+async def _run(ports: dict[str, int], metrics_ports: dict[str, int], started: float, replicas: int) -> int:
     """PostgreSQL and the services up; wait for a stop or a crash loop; everything down again."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,6 +143,7 @@ async def _run(ports: dict[str, int], started: float, replicas: int) -> int:
             database_url=database_url,
             host=HOST,
             ports=ports,
+            metrics_ports=metrics_ports,
             colour=sys.stdout.isatty(),
             restart=RestartPolicy(),
             replicas=replicas,

@@ -76,6 +76,8 @@ class ClusterConfig:
     database_url: str
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)  # service → port; missing → defaults/free
+    # service → its Prometheus listener's port; a service missing here has none (0)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     # Seals the Mattermost MCP server's session ids: one key for every mcp process, restarts included.
@@ -128,6 +130,10 @@ class Cluster:
         """The gateway's base URL."""
         return f"http://{self.config.host}:{self.config.port('gateway')}"
 
+    def metrics_url(self, name: str) -> str:
+        """Where service ``name`` serves its metrics (the plugin's path; any path answers)."""
+        return f"http://{self.config.host}:{self.config.metrics_ports[name]}/plugins/mattermost-ai/metrics"
+
     def address(self, name: str) -> str:
         """``host:port`` of process ``name``."""
         return f"{self.config.host}:{self.config.port(name)}"
@@ -160,6 +166,9 @@ class Cluster:
         for name in GRPC_SERVICES:
             env[f"AGENTS_{name.upper()}_GRPC_PORT"] = str(self.config.port(name))
         env.setdefault("AGENTS_MCP_SERVER_SESSION_KEY", self.config.mcp_session_key)
+        for name in (*GRPC_SERVICES, "gateway"):
+            env[f"AGENTS_{name.upper()}_METRICS_HOST"] = self.config.host
+            env[f"AGENTS_{name.upper()}_METRICS_PORT"] = str(self.config.metrics_ports.get(name, 0))
         env.update(self.config.env)
         return env
 

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Never, TypeAlias, TypeVar
+from typing import Any, Never, TypeAlias, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import errors, identity, telemetry
 from services.common.errors_map import INTERNAL_MESSAGE, domain_error_of, status_for, trailing_metadata_for
+from services.common.metrics import MetricsEndpoint, ServiceMetrics
 from services.common.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,13 @@ _StreamMethod: TypeAlias = Callable[
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
     """Per call: checks the service credential, decodes the request, sets identity and deadline
-    context variables, makes the call's span (when tracing), and maps errors to status codes:
-    domain errors by the table, an unreachable database to UNAVAILABLE, anything else to
-    INTERNAL with a logged traceback."""
+    context variables, makes the call's span (when tracing), counts the call in the metrics, and
+    maps errors to status codes: domain errors by the table, an unreachable database to
+    UNAVAILABLE, anything else to INTERNAL with a logged traceback."""
 
-    def __init__(self, service_token: str) -> None:
+    def __init__(self, service_token: str, metrics: ServiceMetrics) -> None:
         self._token = service_token.encode()
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -81,7 +83,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             authorised = not self._token or hmac.compare_digest(presented, self._token)
             internal = bool(self._token) and authorised
         caller = identity.Identity.from_metadata(metadata, internal=internal)
-        return _wrap_handler(handler, _Call(caller, authorised, metadata, method, _decoder(handler, method)))
+        call = _Call(caller, authorised, metadata, method, _decoder(handler, method), self._metrics)
+        return _wrap_handler(handler, call)
 
 
 # Health and reflection stay reachable without the service credential (probes, grpcurl).
@@ -97,6 +100,7 @@ class _Call:
     metadata: dict[str, str]
     method: str
     decode: Callable[[bytes], object]
+    metrics: ServiceMetrics
 
     def decoded(self, raw: bytes | AsyncIterator[bytes]) -> object:
         """The decoded request (a unary one arrives as bytes), or an iterator decoding the stream of them."""
@@ -105,7 +109,9 @@ class _Call:
 
 @contextlib.contextmanager
 def _in_call(context: grpc.aio.ServicerContext[_Request, _Response], call: _Call) -> Iterator[None]:
-    """The caller's identity, the call's deadline and (when tracing) its span, for its duration."""
+    """The caller's identity, the call's deadline and (when tracing) its span, for its duration;
+    then its status and duration in the metrics."""
+    started = time.monotonic()
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
     identity_token = identity.current_identity.set(call.caller)
@@ -114,14 +120,22 @@ def _in_call(context: grpc.aio.ServicerContext[_Request, _Response], call: _Call
     # noise in a trace store.
     probe = call.method.startswith(_UNGUARDED_PREFIXES)
     span = contextlib.nullcontext() if probe else telemetry.grpc_server_span(call.method, call.metadata)
+    cancelled = False
     try:
         with span:
             if not probe:
                 logger.debug("call %s", call.method, extra={"caller_user_id": call.caller.user_id})
             yield
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
     finally:
         identity.current_identity.reset(identity_token)
         identity.current_deadline.reset(deadline_token)
+        # The code an abort set; None (the stubs say otherwise) when none did: the call succeeded.
+        aborted = cast("grpc.StatusCode | None", context.code())
+        code = grpc.StatusCode.CANCELLED if cancelled else aborted or grpc.StatusCode.OK
+        call.metrics.observe_grpc(call.method, code.name, time.monotonic() - started)
 
 
 async def _abort(context: grpc.aio.ServicerContext[_Request, _Response], exc: BaseException, method: str) -> Never:
@@ -245,12 +259,16 @@ class GrpcServiceHost:
         bindings: Iterable[ServicerBinding],
         *,
         max_concurrent_rpcs: int | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
+        # A service with metrics of its own passes them, on the registry this listener serves.
+        self.metrics = metrics or ServiceMetrics(settings.service_name)
+        self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, settings.metrics_port, settings.metrics_host)
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(settings.service_token)],
+            interceptors=[CallInterceptor(settings.service_token, self.metrics)],
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -284,6 +302,7 @@ class GrpcServiceHost:
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         logger.info("gRPC listening on %s:%d", self.settings.grpc_host, self.port)
+        self.metrics_endpoint.start()
         return self.port
 
     async def set_serving(self) -> None:
@@ -302,6 +321,7 @@ class GrpcServiceHost:
             await asyncio.sleep(self.settings.readiness_drain_seconds)
         logger.info("draining in-flight calls (grace %.1fs)", self.settings.shutdown_grace_seconds)
         await self.server.stop(self.settings.shutdown_grace_seconds)
+        self.metrics_endpoint.stop()
         logger.info("stopped")
 
     def request_stop(self) -> None:

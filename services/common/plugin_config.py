@@ -7,7 +7,8 @@
 
 The watcher subscribes to ``Registry.WatchPluginConfig`` (as the system: no user identity, so the
 registry sends secrets in clear), keeps the newest revision, and reconnects with capped exponential
-backoff when the registry restarts. Callbacks run on every new revision.
+backoff when the registry restarts. Callbacks run on every new revision; each revision's tracing
+output (``telemetryOutput``, ``openTelemetryEndpoint``) is applied to the process first.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 
-from services.common import errors, identity
+from services.common import errors, identity, telemetry
 from services.common.grpc_client import stream
 from services.common.licensing import License
 from services.common.telemetry import LiveLogLevel
@@ -134,6 +135,7 @@ class PluginConfigWatcher:
         snapshot = PluginConfigSnapshot(message.config, license, message.revision)
         self._current = snapshot
         self._ready.set()
+        telemetry.apply_output(message.config.telemetry_output, message.config.open_telemetry_endpoint)
         for callback in self._callbacks:
             try:
                 result = callback(snapshot)

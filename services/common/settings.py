@@ -49,6 +49,9 @@ class CommonSettings(BaseModel):
     telemetry_output: Literal["off", "logs", "otlp", "file"] = "off"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     trace_file: str = ""
+    # Prometheus text over HTTP (services/common/metrics.py); 0 turns the listener off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     # Service addresses (host:port or dns:///name:port for client-side balancing).
     index_addr: str = "127.0.0.1:50054"
     llm_addr: str = "127.0.0.1:50051"

@@ -2,9 +2,14 @@
 
 Logs are JSON lines with the service name and the current trace/span ids. Traces go nowhere
 (``off``), into the log (``logs``), to an OTLP collector (``otlp``), or to a JSON-lines file
-(``file``, used by tests to follow one request across processes). Instrumentation of gRPC
-channels and of aiohttp must run before any channel, session or HTTP server is created, since it
-patches their constructors (gRPC servers make their own spans: ``grpc_server_span``).
+(``file``, used by tests to follow one request across processes). The plugin configuration's
+``telemetryOutput`` and ``openTelemetryEndpoint`` switch the output live (``apply_output``); the
+``telemetry_output`` setting is the output until the configuration names one (``file`` stays).
+Every process is ``mattermost-ai-agents`` with its own ``agents.service``, as the plugin names
+its traces. Instrumentation of gRPC channels and of aiohttp must run before any channel, session
+or HTTP server is created, since it patches their constructors (gRPC servers make their own spans:
+``grpc_server_span``); so it is always installed, and while the output is off the sampler drops
+every span: none is recorded or exported.
 Secrets in query strings (``?access_token=``, ``?key=``, OAuth's ``code``) are redacted here, from
 every log line and every exported span, whatever code or library wrote them.
 """
@@ -26,21 +31,28 @@ from urllib.parse import unquote
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import SpanContext, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
 
 from services.common.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
 
 REDACTED = "REDACTED"
+# The plugin's service name in every trace; which process made a span is its resource's attribute.
+SERVICE_NAME = "mattermost-ai-agents"
+SERVICE_ATTRIBUTE = "agents.service"
+PLUGIN_ID = "mattermost-ai"
 # Query parameters that carry credentials: Mattermost's ``access_token``, OAuth's ``code``,
 # ``state`` and ``client_secret``, API keys (Google's ``key``), signed URLs (``sig``,
 # ``X-Amz-Signature``, ``X-Goog-Credential``, ``AWSAccessKeyId``). Matched case-insensitively.
@@ -76,7 +88,8 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, logger, message, trace ids, extras."""
+    """One JSON object per line: time, level, the plugin (``plugin_ai``, as the plugin's own log
+    lines are tagged, so one filter finds both), service, logger, message, trace ids, extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -87,6 +100,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
+            "plugin_ai": PLUGIN_ID,
             "service": self.service,
             "logger": record.name,
             "msg": redact_query_secrets(record.getMessage()),
@@ -164,7 +178,7 @@ class JsonLinesSpanExporter(SpanExporter):
             lines.append(
                 json.dumps(
                     {
-                        "service": span.resource.attributes.get("service.name", ""),
+                        "service": span.resource.attributes.get(SERVICE_ATTRIBUTE, ""),
                         "name": span.name,
                         "kind": span.kind.name,
                         "trace_id": format(ctx.trace_id, "032x"),
@@ -278,30 +292,125 @@ def _redacted_value(value: Any) -> Any:
     return value
 
 
-def configure_tracing(settings: CommonSettings) -> TracerProvider | None:
-    """Install the tracer provider and instrument gRPC clients and aiohttp (before any client or server exists).
+class _LiveSampler(Sampler):
+    """Records every span while an output is on, none while it is off."""
 
-    With ``telemetry_output=off`` nothing is instrumented: spans nobody exports would only cost time
-    on every call. W3C trace context is then not propagated either.
-    """
-    if settings.telemetry_output == "off":
+    def __init__(self, tracing: LiveTracing) -> None:
+        self._tracing = tracing
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        """RECORD_AND_SAMPLE while exporting, else DROP."""
+        on = self._tracing.exporting
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if on else Decision.DROP, attributes if on else None)
+
+    def get_description(self) -> str:
+        """The sampler's name."""
+        return "LiveSampler"
+
+
+class _CurrentProcessor(SpanProcessor):
+    """Hands each span to the output's processor of the moment."""
+
+    def __init__(self, tracing: LiveTracing) -> None:
+        self._tracing = tracing
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Pass the started span on."""
+        if (processor := self._tracing.processor) is not None:
+            processor.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Pass the ended span on."""
+        if (processor := self._tracing.processor) is not None:
+            processor.on_end(span)
+
+    def shutdown(self) -> None:
+        """Flush and stop the current output."""
+        if (processor := self._tracing.processor) is not None:
+            processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the current output."""
+        processor = self._tracing.processor
+        return processor is None or processor.force_flush(timeout_millis)
+
+
+class LiveTracing:
+    """The process's tracer provider and its output, which ``apply`` switches while it runs."""
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self._settings = settings
+        self.output = ""
+        self.endpoint = ""
+        self.processor: SpanProcessor | None = None
+        resource = Resource.create({"service.name": SERVICE_NAME, SERVICE_ATTRIBUTE: settings.service_name})
+        self.provider = TracerProvider(resource=resource, sampler=_LiveSampler(self))
+        self.provider.add_span_processor(_CurrentProcessor(self))
+        self._switch(settings.telemetry_output, settings.otlp_endpoint)
+
+    @property
+    def exporting(self) -> bool:
+        """Whether spans go anywhere now."""
+        return self.processor is not None
+
+    def apply(self, output: str, endpoint: str) -> None:
+        """Switch to the plugin configuration's ``output`` (empty: the setting's) and ``endpoint``
+        (empty: the setting's). A process started with ``file`` (tests) keeps it."""
+        if self._settings.telemetry_output == "file":
+            return
+        output = output or self._settings.telemetry_output
+        endpoint = endpoint or self._settings.otlp_endpoint
+        if output != self.output or (output == "otlp" and endpoint != self.endpoint):
+            self._switch(output, endpoint)
+
+    def _switch(self, output: str, endpoint: str) -> None:
+        old, self.processor = self.processor, self._processor_for(output, endpoint)
+        self.output, self.endpoint = output, endpoint
+        if old is not None:
+            # Flushing what the old output still holds may wait on a collector: not on the loop.
+            threading.Thread(target=old.shutdown, name="tracing-switch", daemon=True).start()
+        # Not the endpoint: an internal address.
+        logger.info("tracing output: %s", output)
+
+    def _processor_for(self, output: str, endpoint: str) -> SpanProcessor | None:
+        if output == "file" and self._settings.trace_file:
+            return SimpleSpanProcessor(RedactingSpanExporter(JsonLinesSpanExporter(self._settings.trace_file)))
+        if output == "logs":
+            return BatchSpanProcessor(RedactingSpanExporter(LogSpanExporter()))
+        if output == "otlp":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            return BatchSpanProcessor(RedactingSpanExporter(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
-    if settings.telemetry_output == "file" and settings.trace_file:
-        provider.add_span_processor(
-            SimpleSpanProcessor(RedactingSpanExporter(JsonLinesSpanExporter(settings.trace_file)))
-        )
-    elif settings.telemetry_output == "logs":
-        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(LogSpanExporter())))
-    elif settings.telemetry_output == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(
-            BatchSpanProcessor(RedactingSpanExporter(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)))
-        )
-    trace.set_tracer_provider(provider)
+
+_live: LiveTracing | None = None
+
+
+def configure_tracing(settings: CommonSettings) -> LiveTracing:
+    """Install the tracer provider and instrument gRPC clients and aiohttp (before any client or
+    server exists), with the ``telemetry_output`` setting's output until ``apply_output``."""
+    global _live
+    _live = LiveTracing(settings)
+    trace.set_tracer_provider(_live.provider)
     _instrument()
-    return provider
+    return _live
+
+
+def apply_output(output: str, endpoint: str) -> None:
+    """Switch this process's tracing to the plugin configuration's ``telemetryOutput`` and
+    ``openTelemetryEndpoint`` (no-op where tracing was never configured: unit tests)."""
+    if _live is not None:
+        _live.apply(output, endpoint)
 
 
 _instrumented = False
@@ -346,7 +455,7 @@ _SERVER_FAULTS = frozenset(
 def grpc_server_span(method: str, metadata: Mapping[str, str]) -> AbstractContextManager[object]:
     """The current span of one incoming gRPC call, continuing the caller's trace (W3C trace
     context in its metadata); nothing while tracing is off."""
-    if not _instrumented:
+    if _live is None or not _live.exporting:
         return contextlib.nullcontext()
     service, _, name = method.lstrip("/").partition("/")
     return tracer(__name__).start_as_current_span(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from services.gateway.bridge import routes as bridge_routes
 from services.gateway.deps import DEPS, GatewayDeps
+from services.gateway.metrics import HttpMetrics
 from services.gateway.middleware import CALLER_KEY, auth_middleware, errors_middleware, parameters_middleware
 from services.gateway.routes import admin_config, bots, custom_prompts
 from services.gateway.routes import agents as agent_routes
@@ -46,9 +48,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(deps: GatewayDeps) -> web.Application:
+def create_app(deps: GatewayDeps, registry: CollectorRegistry) -> web.Application:
     """The root application: ``/healthz``, and the plugin's routes under its prefix behind the error,
-    authentication and parameter middlewares."""
+    authentication and parameter middlewares, counted in the HTTP metrics on ``registry``."""
     plugin = web.Application(
         middlewares=[errors_middleware, auth_middleware, parameters_middleware],
         client_max_size=deps.settings.max_body_bytes,
@@ -59,7 +61,8 @@ def create_app(deps: GatewayDeps) -> web.Application:
     for module in ROUTE_MODULES:
         plugin.add_routes(module.routes)
 
-    root = web.Application(middlewares=[errors_middleware])
+    # On the root: a path under the prefix that no plugin route matches never reaches the sub-app.
+    root = web.Application(middlewares=[HttpMetrics(registry, PLUGIN_PREFIX).middleware, errors_middleware])
     root[DEPS] = deps
     root.router.add_get("/healthz", healthz)
     root.add_subapp(PLUGIN_PREFIX, plugin)

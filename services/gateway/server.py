@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.http import new_client_session
 from services.common.mattermost import MattermostClient
+from services.common.metrics import MetricsEndpoint, ServiceMetrics
 from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.gateway.agent_directory import AgentDirectory
 from services.gateway.app import create_app
@@ -83,7 +84,9 @@ class GatewayProcess:
     def __init__(self, settings: GatewaySettings, deps: GatewayDeps) -> None:
         self.settings = settings
         self.deps = deps
-        self.app = create_app(deps)
+        metrics = ServiceMetrics(settings.service_name)
+        self.metrics_endpoint = MetricsEndpoint(metrics.registry, settings.metrics_port, settings.metrics_host)
+        self.app = create_app(deps, metrics.registry)
         self.app.router.add_get("/readyz", readyz)
         self.triggers = ConversationTriggers(deps)
         self.app[TRIGGERS] = self.triggers
@@ -101,6 +104,7 @@ class GatewayProcess:
         port: int = self.runner.addresses[0][1]
         self.port = port
         logger.info("HTTP listening on %s:%d", self.settings.http_host, self.port)
+        self.metrics_endpoint.start()
         await self.deps.plugin_config.start()
         if self.settings.listen_for_posts:
             await self.triggers.start()
@@ -118,6 +122,7 @@ class GatewayProcess:
         await asyncio.gather(self.runner.cleanup(), self.deps.replies.drain(grace - mark, mark))
         await self.triggers.stop()
         await self.deps.close()
+        self.metrics_endpoint.stop()
         logger.info("stopped")
 
     async def run(self) -> None:

@@ -24,7 +24,7 @@ from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http import new_client_session
 from services.common.http_guard import UpstreamAllowlist
 from services.common.mattermost.client import MattermostClient
-from services.common.metrics import MetricsEndpoint
+from services.common.metrics import ServiceMetrics
 from services.common.plugin_config import PluginConfigSnapshot, PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.llm.catalog import ProviderCatalog
@@ -157,7 +157,6 @@ class LlmProcess:
             AttachRelay(deps.channels, settings.turn_timeout_seconds),
             ConversationComposition(reader, answers),
         )
-        self.metrics_endpoint = MetricsEndpoint(deps.metrics.registry, settings.metrics_port, settings.metrics_host)
         self.host = GrpcServiceHost(
             settings,
             [
@@ -174,6 +173,7 @@ class LlmProcess:
                     llm_pb2_grpc.add_ConversationsServicer_to_server,
                 ),
             ],
+            metrics=ServiceMetrics(settings.service_name, deps.metrics.registry),
         )
 
     def _config_changed(self, snapshot: PluginConfigSnapshot) -> None:
@@ -192,13 +192,12 @@ class LlmProcess:
         )
 
     async def prepare(self) -> None:
-        """Record this replica's address, migrate the database and start the metrics and the configuration watch."""
+        """Record this replica's address, migrate the database and start the configuration watch."""
         # The host is bound by now (port 0 in tests picks one): other replicas relay Attach here.
         host = self.settings.grpc_host if self.settings.grpc_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
         self.store.runner = self.settings.advertise_addr or f"{host}:{self.host.port}"
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
-        self.metrics_endpoint.start()
         # Not awaited until ready: completions read services on demand, so the llm serves even
         # while the registry's config stream is still connecting.
         await self.config.start()
@@ -214,7 +213,6 @@ class LlmProcess:
         await self.deps.mattermost.aclose()
         await self.deps.engine.dispose()
         await self.config.close()
-        self.metrics_endpoint.stop()
         await self.deps.channels.close()
         await self.catalog.aclose()
         await self.deps.http.close()

@@ -17,9 +17,6 @@ class LlmSettings(CommonSettings):
 
     service_name: str = "llm"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
-    # Prometheus metrics over HTTP (GET /metrics); 0 turns the endpoint off.
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
     # Where token usage records go when the plugin config's enableTokenUsageLogging is on ("-": stdout).
     token_usage_log_path: str = DEFAULT_PATH
     # A local o200k_base.tiktoken for exact counts of o200k models (cl100k is used without it).

@@ -27,7 +27,13 @@ from tests.polling import poll
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = ("AGENTS_GATEWAY_HTTP_PORT", *(f"AGENTS_{n}_GRPC_PORT" for n in ("INDEX", "LLM", "TOOLS", "MCP")))
+SERVICES = ("GATEWAY", "INDEX", "LLM", "TOOLS", "MCP")
+# Free ports for every listener `make up` opens, its metrics listeners too (their defaults may be taken).
+PORT_VARIABLES = (
+    "AGENTS_GATEWAY_HTTP_PORT",
+    *(f"AGENTS_{n}_GRPC_PORT" for n in SERVICES[1:]),
+    *(f"AGENTS_{n}_METRICS_PORT" for n in SERVICES),
+)
 
 
 def up_environment(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -136,10 +142,7 @@ async def test_three_replicas_starting_together_migrate_the_database_once(postgr
 
 async def test_make_up_serves_the_cluster_and_stops_everything_on_ctrl_c(postgres: SessionPostgres) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="agents-up-"))
-    ports = {
-        "AGENTS_GATEWAY_HTTP_PORT": free_port(),
-        **{f"AGENTS_{n}_GRPC_PORT": free_port() for n in ("INDEX", "LLM", "TOOLS", "MCP")},
-    }
+    ports = {var: free_port() for var in PORT_VARIABLES}
     async with FakeMattermost() as mm:
         account = mm.add_user("agents-cluster", roles="system_user system_admin", is_bot=True)
         user = mm.add_user("grace")
@@ -158,6 +161,9 @@ async def test_make_up_serves_the_cluster_and_stops_everything_on_ctrl_c(postgre
                 async with http.get(url, headers={"Authorization": f"Bearer {user.token}"}) as resp:
                     assert resp.status == 200
                     assert (await resp.json())["bots"] == []
+                metrics = f"http://127.0.0.1:{ports['AGENTS_GATEWAY_METRICS_PORT']}/plugins/mattermost-ai/metrics"
+                async with http.get(metrics) as resp:
+                    assert "agents_http_requests_total 1.0" in await resp.text()
             assert (data_dir / "cluster.pid").exists()
             up.proc.send_signal(signal.SIGINT)
             assert await up.finish() == 0, up.output()

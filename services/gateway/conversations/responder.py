@@ -16,10 +16,12 @@ from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from services.common import attributes
 from services.common.errors import AlreadyExists, DomainError, UpstreamUnavailable
 from services.common.grpc_client import unary
 from services.common.identity import Identity, current_identity
 from services.common.mattermost import Post
+from services.common.telemetry import tracer
 from services.gateway.agent_directory import AgentBot
 from services.gateway.backends import conversation_events
 from services.gateway.conversations.claims import ReplicaClaims
@@ -143,7 +145,20 @@ class Responder:
         await self.claims.finish(post.id)
 
     async def answer(self, trigger: Trigger, *, already_claimed: bool = False) -> None:
-        """Answer a user's post into a new reply post, unless another replica claimed it."""
+        """Answer a user's post into a new reply post, unless another replica claimed it; the
+        turn's trace starts here (the plugin's "process user request"), also for a post event."""
+        post = trigger.post
+        span_attributes = {
+            attributes.USER_ID: post.user_id,
+            attributes.CHANNEL_ID: post.channel_id,
+            attributes.POST_ID: post.id,
+            attributes.THREAD_ROOT_POST_ID: post.root_id or post.id,
+            attributes.AGENT_NAME: trigger.agent.username,
+        }
+        with tracer(__name__).start_as_current_span("process user request", attributes=span_attributes):
+            await self._answer(trigger, already_claimed)
+
+    async def _answer(self, trigger: Trigger, already_claimed: bool) -> None:
         post, agent = trigger.post, trigger.agent
         try:
             context = await self._retrying(post.id, self._start, trigger, already_claimed)
@@ -184,7 +199,10 @@ class Responder:
                 await reply.poster.delete_post(reply.post_id)
                 return
             async with self.claims.held(post.id):
-                await self.replies.write(reply, _prepend(first, events), resumable=True)
+                with tracer(__name__).start_as_current_span(
+                    "stream to post", attributes={attributes.POST_ID: reply.post_id}
+                ):
+                    await self.replies.write(reply, _prepend(first, events), resumable=True)
         await self.claims.finish(post.id)
 
     async def resume(

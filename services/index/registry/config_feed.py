@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from services.common import telemetry
 from services.common.licensing import License
 from services.index.registry.change_listener import ChangeListener
 from services.index.registry.config_store import NOTIFY_CHANNEL, ConfigRevision, ConfigStore
@@ -50,8 +51,11 @@ class ConfigFeed:
             return self.current
 
     def publish(self, revision: ConfigRevision) -> None:
-        """Make ``revision`` current and hand it to every subscriber."""
+        """Make ``revision`` current, apply its tracing output to this process, and hand it to
+        every subscriber."""
         self.current = revision
+        config = revision.config
+        telemetry.apply_output(str(config.get("telemetryOutput") or ""), str(config.get("openTelemetryEndpoint") or ""))
         self._hand_out()
 
     def set_license(self, license: License) -> None:
