@@ -43,10 +43,12 @@ def test_a_forced_service_monitor_renders_valid_objects_too() -> None:
     # The CRD is not in the Kubernetes schemas: everything else is validated, the monitor checked by shape.
     docs = render({"metrics": {"serviceMonitor": True}})
     monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
-    assert [m["metadata"]["name"] for m in monitors] == ["agents-mattermost-agents-llm"]
-    assert monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"
+    components = ("gateway", "index", "llm", "mcp", "tools")
+    assert sorted(m["metadata"]["name"] for m in monitors) == [f"agents-mattermost-agents-{c}" for c in components]
+    llm = by_name(docs, "ServiceMonitor")["agents-mattermost-agents-llm"]
+    assert llm["spec"]["endpoints"][0]["port"] == "metrics"
     service = by_name(docs, "Service")["agents-mattermost-agents-llm"]
-    assert monitors[0]["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert llm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
     for doc in docs:
         if doc["kind"] != "ServiceMonitor":

@@ -82,7 +82,8 @@ async def test_the_image_install_steps_give_a_package_that_migrates_a_fresh_data
     )
     assert result.returncode == 0, result.stderr
     migrated = {line.split(" (")[0] for line in result.stdout.splitlines()}
-    assert {"index: at head", "llm: at head", "tools: at head"} <= migrated
+    assert {"index: at head", "llm: at head", "mcp: at head", "tools: at head"} <= migrated
     async with await psycopg.AsyncConnection.connect(url) as conn:
         rows = await (await conn.execute("select tablename from pg_tables where schemaname = 'public'")).fetchall()
-    assert {"alembic_version_llm", "alembic_version_tools", "alembic_version_index"} <= {r[0] for r in rows}
+    tables = {r[0] for r in rows}
+    assert {f"alembic_version_{name}" for name in ("index", "llm", "mcp", "tools")} <= tables
