@@ -42,7 +42,7 @@ class Route:
 
 ROUTES = [
     Route("POST", "/search", body={"query": "release plans", "maxResults": 5}, served=True),
-    Route("POST", "/search/run", body={"query": "release plans"}),
+    Route("POST", "/search/run", body={"query": "release plans"}, served=True),
     Route("POST", "/search/raw", body={"query": "release plans", "limit": 10}, served=True),
     Route("POST", "/admin/reindex", body={"clearIndex": False}, admin=True, served=True),
     Route("GET", "/admin/reindex/status", admin=True, served=True),

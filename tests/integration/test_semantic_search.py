@@ -331,6 +331,12 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
     assert status == 400 and "maxResults" in answer["error"], answer
 
 
+async def test_search_run_is_not_served_yet_and_says_so(world: World) -> None:
+    rae = world.user("rae")
+    status, answer, _ = await world.h.request("POST", "/search/run", user=rae, json_body={"query": "release plans"})
+    assert status == 501 and answer["error"], answer
+
+
 async def test_ai_bots_reports_search_enabled_while_it_works(world: World) -> None:
     status, body = await world.h.get("/ai_bots", user=world.admin)
     assert status == 200 and body["searchEnabled"] is True
