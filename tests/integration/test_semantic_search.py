@@ -364,7 +364,7 @@ async def test_an_embedding_provider_outside_the_allowed_upstream_hostnames_is_n
         return seen if seen[0] == 403 else None
 
     status, answer = await poll(refused, message=lambda: f"the embedding provider was still allowed: {seen}")
-    assert "allowed upstream hostnames" in answer["error"] and "127.0.0.1" not in answer["error"]
+    assert "allowedUpstreamHostnames" in answer["error"] and "127.0.0.1" not in answer["error"]
     assert len(world.embed.calls) == calls
     await allow("")
 

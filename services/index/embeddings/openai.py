@@ -147,8 +147,8 @@ class OpenAIEmbedder:
             # The provider's address is the admin's business, not the searching user's: the log has it.
             logger.warning("embedding request refused: %s", exc.message)
             raise PermissionDenied(
-                "the embedding provider's host is not in the allowed upstream hostnames; "
-                "an admin must add it to allowedUpstreamHostnames"
+                "the embedding provider's address is not allowed: an admin must list its host in "
+                "allowedUpstreamHostnames (a private address also in AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES)"
             ) from None
         if response.status != 200:
             raise self._error(response)

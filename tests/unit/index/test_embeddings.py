@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.common.errors import FailedPrecondition, InvalidInput, QuotaExceeded
-from services.common.http_guard import DestinationRefused, OutboundPolicy
+from services.common.errors import FailedPrecondition, InvalidInput, PermissionDenied, QuotaExceeded
+from services.common.http_guard import OutboundPolicy
 from services.index.embeddings import Embedder, EmbeddingSettings, ProviderKind, create_embedder
 from services.index.embeddings.openai import MAX_ATTEMPTS
 from tests.fakes.embeddings import FakeEmbeddings, fake_vector
@@ -222,11 +222,13 @@ async def test_a_token_budget_paces_requests_within_five_percent_despite_latency
 async def test_provider_urls_go_through_the_outbound_guard(fake: FakeEmbeddings) -> None:
     client = create_embedder(EmbeddingSettings.from_search_config(search_config(fake)), OutboundPolicy())
     try:
-        with pytest.raises(DestinationRefused):
+        with pytest.raises(PermissionDenied) as refused:
             await client.embed(["x"])
     finally:
         await client.close()
     assert fake.calls == []
+    # The address is the admin's business: the searching user reads what to ask for, not where it is.
+    assert "allowedUpstreamHostnames" in refused.value.message and "127.0.0.1" not in refused.value.message
 
 
 @pytest.mark.parametrize(
