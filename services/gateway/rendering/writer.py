@@ -9,6 +9,7 @@ left "streaming" with nothing rendering it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,9 @@ from services.gateway.rendering.reply import ReplyState
 from services.gateway.rendering.throttle import PatchSchedule, ThrottledPatcher
 
 logger = logging.getLogger(__name__)
+
+# How long the end of a finished turn's stream is waited for (it comes right after ``done``).
+STREAM_END_SECONDS = 5.0
 
 
 class ReplyWriter:
@@ -84,6 +88,9 @@ class ReplyWriter:
                 live.publish(state.interrupt())
             await patcher.close()
             await patch()
+            if state.finished:
+                # After the post is final: nothing the user sees waits on it.
+                await _read_to_end(events)
             return state
         finally:
             self._rendering.discard(task)
@@ -108,3 +115,15 @@ class ReplyWriter:
         for task in rest:
             task.cancel()
         await asyncio.wait(rest, timeout=mark_within)
+
+
+async def _read_to_end(events: AsyncIterator[llm_pb2.ConversationEvent]) -> None:
+    """Read the little the stream sends after the turn's end (normally nothing but its close).
+
+    A generator left at ``break`` ends only when it is collected, and so does the gRPC call's
+    tracing span, which then may never reach the trace store; reading on ends both now.
+    """
+    with contextlib.suppress(TimeoutError, DomainError):
+        async with asyncio.timeout(STREAM_END_SECONDS):
+            async for _ in events:
+                pass
