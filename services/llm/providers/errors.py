@@ -170,13 +170,3 @@ def _parse_error_body(body: bytes) -> tuple[str, str]:
 
 def _mentions_unknown_model(code: str, message: str) -> bool:
     return code.lower() in _MODEL_NOT_FOUND_CODES or bool(_MODEL_WORDS.search(message))
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
-    if value is None:
-        for key, val in headers.items():
-            if key.lower() == name:
-                return val
-        return ""
-    return value
