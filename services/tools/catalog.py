@@ -8,8 +8,9 @@ keep working. MCP tools are not listed here: the mcp service owns them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from services.common.errors import InvalidInput
 
@@ -183,6 +184,21 @@ _BY_NAME = {spec.name: spec for spec in BUILTIN_TOOLS}
 def find_tool(name: str) -> ToolSpec | None:
     """The built-in tool called ``name``, or None."""
     return _BY_NAME.get(name)
+
+
+T = TypeVar("T")
+
+
+def first_of_each_name(tools: Iterable[T], name: Callable[[T], str], taken: Iterable[str]) -> list[T]:
+    """The tools in order, less those whose name is in ``taken`` or came earlier: in a clash the
+    built-in tool wins, then the first server in the configuration (the plugin's rule)."""
+    seen = set(taken)
+    unique = []
+    for tool in tools:
+        if name(tool) not in seen:
+            seen.add(name(tool))
+            unique.append(tool)
+    return unique
 
 
 def require_tool(name: str) -> ToolSpec:

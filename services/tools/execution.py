@@ -31,6 +31,7 @@ from services.tools.catalog import (
     ToolSpec,
     bound_arguments,
     find_tool,
+    first_of_each_name,
     require_tool,
     validate_arguments,
 )
@@ -135,13 +136,8 @@ class ToolService:
         origins = access.remote_origins()
         if origins is not None and not origins:
             return []  # nothing to ask: the mcp service (and every server) stays uncontacted
-        taken = {spec.name for spec in BUILTIN_TOOLS}
-        unique = []
-        for spec, policy in await self._remote.tools(context.user_id, origins):
-            if spec.name not in taken and access.selects(spec):
-                taken.add(spec.name)
-                unique.append((spec, policy))
-        return unique
+        selected = [t for t in await self._remote.tools(context.user_id, origins) if access.selects(t[0])]
+        return first_of_each_name(selected, lambda t: t[0].name, (spec.name for spec in BUILTIN_TOOLS))
 
     async def execute(
         self, caller: Identity, context: ToolContext, tool_name: str, arguments: dict[str, Any], tool_call_id: str
