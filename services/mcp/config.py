@@ -38,6 +38,8 @@ class RemoteServer:
     client_id: str = ""
     client_secret: str = field(default="", repr=False)
     tool_settings: Mapping[str, ToolSetting] = field(default_factory=dict)
+    # Its tools are also offered to external clients of the Mattermost MCP server.
+    expose_external: bool = False
 
     @property
     def origin(self) -> str:
@@ -61,6 +63,10 @@ class McpConfig:
         """The servers whose tools are offered."""
         return tuple(s for s in self.servers if s.enabled)
 
+    def exported_origins(self) -> frozenset[str]:
+        """The enabled servers an admin re-exports through the Mattermost MCP server."""
+        return frozenset(s.origin for s in self.enabled_servers() if s.expose_external)
+
     def by_name(self, name: str) -> RemoteServer | None:
         """The server called ``name``, or None."""
         return next((s for s in self.servers if s.name == name), None)
@@ -81,6 +87,7 @@ def _server(message: Any, licensed: bool) -> RemoteServer:
         client_id=message.client_id,
         client_secret=message.client_secret,
         tool_settings={t.name: ToolSetting(t.enabled, t.policy or DEFAULT_POLICY) for t in message.tool_configs},
+        expose_external=message.expose_external,
     )
 
 

@@ -24,7 +24,9 @@ from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.mcp.config import LiveMcpConfig, McpConfig
+from services.mcp.embedded.exported import ExportedTools
 from services.mcp.embedded.process import EmbeddedServer
+from services.mcp.embedded.tools import TOOLS
 from services.mcp.grants import GrantStore, TokenCipher
 from services.mcp.oauth import BearerAuth, OAuthFlow
 from services.mcp.remote import RemoteTools
@@ -66,22 +68,20 @@ class McpProcess:
             timeout=settings.call_timeout_seconds,
         )
         self.sessions = _session_manager(settings, self.config, policy, self.oauth)
-        self.embedded = EmbeddedServer(settings)
+        remote = RemoteTools(
+            self.sessions, self.config.current, settings.call_timeout_seconds, settings.max_output_chars
+        )
+        # The re-exported servers' tools run through the same sessions and grants as the agents'.
+        self.embedded = EmbeddedServer(
+            settings, ExportedTools(remote, self.config.current, self.oauth.start_url, reserved=TOOLS)
+        )
         self.host = GrpcServiceHost(
             settings,
             [
                 ServicerBinding(
                     mcp_pb2.DESCRIPTOR.services_by_name["MCP"].full_name,
                     # Only the remote-server RPCs are overridden; the stub marks the others abstract.
-                    McpServicer(  # type: ignore[abstract]
-                        RemoteTools(
-                            self.sessions,
-                            self.config.current,
-                            settings.call_timeout_seconds,
-                            settings.max_output_chars,
-                        ),
-                        self.oauth,
-                    ),
+                    McpServicer(remote, self.oauth),  # type: ignore[abstract]
                     mcp_pb2_grpc.add_MCPServicer_to_server,
                 ),
                 self.embedded.binding(),

@@ -68,6 +68,7 @@ def _status_to_pb(found: ServerTools, oauth: OAuthFlow) -> mcp_pb2.ServerStatus:
         error=found.error,
         server_type=REMOTE,
         enabled=found.server.enabled,
+        expose_external=found.server.expose_external,
     )
 
 

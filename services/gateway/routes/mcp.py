@@ -140,6 +140,7 @@ def _server_status(server: mcp_pb2.ServerStatus) -> dict[str, Any]:
         "error": server.error,
         "serverType": server.server_type,
         "enabled": server.enabled,
+        "expose_external": server.expose_external,
     }
 
 

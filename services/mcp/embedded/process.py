@@ -19,6 +19,7 @@ from services.common.http import new_client_session
 from services.common.mattermost import MattermostClient
 from services.mcp.embedded.app import PublicSite, build_app, transport_security
 from services.mcp.embedded.auth import MattermostTokenVerifier
+from services.mcp.embedded.exported import ExportedTools
 from services.mcp.embedded.servicer import EmbeddedServerServicer
 from services.mcp.embedded.sessions import KEY_BYTES, SessionSealer, decode_key
 from services.mcp.embedded.tools import build_server
@@ -41,7 +42,7 @@ def public_site(settings: McpSettings) -> PublicSite:
 class EmbeddedServer:
     """The server's parts: a Mattermost HTTP pool, the SDK's session manager and the app."""
 
-    def __init__(self, settings: McpSettings) -> None:
+    def __init__(self, settings: McpSettings, exported: ExportedTools) -> None:
         self._settings = settings
         self._http: aiohttp.ClientSession | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -51,7 +52,7 @@ class EmbeddedServer:
         else:
             logger.warning("AGENTS_MCP_SERVER_SESSION_KEY is not set: MCP sessions work only on this replica")
             key = os.urandom(KEY_BYTES)
-        server = build_server(self._client_for, version("mattermost-agents-cluster"))
+        server = build_server(self._client_for, version("mattermost-agents-cluster"), exported)
         # Stateless: no replica holds anything for a session, so any replica serves any request.
         self._manager = StreamableHTTPSessionManager(
             app=server, json_response=True, stateless=True, security_settings=transport_security(site)

@@ -19,6 +19,8 @@ from mcp.server.lowlevel.server import Server
 
 from services.common.errors import DomainError, InvalidInput, Unauthenticated, UpstreamUnavailable
 from services.common.mattermost import MattermostClient
+from services.mcp.embedded.exported import ExportedTools
+from services.mcp.embedded.exported import error_result as _error
 from services.tools.catalog import BUILTIN_TOOLS, ToolFamily, validate_arguments
 from services.tools.mattermost_tools import MattermostTools
 from services.tools.results import ToolFailed
@@ -39,13 +41,9 @@ def _caller(ctx: ServerRequestContext[Any, Any]) -> AccessToken:
     return user.access_token
 
 
-def _error(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
-
-
-def build_server(client_for: Callable[[str], MattermostClient], version: str) -> Server[Any]:
+def build_server(client_for: Callable[[str], MattermostClient], version: str, exported: ExportedTools) -> Server[Any]:
     """The low-level MCP server listing and calling the Mattermost tools, each with a client for
-    the caller's token from ``client_for``."""
+    the caller's token from ``client_for``, and the re-exported remote servers' tools."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -60,6 +58,7 @@ def build_server(client_for: Callable[[str], MattermostClient], version: str) ->
                 )
                 for spec in TOOLS.values()
             ]
+            + await exported.tools(_caller(ctx).client_id)
         )
 
     async def call_tool(
@@ -67,7 +66,8 @@ def build_server(client_for: Callable[[str], MattermostClient], version: str) ->
     ) -> types.CallToolResult:
         spec = TOOLS.get(params.name)
         if spec is None:
-            return _error(f"unknown tool {params.name!r}")
+            remote = await exported.call(_caller(ctx).client_id, params.name, params.arguments or {})
+            return remote or _error(f"unknown tool {params.name!r}")
         caller = _caller(ctx)
         try:
             arguments = validate_arguments(spec, params.arguments or {})

@@ -733,6 +733,7 @@ class ServerStatus(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     SERVER_TYPE_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
+    EXPOSE_EXTERNAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The server's name."""
     url: _builtins.str
@@ -747,6 +748,8 @@ class ServerStatus(_message.Message):
     """remote, embedded or plugin."""
     enabled: _builtins.bool
     """False: an admin disabled it."""
+    expose_external: _builtins.bool
+    """Its tools are also offered to external MCP clients."""
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpTool]:
         """The tools discovery found."""
@@ -762,10 +765,11 @@ class ServerStatus(_message.Message):
         error: _builtins.str = ...,
         server_type: _builtins.str = ...,
         enabled: _builtins.bool = ...,
+        expose_external: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "error", b"error", "name", b"name", "needs_oauth", b"needs_oauth", "oauth_url", b"oauth_url", "server_type", b"server_type", "tools", b"tools", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "error", b"error", "expose_external", b"expose_external", "name", b"name", "needs_oauth", b"needs_oauth", "oauth_url", b"oauth_url", "server_type", b"server_type", "tools", b"tools", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

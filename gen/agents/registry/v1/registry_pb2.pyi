@@ -1416,6 +1416,7 @@ class McpServerConfig(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     TOOL_CONFIGS_FIELD_NUMBER: _builtins.int
+    EXPOSE_EXTERNAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifies the server; also the key of per-user OAuth grants."""
     enabled: _builtins.bool
@@ -1426,6 +1427,10 @@ class McpServerConfig(_message.Message):
     """Static OAuth client id; "" uses dynamic client registration."""
     client_secret: _builtins.str
     """Static OAuth client secret. Write-only."""
+    expose_external: _builtins.bool
+    """Its tools are also offered to external MCP clients (the Mattermost MCP server), each run with
+    the calling user's own session and OAuth grant.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Extra HTTP headers sent with every request to the server."""
@@ -1444,10 +1449,11 @@ class McpServerConfig(_message.Message):
         client_id: _builtins.str = ...,
         client_secret: _builtins.str = ...,
         tool_configs: _abc.Iterable[Global___ToolConfig] | None = ...,
+        expose_external: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "client_id", b"client_id", "client_secret", b"client_secret", "enabled", b"enabled", "headers", b"headers", "name", b"name", "tool_configs", b"tool_configs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "client_id", b"client_id", "client_secret", b"client_secret", "enabled", b"enabled", "expose_external", b"expose_external", "headers", b"headers", "name", b"name", "tool_configs", b"tool_configs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,99 @@
+"""Remote MCP servers an admin re-exports through the Mattermost MCP server (``expose_external``;
+beyond the plugin, whose issue #928 is open).
+
+Each tool is listed and run with the calling user's own remote session and OAuth grant, through
+the ``RemoteTools`` the agents use; the client's bearer token stays here (a remote server gets its
+grant's token and the admin's headers only). Names clash as for agents: a Mattermost tool wins,
+then the first server in the configuration. An external client cannot approve a call, so a tool
+whose policy asks first is listed but refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+
+from services.common.errors import DomainError, Unauthenticated
+from services.mcp.config import McpConfig, RemoteServer
+from services.mcp.remote import RemoteTool, RemoteTools, ServerTools
+from services.tools.catalog import first_of_each_name
+from services.tools.policies import Approval, policy_from_tool_config
+
+
+@dataclass(frozen=True)
+class _Exported:
+    server: RemoteServer
+    tool: RemoteTool
+
+
+def error_result(message: str) -> types.CallToolResult:
+    """A tool result telling the client the call failed, and why."""
+    return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
+
+
+class ExportedTools:
+    """The re-exported servers' tools as one user sees them; ``reserved`` are the names that win."""
+
+    def __init__(
+        self,
+        remote: RemoteTools,
+        config: Callable[[], McpConfig],
+        start_url: Callable[[RemoteServer], str],
+        reserved: Iterable[str],
+    ) -> None:
+        self._remote = remote
+        self._config = config
+        self._start_url = start_url
+        self._reserved = frozenset(reserved)
+
+    async def _listing(self, user_id: str) -> tuple[list[_Exported], list[ServerTools]]:
+        origins = self._config().exported_origins()
+        if not origins:
+            return [], []  # nothing re-exported: no remote server is asked
+        # Each server is cut at the per-call deadline: a hung one leaves the others' tools listed.
+        found = await self._remote.user_tools(user_id, only=origins)
+        enabled = [_Exported(s.server, t) for s in found for t in s.tools if t.enabled]
+        return first_of_each_name(enabled, lambda e: e.tool.name, self._reserved), found
+
+    async def tools(self, user_id: str) -> list[types.Tool]:
+        """The tools the user can use, in configuration order."""
+        listed, _ = await self._listing(user_id)
+        return [
+            types.Tool(name=e.tool.name, description=e.tool.description, input_schema=e.tool.input_schema)
+            for e in listed
+        ]
+
+    async def call(self, user_id: str, name: str, arguments: dict[str, Any]) -> types.CallToolResult | None:
+        """Run ``name`` as the user; None when no re-exported server offers it to them."""
+        listed, found = await self._listing(user_id)
+        chosen = next((e for e in listed if e.tool.name == name), None)
+        if chosen is None:
+            # Servers the user has not connected to list nothing: the tool may be one of theirs.
+            locked = [s.server for s in found if s.needs_oauth]
+            return self._connect_first(locked, name) if locked else None
+        policy = policy_from_tool_config(name, chosen.tool.policy, chosen.tool.enabled)
+        if policy.approval is not Approval.AUTO:
+            return error_result(
+                f"tool {name} of MCP server {chosen.server.name} needs the user's approval for each call, which an "
+                "external MCP client cannot give; an administrator can set it to run without asking"
+            )
+        try:
+            outcome = await self._remote.call_tool(user_id, chosen.server.origin, name, arguments)
+        except Unauthenticated:
+            return self._connect_first([chosen.server], name)
+        except DomainError as err:
+            return error_result(f"{name} failed: {err.message}")
+        return types.CallToolResult(
+            content=[types.TextContent(text=outcome.content)],
+            structured_content=outcome.structured,
+            is_error=outcome.is_error,
+        )
+
+    def _connect_first(self, servers: list[RemoteServer], name: str) -> types.CallToolResult:
+        where = "; ".join(f"MCP server {s.name}: {self._start_url(s)}" for s in servers)
+        return error_result(
+            f"tool {name} is not available until you connect your account (open in a browser) to {where}"
+        )
