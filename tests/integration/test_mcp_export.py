@@ -160,6 +160,18 @@ async def test_a_user_without_a_grant_is_told_where_to_connect_and_never_uses_an
     assert world.vault.methods["tools/call"] == vault_calls
 
 
+async def test_a_grant_revoked_since_the_listing_answers_where_to_connect_again(world: World) -> None:
+    pat = world.h.mattermost.add_user("export-pat")
+    await world.oauth.connect(pat)
+    async with world.client(pat) as client:
+        assert "meet" in {tool.name for tool in (await client.list_tools()).tools}
+        world.oauth.auth.valid.clear()  # the authorization server revoked every token it issued
+        refused = await client.call_tool("meet", {"n": 1})
+    assert refused.is_error
+    assert "needs your account at MCP server vault" in text_of(refused)
+    assert f"{PLUGIN}/mcp/oauth/vault/start" in text_of(refused)
+
+
 async def test_the_remote_servers_never_see_the_clients_token(world: World) -> None:
     lea = world.h.mattermost.add_user("export-lea")
     await world.oauth.connect(lea)

@@ -16,7 +16,7 @@ from typing import Any
 
 import mcp_types as types
 
-from services.common.errors import DomainError, Unauthenticated
+from services.common.errors import DomainError, NotFound, Unauthenticated
 from services.mcp.config import McpConfig, RemoteServer
 from services.mcp.remote import RemoteTool, RemoteTools, ServerTools
 from services.tools.catalog import first_of_each_name
@@ -73,7 +73,9 @@ class ExportedTools:
         if chosen is None:
             # Servers the user has not connected to list nothing: the tool may be one of theirs.
             locked = [s.server for s in found if s.needs_oauth]
-            return self._connect_first(locked, name) if locked else None
+            if not locked:
+                return None
+            return error_result(f"tool {name!r} is not among your tools; it may be a tool of {self._connect(locked)}")
         policy = policy_from_tool_config(name, chosen.tool.policy, chosen.tool.enabled)
         if policy.approval is not Approval.AUTO:
             return error_result(
@@ -83,7 +85,10 @@ class ExportedTools:
         try:
             outcome = await self._remote.call_tool(user_id, chosen.server.origin, name, arguments)
         except Unauthenticated:
-            return self._connect_first([chosen.server], name)
+            return error_result(f"tool {name} needs your account at {self._connect([chosen.server])}")
+        except NotFound:
+            # Removed or disabled since the listing (its message would name the server's URL).
+            return error_result(f"{name} failed: MCP server {chosen.server.name} is no longer available")
         except DomainError as err:
             return error_result(f"{name} failed: {err.message}")
         return types.CallToolResult(
@@ -92,8 +97,6 @@ class ExportedTools:
             is_error=outcome.is_error,
         )
 
-    def _connect_first(self, servers: list[RemoteServer], name: str) -> types.CallToolResult:
-        where = "; ".join(f"MCP server {s.name}: {self._start_url(s)}" for s in servers)
-        return error_result(
-            f"tool {name} is not available until you connect your account (open in a browser) to {where}"
-        )
+    def _connect(self, servers: list[RemoteServer]) -> str:
+        """The servers, each with where the user connects to it."""
+        return " or ".join(f"MCP server {s.name} (to connect, open {self._start_url(s)} in a browser)" for s in servers)
