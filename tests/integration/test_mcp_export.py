@@ -136,6 +136,7 @@ async def test_a_connected_user_lists_and_calls_the_exported_tools_with_their_ow
     ida = world.h.mattermost.add_user("export-ida")
     await world.oauth.connect(ida)
     unexported_before, plain_calls = world.unexported.requests, world.plain.methods["tools/call"]
+    handshakes = world.plain.handshakes
     async with world.client(ida) as client:
         listed = {tool.name for tool in (await client.list_tools()).tools}
         assert listed == TEN_TOOLS | PLAIN_TOOLS | {"meet"}
@@ -145,6 +146,8 @@ async def test_a_connected_user_lists_and_calls_the_exported_tools_with_their_ow
     assert not met.is_error and text_of(met) == "met"
     # A clash goes to the first server in the configuration.
     assert world.plain.methods["tools/call"] == plain_calls + 1
+    # One session of this user with the server served the listing and every call (three requests).
+    assert world.plain.handshakes == handshakes + 1
     assert world.unexported.requests == unexported_before
 
 
