@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from services.common.licensing import License
 from services.common.settings import CommonSettings, load_settings
@@ -46,6 +47,22 @@ class IndexSettings(CommonSettings):
     reindex_retry_seconds: float = Field(default=60.0, ge=0)
     # Build the HNSW index after a clearing reindex's bulk load instead of inserting into it.
     reindex_defer_hnsw: bool = True
+    # Where reindex workers run: "local" (processes beside the index service) or "kubernetes" (one
+    # Job per run in this pod's namespace: services/index/reindex/kubernetes_jobs.py).
+    reindex_backend: Literal["local", "kubernetes"] = "local"
+    # kubernetes: the worker pods' template the Helm chart renders (image, environment, account).
+    reindex_job_template_file: str = Field(default="", validate_default=True)
+    # kubernetes: the API server; empty means in-cluster (KUBERNETES_SERVICE_HOST and the account's CA).
+    reindex_kubernetes_api_url: str = ""
+    # kubernetes: the pod's service account (its token, CA and namespace files).
+    reindex_service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    @field_validator("reindex_job_template_file")
+    @classmethod
+    def _template_for_kubernetes(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("reindex_backend") == "kubernetes" and not value:
+            raise ValueError("required when AGENTS_INDEX_REINDEX_BACKEND is kubernetes")
+        return value
 
     @field_validator("license")
     @classmethod

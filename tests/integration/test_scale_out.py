@@ -1,15 +1,18 @@
 """Three replicas of every service (``make up --replicas 3``'s layout): gRPC calls are balanced
-per call over the replicas by the clients' round-robin over every replica's address; bridge
-streams keep flowing while one replica of each service is SIGKILLed and while every replica is
-restarted in turn. No answer is lost or duplicated, every request either succeeds or fails
-clearly, and a restarted replica soon takes its share again.
+per call over the replicas by the clients' round-robin over every replica's address, HTTP
+requests over the gateways by the generated Envoy front proxy; bridge streams through Envoy keep
+flowing while one replica of each service is SIGKILLed and while every replica is restarted in
+turn. No answer is lost or duplicated, every request either succeeds or fails clearly, and a
+restarted replica soon takes its share again.
 
-Load per replica is what each replica's own trace file records: one server span per call (the
-test's own calls are root spans of a method, so the cluster's background calls are not counted)."""
+Load per gRPC replica is what each replica's own trace file records: one server span per call (the
+test's own calls are root spans of a method, so the cluster's background calls are not counted);
+per gateway, what Envoy's admin interface counts as sent to it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -30,6 +33,7 @@ from agents.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.cluster.supervisor import GRPC_SERVICES, Cluster
 from services.common.grpc_client import create_channel, idempotent
 from services.common.identity import MANAGE_SYSTEM, Identity
+from tests.envoy_proxy import EnvoyProxy
 from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import DEFAULT_ANSWER
@@ -37,7 +41,8 @@ from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.conversation_support import FAST, World
 from tests.polling import poll
 
-pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+# Fifteen processes started, killed and restarted one by one: about six minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow, pytest.mark.timeout(900)]
 
 Probe = tuple[str, Callable[[], Awaitable[Any]]]  # the method counted (/service/method), one call to it
 REPLICAS = 3
@@ -124,6 +129,16 @@ async def spread(cluster: Cluster, trace_dir: Path, service: str, probe: Probe) 
     return result
 
 
+async def gateway_spread(proxy: EnvoyProxy, http: aiohttp.ClientSession, headers: dict[str, str]) -> dict[str, int]:
+    """One round of ``ROUND`` requests through Envoy's front: how many it sent each gateway."""
+    before = await proxy.requests_per_host("gateway")
+    for _ in range(ROUND):
+        async with http.get(f"{proxy.front_url}{PLUGIN}/bridge/v1/agents", headers=headers) as resp:
+            assert resp.status == 200, (resp.status, await resp.text())
+    after = await proxy.requests_per_host("gateway")
+    return {host: after[host] - before.get(host, 0) for host in after}
+
+
 def even(counts: dict[str, int]) -> bool:
     """Every replica within ±10 % of an even share."""
     share = sum(counts.values()) / len(counts)
@@ -142,37 +157,48 @@ async def rebalanced(cluster: Cluster, trace_dir: Path, service: str, probe: Pro
     await poll(balanced, within=60, interval=0.5, message=lambda: f"{service} uneven after restarts: {latest}")
 
 
-class Load:
-    """Bridge completions through every gateway in turn and DM conversations with an agent,
-    until stopped; each bridge outcome and each DM kept."""
+async def gateways_rebalanced(proxy: EnvoyProxy, http: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+    """Until a round through Envoy spreads evenly over the gateways (60 s at most)."""
+    latest: dict[str, int] = {}
 
-    def __init__(self, world: World, headers: dict[str, str], bot: FakeUser) -> None:
-        h = world.h
-        assert h.cluster is not None
+    async def balanced() -> bool:
+        latest.clear()
+        latest.update(await gateway_spread(proxy, http, headers))
+        return even(latest)
+
+    await poll(balanced, within=60, interval=0.5, message=lambda: f"gateways uneven after restarts: {latest}")
+
+
+class Load:
+    """Bridge completions through Envoy's front proxy and DM conversations with an agent, until
+    stopped; each bridge outcome and each DM kept."""
+
+    def __init__(self, world: World, headers: dict[str, str], bot: FakeUser, front_url: str) -> None:
         self.world = world
-        self.h = h
+        self.h = world.h
         self.user = world.mm.add_user("scale-user")
         self.dm = world.mm.add_direct_channel(self.user, bot)
         self.questions: list[str] = []
-        self.urls = [
-            f"http://{h.cluster.address(n)}{PLUGIN}/bridge/v1/completion/agent/helper"
-            for n in h.cluster.config.processes_of("gateway")
-        ]
+        self.url = f"{front_url}{PLUGIN}/bridge/v1/completion/agent/helper"
         self.headers = headers
         self.outcomes: list[str] = []
         self.stopped = asyncio.Event()
 
-    async def one(self, url: str) -> str:
+    async def one(self) -> str:
         """``answered`` (the whole answer, once), or how it failed clearly; an assertion otherwise."""
         assert self.h.http is not None
         try:
-            async with self.h.http.post(url, data=json.dumps(BODY), headers=self.headers) as resp:
+            async with self.h.http.post(self.url, data=json.dumps(BODY), headers=self.headers) as resp:
                 raw = (await resp.read()).decode()
                 if resp.status != 200:
-                    assert resp.status in (502, 503, 504) and "error" in json.loads(raw), (resp.status, raw)
+                    assert resp.status in (502, 503, 504), (resp.status, raw)
+                    if resp.content_type == "application/json":
+                        assert "error" in json.loads(raw), raw  # the gateway's own refusal
+                    else:  # Envoy's local reply: its gateway was killed before answering
+                        assert resp.headers.get("Server") == "envoy", (resp.headers, raw)
                     return f"http {resp.status}"
-        except aiohttp.ClientConnectionError:
-            return "connection refused or reset"  # its gateway was killed: the client knows
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+            return "connection reset or stream cut"  # its gateway was killed mid-answer: the client knows
         events = [json.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: ")]
         assert events and events[-1]["Type"] == 1, raw  # every stream is ended explicitly
         if any(e["Type"] == 2 for e in events):
@@ -194,13 +220,11 @@ class Load:
         return bool(replies) and replies[0]["props"].get("agents_stream_status") not in (None, "streaming")
 
     async def run(self, streams: int = 3) -> None:
-        async def worker(k: int) -> None:
-            i = k
+        async def worker() -> None:
             while not self.stopped.is_set():
-                self.outcomes.append(await self.one(self.urls[i % len(self.urls)]))
-                i += streams
+                self.outcomes.append(await self.one())
 
-        await asyncio.gather(self.converse(), *(worker(k) for k in range(streams)))
+        await asyncio.gather(self.converse(), *(worker() for _ in range(streams)))
 
     def check_conversations(self) -> list[str]:
         """Every DM has exactly one reply, finished: the whole answer once, or a clear failure."""
@@ -230,21 +254,32 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
         "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.3",
     }
     headers = {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": secret}
-    async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env, replicas=REPLICAS, process_env=process_env) as h:
-        assert h.cluster is not None
+    async with (
+        FakeOpenAI() as fake,
+        ClusterHarness(postgres, env=env, replicas=REPLICAS, process_env=process_env) as h,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        assert h.cluster is not None and h.http is not None
         cluster = h.cluster
         world = World(h, fake)
         await world.setup()
         await world.agent("helper", sockets=REPLICAS)  # for the bridge
         bot = await world.agent("chatty", sockets=REPLICAS)
         checks = probes(h)
+        # The generated Envoy in front of the gateways (its gRPC listeners are unused here).
+        proxy = await stack.enter_async_context(
+            EnvoyProxy({**cluster.environment(), "AGENTS_ENVOY_GATEWAY_ADDR": cluster.target("gateway")})
+        )
+        await proxy.wait_healthy()
 
         # Steady state: every service's calls spread evenly over its three replicas.
         for service, probe in checks.items():
             counts = await spread(cluster, tmp_path, service, probe)
             assert even(counts), (service, counts)
+        gateways = await gateway_spread(proxy, h.http, headers)
+        assert len(gateways) == REPLICAS and even(gateways), gateways
 
-        load = Load(world, headers, bot)
+        load = Load(world, headers, bot, proxy.front_url)
         running = asyncio.create_task(load.run())
         await poll(lambda: len(load.outcomes) >= 6, within=60, message="no load got through")
 
@@ -275,6 +310,7 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
         # Every replica, restarted last, takes its fair share again within 60 s.
         for service, probe in checks.items():
             await rebalanced(cluster, tmp_path, service, probe)
+        await gateways_rebalanced(proxy, h.http, headers)
 
         answered = load.outcomes.count("answered")
         assert answered >= len(load.outcomes) // 2, load.outcomes

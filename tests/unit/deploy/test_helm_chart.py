@@ -132,6 +132,25 @@ def test_only_the_index_service_holds_the_right_to_create_jobs() -> None:
     assert {r for rule in rules for r in rule["resources"]} == {"jobs", "pods"}
 
 
+def test_the_index_pods_launch_reindex_jobs_from_the_worker_template_the_chart_mounts() -> None:
+    docs = render({})
+    index = by_name(docs, "Deployment")["agents-mattermost-agents-index"]["spec"]["template"]["spec"]
+    [container] = index["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AGENTS_INDEX_REINDEX_BACKEND"] == "kubernetes"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["AGENTS_INDEX_REINDEX_JOB_TEMPLATE_FILE"] == mounts["reindex-worker"] + "/worker.json"
+    volumes = {v["name"]: v for v in index["volumes"]}
+    assert volumes["reindex-worker"]["configMap"]["name"] == "agents-mattermost-agents-index-reindex-worker"
+    llm = by_name(docs, "Deployment")["agents-mattermost-agents-llm"]["spec"]["template"]["spec"]
+    assert "AGENTS_INDEX_REINDEX_BACKEND" not in {e["name"] for e in llm["containers"][0]["env"]}
+    # Workers reach the database and Mattermost, and nothing reaches them.
+    policy = by_name(docs, "NetworkPolicy")["agents-mattermost-agents-reindex-worker"]["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "reindex-worker"
+    assert "ingress" not in policy
+    assert {p["port"] for rule in policy["egress"] for p in rule["ports"]} >= {5432, 8065}
+
+
 def test_migrations_run_as_a_hook_job_before_the_release_with_chart_made_secrets_first() -> None:
     docs = render({"database": {"existingSecret": "", "url": "postgresql://agents:pw@db:5432/agents"}})
     job = by_name(docs, "Job")["agents-mattermost-agents-migrate"]
@@ -171,6 +190,7 @@ def test_token_usage_records_go_to_stdout_or_to_a_volume_never_to_the_read_only_
         ({"mattermost": {"url": "chat.example.com"}}, "/mattermost/url"),
         ({"components": {"llm": {"replica": 3}}}, "replica"),
         ({"logLevl": "DEBUG"}, "logLevl"),
+        ({"reindexJobs": {"backoffLimit": -1}}, "/reindexJobs/backoffLimit"),
     ],
 )
 def test_a_bad_value_fails_at_install_naming_it(values: dict, complaint: str) -> None:

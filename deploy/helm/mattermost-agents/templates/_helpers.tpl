@@ -40,7 +40,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- printf "dns:///%s-%s-headless.%s.svc.cluster.local:%d" (include "agents.fullname" .root) .name .root.Release.Namespace (int $c.port) -}}
 {{- end -}}
 
-{{/* What every process of the release needs: database, Mattermost, peers, shutdown timing. */}}
+{{/* What every process of the release needs (the pods, migrations, reindex workers): database, Mattermost, license. */}}
 {{- define "agents.commonEnv" -}}
 - name: DATABASE_URL
   valueFrom:
@@ -61,6 +61,8 @@ app.kubernetes.io/component: {{ .name }}
       key: {{ .Values.mattermost.tokenKey }}
 - name: AGENTS_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: AGENTS_INDEX_LICENSE
+  value: {{ .Values.license | quote }}
 {{- end -}}
 
 {{/* "true" when ServiceMonitors are rendered: forced on, or "auto" and the Prometheus Operator is installed. */}}
