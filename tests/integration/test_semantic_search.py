@@ -19,6 +19,7 @@ from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 from agents.tools.v1 import tools_pb2 as tools_pb2
 from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 from google.protobuf import struct_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.identity import Identity
 from services.common.mattermost import MattermostClient
@@ -335,6 +336,38 @@ async def test_search_run_is_not_served_yet_and_says_so(world: World) -> None:
     rae = world.user("rae")
     status, answer, _ = await world.h.request("POST", "/search/run", user=rae, json_body={"query": "release plans"})
     assert status == 501 and answer["error"], answer
+
+
+async def search_durations(world: World) -> dict[str, float]:
+    """``agents_search_duration_seconds`` samples of the index's /metrics: name{labels} → value."""
+    assert world.h.cluster is not None and world.h.http is not None
+    async with world.h.http.get(world.h.cluster.metrics_url("index")) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("agents_search_duration_seconds")
+    }
+
+
+async def test_each_search_is_timed_on_the_index_metrics_without_ids_in_labels(world: World) -> None:
+    room = world.channel("timing")
+    tao = world.user("tao", room)
+    await world.post(tao, room, "the metrics dashboard shows search latency")
+    before = await search_durations(world)
+    assert await world.found(tao, "search latency dashboard")
+    status, _ = await world.raw(tao, query="")  # refused before any scan: timed as an error
+    assert status == 400
+    after = await search_durations(world)
+    counts = {k: v - before.get(k, 0) for k, v in after.items() if "_count" in k}
+    assert counts["agents_search_duration_seconds_count[('scan', 'exact')]"] == 1, counts
+    assert counts["agents_search_duration_seconds_count[('scan', 'error')]"] == 1, counts
+    assert after["agents_search_duration_seconds_sum[('scan', 'exact')]"] > before.get(
+        "agents_search_duration_seconds_sum[('scan', 'exact')]", 0
+    )
+    assert not [k for k in after if room.id in k or tao.id in k or world.team.id in k]
 
 
 async def test_ai_bots_reports_search_enabled_while_it_works(world: World) -> None:
