@@ -332,10 +332,50 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
     assert status == 400 and "maxResults" in answer["error"], answer
 
 
-async def test_search_run_is_not_served_yet_and_says_so(world: World) -> None:
-    rae = world.user("rae")
-    status, answer, _ = await world.h.request("POST", "/search/run", user=rae, json_body={"query": "release plans"})
-    assert status == 501 and answer["error"], answer
+async def test_search_run_streams_the_answer_over_permitted_results_into_a_dm_with_the_agent(world: World) -> None:
+    crew, vault = world.channel("crew", "P"), world.channel("vault", "P")
+    rae, sid = world.user("rae", crew), world.user("sid", crew, vault)
+    permitted = await world.post(sid, crew, "the launch review moved to thursday afternoon")
+    await world.post(sid, vault, "the launch review secret codename is bluebird")
+    world.openai.enqueue(FakeResponse.text("Sid says the launch review is on Thursday afternoon."))
+    body = {"query": "when is the launch review"}
+    status, answer, _ = await world.h.request("POST", "/search/run?botUsername=seeker", user=rae, json_body=body)
+    assert status == 200, answer
+    assert_matches_openapi("POST", "/search/run", 200, answer)
+    posts = world.mm.state.posts
+    question = posts[answer["postId"]]
+    assert question["channel_id"] == answer["channelId"] and question["message"] == "when is the launch review"
+    dm = world.mm.state.channels[answer["channelId"]]
+    assert dm["type"] == "D" and sorted(dm["name"].split("__")) == sorted([rae.id, world.bot.id])
+
+    def reply() -> dict[str, Any] | None:
+        done = [
+            p
+            for p in posts.values()
+            if p["root_id"] == question["id"] and p["props"].get("agents_stream_status") not in (None, "streaming")
+        ]
+        return done[0] if done else None
+
+    post = await poll(reply, within=20)
+    assert post["user_id"] == world.bot.id and post["props"]["agents_stream_status"] == "done"
+    assert post["message"] == "Sid says the launch review is on Thursday afternoon."
+    assert [r["postId"] for r in json.loads(post["props"]["search_results"])] == [permitted["id"]]
+    asked = json.dumps(world.openai.requests[-1].body)
+    assert "moved to thursday afternoon" in asked and "bluebird" not in asked
+    # Nothing readable matched: the plugin's answer in the reply, and no model call.
+    calls = len(world.openai.requests)
+    status, answer, _ = await world.h.request("POST", "/search/run", user=world.user("ned"), json_body=body)
+    assert status == 200, answer
+    question = posts[answer["postId"]]
+    post = await poll(reply, within=20)
+    assert "couldn't find" in post["message"] and "search_results" not in post["props"]
+    assert len(world.openai.requests) == calls
+    # The provider refuses before the answer starts: the route says so, and neither post stays.
+    world.openai.enqueue(FakeResponse(status=400, error_body={"error": {"message": "bad request"}}))
+    before = {p["id"] for p in posts.values() if not p["delete_at"]}
+    status, answer, _ = await world.h.request("POST", "/search/run", user=rae, json_body=body)
+    assert status >= 400 and answer["error"], answer
+    assert {p["id"] for p in posts.values() if not p["delete_at"]} == before
 
 
 async def search_durations(world: World) -> dict[str, float]:
