@@ -4,6 +4,7 @@ channels it may match. SQL lives in ``store.py``; embeddings and chunking come f
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -155,15 +156,21 @@ class SemanticIndex:
             raise InvalidInput("offset must not be negative", field="offset")
         if not 0.0 <= asked.min_score <= 1.0:
             raise InvalidInput("min_score must be between 0 and 1", field="min_score")
-        setup, recorded = await self.current()
+        setup = await self._setup()
+        channels = permitted_channels(asked.readable_channel_ids, asked.channel_id)
+        vector: Sequence[float] = []
+        if channels:
+            # The stored space is read while the query is embedded: the database round trip is off
+            # the path. A vector of a space that no longer matches is dropped unused.
+            recorded, (vector,) = await asyncio.gather(self.store.space(), setup.embedder.embed([query]))
+        else:
+            recorded = await self.store.space()
         if recorded is None:
             return [], "none"  # nothing indexed yet
         if recorded != setup.space:
             raise FailedPrecondition("the embedding model changed since the index was built: search needs a reindex")
-        channels = permitted_channels(asked.readable_channel_ids, asked.channel_id)
         if not channels:
             return [], "none"
-        (vector,) = await setup.embedder.embed([query])
         plan = SearchPlan(
             channel_ids=channels,
             team_id=asked.team_id,
