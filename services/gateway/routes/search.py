@@ -21,7 +21,7 @@ from aiohttp import web
 
 from services.common.errors import DomainError, FailedPrecondition, InvalidInput, UpstreamUnavailable
 from services.common.grpc_client import unary
-from services.common.mattermost import MattermostClient
+from services.common.mattermost import MattermostClient, User
 from services.gateway.backends import completion_events
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
@@ -57,6 +57,10 @@ async def _team_name(mattermost: MattermostClient, team_id: str) -> str:
         return ""
 
 
+async def _users(mattermost: MattermostClient, user_ids: list[str]) -> list[User]:
+    return await mattermost.get_users_by_ids(user_ids) if user_ids else []
+
+
 @dataclass(frozen=True)
 class _Names:
     """Channel display names (the plugin's "Direct Message"/"Group Message" for those), team
@@ -75,11 +79,11 @@ async def _names(mattermost: MattermostClient, results: list[index_pb2.SearchRes
     channel_ids = sorted({r.channel_id for r in results})
     team_ids = sorted({r.team_id for r in results if r.team_id})
     user_ids = sorted({r.user_id for r in results})
-    channels, teams = await asyncio.gather(
+    channels, teams, users = await asyncio.gather(
         asyncio.gather(*(_channel_name(mattermost, c) for c in channel_ids)),
         asyncio.gather(*(_team_name(mattermost, t) for t in team_ids)),
+        _users(mattermost, user_ids),
     )
-    users = await mattermost.get_users_by_ids(user_ids) if user_ids else []
     return _Names(
         dict(zip(channel_ids, channels, strict=True)),
         dict(zip(team_ids, teams, strict=True)),
