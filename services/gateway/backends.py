@@ -54,3 +54,13 @@ async def conversation_events(
     """The events of a streaming Conversations RPC (each response message wraps one event)."""
     async for response in stream(call, request, **kwargs):
         yield response.event
+
+
+async def completion_events(
+    call: Callable[..., Any], request: llm_pb2.StreamCompleteRequest, post_id: str, **kwargs: Any
+) -> AsyncIterator[llm_pb2.ConversationEvent]:
+    """The events of LLM.StreamComplete as a turn's, written into the post ``post_id``: a
+    completion outside any conversation (a search's answer) renders like a turn."""
+    async for response in stream(call, request, **kwargs):
+        for event in response.events:
+            yield llm_pb2.ConversationEvent(post_id=post_id, stream=event)

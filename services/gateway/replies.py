@@ -39,6 +39,14 @@ class FileUpload:
 
 
 @dataclass(frozen=True)
+class Question:
+    """A question posted into the DM before the reply that answers it in its thread."""
+
+    message: str
+    props: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Reply:
     """A reply post, the bot client that writes it, and what it shows so far."""
 
@@ -48,6 +56,8 @@ class Reply:
     # Created for this turn: a turn refused before its first event deletes it.
     new: bool = False
     file_ids: tuple[str, ...] = ()
+    # The question post the reply answers in its thread (``start_in_dm`` with a question).
+    question_id: str = ""
 
     @property
     def post_id(self) -> str:
@@ -100,19 +110,28 @@ class ReplyService:
         *,
         props: Mapping[str, Any] | None = None,
         upload: FileUpload | None = None,
+        question: Question | None = None,
     ) -> Reply:
         """A new, empty reply of the bot in its DM with ``requester_id`` (the DM is created when
-        there is none yet), carrying ``props`` besides the usual ones and ``upload`` attached."""
+        there is none yet), carrying ``props`` besides the usual ones and ``upload`` attached;
+        with a ``question``, that is posted first and the reply goes into its thread."""
         poster = await self.poster(bot_user_id)
         dm = await poster.get_or_create_direct_channel(requester_id, bot_user_id)
-        reply_props = {**self.props(requester_id=requester_id), **(props or {})}
+        root_id = ""
+        if question is not None:
+            # Posted by the bot: Mattermost's REST API posts only as the token's own user, and the
+            # gateway holds no token of the requester's (the plugin posts it as the user).
+            root_id = (await poster.create_post(dm.id, question.message, props=dict(question.props))).id
+        reply_props = {**self.props(requester_id=requester_id, responding_to=root_id), **(props or {})}
         file_ids: list[str] = []
         if upload is not None:
             uploaded = await poster.upload_file(dm.id, upload.filename, upload.content, upload.mime_type)
             file_ids.append(uploaded.id)
-        post = await poster.create_post(dm.id, "", props=reply_props, type=POST_TYPE, file_ids=file_ids)
+        post = await poster.create_post(
+            dm.id, "", root_id=root_id, props=reply_props, type=POST_TYPE, file_ids=file_ids
+        )
         state = ReplyState(post_id=post.id, requester_id=requester_id, props=dict(reply_props))
-        return Reply(poster, state, dm.id, new=True, file_ids=tuple(file_ids))
+        return Reply(poster, state, dm.id, new=True, file_ids=tuple(file_ids), question_id=root_id)
 
     async def start_in_thread(self, post: Post, bot_user_id: str) -> Reply:
         """A new, empty reply of the bot to the user's ``post``, in the post's thread."""
@@ -174,10 +193,10 @@ class ReplyService:
         await self.writer.drain(relay_for, mark_within)
 
     async def _discard(self, reply: Reply) -> None:
-        try:
-            await reply.poster.delete_post(reply.post_id)
-        except DomainError as err:
-            logger.warning(
-                "deleting the reply of a refused turn failed",
-                extra={"post_id": reply.post_id, "error": err.message},
-            )
+        for post_id in filter(None, (reply.post_id, reply.question_id)):
+            try:
+                await reply.poster.delete_post(post_id)
+            except DomainError as err:
+                logger.warning(
+                    "deleting the posts of a refused turn failed", extra={"post_id": post_id, "error": err.message}
+                )

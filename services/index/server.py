@@ -19,6 +19,7 @@ from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.licensing import License
 from services.common.mattermost import MattermostClient
+from services.common.metrics import ServiceMetrics
 from services.common.settings import CommonSettings
 from services.common.telemetry import LiveLogLevel
 from services.index.registry.active_agents import ActiveAgents
@@ -37,6 +38,7 @@ from services.index.registry.store import AgentStore
 from services.index.registry.user_preferences import UserToolPreferences
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
+from services.index.search.metrics import SearchMetrics
 from services.index.search.semantic import ScanBounds, SemanticIndex
 from services.index.search.servicer import IndexServicer
 from services.index.search.setup import ConfiguredSetup
@@ -85,7 +87,8 @@ class IndexProcess:
         )
         self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
         self._orphans: asyncio.Task[None] | None = None
-        index = IndexServicer(self.semantic, self.reindexer)
+        search_metrics = SearchMetrics()
+        index = IndexServicer(self.semantic, self.reindexer, search_metrics)
         self.host = GrpcServiceHost(
             settings,
             [
@@ -106,6 +109,7 @@ class IndexProcess:
                     index_pb2_grpc.add_IndexServicer_to_server,
                 ),
             ],
+            metrics=ServiceMetrics(settings.service_name, search_metrics.registry),
         )
 
     async def prepare(self) -> None:

@@ -34,11 +34,11 @@ class IndexSettings(CommonSettings):
     embedding_private_hostnames: str = ""
     # A search whose permitted channels hold at most this many rows ranks them all (exact and
     # cheap); above it the HNSW index is scanned iteratively.
-    search_exact_scan_rows: int = Field(default=2_000, ge=0)
+    search_exact_scan_rows: int = Field(default=10_000, ge=0)
     # How many index tuples an iterative HNSW scan may read before the exact scan takes over.
     search_max_scan_tuples: int = Field(default=100_000, ge=1)
     # hnsw.ef_search of a search's HNSW scan: higher finds more of the true nearest rows, slower.
-    search_ef_search: int = Field(default=200, ge=1, le=1000)
+    search_ef_search: int = Field(default=1000, ge=1, le=1000)
     # A reindex worker that has not renewed its job's lease this long is gone; another takes over.
     reindex_lease_seconds: float = Field(default=30.0, gt=0)
     # Posts read from Mattermost and committed per page of a reindex.

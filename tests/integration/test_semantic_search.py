@@ -19,6 +19,7 @@ from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 from agents.tools.v1 import tools_pb2 as tools_pb2
 from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 from google.protobuf import struct_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.identity import Identity
 from services.common.mattermost import MattermostClient
@@ -331,10 +332,82 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
     assert status == 400 and "maxResults" in answer["error"], answer
 
 
-async def test_search_run_is_not_served_yet_and_says_so(world: World) -> None:
-    rae = world.user("rae")
-    status, answer, _ = await world.h.request("POST", "/search/run", user=rae, json_body={"query": "release plans"})
-    assert status == 501 and answer["error"], answer
+async def test_search_run_streams_the_answer_over_permitted_results_into_a_dm_with_the_agent(world: World) -> None:
+    crew, vault = world.channel("crew", "P"), world.channel("vault", "P")
+    rae, sid = world.user("rae", crew), world.user("sid", crew, vault)
+    permitted = await world.post(sid, crew, "the launch review moved to thursday afternoon")
+    await world.post(sid, vault, "the launch review secret codename is bluebird")
+    world.openai.enqueue(FakeResponse.text("Sid says the launch review is on Thursday afternoon."))
+    body = {"query": "when is the launch review"}
+    status, answer, _ = await world.h.request("POST", "/search/run?botUsername=seeker", user=rae, json_body=body)
+    assert status == 200, answer
+    assert_matches_openapi("POST", "/search/run", 200, answer)
+    posts = world.mm.state.posts
+    question = posts[answer["postId"]]
+    assert question["channel_id"] == answer["channelId"] and question["message"] == "when is the launch review"
+    dm = world.mm.state.channels[answer["channelId"]]
+    assert dm["type"] == "D" and sorted(dm["name"].split("__")) == sorted([rae.id, world.bot.id])
+
+    def reply() -> dict[str, Any] | None:
+        done = [
+            p
+            for p in posts.values()
+            if p["root_id"] == question["id"] and p["props"].get("agents_stream_status") not in (None, "streaming")
+        ]
+        return done[0] if done else None
+
+    post = await poll(reply, within=20)
+    assert post["user_id"] == world.bot.id and post["props"]["agents_stream_status"] == "done"
+    assert post["message"] == "Sid says the launch review is on Thursday afternoon."
+    assert [r["postId"] for r in json.loads(post["props"]["search_results"])] == [permitted["id"]]
+    asked = json.dumps(world.openai.requests[-1].body)
+    assert "moved to thursday afternoon" in asked and "bluebird" not in asked
+    # Nothing readable matched: the plugin's answer in the reply, and no model call.
+    calls = len(world.openai.requests)
+    status, answer, _ = await world.h.request("POST", "/search/run", user=world.user("ned"), json_body=body)
+    assert status == 200, answer
+    question = posts[answer["postId"]]
+    post = await poll(reply, within=20)
+    assert "couldn't find" in post["message"] and "search_results" not in post["props"]
+    assert len(world.openai.requests) == calls
+    # The provider refuses before the answer starts: the route says so, and neither post stays.
+    world.openai.enqueue(FakeResponse(status=400, error_body={"error": {"message": "bad request"}}))
+    before = {p["id"] for p in posts.values() if not p["delete_at"]}
+    status, answer, _ = await world.h.request("POST", "/search/run", user=rae, json_body=body)
+    assert status >= 400 and answer["error"], answer
+    assert {p["id"] for p in posts.values() if not p["delete_at"]} == before
+
+
+async def search_durations(world: World) -> dict[str, float]:
+    """``agents_search_duration_seconds`` samples of the index's /metrics: name{labels} → value."""
+    assert world.h.cluster is not None and world.h.http is not None
+    async with world.h.http.get(world.h.cluster.metrics_url("index")) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("agents_search_duration_seconds")
+    }
+
+
+async def test_each_search_is_timed_on_the_index_metrics_without_ids_in_labels(world: World) -> None:
+    room = world.channel("timing")
+    tao = world.user("tao", room)
+    await world.post(tao, room, "the metrics dashboard shows search latency")
+    before = await search_durations(world)
+    assert await world.found(tao, "search latency dashboard")
+    status, _ = await world.raw(tao, query="")  # refused before any scan: timed as an error
+    assert status == 400
+    after = await search_durations(world)
+    counts = {k: v - before.get(k, 0) for k, v in after.items() if "_count" in k}
+    assert counts["agents_search_duration_seconds_count[('scan', 'exact')]"] == 1, counts
+    assert counts["agents_search_duration_seconds_count[('scan', 'error')]"] == 1, counts
+    assert after["agents_search_duration_seconds_sum[('scan', 'exact')]"] > before.get(
+        "agents_search_duration_seconds_sum[('scan', 'exact')]", 0
+    )
+    assert not [k for k in after if room.id in k or tao.id in k or world.team.id in k]
 
 
 async def test_ai_bots_reports_search_enabled_while_it_works(world: World) -> None:

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from agents.index.v1 import index_pb2 as index_pb2
 from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.registry.v1 import registry_pb2 as registry_pb2
 from aiohttp import web
 
-from services.common.errors import DomainError, FailedPrecondition, InvalidInput, Unimplemented, UpstreamUnavailable
+from services.common.errors import DomainError, FailedPrecondition, InvalidInput, UpstreamUnavailable
 from services.common.grpc_client import unary
-from services.common.mattermost import MattermostClient
+from services.common.mattermost import MattermostClient, User
+from services.gateway.backends import completion_events
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
 from services.gateway.proto_json import from_json
+from services.gateway.replies import Events, Question
 from services.gateway.routes.guards import bot_for, require_admin
 
 routes = web.RouteTableDef()
@@ -53,6 +57,10 @@ async def _team_name(mattermost: MattermostClient, team_id: str) -> str:
         return ""
 
 
+async def _users(mattermost: MattermostClient, user_ids: list[str]) -> list[User]:
+    return await mattermost.get_users_by_ids(user_ids) if user_ids else []
+
+
 @dataclass(frozen=True)
 class _Names:
     """Channel display names (the plugin's "Direct Message"/"Group Message" for those), team
@@ -71,11 +79,11 @@ async def _names(mattermost: MattermostClient, results: list[index_pb2.SearchRes
     channel_ids = sorted({r.channel_id for r in results})
     team_ids = sorted({r.team_id for r in results if r.team_id})
     user_ids = sorted({r.user_id for r in results})
-    channels, teams = await asyncio.gather(
+    channels, teams, users = await asyncio.gather(
         asyncio.gather(*(_channel_name(mattermost, c) for c in channel_ids)),
         asyncio.gather(*(_team_name(mattermost, t) for t in team_ids)),
+        _users(mattermost, user_ids),
     )
-    users = await mattermost.get_users_by_ids(user_ids) if user_ids else []
     return _Names(
         dict(zip(channel_ids, channels, strict=True)),
         dict(zip(team_ids, teams, strict=True)),
@@ -119,18 +127,11 @@ def _context(query: str, rag: list[dict[str, Any]]) -> str:
     return f"<context>\n{messages}</context>\n\n{query}"
 
 
-@routes.post("/search")
-async def search_with_answer(request: web.Request) -> web.Response:
-    """``aiBotRequired``, then the plugin's SearchRequest (``query``, ``teamId``, ``channelId``,
-    ``maxResults``): the results and the agent's answer over them (not streamed)."""
-    agent = await bot_for(request)
-    query, search = await _search_request(request)
-    reply = await _search(request, search)
-    deps = request.app[DEPS]
-    rag = _rag_results(list(reply.results), await _names(deps.mattermost, list(reply.results)))
-    if not rag:
-        return web.json_response({"answer": NO_RESULTS, "results": []})
-    completion = llm_pb2.CompletionRequest(
+def _completion(
+    request: web.Request, agent: registry_pb2.Agent, query: str, rag: list[dict[str, Any]]
+) -> llm_pb2.CompletionRequest:
+    """The agent's completion answering ``query`` over the search results ``rag``."""
+    return llm_pb2.CompletionRequest(
         service_id=agent.service_id,
         model=agent.model,
         messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=_context(query, rag))])],
@@ -138,18 +139,64 @@ async def search_with_answer(request: web.Request) -> web.Response:
         agent_username=agent.username,
         operation="search",
     )
-    answer = await unary(deps.backends.llm.Complete, llm_pb2.CompleteRequest(request=completion))
+
+
+async def _searched(request: web.Request) -> tuple[registry_pb2.Agent, str, list[dict[str, Any]]]:
+    """``aiBotRequired``, then the plugin's SearchRequest run: the agent, the query and the
+    results (permitted channels only) as the plugin's RAGResults."""
+    agent = await bot_for(request)
+    query, search = await _search_request(request)
+    reply = await _search(request, search)
+    rag = _rag_results(list(reply.results), await _names(request.app[DEPS].mattermost, list(reply.results)))
+    return agent, query, rag
+
+
+@routes.post("/search")
+async def search_with_answer(request: web.Request) -> web.Response:
+    """The results and the agent's answer over them (not streamed)."""
+    agent, query, rag = await _searched(request)
+    if not rag:
+        return web.json_response({"answer": NO_RESULTS, "results": []})
+    complete = llm_pb2.CompleteRequest(request=_completion(request, agent, query, rag))
+    answer = await unary(request.app[DEPS].backends.llm.Complete, complete)
     return web.json_response({"answer": answer.text, "results": rag})
+
+
+async def _canned(post_id: str, text: str) -> Events:
+    """A finished turn that only says ``text``."""
+    for event in (
+        llm_pb2.StreamEvent(text_delta=llm_pb2.TextDelta(text=text)),
+        llm_pb2.StreamEvent(done=llm_pb2.Done(stop_reason=llm_pb2.STOP_REASON_END_TURN)),
+    ):
+        yield llm_pb2.ConversationEvent(post_id=post_id, stream=event)
 
 
 @routes.post("/search/run")
 async def run_search(request: web.Request) -> web.Response:
-    """``aiBotRequired``, then the search is checked and run; the DM with its streamed answer
-    (the plugin's flow) is not served yet."""
-    await bot_for(request)
-    _, search = await _search_request(request)
-    await _search(request, search)
-    raise Unimplemented("answers to searches in a direct message are not available yet")
+    """The plugin's flow: the question goes into the caller's DM with the agent's bot, and the
+    answer over the results streams into a reply in its thread (``search_results`` carries
+    them, no_regen). Answers ``{postId, channelId}`` of the question post."""
+    agent, query, rag = await _searched(request)
+    deps = request.app[DEPS]
+    props: dict[str, Any] = {"no_regen": "true"}
+    if rag:
+        props["search_results"] = json.dumps(rag)
+    reply = await deps.replies.start_in_dm(
+        caller_of(request).user.id,
+        agent.bot_user_id,
+        props=props,
+        question=Question(query, {"search_query": "true"}),
+    )
+    if rag:
+        answer = llm_pb2.StreamCompleteRequest(request=_completion(request, agent, query, rag), batch_events=True)
+        events = completion_events(
+            deps.backends.llm.StreamComplete, answer, reply.post_id, timeout=deps.settings.turn_timeout_seconds
+        )
+    else:
+        events = _canned(reply.post_id, NO_RESULTS)
+    await deps.replies.launch(reply, events)
+    # The names the plugin's webapp reads (the plugin itself answers PostID and ChannelID).
+    return web.json_response({"postId": reply.question_id, "channelId": reply.channel_id})
 
 
 async def _search_request(request: web.Request) -> tuple[str, index_pb2.SearchRequest]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 from agents.index.v1 import index_pb2 as index_pb2
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
@@ -10,6 +12,7 @@ from services.common.telemetry import tracer
 from services.index.reindex.health import check_health
 from services.index.reindex.runner import Reindexer
 from services.index.reindex.store import Job
+from services.index.search.metrics import FAILED, SearchMetrics
 from services.index.search.semantic import PostDoc, SearchQuery, SemanticIndex
 from services.index.search.store import Hit
 
@@ -59,9 +62,10 @@ def _job(job: Job) -> index_pb2.JobStatus:
 class IndexServicer(index_pb2_grpc.IndexServicer):
     """Every RPC of agents.index.v1.Index."""
 
-    def __init__(self, index: SemanticIndex, reindexer: Reindexer) -> None:
+    def __init__(self, index: SemanticIndex, reindexer: Reindexer, metrics: SearchMetrics) -> None:
         self.index = index
         self.reindexer = reindexer
+        self.metrics = metrics
 
     async def IndexPosts(
         self,
@@ -86,18 +90,22 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         context: grpc.aio.ServicerContext[index_pb2.SearchRequest, index_pb2.SearchResponse],
     ) -> index_pb2.SearchResponse:
         """The best matches among the channels the caller can read."""
+        started, scans = time.monotonic(), FAILED
         with tracer(__name__).start_as_current_span("semantic search") as span:
-            hits, scans = await self.index.search(
-                SearchQuery(
-                    query=request.query,
-                    readable_channel_ids=list(request.readable_channel_ids),
-                    team_id=request.team_id,
-                    channel_id=request.channel_id,
-                    limit=request.limit,
-                    offset=request.offset,
-                    min_score=request.min_score,
+            try:
+                hits, scans = await self.index.search(
+                    SearchQuery(
+                        query=request.query,
+                        readable_channel_ids=list(request.readable_channel_ids),
+                        team_id=request.team_id,
+                        channel_id=request.channel_id,
+                        limit=request.limit,
+                        offset=request.offset,
+                        min_score=request.min_score,
+                    )
                 )
-            )
+            finally:
+                self.metrics.observe(scans, time.monotonic() - started)
             span.set_attribute("search.results", len(hits))
             span.set_attribute("search.scans", scans)
             span.set_attribute("search.readable_channels", len(request.readable_channel_ids))

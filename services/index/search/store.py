@@ -228,25 +228,22 @@ class VectorStore:
             "team": plan.team_id,
             "wanted": wanted,
             "exact_rows": plan.exact_scan_rows,
+            "ef_search": str(min(max(plan.ef_search, wanted), 1000)),
+            "max_scan_tuples": str(int(plan.max_scan_tuples)),
         }
         async with self.engine.begin() as conn:
-            permitted = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM (SELECT 1 FROM index_post_chunks WHERE channel_id = ANY(:channels) "
-                        "AND (:team = '' OR team_id = :team) LIMIT :exact_rows + 1) AS few"
-                    ),
-                    params,
-                )
-            ).scalar_one()
-            rows: list[Any] = []
-            scans = []
+            # One round trip counts the permitted rows (up to the bound), ranks them exactly when
+            # they are few, and sets the HNSW scan's knobs for the rest of the transaction.
+            first = list(await conn.execute(_FEW_OR_EXACT, params))
+            permitted = first[0].permitted
+            rows = [r for r in first if r.post_id is not None]
+            scans = ["exact"]
             if permitted > plan.exact_scan_rows:
-                rows = await _hnsw_scan(conn, space.dimensions, params, plan, wanted)
-                scans.append("hnsw")
-            if len(rows) < min(wanted, permitted):
-                rows = await _exact_scan(conn, params)
-                scans.append("exact")
+                rows = await _hnsw_scan(conn, space.dimensions, params)
+                scans = ["hnsw"]
+                if len(rows) < min(wanted, permitted):
+                    rows = await _exact_scan(conn, params)
+                    scans.append("exact")
         hits = [_hit(r) for r in rows[plan.offset :]]
         return [h for h in hits if h.score >= plan.min_score], "+".join(scans)
 
@@ -259,24 +256,33 @@ class VectorStore:
 _FILTER = "channel_id = ANY(:channels) AND (:team = '' OR team_id = :team)"
 
 
-async def _exact_scan(conn: AsyncConnection, params: dict[str, Any]) -> list[Any]:
+def _exact_sql(guard: str = "") -> str:
     # The plain column (not the indexed expression) keeps the planner off the HNSW index.
-    result = await conn.execute(
-        text(
-            f"SELECT {_COLUMNS}, embedding <=> CAST(:q AS vector) AS distance FROM index_post_chunks "
-            f"WHERE {_FILTER} ORDER BY distance, post_id, chunk_index LIMIT :wanted"
-        ),
-        params,
+    return (
+        f"SELECT {_COLUMNS}, embedding <=> CAST(:q AS vector) AS distance FROM index_post_chunks "
+        f"WHERE {guard}{_FILTER} ORDER BY distance, post_id, chunk_index LIMIT :wanted"
     )
-    return list(result)
 
 
-async def _hnsw_scan(
-    conn: AsyncConnection, dimensions: int, params: dict[str, Any], plan: SearchPlan, wanted: int
-) -> list[Any]:
-    await conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-    await conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(max(plan.ef_search, wanted), 1000)}"))
-    await conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {int(plan.max_scan_tuples)}"))
+# At least one row: ``permitted`` (capped at exact_rows + 1), the exact ranking when that is within
+# exact_rows (the scan is skipped otherwise), and the HNSW knobs set for the transaction.
+_FEW_OR_EXACT = text(
+    "WITH few AS (SELECT count(*) AS permitted FROM (SELECT 1 FROM index_post_chunks "
+    f"WHERE {_FILTER} LIMIT :exact_rows + 1) AS capped), "
+    "knobs AS (SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
+    "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)) "
+    "SELECT few.permitted, hit.* FROM few CROSS JOIN knobs "
+    f"LEFT JOIN LATERAL ({_exact_sql('few.permitted <= :exact_rows AND ')}) AS hit ON true "
+    "ORDER BY hit.distance, hit.post_id, hit.chunk_index"
+)
+
+
+async def _exact_scan(conn: AsyncConnection, params: dict[str, Any]) -> list[Any]:
+    return list(await conn.execute(text(_exact_sql()), params))
+
+
+async def _hnsw_scan(conn: AsyncConnection, dimensions: int, params: dict[str, Any]) -> list[Any]:
+    # Iterative scan in strict order, ef_search and max_scan_tuples: set by _FEW_OR_EXACT.
     result = await conn.execute(
         text(
             f"SELECT {_COLUMNS}, embedding::vector({dimensions}) <=> CAST(:q AS vector({dimensions})) AS distance "
