@@ -131,8 +131,6 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
             async with h.channel("llm") as channel:
                 metadata = h.metadata()
                 await measure("llm gRPC (chat)", grpc_client(channel, chat_id, metadata), [llm_pid], results)
-                batched = grpc_client(channel, chat_id, metadata, batch_events=True)
-                await measure("llm gRPC (chat, batched)", batched, [llm_pid], results)
                 await measure("llm gRPC (responses)", grpc_client(channel, responses_id, metadata), [llm_pid], results)
             url = f"{h.gateway_url}{PLUGIN}/bridge/v1/completion/agent/benchbot"
             # The plugin's own credential and no user_id (so no access checks): a plugin's own call.

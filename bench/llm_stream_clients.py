@@ -86,16 +86,12 @@ def bridge_client(http: aiohttp.ClientSession, url: str, headers: dict[str, str]
     return lambda: _sse_stream(http, url, body, headers, _bridge_token)
 
 
-def grpc_client(
-    channel: grpc.aio.Channel, service_id: str, metadata: Sequence[tuple[str, str]], *, batch_events: bool = False
-) -> StreamFn:
-    """LLM.StreamComplete on the llm service: one event per message, or with ``batch_events``
-    the events that were ready together in each message."""
+def grpc_client(channel: grpc.aio.Channel, service_id: str, metadata: Sequence[tuple[str, str]]) -> StreamFn:
+    """LLM.StreamComplete on the llm service."""
     stub = llm_pb2_grpc.LLMStub(channel)
     message = llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text=PROMPT)])
     request = llm_pb2.StreamCompleteRequest(
         request=llm_pb2.CompletionRequest(service_id=service_id, messages=[message], operation="bench"),
-        batch_events=batch_events,
     )
 
     async def one() -> tuple[float, float, int]:

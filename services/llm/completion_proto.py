@@ -139,8 +139,7 @@ def _usage_to_proto(usage: base.Usage) -> llm_pb2.Usage:
 
 
 def events_to_proto(events: Sequence[base.Event]) -> llm_pb2.StreamCompleteResponse:
-    """Neutral events as one stream message: one each, or several for a client that set
-    ``batch_events``."""
+    """Neutral events as one stream message (``coalescing.coalesced`` decides which go together)."""
     message = llm_pb2.StreamCompleteResponse()
     out = message.events
     for event in events:

@@ -163,7 +163,10 @@ class LlmProcess:
                 ServicerBinding(
                     llm_pb2.DESCRIPTOR.services_by_name["LLM"].full_name,
                     LLMServicer(
-                        self.completions, functools.partial(transcribe, session=deps.http), BridgeTools(self.turns)
+                        self.completions,
+                        functools.partial(transcribe, session=deps.http),
+                        BridgeTools(self.turns),
+                        coalesce_window=settings.stream_coalesce_ms / 1000,
                     ),
                     llm_pb2_grpc.add_LLMServicer_to_server,
                 ),

@@ -16,7 +16,7 @@ from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 from services.common.errors import InvalidInput, PermissionDenied
 from services.common.identity import identity
 from services.llm import outcomes, presets
-from services.llm.batching import event_batches
+from services.llm.coalescing import coalesced
 from services.llm.completion import CompletionService
 from services.llm.completion_proto import (
     completion_request_from_proto,
@@ -35,10 +35,18 @@ Transcriber = Callable[..., Awaitable[Transcript]]
 class LLMServicer(llm_pb2_grpc.LLMServicer):
     """The LLM service's RPCs over the completion layer and a transcriber."""
 
-    def __init__(self, completions: CompletionService, transcriber: Transcriber, bridge_tools: BridgeTools) -> None:
+    def __init__(
+        self,
+        completions: CompletionService,
+        transcriber: Transcriber,
+        bridge_tools: BridgeTools,
+        *,
+        coalesce_window: float,
+    ) -> None:
         self.completions = completions
         self.transcriber = transcriber
         self.bridge_tools = bridge_tools
+        self.coalesce_window = coalesce_window
 
     async def Complete(
         self,
@@ -58,8 +66,8 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
         request: llm_pb2.StreamCompleteRequest,
         context: grpc.aio.ServicerContext[llm_pb2.StreamCompleteRequest, llm_pb2.StreamCompleteResponse],
     ) -> AsyncIterator[llm_pb2.StreamCompleteResponse]:
-        """Events as the provider produces them: one per message, or with ``batch_events`` all
-        that were ready when the message went out (``batching.event_batches``). With ``tools``
+        """Events as the provider produces them, the first at once and the rest coalesced into
+        at most one message per ``coalesce_window`` (``coalescing.coalesced``). With ``tools``
         the model's calls run in the agent loop and the answer follows (``BridgeTools``)."""
         service_id, neutral, attribution = completion_request_from_proto(request.request)
         if request.HasField("tools"):
@@ -67,14 +75,9 @@ class LLMServicer(llm_pb2_grpc.LLMServicer):
             stream = self.bridge_tools.stream(neutral, attribution, tools.agent_id, list(tools.allowed_tools))
         else:
             stream = self.completions.stream(service_id, neutral, attribution)
-        async with aclosing(stream) as events:
-            if not request.batch_events:
-                async for event in events:
-                    yield events_to_proto((event,))
-                return
-            async with aclosing(event_batches(events)) as batches:
-                async for batch in batches:
-                    yield events_to_proto(batch)
+        async with aclosing(coalesced(stream, window=self.coalesce_window)) as batches:
+            async for batch in batches:
+                yield events_to_proto(batch)
 
     async def CountTokens(
         self,

@@ -25,6 +25,10 @@ class LlmSettings(CommonSettings):
     provider_pool_size: int = Field(default=1000, ge=1)
     # Longest a conversation turn may run (it runs on even when its caller went away).
     turn_timeout_seconds: float = Field(default=900.0, gt=0)
+    # After a stream's first event, at most one StreamComplete message per this many ms: fewer,
+    # larger messages cut the per-message gRPC cost that dominated the service's CPU. 0: each
+    # message carries what was ready when the previous one was sent.
+    stream_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
     # host:port other llm replicas reach this one at, to relay an Attach to the replica running
     # the turn (on Kubernetes: the pod IP and gRPC port). "" means grpc_host and the bound port.
     advertise_addr: str = ""

@@ -18,7 +18,7 @@ from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes import anthropic as anthropic_api
 from tests.fakes.openai import FakeOpenAI
-from tests.fakes.openai_script import FakeResponse
+from tests.fakes.openai_script import FakeResponse, split_tokens
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -87,6 +87,19 @@ async def test_agent_completion_streams_plugin_text_stream_events(bridge: Bridge
     assert [e["Type"] for e in events][-2:] == [7, 1] and {e["Type"] for e in events[:-2]} == {0}
     assert "".join(e["Value"] for e in events[:-2]) == "Hello there"
     assert events[-2]["Value"]["input_tokens"] == 9
+
+
+async def test_a_fast_answer_streams_its_first_token_alone_then_coalesced_text_events(bridge: Bridge) -> None:
+    answer = " ".join(f"w{i}" for i in range(40))
+    # 2 ms apart: each token its own socket read, so only the llm's coalescing joins them.
+    bridge.fake.enqueue(FakeResponse.text(answer, tokens=40, usage=(9, 40), token_delay=0.002))
+    status, events = await bridge.sse("/bridge/v1/completion/agent/helper", BODY)
+    assert status == 200
+    assert [e["Type"] for e in events][-2:] == [7, 1] and {e["Type"] for e in events[:-2]} == {0}
+    assert events[0]["Value"] == split_tokens(answer, 40)[0]
+    # ~80 ms of tokens in the llm's 20 ms windows: a handful of text events, not one per token.
+    assert 2 <= len(events[:-2]) <= 20
+    assert "".join(e["Value"] for e in events[:-2]) == answer
 
 
 async def test_agent_completion_without_streaming_returns_the_completion(bridge: Bridge) -> None:

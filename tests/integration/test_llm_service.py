@@ -22,7 +22,7 @@ from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from services.cluster.supervisor import free_port
 from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.fakes.openai import FakeOpenAI
-from tests.fakes.openai_script import FakeResponse
+from tests.fakes.openai_script import FakeResponse, split_tokens
 from tests.harness import ClusterHarness, SessionPostgres
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -71,13 +71,9 @@ class LlmCluster:
         )
         return [event async for message in call for event in message.events]
 
-    async def messages(
-        self, request: llm_pb2.CompletionRequest, *, batch_events: bool
-    ) -> list[llm_pb2.StreamCompleteResponse]:
+    async def messages(self, request: llm_pb2.CompletionRequest) -> list[llm_pb2.StreamCompleteResponse]:
         call = self.llm.StreamComplete(
-            llm_pb2.StreamCompleteRequest(request=request, batch_events=batch_events),
-            metadata=self.h.metadata(),
-            timeout=20,
+            llm_pb2.StreamCompleteRequest(request=request), metadata=self.h.metadata(), timeout=20
         )
         return [message async for message in call]
 
@@ -133,20 +129,17 @@ async def test_stream_complete_streams_text_usage_and_done(cluster: LlmCluster) 
     assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_END_TURN
 
 
-async def test_a_client_that_does_not_batch_gets_one_event_per_message(cluster: LlmCluster) -> None:
-    cluster.fake.enqueue(FakeResponse.text("one two three", tokens=3, usage=(12, 3)))
-    messages = await cluster.messages(cluster.request(), batch_events=False)
-    assert all(len(m.events) == 1 for m in messages)
-    events = [m.events[0] for m in messages]
-    assert kinds(events) == ["text_delta", "usage", "done"]
-    assert text(events) == "one two three"
-
-
-async def test_a_batching_client_gets_the_same_events_in_order_grouped_in_events(cluster: LlmCluster) -> None:
+async def test_a_fast_answer_comes_in_few_messages_after_the_first_token_which_goes_alone(
+    cluster: LlmCluster,
+) -> None:
     answer = " ".join(f"w{i}" for i in range(40))
-    cluster.fake.enqueue(FakeResponse.text(answer, tokens=40, usage=(12, 40), token_delay=0.0))
-    messages = await cluster.messages(cluster.request(), batch_events=True)
-    assert all(1 <= len(m.events) <= 64 for m in messages)
+    # 2 ms apart: each token its own socket read, so only the service's coalescing joins them.
+    cluster.fake.enqueue(FakeResponse.text(answer, tokens=40, usage=(12, 40), token_delay=0.002))
+    messages = await cluster.messages(cluster.request())
+    assert [e.WhichOneof("event") for e in messages[0].events] == ["text_delta"]
+    assert messages[0].events[0].text_delta.text == split_tokens(answer, 40)[0]
+    # ~80 ms of tokens in 20 ms windows: a handful of messages, not one per token.
+    assert 2 <= len(messages) <= 20
     events = [e for m in messages for e in m.events]
     assert kinds(events) == ["text_delta", "usage", "done"]
     assert text(events) == answer
@@ -154,17 +147,17 @@ async def test_a_batching_client_gets_the_same_events_in_order_grouped_in_events
     assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_END_TURN
 
 
-async def test_a_batching_client_gets_an_error_event_then_done(cluster: LlmCluster) -> None:
+async def test_a_stream_failing_midway_ends_with_an_error_event_then_done(cluster: LlmCluster) -> None:
     cluster.fake.enqueue(FakeResponse.failing_after(2))
-    messages = await cluster.messages(cluster.request(), batch_events=True)
+    messages = await cluster.messages(cluster.request())
     events = [e for m in messages for e in m.events]
     assert kinds(events) == ["text_delta", "error", "done"]
     assert events[-1].done.stop_reason == llm_pb2.STOP_REASON_ERROR
 
 
-async def test_a_batching_client_gets_errors_before_the_first_event_as_a_status(cluster: LlmCluster) -> None:
+async def test_errors_before_the_first_event_fail_the_stream_with_a_status(cluster: LlmCluster) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await cluster.messages(cluster.request(model="gpt-9"), batch_events=True)
+        await cluster.messages(cluster.request(model="gpt-9"))
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 

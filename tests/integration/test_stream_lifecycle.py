@@ -164,7 +164,6 @@ async def test_a_client_cancelling_a_stream_it_stopped_reading_leaves_no_error_i
             service_id=world.service_id,
             messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text="a lot of x")])],
         ),
-        batch_events=True,
     )
     # No BDP probing: the client's receive window stays small instead of absorbing the answer.
     options = [("grpc.http2.bdp_probe", 0)]

@@ -208,8 +208,7 @@ async def _prepare(
     if bridge.channel_id:
         # The team the usage is attributed to (token usage log, metrics), as the plugin does.
         completion.team_id = (await deps.mattermost.get_channel(bridge.channel_id)).team_id
-    # batch_events: under load one message, and one SSE write, carries several tokens instead of one each.
-    llm_request = llm_pb2.StreamCompleteRequest(request=completion, batch_events=True)
+    llm_request = llm_pb2.StreamCompleteRequest(request=completion)
     if bridge.allowed_tools:
         llm_request.tools.CopyFrom(llm_pb2.CompletionTools(agent_id=agent.id, allowed_tools=bridge.allowed_tools))
     return deps, llm_request, bridge.json_output_format is not None and not native
@@ -218,7 +217,8 @@ async def _prepare(
 def _events(
     deps: GatewayDeps, llm_request: llm_pb2.StreamCompleteRequest
 ) -> AsyncGenerator[llm_pb2.StreamCompleteResponse, None]:
-    """The completion's messages, each with the events that were ready together (``events``)."""
+    """The completion's messages: the first event alone, then the events the llm coalesced
+    (adjacent text deltas joined), so one message, and one SSE write, carries several tokens."""
     return stream(deps.backends.llm.StreamComplete, llm_request, timeout=COMPLETION_TIMEOUT_SECONDS)
 
 

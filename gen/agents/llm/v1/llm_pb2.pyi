@@ -765,12 +765,7 @@ class StreamCompleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
-    BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
-    batch_events: _builtins.bool
-    """Each response then carries every event that was ready when it was sent (1 to 64, in order;
-    the first event and Done are never held back). False (the default): one event per response.
-    """
     @_builtins.property
     def request(self) -> Global___CompletionRequest:
         """The completion to run."""
@@ -785,12 +780,11 @@ class StreamCompleteRequest(_message.Message):
         self,
         *,
         request: Global___CompletionRequest | None = ...,
-        batch_events: _builtins.bool = ...,
         tools: Global___CompletionTools | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "tools", b"tools"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_events", b"batch_events", "request", b"request", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -835,7 +829,10 @@ class StreamCompleteResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamEvent]:
-        """The events of this response, in order (never empty; exactly one unless batch_events)."""
+        """The events of this response, in order (never empty). The first response goes as soon as
+        the first event is ready; after it, events coalesce for a short window (the llm's
+        AGENTS_LLM_STREAM_COALESCE_MS), adjacent text deltas joined into one.
+        """
 
     def __init__(
         self,
