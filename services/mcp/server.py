@@ -21,11 +21,13 @@ from services.common.errors import UpstreamUnavailable
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
+from services.common.metrics import ServiceMetrics
 from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.mcp.config import LiveMcpConfig, McpConfig
 from services.mcp.embedded.process import EmbeddedServer
 from services.mcp.grants import GrantStore, TokenCipher
+from services.mcp.metrics import McpMetrics
 from services.mcp.oauth import BearerAuth, OAuthFlow
 from services.mcp.remote import RemoteTools
 from services.mcp.servicer import McpServicer
@@ -67,6 +69,7 @@ class McpProcess:
         )
         self.sessions = _session_manager(settings, self.config, policy, self.oauth)
         self.embedded = EmbeddedServer(settings)
+        self.metrics = McpMetrics()
         self.host = GrpcServiceHost(
             settings,
             [
@@ -79,6 +82,7 @@ class McpProcess:
                             self.config.current,
                             settings.call_timeout_seconds,
                             settings.max_output_chars,
+                            self.metrics,
                         ),
                         self.oauth,
                     ),
@@ -86,6 +90,7 @@ class McpProcess:
                 ),
                 self.embedded.binding(),
             ],
+            metrics=ServiceMetrics(settings.service_name, self.metrics.registry),
         )
         self._sweeper: asyncio.Task[None] | None = None
 
