@@ -8,11 +8,19 @@ the cluster's private network.
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Callable
 
 import httpx2
 
 from services.common.http_guard import OutboundPolicy, ResolveName, check_destination, resolve_with_system
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # Loading the trust store costs ~60 ms of CPU: once per process, not once per user session.
+    return httpx2.create_ssl_context()
 
 
 class GuardedTransport(httpx2.AsyncBaseTransport):
@@ -25,7 +33,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, policy: Callable[[], OutboundPolicy], resolve_name: ResolveName = resolve_with_system) -> None:
         self._policy = policy
         self._resolve_name = resolve_name
-        self._inner = httpx2.AsyncHTTPTransport()
+        self._inner = httpx2.AsyncHTTPTransport(verify=_tls())
         # The latest 401's WWW-Authenticate value: the SDK reports any refusal as one generic error.
         self.challenge: str | None = None
 

@@ -8,6 +8,7 @@ output and never changes what the model may do (the caller's policies decide tha
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,11 @@ from mcp.types import CallToolResult, TextContent, Tool
 from opentelemetry.trace import Status, StatusCode
 
 from services.common import attributes
-from services.common.errors import DomainError, NotFound, PermissionDenied, Unauthenticated
+from services.common.errors import DomainError, NotFound, PermissionDenied, Unauthenticated, UpstreamUnavailable
 from services.common.identity import remaining_seconds
 from services.common.telemetry import tracer
 from services.mcp.config import McpConfig, RemoteServer
+from services.mcp.metrics import McpMetrics, Outcome
 from services.mcp.sessions import SessionManager
 
 # Left of the caller's deadline for our own answer once a remote call is cut.
@@ -62,12 +64,18 @@ class RemoteTools:
     """ListUserTools, CallTool, GetServerStatus and ClearToolCache over the session manager."""
 
     def __init__(
-        self, sessions: SessionManager, config: Callable[[], McpConfig], call_timeout: float, max_output_chars: int
+        self,
+        sessions: SessionManager,
+        config: Callable[[], McpConfig],
+        call_timeout: float,
+        max_output_chars: int,
+        metrics: McpMetrics,
     ) -> None:
         self._sessions = sessions
         self._config = config
         self._call_timeout = call_timeout
         self._max_output_chars = max_output_chars
+        self._metrics = metrics
 
     def _deadline(self) -> float:
         """The per-call deadline: the setting, shortened to fit the caller's own deadline."""
@@ -109,6 +117,8 @@ class RemoteTools:
             span.set_attribute(attributes.MCP_SERVER, server.name)
             span.set_attribute(attributes.MCP_TOOL, name)
             span.set_attribute(attributes.USER_ID, user_id)
+            started = time.monotonic()
+            outcome: Outcome = "error"
             try:
                 # The SDK carries this span's context in the request's params._meta.
                 result = await self._sessions.call_tool(user_id, server, name, arguments, self._deadline())
@@ -117,10 +127,17 @@ class RemoteTools:
                 return ToolOutcome(f"the MCP server refused the call: {exc.error.message}", is_error=True)
             except DomainError as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                if isinstance(exc, UpstreamUnavailable) and exc.timeout:
+                    outcome = "timeout"
                 raise
-            if result.is_error:
-                span.set_status(Status(StatusCode.ERROR, "tool error"))
-            return _outcome(result, self._max_output_chars)
+            else:
+                if result.is_error:
+                    span.set_status(Status(StatusCode.ERROR, "tool error"))
+                else:
+                    outcome = "ok"
+                return _outcome(result, self._max_output_chars)
+            finally:
+                self._metrics.observe_tool_call(server.name, outcome, time.monotonic() - started)
 
     async def _discover(self, user_id: str, server: RemoteServer) -> ServerTools:
         try:

@@ -21,6 +21,7 @@ from services.common.errors import UpstreamUnavailable
 from services.common.grpc_client import ChannelPool, idempotent
 from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
+from services.common.metrics import ServiceMetrics
 from services.common.plugin_config import PluginConfigWatcher, follow_debug_logging
 from services.common.settings import CommonSettings
 from services.mcp.config import LiveMcpConfig, McpConfig
@@ -28,6 +29,7 @@ from services.mcp.embedded.exported import ExportedTools
 from services.mcp.embedded.process import EmbeddedServer
 from services.mcp.embedded.tools import TOOLS
 from services.mcp.grants import GrantStore, TokenCipher
+from services.mcp.metrics import McpMetrics
 from services.mcp.oauth import BearerAuth, OAuthFlow
 from services.mcp.remote import RemoteTools
 from services.mcp.servicer import McpServicer
@@ -68,8 +70,13 @@ class McpProcess:
             timeout=settings.call_timeout_seconds,
         )
         self.sessions = _session_manager(settings, self.config, policy, self.oauth)
+        self.metrics = McpMetrics()
         remote = RemoteTools(
-            self.sessions, self.config.current, settings.call_timeout_seconds, settings.max_output_chars
+            self.sessions,
+            self.config.current,
+            settings.call_timeout_seconds,
+            settings.max_output_chars,
+            self.metrics,
         )
         # The re-exported servers' tools run through the same sessions and grants as the agents'.
         self.embedded = EmbeddedServer(
@@ -86,6 +93,7 @@ class McpProcess:
                 ),
                 self.embedded.binding(),
             ],
+            metrics=ServiceMetrics(settings.service_name, self.metrics.registry),
         )
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -20,6 +20,8 @@ from agents.mcp.v1 import mcp_pb2_grpc as mcp_pb2_grpc
 from agents.tools.v1 import tools_pb2 as tools_pb2
 from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 from google.protobuf import struct_pb2
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from services.cluster.supervisor import free_port
 from services.common.identity import Identity
@@ -490,3 +492,44 @@ async def test_the_bridge_lists_an_agents_mcp_tools_for_the_named_user(world: Wo
     # Without a user there is no one for the tools to run as.
     status, body, _ = await world.h.request("GET", path, headers=PLUGIN_HEADERS)
     assert (status, body) == (200, {"tools": []})
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+CALL_DURATION = "agents_mcp_tool_call_duration_seconds"
+
+
+async def call_durations(world: World) -> list[Sample]:
+    assert world.h.cluster is not None and world.h.http is not None
+    async with world.h.http.get(world.h.cluster.metrics_url("mcp")) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    families = text_string_to_metric_families(text)
+    return [s for family in families if family.name == CALL_DURATION for s in family.samples]
+
+
+def call_count(samples: list[Sample], **labels: str) -> float:
+    return sum(s.value for s in samples if s.name == f"{CALL_DURATION}_count" and labels.items() <= s.labels.items())
+
+
+async def test_each_tool_call_is_timed_by_server_and_outcome_with_no_user_or_argument(world: World) -> None:
+    zed = world.user("zed")
+    sentinel = "metric-sentinel-7f3a"
+    before = await call_durations(world)
+    assert (await world.call(zed, world.jira.url, "echo", {"text": sentinel})).content == sentinel
+    assert (await world.call(zed, world.jira.url, "fail", {})).is_error
+    with pytest.raises(grpc.aio.AioRpcError):
+        await world.call(zed, world.jira.url, "hang", {})
+    after = await call_durations(world)
+    counted = {
+        o: call_count(after, server="jira", outcome=o) - call_count(before, server="jira", outcome=o)
+        for o in ("ok", "error", "timeout")
+    }
+    assert counted == {"ok": 1, "error": 1, "timeout": 1}
+    # The timed-out call took at least the call timeout (2 s): the histogram holds real durations.
+    timed_out = [
+        s for s in after if s.name == f"{CALL_DURATION}_sum" and s.labels == {"server": "jira", "outcome": "timeout"}
+    ]
+    assert timed_out and timed_out[0].value >= 2
+    assert {key for s in after for key in s.labels} <= {"server", "outcome", "le"}
+    assert all(zed.id not in v and sentinel not in v for s in after for v in s.labels.values())
