@@ -19,20 +19,17 @@ import pytest
 import pytest_asyncio
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
-from agents.registry.v1 import registry_pb2 as registry_pb2
-from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.fakes.mattermost.state import FakeUser
-from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
+from tests.integration.llm_conversation_support import World as ConversationWorld
+from tests.integration.llm_conversation_support import started_world
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-ADMIN = Identity(user_id="admin0000000000000000000001", permissions=frozenset({MANAGE_SYSTEM}))
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 # DEBUG: each worker logs every gRPC call and HTTP request, with its pid.
 PROCESS_ENV = {
@@ -47,29 +44,20 @@ READY = {"llm": "serving agents.llm.v1.LLM", "gateway": "HTTP listening on"}
 
 
 @dataclass
-class World:
-    h: ClusterHarness
-    fake: FakeOpenAI
-    service_id: str
+class Workers:
+    c: ConversationWorld  # the cluster, its fakes and one saved service
     user: FakeUser
     streams: int = 0  # StreamComplete calls answered OK so far
 
+    @property
+    def h(self) -> ClusterHarness:
+        return self.c.h
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
-    async with FakeOpenAI() as fake, ClusterHarness(postgres, process_env=PROCESS_ENV, start_within=START_WITHIN) as h:
-        service = registry_pb2.ServiceConfig(
-            name="fake-openai",
-            type="openaicompatible",
-            api_key=fake.api_key,
-            api_url=fake.base_url,
-            default_model="gpt-4o",
-        )
-        async with h.channel("index") as channel:
-            reply = await registry_pb2_grpc.RegistryStub(channel).CreateService(
-                registry_pb2.CreateServiceRequest(service=service), metadata=h.metadata(ADMIN), timeout=10
-            )
-        yield World(h, fake, reply.service.id, h.mattermost.add_user("workers-user"))
+async def world(postgres: SessionPostgres) -> AsyncIterator[Workers]:
+    async with started_world(postgres, process_env=PROCESS_ENV, start_within=START_WITHIN) as c:
+        yield Workers(c, c.mm.add_user("workers-user"))
 
 
 def workers(h: ClusterHarness, service: str) -> dict[int, int]:
@@ -96,11 +84,11 @@ def fresh_channel(h: ClusterHarness) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(h.cluster.address("llm"), options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-async def stream(world: World, **response: object) -> list[llm_pb2.StreamEvent]:
+async def stream(world: Workers, **response: object) -> list[llm_pb2.StreamEvent]:
     """One StreamComplete on a new connection, read to its end."""
-    world.fake.enqueue(FakeResponse.text("Hi there", **response))
+    world.c.openai.enqueue(FakeResponse.text("Hi there", **response))
     message = llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text="Hello")])
-    request = llm_pb2.CompletionRequest(service_id=world.service_id, messages=[message])
+    request = llm_pb2.CompletionRequest(service_id=world.c.service_id, messages=[message])
     async with fresh_channel(world.h) as channel:
         call = llm_pb2_grpc.LLMStub(channel).StreamComplete(
             llm_pb2.StreamCompleteRequest(request=request), metadata=world.h.metadata(), timeout=20
@@ -111,7 +99,7 @@ async def stream(world: World, **response: object) -> list[llm_pb2.StreamEvent]:
     return events
 
 
-async def gateway_get(world: World, path: str) -> int:
+async def gateway_get(world: Workers, path: str) -> int:
     """GET a plugin route as the test user on a new connection."""
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -120,7 +108,7 @@ async def gateway_get(world: World, path: str) -> int:
             return resp.status
 
 
-async def scrape(world: World, service: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(world: Workers, service: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     assert world.h.cluster is not None and world.h.http is not None
     async with world.h.http.get(world.h.cluster.metrics_url(service)) as resp:
         assert resp.status == 200
@@ -142,7 +130,7 @@ def handled_streams(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float
     )
 
 
-async def test_both_llm_workers_serve_the_port_and_the_parent_sums_their_metrics(world: World) -> None:
+async def test_both_llm_workers_serve_the_port_and_the_parent_sums_their_metrics(world: Workers) -> None:
     h = world.h
     pids = set((await poll(lambda: len(workers(h, "llm")) == 2 and workers(h, "llm"))).values())
 
@@ -154,7 +142,7 @@ async def test_both_llm_workers_serve_the_port_and_the_parent_sums_their_metrics
     assert handled_streams(await scrape(world, "llm")) == world.streams
 
 
-async def test_both_gateway_workers_serve_the_port(world: World) -> None:
+async def test_both_gateway_workers_serve_the_port(world: Workers) -> None:
     h = world.h
     pids = set((await poll(lambda: len(workers(h, "gateway")) == 2 and workers(h, "gateway"))).values())
 
@@ -168,7 +156,7 @@ async def test_both_gateway_workers_serve_the_port(world: World) -> None:
 
 
 @pytest.mark.parametrize("service", ["llm", "gateway"])
-async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(world: World, service: str) -> None:
+async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(world: Workers, service: str) -> None:
     h = world.h
     killed = workers(h, service)[1]
     os.kill(killed, signal.SIGKILL)
@@ -186,13 +174,41 @@ async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(world:
         assert handled_streams(await scrape(world, "llm")) == world.streams
 
 
-async def test_sigterm_drains_an_in_flight_stream_on_every_worker_before_the_parent_exits(world: World) -> None:
+async def test_an_attach_reaching_the_other_llm_worker_is_relayed_to_the_one_running_the_turn(
+    world: Workers,
+) -> None:
+    c, h = world.c, world.h
+    reader = c.mm.add_user("workers-reader")
+    agent = await c.agent("workersbot")
+    # Long enough for attaches on new connections to reach both workers while it runs.
+    c.openai.enqueue(FakeResponse.text("word " * 40, tokens=40, token_delay=0.3), FakeResponse.text("Title"))
+    request, _ = c.dm(reader, agent, "tell me slowly")
+    async with fresh_channel(h) as channel:
+        respond = llm_pb2_grpc.ConversationsStub(channel).Respond(request, metadata=c.md(reader))
+        assert (await respond.read()).event.control == "start"
+        (runner,) = pids_logging(h, "llm", "/agents.llm.v1.Conversations/Respond")
+        (other,) = set(workers(h, "llm").values()) - {runner}
+
+        async def attached_through_the_other() -> bool:
+            async with fresh_channel(h) as attach_channel:
+                attach = llm_pb2_grpc.ConversationsStub(attach_channel).Attach(
+                    llm_pb2.AttachRequest(post_id=request.response_post_id), metadata=c.md(reader)
+                )
+                assert (await attach.read()).event.control == "start"
+                attach.cancel()
+            return other in pids_logging(h, "llm", "/agents.llm.v1.Conversations/Attach")
+
+        await poll(attached_through_the_other, within=10)
+        respond.cancel()
+
+
+async def test_sigterm_drains_an_in_flight_stream_on_every_worker_before_the_parent_exits(world: Workers) -> None:
     h = world.h
     assert h.cluster is not None
     pids = set(workers(h, "llm").values())
-    world.fake.enqueue(FakeResponse.text(tokens=8, token_delay=0.15))
+    world.c.openai.enqueue(FakeResponse.text(tokens=8, token_delay=0.15))
     message = llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text="Hello")])
-    request = llm_pb2.CompletionRequest(service_id=world.service_id, messages=[message])
+    request = llm_pb2.CompletionRequest(service_id=world.c.service_id, messages=[message])
     parent = h.cluster.processes["llm"].proc
     try:
         async with fresh_channel(h) as channel:
