@@ -54,7 +54,7 @@ test: install protos-check lint ## install on first run, generated-code check, l
 test-fast: install ## the test suite without the slow-marked suites
 	$(VENV)/bin/pytest -q -m "not slow"
 
-up: install ## install on first run, start PostgreSQL and the five services (AGENTS_REPLICAS=3: three of each)
+up: install ## install on first run, start PostgreSQL and the five services (AGENTS_REPLICAS=3: three of each; AGENTS_LLM_WORKERS=2, AGENTS_GATEWAY_WORKERS=2: two processes on each one's port)
 	$(PY) -m services.cluster up
 
 down: ## stop the cluster `make up` started (from another terminal)

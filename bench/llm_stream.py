@@ -15,7 +15,8 @@ baseline at the same concurrency, which absorbs the generator's own queueing.
 
 Environment: BENCH_LLM_CONCURRENCY (default "1,50,100,500"), BENCH_LLM_QUICK=1 (1 and 50, fewer
 streams), BENCH_LLM_PEERS=0 (skip LiteLLM/Portkey), BENCH_LLM_INSTALL_PEERS=1 (install them into
-.tools/ first), BENCH_LLM_PROFILE=1 (run the llm under pyinstrument and print where time goes).
+.tools/ first), BENCH_LLM_PROFILE=1 (run the llm under pyinstrument and print where time goes),
+BENCH_LLM_WORKERS=N (N worker processes each for the llm and the gateway, all on the SUT's CPU).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ CONCURRENCY = [
 ]
 WITH_PEERS = os.environ.get("BENCH_LLM_PEERS", "1") != "0"
 PROFILE = os.environ.get("BENCH_LLM_PROFILE") == "1"
+WORKERS = os.environ.get("BENCH_LLM_WORKERS", "1")
 TTFT_MS, TOKEN_DELAY_MS, TOKENS = 20, 5, 50
 ADMIN = Identity(permissions=frozenset({MANAGE_SYSTEM}))
 
@@ -117,6 +119,8 @@ async def bench_cluster(fake_url: str, results: list[LevelResult], http: aiohttp
         "AGENTS_TELEMETRY_OUTPUT": "off",
         "AGENTS_LOG_LEVEL": "WARNING",
         "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"bench={plugin_secret}",
+        "AGENTS_LLM_WORKERS": WORKERS,
+        "AGENTS_GATEWAY_WORKERS": WORKERS,
     }
     try:
         async with ClusterHarness(postgres, env=env, log_sink=lambda *_: None) as h:

@@ -61,7 +61,8 @@ class SessionPostgres:
 
 class ClusterHarness:
     """Fake Mattermost + fresh database + the five services (``replicas`` processes of each, with
-    ``process_env`` extras per process name), torn down in reverse order."""
+    ``process_env`` extras per process name, all healthy within ``start_within`` seconds per
+    replica), torn down in reverse order."""
 
     def __init__(
         self,
@@ -71,8 +72,10 @@ class ClusterHarness:
         log_sink: Callable[[str, str], None] | None = None,
         replicas: int = 1,
         process_env: dict[str, dict[str, str]] | None = None,
+        start_within: float = 60.0,
     ) -> None:
         self.postgres = postgres
+        self.start_within = start_within
         self.extra_env = env or {}
         self.replicas = replicas
         self.process_env = process_env or {}
@@ -113,7 +116,7 @@ class ClusterHarness:
         self.cluster = Cluster(config)
         self.http = aiohttp.ClientSession()
         try:
-            await self.cluster.start(timeout=60 * self.replicas)
+            await self.cluster.start(timeout=self.start_within * self.replicas)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

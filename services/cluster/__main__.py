@@ -30,8 +30,9 @@ from pathlib import Path
 from services.cluster import envoy
 from services.cluster.migrate import migrate
 from services.cluster.postgres import EmbeddedPostgres
-from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, RestartPolicy, port_variable
+from services.cluster.supervisor import GRPC_SERVICES, Cluster, ClusterConfig, CrashLoop, port_variable
 from services.common.settings import SettingsError
+from services.common.workers import RestartPolicy
 
 DATA_DIR = Path(os.environ.get("AGENTS_DATA_DIR", ".data"))
 PID_FILE = DATA_DIR / "cluster.pid"

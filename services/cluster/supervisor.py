@@ -23,6 +23,8 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.workers import RestartPolicy
+
 GRPC_SERVICES = ("index", "llm", "tools", "mcp")
 # How many of a process's last log lines an error about it quotes.
 RECENT_LINES = 20
@@ -31,21 +33,6 @@ COLOURS = {"index": 36, "llm": 35, "tools": 33, "mcp": 34, "gateway": 32}
 
 class CrashLoop(RuntimeError):
     """A service crashed more often than the restart policy allows: the cluster gives up."""
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Restart a crashed service after ``backoff`` seconds, doubling up to ``max_backoff``; more
-    than ``max_restarts`` crashes of one service within ``window`` seconds is a crash loop."""
-
-    max_restarts: int = 5
-    window: float = 60.0
-    backoff: float = 0.5
-    max_backoff: float = 8.0
-
-    def delay(self, crashes: int) -> float:
-        """Seconds to wait before the restart that follows the ``crashes``-th crash in the window."""
-        return min(self.backoff * 2.0 ** (crashes - 1), self.max_backoff)
 
 
 def describe_exit(code: int) -> str:

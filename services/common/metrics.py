@@ -37,6 +37,8 @@ class ServiceMetrics:
             "agents_system_plugin_start_timestamp_seconds",
             "The time the process started, in seconds since the epoch.",
             registry=self.registry,
+            # Summed over workers (services/common/workers.py): the first one's start.
+            multiprocess_mode="min",
         )
         start.set(time.time())
         info = Gauge(
@@ -44,6 +46,7 @@ class ServiceMetrics:
             "The version of this process and the service it is (always 1).",
             ["version", "service"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         info.labels(metadata.version(PACKAGE), service).set(1)
         self.grpc_handled = Counter(

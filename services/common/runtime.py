@@ -8,10 +8,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from services.common import event_loop
+from services.common import event_loop, workers
 from services.common.errors import DomainError
 from services.common.grpc_server import GrpcServiceHost
-from services.common.settings import CommonSettings, SettingsError
+from services.common.settings import CommonSettings, SettingsError, WorkersSettings
 from services.common.telemetry import configure_logging, configure_tracing
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,16 @@ def main(
     load: Callable[[], CommonSettings],
     create: Callable[[CommonSettings], Awaitable[ServiceProcess]],
 ) -> None:
-    """``python -m services.<name>``: settings (fail fast, naming every bad variable), telemetry, run."""
+    """``python -m services.<name>``: settings (fail fast, naming every bad variable), telemetry, run
+    (or supervise the workers that run, when the service has several)."""
     try:
         settings = load()
     except SettingsError as err:
         print(err, file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.service_name, settings.log_level)
+    if isinstance(settings, WorkersSettings) and workers.is_supervisor(settings):
+        workers.supervise(settings)
     configure_tracing(settings)  # before any server or channel exists
 
     async def _run() -> None:

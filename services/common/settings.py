@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,6 +67,18 @@ class CommonSettings(BaseModel):
     # account with permission to manage bots and read users/channels). Never sent to users.
     mattermost_url: str = "http://127.0.0.1:8065"
     mattermost_token: str = Field(default="", repr=False)
+
+
+class WorkersSettings(CommonSettings):
+    """A service that can run ``workers`` processes on one port (services/common/workers.py)."""
+
+    # The service's variable prefix, and the fields of the address its workers share.
+    env_prefix: ClassVar[str]
+    listen_fields: ClassVar[tuple[str, str]] = ("grpc_host", "grpc_port")
+    # Processes serving the port, each about one core at full load; above 1, a parent supervises them.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Set by that parent in each worker (1..workers); 0 in a process started otherwise.
+    worker_index: int = Field(default=0, ge=0)
 
 
 S = TypeVar("S", bound=CommonSettings)

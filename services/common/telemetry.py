@@ -102,6 +102,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "plugin_ai": PLUGIN_ID,
             "service": self.service,
+            "pid": record.process,  # which of a service's workers (services/common/workers.py)
             "logger": record.name,
             "msg": redact_query_secrets(record.getMessage()),
         }

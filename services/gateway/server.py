@@ -42,6 +42,9 @@ def build_deps(settings: GatewaySettings) -> GatewayDeps:
     plugin_config = PluginConfigWatcher(backends.registry)
     follow_debug_logging(plugin_config)
     replica_id = settings.replica_id or secrets.token_hex(8)
+    if settings.replica_id and settings.worker_index:
+        # Each worker claims posts as a replica of its own (conversations/claims.py).
+        replica_id = f"{replica_id}-{settings.worker_index}"
     tokens = BotTokens(mattermost, f"agents-gateway {replica_id}")
     writer = ReplyWriter(LiveReplies(), settings.patch_interval_seconds)
     return GatewayDeps(
@@ -98,7 +101,9 @@ class GatewayProcess:
         """Listen for HTTP, then start the configuration watch, the bot sockets (``listen_for_posts``)
         and the agent reloads; returns the bound port."""
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port)
+        # Workers share the port (services/common/workers.py); a lone gateway keeps it to itself.
+        shared = bool(self.settings.worker_index)
+        site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port, reuse_port=shared)
         await site.start()
         # The bound address: the port the OS chose when http_port is 0.
         port: int = self.runner.addresses[0][1]

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from services.common.settings import CommonSettings, load_settings
+from services.common.settings import WorkersSettings, load_settings
 
 PREFIX = "AGENTS_GATEWAY_"
 # Shortest plugin credential accepted: one a person could guess or type is no proof.
 MIN_PLUGIN_SECRET_CHARS = 32
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(WorkersSettings):
     """The gateway's settings, read from ``AGENTS_GATEWAY_*`` and the shared variables."""
+
+    env_prefix: ClassVar[str] = PREFIX
+    listen_fields: ClassVar[tuple[str, str]] = ("http_host", "http_port")
 
     service_name: str = "gateway"
     http_host: str = "127.0.0.1"

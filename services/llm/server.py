@@ -178,6 +178,13 @@ class LlmProcess:
             ],
             metrics=ServiceMetrics(settings.service_name, deps.metrics.registry),
         )
+        # A worker's own port, for the Attach relay (see LlmSettings.worker_ports_from).
+        self.worker_port = 0
+        if settings.worker_index:
+            own = settings.worker_ports_from and settings.worker_ports_from + settings.worker_index - 1
+            self.worker_port = self.host.server.add_insecure_port(f"{settings.grpc_host}:{own}")
+            if not self.worker_port:
+                raise OSError(f"cannot bind {settings.grpc_host}:{own}")
 
     def _config_changed(self, snapshot: PluginConfigSnapshot) -> None:
         # Services may have changed (keys, URLs, limits): providers are rebuilt on next use.
@@ -198,7 +205,10 @@ class LlmProcess:
         """Record this replica's address, migrate the database and start the configuration watch."""
         # The host is bound by now (port 0 in tests picks one): other replicas relay Attach here.
         host = self.settings.grpc_host if self.settings.grpc_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        self.store.runner = self.settings.advertise_addr or f"{host}:{self.host.port}"
+        advertised = self.settings.advertise_addr or f"{host}:{self.host.port}"
+        if self.worker_port:  # the shared port reaches any worker: this one's own port instead
+            advertised = f"{advertised.rpartition(':')[0]}:{self.worker_port}"
+        self.store.runner = advertised
         await db.wait_for_database(self.deps.engine)
         await db.run_migrations(self.deps.engine, MIGRATIONS, VERSION_TABLE)
         # Not awaited until ready: completions read services on demand, so the llm serves even

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from pydantic import Field
 
-from services.common.settings import CommonSettings, load_settings
+from services.common.settings import WorkersSettings, load_settings
 from services.llm.usage_log import DEFAULT_PATH
 
 PREFIX = "AGENTS_LLM_"
 
 
-class LlmSettings(CommonSettings):
+class LlmSettings(WorkersSettings):
     """``AGENTS_LLM_*``: the ports, the provider pool, the turn timeout and the token usage log."""
+
+    env_prefix: ClassVar[str] = PREFIX
 
     service_name: str = "llm"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
@@ -32,6 +35,9 @@ class LlmSettings(CommonSettings):
     # host:port other llm replicas reach this one at, to relay an Attach to the replica running
     # the turn (on Kubernetes: the pod IP and gRPC port). "" means grpc_host and the bound port.
     advertise_addr: str = ""
+    # With several workers, each also listens on a port of its own (worker k on this + k - 1; an
+    # OS-chosen one when 0), advertised instead: the shared port reaches any of them.
+    worker_ports_from: int = Field(default=0, ge=0, le=65535)
 
 
 def load(environ: Mapping[str, str] | None = None, **fixed: object) -> LlmSettings:

@@ -2,7 +2,8 @@
 
 The admin guide promises ``logs/agents/token_usage.log`` with one JSON object per line (so ``jq``
 can turn it into CSV), rotation at 100 MB and compressed rotated files. Rotation is the stdlib
-``RotatingFileHandler`` with its ``namer``/``rotator`` hooks doing the gzip; records travel through
+``RotatingFileHandler`` with its ``namer``/``rotator`` hooks doing the gzip, safe for several
+writer processes (``SharedRotatingFileHandler``); records travel through
 a ``QueueHandler`` so the event loop only enqueues, and the file I/O, rotation and compression
 happen on the ``QueueListener``'s thread.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fcntl
 import gzip
 import json
 import logging
@@ -88,6 +90,44 @@ def gzip_rotate(source: str, dest: str) -> None:
     os.remove(source)
 
 
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A ``RotatingFileHandler`` that several processes (the llm's workers) write at once: each
+    line and each rotation under an exclusive lock on ``.<name>.lock`` beside the file, which is
+    reopened when another process rotated it away, so that no line is lost in a removed file or
+    rotated twice. Lines are whole: the file is opened for appending, each line written in one call."""
+
+    def __init__(self, filename: str, max_bytes: int, backup_count: int) -> None:
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+        folder, name = os.path.split(self.baseFilename)
+        self._lock_fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` (rotating first when full) while holding the lock."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            if self.stream is not None and _rotated_away(self.baseFilename, self.stream.fileno()):
+                self.stream.close()
+                self.stream = None  # reopened by the rollover check
+            super().emit(record)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the file and the lock."""
+        super().close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _rotated_away(path: str, fd: int) -> bool:
+    """Whether the file open as ``fd`` is no longer the one at ``path``."""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
+
+
 class TokenUsageLog:
     """Appends ``TokenUsageRecord``s to a rotating JSON-lines file without blocking the caller.
 
@@ -131,9 +171,7 @@ class TokenUsageLog:
             directory = os.path.dirname(self.path)
             if directory:
                 os.makedirs(directory, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(
-                self.path, maxBytes=self.max_bytes, backupCount=self.backup_count, encoding="utf-8"
-            )
+            handler = SharedRotatingFileHandler(self.path, self.max_bytes, self.backup_count)
         except OSError as err:
             logger.error(
                 "token usage log %s cannot be written (%s): writing the records to standard output instead",

@@ -107,14 +107,15 @@ def done_reason(events: list[llm_pb2.ConversationEvent]) -> int:
 
 
 @contextlib.asynccontextmanager
-async def started_world(postgres: SessionPostgres) -> AsyncIterator[World]:
-    """A cluster (enterprise license) whose llm calls the fake Tools server, set up with one service."""
+async def started_world(postgres: SessionPostgres, **harness: Any) -> AsyncIterator[World]:
+    """A cluster (enterprise license) whose llm calls the fake Tools server, set up with one service;
+    ``harness`` passes on to ``ClusterHarness``."""
     async with FakeOpenAI() as openai:
         tools = await FakeTools().start()
         try:
             env = {"AGENTS_LLM_TOOLS_ADDR": tools.address, "AGENTS_INDEX_LICENSE": "enterprise"}
-            async with ClusterHarness(postgres, env=env) as harness:
-                w = World(harness, openai, tools)
+            async with ClusterHarness(postgres, env=env, **harness) as cluster:
+                w = World(cluster, openai, tools)
                 await w.setup()
                 yield w
                 await w.channel.close()

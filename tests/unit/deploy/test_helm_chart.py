@@ -191,6 +191,8 @@ def test_token_usage_records_go_to_stdout_or_to_a_volume_never_to_the_read_only_
         ({"components": {"llm": {"replica": 3}}}, "replica"),
         ({"logLevl": "DEBUG"}, "logLevl"),
         ({"reindexJobs": {"backoffLimit": -1}}, "/reindexJobs/backoffLimit"),
+        ({"components": {"llm": {"workers": 0}}}, "/components/llm/workers"),
+        ({"components": {"index": {"workers": 2}}}, "/components/index/workers"),
     ],
 )
 def test_a_bad_value_fails_at_install_naming_it(values: dict, complaint: str) -> None:
@@ -230,3 +232,24 @@ def test_every_mcp_replica_seals_sessions_with_the_key_from_one_secret() -> None
     key = env_of["agents-mattermost-agents-mcp"]["AGENTS_MCP_SERVER_SESSION_KEY"]["valueFrom"]["secretKeyRef"]
     assert key == {"name": "agents-mcp-session-key", "key": "key"}
     assert "AGENTS_MCP_SERVER_SESSION_KEY" not in env_of["agents-mattermost-agents-gateway"]
+
+
+def container_env(docs: list[dict], component: str) -> dict[str, str]:
+    spec = by_name(docs, "Deployment")[f"agents-mattermost-agents-{component}"]["spec"]["template"]["spec"]
+    return {e["name"]: e.get("value", "") for e in spec["containers"][0]["env"]}
+
+
+def test_workers_per_pod_reach_the_processes_and_the_llm_workers_own_ports_are_open() -> None:
+    docs = render(
+        {"networkPolicy": {"enabled": True}, "components": {"llm": {"workers": 3}, "gateway": {"workers": 2}}}
+    )
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    assert container_env(docs, "llm")["AGENTS_LLM_WORKERS"] == "3"
+    assert container_env(docs, "llm")["AGENTS_LLM_WORKER_PORTS_FROM"] == "50052"
+    assert container_env(docs, "gateway")["AGENTS_GATEWAY_WORKERS"] == "2"
+    assert "AGENTS_TOOLS_WORKERS" not in container_env(docs, "tools")
+    ingress = by_name(docs, "NetworkPolicy")["agents-mattermost-agents-llm"]["spec"]["ingress"][0]["ports"]
+    assert ingress == [{"port": 50051}, {"port": 50052, "endPort": 50054}]
+    # One worker (the default) is a lone process, as before.
+    assert "AGENTS_LLM_WORKERS" not in container_env(render({}), "llm")

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import gzip
 import json
+import multiprocessing
 
 from services.llm.providers.base import Usage
 from services.llm.usage_log import TokenUsageLog, TokenUsageRecord
@@ -117,3 +118,29 @@ def test_an_unwritable_path_is_reported_and_standard_output_used_instead(tmp_pat
     log.close()
     assert json.loads(capsys.readouterr().out.strip())["user_id"] == "user4"
     assert "cannot be written" in caplog.text and "standard output" in caplog.text
+
+
+def _write_records(path: str, writer: int, count: int) -> None:
+    log = TokenUsageLog(path, max_bytes=2000, backup_count=1000)
+    log.start()
+    for n in range(count):
+        log.record(_record(writer * count + n))
+    log.close()
+
+
+def test_several_processes_share_the_file_and_its_rotation_without_losing_a_line(tmp_path) -> None:
+    # The llm's workers (services/common/workers.py) each write the one log: a process that
+    # rotated the file must not leave the others writing into the removed one.
+    path, count = tmp_path / "token_usage.log", 300
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_records, args=(str(path), w, count)) for w in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+        assert writer.exitcode == 0
+    lines = path.read_text().splitlines()
+    for rotated in tmp_path.glob("token_usage.log.*.gz"):
+        with gzip.open(rotated, "rt", encoding="utf-8") as fh:
+            lines.extend(fh.read().splitlines())
+    assert sorted(json.loads(line)["user_id"] for line in lines) == sorted(f"user{n}" for n in range(2 * count))
