@@ -19,6 +19,7 @@ from services.common.grpc_server import GrpcServiceHost, ServicerBinding
 from services.common.http_guard import OutboundPolicy, parse_allowed_hostnames
 from services.common.licensing import License
 from services.common.mattermost import MattermostClient
+from services.common.metrics import ServiceMetrics
 from services.common.settings import CommonSettings
 from services.common.telemetry import LiveLogLevel
 from services.index.registry.active_agents import ActiveAgents
@@ -35,6 +36,7 @@ from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
 from services.index.registry.user_preferences import UserToolPreferences
+from services.index.reindex.metrics import ReindexGauges
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
 from services.index.search.semantic import ScanBounds, SemanticIndex
@@ -83,7 +85,10 @@ class IndexProcess:
             retry_seconds=settings.reindex_retry_seconds,
             defer_hnsw=settings.reindex_defer_hnsw,
         )
-        self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
+        metrics = ServiceMetrics(settings.service_name)
+        self.reindexer = Reindexer(
+            JobStore(deps.engine), self.semantic, deps.mattermost, reindex, ReindexGauges(metrics.registry)
+        )
         self._orphans: asyncio.Task[None] | None = None
         index = IndexServicer(self.semantic, self.reindexer)
         self.host = GrpcServiceHost(
@@ -106,6 +111,7 @@ class IndexProcess:
                     index_pb2_grpc.add_IndexServicer_to_server,
                 ),
             ],
+            metrics=metrics,
         )
 
     async def prepare(self) -> None:

@@ -20,6 +20,7 @@ _COLUMNS = (
 )
 _LATEST = f"SELECT {_COLUMNS}, {_NOW} AS now FROM index_reindex_jobs ORDER BY started_at DESC, id LIMIT 1"
 ACTIVE = ("running", "cancel_requested")
+STATUSES = (*ACTIVE, "completed", "failed", "canceled")
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,11 @@ class JobStore:
             return _job(row), True
 
     async def claim_orphan(self, node: str, lease_ms: int) -> Job | None:
-        """Take over the latest job when its worker's lease ran out; None when there is none."""
+        """Take over the latest job when its worker's lease ran out; None when there is none. A
+        job of ``node`` itself is left alone: this process still runs it, only slower than its lease."""
         async with self.engine.begin() as conn:
             latest = (await conn.execute(text(_LATEST + " FOR UPDATE"))).first()
-            if latest is None or not _job(latest).is_stale:
+            if latest is None or not _job(latest).is_stale or latest.node_id == node:
                 return None
             return _job(await _claim(conn, latest.id, node, lease_ms))
 
