@@ -84,6 +84,7 @@ class IndexProcess:
             page_size=settings.reindex_page_size,
             retry_seconds=settings.reindex_retry_seconds,
             defer_hnsw=settings.reindex_defer_hnsw,
+            workers=settings.reindex_workers,
         )
         metrics = ServiceMetrics(settings.service_name)
         self.reindexer = Reindexer(
