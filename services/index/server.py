@@ -36,6 +36,7 @@ from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
 from services.index.registry.user_preferences import UserToolPreferences
+from services.index.reindex.metrics import ReindexGauges
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
 from services.index.search.metrics import SearchMetrics
@@ -84,10 +85,14 @@ class IndexProcess:
             page_size=settings.reindex_page_size,
             retry_seconds=settings.reindex_retry_seconds,
             defer_hnsw=settings.reindex_defer_hnsw,
+            workers=settings.reindex_workers,
         )
-        self.reindexer = Reindexer(JobStore(deps.engine), self.semantic, deps.mattermost, reindex)
+        metrics = ServiceMetrics(settings.service_name)
+        self.reindexer = Reindexer(
+            JobStore(deps.engine), self.semantic, deps.mattermost, reindex, ReindexGauges(metrics.registry)
+        )
         self._orphans: asyncio.Task[None] | None = None
-        search_metrics = SearchMetrics()
+        search_metrics = SearchMetrics(metrics.registry)
         index = IndexServicer(self.semantic, self.reindexer, search_metrics)
         self.host = GrpcServiceHost(
             settings,
@@ -109,7 +114,7 @@ class IndexProcess:
                     index_pb2_grpc.add_IndexServicer_to_server,
                 ),
             ],
-            metrics=ServiceMetrics(settings.service_name, search_metrics.registry),
+            metrics=metrics,
         )
 
     async def prepare(self) -> None:

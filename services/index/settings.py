@@ -47,6 +47,8 @@ class IndexSettings(CommonSettings):
     reindex_retry_seconds: float = Field(default=60.0, ge=0)
     # Build the HNSW index after a clearing reindex's bulk load instead of inserting into it.
     reindex_defer_hnsw: bool = True
+    # Worker processes (and partitions) of a new reindex job; 1 reads it in this process.
+    reindex_workers: int = Field(default=1, ge=1, le=64)
     # Where reindex workers run: "local" (processes beside the index service) or "kubernetes" (one
     # Job per run in this pod's namespace: services/index/reindex/kubernetes_jobs.py).
     reindex_backend: Literal["local", "kubernetes"] = "local"

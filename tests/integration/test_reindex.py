@@ -1,7 +1,8 @@
 """Reindex jobs end to end: the admin routes start, watch and cancel a job in the real index
 process, which reads every team channel's posts from the fake Mattermost in keyset pages and
 embeds them with the fake embeddings API; a job survives an embedding outage and a kill -9 of
-its worker with every post indexed exactly once."""
+its worker with every post indexed exactly once, covers DMs and group messages, and shows on the
+index's metrics."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
+from prometheus_client.samples import Sample
 
 from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.mattermost.state import FakeTeam, FakeUser
 from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_semantic_search import search_config
 from tests.polling import poll
 
@@ -181,3 +184,39 @@ async def test_a_catch_up_indexes_the_posts_created_since_the_last_reindex(world
     assert status == 200 and job["status"] == "running", job
     assert (await world.ended())["status"] == "completed"
     await world.assert_exactly_once()
+
+
+async def test_a_reindex_covers_direct_and_group_messages_but_not_dms_with_a_bot(world: World) -> None:
+    mm = world.h.mattermost
+    reader, other = mm.add_user("dm-reader"), mm.add_user("dm-other")
+    bot = mm.add_user("dm-helper-bot", is_bot=True)
+    direct = mm.add_direct_channel(world.author, reader)
+    group = mm.state.add_channel("", "scribe-reader-other", "G")
+    for user in (world.author, reader, other):
+        mm.add_member(group, user)
+    for channel in (direct, group):
+        for p in range(PAGE + 2):  # more than a page
+            world.expected.add(mm.add_post(world.author, channel, f"private note {p} on the dugong")["id"])
+    mm.add_post(reader, mm.add_direct_channel(reader, bot), "a question for the dugong bot")
+    status, job = await world.call("POST", "/admin/reindex", {"clearIndex": True})
+    assert status == 200, job
+    assert (await world.ended())["status"] == "completed"
+    await world.assert_exactly_once()
+
+
+async def test_the_index_metrics_show_the_latest_reindex_without_ids(world: World) -> None:
+    status, job = await world.call("POST", "/admin/reindex", {"clearIndex": False})
+    assert status == 200, job
+    done = await world.ended()
+    assert done["status"] == "completed", done
+
+    async def shown() -> list[Sample] | None:
+        samples = await scrape(world.h, "index")
+        return samples if value(samples, "agents_index_reindex_status", status="completed") == 1 else None
+
+    samples = await poll(shown, within=30, message="the index's metrics never showed the completed reindex")
+    assert value(samples, "agents_index_reindex_running") == 0
+    assert value(samples, "agents_index_reindex_processed_rows") == done["processed_rows"] > 0
+    assert value(samples, "agents_index_reindex_total_rows") == done["total_rows"]
+    statuses = {s.labels["status"]: s.value for s in samples if s.name == "agents_index_reindex_status"}
+    assert statuses == {"running": 0, "cancel_requested": 0, "completed": 1, "failed": 0, "canceled": 0}

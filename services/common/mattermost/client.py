@@ -114,6 +114,12 @@ class MattermostClient:
         """A user by id (NotFound if none)."""
         return User.from_json(await self._get(f"/users/{_seg(user_id)}"))
 
+    async def get_users(self, page: int = 0, per_page: int = 200) -> list[User]:
+        """A page of every user, bots and deactivated users included (``GET /users``)."""
+        return [
+            User.from_json(u) for u in await self._get("/users", {"page": str(page), "per_page": str(per_page)}) or []
+        ]
+
     async def get_users_by_ids(self, user_ids: list[str]) -> list[User]:
         """The users among ``user_ids`` that exist (unknown ids are silently absent)."""
         if not user_ids:

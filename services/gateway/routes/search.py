@@ -188,7 +188,7 @@ async def run_search(request: web.Request) -> web.Response:
         question=Question(query, {"search_query": "true"}),
     )
     if rag:
-        answer = llm_pb2.StreamCompleteRequest(request=_completion(request, agent, query, rag), batch_events=True)
+        answer = llm_pb2.StreamCompleteRequest(request=_completion(request, agent, query, rag))
         events = completion_events(
             deps.backends.llm.StreamComplete, answer, reply.post_id, timeout=deps.settings.turn_timeout_seconds
         )

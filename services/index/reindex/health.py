@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from services.common.errors import FailedPrecondition
 from services.common.mattermost import MattermostClient
-from services.index.reindex.runner import team_channels
+from services.index.reindex.runner import indexed_channels
 from services.index.search.semantic import SemanticIndex
 
 
@@ -34,7 +34,7 @@ class Health:
 async def check_health(index: SemanticIndex, mattermost: MattermostClient) -> Health:
     """not_configured, needs_reindex (the model changed), healthy (nothing missing) or mismatch.
 
-    Mattermost's count is its message count of the team channels, bot and system posts included
+    Mattermost's count is its message count of the indexed channels, bot and system posts included
     (which are not indexed), so a complete index of a server with such posts reads as a mismatch
     by their number."""
     now = int(time.time() * 1000)
@@ -43,7 +43,7 @@ async def check_health(index: SemanticIndex, mattermost: MattermostClient) -> He
     except FailedPrecondition as exc:
         return Health(0, 0, "not_configured", now, error=exc.message)
     indexed = await index.store.indexed_post_count()
-    in_db = sum(c.total_msg_count for c in await team_channels(mattermost))
+    in_db = sum(c.total_msg_count for c in await indexed_channels(mattermost))
     if recorded not in (None, setup.space):
         assert recorded is not None
         reason = (

@@ -1,12 +1,17 @@
-"""Reindex jobs: every team channel's posts, read from Mattermost in keyset pages and stored in the
-order they were read, each page committed with the cursor past it.
+"""Reindex jobs: every channel's posts (DMs and group messages too), read from Mattermost in
+keyset pages and stored in the order they were read, each page committed with the cursor past it.
+Reading, embedding and storing overlap: pages are read and embedded ahead of the one committed.
 
-A job belongs to the worker holding its lease (renewed with every page). A second start while a
-live worker runs one is refused; a worker that dies (kill -9) stops renewing, and any index
-replica takes the job over within a lease and resumes it from its cursor. A page that cannot be
-embedded (provider outage) is retried with backoff, then the job fails with its cursor kept and
-is resumed by a start with ``clear_index`` false. Pages are replaced by post id, so a page stored
-twice (a crash between storing it and a resume) leaves no duplicate rows.
+A job's channels are split into partitions (a hash of the channel id), each read by the worker
+holding its lease (renewed with every page), from its own cursor: with one worker (the default)
+in the index process, with ``workers`` above 1 in that many child processes
+(``services.index.reindex.worker``, what a Kubernetes Job runs). A second start while the job is
+live is refused; a worker that dies (kill -9) stops renewing, and another worker or any index
+replica takes its partition over within a lease and resumes it from its cursor. A page that
+cannot be embedded (provider outage) is retried with backoff, then the job fails with its cursors
+kept and is resumed by a start with ``clear_index`` false. Pages are replaced by post id, so a
+page stored twice (a crash between storing it and a resume) leaves no duplicate rows. The worker
+that finishes the last partition completes the job.
 
 Channels are taken in id order and each channel's posts newest first (``before`` the oldest post
 of the previous page), so posts created or deleted during the job never shift a page.
@@ -16,21 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import sys
+import zlib
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from services.common.errors import DomainError, NotFound, QuotaExceeded, UpstreamUnavailable
 from services.common.mattermost import Channel, MattermostClient, Post
-from services.index.reindex.store import Job, JobStore, Superseded
+from services.index.reindex.metrics import ReindexGauges
+from services.index.reindex.store import ACTIVE, Job, JobStore, Partition, Superseded
 from services.index.search.semantic import PostDoc, SearchSetup, SemanticIndex
+from services.index.search.store import Chunk
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PAGE = 200
+T = TypeVar("T")
+
+# Channels and users per listing request (Mattermost's maximum).
+LIST_PAGE = 200
 # Posts carry Mattermost's clock and jobs this database's: a catch-up starts this much earlier so
 # a skew between the two cannot leave a gap (posts read twice are replaced, not duplicated).
 CATCH_UP_OVERLAP_MS = 5 * 60 * 1000
@@ -47,6 +59,10 @@ class ReindexSettings:
     # Empty the index without its HNSW index and build it once at the end (a bulk load is several
     # times faster than inserting into the graph); searches meanwhile use the exact scan.
     defer_hnsw: bool = True
+    # Pages read and being embedded ahead of the one being committed.
+    pages_ahead: int = 8
+    # Partitions of a new job; above 1, each is read by a worker process of its own.
+    workers: int = 1
 
     @property
     def lease_ms(self) -> int:
@@ -54,17 +70,41 @@ class ReindexSettings:
         return int(self.lease_seconds * 1000)
 
 
-async def team_channels(mattermost: MattermostClient) -> list[Channel]:
+async def indexed_channels(mattermost: MattermostClient) -> list[Channel]:
     """Every team channel, archived ones included (their posts stay searchable by no one, but a
-    channel can be unarchived)."""
-    channels: list[Channel] = []
+    channel can be unarchived), and every direct and group message channel but DMs with a bot
+    (an agent's DMs are not indexed). REST v4 lists DMs and GMs only per member: each user's
+    channels are read."""
+    channels = {c.id: c for c in await _every_page(mattermost.get_all_channels)}
+    users = await _every_page(mattermost.get_users)
+    bots = {u.id for u in users if u.is_bot}
+    for user in users:
+        if user.is_bot:
+            continue  # its DMs are all with a bot
+        for channel in await mattermost.get_all_channels_for_user(user.id):
+            if channel.type == "G" or (channel.type == "D" and not bots & set(channel.name.split("__"))):
+                channels.setdefault(channel.id, channel)
+    return list(channels.values())
+
+
+async def _every_page(read: Callable[[int, int], Awaitable[list[T]]]) -> list[T]:
+    found: list[T] = []
     page = 0
-    while batch := await mattermost.get_all_channels(page, CHANNEL_PAGE):
-        channels += batch
-        if len(batch) < CHANNEL_PAGE:
+    while batch := await read(page, LIST_PAGE):
+        found += batch
+        if len(batch) < LIST_PAGE:
             break
         page += 1
-    return channels
+    return found
+
+
+@dataclass
+class _Page:
+    """A page read from Mattermost: its posts, their rows being embedded, and the cursor past it."""
+
+    posts: list[PostDoc]
+    chunks: asyncio.Future[list[Chunk]]
+    cursor: tuple[str, str]
 
 
 class _Canceled(Exception):
@@ -81,23 +121,31 @@ class Reindexer:
     """Starts, runs, takes over and cancels reindex jobs."""
 
     def __init__(
-        self, jobs: JobStore, index: SemanticIndex, mattermost: MattermostClient, settings: ReindexSettings
+        self,
+        jobs: JobStore,
+        index: SemanticIndex,
+        mattermost: MattermostClient,
+        settings: ReindexSettings,
+        gauges: ReindexGauges | None = None,
     ) -> None:
         self.jobs = jobs
         self.index = index
         self.mattermost = mattermost
         self.settings = settings
+        self.gauges = gauges or ReindexGauges()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, *, clear: bool) -> Job:
         """Start a job (``clear``: empty the index first; otherwise resume the latest failed or
         orphaned one, or start afresh without emptying). FailedPrecondition while search is off."""
         setup, recorded = await self.index.current()
-        job, new = await self.jobs.start(self.settings.node_id, self.settings.lease_ms, resume=not clear)
+        job, new = await self.jobs.start(
+            self.settings.node_id, self.settings.lease_ms, resume=not clear, partitions=self.settings.workers
+        )
         # An index that never recorded a model is empty: starting it is the same as clearing it.
         if new and (clear or recorded is None):
             await self.index.store.reset(setup.space, build_hnsw=not self.settings.defer_hnsw)
-        self._spawn(self._run(job))
+        self._launch(job.id)
         return job
 
     async def catch_up(self) -> Job:
@@ -105,34 +153,54 @@ class Reindexer:
         realtime indexing could not see); FailedPrecondition when none completed."""
         await self.index.current()
         job, _ = await self.jobs.start(
-            self.settings.node_id, self.settings.lease_ms, resume=False, catch_up_overlap_ms=CATCH_UP_OVERLAP_MS
+            self.settings.node_id,
+            self.settings.lease_ms,
+            resume=False,
+            partitions=self.settings.workers,
+            catch_up_overlap_ms=CATCH_UP_OVERLAP_MS,
         )
-        self._spawn(self._run(job))
+        self._launch(job.id)
         return job
 
     async def status(self) -> Job:
         """The latest job; NotFound when there has never been one."""
         job = await self.jobs.latest()
+        self.gauges.observe(job)
         if job is None:
             raise NotFound("no reindex job has run")
         return job
 
     async def cancel(self) -> Job:
-        """Ask the running job to stop (its worker stops after the page it is storing)."""
+        """Ask the running job to stop (its workers stop after the page they are storing)."""
         return await self.jobs.request_cancel()
 
     async def watch_orphans(self) -> None:
-        """Forever: take over a job whose worker stopped renewing its lease, and resume it."""
+        """Forever: take over the partitions of the running job whose workers stopped renewing
+        their leases, and resume them; show the latest job's progress on the gauges."""
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 2)
             try:
-                job = await self.jobs.claim_orphan(self.settings.node_id, self.settings.lease_ms)
+                job = await self.jobs.latest()
+                self.gauges.observe(job)
+                if job is not None and job.status in ACTIVE and not self._tasks:
+                    self._spawn(self.run_job(job.id))
             except DomainError as err:
-                logger.warning("looking for orphaned reindex jobs failed: %s", err.message)
+                logger.warning("looking for orphaned reindex partitions failed: %s", err.message)
+
+    async def run_job(self, job_id: str, *, wait: bool = False) -> None:
+        """Read partitions of the job until none is left to take; with ``wait``, until every
+        partition is done or the job ended (a partition another worker holds may come free when
+        that worker dies)."""
+        while True:
+            partition = await self.jobs.claim_partition(job_id, self.settings.node_id, self.settings.lease_ms)
+            if partition is not None:
+                if not await self._run(partition):
+                    return
                 continue
-            if job is not None:
-                logger.info("taking over an orphaned reindex job", extra={"job_id": job.id})
-                self._spawn(self._run(job))
+            job = await self.jobs.job(job_id)
+            if not wait or job.status not in ACTIVE or not await self.jobs.partitions_left(job_id):
+                return
+            await asyncio.sleep(self.settings.lease_seconds / 2)
 
     async def close(self) -> None:
         """Stop the jobs this worker runs; their leases run out and another worker resumes them."""
@@ -140,74 +208,162 @@ class Reindexer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _launch(self, job_id: str) -> None:
+        if self.settings.workers > 1:
+            self._spawn(self._run_workers(job_id))
+        else:
+            self._spawn(self.run_job(job_id))
+
+    async def _run_workers(self, job_id: str) -> None:
+        """The job's workers as child processes (the entry point a Kubernetes Job runs), each
+        with this process's environment; any partition a worker leaves is taken by another or
+        by the watch for orphans."""
+        command = [sys.executable, "-m", "services.index.reindex.worker", "--job-id", job_id]
+        workers = [await asyncio.create_subprocess_exec(*command) for _ in range(self.settings.workers)]
+        try:
+            waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
+            # The job stays live while its workers start (a process takes a while): a start
+            # meanwhile is refused, not taken for a resume of a dead job.
+            while not all(wait.done() for wait in waits):
+                await self.jobs.renew(job_id, self.settings.lease_ms)
+                await asyncio.wait(waits, timeout=self.settings.lease_seconds / 2)
+            codes = [wait.result() for wait in waits]
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.terminate()
+                    await worker.wait()
+        if any(codes):
+            logger.warning("reindex workers exited with an error", extra={"job_id": job_id, "exit_codes": codes})
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, job: Job) -> None:
-        node = self.settings.node_id
+    async def _run(self, partition: Partition) -> bool:
+        """Read one partition to its end; whether the job still runs."""
+        node, job_id = self.settings.node_id, partition.job_id
         try:
-            await self._work(job)
+            await self._work(await self.jobs.job(job_id), partition)
         except Superseded:
-            return
+            return False
         except _Canceled:
-            await self.jobs.finish(job.id, node, "canceled")
-            return
+            await self.jobs.release_partition(partition, node)
+            await self.jobs.finish(job_id, "canceled")
+            return False
         except DomainError as err:
-            logger.warning("reindex job failed", extra={"job_id": job.id, "error": err.message})
-            await self.jobs.finish(job.id, node, "failed", err.message)
-            return
+            logger.warning("reindex job failed", extra={"job_id": job_id, "error": err.message})
+            await self.jobs.release_partition(partition, node)
+            await self.jobs.finish(job_id, "failed", err.message)
+            return False
         except Exception:
-            logger.exception("reindex job failed", extra={"job_id": job.id})
-            await self.jobs.finish(job.id, node, "failed", "internal error; see the index service's log")
-            return
+            logger.exception("reindex job failed", extra={"job_id": job_id})
+            await self.jobs.release_partition(partition, node)
+            await self.jobs.finish(job_id, "failed", "internal error; see the index service's log")
+            return False
+        if await self.jobs.finish_partition(partition, node):
+            return True
+        # The last partition: this worker completes the job.
         if self.settings.defer_hnsw:
             setup, _ = await self.index.current()
             await self.index.store.build_hnsw(setup.space.dimensions)
-        await self.jobs.finish(job.id, node, "completed")
+        await self.jobs.finish(job_id, "completed")
+        return False
 
-    async def _work(self, job: Job) -> None:
+    async def _work(self, job: Job, partition: Partition) -> None:
         setup, _ = await self.index.current()
-        channels = sorted(await team_channels(self.mattermost), key=lambda c: c.id)
+        channels = sorted(await indexed_channels(self.mattermost), key=lambda c: c.id)
         if not job.total_rows:
-            await self.jobs.set_total(job.id, self.settings.node_id, sum(c.total_msg_count for c in channels))
-        for channel in channels:
-            if channel.id < job.cursor_channel:
-                continue  # done before the job was resumed
-            before = job.cursor_before if channel.id == job.cursor_channel else ""
-            await self._channel(job, setup, channel, before)
+            await self.jobs.set_total(job.id, sum(c.total_msg_count for c in channels))
+        mine = [c for c in channels if zlib.crc32(c.id.encode()) % job.partitions == partition.part]
+        # Reading, embedding and storing overlap: up to ``pages_ahead`` pages are read ahead and
+        # embedded concurrently, then committed one by one in the order they were read, each with
+        # the cursor past it.
+        pages: asyncio.Queue[_Page | None] = asyncio.Queue()
+        ahead = asyncio.Semaphore(self.settings.pages_ahead)
+        reader = asyncio.create_task(self._read(job, partition, setup, mine, pages, ahead))
+        try:
+            while (page := await pages.get()) is not None:
+                status = await self._store(partition, setup, await page.chunks, page)
+                ahead.release()
+                if status == "cancel_requested":
+                    raise _Canceled()
+            await reader  # its error, when it stopped early
+        finally:
+            reader.cancel()
+            left = [page.chunks for page in _drain(pages)]
+            for chunks in left:
+                chunks.cancel()
+            await asyncio.gather(reader, *left, return_exceptions=True)
 
-    async def _channel(self, job: Job, setup: SearchSetup, channel: Channel, before: str) -> None:
+    async def _read(
+        self,
+        job: Job,
+        partition: Partition,
+        setup: SearchSetup,
+        channels: list[Channel],
+        pages: asyncio.Queue[_Page | None],
+        ahead: asyncio.Semaphore,
+    ) -> None:
+        try:
+            for channel in channels:
+                if channel.id < partition.cursor_channel:
+                    continue  # done before the partition was resumed
+                before = partition.cursor_before if channel.id == partition.cursor_channel else ""
+                await self._read_channel(job, setup, channel, before, pages, ahead)
+        finally:
+            # The end (or this reader's failure): the store loop stops after the pages queued.
+            pages.put_nowait(None)
+
+    async def _read_channel(
+        self,
+        job: Job,
+        setup: SearchSetup,
+        channel: Channel,
+        before: str,
+        pages: asyncio.Queue[_Page | None],
+        ahead: asyncio.Semaphore,
+    ) -> None:
         while True:
+            await ahead.acquire()  # released when the page is committed
             page = await self.mattermost.get_posts_before(channel.id, before, self.settings.page_size)
             if not page:
+                ahead.release()
                 return
             before = page[0].id  # the oldest: the next page ends before it
             # No cutoff filter: Mattermost's clock stamps posts, not this database's, and a post
             # newer than the job's start is stored the same way realtime indexing would store it.
             posts = [_doc(p, channel) for p in page if p.create_at >= job.since_at]
-            status = await self._store(job, setup, posts, (channel.id, before))
-            if status == "cancel_requested":
-                raise _Canceled()
+            pages.put_nowait(_Page(posts, asyncio.ensure_future(self._embed(setup, posts)), (channel.id, before)))
             if len(page) < self.settings.page_size or page[0].create_at < job.since_at:
                 return  # the channel's oldest post, or older than a catch-up reads
 
-    async def _store(self, job: Job, setup: SearchSetup, posts: list[PostDoc], cursor: tuple[str, str]) -> str:
+    async def _embed(self, setup: SearchSetup, posts: list[PostDoc]) -> list[Chunk]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((UpstreamUnavailable, QuotaExceeded)),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            stop=stop_after_delay(self.settings.retry_seconds),
+            reraise=True,
+        )
+        return await retrying(self.index.embed, setup, posts)
+
+    async def _store(self, partition: Partition, setup: SearchSetup, chunks: list[Chunk], page: _Page) -> str:
         status = ""
 
         async def advance(conn: AsyncConnection) -> None:
             nonlocal status
             status = await self.jobs.advance(
-                conn, job.id, self.settings.node_id, cursor, len(posts), self.settings.lease_ms
+                conn, partition, self.settings.node_id, page.cursor, len(page.posts), self.settings.lease_ms
             )
 
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((UpstreamUnavailable, QuotaExceeded)),
-            wait=wait_exponential(multiplier=0.2, max=5.0),
-            stop=stop_after_delay(self.settings.retry_seconds),
-            reraise=True,
-        ):
-            with attempt:
-                await self.index.write(setup, posts, then=advance)
+        await self.index.store.replace_posts([p.id for p in page.posts], chunks, setup.space, advance)
         return status
+
+
+def _drain(pages: asyncio.Queue[_Page | None]) -> list[_Page]:
+    left = []
+    while not pages.empty():
+        if (page := pages.get_nowait()) is not None:
+            left.append(page)
+    return left

@@ -115,8 +115,13 @@ class SemanticIndex:
     ) -> tuple[int, int]:
         """Chunk, embed and store ``posts`` in ``setup``'s space (``then`` in the same
         transaction); (posts stored, rows)."""
-        kept = [p for p in posts if p.indexable]
-        pieces = [(post, setup.split(post.message) or [post.message]) for post in kept]
+        chunks = await self.embed(setup, posts)
+        await self.store.replace_posts([p.id for p in posts], chunks, setup.space, then)
+        return sum(1 for p in posts if p.indexable), len(chunks)
+
+    async def embed(self, setup: SearchSetup, posts: Sequence[PostDoc]) -> list[Chunk]:
+        """The rows of the indexable ``posts``: chunked and embedded in ``setup``'s space."""
+        pieces = [(post, setup.split(post.message) or [post.message]) for post in posts if post.indexable]
         texts = [text for _, parts in pieces for text in parts]
         vectors = await setup.embedder.embed(texts) if texts else []
         if len(vectors) != len(texts):
@@ -138,8 +143,7 @@ class SemanticIndex:
                         next(flat),
                     )
                 )
-        await self.store.replace_posts([p.id for p in posts], chunks, setup.space, then)
-        return len(kept), len(chunks)
+        return chunks
 
     async def delete_posts(self, post_ids: Sequence[str]) -> int:
         """Remove the posts' rows; how many had any."""

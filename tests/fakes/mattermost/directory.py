@@ -57,6 +57,14 @@ async def get_users_by_ids(request: web.Request) -> web.Response:
     return answer([state.snapshot(state.users[i]) for i in dict.fromkeys(ids) if i in state.users])
 
 
+async def get_users(request: web.Request) -> web.Response:
+    """``GetUsers``: every user (bots and deactivated ones too), by username, paged (per_page up to 200)."""
+    state, _ = ctx(request)
+    page, per_page = int(request.query.get("page", 0)), min(int(request.query.get("per_page", 60)), 200)
+    users = sorted(state.users.values(), key=lambda u: u["username"])
+    return answer([state.snapshot(u) for u in users[page * per_page : (page + 1) * per_page]])
+
+
 async def search_users(request: web.Request) -> web.Response:
     state, _ = ctx(request)
     body = await read_json(request)

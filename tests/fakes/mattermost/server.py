@@ -298,6 +298,7 @@ def add_routes(app: web.Application) -> None:
             web.get(f"{v4}/system/ping", directory.ping),
             web.get(f"{v4}/license/client", directory.get_client_license),
             web.get(f"{v4}/config/client", directory.get_client_config),
+            web.get(f"{v4}/users", directory.get_users),
             web.post(f"{v4}/users/ids", directory.get_users_by_ids),
             web.post(f"{v4}/users/search", directory.search_users),
             web.get(f"{v4}/users/username/{{username}}", directory.get_user_by_username),

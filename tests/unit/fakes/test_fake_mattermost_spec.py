@@ -167,6 +167,7 @@ async def run_scenario(mm: FakeMattermost) -> None:
         dm = await as_alice.get_or_create_direct_channel(alice.id, bob.id)
         assert dm.id in {c.id for c in await as_admin.get_all_channels_for_user(alice.id)}
         await _expect_error(as_bob.get_all_channels_for_user(alice.id))
+        assert {alice.id, bob.id} <= {u.id for u in await as_admin.get_users(0, 200)}
         root = await as_alice.create_post(town.id, "question", props={"a": 1})
         await _expect_error(as_bob.create_post(secret.id, "no"))
         reply = await as_bob.create_post(town.id, "answer", root_id=root.id, type="custom_llmbot")

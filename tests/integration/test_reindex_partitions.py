@@ -1,0 +1,89 @@
+"""A partitioned reindex: the index service starts three worker processes
+(``python -m services.index.reindex.worker``), each leasing partitions of the job; one is killed
+with SIGKILL mid-run, and its partition is resumed by another worker with no post missing or
+duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from tests.fakes.embeddings import FakeEmbeddings
+from tests.harness import ClusterHarness, SessionPostgres
+from tests.integration.test_reindex import PAGE, World
+from tests.integration.test_semantic_search import search_config
+from tests.polling import poll
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+WORKERS = 3
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    async with FakeEmbeddings() as embed:
+        seed = Path(tmp_path_factory.mktemp("partitions")) / "config.json"
+        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
+        env = {
+            "AGENTS_INDEX_LICENSE": "enterprise",
+            "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
+            "AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES": "127.0.0.1",
+            "AGENTS_INDEX_REINDEX_PAGE_SIZE": str(PAGE),
+            "AGENTS_INDEX_REINDEX_LEASE_SECONDS": "4",
+            "AGENTS_INDEX_REINDEX_WORKERS": str(WORKERS),
+        }
+        async with ClusterHarness(postgres, env=env) as h:
+            mm = h.mattermost
+            w = World(
+                h,
+                embed,
+                mm.add_user("partitioner", roles="system_user system_admin"),
+                mm.add_team("parts"),
+                mm.add_user("part-scribe"),
+                set(),
+            )
+            w.seed(channels=12, posts=60)
+            yield w
+
+
+async def partitions(world: World, job_id: str) -> list[tuple[int, bool, str, str]]:
+    async with await psycopg.AsyncConnection.connect(world.h.database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT part, done, node_id, cursor_channel FROM index_reindex_partitions WHERE job_id = %s ORDER BY part",
+            (job_id,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in await cursor.fetchall()]
+
+
+async def test_a_partitioned_reindex_survives_a_killed_worker(world: World) -> None:
+    world.embed.latency = 1.0  # every partition is still being read when one worker is killed
+    try:
+        status, job = await world.call("POST", "/admin/reindex", {"clearIndex": True})
+        assert status == 200, job
+        status, refused = await world.call("POST", "/admin/reindex", {"clearIndex": True})
+        assert status == 409 and job["job_id"] in refused["error"], refused
+
+        async def reading() -> tuple[int, bool, str, str] | None:
+            parts = await partitions(world, job["job_id"])
+            assert len(parts) == WORKERS, parts
+            return next((p for p in parts if p[2] and p[3] and not p[1]), None)
+
+        killed_part, _, killed_node, _ = await poll(reading, within=60, message="no worker ever read a partition")
+        os.kill(int(killed_node.rsplit("-", 1)[1]), signal.SIGKILL)
+        world.embed.latency = 0.0
+        done = await world.ended(within=120)
+    finally:
+        world.embed.latency = 0.0
+    assert done["status"] == "completed" and done["job_id"] == job["job_id"], done
+    assert done["processed_rows"] >= done["total_rows"] == len(world.expected) + 12
+    await world.assert_exactly_once()
+    after = {part: (finished, node) for part, finished, node, _ in await partitions(world, job["job_id"])}
+    assert all(finished for finished, _ in after.values()), after
+    assert after[killed_part][1] not in ("", killed_node), "the killed worker's partition was not resumed elsewhere"
