@@ -99,6 +99,17 @@ async def test_an_unknown_route_answers_404_json(harness: ClusterHarness) -> Non
     assert body == {"error": "not found"}
 
 
+async def test_a_method_a_route_does_not_serve_answers_405_json_listing_the_allowed_ones(
+    harness: ClusterHarness,
+) -> None:
+    user = harness.mattermost.add_user("dave")
+    status, body, headers = await harness.request("DELETE", "/files/content", user=user)
+    assert status == 405
+    assert body == {"error": "Method Not Allowed"}
+    # RFC 9110: a 405 lists the methods the resource serves.
+    assert headers["Allow"] == "POST"
+
+
 async def test_one_trace_covers_the_gateway_http_span_and_the_index_grpc_spans(harness: ClusterHarness) -> None:
     user = harness.mattermost.add_user("dave")
     trace_id = secrets.token_hex(16)
