@@ -86,6 +86,19 @@ async def test_an_invalid_token_is_refused_with_401_and_not_echoed(harness: Clus
     assert "not-a-token" not in json.dumps(body)
 
 
+async def test_a_token_that_is_not_utf8_is_refused_with_401(harness: ClusterHarness) -> None:
+    host, port = harness.gateway_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /plugins/mattermost-ai/ai_bots HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n".encode()
+        + b"Authorization: Bearer \xff\xfe\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+
+
 async def test_a_bare_mattermost_user_id_header_is_not_trusted(harness: ClusterHarness) -> None:
     alice = harness.mattermost.add_user("mallory")
     status, _, _ = await harness.request("GET", "/ai_bots", headers={"Mattermost-User-Id": alice.id})
