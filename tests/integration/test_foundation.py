@@ -115,7 +115,7 @@ async def test_an_unknown_route_answers_404_json(harness: ClusterHarness) -> Non
 async def test_a_method_a_route_does_not_serve_answers_405_json_listing_the_allowed_ones(
     harness: ClusterHarness,
 ) -> None:
-    user = harness.mattermost.add_user("dave")
+    user = harness.mattermost.add_user("peggy")
     status, body, headers = await harness.request("DELETE", "/files/content", user=user)
     assert status == 405
     assert body == {"error": "Method Not Allowed"}
