@@ -128,6 +128,8 @@ class Authenticator:
             token = cookie
         if not token:
             raise Unauthenticated("authentication required")
+        if not token.isascii():  # Mattermost's tokens are; other bytes could not even be hashed
+            raise Unauthenticated("invalid token")
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._sessions.get(key)
         if cached is not None:

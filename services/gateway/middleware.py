@@ -58,7 +58,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             message = "not found" if exc.status == 404 else (exc.reason or "error")
-            return error_response(exc.status, message)
+            response = error_response(exc.status, message)
+            if "Allow" in exc.headers:  # a 405 lists the methods the route serves (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except Exception as exc:
         transport = request.transport

@@ -22,6 +22,7 @@ from services.gateway.backends import Backends
 from services.gateway.bot_tokens import BotTokens
 from services.gateway.conversations.runner import TRIGGERS, ConversationTriggers
 from services.gateway.deps import DEPS, GatewayDeps
+from services.gateway.http_server import GatewayRunner
 from services.gateway.rendering.live import LiveReplies
 from services.gateway.rendering.writer import ReplyWriter
 from services.gateway.replies import ReplyService
@@ -93,7 +94,7 @@ class GatewayProcess:
         self.app.router.add_get("/readyz", readyz)
         self.triggers = ConversationTriggers(deps)
         self.app[TRIGGERS] = self.triggers
-        self.runner = web.AppRunner(self.app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
+        self.runner = GatewayRunner(self.app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
         self.port = 0
         self._stop = asyncio.Event()
 

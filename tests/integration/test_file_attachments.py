@@ -139,6 +139,21 @@ async def test_file_content_refuses_a_window_over_the_limit_with_400_naming_it(w
     assert_matches_openapi("POST", "/files/content", 400, body)
 
 
+@pytest.mark.parametrize("file_id", [".", ".."])
+async def test_a_dot_segment_file_id_is_404_and_reaches_no_other_mattermost_route(world: World, file_id: str) -> None:
+    # Quoting leaves "." and "..", which a URL resolves: /files/../info would be /api/v4/info,
+    # asked with the cluster account's token.
+    eve = world.mm.add_user(f"eve-dots{len(file_id)}")
+    asked = len(world.mm.requests)
+    status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": file_id})
+    assert status == 404
+    assert_matches_openapi("POST", "/files/content", 404, body)
+    # No id of Mattermost's is a dot segment: nothing is asked, neither of /files nor of where
+    # the segment leads.
+    paths = [r.path for r in world.mm.requests[asked:]]
+    assert not [p for p in paths if p.startswith("/api/v4/files") or p == "/api/v4/info"], paths
+
+
 def bridge_headers() -> dict[str, str]:
     return {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": PLUGIN_SECRET}
 

@@ -86,6 +86,19 @@ async def test_an_invalid_token_is_refused_with_401_and_not_echoed(harness: Clus
     assert "not-a-token" not in json.dumps(body)
 
 
+async def test_a_token_that_is_not_utf8_is_refused_with_401(harness: ClusterHarness) -> None:
+    host, port = harness.gateway_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /plugins/mattermost-ai/ai_bots HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n".encode()
+        + b"Authorization: Bearer \xff\xfe\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+
+
 async def test_a_bare_mattermost_user_id_header_is_not_trusted(harness: ClusterHarness) -> None:
     alice = harness.mattermost.add_user("mallory")
     status, _, _ = await harness.request("GET", "/ai_bots", headers={"Mattermost-User-Id": alice.id})
@@ -97,6 +110,17 @@ async def test_an_unknown_route_answers_404_json(harness: ClusterHarness) -> Non
     status, body = await harness.get("/no/such/route", user=user)
     assert status == 404
     assert body == {"error": "not found"}
+
+
+async def test_a_method_a_route_does_not_serve_answers_405_json_listing_the_allowed_ones(
+    harness: ClusterHarness,
+) -> None:
+    user = harness.mattermost.add_user("peggy")
+    status, body, headers = await harness.request("DELETE", "/files/content", user=user)
+    assert status == 405
+    assert body == {"error": "Method Not Allowed"}
+    # RFC 9110: a 405 lists the methods the resource serves.
+    assert headers["Allow"] == "POST"
 
 
 async def test_one_trace_covers_the_gateway_http_span_and_the_index_grpc_spans(harness: ClusterHarness) -> None:

@@ -6,6 +6,7 @@ the test is about the wire: headers, status codes, and a session id carried to a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -289,3 +290,22 @@ async def test_a_foreign_origin_or_host_is_refused(world: World) -> None:
     status, _, _ = await world.post(call, token=world.alice.token, headers={"Host": "evil.example"})
     assert status == 421
     assert not any(p["message"] == "rebound" for p in mm.state.posts.values())
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Mcp-Session-Id"])
+async def test_a_header_that_is_not_utf8_is_400_naming_it(world: World, header: str) -> None:
+    # aiohttp hands such bytes on as lone surrogates, which the forwarded protobuf string refuses.
+    listing = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}).encode()
+    values = {"Authorization": f"Bearer {world.alice.token}".encode(), header: b"\xff\xfe"}
+    host, port = world.h.gateway_url.removeprefix("http://").rsplit(":", 1)
+    head = f"POST {ENDPOINT} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
+    head += f"Accept: {ACCEPT}\r\nContent-Length: {len(listing)}\r\nConnection: close\r\n".encode()
+    head += b"".join(name.encode() + b": " + value + b"\r\n" for name, value in values.items())
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + b"\r\n" + listing)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.endswith(b" 400 Bad Request"), answer[:300]
+    assert header in json.loads(rest.partition(b"\r\n\r\n")[2])["error"]

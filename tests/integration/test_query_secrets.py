@@ -4,6 +4,7 @@ log, whatever the request's outcome."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -11,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.harness import ClusterHarness, SessionPostgres
+from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
+from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -44,3 +46,42 @@ async def test_query_string_secrets_reach_no_span_and_no_log_line(harness: Clust
     assert all("access_token=REDACTED" in t and "page=2" in t for t in targets), targets
     assert sentinel not in json.dumps(spans)
     assert not [line for lines in harness.logs.values() for line in lines if sentinel in line]
+
+
+# Requests aiohttp cannot parse, each carrying the sentinel where a client puts a secret: in the
+# query of an over-long or malformed request line, in a malformed or over-long Authorization header.
+UNPARSEABLE = {
+    "request line too long": b"GET {prefix}/oauth/callback?code={secret}&state=" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+    "control character in the query": b"GET {prefix}/oauth/callback?code={secret}&x=\x01 HTTP/1.1\r\n\r\n",
+    "unknown HTTP version": b"GET {prefix}/oauth/callback?code={secret} HTTP/9.9\r\n\r\n",
+    "space before a header's colon": b"GET {prefix}/mcp/tools HTTP/1.1\r\nAuthorization : Bearer {secret}\r\n\r\n",
+    "header too long": b"GET {prefix}/mcp/tools HTTP/1.1\r\nAuthorization: Bearer {secret}" + b"a" * 9000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", UNPARSEABLE.values(), ids=UNPARSEABLE.keys())
+async def test_an_unparseable_request_is_a_json_400_that_neither_echoes_nor_logs_its_secrets(
+    harness: ClusterHarness, request_bytes: bytes
+) -> None:
+    sentinel = f"sentinel{secrets.token_hex(8)}"
+    raw = request_bytes.replace(b"{prefix}", PLUGIN.encode()).replace(b"{secret}", sentinel.encode())
+    host, port = harness.gateway_url.removeprefix("http://").rsplit(":", 1)
+    logged = len(request_lines(harness))
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(raw.replace(b"\r\n\r\n", f"\r\nHost: {host}\r\n\r\n".encode(), 1))
+    await writer.drain()
+    answer = await reader.read()  # the gateway closes the connection after its answer
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:200]
+    assert b"application/json" in head
+    assert "error" in json.loads(body)
+    assert sentinel.encode() not in answer
+    # The gateway logs the refusal before it answers: once that line is read, nothing else about
+    # this request is still to come.
+    await poll(lambda: len(request_lines(harness)) > logged, within=10, message="the refusal was not logged")
+    assert not [line for lines in harness.logs.values() for line in lines if sentinel in line]
+
+
+def request_lines(harness: ClusterHarness) -> list[str]:
+    return [line for line in harness.logs.get("gateway", []) if "request" in line]

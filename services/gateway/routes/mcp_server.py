@@ -14,6 +14,7 @@ from aiohttp import web
 from services.common.errors import NotFound, UpstreamUnavailable
 from services.common.grpc_client import stream
 from services.gateway.deps import DEPS
+from services.gateway.request_input import check_text
 
 routes = web.RouteTableDef()
 
@@ -51,15 +52,15 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """Forward the exchange to the mcp service and stream its answer back as it comes."""
     require_enabled(request)
     body = await request.read()
+    headers = [(name, value) for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS]
+    for name, value in headers:
+        # aiohttp hands bytes that are not UTF-8 on as lone surrogates, which protobuf refuses.
+        check_text(value, name)
     forwarded = embedded_server_pb2.ServeHttpRequest(
         method=request.method,
         path=request.path.split(PREFIX, 1)[1],
         query=request.query_string,
-        headers=[
-            embedded_server_pb2.HttpHeader(name=name, value=value)
-            for name, value in request.headers.items()
-            if name.lower() in FORWARDED_HEADERS
-        ],
+        headers=[embedded_server_pb2.HttpHeader(name=name, value=value) for name, value in headers],
         body=body,
     )
     response: web.StreamResponse | None = None
