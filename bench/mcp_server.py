@@ -30,7 +30,7 @@ import psutil
 from agents.mcp.v1 import embedded_server_pb2 as embedded_server_pb2
 from agents.mcp.v1 import embedded_server_pb2_grpc as embedded_server_pb2_grpc
 
-from bench.ai_bots import percentile
+from bench.stats import percentile
 from services.cluster.supervisor import free_port
 from services.common.identity import SERVICE_TOKEN_KEY
 from services.mcp.embedded.sessions import SessionSealer
