@@ -3,15 +3,16 @@ answers streaming at the same time.
 
 Each answer is its own user's DM to one agent bot, posted through the fake Mattermost (the gateway
 hears it on the bot's WebSocket, claims it, creates the reply post and streams the turn from the
-llm into it). Events arrive evenly over ``BENCH_CONV_RAMP_SECONDS`` (10) and the fake provider
-(its own process) streams each answer slowly (``BENCH_CONV_TOKENS`` x ``BENCH_CONV_TOKEN_MS``:
-40 x 500 ms = 20 s after a 20 ms TTFT), so every answer is still live when the last one starts.
-The gateway has CPU 1 to itself; everything else (this process with the fake Mattermost, the fake
-provider, the llm and the other services, PostgreSQL) shares CPU 0.
+llm into it). Events arrive evenly over ``BENCH_CONV_RAMP_SECONDS`` (100: starting an answer costs
+every service some work, and all but the gateway share one core) and the fake provider (its own
+process) streams each answer slowly (``BENCH_CONV_TOKENS`` x ``BENCH_CONV_TOKEN_MS``: 120 x 1 s
+after a 20 ms TTFT), so every answer is still live when the last one starts. The gateway has CPU 1
+to itself; everything else (this process with the fake Mattermost, the fake provider, the llm and
+the other services, PostgreSQL) shares CPU 0.
 
 Reported: the peak number of answers streaming at once; Mattermost ``posted`` -> reply post
 created and -> first patch (p50/p99/max, including the fake's TTFT); the patch interval as
-configured (``BENCH_CONV_PATCH_SECONDS``, 1 s: 1,000 answers at the default 0.3 s would be 3,300
+configured (``BENCH_CONV_PATCH_SECONDS``, 2 s: 1,000 answers at the default 0.3 s would be 3,300
 writes/s, more than the fake Mattermost sharing a core can serve) against the gaps the fake saw
 between two patches of one post (as the fake answered them: a starved fake answers queued patches
 together, so single gaps below the interval say nothing); the gateway's CPU per answer; and the
@@ -46,10 +47,10 @@ from tests.harness import ClusterHarness, SessionPostgres
 from tests.polling import poll
 
 ANSWERS = int(os.environ.get("BENCH_CONV_ANSWERS", "1000"))
-RAMP_SECONDS = float(os.environ.get("BENCH_CONV_RAMP_SECONDS", "10"))
-PATCH_SECONDS = float(os.environ.get("BENCH_CONV_PATCH_SECONDS", "1.0"))
-TOKENS = int(os.environ.get("BENCH_CONV_TOKENS", "40"))
-TOKEN_MS = float(os.environ.get("BENCH_CONV_TOKEN_MS", "500"))
+RAMP_SECONDS = float(os.environ.get("BENCH_CONV_RAMP_SECONDS", "100"))
+PATCH_SECONDS = float(os.environ.get("BENCH_CONV_PATCH_SECONDS", "2.0"))
+TOKENS = int(os.environ.get("BENCH_CONV_TOKENS", "120"))
+TOKEN_MS = float(os.environ.get("BENCH_CONV_TOKEN_MS", "1000"))
 TTFT_MS = 20.0
 
 
