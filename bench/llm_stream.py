@@ -297,7 +297,7 @@ def print_table(results: list[LevelResult], notes: list[str]) -> None:
     chars_per_token = (sum(r.chars for r in direct) / sum(len(r.ttft) for r in direct) / TOKENS) if direct else 1.0
     header = (
         f"{'target':<25}{'c':>4}{'n':>6}{'req/s':>22}{'ttft p50':>22}{'ttft p99':>22}{'+p50':>8}{'+p99':>8}"
-        f"{'tok/s':>7}{'err':>4}{'cpu ms/str':>19}{'gen%':>5}{'loop%':>6}{'cpu0%':>6}{'x Portkey':>20}"
+        f"{'tok/s':>7}{'err':>4}{'cpu ms/str':>20}{'gen%':>5}{'loop%':>6}{'cpu0%':>6}{'x Portkey':>20}"
     )
     print()
     print(
@@ -310,7 +310,7 @@ def print_table(results: list[LevelResult], notes: list[str]) -> None:
         pairs = [(r, by_round.get((_base_name(target), concurrency, r.repeat))) for r in rounds]
         added = [(r.ttft_p50 - b.ttft_p50, r.ttft_p99 - b.ttft_p99) for r, b in pairs if b is not None and b is not r]
         added_cols = (
-            f"{statistics.median(a for a, _ in added) * 1000:8.2f}{statistics.median(a for _, a in added) * 1000:8.2f}"
+            f"{statistics.median(a for a, _ in added) * 1000:8.1f} {statistics.median(a for _, a in added) * 1000:7.1f}"
             if added
             else f"{'-':>8}{'-':>8}"
         )
@@ -319,10 +319,10 @@ def print_table(results: list[LevelResult], notes: list[str]) -> None:
         cpu = Spread.of([r.cpu_ms_per_stream for r in rounds if r.cpu_seconds])
         print(
             f"{target:<25}{concurrency:>4}{sum(len(r.ttft) for r in rounds):>6}"
-            f"{Spread.of([r.rps for r in rounds]).format():>22}"
-            f"{Spread.of([r.ttft_p50 * 1000 for r in rounds]).format(2):>22}"
-            f"{Spread.of([r.ttft_p99 * 1000 for r in rounds]).format(2):>22}{added_cols}"
-            f"{tps:7.0f}{sum(r.errors for r in rounds):>4}{cpu.format(2):>19}"
+            f" {Spread.of([r.rps for r in rounds]).format():>21}"
+            f" {Spread.of([r.ttft_p50 * 1000 for r in rounds]).format(2):>21}"
+            f" {Spread.of([r.ttft_p99 * 1000 for r in rounds]).format(2):>21}{added_cols}"
+            f"{tps:7.0f}{sum(r.errors for r in rounds):>4} {cpu.format(2):>19}"
             f"{max(r.generator_cpu for r in rounds) * 100:5.0f}{max(r.generator_demand for r in rounds) * 100:6.0f}"
             f"{max(r.cpu0_busy for r in rounds) * 100:6.0f}"
             f"{ratios:>20}"
