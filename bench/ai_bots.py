@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import psycopg
 
+from bench.stats import percentile
 from services.cluster.postgres import EmbeddedPostgres
 from services.cluster.supervisor import Cluster, ClusterConfig
 from services.index.registry.store import AGENTS_CHANNEL
@@ -28,11 +29,6 @@ from tests.fakes.mattermost import FakeMattermost
 REQUESTS = int(os.environ.get("BENCH_AI_BOTS_REQUESTS", "2000"))
 CONCURRENCY = int(os.environ.get("BENCH_AI_BOTS_CONCURRENCY", "16"))
 AGENTS = 5
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def seed_agents(database_url: str, mm: FakeMattermost) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.ai_bots import percentile
+from bench.stats import percentile
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import ClusterHarness, SessionPostgres
 from tests.integration.conversation_support import World

@@ -1,30 +1,38 @@
 """The llm_stream benchmark's load generator: one client per target kind, a closed-loop driver,
-and the per-level figures (TTFT, total time, tokens, CPU of the target's processes).
+and the per-level figures (TTFT, total time, tokens, CPU of the target's processes, and how busy
+the generator and its CPU were, which tells whether the generator bounded the level).
 
 Every client returns ``(ttft, total, chars)`` for one stream, timing from just before the
 request is sent to the first text token and to the end of the stream; ``chars`` is the length of
 the text received. Text, not messages, is counted because our service coalesces tokens that
 reach it in one socket read (one message may carry several); the table turns characters back
-into tokens with the direct baseline's characters per stream.
+into tokens with the direct baseline's characters per stream. SSE events are decoded with orjson:
+the generator shares its core with the fake upstream, so its own cost per event is kept small.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import grpc
+import orjson
 import psutil
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
+from bench.stats import percentile
+
 StreamFn = Callable[[], Awaitable[tuple[float, float, int]]]
 PROMPT = "Say something about streaming."
+# A level whose generator (this process) or its CPU is this busy may be bounded by it.
+SATURATED = 0.9
 
 
 async def _sse_stream(
@@ -47,7 +55,7 @@ async def _sse_stream(
                     data = line[5:].strip()
                     if not data or data == b"[DONE]":
                         continue
-                    text = text_of(json.loads(data))
+                    text = text_of(orjson.loads(data))
                     if text:
                         if not chars:
                             ttft = time.perf_counter() - started
@@ -115,32 +123,44 @@ def grpc_client(channel: grpc.aio.Channel, service_id: str, metadata: Sequence[t
 class LevelResult:
     target: str
     concurrency: int
-    streams: int
-    wall: float
+    repeat: int
+    wall: float = 0.0
     ttft: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
     chars: int = 0  # text received, all streams
     errors: int = 0
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the system under test's processes
+    generator_cpu: float = 0.0  # this process (the load generator), as a fraction of one core
+    # The generator's event loop thread running or waiting for a CPU, as a fraction of the level:
+    # near 1 it could not keep up, whether from its own work or from others on its CPU.
+    generator_demand: float = 0.0
+    cpu0_busy: float = 0.0  # the auxiliary CPU's utilisation, all processes on it (shared machine)
     first_error: str = ""
-
-    def p(self, samples: list[float], pct: float) -> float:
-        if not samples:
-            return float("nan")
-        ordered = sorted(samples)
-        return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
     @property
     def ttft_p50(self) -> float:
-        return self.p(self.ttft, 50)
+        return percentile(self.ttft, 50)
 
     @property
     def ttft_p99(self) -> float:
-        return self.p(self.ttft, 99)
+        return percentile(self.ttft, 99)
 
     @property
     def total_p50(self) -> float:
         return statistics.median(self.total) if self.total else float("nan")
+
+    @property
+    def rps(self) -> float:
+        return len(self.ttft) / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_ms_per_stream(self) -> float:
+        return self.cpu_seconds / len(self.ttft) * 1000 if self.ttft and self.cpu_seconds else float("nan")
+
+    @property
+    def generator_saturated(self) -> bool:
+        """The generator, not the target, may have bounded this level."""
+        return self.generator_demand >= SATURATED
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
@@ -161,15 +181,38 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
-async def run_level(target: str, fn: StreamFn, concurrency: int, streams: int, pids: Sequence[int]) -> LevelResult:
-    """``streams`` streams through ``fn`` with ``concurrency`` in flight (closed loop)."""
-    result = LevelResult(target, concurrency, streams, 0.0)
-    remaining = streams
+def _cpu0() -> tuple[float, float]:
+    """(busy, total) seconds of CPU 0 since boot."""
+    times = psutil.cpu_times(percpu=True)[0]
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    total = sum(times)
+    return total - idle, total
+
+
+def _loop_thread_demand() -> float:
+    """Seconds this thread (the event loop's) has run plus waited on a run queue (schedstat)."""
+    try:
+        ran, waited, _ = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return float("nan")  # no schedstats here: the level is not flagged
+    return (int(ran) + int(waited)) / 1e9
+
+
+async def run_level(
+    target: str, fn: StreamFn, concurrency: int, *, seconds: float, max_streams: int, pids: Sequence[int], repeat: int
+) -> LevelResult:
+    """A closed loop of ``concurrency`` streams through ``fn`` after one warm-up round at that
+    concurrency; new streams start until ``seconds`` have passed or ``max_streams`` started."""
+    await asyncio.gather(*(fn() for _ in range(concurrency)), return_exceptions=True)
+    result = LevelResult(target, concurrency, repeat)
+    started_streams = 0
+    me = psutil.Process()
+    deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
+        nonlocal started_streams
+        while started_streams < max_streams and time.perf_counter() < deadline:
+            started_streams += 1
             try:
                 ttft, total, chars = await fn()
             except Exception as exc:
@@ -180,9 +223,18 @@ async def run_level(target: str, fn: StreamFn, concurrency: int, streams: int, p
             result.total.append(total)
             result.chars += chars
 
-    cpu_before = cpu_seconds(pids)
+    cpu_before, mine_before, cpu0_before, demand_before = (
+        cpu_seconds(pids),
+        me.cpu_times(),
+        _cpu0(),
+        _loop_thread_demand(),
+    )
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.wall = time.perf_counter() - started
     result.cpu_seconds = cpu_seconds(pids) - cpu_before
+    mine, cpu0 = me.cpu_times(), _cpu0()
+    result.generator_cpu = (mine.user + mine.system - mine_before.user - mine_before.system) / result.wall
+    result.cpu0_busy = (cpu0[0] - cpu0_before[0]) / max(1e-9, cpu0[1] - cpu0_before[1])
+    result.generator_demand = (_loop_thread_demand() - demand_before) / result.wall
     return result

@@ -51,7 +51,7 @@ from google.protobuf import struct_pb2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.ai_bots import percentile
+from bench.stats import percentile
 from services.common.identity import Identity
 from services.mcp.embedded.sessions import SessionSealer
 from tests.fakes.mcp_remote import FakeMcpServer
