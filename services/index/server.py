@@ -36,6 +36,7 @@ from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
 from services.index.registry.user_preferences import UserToolPreferences
+from services.index.reindex.kubernetes_jobs import KubernetesJobs
 from services.index.reindex.metrics import ReindexGauges
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
@@ -128,6 +129,10 @@ class IndexProcess:
         await self.license.start()
         await self.listener.start()
         self._debug_logging = asyncio.create_task(self._follow_debug_logging(), name="debug-logging")
+        if self.settings.reindex_backend == "kubernetes":
+            # Here, not in __init__: reindex workers (the Job's pods) build this process too and
+            # have neither the template nor the API access.
+            self.reindexer.kubernetes = await KubernetesJobs.create(self.settings)
         self._orphans = asyncio.create_task(self.reindexer.watch_orphans(), name="reindex-orphans")
 
     async def _follow_debug_logging(self) -> None:

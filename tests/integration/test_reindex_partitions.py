@@ -87,3 +87,24 @@ async def test_a_partitioned_reindex_survives_a_killed_worker(world: World) -> N
     after = {part: (finished, node) for part, finished, node, _ in await partitions(world, job["job_id"])}
     assert all(finished for finished, _ in after.values()), after
     assert after[killed_part][1] not in ("", killed_node), "the killed worker's partition was not resumed elsewhere"
+
+
+async def test_a_job_whose_last_worker_died_before_completing_it_is_completed(world: World) -> None:
+    # What a worker leaves when it dies between finishing the last partition and completing the
+    # job: every partition done, the job running with its lease run out.
+    job_id = "deadbeef" * 3
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO index_reindex_jobs (id, status, started_at, node_id, cutoff_at, last_updated_at, "
+            "lease_until, since_at, partitions) SELECT %s, 'running', now_ms, 'gone-1', now_ms, now_ms, 0, 0, 2 "
+            "FROM (SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS now_ms) AS clock",
+            (job_id,),
+        )
+        await conn.execute(
+            "INSERT INTO index_reindex_partitions (job_id, part, done, node_id) VALUES (%s, 0, true, 'gone-1'), "
+            "(%s, 1, true, 'gone-1')",
+            (job_id, job_id),
+        )
+
+    done = await world.ended(within=30)
+    assert done["status"] == "completed" and done["job_id"] == job_id, done

@@ -7,11 +7,16 @@ holding its lease (renewed with every page), from its own cursor: with one worke
 in the index process, with ``workers`` above 1 in that many child processes
 (``services.index.reindex.worker``, what a Kubernetes Job runs). A second start while the job is
 live is refused; a worker that dies (kill -9) stops renewing, and another worker or any index
-replica takes its partition over within a lease and resumes it from its cursor. A page that
-cannot be embedded (provider outage) is retried with backoff, then the job fails with its cursors
+replica takes its partition over within a lease and resumes it from its cursor. With the
+``kubernetes`` backend the workers are the pods of one Kubernetes Job per run instead: the index
+renews the job's lease while that Job runs (and never takes its partitions over), fails the job
+(resumable) when the Job failed or vanished with partitions left, and deletes it on cancel.
+
+A page that cannot be embedded (provider outage) is retried with backoff, then the job fails with its cursors
 kept and is resumed by a start with ``clear_index`` false. Pages are replaced by post id, so a
 page stored twice (a crash between storing it and a resume) leaves no duplicate rows. The worker
-that finishes the last partition completes the job.
+that finishes the last partition completes the job; if it dies first, whoever next sees every
+partition done with no live worker left (a status read, the watch for orphans) completes it.
 
 Channels are taken in id order and each channel's posts newest first (``before`` the oldest post
 of the previous page), so posts created or deleted during the job never shift a page.
@@ -25,7 +30,7 @@ import sys
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -36,6 +41,9 @@ from services.index.reindex.metrics import ReindexGauges
 from services.index.reindex.store import ACTIVE, Job, JobStore, Partition, Superseded
 from services.index.search.semantic import PostDoc, SearchSetup, SemanticIndex
 from services.index.search.store import Chunk
+
+if TYPE_CHECKING:
+    from services.index.reindex.kubernetes_jobs import KubernetesJobs
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +135,15 @@ class Reindexer:
         mattermost: MattermostClient,
         settings: ReindexSettings,
         gauges: ReindexGauges | None = None,
+        kubernetes: KubernetesJobs | None = None,
     ) -> None:
         self.jobs = jobs
         self.index = index
         self.mattermost = mattermost
         self.settings = settings
         self.gauges = gauges or ReindexGauges()
+        # The Kubernetes Job backend: a run's workers are the pods of one Job, not local processes.
+        self.kubernetes = kubernetes
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, *, clear: bool) -> Job:
@@ -145,7 +156,7 @@ class Reindexer:
         # An index that never recorded a model is empty: starting it is the same as clearing it.
         if new and (clear or recorded is None):
             await self.index.store.reset(setup.space, build_hnsw=not self.settings.defer_hnsw)
-        self._launch(job.id)
+        await self._launch(job, resumed=not new)
         return job
 
     async def catch_up(self) -> Job:
@@ -159,33 +170,73 @@ class Reindexer:
             partitions=self.settings.workers,
             catch_up_overlap_ms=CATCH_UP_OVERLAP_MS,
         )
-        self._launch(job.id)
+        await self._launch(job, resumed=False)
         return job
 
     async def status(self) -> Job:
-        """The latest job; NotFound when there has never been one."""
+        """The latest job, settled first (a job whose workers are all gone completed or failed);
+        NotFound when there has never been one."""
         job = await self.jobs.latest()
+        if job is not None and job.status in ACTIVE:
+            try:
+                job = await self._settle(job)
+            except DomainError as err:  # the status is still worth answering
+                logger.warning("settling reindex job %s failed: %s", job.id, err.message)
         self.gauges.observe(job)
         if job is None:
             raise NotFound("no reindex job has run")
         return job
 
     async def cancel(self) -> Job:
-        """Ask the running job to stop (its workers stop after the page they are storing)."""
-        return await self.jobs.request_cancel()
+        """Ask the running job to stop (its workers stop after the page they are storing); with
+        the Kubernetes backend, delete its Job (and so its pods) and end it at once."""
+        job = await self.jobs.request_cancel()
+        if self.kubernetes is None:
+            return job
+        await self.kubernetes.delete(job.id)
+        await self.jobs.finish(job.id, "canceled")
+        return await self.jobs.job(job.id)
 
     async def watch_orphans(self) -> None:
-        """Forever: take over the partitions of the running job whose workers stopped renewing
-        their leases, and resume them; show the latest job's progress on the gauges."""
+        """Forever: settle the running job (renew it while its Kubernetes Job runs, complete or
+        fail it once its workers are gone), take over the partitions of local workers that stopped
+        renewing their leases and resume them; show the latest job's progress on the gauges."""
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 2)
             try:
                 job = await self.jobs.latest()
+                if job is not None and job.status in ACTIVE:
+                    job = await self._settle(job)
                 self.gauges.observe(job)
-                if job is not None and job.status in ACTIVE and not self._tasks:
+                if job is not None and job.status in ACTIVE and self.kubernetes is None and not self._tasks:
                     self._spawn(self.run_job(job.id))
             except DomainError as err:
                 logger.warning("looking for orphaned reindex partitions failed: %s", err.message)
+
+    async def _settle(self, job: Job) -> Job:
+        """The running ``job`` after its workers' fate is applied: with the Kubernetes backend its
+        lease is renewed while its Job runs, and it fails (resumable, with the reason) once the Job
+        failed or is gone (collected after its TTL, deleted) with partitions left; with no
+        partition left and no live worker (a worker died before completing it) it completes."""
+        left = await self.jobs.partitions_left(job.id)
+        if self.kubernetes is not None:
+            try:
+                state = await self.kubernetes.state(job.id)
+            except NotFound:
+                ended = "is gone"
+            else:
+                if state.phase == "running":
+                    await self.jobs.renew(job.id, self.settings.lease_ms)
+                    return await self.jobs.job(job.id)
+                ended = f"failed: {state.reason}" if state.phase == "failed" else "ended"
+            if left:
+                error = f"{left} partitions unfinished: the Kubernetes Job {self.kubernetes.job_name(job.id)} {ended}"
+                await self.jobs.finish(job.id, "failed", error)
+                return await self.jobs.job(job.id)
+        elif left or not job.is_stale:
+            return job
+        await self._complete(job.id)
+        return await self.jobs.job(job.id)
 
     async def run_job(self, job_id: str, *, wait: bool = False) -> None:
         """Read partitions of the job until none is left to take; with ``wait``, until every
@@ -208,11 +259,24 @@ class Reindexer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _launch(self, job_id: str) -> None:
-        if self.settings.workers > 1:
-            self._spawn(self._run_workers(job_id))
+    async def _launch(self, job: Job, *, resumed: bool) -> None:
+        if self.kubernetes is not None:
+            await self._launch_pods(self.kubernetes, job, resumed=resumed)
+        elif self.settings.workers > 1:
+            self._spawn(self._run_workers(job.id))
         else:
-            self._spawn(self.run_job(job_id))
+            self._spawn(self.run_job(job.id))
+
+    async def _launch_pods(self, kubernetes: KubernetesJobs, job: Job, *, resumed: bool) -> None:
+        """The job's workers as one Kubernetes Job (a resumed job's failed Job is replaced); the
+        job fails, resumable, when the API server refuses it."""
+        try:
+            if resumed:
+                await kubernetes.delete(job.id)
+            await kubernetes.launch(job.id, job.partitions)
+        except DomainError as err:
+            await self.jobs.finish(job.id, "failed", err.message)
+            raise
 
     async def _run_workers(self, job_id: str) -> None:
         """The job's workers as child processes (the entry point a Kubernetes Job runs), each
@@ -221,13 +285,9 @@ class Reindexer:
         command = [sys.executable, "-m", "services.index.reindex.worker", "--job-id", job_id]
         workers = [await asyncio.create_subprocess_exec(*command) for _ in range(self.settings.workers)]
         try:
-            waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
             # The job stays live while its workers start (a process takes a while): a start
             # meanwhile is refused, not taken for a resume of a dead job.
-            while not all(wait.done() for wait in waits):
-                await self.jobs.renew(job_id, self.settings.lease_ms)
-                await asyncio.wait(waits, timeout=self.settings.lease_seconds / 2)
-            codes = [wait.result() for wait in waits]
+            codes = await self._renewing(job_id, asyncio.gather(*(worker.wait() for worker in workers)))
         finally:
             for worker in workers:
                 if worker.returncode is None:
@@ -235,6 +295,22 @@ class Reindexer:
                     await worker.wait()
         if any(codes):
             logger.warning("reindex workers exited with an error", extra={"job_id": job_id, "exit_codes": codes})
+
+    async def _renewing(self, job_id: str, work: Awaitable[T]) -> T:
+        """``work``'s result, renewing the job's lease until it is done."""
+        done = asyncio.ensure_future(work)
+        while not done.done():
+            await self.jobs.renew(job_id, self.settings.lease_ms)
+            await asyncio.wait([done], timeout=self.settings.lease_seconds / 2)
+        return done.result()
+
+    async def _complete(self, job_id: str) -> None:
+        """Complete the job whose partitions are all done (a no-op once it ended), holding its
+        lease meanwhile so that no one else completes it too."""
+        if self.settings.defer_hnsw:
+            setup, _ = await self.index.current()
+            await self._renewing(job_id, self.index.store.build_hnsw(setup.space.dimensions))
+        await self.jobs.finish(job_id, "completed")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -265,10 +341,7 @@ class Reindexer:
         if await self.jobs.finish_partition(partition, node):
             return True
         # The last partition: this worker completes the job.
-        if self.settings.defer_hnsw:
-            setup, _ = await self.index.current()
-            await self.index.store.build_hnsw(setup.space.dimensions)
-        await self.jobs.finish(job_id, "completed")
+        await self._complete(job_id)
         return False
 
     async def _work(self, job: Job, partition: Partition) -> None:
