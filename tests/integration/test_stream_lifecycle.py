@@ -216,7 +216,9 @@ async def test_bridge_streams_read_to_their_end_finish_in_the_llm_without_a_canc
     plugin = world.mm.add_user("finishing-plugin-bot", is_bot=True)
     fay = world.mm.add_user("fay")
     marks = log_marks(world)
-    for _ in range(5):
+    # Before the fix a finished stream was cancelled right after Done, racing the llm's own end:
+    # enough streams for that race to show.
+    for _ in range(60):
         world.openai.enqueue(FakeResponse.text("all of it", tokens=3))
         status, events = await bridge_events(world, "finisher", plugin)
         assert status == 200
