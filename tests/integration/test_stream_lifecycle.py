@@ -206,6 +206,45 @@ async def test_a_plugin_hanging_up_on_a_bridge_stream_leaves_no_error_in_the_log
     assert errors_since(world, marks) == []
 
 
+def cancellations_since(world: World, marks: dict[str, int]) -> int:
+    start = marks.get("llm", 0)
+    return sum('"msg": "stream cancelled"' in line for line in world.h.logs.get("llm", [])[start:])
+
+
+async def test_bridge_streams_read_to_their_end_finish_in_the_llm_without_a_cancellation(world: World) -> None:
+    await world.agent("finisher")
+    plugin = world.mm.add_user("finishing-plugin-bot", is_bot=True)
+    fay = world.mm.add_user("fay")
+    marks = log_marks(world)
+    # Before the fix a finished stream was cancelled right after Done, racing the llm's own end:
+    # enough streams for that race to show.
+    for _ in range(60):
+        world.openai.enqueue(FakeResponse.text("all of it", tokens=3))
+        status, events = await bridge_events(world, "finisher", plugin)
+        assert status == 200
+        assert [e["Type"] for e in events][-2:] == [7, 1]  # usage, then the end
+
+    # A barrier: a stream this test does cancel, logged by the llm after any earlier one.
+    world.openai.enqueue(FakeResponse.text(LONG_ANSWER, tokens=40, token_delay=0.05))
+    request = llm_pb2.StreamCompleteRequest(
+        request=llm_pb2.CompletionRequest(
+            service_id=world.service_id,
+            messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text="go on")])],
+        ),
+    )
+    assert world.h.cluster is not None
+    async with grpc.aio.insecure_channel(world.h.cluster.address("llm")) as channel:
+        call = llm_pb2_grpc.LLMStub(channel).StreamComplete(
+            request, metadata=world.h.metadata(Identity(user_id=fay.id))
+        )
+        await call.read()
+        call.cancel()
+    await poll(lambda: cancellations_since(world, marks) or errors_since(world, marks), within=10)
+
+    assert errors_since(world, marks) == []
+    assert cancellations_since(world, marks) == 1  # the barrier's alone
+
+
 # ---- SIGTERM after the answer: the answer stays done (restarts the llm: keep this last) --------
 
 

@@ -10,6 +10,7 @@ started they arrive as a Type 2 event followed by Type 1, and the stream ends.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import replace
@@ -232,8 +233,8 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
         await response.prepare(request)
         renderer = EventRenderer(strip_fences=strip_fences)
         message: llm_pb2.StreamCompleteResponse | None = first
+        done = False
         try:
-            done = False
             while message is not None and not done:
                 # One write per message (not per event or rendered item): write() waits for the
                 # socket to drain, so a slow plugin slows the whole chain, and each write is a syscall.
@@ -253,6 +254,12 @@ async def _stream_response(request: web.Request, *, by_service: bool) -> web.Str
             logger.warning("bridge stream failed after it started: %s", err.message)
             await response.write(_sse({"Type": ERROR, "Value": err.message}) + _sse({"Type": END, "Value": None}))
         await response.write_eof()
+        if done:
+            # The llm ends the call right after Done: reading that end finishes the stream
+            # cleanly, where closing it first would cancel it (work for both processes). What
+            # the llm reports then no longer matters: the plugin has its whole answer.
+            with contextlib.suppress(DomainError):
+                await anext(events, None)
         return response
     finally:
         await events.aclose()
