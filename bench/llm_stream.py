@@ -59,7 +59,7 @@ from bench.llm_stream_clients import (
     run_level,
 )
 from bench.stats import Spread
-from services.cluster.supervisor import free_port
+from services.cluster.supervisor import ServiceProcess, free_port
 from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 
@@ -214,16 +214,17 @@ async def _restart_llm_profiled(h: ClusterHarness, out: Path) -> None:
         str(out),
         "-m",
         "services.llm",
-        env=h.cluster.environment(),
+        env=(env := h.cluster.environment()),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    from services.cluster.supervisor import ServiceProcess
 
     async def idle() -> None:
         await process.wait()
 
-    h.cluster.processes["llm"] = ServiceProcess("llm", process, asyncio.create_task(idle()))
+    h.cluster.processes["llm"] = ServiceProcess(
+        "llm", process, asyncio.create_task(idle()), env=env, module="services.llm"
+    )
     await h.cluster.wait_healthy(names=("llm",), timeout=60)
 
 
