@@ -147,6 +147,7 @@ class Embedded:
         async for part in self.stub.ServeHttp(request, metadata=self.metadata, timeout=30):
             if part.HasField("head"):
                 status, headers = part.head.status, {h.name.lower(): h.value for h in part.head.headers}
+                body += part.head.body
             else:
                 body += part.body_chunk
         return status, headers, body

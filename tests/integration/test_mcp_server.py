@@ -16,6 +16,7 @@ import httpx2
 import jwt
 import pytest
 import pytest_asyncio
+from agents.mcp.v1 import embedded_server_pb2, embedded_server_pb2_grpc
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -289,3 +290,32 @@ async def test_a_foreign_origin_or_host_is_refused(world: World) -> None:
     status, _, _ = await world.post(call, token=world.alice.token, headers={"Host": "evil.example"})
     assert status == 421
     assert not any(p["message"] == "rebound" for p in mm.state.posts.values())
+
+
+async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_message(world: World) -> None:
+    # The gateway's own call: one message for head and body halves grpc's per-answer work.
+    call = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "read_channel", "arguments": {"channel_id": world.town.id}},
+    }
+    headers = {
+        "Host": world.h.mattermost.url.split("//", 1)[1],
+        "Authorization": f"Bearer {world.alice.token}",
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "MCP-Protocol-Version": LEGACY,
+    }
+    request = embedded_server_pb2.ServeHttpRequest(
+        method="POST",
+        path="/mcp",
+        headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in headers.items()],
+        body=json.dumps(call).encode(),
+    )
+    async with world.h.channel("mcp") as channel:
+        stub = embedded_server_pb2_grpc.EmbeddedServerStub(channel)
+        parts = [part async for part in stub.ServeHttp(request, metadata=world.h.metadata(), timeout=30)]
+    assert len(parts) == 1 and parts[0].head.status == 200, parts
+    answer = json.loads(parts[0].head.body)
+    assert answer["id"] == 9 and "the release ships on friday" in answer["result"]["content"][0]["text"], answer

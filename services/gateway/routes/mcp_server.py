@@ -70,6 +70,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
                 if header.name.lower() not in _HOP_BY_HOP:
                     response.headers.add(header.name, header.value)
             await response.prepare(request)
+            if part.head.body:
+                await response.write(part.head.body)
         elif response is not None:
             await response.write(part.body_chunk)
     if response is None:

@@ -40,6 +40,7 @@ class EmbeddedServerServicer(embedded_server_pb2_grpc.EmbeddedServerServicer):
                 head = embedded_server_pb2.HttpResponseHead(
                     status=part.status,
                     headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in part.headers],
+                    body=part.body,
                 )
                 yield embedded_server_pb2.ServeHttpResponse(head=head)
             else:

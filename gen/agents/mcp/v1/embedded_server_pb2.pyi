@@ -124,8 +124,13 @@ class HttpResponseHead(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
     status: _builtins.int
     """The HTTP status code."""
+    body: _builtins.bytes
+    """The body's first bytes, to write before any body_chunk: the whole body of an answer that is
+    not a stream, so that it takes one message, not two.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HttpHeader]:
         """The answer's headers."""
@@ -135,10 +140,11 @@ class HttpResponseHead(_message.Message):
         *,
         status: _builtins.int = ...,
         headers: _abc.Iterable[Global___HttpHeader] | None = ...,
+        body: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
