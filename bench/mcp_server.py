@@ -140,6 +140,7 @@ class Embedded:
             path="/mcp",
             headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in headers],
             body=json.dumps(body).encode() if body is not None else b"",
+            head_with_body=True,
         )
 
     async def answer(self, request: embedded_server_pb2.ServeHttpRequest) -> tuple[int, dict[str, str], bytes]:

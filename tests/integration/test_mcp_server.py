@@ -293,7 +293,8 @@ async def test_a_foreign_origin_or_host_is_refused(world: World) -> None:
 
 
 async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_message(world: World) -> None:
-    # The gateway's own call: one message for head and body halves grpc's per-answer work.
+    # The gateway's own call: one message for head and body halves grpc's per-answer work; a
+    # caller that does not ask (an older gateway) still gets the head, then the body.
     call = {
         "jsonrpc": "2.0",
         "id": 9,
@@ -307,15 +308,22 @@ async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_messag
         "Accept": ACCEPT,
         "MCP-Protocol-Version": LEGACY,
     }
-    request = embedded_server_pb2.ServeHttpRequest(
-        method="POST",
-        path="/mcp",
-        headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in headers.items()],
-        body=json.dumps(call).encode(),
-    )
+
+    def request(head_with_body: bool) -> embedded_server_pb2.ServeHttpRequest:
+        return embedded_server_pb2.ServeHttpRequest(
+            method="POST",
+            path="/mcp",
+            headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in headers.items()],
+            body=json.dumps(call).encode(),
+            head_with_body=head_with_body,
+        )
+
     async with world.h.channel("mcp") as channel:
         stub = embedded_server_pb2_grpc.EmbeddedServerStub(channel)
-        parts = [part async for part in stub.ServeHttp(request, metadata=world.h.metadata(), timeout=30)]
-    assert len(parts) == 1 and parts[0].head.status == 200, parts
-    answer = json.loads(parts[0].head.body)
+        whole = [part async for part in stub.ServeHttp(request(True), metadata=world.h.metadata(), timeout=30)]
+        split = [part async for part in stub.ServeHttp(request(False), metadata=world.h.metadata(), timeout=30)]
+    assert len(whole) == 1 and whole[0].head.status == 200, whole
+    answer = json.loads(whole[0].head.body)
     assert answer["id"] == 9 and "the release ships on friday" in answer["result"]["content"][0]["text"], answer
+    assert [part.WhichOneof("part") for part in split] == ["head", "body_chunk"], split
+    assert not split[0].head.body and json.loads(split[1].body_chunk) == answer

@@ -61,6 +61,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             if name.lower() in FORWARDED_HEADERS
         ],
         body=body,
+        head_with_body=True,
     )
     response: web.StreamResponse | None = None
     async for part in stream(request.app[DEPS].backends.mcp_embedded.ServeHttp, forwarded):

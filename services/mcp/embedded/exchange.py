@@ -29,6 +29,8 @@ class HttpRequest:
     query: str
     headers: list[tuple[str, str]]
     body: bytes
+    # The caller takes a non-stream's body with its head (one part); otherwise the head comes alone.
+    head_with_body: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,16 @@ def _scope(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _parts(message: Message, held: ResponseHead | None) -> tuple[list[ResponseHead | bytes], ResponseHead | None, bool]:
+def _parts(
+    message: Message, held: ResponseHead | None, head_with_body: bool
+) -> tuple[list[ResponseHead | bytes], ResponseHead | None, bool]:
     """What an ASGI message adds to the answer, the head still held back, and whether the answer
-    is complete. A non-stream's head waits for the first body message and carries its bytes."""
+    is complete. With ``head_with_body``, a non-stream's head waits for the first body message and
+    carries its bytes."""
     if message["type"] == "http.response.start":
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
         head = ResponseHead(message["status"], headers)
-        return ([head], None, False) if head.streams else ([], head, False)
+        return ([], head, False) if head_with_body and not head.streams else ([head], None, False)
     if message["type"] != "http.response.body":
         return [], held, False
     chunk = bytes(message.get("body", b""))
@@ -82,8 +87,9 @@ def _parts(message: Message, held: ResponseHead | None) -> tuple[list[ResponseHe
 async def exchange(app: ASGIApp, request: HttpRequest) -> AsyncIterator[ResponseHead | bytes]:
     """Run ``request`` through ``app``: yields the head, then each non-empty body chunk.
 
-    The head of an answer that is not a stream waits for the first body message and carries its
-    bytes (a JSON answer is then one part); an SSE stream's head goes out at once.
+    With ``request.head_with_body``, the head of an answer that is not a stream waits for the
+    first body message and carries its bytes (a JSON answer is then one part); an SSE stream's head
+    goes out at once.
     If the caller stops iterating (the client went away), the application sees a disconnect and
     is cancelled; an exception the application raises before answering propagates.
     """
@@ -113,7 +119,7 @@ async def exchange(app: ASGIApp, request: HttpRequest) -> AsyncIterator[Response
     held: ResponseHead | None = None
     try:
         while not answered and (message := await messages.get()) is not None:
-            parts, held, answered = _parts(message, held)
+            parts, held, answered = _parts(message, held, request.head_with_body)
             for part in parts:
                 yield part
         if held is not None:  # the application ended without a body message

@@ -34,6 +34,7 @@ class EmbeddedServerServicer(embedded_server_pb2_grpc.EmbeddedServerServicer):
             query=request.query,
             headers=[(h.name, h.value) for h in request.headers],
             body=request.body,
+            head_with_body=request.head_with_body,
         )
         async for part in exchange(self._app, forwarded):
             if isinstance(part, ResponseHead):
