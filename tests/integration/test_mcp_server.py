@@ -42,6 +42,7 @@ TEN_TOOLS = {
     "get_team_members",
 }
 LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 
 
@@ -327,3 +328,22 @@ async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_messag
     assert answer["id"] == 9 and "the release ships on friday" in answer["result"]["content"][0]["text"], answer
     assert [part.WhichOneof("part") for part in split] == ["head", "body_chunk"], split
     assert not split[0].head.body and json.loads(split[1].body_chunk) == answer
+
+
+async def test_a_stateless_era_call_through_the_gateway_is_served_in_one_exchange(world: World) -> None:
+    # The 2026-07-28 era routes on Mcp-Method and Mcp-Name as well: a gateway that dropped them
+    # got a header mismatch, and the SDK's clients fell back to the costlier handshake era.
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 10,
+        "method": "tools/call",
+        "params": {"name": "read_channel", "arguments": {"channel_id": world.town.id}, "_meta": meta},
+    }
+    headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "read_channel"}
+    status, body, _ = await world.post(call, token=world.alice.token, headers=headers)
+    assert status == 200 and "the release ships on friday" in body["result"]["content"][0]["text"], (status, body)

@@ -27,6 +27,10 @@ FORWARDED_HEADERS = frozenset(
         "accept",
         "mcp-session-id",
         "mcp-protocol-version",
+        # The 2026-07-28 era routes on these (checked against the body): without them its calls
+        # are refused, and clients fall back to the costlier handshake era.
+        "mcp-method",
+        "mcp-name",
         "last-event-id",
     }
 )
