@@ -17,6 +17,7 @@ import httpx2
 import jwt
 import pytest
 import pytest_asyncio
+from agents.mcp.v1 import embedded_server_pb2, embedded_server_pb2_grpc
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -42,6 +43,7 @@ TEN_TOOLS = {
     "get_team_members",
 }
 LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 
 
@@ -309,3 +311,59 @@ async def test_a_header_that_is_not_utf8_is_400_naming_it(world: World, header: 
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.endswith(b" 400 Bad Request"), answer[:300]
     assert header in json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+
+
+async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_message(world: World) -> None:
+    # The gateway's own call: one message for head and body halves grpc's per-answer work; a
+    # caller that does not ask (an older gateway) still gets the head, then the body.
+    call = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "read_channel", "arguments": {"channel_id": world.town.id}},
+    }
+    headers = {
+        "Host": world.h.mattermost.url.split("//", 1)[1],
+        "Authorization": f"Bearer {world.alice.token}",
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "MCP-Protocol-Version": LEGACY,
+    }
+
+    def request(head_with_body: bool) -> embedded_server_pb2.ServeHttpRequest:
+        return embedded_server_pb2.ServeHttpRequest(
+            method="POST",
+            path="/mcp",
+            headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in headers.items()],
+            body=json.dumps(call).encode(),
+            head_with_body=head_with_body,
+        )
+
+    async with world.h.channel("mcp") as channel:
+        stub = embedded_server_pb2_grpc.EmbeddedServerStub(channel)
+        whole = [part async for part in stub.ServeHttp(request(True), metadata=world.h.metadata(), timeout=30)]
+        split = [part async for part in stub.ServeHttp(request(False), metadata=world.h.metadata(), timeout=30)]
+    assert len(whole) == 1 and whole[0].head.status == 200, whole
+    answer = json.loads(whole[0].head.body)
+    assert answer["id"] == 9 and "the release ships on friday" in answer["result"]["content"][0]["text"], answer
+    assert [part.WhichOneof("part") for part in split] == ["head", "body_chunk"], split
+    assert not split[0].head.body and json.loads(split[1].body_chunk) == answer
+
+
+async def test_a_stateless_era_call_through_the_gateway_is_served_in_one_exchange(world: World) -> None:
+    # The 2026-07-28 era routes on Mcp-Method and Mcp-Name as well: a gateway that dropped them
+    # got a header mismatch, and the SDK's clients fell back to the costlier handshake era.
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 10,
+        "method": "tools/call",
+        "params": {"name": "read_channel", "arguments": {"channel_id": world.town.id}, "_meta": meta},
+    }
+    headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "read_channel"}
+    status, body, _ = await world.post(call, token=world.alice.token, headers=headers)
+    assert status == 200 and "the release ships on friday" in body["result"]["content"][0]["text"], (status, body)

@@ -28,6 +28,10 @@ FORWARDED_HEADERS = frozenset(
         "accept",
         "mcp-session-id",
         "mcp-protocol-version",
+        # The 2026-07-28 era routes on these (checked against the body): without them its calls
+        # are refused, and clients fall back to the costlier handshake era.
+        "mcp-method",
+        "mcp-name",
         "last-event-id",
     }
 )
@@ -62,6 +66,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         query=request.query_string,
         headers=[embedded_server_pb2.HttpHeader(name=name, value=value) for name, value in headers],
         body=body,
+        head_with_body=True,
     )
     response: web.StreamResponse | None = None
     async for part in stream(request.app[DEPS].backends.mcp_embedded.ServeHttp, forwarded):
@@ -71,6 +76,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
                 if header.name.lower() not in _HOP_BY_HOP:
                     response.headers.add(header.name, header.value)
             await response.prepare(request)
+            if part.head.body:
+                await response.write(part.head.body)
         elif response is not None:
             await response.write(part.body_chunk)
     if response is None:

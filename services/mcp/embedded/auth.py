@@ -52,12 +52,13 @@ class MattermostTokenVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The user's access for ``token``, or None for a token Mattermost refuses or one for another audience."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        # An accepted token passed the audience check already: no JWT decode per request.
+        if (cached := self._accepted.get(key)) is not None:
+            return cached
         if foreign_audience(token, self._resource):
             logger.info("refused a bearer token issued for another audience")
             return None
-        key = hashlib.sha256(token.encode()).hexdigest()
-        if (cached := self._accepted.get(key)) is not None:
-            return cached
         access = await self._ask_mattermost(token)
         if access is not None:
             self._accepted.put(key, access)

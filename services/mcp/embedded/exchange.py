@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,14 +29,22 @@ class HttpRequest:
     query: str
     headers: list[tuple[str, str]]
     body: bytes
+    # The caller takes a non-stream's body with its head (one part); otherwise the head comes alone.
+    head_with_body: bool = False
 
 
 @dataclass(frozen=True)
 class ResponseHead:
-    """The status and headers of an answer."""
+    """The status and headers of an answer, with the body's first bytes when they came with it."""
 
     status: int
     headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    @property
+    def streams(self) -> bool:
+        """Whether the answer is an SSE stream, whose head goes out before any event."""
+        return any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in self.headers)
 
 
 def _scope(request: HttpRequest) -> dict[str, Any]:
@@ -56,20 +65,31 @@ def _scope(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _parts(message: Message) -> tuple[list[ResponseHead | bytes], bool]:
-    """What an ASGI message adds to the answer, and whether the answer is complete with it."""
+def _parts(
+    message: Message, held: ResponseHead | None, head_with_body: bool
+) -> tuple[list[ResponseHead | bytes], ResponseHead | None, bool]:
+    """What an ASGI message adds to the answer, the head still held back, and whether the answer
+    is complete. With ``head_with_body``, a non-stream's head waits for the first body message and
+    carries its bytes."""
     if message["type"] == "http.response.start":
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-        return [ResponseHead(message["status"], headers)], False
-    if message["type"] == "http.response.body":
-        chunk = bytes(message.get("body", b""))
-        return ([chunk] if chunk else []), not message.get("more_body", False)
-    return [], False
+        head = ResponseHead(message["status"], headers)
+        return ([], head, False) if head_with_body and not head.streams else ([head], None, False)
+    if message["type"] != "http.response.body":
+        return [], held, False
+    chunk = bytes(message.get("body", b""))
+    complete = not message.get("more_body", False)
+    if held is not None:
+        return [dataclasses.replace(held, body=chunk)], None, complete
+    return ([chunk] if chunk else []), None, complete
 
 
 async def exchange(app: ASGIApp, request: HttpRequest) -> AsyncIterator[ResponseHead | bytes]:
     """Run ``request`` through ``app``: yields the head, then each non-empty body chunk.
 
+    With ``request.head_with_body``, the head of an answer that is not a stream waits for the
+    first body message and carries its bytes (a JSON answer is then one part); an SSE stream's head
+    goes out at once.
     If the caller stops iterating (the client went away), the application sees a disconnect and
     is cancelled; an exception the application raises before answering propagates.
     """
@@ -96,11 +116,14 @@ async def exchange(app: ASGIApp, request: HttpRequest) -> AsyncIterator[Response
 
     task = asyncio.create_task(run())
     answered = False
+    held: ResponseHead | None = None
     try:
         while not answered and (message := await messages.get()) is not None:
-            parts, answered = _parts(message)
+            parts, held, answered = _parts(message, held, request.head_with_body)
             for part in parts:
                 yield part
+        if held is not None:  # the application ended without a body message
+            yield held
         await task
     except Exception:
         if not answered:

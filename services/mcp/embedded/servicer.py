@@ -34,12 +34,14 @@ class EmbeddedServerServicer(embedded_server_pb2_grpc.EmbeddedServerServicer):
             query=request.query,
             headers=[(h.name, h.value) for h in request.headers],
             body=request.body,
+            head_with_body=request.head_with_body,
         )
         async for part in exchange(self._app, forwarded):
             if isinstance(part, ResponseHead):
                 head = embedded_server_pb2.HttpResponseHead(
                     status=part.status,
                     headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in part.headers],
+                    body=part.body,
                 )
                 yield embedded_server_pb2.ServeHttpResponse(head=head)
             else:

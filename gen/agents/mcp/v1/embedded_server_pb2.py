@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#agents/mcp/v1/embedded_server.proto\x12\ragents.mcp.v1\")\n\nHttpHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"y\n\x10ServeHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12*\n\x07headers\x18\x04 \x03(\x0b\x32\x19.agents.mcp.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"b\n\x11ServeHttpResponse\x12/\n\x04head\x18\x01 \x01(\x0b\x32\x1f.agents.mcp.v1.HttpResponseHeadH\x00\x12\x14\n\nbody_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"N\n\x10HttpResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12*\n\x07headers\x18\x02 \x03(\x0b\x32\x19.agents.mcp.v1.HttpHeader2b\n\x0e\x45mbeddedServer\x12P\n\tServeHttp\x12\x1f.agents.mcp.v1.ServeHttpRequest\x1a .agents.mcp.v1.ServeHttpResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#agents/mcp/v1/embedded_server.proto\x12\ragents.mcp.v1\")\n\nHttpHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x91\x01\n\x10ServeHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12*\n\x07headers\x18\x04 \x03(\x0b\x32\x19.agents.mcp.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\x16\n\x0ehead_with_body\x18\x06 \x01(\x08\"b\n\x11ServeHttpResponse\x12/\n\x04head\x18\x01 \x01(\x0b\x32\x1f.agents.mcp.v1.HttpResponseHeadH\x00\x12\x14\n\nbody_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\\\n\x10HttpResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12*\n\x07headers\x18\x02 \x03(\x0b\x32\x19.agents.mcp.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x32\x62\n\x0e\x45mbeddedServer\x12P\n\tServeHttp\x12\x1f.agents.mcp.v1.ServeHttpRequest\x1a .agents.mcp.v1.ServeHttpResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HTTPHEADER']._serialized_start=54
   _globals['_HTTPHEADER']._serialized_end=95
-  _globals['_SERVEHTTPREQUEST']._serialized_start=97
-  _globals['_SERVEHTTPREQUEST']._serialized_end=218
-  _globals['_SERVEHTTPRESPONSE']._serialized_start=220
-  _globals['_SERVEHTTPRESPONSE']._serialized_end=318
-  _globals['_HTTPRESPONSEHEAD']._serialized_start=320
-  _globals['_HTTPRESPONSEHEAD']._serialized_end=398
-  _globals['_EMBEDDEDSERVER']._serialized_start=400
-  _globals['_EMBEDDEDSERVER']._serialized_end=498
+  _globals['_SERVEHTTPREQUEST']._serialized_start=98
+  _globals['_SERVEHTTPREQUEST']._serialized_end=243
+  _globals['_SERVEHTTPRESPONSE']._serialized_start=245
+  _globals['_SERVEHTTPRESPONSE']._serialized_end=343
+  _globals['_HTTPRESPONSEHEAD']._serialized_start=345
+  _globals['_HTTPRESPONSEHEAD']._serialized_end=437
+  _globals['_EMBEDDEDSERVER']._serialized_start=439
+  _globals['_EMBEDDEDSERVER']._serialized_end=537
 # @@protoc_insertion_point(module_scope)

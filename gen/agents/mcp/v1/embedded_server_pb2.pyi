@@ -57,6 +57,7 @@ class ServeHttpRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    HEAD_WITH_BODY_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """GET, POST or DELETE (others are answered 405)."""
     path: _builtins.str
@@ -65,6 +66,10 @@ class ServeHttpRequest(_message.Message):
     """The raw query string, without "?"."""
     body: _builtins.bytes
     """The whole request body (the gateway caps its size)."""
+    head_with_body: _builtins.bool
+    """The caller reads HttpResponseHead.body, so an answer that is not a stream may come whole in
+    one message; unset (an older gateway), every answer comes as a head, then body_chunk messages.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HttpHeader]:
         """The client's headers (Host, Origin, Authorization, Mcp-Session-Id, ...)."""
@@ -77,10 +82,11 @@ class ServeHttpRequest(_message.Message):
         query: _builtins.str = ...,
         headers: _abc.Iterable[Global___HttpHeader] | None = ...,
         body: _builtins.bytes = ...,
+        head_with_body: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "head_with_body", b"head_with_body", "headers", b"headers", "method", b"method", "path", b"path", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -124,8 +130,13 @@ class HttpResponseHead(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
     status: _builtins.int
     """The HTTP status code."""
+    body: _builtins.bytes
+    """The body's first bytes, to write before any body_chunk: the whole body of an answer that is
+    not a stream, so that it takes one message, not two.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HttpHeader]:
         """The answer's headers."""
@@ -135,10 +146,11 @@ class HttpResponseHead(_message.Message):
         *,
         status: _builtins.int = ...,
         headers: _abc.Iterable[Global___HttpHeader] | None = ...,
+        body: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,7 +52,9 @@ class EmbeddedServerServicer:
 
     def ServeHttp(self, request, context):
         """Serves one request to /plugins/mattermost-ai/mcp-server/... The answer is a head, then body
-        chunks as the server writes them (an SSE stream stays open until the server ends it). HTTP
+        chunks as the server writes them (an SSE stream stays open until the server ends it); an
+        answer that is not a stream (JSON) comes whole in one message, its body in the head, when the
+        request's head_with_body asks for it. HTTP
         errors (401, 403, 404, 413) are answers, not statuses; INVALID_ARGUMENT for a path outside
         the server.
         """

@@ -40,7 +40,9 @@ class EmbeddedServerStub:
     def __new__(cls, channel: _aio.Channel) -> EmbeddedServerAsyncStub: ...
     ServeHttp: _grpc.UnaryStreamMultiCallable[_embedded_server_pb2.ServeHttpRequest, _embedded_server_pb2.ServeHttpResponse]
     """Serves one request to /plugins/mattermost-ai/mcp-server/... The answer is a head, then body
-    chunks as the server writes them (an SSE stream stays open until the server ends it). HTTP
+    chunks as the server writes them (an SSE stream stays open until the server ends it); an
+    answer that is not a stream (JSON) comes whole in one message, its body in the head, when the
+    request's head_with_body asks for it. HTTP
     errors (401, 403, 404, 413) are answers, not statuses; INVALID_ARGUMENT for a path outside
     the server.
     """
@@ -55,7 +57,9 @@ class EmbeddedServerAsyncStub(EmbeddedServerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ServeHttp: _aio.UnaryStreamMultiCallable[_embedded_server_pb2.ServeHttpRequest, _embedded_server_pb2.ServeHttpResponse]  # type: ignore[assignment]
     """Serves one request to /plugins/mattermost-ai/mcp-server/... The answer is a head, then body
-    chunks as the server writes them (an SSE stream stays open until the server ends it). HTTP
+    chunks as the server writes them (an SSE stream stays open until the server ends it); an
+    answer that is not a stream (JSON) comes whole in one message, its body in the head, when the
+    request's head_with_body asks for it. HTTP
     errors (401, 403, 404, 413) are answers, not statuses; INVALID_ARGUMENT for a path outside
     the server.
     """
@@ -73,7 +77,9 @@ class EmbeddedServerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_embedded_server_pb2.ServeHttpResponse], _abc.AsyncIterator[_embedded_server_pb2.ServeHttpResponse]]:
         """Serves one request to /plugins/mattermost-ai/mcp-server/... The answer is a head, then body
-        chunks as the server writes them (an SSE stream stays open until the server ends it). HTTP
+        chunks as the server writes them (an SSE stream stays open until the server ends it); an
+        answer that is not a stream (JSON) comes whole in one message, its body in the head, when the
+        request's head_with_body asks for it. HTTP
         errors (401, 403, 404, 413) are answers, not statuses; INVALID_ARGUMENT for a path outside
         the server.
         """
