@@ -225,6 +225,7 @@ class Load:
         self.searches: list[str] = []
         self.tool_calls: list[str] = []
         self.stopped = asyncio.Event()
+        self.running: asyncio.Task[None] | None = None
 
     async def index_needle(self) -> None:
         """The searcher's one visible post, in a channel of its own, indexed."""
@@ -315,12 +316,19 @@ class Load:
             *(worker(self.one, self.outcomes) for _ in range(streams)),
         )
 
+    def start(self) -> asyncio.Task[None]:
+        """The load, running in the background."""
+        self.running = asyncio.create_task(self.run())
+        return self.running
+
     def counts(self) -> tuple[int, int, int]:
         """How many bridge streams, searches and tool calls have ended so far."""
         return (len(self.outcomes), len(self.searches), len(self.tool_calls))
 
     def progressed(self, seen: tuple[int, int, int], more: int) -> bool:
         """Bridge streams, searches and tool calls have each ended ``more`` times since ``seen``."""
+        if self.running is not None and self.running.done():
+            self.running.result()  # a worker's failed check is raised here, not left to look like a stall
         return all(n >= s + more for n, s in zip(self.counts(), seen, strict=True))
 
     def check_conversations(self) -> list[str]:
@@ -393,7 +401,7 @@ async def survive(postgres: SessionPostgres, tmp_path: Path, seed: Path, mcp_ori
         remote = Remote(h._probe_channels["mcp"], mcp_origin)  # type: ignore[attr-defined]
         load = Load(world, headers, bot, proxy.front_url, remote)
         await load.index_needle()
-        running = asyncio.create_task(load.run())
+        running = load.start()
         await poll(
             lambda: load.progressed((0, 0, 0), 6), within=60, message=lambda: f"no load got through: {load.counts()}"
         )
