@@ -1,8 +1,9 @@
 """Three replicas of every service (``make up --replicas 3``'s layout): gRPC calls are balanced
 per call over the replicas by the clients' round-robin over every replica's address, HTTP
 requests over the gateways by the generated Envoy front proxy; bridge streams through Envoy keep
-flowing while one replica of each service is SIGKILLed and while every replica is restarted in
-turn. No answer is lost or duplicated, every request either succeeds or fails clearly, and a
+flowing, like DM conversations, semantic searches through Envoy and remote MCP tool calls, while
+one replica of each service is SIGKILLed and while every replica is restarted in turn. No answer is
+lost or duplicated, every request either succeeds (with the right result) or fails clearly, and a
 restarted replica soon takes its share again.
 
 Load per gRPC replica is what each replica's own trace file records: one server span per call (the
@@ -25,20 +26,25 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from agents.index.v1 import index_pb2, index_pb2_grpc
 from agents.llm.v1 import llm_pb2, llm_pb2_grpc
 from agents.mcp.v1 import mcp_pb2, mcp_pb2_grpc
 from agents.registry.v1 import registry_pb2, registry_pb2_grpc
 from agents.tools.v1 import tools_pb2, tools_pb2_grpc
+from google.protobuf import struct_pb2
 
 from services.cluster.supervisor import GRPC_SERVICES, Cluster
 from services.common.grpc_client import create_channel, idempotent
 from services.common.identity import MANAGE_SYSTEM, Identity
 from tests.envoy_proxy import EnvoyProxy
+from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.mattermost.state import FakeUser
+from tests.fakes.mcp_remote import FakeMcpServer
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import DEFAULT_ANSWER
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.conversation_support import FAST, World
+from tests.integration.test_semantic_search import search_config
 from tests.polling import poll
 
 # Fifteen processes started, killed and restarted one by one: about six minutes on a loaded 2-core machine.
@@ -50,6 +56,9 @@ ROUND = 30  # calls per service per measured round: 10 per replica when even
 PLUGIN_ID = "com.example.load"
 ADMIN = Identity(user_id="", permissions=frozenset({MANAGE_SYSTEM}))
 BODY = {"posts": [{"role": "user", "message": "Say hello"}]}
+NEEDLE = "the kangaroo release ships on friday"  # the one post the searching user can see
+# How a tool call that did not succeed may end: a replica down or draining, or the test's deadline passed.
+CLEAR_GRPC = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 def probes(h: ClusterHarness) -> dict[str, Probe]:
@@ -169,20 +178,101 @@ async def gateways_rebalanced(proxy: EnvoyProxy, http: aiohttp.ClientSession, he
     await poll(balanced, within=60, interval=0.5, message=lambda: f"gateways uneven after restarts: {latest}")
 
 
-class Load:
-    """Bridge completions through Envoy's front proxy and DM conversations with an agent, until
-    stopped; each bridge outcome and each DM kept."""
+class Remote:
+    """Calls to the fake MCP server's ``echo`` tool through the clients' channel to the mcp replicas."""
 
-    def __init__(self, world: World, headers: dict[str, str], bot: FakeUser, front_url: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, origin: str) -> None:
+        self.stub = mcp_pb2_grpc.MCPStub(channel)
+        self.origin = origin
+
+    async def call(self, user: FakeUser, text: str) -> mcp_pb2.CallToolResponse:
+        arguments = struct_pb2.Struct()
+        arguments.update({"text": text})
+        request = mcp_pb2.CallToolRequest(server_origin=self.origin, tool_name="echo", arguments=arguments)
+        metadata = [(k, v) for k, v in Identity(user_id=user.id).to_metadata() if v]
+        # The deadline ends a stuck call as DEADLINE_EXCEEDED, an outcome, instead of holding up the test.
+        return await self.stub.CallTool(request, metadata=metadata, timeout=60)
+
+
+def refused(resp: aiohttp.ClientResponse, raw: str) -> str:
+    """A non-200 answer through Envoy, checked to be a clear failure: ``http <status>``."""
+    assert resp.status in (502, 503, 504), (resp.status, raw)
+    if resp.content_type == "application/json":
+        assert "error" in json.loads(raw), raw  # the gateway's own refusal
+    else:  # Envoy's local reply: its gateway was killed before answering
+        assert resp.headers.get("Server") == "envoy", (resp.headers, raw)
+    return f"http {resp.status}"
+
+
+class Load:
+    """Bridge completions through Envoy's front proxy, DM conversations with an agent, semantic
+    searches through Envoy and remote MCP tool calls through the clients' channel, until stopped;
+    each bridge, search and tool-call outcome and each DM kept."""
+
+    def __init__(self, world: World, headers: dict[str, str], bot: FakeUser, front_url: str, mcp: Remote) -> None:
         self.world = world
         self.h = world.h
         self.user = world.mm.add_user("scale-user")
         self.dm = world.mm.add_direct_channel(self.user, bot)
         self.questions: list[str] = []
         self.url = f"{front_url}{PLUGIN}/bridge/v1/completion/agent/helper"
+        self.search_url = f"{front_url}{PLUGIN}/search/raw"
         self.headers = headers
+        self.mcp = mcp
+        self.searcher = world.mm.add_user("scale-searcher")
+        self.needle = ""  # the id of the searcher's one visible post, once indexed
         self.outcomes: list[str] = []
+        self.searches: list[str] = []
+        self.tool_calls: list[str] = []
         self.stopped = asyncio.Event()
+        self.running: asyncio.Task[None] | None = None
+
+    async def index_needle(self) -> None:
+        """The searcher's one visible post, in a channel of its own, indexed."""
+        channel = self.world.town("scale-search", self.searcher)
+        post = self.world.mm.add_post(self.searcher, channel, NEEDLE)
+        message = index_pb2.Post(
+            id=post["id"],
+            team_id=channel.team_id,
+            channel_id=channel.id,
+            user_id=post["user_id"],
+            message=NEEDLE,
+            create_at=post["create_at"],
+        )
+        async with self.h.channel("index") as grpc_channel:
+            await index_pb2_grpc.IndexStub(grpc_channel).IndexPosts(
+                index_pb2.IndexPostsRequest(posts=[message]), metadata=self.h.metadata(), timeout=30
+            )
+        self.needle = post["id"]
+
+    async def search(self) -> str:
+        """``found`` (the searcher's post among the results), or how it failed clearly."""
+        assert self.h.http is not None
+        headers = {"Authorization": f"Bearer {self.searcher.token}"}
+        try:
+            # A search stuck for a minute fails the test (a hang is no clear failure).
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with self.h.http.post(
+                self.search_url, json={"query": NEEDLE}, headers=headers, timeout=timeout
+            ) as resp:
+                raw = (await resp.read()).decode()
+                if resp.status != 200:
+                    return refused(resp, raw)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+            return "connection reset"
+        assert self.needle in [r["post_id"] for r in json.loads(raw)["results"]], raw
+        return "found"
+
+    async def call_tool(self) -> str:
+        """``answered`` (the tool's own answer), or the clear gRPC status it failed with."""
+        text = f"call {len(self.tool_calls)}"
+        try:
+            reply = await self.mcp.call(self.searcher, text)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() in CLEAR_GRPC, err
+            return err.code().name
+        assert (reply.content, reply.is_error) == (text, False), reply
+        return "answered"
 
     async def one(self) -> str:
         """``answered`` (the whole answer, once), or how it failed clearly; an assertion otherwise."""
@@ -191,12 +281,7 @@ class Load:
             async with self.h.http.post(self.url, data=json.dumps(BODY), headers=self.headers) as resp:
                 raw = (await resp.read()).decode()
                 if resp.status != 200:
-                    assert resp.status in (502, 503, 504), (resp.status, raw)
-                    if resp.content_type == "application/json":
-                        assert "error" in json.loads(raw), raw  # the gateway's own refusal
-                    else:  # Envoy's local reply: its gateway was killed before answering
-                        assert resp.headers.get("Server") == "envoy", (resp.headers, raw)
-                    return f"http {resp.status}"
+                    return refused(resp, raw)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
             return "connection reset or stream cut"  # its gateway was killed mid-answer: the client knows
         events = [json.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: ")]
@@ -220,11 +305,31 @@ class Load:
         return bool(replies) and replies[0]["props"].get("agents_stream_status") not in (None, "streaming")
 
     async def run(self, streams: int = 3) -> None:
-        async def worker() -> None:
+        async def worker(call: Callable[[], Awaitable[str]], outcomes: list[str]) -> None:
             while not self.stopped.is_set():
-                self.outcomes.append(await self.one())
+                outcomes.append(await call())
 
-        await asyncio.gather(self.converse(), *(worker() for _ in range(streams)))
+        await asyncio.gather(
+            self.converse(),
+            worker(self.search, self.searches),
+            worker(self.call_tool, self.tool_calls),
+            *(worker(self.one, self.outcomes) for _ in range(streams)),
+        )
+
+    def start(self) -> asyncio.Task[None]:
+        """The load, running in the background."""
+        self.running = asyncio.create_task(self.run())
+        return self.running
+
+    def counts(self) -> tuple[int, int, int]:
+        """How many bridge streams, searches and tool calls have ended so far."""
+        return (len(self.outcomes), len(self.searches), len(self.tool_calls))
+
+    def progressed(self, seen: tuple[int, int, int], more: int) -> bool:
+        """Bridge streams, searches and tool calls have each ended ``more`` times since ``seen``."""
+        if self.running is not None and self.running.done():
+            self.running.result()  # a worker's failed check is raised here, not left to look like a stall
+        return all(n >= s + more for n, s in zip(self.counts(), seen, strict=True))
 
     def check_conversations(self) -> list[str]:
         """Every DM has exactly one reply, finished: the whole answer once, or a clear failure."""
@@ -241,6 +346,16 @@ class Load:
 async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_restart(
     postgres: SessionPostgres, tmp_path: Path
 ) -> None:
+    async with FakeEmbeddings() as embed, FakeMcpServer("scale") as server:
+        # Search on with the fake embedder, and one remote MCP server, from the cluster's first start.
+        seed = tmp_path / "config.json"
+        mcp = {"servers": [{"name": "scale", "enabled": True, "baseURL": server.url}]}
+        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed), "mcp": mcp}))
+        await survive(postgres, tmp_path, seed, server.url)
+
+
+async def survive(postgres: SessionPostgres, tmp_path: Path, seed: Path, mcp_origin: str) -> None:
+    """The scale-out scenario, with search and the MCP server configured by ``seed``."""
     secret = secrets.token_hex(32)
     names = [f"{s}-{k}" if k > 1 else s for s in GRPC_SERVICES for k in range(1, REPLICAS + 1)]
     process_env = {n: {"AGENTS_TRACE_FILE": str(tmp_path / f"{n}.jsonl")} for n in names}
@@ -252,6 +367,10 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
         "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"{PLUGIN_ID}={secret}",
         "AGENTS_GATEWAY_CLAIM_LEASE_SECONDS": "2",
         "AGENTS_GATEWAY_CLAIM_SWEEP_SECONDS": "0.3",
+        "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
+        # The fake embedder and MCP server listen on the loopback address; the operator opens it.
+        "AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES": "127.0.0.1",
+        "AGENTS_MCP_PRIVATE_ALLOWED_HOSTNAMES": "127.0.0.1",
     }
     headers = {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": secret}
     async with (
@@ -279,9 +398,13 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
         gateways = await gateway_spread(proxy, h.http, headers)
         assert len(gateways) == REPLICAS and even(gateways), gateways
 
-        load = Load(world, headers, bot, proxy.front_url)
-        running = asyncio.create_task(load.run())
-        await poll(lambda: len(load.outcomes) >= 6, within=60, message="no load got through")
+        remote = Remote(h._probe_channels["mcp"], mcp_origin)  # type: ignore[attr-defined]
+        load = Load(world, headers, bot, proxy.front_url, remote)
+        await load.index_needle()
+        running = load.start()
+        await poll(
+            lambda: load.progressed((0, 0, 0), 6), within=60, message=lambda: f"no load got through: {load.counts()}"
+        )
 
         # One replica of each service dies at once, mid-load.
         victims = [cluster.config.processes_of(s)[1] for s in (*GRPC_SERVICES, "gateway")]
@@ -289,8 +412,10 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
             os.kill(cluster.processes[name].proc.pid, signal.SIGKILL)
         for name in victims:
             await cluster.stop_service(name)  # reaps it
-        seen = len(load.outcomes)
-        await poll(lambda: len(load.outcomes) >= seen + 6, within=60, message="load stopped after the kill")
+        seen = load.counts()
+        await poll(
+            lambda: load.progressed(seen, 6), within=60, message=lambda: f"load stopped after the kill: {load.counts()}"
+        )
         for service in (*GRPC_SERVICES, "gateway"):
             name = cluster.config.processes_of(service)[1]
             await cluster.start_service(name, cluster.replica_environment(service, name), module=service)
@@ -302,8 +427,12 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
                 await cluster.stop_service(name, grace=15)
                 await cluster.start_service(name, cluster.replica_environment(service, name), module=service)
                 await cluster.wait_healthy(timeout=120, names=(name,))
-        seen = len(load.outcomes)
-        await poll(lambda: len(load.outcomes) >= seen + 6, within=60, message="load stopped after the restarts")
+        seen = load.counts()
+        await poll(
+            lambda: load.progressed(seen, 6),
+            within=60,
+            message=lambda: f"load stopped after the restarts: {load.counts()}",
+        )
         load.stopped.set()
         await running
 
@@ -314,6 +443,9 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
 
         answered = load.outcomes.count("answered")
         assert answered >= len(load.outcomes) // 2, load.outcomes
+        # Every search and tool call ended (found/answered, or a clear failure), most succeeded.
+        assert load.searches.count("found") >= len(load.searches) // 2, load.searches
+        assert load.tool_calls.count("answered") >= len(load.tool_calls) // 2, load.tool_calls
         statuses = load.check_conversations()
         assert statuses.count("done") >= len(statuses) // 2, statuses
         for channel in h._probe_channels.values():  # type: ignore[attr-defined]
