@@ -6,6 +6,7 @@ index's metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -83,27 +84,48 @@ class World:
         assert set(posts) == self.expected, f"missing {len(self.expected - set(posts))} posts"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+@contextlib.asynccontextmanager
+async def reindex_world(
+    postgres: SessionPostgres,
+    tmp: Path,
+    names: tuple[str, str, str],
+    *,
+    channels: int,
+    posts: int,
+    env: dict[str, str],
+) -> AsyncIterator[World]:
+    """A cluster whose search embeds with the fake embedder (``env`` added to its settings), an
+    admin, a team and an author (``names``) whose seeded posts a reindex must find."""
     async with FakeEmbeddings() as embed:
-        seed = Path(tmp_path_factory.mktemp("reindex")) / "config.json"
+        seed = tmp / "config.json"
         seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
-        env = {
+        base = {
             "AGENTS_INDEX_LICENSE": "enterprise",
             "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
             "AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES": "127.0.0.1",
             "AGENTS_INDEX_REINDEX_PAGE_SIZE": str(PAGE),
-            "AGENTS_INDEX_REINDEX_LEASE_SECONDS": "2",
-            "AGENTS_INDEX_REINDEX_RETRY_SECONDS": "1",
         }
-        async with ClusterHarness(postgres, env=env) as h:
+        async with ClusterHarness(postgres, env=base | env) as h:
             mm = h.mattermost
-            admin = mm.add_user("reindexer", roles="system_user system_admin")
-            team = mm.add_team("archive")
-            author = mm.add_user("scribe")
-            w = World(h, embed, admin, team, author, set())
-            w.seed(channels=3, posts=12)
+            admin, team, author = names
+            w = World(
+                h,
+                embed,
+                mm.add_user(admin, roles="system_user system_admin"),
+                mm.add_team(team),
+                mm.add_user(author),
+                set(),
+            )
+            w.seed(channels=channels, posts=posts)
             yield w
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    env = {"AGENTS_INDEX_REINDEX_LEASE_SECONDS": "2", "AGENTS_INDEX_REINDEX_RETRY_SECONDS": "1"}
+    tmp = Path(tmp_path_factory.mktemp("reindex"))
+    async with reindex_world(postgres, tmp, ("reindexer", "archive", "scribe"), channels=3, posts=12, env=env) as w:
+        yield w
 
 
 async def test_a_reindex_stores_every_post_once_and_reports_progress(world: World) -> None:

@@ -17,11 +17,9 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.kubernetes import FakeKubernetes
-from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.test_reindex import PAGE, World
-from tests.integration.test_semantic_search import search_config
+from tests.harness import SessionPostgres
+from tests.integration.test_reindex import World, reindex_world
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -48,34 +46,17 @@ async def world(
     (account / "namespace").write_text(NAMESPACE)
     template = {"namePrefix": "agents-reindex", "image": "agents:test", "serviceAccountName": "agents"}
     (tmp / "worker.json").write_text(json.dumps(template))
-    async with FakeEmbeddings() as embed:
-        seed = tmp / "config.json"
-        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
-        env = {
-            "AGENTS_INDEX_LICENSE": "enterprise",
-            "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
-            "AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES": "127.0.0.1",
-            "AGENTS_INDEX_REINDEX_PAGE_SIZE": str(PAGE),
-            "AGENTS_INDEX_REINDEX_LEASE_SECONDS": str(LEASE),
-            "AGENTS_INDEX_REINDEX_RETRY_SECONDS": "0",
-            "AGENTS_INDEX_REINDEX_WORKERS": str(WORKERS),
-            "AGENTS_INDEX_REINDEX_BACKEND": "kubernetes",
-            "AGENTS_INDEX_REINDEX_JOB_TEMPLATE_FILE": str(tmp / "worker.json"),
-            "AGENTS_INDEX_REINDEX_KUBERNETES_API_URL": kube.url,
-            "AGENTS_INDEX_REINDEX_SERVICE_ACCOUNT_DIR": str(account),
-        }
-        async with ClusterHarness(postgres, env=env) as h:
-            mm = h.mattermost
-            w = World(
-                h,
-                embed,
-                mm.add_user("kube-admin", roles="system_user system_admin"),
-                mm.add_team("kube"),
-                mm.add_user("kube-scribe"),
-                set(),
-            )
-            w.seed(channels=9, posts=30)
-            yield w
+    env = {
+        "AGENTS_INDEX_REINDEX_LEASE_SECONDS": str(LEASE),
+        "AGENTS_INDEX_REINDEX_RETRY_SECONDS": "0",
+        "AGENTS_INDEX_REINDEX_WORKERS": str(WORKERS),
+        "AGENTS_INDEX_REINDEX_BACKEND": "kubernetes",
+        "AGENTS_INDEX_REINDEX_JOB_TEMPLATE_FILE": str(tmp / "worker.json"),
+        "AGENTS_INDEX_REINDEX_KUBERNETES_API_URL": kube.url,
+        "AGENTS_INDEX_REINDEX_SERVICE_ACCOUNT_DIR": str(account),
+    }
+    async with reindex_world(postgres, tmp, ("kube-admin", "kube", "kube-scribe"), channels=9, posts=30, env=env) as w:
+        yield w
 
 
 async def pod(world: World, job_id: str) -> asyncio.subprocess.Process:

@@ -5,7 +5,6 @@ duplicated."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -15,10 +14,8 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from tests.fakes.embeddings import FakeEmbeddings
-from tests.harness import ClusterHarness, SessionPostgres
-from tests.integration.test_reindex import PAGE, World
-from tests.integration.test_semantic_search import search_config
+from tests.harness import SessionPostgres
+from tests.integration.test_reindex import World, reindex_world
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -28,29 +25,12 @@ WORKERS = 3
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    async with FakeEmbeddings() as embed:
-        seed = Path(tmp_path_factory.mktemp("partitions")) / "config.json"
-        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
-        env = {
-            "AGENTS_INDEX_LICENSE": "enterprise",
-            "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
-            "AGENTS_INDEX_EMBEDDING_PRIVATE_HOSTNAMES": "127.0.0.1",
-            "AGENTS_INDEX_REINDEX_PAGE_SIZE": str(PAGE),
-            "AGENTS_INDEX_REINDEX_LEASE_SECONDS": "4",
-            "AGENTS_INDEX_REINDEX_WORKERS": str(WORKERS),
-        }
-        async with ClusterHarness(postgres, env=env) as h:
-            mm = h.mattermost
-            w = World(
-                h,
-                embed,
-                mm.add_user("partitioner", roles="system_user system_admin"),
-                mm.add_team("parts"),
-                mm.add_user("part-scribe"),
-                set(),
-            )
-            w.seed(channels=12, posts=60)
-            yield w
+    env = {"AGENTS_INDEX_REINDEX_LEASE_SECONDS": "4", "AGENTS_INDEX_REINDEX_WORKERS": str(WORKERS)}
+    tmp = Path(tmp_path_factory.mktemp("partitions"))
+    async with reindex_world(
+        postgres, tmp, ("partitioner", "parts", "part-scribe"), channels=12, posts=60, env=env
+    ) as w:
+        yield w
 
 
 async def partitions(world: World, job_id: str) -> list[tuple[int, bool, str, str]]:
