@@ -48,12 +48,22 @@ def port_variable(service: str) -> str:
     return "AGENTS_GATEWAY_HTTP_PORT" if service == "gateway" else f"AGENTS_{service.upper()}_GRPC_PORT"
 
 
+# Ports ``free_port`` has handed out in this process: none is handed out twice, since a port
+# picked but not yet bound is free to the OS too (two listeners of one cluster once got the same).
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free on ``host`` now (another process may take it before it is bound)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port the OS says is free on ``host`` now and that this process has not handed out before
+    (another process may still take it before it is bound)."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free port on {host} that was not handed out already")
 
 
 @dataclass

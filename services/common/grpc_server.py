@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import errors, identity, telemetry
 from services.common.errors_map import INTERNAL_MESSAGE, domain_error_of, status_for, trailing_metadata_for
 from services.common.metrics import MetricsEndpoint, ServiceMetrics
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, WorkersSettings
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,18 @@ def _streaming_behaviour(
     return streaming
 
 
+def bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Listen on ``host:port`` (0: a free port); returns the port. A port that cannot be bound is
+    an ``OSError`` naming it (grpc raises a bare RuntimeError, or returns 0 in older releases)."""
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise OSError(f"cannot bind {host}:{port}: the address is in use or not available")
+    return bound
+
+
 class GrpcServiceHost:
     """A running gRPC server for one service. Starts NOT_SERVING; call ``set_serving`` once the
     service's dependencies (database, migrations, peers it cannot work without) are ready."""
@@ -278,6 +290,9 @@ class GrpcServiceHost:
                 ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_seconds * 1000)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10 * 1000),
+                # Only a service's workers share its port; gRPC's default SO_REUSEPORT would let a
+                # lone server bind a port another listener holds and silently take half its traffic.
+                ("grpc.so_reuseport", int(isinstance(settings, WorkersSettings) and settings.worker_index > 0)),
             ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
@@ -296,9 +311,7 @@ class GrpcServiceHost:
 
     async def start(self) -> int:
         """Bind (port 0 picks a free port) and start serving health as NOT_SERVING."""
-        self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind {self.settings.grpc_host}:{self.settings.grpc_port}")
+        self.port = bind(self.server, self.settings.grpc_host, self.settings.grpc_port)
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         logger.info("gRPC listening on %s:%d", self.settings.grpc_host, self.port)

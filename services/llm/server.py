@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import db
 from services.common.grpc_client import ChannelPool, idempotent
-from services.common.grpc_server import GrpcServiceHost, ServicerBinding
+from services.common.grpc_server import GrpcServiceHost, ServicerBinding, bind
 from services.common.http import new_client_session
 from services.common.http_guard import UpstreamAllowlist
 from services.common.mattermost.client import MattermostClient
@@ -182,9 +182,7 @@ class LlmProcess:
         self.worker_port = 0
         if settings.worker_index:
             own = settings.worker_ports_from and settings.worker_ports_from + settings.worker_index - 1
-            self.worker_port = self.host.server.add_insecure_port(f"{settings.grpc_host}:{own}")
-            if not self.worker_port:
-                raise OSError(f"cannot bind {settings.grpc_host}:{own}")
+            self.worker_port = bind(self.host.server, settings.grpc_host, own)
 
     def _config_changed(self, snapshot: PluginConfigSnapshot) -> None:
         # Services may have changed (keys, URLs, limits): providers are rebuilt on next use.

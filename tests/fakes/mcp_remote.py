@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections import Counter
 from typing import Any
 
@@ -27,16 +26,11 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from services.cluster.supervisor import free_port
 from tests.fakes.oauth_server import FakeAuthServer
 from tests.polling import poll
 
 Scope = dict[str, Any]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Counting:
@@ -129,7 +123,7 @@ class FakeMcpServer:
         self.legacy = legacy
         self.bearer = bearer
         self.oauth = oauth
-        self.port = _free_port()
+        self.port = free_port()
         self.challenge_metadata = f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp"
         self.inside_meet = 0
         self.requests = 0
@@ -209,7 +203,7 @@ class HangingServer:
     """Accepts connections and reads requests, never answers: a remote server that hung."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -167,3 +168,26 @@ async def test_a_channel_that_dialed_a_peer_before_it_listened_recovers_within_s
     finally:
         await pool.close()
         await late.stop()
+
+
+async def test_a_server_refuses_a_port_another_listener_holds_instead_of_sharing_it() -> None:
+    # The other listener allows sharing (as a worker group's does): the server must still not join it.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        settings = CommonSettings(
+            service_name="t", grpc_port=other.getsockname()[1], service_token=TOKEN, shutdown_grace_seconds=1
+        )
+        clash = GrpcServiceHost(
+            settings, [ServicerBinding(REGISTRY, Back(Seen()), registry_pb2_grpc.add_RegistryServicer_to_server)]
+        )
+        with pytest.raises(OSError, match="cannot bind"):
+            await clash.start()
+        await clash.stop()
+
+
+async def test_free_port_never_hands_out_a_port_twice() -> None:
+    # A cluster picks every listener's port before any binds: a repeat is two listeners on one port.
+    ports = [free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)
