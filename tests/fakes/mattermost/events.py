@@ -38,8 +38,14 @@ class Connection:
         async with self.lock:
             frame = {"event": event, "data": data, "broadcast": broadcast, "seq": self.seq}
             self.seq += 1
-            if not self.ws.closed:
+            if self.ws.closed:
+                return
+            try:
                 await self.ws.send_str(json.dumps(frame))
+            except ConnectionResetError:
+                # The peer died and its close is not processed yet: the event is lost to that
+                # socket only, as the real server's is, never an error to whoever posted.
+                logger.info("event %s not delivered to a closing socket of user %s", event, self.user_id)
 
 
 def _broadcast(user_id: str = "", channel_id: str = "", team_id: str = "") -> dict[str, Any]:
