@@ -56,14 +56,17 @@ _StreamMethod: TypeAlias = Callable[
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Per call: checks the service credential, decodes the request, sets identity and deadline
-    context variables, makes the call's span (when tracing), counts the call in the metrics, and
-    maps errors to status codes: domain errors by the table, an unreachable database to
-    UNAVAILABLE, anything else to INTERNAL with a logged traceback."""
+    """Per call: checks the service credential and that the process is ready, decodes the
+    request, sets identity and deadline context variables, makes the call's span (when tracing),
+    counts the call in the metrics, and maps errors to status codes: domain errors by the table,
+    an unreachable database to UNAVAILABLE, anything else to INTERNAL with a logged traceback."""
 
     def __init__(self, service_token: str, metrics: ServiceMetrics) -> None:
         self._token = service_token.encode()
         self._metrics = metrics
+        # False until the process first reports SERVING: the port is open while it prepares
+        # (migrations, loading its state), and clients balancing over replicas connect at once.
+        self.ready = False
 
     async def intercept_service(
         self,
@@ -76,14 +79,20 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        refusal: errors.DomainError | None = None
         if method.startswith(_UNGUARDED_PREFIXES):
-            authorised, internal = True, False
+            internal = False
         else:
             presented = metadata.get(identity.SERVICE_TOKEN_KEY, "").encode()
             authorised = not self._token or hmac.compare_digest(presented, self._token)
             internal = bool(self._token) and authorised
+            refusal = None if authorised else _UNAUTHORISED
+            if refusal is None and not self.ready:
+                # UNAVAILABLE: clients retry another replica, or this one once it is ready,
+                # instead of getting answers from state not loaded yet.
+                refusal = _NOT_READY
         caller = identity.Identity.from_metadata(metadata, internal=internal)
-        call = _Call(caller, authorised, metadata, method, _decoder(handler, method), self._metrics)
+        call = _Call(caller, refusal, metadata, method, _decoder(handler, method), self._metrics)
         return _wrap_handler(handler, call)
 
 
@@ -96,7 +105,7 @@ class _Call:
     """What the interceptor learnt of one call, for the wrapper that serves it."""
 
     caller: identity.Identity
-    authorised: bool
+    refusal: errors.DomainError | None  # why the call is refused before it is served, if it is
     metadata: dict[str, str]
     method: str
     decode: Callable[[bytes], object]
@@ -157,6 +166,7 @@ async def _abort(context: grpc.aio.ServicerContext[_Request, _Response], exc: Ba
 
 
 _UNAUTHORISED = errors.Unauthenticated("missing or invalid service credential")
+_NOT_READY = errors.UpstreamUnavailable("the service is starting and not ready for calls yet", retry_after=1)
 
 
 def _decoder(handler: grpc.RpcMethodHandler[_Request, _Response], method: str) -> Callable[[bytes], object]:
@@ -197,8 +207,8 @@ def _unary_behaviour(
     ) -> _Response:
         with _in_call(context, call):
             try:
-                if not call.authorised:
-                    raise _UNAUTHORISED
+                if call.refusal is not None:
+                    raise call.refusal
                 return await inner(call.decoded(request), context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
@@ -223,8 +233,8 @@ def _streaming_behaviour(
     ) -> None:
         with _in_call(context, call):
             try:
-                if not call.authorised:
-                    raise _UNAUTHORISED
+                if call.refusal is not None:
+                    raise call.refusal
                 responses = inner(call.decoded(request), context)
                 if not isinstance(responses, AsyncGenerator):
                     await responses  # handlers that write with context.write()
@@ -279,8 +289,9 @@ class GrpcServiceHost:
         # A service with metrics of its own passes them, on the registry this listener serves.
         self.metrics = metrics or ServiceMetrics(settings.service_name)
         self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, settings.metrics_port, settings.metrics_host)
+        self.interceptor = CallInterceptor(settings.service_token, self.metrics)
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(settings.service_token, self.metrics)],
+            interceptors=[self.interceptor],
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -319,7 +330,9 @@ class GrpcServiceHost:
         return self.port
 
     async def set_serving(self) -> None:
-        """Report SERVING for the server and each service: clients and load balancers send calls."""
+        """Report SERVING for the server and each service: clients and load balancers send calls,
+        and calls are served from now on (until then they are refused as UNAVAILABLE)."""
+        self.interceptor.ready = True
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s", ", ".join(b.full_name for b in self.bindings))
 

@@ -191,3 +191,23 @@ async def test_free_port_never_hands_out_a_port_twice() -> None:
     # A cluster picks every listener's port before any binds: a repeat is two listeners on one port.
     ports = [free_port() for _ in range(1000)]
     assert len(set(ports)) == len(ports)
+
+
+async def test_calls_before_the_process_is_ready_are_unavailable_then_served() -> None:
+    # The port opens before the process has loaded its state; a call served then would answer
+    # from nothing (a replica's empty configuration reached every watcher during a rolling restart).
+    seen = Seen()
+    starting = host(Back(seen))
+    port = await starting.start()
+    pool = ChannelPool(service_token=TOKEN, default_timeout=2)
+    stub = registry_pb2_grpc.RegistryStub(pool.get(f"127.0.0.1:{port}"))
+    try:
+        with pytest.raises(errors.UpstreamUnavailable, match="not ready"):
+            await unary(stub.GetAgent, registry_pb2.GetAgentRequest(id="a"))
+        assert seen.identities == []  # the servicer never ran
+        await starting.set_serving()
+        response = await unary(stub.GetAgent, registry_pb2.GetAgentRequest(id="a"))
+        assert response.agent.id == "a"
+    finally:
+        await pool.close()
+        await starting.stop()
