@@ -213,6 +213,9 @@ def _print_summary(cluster: Cluster, database_url: str, elapsed: float, postgres
     rows += [(f"{name} (gRPC)", cluster.target(name)) for name in ("index", "llm", "tools", "mcp")]
     db = f"embedded (unix socket in {postgres.data_dir})" if postgres else database_url.split("@")[-1]
     rows.append(("postgres", db))
+    metrics = [f"{name} :{port}" for name, port in cluster.config.metrics_ports.items() if port]
+    if metrics:
+        rows.append(("metrics", ", ".join(metrics)))
     width = max(len(r[0]) for r in rows)
     print(f"\ncluster ready in {elapsed:.1f}s — every health check SERVING", flush=True)
     for name, where in rows:

@@ -73,7 +73,8 @@ class ClusterConfig:
     database_url: str
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)  # service → port; missing → defaults/free
-    # service → its Prometheus listener's port; a service missing here has none (0)
+    # process → its Prometheus listener's port; a service missing here has none (0), its other
+    # replicas get free ports when the service has one
     metrics_ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -121,6 +122,9 @@ class Cluster:
         for service in (*GRPC_SERVICES, "gateway"):
             for name in config.processes_of(service):
                 config.ports.setdefault(name, free_port(config.host))
+                # A replica's metrics need a listener of its own: the first one's port is taken.
+                if config.metrics_ports.get(service):
+                    config.metrics_ports.setdefault(name, free_port(config.host))
 
     @property
     def gateway_url(self) -> str:
@@ -128,7 +132,7 @@ class Cluster:
         return f"http://{self.config.host}:{self.config.port('gateway')}"
 
     def metrics_url(self, name: str) -> str:
-        """Where service ``name`` serves its metrics (the plugin's path; any path answers)."""
+        """Where process ``name`` serves its metrics (the plugin's path; any path answers)."""
         return f"http://{self.config.host}:{self.config.metrics_ports[name]}/plugins/mattermost-ai/metrics"
 
     def address(self, name: str) -> str:
@@ -172,8 +176,11 @@ class Cluster:
     def replica_environment(self, service: str, name: str) -> dict[str, str]:
         """What process ``name``, a replica of ``service``, is started with: the shared
         environment, its own port and its own extras."""
-        port = {port_variable(service): str(self.config.port(name))}
-        return {**self.environment(), **port, **self.config.process_env.get(name, {})}
+        own = {
+            port_variable(service): str(self.config.port(name)),
+            f"AGENTS_{service.upper()}_METRICS_PORT": str(self.config.metrics_ports.get(name, 0)),
+        }
+        return {**self.environment(), **own, **self.config.process_env.get(name, {})}
 
     async def start(self, *, timeout: float = 60.0) -> None:
         """Start every replica of every service and wait until all are SERVING (TimeoutError

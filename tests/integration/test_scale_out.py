@@ -391,6 +391,11 @@ async def survive(postgres: SessionPostgres, tmp_path: Path, seed: Path, mcp_ori
         )
         await proxy.wait_healthy()
 
+        # Every replica serves its own metrics (not only the first, whose port the others share).
+        for name in [*names, *cluster.config.processes_of("gateway")]:
+            async with h.http.get(cluster.metrics_url(name)) as resp:
+                assert resp.status == 200 and "agents_" in await resp.text(), name
+
         # Steady state: every service's calls spread evenly over its three replicas.
         for service, probe in checks.items():
             counts = await spread(cluster, tmp_path, service, probe)
