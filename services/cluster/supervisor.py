@@ -51,14 +51,31 @@ def port_variable(service: str) -> str:
 # Ports ``free_port`` has handed out in this process: none is handed out twice, since a port
 # picked but not yet bound is free to the OS too (two listeners of one cluster once got the same).
 _handed_out: set[int] = set()
+# Where a picked port may lie: below the kernel's ephemeral range, whose ports any outgoing
+# connection may hold when a restarted process binds its port again.
+_LOWEST_PORT = 10000
+
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free on ``host`` now and that this process has not handed out before
-    (another process may still take it before it is bound)."""
+    """A port free on ``host`` now, outside the ephemeral range where it can, and one this process
+    has not handed out before (another process may still take it before it is bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ceiling = _ephemeral_start()
     for _ in range(1000):
-        with socket.socket() as sock:
-            sock.bind((host, 0))
+        wanted = secrets.randbelow(ceiling - _LOWEST_PORT) + _LOWEST_PORT if ceiling > _LOWEST_PORT + 1000 else 0
+        with socket.socket(family) as sock:
+            try:
+                sock.bind((host, wanted))
+            except OSError:
+                continue
             port: int = sock.getsockname()[1]
         if port not in _handed_out:
             _handed_out.add(port)

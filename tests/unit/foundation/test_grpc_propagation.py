@@ -187,12 +187,6 @@ async def test_a_server_refuses_a_port_another_listener_holds_instead_of_sharing
         await clash.stop()
 
 
-async def test_free_port_never_hands_out_a_port_twice() -> None:
-    # A cluster picks every listener's port before any binds: a repeat is two listeners on one port.
-    ports = [free_port() for _ in range(1000)]
-    assert len(set(ports)) == len(ports)
-
-
 async def test_calls_before_the_process_is_ready_are_unavailable_then_served() -> None:
     # The port opens before the process has loaded its state; a call served then would answer
     # from nothing (a replica's empty configuration reached every watcher during a rolling restart).
