@@ -6,11 +6,12 @@
 
 Every request is recorded (method, path, route, query, JSON body, user, status, answer) so tests
 can assert what happened; ``fail_next`` injects errors; ``holding`` holds requests until released;
-``drop_websockets`` simulates a restart.
+``latency`` delays every answer (benchmarks); ``drop_websockets`` simulates a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -75,6 +76,7 @@ class FakeMattermost:
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._holds: list[tuple[str, Gate]] = []
+        self.latency = 0.0  # seconds before each REST answer, as a network hop would add
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -267,6 +269,8 @@ class FakeMattermost:
         for path_prefix, gate in list(self._holds):
             if request.path.startswith(path_prefix):
                 await gate.passing()
+        if self.latency:
+            await asyncio.sleep(self.latency)
         try:
             fault = self._take_fault(request.path)
             if fault is not None:
