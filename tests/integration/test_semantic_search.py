@@ -200,6 +200,20 @@ async def test_the_callers_channels_are_asked_while_the_query_is_embedded(world:
     assert found == [post["id"]]
 
 
+async def test_a_membership_lookup_that_fails_answers_unavailable_naming_no_address(world: World) -> None:
+    nook = world.channel("numbat-nook")
+    vic = world.user("vic", nook)
+    await world.post(vic, nook, "the numbat nook is open")
+    world.mm.fail_next(f"/api/v4/users/{vic.id}/channels", 503, count=1000)
+    try:
+        status, answer = await world.raw(vic, query="numbat nook")
+    finally:
+        world.mm.drop_script()
+    assert status == 503, answer
+    assert "127.0.0.1" not in answer["error"] and str(world.mm.port) not in answer["error"], answer
+    assert await world.found(vic, "numbat nook")
+
+
 async def test_an_edit_replaces_the_posts_rows_and_a_delete_removes_them(world: World) -> None:
     desk = world.channel("help-desk")
     fay = world.user("fay", desk)
