@@ -7,6 +7,11 @@ COPY; users in 0.5 %, 5 % and 50 % of the channels. The raw query is what the pl
 index with its defaults (ef_search 40, no iterative scan) and the channel filter applied to what
 the index returns. Both are timed alike: the same query vector, through the same engine, one
 transaction each, in alternating order. Ground truth is the exact ranking of the user's rows.
+End to end: Index.Search's whole path (the caller's channels from the fake Mattermost, the query
+embedded by the fake embeddings API, both in this process, answering after
+``BENCH_SEARCH_MATTERMOST_MS`` and ``BENCH_SEARCH_EMBED_MS``, 0 by default) with the channels asked
+before the search (as the gateway did) or while the query is embedded (``user_id``), interleaved
+with the same scan of the query's vector.
 Reindex: ``BENCH_REINDEX_POSTS`` posts read from the fake Mattermost and embedded by the
 zero-latency fake embeddings API, through the whole job (keyset pages, chunking, embedding, commits
 with the cursor).
@@ -32,13 +37,20 @@ from services.common import db
 from services.common.http_guard import OutboundPolicy
 from services.common.mattermost import MattermostClient
 from services.index.chunking import Chunker, ChunkingOptions
-from services.index.embeddings import EmbeddingSettings, create_embedder
+from services.index.embeddings import Embedder, EmbeddingSettings, create_embedder
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
-from services.index.search.semantic import ScanBounds, SearchSetup, SemanticIndex
+from services.index.search.semantic import (
+    MattermostMembership,
+    ScanBounds,
+    SearchQuery,
+    SearchSetup,
+    SemanticIndex,
+    SetupSource,
+)
 from services.index.search.store import EmbeddingSpace, SearchPlan, VectorStore, vector_literal
 from services.index.server import MIGRATIONS, VERSION_TABLE
-from tests.fakes.embeddings import FakeEmbeddings
+from tests.fakes.embeddings import FakeEmbeddings, fake_vector
 from tests.fakes.mattermost import FakeMattermost
 from tests.polling import poll
 
@@ -47,9 +59,12 @@ DIMS = int(os.environ.get("BENCH_SEARCH_DIMS", "64"))
 CHANNELS = int(os.environ.get("BENCH_SEARCH_CHANNELS", "200"))
 QUERIES = int(os.environ.get("BENCH_SEARCH_QUERIES", "50"))
 REINDEX_POSTS = int(os.environ.get("BENCH_REINDEX_POSTS", "5000"))
+MATTERMOST_MS = float(os.environ.get("BENCH_SEARCH_MATTERMOST_MS", "0"))
+EMBED_MS = float(os.environ.get("BENCH_SEARCH_EMBED_MS", "0"))
 K = 10
 SHARES = (0.005, 0.05, 0.5)
 SPACE = EmbeddingSpace("openai-compatible", "bench", DIMS)
+WORDS = "deploy release review incident budget roadmap customer latency".split()
 SELECTED = "post_id, chunk_index, total_chunks, channel_id, team_id, user_id, create_at, content"
 COPY_COLUMNS = "post_id, chunk_index, total_chunks, channel_id, team_id, user_id, create_at, content, embedding"
 
@@ -174,6 +189,86 @@ async def _search_table(store: VectorStore) -> list[tuple[str, Any]]:
     return out
 
 
+def _embedder(embed: FakeEmbeddings) -> tuple[Embedder, EmbeddingSpace]:
+    """An embedder over the fake embeddings API, and the space of its vectors."""
+    settings = EmbeddingSettings.from_search_config(
+        {
+            "embeddingProvider": {
+                "type": "openai-compatible",
+                "parameters": {
+                    "apiURL": embed.base_url,
+                    "apiKey": embed.api_key,
+                    "embeddingModel": "text-embedding-3-small",
+                },
+            },
+            "dimensions": DIMS,
+        }
+    )
+    loopback = OutboundPolicy(private_allowed_hostnames=frozenset({"127.0.0.1"}))
+    return create_embedder(settings, loopback), EmbeddingSpace(settings.kind.value, settings.model, DIMS)
+
+
+def _fixed(setup: SearchSetup) -> SetupSource:
+    async def configured() -> SearchSetup:
+        return setup
+
+    return configured
+
+
+async def _end_to_end_table(store: VectorStore) -> list[tuple[str, Any]]:
+    rng = random.Random(13)
+    bounds = ScanBounds()
+    out: list[tuple[str, Any]] = []
+    async with FakeMattermost() as mm, FakeEmbeddings(latency=EMBED_MS / 1000) as embed:
+        mm.latency = MATTERMOST_MS / 1000
+        admin = mm.add_user("bench-search-admin", roles="system_user system_admin")
+        team = mm.add_team("bench-search")
+        channels = [mm.add_channel(team.id, f"bench-{i}", channel_id=f"c{i:024d}") for i in range(CHANNELS)]
+        embedder, _ = _embedder(embed)
+        # Labelled with the loaded rows' space: the fake's vectors have their dimensions.
+        setup = SearchSetup(SPACE, embedder, Chunker(ChunkingOptions()).split)
+        async with MattermostClient(mm.url, admin.token) as client:
+            membership = MattermostMembership(client)
+            index = SemanticIndex(store, _fixed(setup), bounds, membership)
+            for share in SHARES:
+                user = mm.add_user(f"bench-searcher-{share}")
+                for channel in rng.sample(channels, max(1, round(CHANNELS * share))):
+                    mm.add_member(channel, user)
+                ms: dict[str, list[float]] = {"before": [], "after": [], "same": []}
+                for n in range(QUERIES):
+                    query = " ".join(rng.choice(WORDS) for _ in range(8))
+                    vector = fake_vector(query, DIMS)
+                    readable = await membership(user.id)
+                    plan = SearchPlan(
+                        readable, "", K, 0, 0.0, bounds.exact_scan_rows, bounds.max_scan_tuples, bounds.ef_search
+                    )
+                    _, scans = await store.search(vector, SPACE, plan)  # warms the cache for all three
+
+                    async def before(q: str = query, user_id: str = user.id) -> None:
+                        await index.search(SearchQuery(q, readable_channel_ids=await membership(user_id), limit=K))
+
+                    runs: dict[str, Coroutine[Any, Any, Any]] = {
+                        "before": before(),
+                        "after": index.search(SearchQuery(query, user_id=user.id, limit=K)),
+                        "same": _same_scan(store, vector, readable, scans, bounds.ef_search),
+                    }
+                    names = list(runs)
+                    for name in names[n % 3 :] + names[: n % 3]:
+                        began = time.perf_counter()
+                        await runs[name]
+                        ms[name].append((time.perf_counter() - began) * 1000)
+                label = f"{share:.1%} user, end to end"
+                out += [
+                    (f"{label}: p50 / p99 ms: channels, then search (before)", _p50_p99(ms["before"])),
+                    (f"{label}: p50 / p99 ms: channels while embedding (after)", _p50_p99(ms["after"])),
+                    (f"{label}: p50 / p99 ms: the same scan", _p50_p99(ms["same"])),
+                    (f"{label}: before / the same scan, p50 / p99", _ratio(ms["before"], ms["same"])),
+                    (f"{label}: after / the same scan, p50 / p99", _ratio(ms["after"], ms["same"])),
+                ]
+        await embedder.close()
+    return out
+
+
 async def _reindex_rate(engine: Any) -> tuple[float, float]:
     """Posts per second through the whole job, and this process's CPU seconds per 1,000 posts (the
     job and the in-process fakes; on a shared machine the steadier of the two)."""
@@ -182,34 +277,13 @@ async def _reindex_rate(engine: Any) -> tuple[float, float]:
         author = mm.add_user("bench-author")
         team = mm.add_team("bench")
         channels = [mm.add_channel(team.id, f"bench-{i}") for i in range(20)]
-        words = "deploy release review incident budget roadmap customer latency".split()
         rng = random.Random(5)
         for i in range(REINDEX_POSTS):
-            mm.add_post(author, channels[i % len(channels)], " ".join(rng.choice(words) for _ in range(12)))
-        settings = EmbeddingSettings.from_search_config(
-            {
-                "embeddingProvider": {
-                    "type": "openai-compatible",
-                    "parameters": {
-                        "apiURL": embed.base_url,
-                        "apiKey": embed.api_key,
-                        "embeddingModel": "text-embedding-3-small",
-                    },
-                },
-                "dimensions": DIMS,
-            }
-        )
-        loopback = OutboundPolicy(private_allowed_hostnames=frozenset({"127.0.0.1"}))
-        embedder = create_embedder(settings, loopback)
-        setup = SearchSetup(
-            EmbeddingSpace(settings.kind.value, settings.model, DIMS), embedder, Chunker(ChunkingOptions()).split
-        )
-
-        async def configured() -> SearchSetup:
-            return setup
-
-        index = SemanticIndex(VectorStore(engine), configured, ScanBounds())
+            mm.add_post(author, channels[i % len(channels)], " ".join(rng.choice(WORDS) for _ in range(12)))
+        embedder, space = _embedder(embed)
+        setup = SearchSetup(space, embedder, Chunker(ChunkingOptions()).split)
         async with MattermostClient(mm.url, admin.token) as client:
+            index = SemanticIndex(VectorStore(engine), _fixed(setup), ScanBounds(), MattermostMembership(client))
             reindexer = Reindexer(JobStore(engine), index, client, ReindexSettings(node_id="bench"))
             began, cpu = time.perf_counter(), time.process_time()
             job = await reindexer.start(clear=True)
@@ -238,6 +312,7 @@ async def _run() -> list[tuple[str, Any]]:
             await _load(store, random.Random(3))
             rows = [(f"load {ROWS:,} chunks of {DIMS} dims + HNSW build: s", f"{time.perf_counter() - began:.1f}")]
             rows += await _search_table(store)
+            rows += await _end_to_end_table(store)
             rate, cpu = await _reindex_rate(engine)
             rows += [
                 (f"reindex through the whole job, zero-latency fakes: posts/s ({REINDEX_POSTS:,})", f"{rate:,.0f}"),

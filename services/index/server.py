@@ -41,7 +41,7 @@ from services.index.reindex.metrics import ReindexGauges
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
 from services.index.search.metrics import SearchMetrics
-from services.index.search.semantic import ScanBounds, SemanticIndex
+from services.index.search.semantic import MattermostMembership, ScanBounds, SemanticIndex
 from services.index.search.servicer import IndexServicer
 from services.index.search.setup import ConfiguredSetup
 from services.index.search.store import VectorStore
@@ -79,7 +79,8 @@ class IndexProcess:
         policy = OutboundPolicy(private_allowed_hostnames=parse_allowed_hostnames(settings.embedding_private_hostnames))
         self.search_setup = ConfiguredSetup(self.config, policy)
         bounds = ScanBounds(settings.search_exact_scan_rows, settings.search_max_scan_tuples, settings.search_ef_search)
-        self.semantic = SemanticIndex(VectorStore(deps.engine), self.search_setup, bounds)
+        membership = MattermostMembership(deps.mattermost)
+        self.semantic = SemanticIndex(VectorStore(deps.engine), self.search_setup, bounds, membership)
         reindex = ReindexSettings(
             node_id=f"{socket.gethostname()}-{os.getpid()}",
             lease_seconds=settings.reindex_lease_seconds,

@@ -8,7 +8,8 @@ hash collisions). A text without words gets the unit vector of its hash.
 
 It counts requests, inputs and tokens (cl100k_base, as OpenAI bills), can answer after an injected
 latency, refuses with 429 and ``Retry-After`` on demand (the next N requests, or every Nth), and
-enforces OpenAI's per-request caps (2048 inputs, 300,000 tokens) like the real API.
+enforces OpenAI's per-request caps (2048 inputs, 300,000 tokens) like the real API. ``holding``
+holds the requests at a gate until released.
 
 ``python -m tests.fakes.embeddings --port P --latency-ms 20`` serves it for benchmarks.
 """
@@ -24,6 +25,8 @@ import math
 import re
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,7 @@ import tiktoken
 from aiohttp import web
 
 from tests.fakes import leftovers
+from tests.fakes.gate import Gate
 
 _WORD = re.compile(r"\w+")
 # Native sizes of the models the fake knows; a request's ``dimensions`` may shorten them.
@@ -86,6 +90,7 @@ class FakeEmbeddings:
     in_flight: int = 0
     max_in_flight: int = 0
     _refusals: deque[int] = field(default_factory=deque)
+    _gate: Gate | None = None
     _runner: web.AppRunner | None = None
     _port: int = 0
     _encoding: tiktoken.Encoding | None = None
@@ -134,6 +139,17 @@ class FakeEmbeddings:
 
     def drop_script(self) -> None:
         self._refusals.clear()
+
+    @contextmanager
+    def holding(self) -> Iterator[Gate]:
+        """Hold every embeddings request at a gate until it is released (at the latest when the
+        block ends)."""
+        self._gate = gate = Gate()
+        try:
+            yield gate
+        finally:
+            self._gate = None
+            gate.release()
 
     @property
     def answered(self) -> list[EmbeddingCall]:
@@ -192,6 +208,8 @@ class FakeEmbeddings:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if self._gate is not None:
+                await self._gate.passing()
             if self.latency:
                 await asyncio.sleep(self.latency)
         finally:

@@ -5,6 +5,7 @@ at query time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -154,6 +155,9 @@ async def test_a_search_finds_posts_only_in_channels_the_caller_is_a_member_of(w
     assert set(await world.found(bea, "kangaroo release")) == {public["id"], hidden["id"], private_dm["id"]}
     # An explicit filter on a channel the caller cannot read finds nothing (no error that leaks it).
     assert await world.found(ann, "kangaroo release", channel_id=secret.id) == []
+    # The body cannot name another caller or channels: the gateway sets who searches.
+    impersonating = await world.found(ann, "kangaroo release", user_id=bea.id, readable_channel_ids=[secret.id])
+    assert impersonating == [public["id"]]
     # A team filter is intersected with membership; DMs have no team.
     assert set(await world.found(bea, "kangaroo release", team_id=world.team.id)) == {public["id"], hidden["id"]}
     _, answer = await world.raw(bea, query="kangaroo release", channel_id=dm.id)
@@ -172,6 +176,42 @@ async def test_a_removed_member_and_an_archived_channel_stop_matching_at_once(wo
     del world.mm.state.channel_members[(ops.id, eve.id)]
     world.mm.state.channels[archive.id]["delete_at"] = world.mm.state.now()
     assert await world.found(eve, "wombat migration") == []
+
+
+async def test_the_callers_channels_are_asked_while_the_query_is_embedded(world: World) -> None:
+    """Each fake holds its request until the test releases both, which it does only once both
+    have arrived: the search comes back only if the caller's channels are asked of Mattermost
+    while the query is being embedded, not one after the other."""
+    burrow = world.channel("quokka-burrow")
+    uma = world.user("uma", burrow)
+    post = await world.post(uma, burrow, "the quokka census starts at dawn")
+    with world.mm.holding(f"/api/v4/users/{uma.id}/channels") as membership, world.embed.holding() as embedding:
+        search = asyncio.create_task(world.found(uma, "quokka census"))
+        try:
+            await poll(
+                lambda: membership.arrived and embedding.arrived,
+                within=20,
+                message=lambda: f"in flight at once: membership {membership.arrived}, embedding {embedding.arrived}",
+            )
+        finally:
+            membership.release()
+            embedding.release()
+            found = await search
+    assert found == [post["id"]]
+
+
+async def test_a_membership_lookup_that_fails_answers_unavailable_naming_no_address(world: World) -> None:
+    nook = world.channel("numbat-nook")
+    vic = world.user("vic", nook)
+    await world.post(vic, nook, "the numbat nook is open")
+    world.mm.fail_next(f"/api/v4/users/{vic.id}/channels", 503, count=1000)
+    try:
+        status, answer = await world.raw(vic, query="numbat nook")
+    finally:
+        world.mm.drop_script()
+    assert status == 503, answer
+    assert "127.0.0.1" not in answer["error"] and str(world.mm.port) not in answer["error"], answer
+    assert await world.found(vic, "numbat nook")
 
 
 async def test_an_edit_replaces_the_posts_rows_and_a_delete_removes_them(world: World) -> None:
@@ -330,6 +370,12 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
         assert status == 400 and field in answer["error"], (body, status, answer)
     status, answer, _ = await world.h.request("POST", "/search", user=kim, json_body={"query": "ok", "maxResults": 101})
     assert status == 400 and "maxResults" in answer["error"], answer
+    # Index.Search takes the caller to look up, or the channels its client looked up: not both.
+    both = index_pb2.SearchRequest(query="ok", user_id=kim.id, readable_channel_ids=["c" * 26])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await world.index.Search(both, metadata=world.h.metadata())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "readable_channel_ids" in (refused.value.details() or "")
 
 
 async def test_search_run_streams_the_answer_over_permitted_results_into_a_dm_with_the_agent(world: World) -> None:

@@ -1,9 +1,10 @@
 """Semantic search routes (plugin-api.md 1.2, 1.3): ``/search``, ``/search/run``, ``/search/raw``
 and the admin reindex routes, each a call to ``agents.index.v1.Index``.
 
-The index decides whether search is configured and licensed (FAILED_PRECONDITION) and validates
-queries; the gateway adds what only Mattermost knows: the caller's channels, asked at every search
-so a removal takes effect at once, and the names shown with the results.
+The index decides whether search is configured and licensed (FAILED_PRECONDITION), validates
+queries and asks Mattermost for the caller's channels at every search (so a removal takes effect
+at once) while it embeds the query; the gateway names the caller and adds the names shown with
+the results.
 """
 
 from __future__ import annotations
@@ -33,13 +34,10 @@ routes = web.RouteTableDef()
 
 
 async def _search(request: web.Request, search: index_pb2.SearchRequest) -> index_pb2.SearchResponse:
-    """Index.Search over the channels the caller can read (the index filters by them)."""
-    deps = request.app[DEPS]
-    channels = await deps.mattermost.get_all_channels_for_user(caller_of(request).user.id)
+    """Index.Search as the caller: the index looks up the channels they can read."""
     search.ClearField("readable_channel_ids")  # the caller's memberships, never ids from the body
-    # Archived channels are not searched, as in the plugin, even when Mattermost lists them.
-    search.readable_channel_ids.extend(c.id for c in channels if not c.delete_at)
-    return await unary(deps.backends.index.Search, search)
+    search.user_id = caller_of(request).user.id  # likewise, never a user id from the body
+    return await unary(request.app[DEPS].backends.index.Search, search)
 
 
 async def _channel_name(mattermost: MattermostClient, channel_id: str) -> str:

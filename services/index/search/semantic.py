@@ -1,6 +1,6 @@
 """Semantic search over Mattermost posts: what is indexed, how a query is checked, and which
 channels it may match. SQL lives in ``store.py``; embeddings and chunking come from the configured
-``SearchSetup``."""
+``SearchSetup``; the caller's channels from Mattermost at every search."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import FailedPrecondition, InvalidInput
+from services.common.mattermost import MattermostClient
 from services.index.embeddings import Embedder
 from services.index.search.store import Chunk, EmbeddingSpace, Hit, SearchPlan, VectorStore
 
@@ -30,6 +31,20 @@ class SearchSetup:
 
 # The configured setup; raises FailedPrecondition while search is off or not licensed.
 SetupSource = Callable[[], Awaitable[SearchSetup]]
+# The ids of the channels a user can read now.
+Membership = Callable[[str], Awaitable[Sequence[str]]]
+
+
+class MattermostMembership:
+    """``Membership`` asked of Mattermost at every search, uncached, so a removal takes effect at
+    once; archived channels are left out, as in the plugin, even when Mattermost lists them."""
+
+    def __init__(self, mattermost: MattermostClient) -> None:
+        self._mattermost = mattermost
+
+    async def __call__(self, user_id: str) -> list[str]:
+        """The user's readable channels: teams', direct and group messages."""
+        return [c.id for c in await self._mattermost.get_all_channels_for_user(user_id) if not c.delete_at]
 
 
 @dataclass(frozen=True)
@@ -53,10 +68,12 @@ class PostDoc:
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """A search as asked, before it is checked."""
+    """A search as asked, before it is checked: the caller's ``user_id``, whose channels are
+    looked up, or the ``readable_channel_ids`` the caller looked up itself."""
 
     query: str
-    readable_channel_ids: Sequence[str]
+    readable_channel_ids: Sequence[str] = ()
+    user_id: str = ""
     team_id: str = ""
     channel_id: str = ""
     limit: int = 0
@@ -77,13 +94,23 @@ class ScanBounds:
     ef_search: int = 1000
 
 
+@dataclass(frozen=True)
+class Found:
+    """A search's best matches, the scans that found them and how many channels it searched."""
+
+    hits: list[Hit]
+    scans: str
+    channels: int
+
+
 class SemanticIndex:
     """Indexes posts in the configured embedding space and searches them."""
 
-    def __init__(self, store: VectorStore, setup: SetupSource, bounds: ScanBounds) -> None:
+    def __init__(self, store: VectorStore, setup: SetupSource, bounds: ScanBounds, membership: Membership) -> None:
         self.store = store
         self._setup = setup
         self._bounds = bounds
+        self._membership = membership
 
     async def ready(self) -> bool:
         """Whether a search can be answered now: configured, licensed, and not awaiting a reindex."""
@@ -149,9 +176,8 @@ class SemanticIndex:
         """Remove the posts' rows; how many had any."""
         return await self.store.delete_posts(post_ids) if post_ids else 0
 
-    async def search(self, asked: SearchQuery) -> tuple[list[Hit], str]:
-        """The best matches among the channels the caller can read, filtered as asked, and the
-        scans that found them."""
+    async def search(self, asked: SearchQuery) -> Found:
+        """The best matches among the channels the caller can read, filtered as asked."""
         query = asked.query.strip()
         if not query:
             raise InvalidInput("query must not be empty", field="query")
@@ -163,21 +189,22 @@ class SemanticIndex:
             raise InvalidInput("offset must not be negative", field="offset")
         if not 0.0 <= asked.min_score <= 1.0:
             raise InvalidInput("min_score must be between 0 and 1", field="min_score")
+        if asked.user_id and asked.readable_channel_ids:
+            raise InvalidInput("give user_id or readable_channel_ids, not both", field="readable_channel_ids")
         setup = await self._setup()
-        channels = permitted_channels(asked.readable_channel_ids, asked.channel_id)
-        vector: Sequence[float] = []
-        if channels:
-            # The stored space is read while the query is embedded: the database round trip is off
-            # the path. A vector of a space that no longer matches is dropped unused.
-            recorded, (vector,) = await asyncio.gather(self.store.space(), setup.embedder.embed([query]))
-        else:
-            recorded = await self.store.space()
+        # Membership, the stored space and the query's vector are asked at once: no round trip
+        # waits for another. A vector of a space that no longer matches is dropped unused; a
+        # caller that sent its channels embeds nothing when none is readable.
+        embed = bool(asked.user_id or permitted_channels(asked.readable_channel_ids, asked.channel_id))
+        channels, recorded, vector = await asyncio.gather(
+            self._channels(asked), self.store.space(), self._vector(setup, query, embed)
+        )
         if recorded is None:
-            return [], "none"  # nothing indexed yet
+            return Found([], "none", len(channels))  # nothing indexed yet
         if recorded != setup.space:
             raise FailedPrecondition("the embedding model changed since the index was built: search needs a reindex")
         if not channels:
-            return [], "none"
+            return Found([], "none", 0)
         plan = SearchPlan(
             channel_ids=channels,
             team_id=asked.team_id,
@@ -188,7 +215,19 @@ class SemanticIndex:
             max_scan_tuples=self._bounds.max_scan_tuples,
             ef_search=self._bounds.ef_search,
         )
-        return await self.store.search(vector, recorded, plan)
+        hits, scans = await self.store.search(vector, recorded, plan)
+        return Found(hits, scans, len(channels))
+
+    async def _channels(self, asked: SearchQuery) -> list[str]:
+        readable = await self._membership(asked.user_id) if asked.user_id else asked.readable_channel_ids
+        return permitted_channels(readable, asked.channel_id)
+
+    @staticmethod
+    async def _vector(setup: SearchSetup, query: str, wanted: bool) -> Sequence[float]:
+        if not wanted:
+            return []
+        (vector,) = await setup.embedder.embed([query])
+        return vector
 
 
 def permitted_channels(readable: Sequence[str], channel_id: str) -> list[str]:

@@ -93,10 +93,11 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         started, scans = time.monotonic(), FAILED
         with tracer(__name__).start_as_current_span("semantic search") as span:
             try:
-                hits, scans = await self.index.search(
+                found = await self.index.search(
                     SearchQuery(
                         query=request.query,
                         readable_channel_ids=list(request.readable_channel_ids),
+                        user_id=request.user_id,
                         team_id=request.team_id,
                         channel_id=request.channel_id,
                         limit=request.limit,
@@ -104,12 +105,13 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
                         min_score=request.min_score,
                     )
                 )
+                scans = found.scans
             finally:
                 self.metrics.observe(scans, time.monotonic() - started)
-            span.set_attribute("search.results", len(hits))
+            span.set_attribute("search.results", len(found.hits))
             span.set_attribute("search.scans", scans)
-            span.set_attribute("search.readable_channels", len(request.readable_channel_ids))
-        return index_pb2.SearchResponse(results=[_result(h) for h in hits])
+            span.set_attribute("search.readable_channels", found.channels)
+        return index_pb2.SearchResponse(results=[_result(h) for h in found.hits])
 
     async def Reindex(
         self,

@@ -5,19 +5,24 @@
         client = MattermostClient(mm.url, alice.token)
 
 Every request is recorded (method, path, route, query, JSON body, user, status, answer) so tests
-can assert what happened; ``fail_next`` injects errors; ``drop_websockets`` simulates a restart.
+can assert what happened; ``fail_next`` injects errors; ``holding`` holds requests until released;
+``latency`` delays every answer (benchmarks); ``drop_websockets`` simulates a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes import leftovers
+from tests.fakes.gate import Gate
 from tests.fakes.mattermost import bots, directory, post_deletion, posts, tokens
 from tests.fakes.mattermost.context import HUB, STATE, USER_ID
 from tests.fakes.mattermost.events import EventHub
@@ -70,6 +75,8 @@ class FakeMattermost:
         self.hub = EventHub(self.state)
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
+        self._holds: list[tuple[str, Gate]] = []
+        self.latency = 0.0  # seconds before each REST answer, as a network hop would add
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -204,6 +211,18 @@ class FakeMattermost:
         """Answer the next ``count`` requests under ``path_prefix`` with ``status`` (and Retry-After)."""
         self._faults.append(_Fault(path_prefix, status, count, retry_after))
 
+    @contextmanager
+    def holding(self, path_prefix: str) -> Iterator[Gate]:
+        """Hold the requests under ``path_prefix`` at a gate until it is released (at the latest
+        when the block ends)."""
+        hold = (path_prefix, Gate())
+        self._holds.append(hold)
+        try:
+            yield hold[1]
+        finally:
+            self._holds.remove(hold)
+            hold[1].release()
+
     def drop_script(self) -> None:
         """Forget the injected failures not served yet."""
         self._faults.clear()
@@ -247,6 +266,11 @@ class FakeMattermost:
         user_id = self._authenticate(request) or ""
         request[USER_ID] = user_id
         fault: _Fault | None = None
+        for path_prefix, gate in list(self._holds):
+            if request.path.startswith(path_prefix):
+                await gate.passing()
+        if self.latency:
+            await asyncio.sleep(self.latency)
         try:
             fault = self._take_fault(request.path)
             if fault is not None:
