@@ -376,6 +376,11 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
         await world.index.Search(both, metadata=world.h.metadata())
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "readable_channel_ids" in (refused.value.details() or "")
+    # A call on a user's behalf cannot name another user to search as.
+    other = index_pb2.SearchRequest(query="ok", user_id=world.user("kim-victim").id)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await world.index.Search(other, metadata=world.h.metadata(Identity(user_id=kim.id)))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_search_run_streams_the_answer_over_permitted_results_into_a_dm_with_the_agent(world: World) -> None:

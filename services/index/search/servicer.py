@@ -8,6 +8,8 @@ import grpc
 from agents.index.v1 import index_pb2 as index_pb2
 from agents.index.v1 import index_pb2_grpc as index_pb2_grpc
 
+from services.common.errors import PermissionDenied
+from services.common.identity import identity
 from services.common.telemetry import tracer
 from services.index.reindex.health import check_health
 from services.index.reindex.runner import Reindexer
@@ -90,6 +92,10 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         context: grpc.aio.ServicerContext[index_pb2.SearchRequest, index_pb2.SearchResponse],
     ) -> index_pb2.SearchResponse:
         """The best matches among the channels the caller can read."""
+        caller = identity()
+        if request.user_id and caller.user_id not in ("", request.user_id) and not caller.is_system_admin:
+            # A call on a user's behalf searches their channels, never another user's.
+            raise PermissionDenied("user_id must be the calling user's own")
         started, scans = time.monotonic(), FAILED
         with tracer(__name__).start_as_current_span("semantic search") as span:
             try:
