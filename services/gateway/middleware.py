@@ -13,7 +13,7 @@ from services.common.errors import DomainError, InvalidInput, QuotaExceeded, Ups
 from services.common.errors_map import INTERNAL_MESSAGE, http_status_for
 from services.common.identity import current_identity
 from services.gateway.auth import Authenticator, Caller
-from services.gateway.request_input import check_text, parse_json_body
+from services.gateway.request_input import MATTERMOST_ID_PARAMETERS, check_mattermost_id, check_text, parse_json_body
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def parameters_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Path and query parameters are held to the rule of JSON bodies' strings."""
+    """Path and query parameters are held to the rule of JSON bodies' strings; a path's Mattermost
+    ids must have the shape of one."""
     for name, value in (*request.match_info.items(), *request.query.items()):
         check_text(value, name)
+    for name in MATTERMOST_ID_PARAMETERS & request.match_info.keys():
+        check_mattermost_id(request.match_info[name], name)
     return await handler(request)
 
 

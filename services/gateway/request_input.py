@@ -20,6 +20,10 @@ from services.gateway.proto_json import INT64_MAX, INT64_MIN
 # that a Struct holding what is left under the top-level object still decodes.
 MAX_DEPTH = 32
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Mattermost's ids: 26 characters of its base32 alphabet (lowercase letters and digits).
+_MATTERMOST_ID = re.compile("[a-z0-9]{26}")
+# Path parameters that name a Mattermost object, on whichever route.
+MATTERMOST_ID_PARAMETERS = frozenset({"postid", "channelid", "fileid"})
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -73,3 +77,11 @@ def check_text(text: str, path: str, *, key: bool = False) -> None:
 
 def _name(path: str) -> str:
     return path or "the request body"
+
+
+def check_mattermost_id(value: object, field: str) -> None:
+    """InvalidInput (400) naming ``field`` unless ``value`` has the shape of a Mattermost id: nothing
+    else names a Mattermost object, so asking Mattermost about it (or sending it 10,000 characters)
+    would be for nothing."""
+    if not isinstance(value, str) or _MATTERMOST_ID.fullmatch(value) is None:
+        raise InvalidInput(f"{field} must be a Mattermost id (26 lowercase letters and digits)", field=field)

@@ -256,7 +256,6 @@ class CompletionService:
                 outcome=outcome,
                 overhead_seconds=call.clock.overhead,
                 bot_name=a.agent_username,
-                team_id=a.team_id,
                 input_tokens=call.usage.input_tokens,
                 output_tokens=call.usage.output_tokens,
             )

@@ -3,7 +3,9 @@
 ``agents_llm_requests_total{provider, model, outcome}``: one per completion, ``outcome`` being
 ``success`` or the error class (caller/policy/provider/internal). ``agents_llm_overhead_seconds
 {operation}``: time spent in our code per completion (total minus waiting on the provider; see
-``overhead.py``). Token counters follow the plugin's names and labels.
+``overhead.py``). Token counters follow the plugin's names, labelled by ``bot_name`` (an agent, a
+set admins configure) but not by the plugin's ``team_id``: an id from data, whose series would grow
+without bound. Tokens per team are in the token-usage log (``usage_log.py``).
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ class LlmMetrics:
         )
         self.input_tokens = Counter(
             "agents_llm_input_tokens",
-            "Input tokens used, by agent and team.",
-            ["bot_name", "team_id"],
+            "Input tokens used, by agent.",
+            ["bot_name"],
             registry=self.registry,
         )
         self.output_tokens = Counter(
             "agents_llm_output_tokens",
-            "Output tokens generated, by agent and team.",
-            ["bot_name", "team_id"],
+            "Output tokens generated, by agent.",
+            ["bot_name"],
             registry=self.registry,
         )
 
@@ -54,7 +56,6 @@ class LlmMetrics:
         outcome: str,
         overhead_seconds: float,
         bot_name: str,
-        team_id: str,
         input_tokens: int,
         output_tokens: int,
     ) -> None:
@@ -62,6 +63,6 @@ class LlmMetrics:
         self.requests.labels(provider, model, outcome).inc()
         self.overhead.labels(operation).observe(overhead_seconds)
         if input_tokens:
-            self.input_tokens.labels(bot_name, team_id).inc(input_tokens)
+            self.input_tokens.labels(bot_name).inc(input_tokens)
         if output_tokens:
-            self.output_tokens.labels(bot_name, team_id).inc(output_tokens)
+            self.output_tokens.labels(bot_name).inc(output_tokens)

@@ -64,7 +64,7 @@ class McpProcess:
             GrantStore(engine, TokenCipher(settings.token_key) if settings.token_key else None),
             self.config.current,
             policy,
-            site_url=settings.site_url or settings.mattermost_url,
+            site_url=settings.public_site_url,
             state_ttl=settings.oauth_state_ttl_seconds,
             refresh_margin=settings.oauth_refresh_margin_seconds,
             timeout=settings.call_timeout_seconds,

@@ -35,10 +35,8 @@ class McpSettings(CommonSettings):
     # Replaces the plugin configuration's idleTimeoutMinutes when set (seconds; tests and operators
     # that need a finer grain than minutes).
     idle_timeout_seconds: float | None = Field(default=None, gt=0)
-    # The Mattermost MCP server (services/mcp/embedded/). Its public URL is Mattermost's site URL
-    # ("" means AGENTS_MATTERMOST_URL); clients must send its Host and Origin, or one listed here
-    # (comma-separated; "host:*" allows any port).
-    server_site_url: str = ""
+    # The Mattermost MCP server (services/mcp/embedded/), served at site_url: clients must send its
+    # Host and Origin, or one listed here (comma-separated; "host:*" allows any port).
     server_allowed_hosts: str = ""
     server_allowed_origins: str = ""
     # URL-safe base64 of 32 bytes sealing session ids; every replica needs the same key. Empty: a
@@ -52,11 +50,17 @@ class McpSettings(CommonSettings):
     # The key (urlsafe base64 of 32 bytes) that encrypts users' OAuth tokens at rest; ``make up``
     # makes one per data directory. Empty: users cannot connect to servers behind OAuth.
     token_key: str = Field(default="", repr=False)
-    # Where users' browsers reach Mattermost (the OAuth redirect and start URLs); empty: mattermost_url.
+    # Mattermost's public site URL, where users' browsers and MCP clients reach it: the OAuth
+    # redirect and start URLs, and the Mattermost MCP server's resource URL. Empty: mattermost_url.
     site_url: str = ""
     # An OAuth ``state`` is good for this long, once; a token is refreshed this long before it expires.
     oauth_state_ttl_seconds: float = Field(default=600.0, gt=0)
     oauth_refresh_margin_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def public_site_url(self) -> str:
+        """Mattermost's public site URL, without a trailing slash."""
+        return (self.site_url or self.mattermost_url).rstrip("/")
 
     @field_validator("server_session_key")
     @classmethod

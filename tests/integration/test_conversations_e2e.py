@@ -28,6 +28,7 @@ from tests.integration.conversation_support import FAST, World
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+NO_SUCH_CHANNEL = "n" * 26
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PATCH_INTERVAL = 0.2
@@ -392,8 +393,8 @@ async def test_bad_popover_values_are_refused_with_400_naming_the_field(world: W
 async def test_a_summary_of_a_channel_that_does_not_exist_is_404_and_leaves_no_reply_post(world: World) -> None:
     bot = await world.agent("nowhere")
     cases = [
-        ("/channel/no-such-channel/interval", {"start_time": 1, "preset_prompt": "summarize_range"}),
-        ("/channel/no-such-channel/analyze", {"analysis_type": "summarize"}),
+        (f"/channel/{NO_SUCH_CHANNEL}/interval", {"start_time": 1, "preset_prompt": "summarize_range"}),
+        (f"/channel/{NO_SUCH_CHANNEL}/analyze", {"analysis_type": "summarize"}),
     ]
     for path, payload in cases:
         # A system admin may read every channel: only the channel's absence can refuse this.

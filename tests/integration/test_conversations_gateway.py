@@ -20,6 +20,8 @@ from tests.integration.conversation_support import FAST
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+# Ids of the shape of Mattermost's that name nothing: these routes refuse the request before looking.
+POST_ID, FILE_ID, CHANNEL_ID = "p" * 26, "f" * 26, "c" * 26
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -139,7 +141,7 @@ async def test_stop_by_someone_other_than_the_requester_is_refused_with_403(harn
 
 async def test_stop_with_a_body_is_refused_with_400(harness: ClusterHarness) -> None:
     user = harness.mattermost.add_user("gina-stop")
-    status, body, _ = await harness.request("POST", "/post/whatever/stop", user=user, data="{}")
+    status, body, _ = await harness.request("POST", f"/post/{POST_ID}/stop", user=user, data="{}")
     assert status == 400
     assert_matches_openapi("POST", "/post/{postid}/stop", 400, body)
 
@@ -148,7 +150,7 @@ async def test_stop_with_a_body_is_refused_with_400(harness: ClusterHarness) -> 
 async def test_an_unknown_interval_preset_is_refused_with_400(harness: ClusterHarness, preset: str) -> None:
     user = harness.mattermost.add_user(f"hank-{preset}")
     status, body, _ = await harness.request(
-        "POST", "/channel/c1/interval", user=user, json_body={"start_time": 0, "preset_prompt": preset}
+        "POST", f"/channel/{CHANNEL_ID}/interval", user=user, json_body={"start_time": 0, "preset_prompt": preset}
     )
     assert status == 400 and "preset_prompt" in body["error"]
     assert_matches_openapi("POST", "/channel/{channelid}/interval", 400, body)
@@ -157,19 +159,39 @@ async def test_an_unknown_interval_preset_is_refused_with_400(harness: ClusterHa
 @pytest.mark.parametrize(
     "route",
     [
-        "/post/p1/react",
-        "/post/p1/summarize_transcription",
-        "/post/p1/transcribe/file/f1",
-        "/post/p1/regenerate",
-        "/post/p1/postback_summary",
-        "/post/p1/loop_in_agent",
+        f"/post/{POST_ID}/react",
+        f"/post/{POST_ID}/summarize_transcription",
+        f"/post/{POST_ID}/transcribe/file/{FILE_ID}",
+        f"/post/{POST_ID}/regenerate",
+        f"/post/{POST_ID}/postback_summary",
+        f"/post/{POST_ID}/loop_in_agent",
     ],
 )
 async def test_routes_that_take_no_body_refuse_one_with_400(harness: ClusterHarness, route: str) -> None:
     user = harness.mattermost.add_user(f"ivy-{route.split('/')[3]}")
     status, body, _ = await harness.request("POST", route, user=user, data='{"x": 1}')
     assert status == 400 and "no request body" in body["error"]
-    assert_matches_openapi("POST", route.replace("p1", "{postid}").replace("f1", "{fileid}"), 400, body)
+    assert_matches_openapi("POST", route.replace(POST_ID, "{postid}").replace(FILE_ID, "{fileid}"), 400, body)
+
+
+@pytest.mark.parametrize(
+    ("route", "template", "bad"),
+    [
+        ("/post/{}/react", "/post/{postid}/react", "a" * 300),
+        (f"/post/{POST_ID}/transcribe/file/{{}}", "/post/{postid}/transcribe/file/{fileid}", "F" * 26),
+        ("/channel/{}/analyze", "/channel/{channelid}/analyze", "c" * 27),
+    ],
+)
+async def test_a_path_id_that_is_no_mattermost_id_is_400_naming_it_and_mattermost_is_not_asked(
+    harness: ClusterHarness, route: str, template: str, bad: str
+) -> None:
+    field = template.rsplit("{", 1)[1].split("}")[0]
+    user = harness.mattermost.add_user(f"lou-{field}")
+    asked = len(harness.mattermost.requests)
+    status, body, _ = await harness.request("POST", route.format(bad), user=user)
+    assert status == 400 and field in body["error"], body
+    assert_matches_openapi("POST", template, 400, body)
+    assert not [r.path for r in harness.mattermost.requests[asked:] if bad in r.path]
 
 
 async def test_ai_actions_without_a_license_are_refused_with_403_naming_the_feature(
@@ -210,7 +232,7 @@ async def test_a_channel_analysis_type_that_is_not_a_string_is_refused_with_400(
 ) -> None:
     user = harness.mattermost.add_user(f"kim-{type(analysis_type).__name__}")
     status, body, _ = await harness.request(
-        "POST", "/channel/c1/analyze", user=user, json_body={"analysis_type": analysis_type}
+        "POST", f"/channel/{CHANNEL_ID}/analyze", user=user, json_body={"analysis_type": analysis_type}
     )
     assert status == 400 and "analysis_type" in body["error"]
     assert_matches_openapi("POST", "/channel/{channelid}/analyze", 400, body)

@@ -124,7 +124,7 @@ async def test_file_content_is_refused_to_a_user_who_cannot_read_the_channel(wor
     status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": file_id})
     assert status == 403 and "classified" not in json.dumps(body)
     assert_matches_openapi("POST", "/files/content", 403, body)
-    status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": "nosuchfile"})
+    status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": "n" * 26})
     assert status == 404
     assert_matches_openapi("POST", "/files/content", 404, body)
 
@@ -139,17 +139,18 @@ async def test_file_content_refuses_a_window_over_the_limit_with_400_naming_it(w
     assert_matches_openapi("POST", "/files/content", 400, body)
 
 
-@pytest.mark.parametrize("file_id", [".", ".."])
-async def test_a_dot_segment_file_id_is_404_and_reaches_no_other_mattermost_route(world: World, file_id: str) -> None:
-    # Quoting leaves "." and "..", which a URL resolves: /files/../info would be /api/v4/info,
-    # asked with the cluster account's token.
-    eve = world.mm.add_user(f"eve-dots{len(file_id)}")
+@pytest.mark.parametrize("file_id", [".", "..", "a" * 10_000, "A" * 26, "", 42])
+async def test_a_file_id_that_is_no_mattermost_id_is_400_naming_it_and_mattermost_is_not_asked(
+    world: World, file_id: object
+) -> None:
+    # Mattermost's ids are 26 of [a-z0-9]: anything else names no file. Quoting leaves "." and
+    # "..", which a URL resolves (/files/../info would be /api/v4/info, asked with the cluster
+    # account's token), and sending on 10,000 characters would only cost Mattermost a lookup.
+    eve = world.mm.add_user(f"eve-ids-{secrets.token_hex(4)}")
     asked = len(world.mm.requests)
     status, body, _ = await world.h.request("POST", "/files/content", user=eve, json_body={"file_id": file_id})
-    assert status == 404
-    assert_matches_openapi("POST", "/files/content", 404, body)
-    # No id of Mattermost's is a dot segment: nothing is asked, neither of /files nor of where
-    # the segment leads.
+    assert status == 400 and "file_id" in body["error"], body
+    assert_matches_openapi("POST", "/files/content", 400, body)
     paths = [r.path for r in world.mm.requests[asked:]]
     assert not [p for p in paths if p.startswith("/api/v4/files") or p == "/api/v4/info"], paths
 
@@ -216,7 +217,12 @@ async def test_bridge_images_reach_a_vision_agent_as_images(world: World) -> Non
 async def test_bad_bridge_file_ids_are_refused_with_400_naming_them(world: World) -> None:
     # The body is refused before any agent is looked up: the name need not exist.
     path = "/bridge/v1/completion/agent/anyone/nostream"
-    for file_ids, expected in (("f1", "posts[0].file_ids"), ([f"f{i}" for i in range(9)], "at most 8 file_ids")):
+    cases = (
+        ("f1", "posts[0].file_ids"),
+        (["f" * 26, "a" * 10_000], "posts[0].file_ids[1]"),
+        ([f"f{i}".ljust(26, "0") for i in range(9)], "at most 8 file_ids"),
+    )
+    for file_ids, expected in cases:
         request = {"posts": [{"role": "user", "message": "hi", "file_ids": file_ids}]}
         status, body, _ = await world.h.request("POST", path, json_body=request, headers=bridge_headers())
         assert status == 400 and expected in body["error"], body

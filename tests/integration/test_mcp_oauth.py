@@ -30,6 +30,7 @@ from tests.fakes.mcp_remote import FakeMcpServer
 from tests.fakes.oauth_server import SENTINEL, FakeAuthServer
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.test_mcp_remote import mcp_replica
+from tests.integration.test_mcp_server import switch_the_server
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -277,3 +278,32 @@ async def test_tokens_never_appear_in_logs_answers_spans_or_the_table(world: Wor
         rows = await (await conn.execute("SELECT access_token, refresh_token FROM mcp_oauth_grants")).fetchall()
     assert rows
     assert all(SENTINEL.encode() not in bytes(value) for row in rows for value in row if value is not None)
+
+
+async def test_one_site_url_makes_both_the_oauth_callback_and_the_mcp_servers_resource_url(world: World) -> None:
+    site = "https://chat.example.com"
+    cluster = world.h.cluster
+    assert cluster is not None and world.h.http is not None
+    http = world.h.http
+    await switch_the_server(world.h, world.admin, on=True)
+    try:
+        async with mcp_replica(world, "mcp-site", AGENTS_MCP_SITE_URL=site) as address:
+            gateway = await world.h.start_gateway("gateway-site", env={"AGENTS_MCP_ADDR": address})
+            try:
+                hal = world.user("hal")
+
+                async def started() -> bool:
+                    return (await world.browse(f"{gateway}{PLUGIN}/mcp/oauth/vault/start", hal))[0] == 302
+
+                await poll(started, within=20, interval=0.1, message="the mcp replica never served vault")
+                _, location = await world.browse(f"{gateway}{PLUGIN}/mcp/oauth/vault/start", hal)
+                assert parse_qs(urlsplit(location).query)["redirect_uri"] == [f"{site}{PLUGIN}/oauth/callback"]
+                async with http.get(f"{gateway}{PLUGIN}/mcp-server/.well-known/oauth-protected-resource") as resp:
+                    assert resp.status == 200
+                    document = await resp.json()
+                assert document["resource"] == f"{site}{PLUGIN}/mcp-server"
+                assert document["authorization_servers"] == [f"{site}/"]
+            finally:
+                await cluster.stop_service("gateway-site")
+    finally:
+        await switch_the_server(world.h, world.admin, on=False)

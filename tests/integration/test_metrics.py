@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
+from agents.llm.v1 import llm_pb2 as llm_pb2
+from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 from agents.registry.v1 import registry_pb2 as registry_pb2
 from agents.registry.v1 import registry_pb2_grpc as registry_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,6 +41,7 @@ class Traffic:
     h: ClusterHarness
     ids: list[str]
     started: float
+    team_id: str
 
 
 async def scrape(h: ClusterHarness, service: str) -> list[Sample]:
@@ -85,6 +88,18 @@ async def traffic(postgres: SessionPostgres) -> AsyncIterator[Traffic]:
             "POST", "/bridge/v1/completion/agent/metered/nostream", json_body=BODY, headers=headers
         )
         assert status == 200 and body == {"completion": "Hi!"}
+        # A turn in a team: its tokens are attributed to the team (in the usage log).
+        team_id = secrets.token_hex(13)
+        fake.enqueue(FakeResponse.text("Hi team!", tokens=3))
+        message = llm_pb2.Message(role=llm_pb2.ROLE_USER, parts=[llm_pb2.Part(text="Say hello")])
+        turn = llm_pb2.CompletionRequest(
+            service_id=created.service.id, messages=[message], team_id=team_id, agent_username="metered"
+        )
+        async with h.channel("llm") as channel:
+            reply = await llm_pb2_grpc.LLMStub(channel).Complete(
+                llm_pb2.CompleteRequest(request=turn), metadata=h.metadata(), timeout=20
+            )
+        assert reply.text == "Hi team!"
         user: FakeUser = h.mattermost.add_user("meter-reader")
         assert (await h.get("/ai_bots", user=user))[0] == 200
         ids = [secrets.token_hex(13) for _ in range(DISTINCT_IDS)]
@@ -96,7 +111,7 @@ async def traffic(postgres: SessionPostgres) -> AsyncIterator[Traffic]:
             else:
                 status, _, _ = await h.request("GET", f"/no-such-route/{id_}?postid={id_}", user=user)
             assert status == 404
-        yield Traffic(h, ids, started)
+        yield Traffic(h, [*ids, team_id], started, team_id)
 
 
 async def test_every_service_serves_its_start_time_info_and_grpc_calls(traffic: Traffic) -> None:
@@ -130,9 +145,9 @@ async def test_the_gateway_counts_requests_errors_and_times_routes_by_template(t
 
 async def test_the_llm_service_counts_upstream_requests_and_their_calls(traffic: Traffic) -> None:
     samples = await scrape(traffic.h, "llm")
-    assert value(samples, "agents_llm_requests_total", outcome="success") == 1
-    assert value(samples, "agents_grpc_server_handled_total", grpc_service="agents.llm.v1.LLM", grpc_code="OK") >= 1
-    assert value(samples, "agents_llm_overhead_seconds_count") == 1
+    assert value(samples, "agents_llm_requests_total", outcome="success") == 2
+    assert value(samples, "agents_grpc_server_handled_total", grpc_service="agents.llm.v1.LLM", grpc_code="OK") >= 2
+    assert value(samples, "agents_llm_overhead_seconds_count") == 2
     index = await scrape(traffic.h, "index")
     registry = {"grpc_service": "agents.registry.v1.Registry", "grpc_method": "CreateAgent", "grpc_code": "OK"}
     assert value(index, "agents_grpc_server_handled_total", **registry) == 1
@@ -147,3 +162,12 @@ async def test_labels_carry_no_id_from_a_url_and_series_stay_bounded(traffic: Tr
     series = {tuple(sorted(s.labels.items())) for s in gateway if s.name == "agents_api_time_seconds_count"}
     # /ai_bots, the completion's 200 and 404, the unmatched 404: whatever the number of ids.
     assert len(series) == 4, series
+
+
+async def test_tokens_are_counted_by_agent_with_no_team_id_label(traffic: Traffic) -> None:
+    # The plugin labels them team_id too: an id from data, one more series per team for ever.
+    samples = await scrape(traffic.h, "llm")
+    tokens = [s for s in samples if s.name in ("agents_llm_input_tokens_total", "agents_llm_output_tokens_total")]
+    assert {s.name for s in tokens} == {"agents_llm_input_tokens_total", "agents_llm_output_tokens_total"}
+    assert all(s.labels == {"bot_name": "metered"} for s in tokens), tokens
+    assert not [s for s in samples if traffic.team_id in s.labels.values()]

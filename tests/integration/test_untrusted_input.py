@@ -19,6 +19,7 @@ from agents.tools.v1 import tools_pb2_grpc as tools_pb2_grpc
 
 from services.common.identity import Identity
 from services.gateway.settings import GatewaySettings
+from tests.contract.openapi import assert_matches_openapi
 from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
@@ -200,6 +201,37 @@ async def test_a_path_or_query_parameter_with_nul_is_refused_with_400_naming_it(
     assert status == 400 and "agentid" in answer["error"]
     status, answer, _ = await world.h.request("GET", "/bridge/v1/agents?user_id=%00", headers=plugin)
     assert status == 400 and "user_id" in answer["error"]
+
+
+async def test_a_body_id_that_is_no_mattermost_id_is_400_naming_it_and_mattermost_is_not_asked(
+    world: World, plugin: dict[str, str]
+) -> None:
+    # Mattermost's ids are 26 of [a-z0-9]: an over-long one names nothing and is not sent on.
+    long_id = "a" * 10_000
+    user = world.mm.add_user("id-sender")
+    status, prompt, _ = await world.h.request(
+        "POST", "/custom-prompts", user=user, json_body={"name": "Ids", "template": "In {{.ChannelName}}"}
+    )
+    assert status == 201, prompt
+    bridge = "/bridge/v1/completion/agent/{agent}/nostream"
+    cases = [
+        (bridge, {**BRIDGE_BODY, "user_id": long_id}, "user_id"),
+        (bridge, {**BRIDGE_BODY, "channel_id": long_id}, "channel_id"),
+        ("/search/raw", {"query": "q", "team_id": long_id}, "team_id"),
+        ("/search/raw", {"query": "q", "channel_id": "A" * 26}, "channel_id"),
+        ("/search", {"query": "q", "teamId": long_id}, "teamId"),
+        ("/custom-prompts/{id}/render", {"channel_id": long_id}, "channel_id"),
+    ]
+    asked = len(world.mm.requests)
+    for template, body, field in cases:
+        path = template.format(agent="bridged", id=prompt["id"])
+        bridged = template == bridge
+        status, answer, _ = await world.h.request(
+            "POST", path, json_body=body, user=None if bridged else user, headers=plugin if bridged else None
+        )
+        assert status == 400 and field in answer["error"], (path, field, answer)
+        assert_matches_openapi("POST", template, 400, answer)
+    assert not [r.path for r in world.mm.requests[asked:] if long_id in r.path or long_id in json.dumps(r.json)]
 
 
 async def test_an_agent_update_with_nul_is_refused_and_the_agent_is_unchanged(world: World) -> None:

@@ -35,9 +35,10 @@ DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
 def _seg(value: str) -> str:
-    # Ids may come from users or models: quoting keeps "/" or "?" from reaching another route. It
-    # leaves "." and "..", which the URL resolves (/files/../info is /info): no id is either.
-    if value in (".", ".."):
+    # Ids may come from users, models or stored rows: quoting keeps "/" or "?" from reaching another
+    # route. It leaves "." and "..", which the URL resolves (/files/../info is /info), and "" makes
+    # "//" (/channels//members is another route): no id is any of them.
+    if value in ("", ".", ".."):
         raise NotFound(f"no Mattermost object has the id {value!r}")
     return quote(value, safe="")
 

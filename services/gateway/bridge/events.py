@@ -17,6 +17,7 @@ from agents.registry.v1 import registry_pb2 as registry_pb2
 from services.common.errors import InvalidInput
 from services.common.mattermost.attachments import MAX_FILES
 from services.gateway.proto_json import INT32_MAX
+from services.gateway.request_input import check_mattermost_id
 
 TEXT, END, ERROR, TOOL_CALLS, REASONING, REASONING_END, ANNOTATIONS, USAGE = range(8)
 
@@ -49,25 +50,7 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
     """Validate the JSON body; ``InvalidInput`` (400) names the bad field."""
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", field="body")
-    posts = body.get("posts")
-    if not isinstance(posts, list) or not posts:
-        raise InvalidInput("posts must hold at least one post", field="posts")
-    messages = []
-    file_ids = []
-    for i, post in enumerate(posts):
-        if not isinstance(post, dict):
-            raise InvalidInput(f"posts[{i}] must be an object", field="posts")
-        role = _ROLES.get(str(post.get("role", "")))
-        if role is None:
-            raise InvalidInput(f"posts[{i}].role must be user, assistant, bot or system", field="posts")
-        message = post.get("message", "")
-        if not isinstance(message, str):
-            raise InvalidInput(f"posts[{i}].message must be a string", field="posts")
-        files = post.get("file_ids") or []
-        if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-            raise InvalidInput(f"posts[{i}].file_ids must be a list of file ids", field="posts")
-        messages.append(llm_pb2.Message(role=role, parts=[llm_pb2.Part(text=message)]))
-        file_ids.append(tuple(files))
+    messages, file_ids = _parse_posts(body.get("posts"))
     if sum(map(len, file_ids)) > MAX_FILES:
         raise InvalidInput(f"at most {MAX_FILES} file_ids may be attached to one request", field="posts")
     max_tokens = body.get("max_generated_tokens") or 0
@@ -90,9 +73,40 @@ def parse_bridge_request(body: Any) -> BridgeRequest:
         has_tool_hooks=bool(body.get("tool_hooks")),
         operation=str(body.get("operation") or ""),
         operation_subtype=str(body.get("operation_subtype") or ""),
-        user_id=str(body.get("user_id") or ""),
-        channel_id=str(body.get("channel_id") or ""),
+        user_id=_optional_id(body, "user_id"),
+        channel_id=_optional_id(body, "channel_id"),
     )
+
+
+def _parse_posts(posts: Any) -> tuple[list[llm_pb2.Message], list[tuple[str, ...]]]:
+    if not isinstance(posts, list) or not posts:
+        raise InvalidInput("posts must hold at least one post", field="posts")
+    messages = []
+    file_ids = []
+    for i, post in enumerate(posts):
+        if not isinstance(post, dict):
+            raise InvalidInput(f"posts[{i}] must be an object", field="posts")
+        role = _ROLES.get(str(post.get("role", "")))
+        if role is None:
+            raise InvalidInput(f"posts[{i}].role must be user, assistant, bot or system", field="posts")
+        message = post.get("message", "")
+        if not isinstance(message, str):
+            raise InvalidInput(f"posts[{i}].message must be a string", field="posts")
+        files = post.get("file_ids") or []
+        if not isinstance(files, list):
+            raise InvalidInput(f"posts[{i}].file_ids must be a list of file ids", field="posts")
+        for n, file_id in enumerate(files):
+            check_mattermost_id(file_id, f"posts[{i}].file_ids[{n}]")
+        messages.append(llm_pb2.Message(role=role, parts=[llm_pb2.Part(text=message)]))
+        file_ids.append(tuple(files))
+    return messages, file_ids
+
+
+def _optional_id(body: dict[str, Any], field: str) -> str:
+    value = body.get(field) or ""
+    if value:
+        check_mattermost_id(value, field)
+    return str(value)
 
 
 def completion_request(

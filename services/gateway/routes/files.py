@@ -15,6 +15,7 @@ from services.common.errors import InvalidInput
 from services.common.mattermost.attachments import AGENT_MAX_FILE_BYTES, has_text, read_text, readable_file_info
 from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json
+from services.gateway.request_input import check_mattermost_id
 
 routes = web.RouteTableDef()
 
@@ -41,8 +42,9 @@ async def file_content(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object", field="body")
     file_id = body.get("file_id")
-    if not isinstance(file_id, str) or not file_id:
+    if file_id is None:
         raise InvalidInput("file_id is required", field="file_id")
+    check_mattermost_id(file_id, "file_id")
     offset = _count(body, "offset", 0, 2**31 - 1)
     limit = _count(body, "limit", DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT
     mm = request.app[DEPS].mattermost

@@ -28,6 +28,7 @@ from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
 from services.gateway.proto_json import from_json
 from services.gateway.replies import Events, Question
+from services.gateway.request_input import check_mattermost_id
 from services.gateway.routes.guards import bot_for, require_admin
 
 routes = web.RouteTableDef()
@@ -213,7 +214,15 @@ async def _search_request(request: web.Request) -> tuple[str, index_pb2.SearchRe
     search = index_pb2.SearchRequest(
         query=query, team_id=body.get("teamId", ""), channel_id=body.get("channelId", ""), limit=max_results
     )
+    _check_scope(search, "teamId", "channelId")
     return query, search
+
+
+def _check_scope(search: index_pb2.SearchRequest, team_field: str, channel_field: str) -> None:
+    """The team and channel a search is limited to ("" for none) must be Mattermost ids."""
+    for name, value in ((team_field, search.team_id), (channel_field, search.channel_id)):
+        if value:
+            check_mattermost_id(value, name)
 
 
 RAW_MAX_LIMIT = 50
@@ -225,6 +234,7 @@ async def raw_search(request: web.Request) -> web.Response:
     search = from_json(await read_json(request), index_pb2.SearchRequest(), "search request")
     if search.limit > RAW_MAX_LIMIT:
         raise InvalidInput(f"limit must be at most {RAW_MAX_LIMIT}", field="limit")
+    _check_scope(search, "team_id", "channel_id")
     try:
         reply = await _search(request, search)
     except FailedPrecondition as exc:

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 def public_site(settings: McpSettings) -> PublicSite:
     """The site clients reach, with the Host and Origin values they may send."""
-    url = (settings.server_site_url or settings.mattermost_url).rstrip("/")
+    url = settings.public_site_url
     parts = urlsplit(url)
     hosts = [parts.netloc, f"{parts.hostname}:*"]
     origins = [f"{parts.scheme}://{parts.netloc}", f"{parts.scheme}://{parts.hostname}:*"]

@@ -87,6 +87,18 @@ async def test_unknown_user_raises_not_found(world: World) -> None:
             await client.get_user_by_username("nobody")
 
 
+async def test_an_empty_id_is_not_found_before_any_request_reaches_mattermost(world: World) -> None:
+    # "" would make /channels//members/<user>, another route of Mattermost's.
+    asked = len(world.mm.requests)
+    async with world.client(world.admin) as client:
+        assert await client.get_channel_member("", world.alice.id) is None
+        assert await client.get_team_member(world.team.id, "") is None
+        for read in (client.get_channel, client.get_post, client.get_post_thread, client.get_channel_members):
+            with pytest.raises(NotFound, match="''"):
+                await read("")
+    assert world.mm.requests[asked:] == []
+
+
 async def test_private_channel_is_forbidden_to_non_members(world: World) -> None:
     async with world.client(world.alice) as alice, world.client(world.bob) as bob:
         assert (await alice.get_channel(world.secret.id)).type == "P"

@@ -188,6 +188,7 @@ def test_token_usage_records_go_to_stdout_or_to_a_volume_never_to_the_read_only_
         ({"tokenUsageLog": {"destination": "file"}}, "/tokenUsageLog/destination"),
         ({"database": {"existingSecret": "", "url": ""}}, "/database"),
         ({"mattermost": {"url": "chat.example.com"}}, "/mattermost/url"),
+        ({"mattermost": {"siteURL": "chat.example.com"}}, "/mattermost/siteURL"),
         ({"components": {"llm": {"replica": 3}}}, "replica"),
         ({"logLevl": "DEBUG"}, "logLevl"),
         ({"reindexJobs": {"backoffLimit": -1}}, "/reindexJobs/backoffLimit"),
@@ -237,6 +238,15 @@ def test_every_mcp_replica_seals_sessions_with_the_key_from_one_secret() -> None
 def container_env(docs: list[dict], component: str) -> dict[str, str]:
     spec = by_name(docs, "Deployment")[f"agents-mattermost-agents-{component}"]["spec"]["template"]["spec"]
     return {e["name"]: e.get("value", "") for e in spec["containers"][0]["env"]}
+
+
+def test_one_site_url_value_sets_the_one_site_url_setting_of_the_mcp_pods() -> None:
+    # OAuth redirects and the Mattermost MCP server's resource URL both follow it.
+    docs = render({"mattermost": {"siteURL": "https://chat.example.com"}})
+    env = container_env(docs, "mcp")
+    assert env["AGENTS_MCP_SITE_URL"] == "https://chat.example.com"
+    assert [name for name in env if name.endswith("SITE_URL")] == ["AGENTS_MCP_SITE_URL"]
+    assert "AGENTS_MCP_SITE_URL" not in container_env(render(CHART / "ci" / "default-values.yaml"), "mcp")
 
 
 def test_workers_per_pod_reach_the_processes_and_the_llm_workers_own_ports_are_open() -> None:

@@ -79,7 +79,7 @@ async def test_overhead_excludes_the_providers_time_to_first_token(fake: FakeOpe
     assert registry.get_sample_value("agents_llm_overhead_seconds_count", {"operation": "conversation"}) == 1
     overhead = registry.get_sample_value("agents_llm_overhead_seconds_sum", {"operation": "conversation"})
     assert overhead is not None and overhead < 0.02  # the fake's 20 ms TTFT is not ours
-    assert registry.get_sample_value("agents_llm_input_tokens_total", {"bot_name": "ai", "team_id": "t1"}) == 11
+    assert registry.get_sample_value("agents_llm_input_tokens_total", {"bot_name": "ai"}) == 11
 
 
 async def test_old_history_is_trimmed_to_the_input_limit_keeping_system_and_newest_user(fake: FakeOpenAI) -> None:
