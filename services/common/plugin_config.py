@@ -41,6 +41,8 @@ class PluginConfigSnapshot:
 
 # Long but finite: the channel's default deadline (seconds) would end the watch every few seconds.
 WATCH_TIMEOUT_SECONDS = 24 * 3600.0
+# Longest wait between two tries while no configuration has arrived yet.
+STARTUP_MAX_BACKOFF_SECONDS = 0.5
 
 Callback = Callable[[PluginConfigSnapshot], Awaitable[None] | None]
 
@@ -122,7 +124,9 @@ class PluginConfigWatcher:
             except Exception:
                 logger.exception("plugin configuration watch failed; reconnecting")
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff)
+            # Until the first configuration arrives the process is waiting for it to start
+            # (a registry still starting refuses at first): ask again soon.
+            delay = min(delay * 2, self._max_backoff if self.ready else STARTUP_MAX_BACKOFF_SECONDS)
 
     async def _apply(self, message: registry_pb2.WatchPluginConfigResponse) -> None:
         license = License(message.license)
