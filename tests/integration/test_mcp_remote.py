@@ -536,14 +536,14 @@ async def test_each_tool_call_is_timed_by_server_and_outcome_with_no_user_or_arg
 
 
 async def test_a_call_its_caller_cancels_is_timed_as_cancelled_not_as_an_error(world: World) -> None:
-    una = world.user("una")
+    cy = world.user("cy")
     before = await call_durations(world)
     hanging = world.jira.hanging
     args = struct_pb2.Struct()
     async with grpc.aio.insecure_channel(world.h.cluster.address("mcp")) as channel:  # type: ignore[union-attr]
         call = mcp_pb2_grpc.MCPStub(channel).CallTool(
             mcp_pb2.CallToolRequest(server_origin=world.jira.url, tool_name="hang", arguments=args),
-            metadata=world.h.metadata(Identity(user_id=una.id)),
+            metadata=world.h.metadata(Identity(user_id=cy.id)),
             timeout=10,
         )
         await poll(lambda: world.jira.hanging > hanging, within=10, message="the hang tool was never called")
@@ -568,8 +568,8 @@ async def test_a_call_its_caller_cancels_is_timed_as_cancelled_not_as_an_error(w
     # Nor does its span say the call failed.
     spans = await world.h.wait_for_spans(
         lambda spans: any(
-            s["name"] == "MCP tool call" and s["attributes"].get("agents.user.id") == una.id for s in spans
+            s["name"] == "MCP tool call" and s["attributes"].get("agents.user.id") == cy.id for s in spans
         )
     )
-    span = next(s for s in spans if s["name"] == "MCP tool call" and s["attributes"].get("agents.user.id") == una.id)
+    span = next(s for s in spans if s["name"] == "MCP tool call" and s["attributes"].get("agents.user.id") == cy.id)
     assert span["status"] != "ERROR"
