@@ -22,7 +22,7 @@ from tests.fakes.mcp_remote import FakeMcpServer, HangingServer
 from tests.fakes.oauth_server import FakeAuthServer
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.test_mcp_oauth import World as OAuthWorld
-from tests.integration.test_mcp_server import ENDPOINT, TEN_TOOLS, text_of
+from tests.integration.test_mcp_server import ACCEPT, ENDPOINT, MODERN, TEN_TOOLS, text_of
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,7 +37,7 @@ ENV = {
 }
 # The plain server's tools a user sees (``add`` is disabled on both servers); the OAuth server's
 # clash with them, so a connected user gets only its ``meet`` besides.
-PLAIN_TOOLS = {"echo", "big", "fail", "hang"}
+PLAIN_TOOLS = {"echo", "big", "locate", "fail", "hang"}
 
 
 @dataclass
@@ -60,6 +60,7 @@ class World:
                 "headers": {"X-Api-Key": ADMIN_HEADER},
                 "tool_configs": [
                     {"name": "echo", "enabled": True, "policy": "auto_run_everywhere"},
+                    {"name": "locate", "enabled": True, "policy": "auto_run_everywhere"},
                     {"name": "add", "enabled": False, "policy": "auto_run_everywhere"},
                 ],
             },
@@ -226,3 +227,41 @@ async def test_a_hung_exported_server_leaves_the_others_tools_listed(world: Worl
             assert not echoed.is_error and text_of(echoed) == "still here"
         finally:
             await world.configure(world.servers())
+
+
+async def test_an_exported_tools_param_header_reaches_the_server_which_checks_it_against_the_body(
+    world: World,
+) -> None:
+    # A 2026-07-28 client mirrors an x-mcp-header argument into Mcp-Param-*, and the server refuses
+    # a call whose header is missing or disagrees: a gateway that dropped it failed every such call.
+    uma = world.h.mattermost.add_user("export-uma")
+    async with world.client(uma) as client:
+        await client.list_tools()
+        located = await client.call_tool("locate", {"region": "eu-west"})
+    assert not located.is_error and text_of(located) == "eu-west"
+    # Our client, listing before it calls, mirrors it to the remote server in turn.
+    assert any(h.get("mcp-param-region") == "eu-west" for h in world.plain.headers_seen)
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "locate", "arguments": {"region": "eu-west"}, "_meta": meta},
+    }
+    headers = {
+        "Authorization": f"Bearer {uma.token}",
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "locate",
+        "Mcp-Param-Region": "us-east",
+    }
+    assert world.h.http is not None
+    async with world.h.http.post(f"{world.h.gateway_url}{ENDPOINT}", json=call, headers=headers) as resp:
+        status, body = resp.status, await resp.json()
+    assert status == 400 and "Mcp-Param-Region header does not match" in body["error"]["message"], (status, body)

@@ -208,7 +208,7 @@ async def test_the_users_tools_list_each_server_with_the_admins_settings(world: 
     assert_matches_openapi("GET", "/mcp/tools", 200, body)
     servers = {s["name"]: s for s in body["servers"]}
     assert servers["jira"]["serverOrigin"] == world.jira.url
-    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "big", "fail", "hang"}
+    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "big", "locate", "fail", "hang"}
     wiki = {t["name"]: t for t in servers["wiki"]["tools"]}
     assert (wiki["add"]["enabled"], wiki["echo"]["policy"], wiki["fail"]["policy"]) == (
         False,
@@ -297,7 +297,7 @@ async def test_a_disabled_server_is_not_contacted_even_for_the_admins_status(wor
             assert_matches_openapi("GET", "/admin/mcp/tools", 200, body)
             shown = {s["name"]: s for s in body["servers"]}
             assert shown["off"]["enabled"] is False and shown["off"]["tools"] == []
-            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 5
+            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 6
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await world.call(world.user("jon"), off.url, "echo", {"text": "x"})
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
