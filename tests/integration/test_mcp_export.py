@@ -92,6 +92,34 @@ class World:
 
         await poll(applied, within=30, interval=0.1, message=f"the mcp service never listed {names}")
 
+    async def modern_call(
+        self, user: FakeUser, tool: str, arguments: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """A raw 2026-07-28 tools/call through the gateway, with the headers that era sends."""
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        }
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": meta},
+        }
+        sent = {
+            "Authorization": f"Bearer {user.token}",
+            "Content-Type": "application/json",
+            "Accept": ACCEPT,
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": tool,
+            **(headers or {}),
+        }
+        assert self.h.http is not None
+        async with self.h.http.post(f"{self.h.gateway_url}{ENDPOINT}", json=call, headers=sent) as resp:
+            return resp.status, await resp.json()
+
     def client(self, user: FakeUser) -> Client:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {user.token}"})
         return Client(streamable_http_client(f"{self.h.gateway_url}{ENDPOINT}", http_client=http))
@@ -241,27 +269,17 @@ async def test_an_exported_tools_param_header_reaches_the_server_which_checks_it
     assert not located.is_error and text_of(located) == "eu-west"
     # Our client, listing before it calls, mirrors it to the remote server in turn.
     assert any(h.get("mcp-param-region") == "eu-west" for h in world.plain.headers_seen)
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-    }
-    call = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "locate", "arguments": {"region": "eu-west"}, "_meta": meta},
-    }
-    headers = {
-        "Authorization": f"Bearer {uma.token}",
-        "Content-Type": "application/json",
-        "Accept": ACCEPT,
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "locate",
-        "Mcp-Param-Region": "us-east",
-    }
-    assert world.h.http is not None
-    async with world.h.http.post(f"{world.h.gateway_url}{ENDPOINT}", json=call, headers=headers) as resp:
-        status, body = resp.status, await resp.json()
+    status, body = await world.modern_call(uma, "locate", {"region": "eu-west"}, {"Mcp-Param-Region": "us-east"})
     assert status == 400 and "Mcp-Param-Region header does not match" in body["error"]["message"], (status, body)
+
+
+async def test_a_mattermost_tool_call_contacts_no_re_exported_server(world: World) -> None:
+    # The server checks a 2026-07-28 call's Mcp-Param-* headers against its tool's schema: for a
+    # Mattermost tool it knows that schema, where it used to list every tool, the re-exported
+    # servers' included, for each call (a session opened with each server for a user who never
+    # listed them).
+    vic = world.h.mattermost.add_user("export-vic")
+    before = (world.plain.requests, world.vault.requests, world.unexported.requests)
+    status, body = await world.modern_call(vic, "get_team_info", {"team_id": "nosuchteam"})
+    assert status == 200 and body["result"]["isError"], (status, body)
+    assert (world.plain.requests, world.vault.requests, world.unexported.requests) == before
