@@ -130,6 +130,11 @@ class RemoteTools:
                 if isinstance(exc, UpstreamUnavailable) and exc.timeout:
                     outcome = "timeout"
                 raise
+            except asyncio.CancelledError:
+                # The caller cancelled, went away or passed its deadline: no failure of the call's,
+                # so the span keeps no error status either (OpenTelemetry leaves it unset).
+                outcome = "cancelled"
+                raise
             else:
                 if result.is_error:
                     span.set_status(Status(StatusCode.ERROR, "tool error"))

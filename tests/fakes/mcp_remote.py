@@ -6,8 +6,9 @@ on a free loopback port, plus one that accepts connections and never answers.
         jira.methods["initialize"]    # JSON-RPC requests seen, by method
         jira.requests                 # every HTTP request, whatever it was
 
-Tools: ``echo(text)``, ``add(a, b)``, ``big(n)`` (n characters), ``fail()`` (a tool error) and
-``hang()`` (never returns until the server stops); behind OAuth also ``meet(n)``, which returns
+Tools: ``echo(text)``, ``add(a, b)``, ``big(n)`` (n characters), ``locate(region)`` (its argument
+annotated ``x-mcp-header``, so a 2026-07-28 client sends it as ``Mcp-Param-Region`` too), ``fail()``
+(a tool error) and ``hang()`` (never returns until the server stops); behind OAuth also ``meet(n)``, which returns
 once n calls are inside it at the same time.
 
 Behind OAuth (``oauth=FakeAuthServer``), a request without a token that server issued and still
@@ -20,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
 
 from services.cluster.supervisor import free_port
 from tests.fakes.oauth_server import FakeAuthServer
@@ -159,6 +161,10 @@ class FakeMcpServer:
         @mcp.tool(description="Returns n characters.")
         def big(n: int) -> str:
             return "x" * n
+
+        @mcp.tool(description="Names the region, which clients mirror into an Mcp-Param-Region header.")
+        def locate(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+            return region
 
         @mcp.tool(description="Always fails.")
         def fail() -> str:

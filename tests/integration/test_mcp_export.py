@@ -22,7 +22,7 @@ from tests.fakes.mcp_remote import FakeMcpServer, HangingServer
 from tests.fakes.oauth_server import FakeAuthServer
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.test_mcp_oauth import World as OAuthWorld
-from tests.integration.test_mcp_server import ENDPOINT, TEN_TOOLS, text_of
+from tests.integration.test_mcp_server import ACCEPT, ENDPOINT, MODERN, TEN_TOOLS, text_of
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,7 +37,7 @@ ENV = {
 }
 # The plain server's tools a user sees (``add`` is disabled on both servers); the OAuth server's
 # clash with them, so a connected user gets only its ``meet`` besides.
-PLAIN_TOOLS = {"echo", "big", "fail", "hang"}
+PLAIN_TOOLS = {"echo", "big", "locate", "fail", "hang"}
 
 
 @dataclass
@@ -60,6 +60,7 @@ class World:
                 "headers": {"X-Api-Key": ADMIN_HEADER},
                 "tool_configs": [
                     {"name": "echo", "enabled": True, "policy": "auto_run_everywhere"},
+                    {"name": "locate", "enabled": True, "policy": "auto_run_everywhere"},
                     {"name": "add", "enabled": False, "policy": "auto_run_everywhere"},
                 ],
             },
@@ -90,6 +91,34 @@ class World:
             return status == 200 and listed == 200 and [s["name"] for s in body["servers"]] == names
 
         await poll(applied, within=30, interval=0.1, message=f"the mcp service never listed {names}")
+
+    async def modern_call(
+        self, user: FakeUser, tool: str, arguments: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """A raw 2026-07-28 tools/call through the gateway, with the headers that era sends."""
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        }
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": meta},
+        }
+        sent = {
+            "Authorization": f"Bearer {user.token}",
+            "Content-Type": "application/json",
+            "Accept": ACCEPT,
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": tool,
+            **(headers or {}),
+        }
+        assert self.h.http is not None
+        async with self.h.http.post(f"{self.h.gateway_url}{ENDPOINT}", json=call, headers=sent) as resp:
+            return resp.status, await resp.json()
 
     def client(self, user: FakeUser) -> Client:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {user.token}"})
@@ -226,3 +255,31 @@ async def test_a_hung_exported_server_leaves_the_others_tools_listed(world: Worl
             assert not echoed.is_error and text_of(echoed) == "still here"
         finally:
             await world.configure(world.servers())
+
+
+async def test_an_exported_tools_param_header_reaches_the_server_which_checks_it_against_the_body(
+    world: World,
+) -> None:
+    # A 2026-07-28 client mirrors an x-mcp-header argument into Mcp-Param-*, and the server refuses
+    # a call whose header is missing or disagrees: a gateway that dropped it failed every such call.
+    uma = world.h.mattermost.add_user("export-uma")
+    async with world.client(uma) as client:
+        await client.list_tools()
+        located = await client.call_tool("locate", {"region": "eu-west"})
+    assert not located.is_error and text_of(located) == "eu-west"
+    # Our client, listing before it calls, mirrors it to the remote server in turn.
+    assert any(h.get("mcp-param-region") == "eu-west" for h in world.plain.headers_seen)
+    status, body = await world.modern_call(uma, "locate", {"region": "eu-west"}, {"Mcp-Param-Region": "us-east"})
+    assert status == 400 and "Mcp-Param-Region header does not match" in body["error"]["message"], (status, body)
+
+
+async def test_a_mattermost_tool_call_contacts_no_re_exported_server(world: World) -> None:
+    # The server checks a 2026-07-28 call's Mcp-Param-* headers against its tool's schema: for a
+    # Mattermost tool it knows that schema, where it used to list every tool, the re-exported
+    # servers' included, for each call (a session opened with each server for a user who never
+    # listed them).
+    vic = world.h.mattermost.add_user("export-vic")
+    before = (world.plain.requests, world.vault.requests, world.unexported.requests)
+    status, body = await world.modern_call(vic, "get_team_info", {"team_id": "nosuchteam"})
+    assert status == 200 and body["result"]["isError"], (status, body)
+    assert (world.plain.requests, world.vault.requests, world.unexported.requests) == before

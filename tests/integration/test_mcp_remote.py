@@ -208,7 +208,7 @@ async def test_the_users_tools_list_each_server_with_the_admins_settings(world: 
     assert_matches_openapi("GET", "/mcp/tools", 200, body)
     servers = {s["name"]: s for s in body["servers"]}
     assert servers["jira"]["serverOrigin"] == world.jira.url
-    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "big", "fail", "hang"}
+    assert {t["name"] for t in servers["jira"]["tools"]} == {"echo", "add", "big", "locate", "fail", "hang"}
     wiki = {t["name"]: t for t in servers["wiki"]["tools"]}
     assert (wiki["add"]["enabled"], wiki["echo"]["policy"], wiki["fail"]["policy"]) == (
         False,
@@ -297,7 +297,7 @@ async def test_a_disabled_server_is_not_contacted_even_for_the_admins_status(wor
             assert_matches_openapi("GET", "/admin/mcp/tools", 200, body)
             shown = {s["name"]: s for s in body["servers"]}
             assert shown["off"]["enabled"] is False and shown["off"]["tools"] == []
-            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 5
+            assert shown["jira"]["serverType"] == "remote" and len(shown["jira"]["tools"]) == 6
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await world.call(world.user("jon"), off.url, "echo", {"text": "x"})
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -533,3 +533,43 @@ async def test_each_tool_call_is_timed_by_server_and_outcome_with_no_user_or_arg
     assert timed_out and timed_out[0].value >= 2
     assert {key for s in after for key in s.labels} <= {"server", "outcome", "le"}
     assert all(zed.id not in v and sentinel not in v for s in after for v in s.labels.values())
+
+
+async def test_a_call_its_caller_cancels_is_timed_as_cancelled_not_as_an_error(world: World) -> None:
+    cy = world.user("cy")
+    before = await call_durations(world)
+    hanging = world.jira.hanging
+    args = struct_pb2.Struct()
+    async with grpc.aio.insecure_channel(world.h.cluster.address("mcp")) as channel:  # type: ignore[union-attr]
+        call = mcp_pb2_grpc.MCPStub(channel).CallTool(
+            mcp_pb2.CallToolRequest(server_origin=world.jira.url, tool_name="hang", arguments=args),
+            metadata=world.h.metadata(Identity(user_id=cy.id)),
+            timeout=10,
+        )
+        await poll(lambda: world.jira.hanging > hanging, within=10, message="the hang tool was never called")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    async def counted() -> dict[str, float] | None:
+        after = await call_durations(world)
+        delta = {
+            o: call_count(after, server="jira", outcome=o) - call_count(before, server="jira", outcome=o)
+            for o in ("ok", "error", "timeout", "cancelled")
+        }
+        return delta if sum(delta.values()) else None
+
+    assert await poll(counted, within=10, message="the cancelled call was never timed") == {
+        "ok": 0,
+        "error": 0,
+        "timeout": 0,
+        "cancelled": 1,
+    }
+    # Nor does its span say the call failed.
+    spans = await world.h.wait_for_spans(
+        lambda spans: any(
+            s["name"] == "MCP tool call" and s["attributes"].get("agents.user.id") == cy.id for s in spans
+        )
+    )
+    span = next(s for s in spans if s["name"] == "MCP tool call" and s["attributes"].get("agents.user.id") == cy.id)
+    assert span["status"] != "ERROR"

@@ -294,11 +294,11 @@ async def test_a_foreign_origin_or_host_is_refused(world: World) -> None:
     assert not any(p["message"] == "rebound" for p in mm.state.posts.values())
 
 
-@pytest.mark.parametrize("header", ["Authorization", "Mcp-Session-Id"])
-async def test_a_header_that_is_not_utf8_is_400_naming_it(world: World, header: str) -> None:
-    # aiohttp hands such bytes on as lone surrogates, which the forwarded protobuf string refuses.
+async def raw_listing(world: World, header: str, value: bytes) -> tuple[bytes, bytes]:
+    """A tools/list whose ``header`` is sent as the bytes ``value`` over a raw socket: the status
+    line and the rest of the answer."""
     listing = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}).encode()
-    values = {"Authorization": f"Bearer {world.alice.token}".encode(), header: b"\xff\xfe"}
+    values = {"Authorization": f"Bearer {world.alice.token}".encode(), header: value}
     host, port = world.h.gateway_url.removeprefix("http://").rsplit(":", 1)
     head = f"POST {ENDPOINT} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
     head += f"Accept: {ACCEPT}\r\nContent-Length: {len(listing)}\r\nConnection: close\r\n".encode()
@@ -309,8 +309,40 @@ async def test_a_header_that_is_not_utf8_is_400_naming_it(world: World, header: 
     answer = await reader.read()
     writer.close()
     status_line, _, rest = answer.partition(b"\r\n")
-    assert status_line.endswith(b" 400 Bad Request"), answer[:300]
-    assert header in json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    return status_line, rest
+
+
+def error_of(rest: bytes) -> str:
+    """The ``error`` of the JSON body after the answer's headers."""
+    return str(json.loads(rest.partition(b"\r\n\r\n")[2])["error"])
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Mcp-Session-Id"])
+async def test_a_header_that_is_not_utf8_is_400_naming_it(world: World, header: str) -> None:
+    # aiohttp hands such bytes on as lone surrogates, which the forwarded protobuf string refuses.
+    status_line, rest = await raw_listing(world, header, b"\xff\xfe")
+    assert status_line.endswith(b" 400 Bad Request"), (status_line, rest[:300])
+    assert header in error_of(rest)
+
+
+@pytest.mark.parametrize("header", ["Mcp-Name", "Mcp-Param-Region"])
+async def test_a_routing_header_that_is_not_ascii_is_400_naming_it_and_the_encoding_to_use(
+    world: World, header: str
+) -> None:
+    # The protocol base64-wraps such values (=?base64?...?=); sent raw, they broke the forwarding.
+    status_line, rest = await raw_listing(world, header, "Zürich 東京".encode())
+    assert status_line.endswith(b" 400 Bad Request"), (status_line, rest[:300])
+    assert header in error_of(rest) and "=?base64?" in error_of(rest)
+
+
+async def test_too_many_or_too_long_param_headers_are_400_naming_the_limit(world: World) -> None:
+    listing = {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}
+    many = {f"Mcp-Param-P{i}": "x" for i in range(33)}
+    status, body, _ = await world.post(listing, token=world.alice.token, headers=many)
+    assert status == 400 and "more than 32 Mcp-Param-* headers" in body["error"], (status, body)
+    long = {"Mcp-Param-Region": "x" * 4097}
+    status, body, _ = await world.post(listing, token=world.alice.token, headers=long)
+    assert status == 400 and "Mcp-Param-Region is longer than 4096 characters" in body["error"], (status, body)
 
 
 async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_message(world: World) -> None:

@@ -8,13 +8,14 @@ never cookies, so a browser's Mattermost session cannot be ridden into an MCP ca
 
 from __future__ import annotations
 
+import re
+
 from agents.mcp.v1 import embedded_server_pb2 as embedded_server_pb2
 from aiohttp import web
 
-from services.common.errors import NotFound, UpstreamUnavailable
+from services.common.errors import InvalidInput, NotFound, UpstreamUnavailable
 from services.common.grpc_client import stream
 from services.gateway.deps import DEPS
-from services.gateway.request_input import check_text
 
 routes = web.RouteTableDef()
 
@@ -35,6 +36,13 @@ FORWARDED_HEADERS = frozenset(
         "last-event-id",
     }
 )
+# The 2026-07-28 era mirrors a tool's ``x-mcp-header`` arguments into ``Mcp-Param-<name>`` headers
+# (SEP-2243), which the server checks against the body: dropped, such a call is refused.
+PARAM_PREFIX = "mcp-param-"
+# Far above any tool's annotated arguments, far below what would burden the hop to the mcp service.
+MAX_PARAM_HEADERS = 32
+MAX_PARAM_HEADER_CHARS = 4096
+_NOT_HEADER_TEXT = re.compile(r"[^\t\x20-\x7e]")
 # Set by aiohttp for the answer it writes; the server's own would describe another framing.
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -49,6 +57,33 @@ def require_enabled(request: web.Request) -> None:
         raise NotFound("the Mattermost MCP server is off (the plugin configuration's mcp.enablePluginServer)")
 
 
+def forwarded_headers(request: web.Request) -> list[tuple[str, str]]:
+    """The headers the protocol uses; InvalidInput (400) naming a header that is not ASCII, or
+    the limit that too many or too long ``Mcp-Param-*`` headers break."""
+    headers = []
+    params = 0
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        if lowered.startswith(PARAM_PREFIX):
+            params += 1
+            if params > MAX_PARAM_HEADERS:
+                raise InvalidInput(f"more than {MAX_PARAM_HEADERS} Mcp-Param-* headers", field="headers")
+            if len(value) > MAX_PARAM_HEADER_CHARS:
+                raise InvalidInput(f"header {name} is longer than {MAX_PARAM_HEADER_CHARS} characters", field=name)
+        elif lowered not in FORWARDED_HEADERS:
+            continue
+        if _NOT_HEADER_TEXT.search(value):
+            # The protocol base64-wraps any other value; raw, such text broke the forwarding (aiohttp
+            # hands on bytes that are not UTF-8 as lone surrogates, which protobuf refuses).
+            raise InvalidInput(
+                f"header {name} holds characters other than printable ASCII; MCP sends such a value "
+                "base64-encoded as =?base64?...?=",
+                field=name,
+            )
+        headers.append((name, value))
+    return headers
+
+
 @routes.get(f"{PREFIX}/.well-known/oauth-protected-resource")
 @routes.route("OPTIONS", f"{PREFIX}/.well-known/oauth-protected-resource")  # browser clients' CORS preflight
 @routes.route("*", f"{PREFIX}/mcp")
@@ -56,10 +91,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """Forward the exchange to the mcp service and stream its answer back as it comes."""
     require_enabled(request)
     body = await request.read()
-    headers = [(name, value) for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS]
-    for name, value in headers:
-        # aiohttp hands bytes that are not UTF-8 on as lone surrogates, which protobuf refuses.
-        check_text(value, name)
+    headers = forwarded_headers(request)
     forwarded = embedded_server_pb2.ServeHttpRequest(
         method=request.method,
         path=request.path.split(PREFIX, 1)[1],

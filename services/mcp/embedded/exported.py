@@ -10,11 +10,13 @@ whose policy asks first is listed but refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import validate_mcp_param_headers
 
 from services.common.errors import DomainError, NotFound, Unauthenticated
 from services.mcp.config import McpConfig, RemoteServer
@@ -66,10 +68,18 @@ class ExportedTools:
             for e in listed
         ]
 
-    async def call(self, user_id: str, name: str, arguments: dict[str, Any]) -> types.CallToolResult | None:
-        """Run ``name`` as the user; None when no re-exported server offers it to them."""
+    async def call(
+        self, user_id: str, name: str, arguments: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> types.CallToolResult | None:
+        """Run ``name`` as the user; None when no re-exported server offers it to them. A call
+        with ``headers`` (the 2026-07-28 era's) is refused with ``HEADER_MISMATCH`` where its
+        ``Mcp-Param-*`` headers disagree with the arguments the tool's schema marks."""
         listed, found = await self._listing(user_id)
         chosen = next((e for e in listed if e.tool.name == name), None)
+        if chosen is not None and headers is not None:
+            rejection = validate_mcp_param_headers(chosen.tool.input_schema, arguments, headers)
+            if rejection is not None:
+                raise MCPError(rejection.code, rejection.message)
         if chosen is None:
             # Servers the user has not connected to list nothing: the tool may be one of theirs.
             locked = [s.server for s in found if s.needs_oauth]

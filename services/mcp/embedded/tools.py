@@ -16,6 +16,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from services.common.errors import DomainError, InvalidInput, Unauthenticated, UpstreamUnavailable
 from services.common.mattermost import MattermostClient
@@ -61,12 +62,23 @@ def build_server(client_for: Callable[[str], MattermostClient], version: str, ex
             + await exported.tools(_caller(ctx).client_id)
         )
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # A Mattermost tool's schema, where the SDK would otherwise run tools/list for each
+        # 2026-07-28 call to check its Mcp-Param-* headers; a re-exported tool's are checked
+        # where it is called, against the schema its call resolves anyway.
+        spec = TOOLS.get(name)
+        return spec.input_schema if spec is not None else None
+
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         spec = TOOLS.get(params.name)
         if spec is None:
-            remote = await exported.call(_caller(ctx).client_id, params.name, params.arguments or {})
+            # Only the 2026-07-28 era mirrors arguments into headers.
+            headers = (
+                getattr(ctx.request, "headers", None) if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else None
+            )
+            remote = await exported.call(_caller(ctx).client_id, params.name, params.arguments or {}, headers)
             return remote or _error(f"unknown tool {params.name!r}")
         caller = _caller(ctx)
         try:
@@ -90,4 +102,10 @@ def build_server(client_for: Callable[[str], MattermostClient], version: str, ex
             await client.aclose()
         return types.CallToolResult(content=[types.TextContent(text=result.content)], is_error=False)
 
-    return Server(SERVER_NAME, version=version, on_list_tools=list_tools, on_call_tool=call_tool)
+    return Server(
+        SERVER_NAME,
+        version=version,
+        get_tool_input_schema=input_schema,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
