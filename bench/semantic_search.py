@@ -191,19 +191,7 @@ async def _search_table(store: VectorStore) -> list[tuple[str, Any]]:
 
 def _embedder(embed: FakeEmbeddings) -> tuple[Embedder, EmbeddingSpace]:
     """An embedder over the fake embeddings API, and the space of its vectors."""
-    settings = EmbeddingSettings.from_search_config(
-        {
-            "embeddingProvider": {
-                "type": "openai-compatible",
-                "parameters": {
-                    "apiURL": embed.base_url,
-                    "apiKey": embed.api_key,
-                    "embeddingModel": "text-embedding-3-small",
-                },
-            },
-            "dimensions": DIMS,
-        }
-    )
+    settings = EmbeddingSettings.from_search_config(embed.search_config(DIMS))
     loopback = OutboundPolicy(private_allowed_hostnames=frozenset({"127.0.0.1"}))
     return create_embedder(settings, loopback), EmbeddingSpace(settings.kind.value, settings.model, DIMS)
 

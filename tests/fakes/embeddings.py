@@ -130,6 +130,24 @@ class FakeEmbeddings:
         """The ``/v1`` base (what OpenAI/compatible ``apiURL`` holds)."""
         return f"{self.url}/v1"
 
+    def search_config(self, dimensions: int) -> dict[str, Any]:
+        """The plugin's ``embeddingSearchConfig`` for pgvector over this fake (OpenAI-compatible),
+        posts chunked by sentence."""
+        return {
+            "type": "composite",
+            "vectorStore": {"type": "pgvector", "parameters": {}},
+            "embeddingProvider": {
+                "type": "openai-compatible",
+                "parameters": {
+                    "apiURL": self.base_url,
+                    "apiKey": self.api_key,
+                    "embeddingModel": "text-embedding-3-small",
+                },
+            },
+            "dimensions": dimensions,
+            "chunkingOptions": {"chunkSize": 0, "chunkOverlap": 0, "chunkingStrategy": "sentences"},
+        }
+
     # ---- scripting and assertions ------------------------------------------------------------
 
     def refuse_next(self, count: int, status: int = 429) -> None:

@@ -22,7 +22,7 @@ from tests.fakes.mcp_remote import FakeMcpServer, HangingServer
 from tests.fakes.oauth_server import FakeAuthServer
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.test_mcp_oauth import World as OAuthWorld
-from tests.integration.test_mcp_server import ACCEPT, ENDPOINT, MODERN, TEN_TOOLS, text_of
+from tests.integration.test_mcp_server import ACCEPT, ENDPOINT, MODERN, TEN_TOOLS, modern_tools_call, text_of
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -96,17 +96,7 @@ class World:
         self, user: FakeUser, tool: str, arguments: dict[str, Any], headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         """A raw 2026-07-28 tools/call through the gateway, with the headers that era sends."""
-        meta = {
-            "io.modelcontextprotocol/protocolVersion": MODERN,
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-        }
-        call = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments, "_meta": meta},
-        }
+        call = modern_tools_call(1, tool, arguments)
         sent = {
             "Authorization": f"Bearer {user.token}",
             "Content-Type": "application/json",

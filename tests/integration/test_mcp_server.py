@@ -47,6 +47,21 @@ MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 
 
+def modern_tools_call(call_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A raw 2026-07-28 ``tools/call``: no session, the client's era and capabilities in ``_meta``."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "id": call_id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+    }
+
+
 @dataclass
 class World:
     h: ClusterHarness
@@ -385,17 +400,7 @@ async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_messag
 async def test_a_stateless_era_call_through_the_gateway_is_served_in_one_exchange(world: World) -> None:
     # The 2026-07-28 era routes on Mcp-Method and Mcp-Name as well: a gateway that dropped them
     # got a header mismatch, and the SDK's clients fell back to the costlier handshake era.
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-    }
-    call = {
-        "jsonrpc": "2.0",
-        "id": 10,
-        "method": "tools/call",
-        "params": {"name": "read_channel", "arguments": {"channel_id": world.town.id}, "_meta": meta},
-    }
+    call = modern_tools_call(10, "read_channel", {"channel_id": world.town.id})
     headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "read_channel"}
     status, body, _ = await world.post(call, token=world.alice.token, headers=headers)
     assert status == 200 and "the release ships on friday" in body["result"]["content"][0]["text"], (status, body)

@@ -24,7 +24,7 @@ from tests.fakes.embeddings import FakeEmbeddings
 from tests.fakes.mattermost.state import FakeTeam, FakeUser
 from tests.harness import ClusterHarness, SessionPostgres
 from tests.integration.test_metrics import scrape, value
-from tests.integration.test_semantic_search import search_config
+from tests.integration.test_semantic_search import DIMENSIONS
 from tests.polling import poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -98,7 +98,7 @@ async def reindex_world(
     admin, a team and an author (``names``) whose seeded posts a reindex must find."""
     async with FakeEmbeddings() as embed:
         seed = tmp / "config.json"
-        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed)}))
+        seed.write_text(json.dumps({"embeddingSearchConfig": embed.search_config(DIMENSIONS)}))
         base = {
             "AGENTS_INDEX_LICENSE": "enterprise",
             "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),

@@ -44,7 +44,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import DEFAULT_ANSWER
 from tests.harness import PLUGIN, ClusterHarness, SessionPostgres
 from tests.integration.conversation_support import FAST, World
-from tests.integration.test_semantic_search import search_config
+from tests.integration.test_semantic_search import DIMENSIONS
 from tests.polling import poll
 
 # Fifteen processes started, killed and restarted one by one: about six minutes on a loaded 2-core machine.
@@ -350,7 +350,7 @@ async def test_three_replicas_share_the_load_and_survive_a_kill_and_a_rolling_re
         # Search on with the fake embedder, and one remote MCP server, from the cluster's first start.
         seed = tmp_path / "config.json"
         mcp = {"servers": [{"name": "scale", "enabled": True, "baseURL": server.url}]}
-        seed.write_text(json.dumps({"embeddingSearchConfig": search_config(embed), "mcp": mcp}))
+        seed.write_text(json.dumps({"embeddingSearchConfig": embed.search_config(DIMENSIONS), "mcp": mcp}))
         await survive(postgres, tmp_path, seed, server.url)
 
 

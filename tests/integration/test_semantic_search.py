@@ -39,23 +39,6 @@ DIMENSIONS = 64
 EXACT_SCAN_ROWS = 20
 
 
-def search_config(embed: FakeEmbeddings, dimensions: int = DIMENSIONS) -> dict[str, Any]:
-    return {
-        "type": "composite",
-        "vectorStore": {"type": "pgvector", "parameters": {}},
-        "embeddingProvider": {
-            "type": "openai-compatible",
-            "parameters": {
-                "apiURL": embed.base_url,
-                "apiKey": embed.api_key,
-                "embeddingModel": "text-embedding-3-small",
-            },
-        },
-        "dimensions": dimensions,
-        "chunkingOptions": {"chunkSize": 0, "chunkOverlap": 0, "chunkingStrategy": "sentences"},
-    }
-
-
 @dataclass
 class World:
     h: ClusterHarness
@@ -126,7 +109,7 @@ async def world(postgres: SessionPostgres, tmp_path_factory: pytest.TempPathFact
             "apiURL": openai.base_url,
             "defaultModel": "gpt-4o",
         }
-        seed.write_text(json.dumps({"services": [service], "embeddingSearchConfig": search_config(embed)}))
+        seed.write_text(json.dumps({"services": [service], "embeddingSearchConfig": embed.search_config(DIMENSIONS)}))
         env = {
             "AGENTS_INDEX_LICENSE": "enterprise",
             "AGENTS_INDEX_CONFIG_SEED_FILE": str(seed),
@@ -503,7 +486,7 @@ async def test_a_model_change_stops_search_until_a_reindex(world: World) -> None
     lee = world.user("lee")
     status, saved, _ = await world.h.request("GET", "/admin/config", user=world.admin)
     assert status == 200
-    changed = {**saved, "embeddingSearchConfig": {**search_config(world.embed, dimensions=32)}}
+    changed = {**saved, "embeddingSearchConfig": world.embed.search_config(32)}
     status, answer, _ = await world.h.request("PUT", "/admin/config", user=world.admin, json_body=changed)
     assert status == 200, answer
 
