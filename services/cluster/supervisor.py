@@ -193,10 +193,9 @@ class Cluster:
     def replica_environment(self, service: str, name: str) -> dict[str, str]:
         """What process ``name``, a replica of ``service``, is started with: the shared
         environment, its own port and its own extras."""
-        own = {
-            port_variable(service): str(self.config.port(name)),
-            f"AGENTS_{service.upper()}_METRICS_PORT": str(self.config.metrics_ports.get(name, 0)),
-        }
+        own = {port_variable(service): str(self.config.port(name))}
+        if name != service:  # the first replica's is the shared environment's (which ``env`` may set)
+            own[f"AGENTS_{service.upper()}_METRICS_PORT"] = str(self.config.metrics_ports.get(name, 0))
         return {**self.environment(), **own, **self.config.process_env.get(name, {})}
 
     async def start(self, *, timeout: float = 60.0) -> None:
