@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -56,6 +57,7 @@ _handed_out: set[int] = set()
 _LOWEST_PORT = 10000
 
 
+@functools.cache
 def _ephemeral_start() -> int:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:

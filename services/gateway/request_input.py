@@ -85,3 +85,9 @@ def check_mattermost_id(value: object, field: str) -> None:
     would be for nothing."""
     if not isinstance(value, str) or _MATTERMOST_ID.fullmatch(value) is None:
         raise InvalidInput(f"{field} must be a Mattermost id (26 lowercase letters and digits)", field=field)
+
+
+def check_optional_mattermost_id(value: object, field: str) -> None:
+    """As ``check_mattermost_id``, where an empty value means none (no scope, no channel)."""
+    if value:
+        check_mattermost_id(value, field)

@@ -17,7 +17,7 @@ from agents.registry.v1 import registry_pb2 as registry_pb2
 from services.common.errors import InvalidInput
 from services.common.mattermost.attachments import MAX_FILES
 from services.gateway.proto_json import INT32_MAX
-from services.gateway.request_input import check_mattermost_id
+from services.gateway.request_input import check_mattermost_id, check_optional_mattermost_id
 
 TEXT, END, ERROR, TOOL_CALLS, REASONING, REASONING_END, ANNOTATIONS, USAGE = range(8)
 
@@ -104,8 +104,7 @@ def _parse_posts(posts: Any) -> tuple[list[llm_pb2.Message], list[tuple[str, ...
 
 def _optional_id(body: dict[str, Any], field: str) -> str:
     value = body.get(field) or ""
-    if value:
-        check_mattermost_id(value, field)
+    check_optional_mattermost_id(value, field)
     return str(value)
 
 

@@ -14,7 +14,7 @@ from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json
 from services.gateway.prompt_template import render_template
 from services.gateway.proto_json import to_json
-from services.gateway.request_input import check_mattermost_id
+from services.gateway.request_input import check_optional_mattermost_id
 
 routes = web.RouteTableDef()
 
@@ -115,8 +115,7 @@ async def render_prompt(request: web.Request) -> web.Response:
     channel_id, bot_username = payload.get("channel_id", ""), payload.get("bot_username", "")
     if not isinstance(channel_id, str) or not isinstance(bot_username, str):
         raise InvalidInput("channel_id and bot_username must be strings")
-    if channel_id:
-        check_mattermost_id(channel_id, "channel_id")
+    check_optional_mattermost_id(channel_id, "channel_id")
     prompt = (
         await unary(
             deps.backends.registry.GetCustomPrompt, registry_pb2.GetCustomPromptRequest(id=request.match_info["id"])

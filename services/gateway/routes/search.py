@@ -28,7 +28,7 @@ from services.gateway.deps import DEPS
 from services.gateway.middleware import caller_of, read_json, require_empty_body
 from services.gateway.proto_json import from_json
 from services.gateway.replies import Events, Question
-from services.gateway.request_input import check_mattermost_id
+from services.gateway.request_input import check_optional_mattermost_id
 from services.gateway.routes.guards import bot_for, require_admin
 
 routes = web.RouteTableDef()
@@ -220,9 +220,8 @@ async def _search_request(request: web.Request) -> tuple[str, index_pb2.SearchRe
 
 def _check_scope(search: index_pb2.SearchRequest, team_field: str, channel_field: str) -> None:
     """The team and channel a search is limited to ("" for none) must be Mattermost ids."""
-    for name, value in ((team_field, search.team_id), (channel_field, search.channel_id)):
-        if value:
-            check_mattermost_id(value, name)
+    check_optional_mattermost_id(search.team_id, team_field)
+    check_optional_mattermost_id(search.channel_id, channel_field)
 
 
 RAW_MAX_LIMIT = 50
