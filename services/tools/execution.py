@@ -43,6 +43,7 @@ from services.tools.policies import (
     ToolContext,
     ToolPolicy,
     auto_approved,
+    default_policy,
     effective_policy,
     offers,
     refusal,
@@ -231,6 +232,13 @@ class ToolService:
         """Every built-in tool's policy as it applies, in catalog order."""
         effective = await self._effective(self._config())
         return [effective[spec.name] for spec in BUILTIN_TOOLS]
+
+    @staticmethod
+    def vetted_seed() -> list[ToolPolicy]:
+        """The embedded Mattermost server's vetted seed: its reading tools at their built-in defaults."""
+        return [
+            default_policy(spec) for spec in BUILTIN_TOOLS if spec.family is ToolFamily.MATTERMOST and not spec.writes
+        ]
 
     async def set_policy(self, caller: Identity, policy: ToolPolicy) -> ToolPolicy:
         """Store a tool's policy; system admins only, InvalidInput for an unknown tool."""

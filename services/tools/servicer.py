@@ -123,5 +123,6 @@ class ToolsServicer(tools_pb2_grpc.ToolsServicer):
         request: tools_pb2.ListPoliciesRequest,
         context: grpc.aio.ServicerContext[tools_pb2.ListPoliciesRequest, tools_pb2.ListPoliciesResponse],
     ) -> tools_pb2.ListPoliciesResponse:
-        """Every tool with its policy."""
-        return tools_pb2.ListPoliciesResponse(policies=[_policy_to_pb(p) for p in await self.service.list_policies()])
+        """Every tool with its policy, or the embedded server's vetted seed."""
+        policies = self.service.vetted_seed() if request.vetted_seed else await self.service.list_policies()
+        return tools_pb2.ListPoliciesResponse(policies=[_policy_to_pb(p) for p in policies])

@@ -56,7 +56,13 @@ ROUTES = [
     Route("PUT", "/mcp/user-preferences", body={"disabled_servers": ["github"]}, served=True),
     Route("GET", "/oauth/callback", "/oauth/callback?state=s1&code=c1", served=True),
     Route("GET", "/admin/mcp/tools", admin=True, served=True),
-    Route("GET", "/admin/mcp/vetted-tool-seed", "/admin/mcp/vetted-tool-seed?base_url=https://mcp.x.io", admin=True),
+    Route(
+        "GET",
+        "/admin/mcp/vetted-tool-seed",
+        "/admin/mcp/vetted-tool-seed?base_url=https://mcp.x.io",
+        admin=True,
+        served=True,
+    ),
     Route("POST", "/admin/mcp/tools/cache/clear", admin=True, served=True),
     Route("PUT", "/admin/mcp/plugin-servers/{pluginID}", "/admin/mcp/plugin-servers/com.x", body={}, admin=True),
     Route("POST", "/bridge/v1/mcp/register", body={"name": "Jira", "path": "/mcp"}, bridge=True),
@@ -121,3 +127,25 @@ async def test_a_user_cannot_register_mcp_servers_by_claiming_to_be_a_plugin(wor
             route.method, route.url, user=world.admin, json_body=route.body, headers=forged
         )
         assert status == 403, (route.url, status, body)
+
+
+SEED = "/admin/mcp/vetted-tool-seed"
+
+
+async def test_the_vetted_seed_of_the_embedded_server_lets_its_reading_tools_run_in_dms(world: World) -> None:
+    status, body, _ = await world.h.request("GET", SEED + "?base_url=embedded://mattermost", user=world.admin)
+    assert status == 200, body
+    assert_matches_openapi("GET", SEED, 200, body)
+    seed = {c["name"]: (c["policy"], c["enabled"]) for c in body["tool_configs"]}
+    reading = ["read_post", "read_channel", "search_posts", "get_channel_info", "get_team_info", "search_users"]
+    reading += ["get_channel_members", "get_team_members"]
+    assert all(seed.get(name) == ("auto_run_in_dm", True) for name in reading), seed
+    assert not {"create_post", "create_channel", "web_search"} & set(seed), seed  # writes and web tools ask
+
+
+async def test_a_remote_server_has_no_vetted_seed_and_the_base_url_is_required(world: World) -> None:
+    status, body, _ = await world.h.request("GET", SEED + "?base_url=https://mcp.x.io/mcp", user=world.admin)
+    assert (status, body) == (200, {"tool_configs": []})
+    status, body, _ = await world.h.request("GET", SEED, user=world.admin)
+    assert status == 400 and "base_url" in body["error"], body
+    assert_matches_openapi("GET", SEED, 400, body)

@@ -1,8 +1,9 @@
 """MCP routes (plugin-api.md 1.2-1.5): the user's MCP tools and OAuth connections, the admin's
-server status and tool cache, each a call to ``agents.mcp.v1.MCP``.
+server status and tool cache, each a call to ``agents.mcp.v1.MCP``, and the vetted tool seed
+(``agents.tools.v1.Tools``, which owns tool policies).
 
 The user's tool preferences live in the registry (per-user data, like prompt pins). Routes the
-MCP API has no call for yet (vetted tool seeds, servers other plugins register) are served behind
+MCP API has no call for yet (servers other plugins register) are served behind
 the plugin's guards and answer 501 from here. The Mattermost MCP server's routes are in
 ``mcp_server``.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from agents.common.v1 import common_pb2 as common_pb2
 from agents.mcp.v1 import mcp_pb2 as mcp_pb2
 from agents.registry.v1 import registry_pb2 as registry_pb2
+from agents.tools.v1 import tools_pb2 as tools_pb2
 from aiohttp import web
 from google.protobuf import json_format
 
@@ -184,10 +186,43 @@ async def put_user_preferences(request: web.Request) -> web.Response:
     return web.json_response({"disabled_servers": list(reply.preferences.disabled_servers)})
 
 
-# ---- routes the MCP API has no call for yet ----------------------------------------------------
+# The plugin's name for its embedded Mattermost MCP server (the agent's MCP tab uses it too).
+EMBEDDED_SERVER_ORIGIN = "embedded://mattermost"
+# The plugin's ``tool_configs[].policy`` strings by approval and auto-run scope (unset scope is DM).
+_TOOL_CONFIG_POLICIES = {
+    (tools_pb2.APPROVAL_POLICY_AUTO, tools_pb2.AUTO_RUN_SCOPE_UNSPECIFIED): "auto_run_in_dm",
+    (tools_pb2.APPROVAL_POLICY_AUTO, tools_pb2.AUTO_RUN_SCOPE_EVERYWHERE): "auto_run_everywhere",
+    (tools_pb2.APPROVAL_POLICY_AUTO, tools_pb2.AUTO_RUN_SCOPE_DM): "auto_run_in_dm",
+}
 
 
 @routes.get("/admin/mcp/vetted-tool-seed")
+async def vetted_tool_seed(request: web.Request) -> web.Response:
+    """The tool defaults vetted for a server, for admins adding it.
+
+    The embedded Mattermost server's seed comes from the tools service (its reading tools run
+    without asking in DMs). The plugin also ships curated lists for a few public servers; we have no
+    list for any remote server, so each answers none and its tools ask before they run.
+    """
+    require_admin(request)
+    base_url = request.query.get("base_url", "").strip()
+    if not base_url:
+        raise InvalidInput("base_url is required", field="base_url")
+    if base_url.rstrip("/").lower() != EMBEDDED_SERVER_ORIGIN:
+        return web.json_response({"tool_configs": []})
+    reply = await unary(request.app[DEPS].backends.tools.ListPolicies, tools_pb2.ListPoliciesRequest(vetted_seed=True))
+    return web.json_response({"tool_configs": [_tool_config(p) for p in reply.policies]})
+
+
+def _tool_config(policy: tools_pb2.ToolPolicy) -> dict[str, Any]:
+    usable = policy.enabled and policy.approval != tools_pb2.APPROVAL_POLICY_DISABLED
+    mode = _TOOL_CONFIG_POLICIES.get((policy.approval, policy.auto_run_scope), "ask")
+    return {"name": policy.tool_name, "policy": mode, "enabled": usable}
+
+
+# ---- routes the MCP API has no call for yet ----------------------------------------------------
+
+
 @routes.put("/admin/mcp/plugin-servers/{pluginID}")
 async def admin_feature_not_available(request: web.Request) -> web.Response:
     """501, after the admin check, for the admin MCP routes the MCP API has no call for yet."""

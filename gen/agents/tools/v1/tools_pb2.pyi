@@ -459,12 +459,19 @@ class ListPoliciesRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    VETTED_SEED_FIELD_NUMBER: _builtins.int
+    vetted_seed: _builtins.bool
+    """True: the built-in defaults of the Mattermost tools that read (the plugin's vetted seed for its
+    embedded MCP server), whatever is configured or stored; false: every tool's policy in force.
+    """
     def __init__(
         self,
+        *,
+        vetted_seed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vetted_seed", b"vetted_seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -479,7 +486,7 @@ class ListPoliciesResponse(_message.Message):
     POLICIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolPolicy]:
-        """The policy in force for every built-in tool."""
+        """The policy in force for every built-in tool, or the vetted seed (see the request)."""
 
     def __init__(
         self,
