@@ -10,10 +10,9 @@ that most of the service's CPU. So StreamComplete sends:
   text deltas joined into one (``providers.coalesce``). A message goes early when it holds
   ``Done`` (the end is never held back) or ``max_events`` events.
 
-A reader task pulls the stream into a list. It stops at ``max_events`` unsent events: a slow
-client still slows the upstream read (backpressure). While the next message may not go yet, an
-SSE provider's reader holds off and reads what arrived in one go when the window is due
-(``pacing.py``): one pass through the decode chain per message rather than per token.
+A reader task pulls the stream into a list, so waiting out the window never delays the upstream
+read and the stall watchdog still counts only the time spent waiting on the provider. It stops
+at ``max_events`` unsent events: a slow client still slows the upstream read (backpressure).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from services.llm.pacing import ReadPacer, set_pacer
 from services.llm.providers.base import Done, Event
 from services.llm.providers.coalesce import coalesce
 
@@ -77,9 +75,7 @@ async def coalesced(
         raise ValueError("max_events must be at least 1")
     loop = asyncio.get_running_loop()
     relay = _Relay(max_events)
-    pacer = ReadPacer(relay.wake)
-    # Without a window every message goes when ready: nothing to pace the reads to.
-    reader = asyncio.create_task(_read(events, relay, pacer if window > 0 else None))
+    reader = asyncio.create_task(_read(events, relay))
     sent = float("-inf")
     try:
         while True:
@@ -88,7 +84,7 @@ async def coalesced(
                 await relay.wait()
             due = sent + window
             pending = relay.events
-            if pending and _open(relay):
+            if pending and not relay.ended and len(pending) < max_events and type(pending[-1]) is not Done:
                 if loop.time() < due:
                     relay.eager = False
                     timer = loop.call_at(due, relay.wake)
@@ -96,18 +92,12 @@ async def coalesced(
                         await relay.wait()
                     finally:
                         timer.cancel()
-                while pacer.holding and _open(relay):
-                    # The reader is due too and about to hand up what arrived in the window.
-                    relay.eager = False
-                    await relay.wait()
             batch = relay.take()
             if batch:
-                # The window runs from the take: the reader, held until then, is due with us.
-                sent = loop.time()
-                pacer.due = sent + window
                 yield coalesce(batch)
                 if type(batch[-1]) is Done:
                     return
+                sent = loop.time()
             elif relay.ended:
                 if relay.error is not None:
                     raise relay.error
@@ -120,17 +110,9 @@ async def coalesced(
             await asyncio.wait((reader,))
 
 
-def _open(relay: _Relay) -> bool:
-    """The unsent events may wait for more: the stream goes on and they are not a full message."""
-    events = relay.events
-    return not relay.ended and len(events) < relay.max_events and type(events[-1]) is not Done
-
-
-async def _read(events: AsyncGenerator[Event, None], relay: _Relay, pacer: ReadPacer | None) -> None:
+async def _read(events: AsyncGenerator[Event, None], relay: _Relay) -> None:
     """Pulls ``events`` into ``relay`` (the reader task), then marks the end."""
     loop = asyncio.get_running_loop()
-    if pacer is not None:
-        set_pacer(pacer)
     try:
         # Closed here, in the task that iterated it: its context variables (set on its first
         # step) cannot be reset from another task, e.g. the sender's after a cancellation.

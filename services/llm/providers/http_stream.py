@@ -17,7 +17,6 @@ import orjson
 from multidict import CIMultiDict
 
 from services.llm.overhead import current_clock, provider_wait
-from services.llm.pacing import ReadPacer, current_pacer
 from services.llm.providers.base import ProviderError
 from services.llm.providers.errors import (
     MAX_ERROR_BODY_BYTES,
@@ -48,7 +47,6 @@ async def post_sse_batches(
     pulling stops the reads, and TCP pushes back on the provider.
     """
     resp = await _send(session, url, headers=headers, body=body, provider_name=provider_name)
-    pacer = current_pacer()
     finished = False
     try:
         if resp.status >= 300:
@@ -57,17 +55,11 @@ async def post_sse_batches(
         decoder = SSEDecoder()
         content = resp.content
         # Only the awaits on the socket count as provider time; decoding is ours (llm/overhead.py).
-        # A pacer's hold counts too: it replaces the wait the tokens held back would have had.
         clock = current_clock()
-        if pacer is not None:
-            content.on_eof(pacer.release)  # the end is never held back
         while True:
             since = clock.now() if clock is not None else 0.0
             try:
-                if pacer is None:
-                    chunk = await content.readany()
-                else:
-                    chunk = await _paced_read(content, pacer)
+                chunk = await content.readany()
             except _CONNECTION_ERRORS as exc:
                 logger.warning("stream from %s broke: %s", provider_name, type(exc).__name__)
                 raise provider_error_from_exception(exc, provider_name) from None
@@ -84,8 +76,6 @@ async def post_sse_batches(
             yield tail
         finished = True
     finally:
-        if pacer is not None:
-            pacer.caught_up()  # this response hands up nothing more
         # A body the HTTP parser already saw end (the consumer stopped right after the final
         # event) leaves a clean connection: back to the pool, sparing the next call a connect
         # (and, upstream, a TLS handshake). Anything else is dropped: that is how an abandoned
@@ -95,18 +85,6 @@ async def post_sse_batches(
             resp.release()
         else:
             resp.close()
-
-
-async def _paced_read(content: aiohttp.StreamReader, pacer: ReadPacer) -> bytes:
-    """The next read, after the pacer's hold: all that arrived meanwhile in one piece. Called
-    again only once the previous read's events were handed up (``caught_up``)."""
-    pacer.caught_up()
-    if not content.is_eof() and await pacer.hold():
-        chunk = content.read_nowait()
-        if chunk or content.at_eof():
-            return chunk
-        pacer.caught_up()  # nothing arrived while held
-    return await content.readany()
 
 
 async def _send(
