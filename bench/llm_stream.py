@@ -25,7 +25,9 @@ flagged: the generator could not keep up, so its req/s is a lower bound and its 
 Environment: BENCH_LLM_CONCURRENCY (default "1,50,100,500"), BENCH_LLM_QUICK=1 (c=1 and 50, one
 round of 2 s levels), BENCH_LLM_PEERS=0 (skip LiteLLM/Portkey), BENCH_LLM_INSTALL_PEERS=1 (install
 them into .tools/ first), BENCH_LLM_PROFILE=1 (run the llm under pyinstrument and print where time goes),
-BENCH_LLM_WORKERS=N (N worker processes each for the llm and the gateway, all on the SUT's CPU).
+BENCH_LLM_WORKERS=N (N worker processes each for the llm and the gateway, all on the SUT's CPU),
+BENCH_LLM_TARGETS (comma-separated name fragments, e.g. "direct,llm gRPC": only the targets whose
+name holds one; the direct baselines must stay for added TTFT).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ LEVEL_STREAMS = int(os.environ.get("BENCH_LLM_LEVEL_STREAMS", "200" if QUICK els
 WITH_PEERS = os.environ.get("BENCH_LLM_PEERS", "1") != "0"
 PROFILE = os.environ.get("BENCH_LLM_PROFILE") == "1"
 WORKERS = os.environ.get("BENCH_LLM_WORKERS", "1")
+TARGETS = [t for t in os.environ.get("BENCH_LLM_TARGETS", "").split(",") if t]
 TTFT_MS, TOKEN_DELAY_MS, TOKENS = 20, 5, 50
 ADMIN = Identity(permissions=frozenset({MANAGE_SYSTEM}))
 PORTKEY = "Portkey gateway"
@@ -380,7 +383,8 @@ async def run() -> None:
                 targets += await stack.enter_async_context(peer_targets(fake_url, http, notes))
             else:
                 notes.append("peers skipped (BENCH_LLM_PEERS=0)")
-            results = await measure([t for t in targets if await probe(t)])
+            chosen = [t for t in targets if not TARGETS or any(f in t.name for f in TARGETS)]
+            results = await measure([t for t in chosen if await probe(t)])
     finally:
         fake.terminate()
         await fake.wait()

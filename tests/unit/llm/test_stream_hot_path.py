@@ -188,6 +188,18 @@ def test_the_sse_decoder_handles_every_line_ending_split_anywhere(newline: str):
         assert events == [SSEEvent("a", "1\n2"), SSEEvent("", "3")], cut
 
 
+def test_the_sse_decoder_keeps_multibyte_text_split_across_reads_and_skips_what_carries_no_data():
+    # "é" and "😀" are 2 and 4 bytes: every cut lands once inside each. A comment, an event with
+    # no data line, a field without a value and a "data:" without the optional space are legal.
+    raw = (": comment\nevent: ping\n\nid: 7\nretry\ndata:caf\xc3\xa9\n\ndata: \xf0\x9f\x98\x80 ok\ndata\n\n").encode(
+        "latin-1"
+    )
+    for cut in range(len(raw) + 1):
+        decoder = SSEDecoder()
+        events = decoder.feed(raw[:cut]) + decoder.feed(raw[cut:]) + decoder.close()
+        assert events == [SSEEvent("", "café", "7"), SSEEvent("", "😀 ok\n", "7")], cut
+
+
 def test_the_sse_decoder_refuses_an_endless_line():
     decoder = SSEDecoder(max_line_bytes=16)
     with pytest.raises(ProviderError, match="longer than 16 bytes"):
