@@ -69,6 +69,9 @@ class ReindexSettings:
     defer_hnsw: bool = True
     # Pages read and being embedded ahead of the one being committed.
     pages_ahead: int = 8
+    # Posts one commit may hold: each takes an advisory lock, and PostgreSQL's lock table is shared
+    # by every worker (max_locks_per_transaction x max_connections, 6,400 by default).
+    commit_posts: int = 600
     # Partitions of a new job; above 1, each is read by a worker process of its own.
     workers: int = 1
 
@@ -361,7 +364,7 @@ class Reindexer:
         try:
             while (page := held or await pages.get()) is not None:
                 await page.chunks
-                group, held = _embedded_behind(page, pages)
+                group, held = _embedded_behind(page, pages, self.settings.commit_posts)
                 status = await self._store(partition, setup, group)
                 for _ in group:
                     ahead.release()
@@ -442,17 +445,18 @@ class Reindexer:
         return status
 
 
-def _embedded_behind(page: _Page, pages: asyncio.Queue[_Page | None]) -> tuple[list[_Page], _Page | None]:
-    """``page`` and the queued pages behind it that are embedded already (one that failed is
-    left for its turn), and the first page taken from the queue that is not."""
-    group = [page]
+def _embedded_behind(page: _Page, pages: asyncio.Queue[_Page | None], most: int) -> tuple[list[_Page], _Page | None]:
+    """``page`` and the queued pages behind it that are embedded already, within ``most`` posts in
+    all (one that failed is left for its turn), and the first page taken from the queue that is not."""
+    group, posts = [page], len(page.posts)
     while not pages.empty():
         following = pages.get_nowait()
         if following is None:
             pages.put_nowait(None)  # the end stays queued, after this group
             return group, None
         chunks = following.chunks
-        if not chunks.done() or chunks.cancelled() or chunks.exception() is not None:
+        posts += len(following.posts)
+        if posts > most or not chunks.done() or chunks.cancelled() or chunks.exception() is not None:
             return group, following
         group.append(following)
     return group, None
