@@ -13,6 +13,7 @@ BENCHMARKS = [
     "embeddings",
     "llm_stream",
     "mcp_server",
+    "reindex",
     "scale_out",
     "semantic_search",
 ]

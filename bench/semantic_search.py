@@ -1,5 +1,5 @@
 """Semantic search: recall@10 and fill rate against the exact permission-filtered ground truth,
-latency against the raw pgvector query with the same filter, and reindex throughput.
+latency against the raw pgvector query with the same filter.
 
 A synthetic index (``BENCH_SEARCH_ROWS`` chunks, 100,000 by default, of ``BENCH_SEARCH_DIMS``
 random unit vectors in ``BENCH_SEARCH_CHANNELS`` channels) in an embedded PostgreSQL, loaded with
@@ -11,10 +11,7 @@ End to end: Index.Search's whole path (the caller's channels from the fake Matte
 embedded by the fake embeddings API, both in this process, answering after
 ``BENCH_SEARCH_MATTERMOST_MS`` and ``BENCH_SEARCH_EMBED_MS``, 0 by default) with the channels asked
 before the search (as the gateway did) or while the query is embedded (``user_id``), interleaved
-with the same scan of the query's vector.
-Reindex: ``BENCH_REINDEX_POSTS`` posts read from the fake Mattermost and embedded by the
-zero-latency fake embeddings API, through the whole job (keyset pages, chunking, embedding, commits
-with the cursor).
+with the same scan of the query's vector. Reindex throughput is ``bench/reindex.py``'s.
 """
 
 from __future__ import annotations
@@ -38,8 +35,6 @@ from services.common.http_guard import OutboundPolicy
 from services.common.mattermost import MattermostClient
 from services.index.chunking import Chunker, ChunkingOptions
 from services.index.embeddings import Embedder, EmbeddingSettings, create_embedder
-from services.index.reindex.runner import Reindexer, ReindexSettings
-from services.index.reindex.store import JobStore
 from services.index.search.semantic import (
     MattermostMembership,
     ScanBounds,
@@ -52,13 +47,11 @@ from services.index.search.store import EmbeddingSpace, SearchPlan, VectorStore,
 from services.index.server import MIGRATIONS, VERSION_TABLE
 from tests.fakes.embeddings import FakeEmbeddings, fake_vector
 from tests.fakes.mattermost import FakeMattermost
-from tests.polling import poll
 
 ROWS = int(os.environ.get("BENCH_SEARCH_ROWS", "100000"))
 DIMS = int(os.environ.get("BENCH_SEARCH_DIMS", "64"))
 CHANNELS = int(os.environ.get("BENCH_SEARCH_CHANNELS", "200"))
 QUERIES = int(os.environ.get("BENCH_SEARCH_QUERIES", "50"))
-REINDEX_POSTS = int(os.environ.get("BENCH_REINDEX_POSTS", "5000"))
 MATTERMOST_MS = float(os.environ.get("BENCH_SEARCH_MATTERMOST_MS", "0"))
 EMBED_MS = float(os.environ.get("BENCH_SEARCH_EMBED_MS", "0"))
 K = 10
@@ -257,37 +250,6 @@ async def _end_to_end_table(store: VectorStore) -> list[tuple[str, Any]]:
     return out
 
 
-async def _reindex_rate(engine: Any) -> tuple[float, float]:
-    """Posts per second through the whole job, and this process's CPU seconds per 1,000 posts (the
-    job and the in-process fakes; on a shared machine the steadier of the two)."""
-    async with FakeMattermost() as mm, FakeEmbeddings() as embed:
-        admin = mm.add_user("bench-admin", roles="system_user system_admin")
-        author = mm.add_user("bench-author")
-        team = mm.add_team("bench")
-        channels = [mm.add_channel(team.id, f"bench-{i}") for i in range(20)]
-        rng = random.Random(5)
-        for i in range(REINDEX_POSTS):
-            mm.add_post(author, channels[i % len(channels)], " ".join(rng.choice(WORDS) for _ in range(12)))
-        embedder, space = _embedder(embed)
-        setup = SearchSetup(space, embedder, Chunker(ChunkingOptions()).split)
-        async with MattermostClient(mm.url, admin.token) as client:
-            index = SemanticIndex(VectorStore(engine), _fixed(setup), ScanBounds(), MattermostMembership(client))
-            reindexer = Reindexer(JobStore(engine), index, client, ReindexSettings(node_id="bench"))
-            began, cpu = time.perf_counter(), time.process_time()
-            job = await reindexer.start(clear=True)
-
-            async def ended() -> bool:
-                return (await reindexer.status()).status != "running"
-
-            await poll(ended, within=3600, interval=0.05)
-            elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-            done = await reindexer.status()
-            await reindexer.close()
-        await embedder.close()
-        assert done.status == "completed" and done.id == job.id, done
-        return done.processed_rows / elapsed, cpu * 1000 / done.processed_rows
-
-
 async def _run() -> list[tuple[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         postgres = EmbeddedPostgres(Path(tmp))
@@ -301,11 +263,6 @@ async def _run() -> list[tuple[str, Any]]:
             rows = [(f"load {ROWS:,} chunks of {DIMS} dims + HNSW build: s", f"{time.perf_counter() - began:.1f}")]
             rows += await _search_table(store)
             rows += await _end_to_end_table(store)
-            rate, cpu = await _reindex_rate(engine)
-            rows += [
-                (f"reindex through the whole job, zero-latency fakes: posts/s ({REINDEX_POSTS:,})", f"{rate:,.0f}"),
-                ("reindex: CPU s of the process (job + fakes) per 1,000 posts", f"{cpu:.2f}"),
-            ]
             return rows
         finally:
             await engine.dispose()

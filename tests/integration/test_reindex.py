@@ -242,3 +242,31 @@ async def test_the_index_metrics_show_the_latest_reindex_without_ids(world: Worl
     assert value(samples, "agents_index_reindex_total_rows") == done["total_rows"]
     statuses = {s.labels["status"]: s.value for s in samples if s.name == "agents_index_reindex_status"}
     assert statuses == {"running": 0, "cancel_requested": 0, "completed": 1, "failed": 0, "canceled": 0}
+
+
+async def test_pages_embedded_while_a_commit_waits_are_committed_together(world: World) -> None:
+    # A first job records the embedding space, so the next one starts without emptying the index.
+    status, job = await world.call("POST", "/admin/reindex", {"clearIndex": False})
+    assert status == 200, job
+    assert (await world.ended())["status"] == "completed"
+    async with await psycopg.AsyncConnection.connect(world.h.database_url) as lock:
+        # The job's first commit waits on this lock while the pages behind it are read and embedded.
+        await lock.execute("LOCK TABLE index_post_chunks IN SHARE MODE")
+        asked = len(world.embed.answered)
+        status, job = await world.call("POST", "/admin/reindex", {"clearIndex": False})
+        assert status == 200, job
+
+        async def read_ahead() -> bool:
+            return len(world.embed.answered) - asked >= 8  # the job's pages_ahead: the reader waits
+
+        await poll(read_ahead, within=30, message="the job did not read ahead while its first commit waited")
+        await lock.rollback()
+    assert (await world.ended())["status"] == "completed"
+    pages = len(world.embed.answered) - asked  # one request per page: a page's five texts fit in one
+    async with await psycopg.AsyncConnection.connect(world.h.database_url) as conn:
+        cursor = await conn.execute("SELECT count(DISTINCT xmin::text) FROM index_post_chunks")
+        row = await cursor.fetchone()
+    assert row is not None
+    # Every row was rewritten by the job: its commits are the distinct transaction ids of the rows.
+    assert row[0] <= pages - 4, f"{row[0]} commits for {pages} pages"
+    await world.assert_exactly_once()

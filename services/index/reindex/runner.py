@@ -69,6 +69,9 @@ class ReindexSettings:
     defer_hnsw: bool = True
     # Pages read and being embedded ahead of the one being committed.
     pages_ahead: int = 8
+    # Posts one commit may hold: each takes an advisory lock, and PostgreSQL's lock table is shared
+    # by every worker (max_locks_per_transaction x max_connections, 6,400 by default).
+    commit_posts: int = 600
     # Partitions of a new job; above 1, each is read by a worker process of its own.
     workers: int = 1
 
@@ -351,21 +354,26 @@ class Reindexer:
             await self.jobs.set_total(job.id, sum(c.total_msg_count for c in channels))
         mine = [c for c in channels if zlib.crc32(c.id.encode()) % job.partitions == partition.part]
         # Reading, embedding and storing overlap: up to ``pages_ahead`` pages are read ahead and
-        # embedded concurrently, then committed one by one in the order they were read, each with
-        # the cursor past it.
+        # embedded concurrently, then committed in the order they were read: the next page with
+        # the pages behind it that are embedded already, in one transaction with the cursor past
+        # the last of them (a commit's round trips and WAL flush cost more than a page's rows).
         pages: asyncio.Queue[_Page | None] = asyncio.Queue()
         ahead = asyncio.Semaphore(self.settings.pages_ahead)
         reader = asyncio.create_task(self._read(job, partition, setup, mine, pages, ahead))
+        held: _Page | None = None
         try:
-            while (page := await pages.get()) is not None:
-                status = await self._store(partition, setup, await page.chunks, page)
-                ahead.release()
+            while (page := held or await pages.get()) is not None:
+                await page.chunks
+                group, held = _embedded_behind(page, pages, self.settings.commit_posts)
+                status = await self._store(partition, setup, group)
+                for _ in group:
+                    ahead.release()
                 if status == "cancel_requested":
                     raise _Canceled()
             await reader  # its error, when it stopped early
         finally:
             reader.cancel()
-            left = [page.chunks for page in _drain(pages)]
+            left = [page.chunks for page in [*_drain(pages), *([held] if held else [])]]
             for chunks in left:
                 chunks.cancel()
             await asyncio.gather(reader, *left, return_exceptions=True)
@@ -421,17 +429,37 @@ class Reindexer:
         )
         return await retrying(self.index.embed, setup, posts)
 
-    async def _store(self, partition: Partition, setup: SearchSetup, chunks: list[Chunk], page: _Page) -> str:
+    async def _store(self, partition: Partition, setup: SearchSetup, group: list[_Page]) -> str:
+        """Store the embedded pages in one transaction with the cursor past the last; the job's status."""
         status = ""
+        posts = [post.id for page in group for post in page.posts]
 
         async def advance(conn: AsyncConnection) -> None:
             nonlocal status
             status = await self.jobs.advance(
-                conn, partition, self.settings.node_id, page.cursor, len(page.posts), self.settings.lease_ms
+                conn, partition, self.settings.node_id, group[-1].cursor, len(posts), self.settings.lease_ms
             )
 
-        await self.index.store.replace_posts([p.id for p in page.posts], chunks, setup.space, advance)
+        chunks = [chunk for page in group for chunk in page.chunks.result()]
+        await self.index.store.replace_posts(posts, chunks, setup.space, advance)
         return status
+
+
+def _embedded_behind(page: _Page, pages: asyncio.Queue[_Page | None], most: int) -> tuple[list[_Page], _Page | None]:
+    """``page`` and the queued pages behind it that are embedded already, within ``most`` posts in
+    all (one that failed is left for its turn), and the first page taken from the queue that is not."""
+    group, posts = [page], len(page.posts)
+    while not pages.empty():
+        following = pages.get_nowait()
+        if following is None:
+            pages.put_nowait(None)  # the end stays queued, after this group
+            return group, None
+        chunks = following.chunks
+        posts += len(following.posts)
+        if posts > most or not chunks.done() or chunks.cancelled() or chunks.exception() is not None:
+            return group, following
+        group.append(following)
+    return group, None
 
 
 def _drain(pages: asyncio.Queue[_Page | None]) -> list[_Page]:

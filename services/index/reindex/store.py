@@ -234,7 +234,11 @@ class JobStore:
     ) -> str:
         """In the transaction that stored a page: move the partition's cursor past it, count its
         posts and renew the leases. The job's status (``cancel_requested`` asks the worker to
-        stop); Superseded when the partition is no longer this worker's or the job ended."""
+        stop); Superseded when the partition is no longer this worker's or the job ended.
+
+        The commit does not wait for the WAL flush: a database crash can lose only the last
+        commits, each whole (its rows with its cursor), so the resume reads those pages again."""
+        await conn.execute(text("SET LOCAL synchronous_commit = off"))
         moved = (
             await conn.execute(
                 text(
