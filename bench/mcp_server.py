@@ -266,6 +266,16 @@ async def embedded_cycles(embedded: Embedded, probe: Probe) -> list[Row]:
     await concurrently(CYCLES, lambda _: embedded.cycle())
     seconds, cpu = time.perf_counter() - start, probe.cpu() - cpu
     rows = [(f"embedded: {CYCLES} session cycles", f"{seconds:.0f}s, {cpu / CYCLES * 1000:.2f}ms CPU each")]
+    rows += [("embedded: mcp open files right after", f"{probe.fds()} (Mattermost keep-alive pool included)")]
+    # The tools' Mattermost connections stay pooled until aiohttp's keep-alive timeout (15 s) ends.
+    idle = time.perf_counter()
+    await poll(
+        lambda: probe.fds() <= before[1] * 1.1,
+        within=60,
+        interval=0.5,
+        message=lambda: f"open files {before[1]} .. {probe.fds()} a minute after the cycles",
+    )
+    rows += [("embedded: open files back within 10 % after", f"{time.perf_counter() - idle:.0f}s")]
     return rows + resources("embedded", before, (probe.rss_mib(), probe.fds()))
 
 
