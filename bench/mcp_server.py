@@ -19,10 +19,11 @@ could serve, whatever else the shared machine runs), RSS and open file descripto
    (``MCP.CallTool`` over gRPC: the user's pooled session in services/mcp/sessions.py) and by the
    SDK's client calling the server directly, interleaved, ``BENCH_MCP_CALLS`` (500) each: what our
    path adds at p50 and p99.
-4. Session cycles, ``BENCH_MCP_CYCLES`` (10,000) of each: the embedded server (``initialize``, a
-   call with the sealed id, ``DELETE``), and remote sessions (a new user's call opens a session,
-   which then idles out and is closed with ``DELETE``). The mcp process's RSS and open files
-   before, and after every session is gone.
+4. Session cycles, ``BENCH_MCP_CYCLES`` (10,000) of the embedded server (``initialize``, a call
+   with the sealed id, ``DELETE``), and ``BENCH_MCP_REMOTE_CYCLES`` (as many) of remote sessions (a
+   new user's call opens a session, which then idles out and is closed with ``DELETE``; each costs
+   several times an embedded cycle). The mcp process's RSS and open files before, and after every
+   session is gone.
 
 Run: ``.venv/bin/python -m bench mcp_server``.
 """
@@ -63,6 +64,7 @@ SECONDS = float(os.environ.get("BENCH_MCP_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_MCP_CONCURRENCY", "16"))
 CALLS = int(os.environ.get("BENCH_MCP_CALLS", "500"))
 CYCLES = int(os.environ.get("BENCH_MCP_CYCLES", "10000"))
+REMOTE_CYCLES = int(os.environ.get("BENCH_MCP_REMOTE_CYCLES", str(CYCLES)))
 # Seconds per throughput window, to show whether the rate stays flat.
 WINDOW = 60.0 if SECONDS >= 120 else 5.0
 LEGACY = "2025-11-25"
@@ -212,7 +214,7 @@ async def throughput(embedded: Embedded, probe: Probe) -> list[Row]:
     # The same request but for the session id: the difference is what the session costs (a long
     # run, the flatness check, measures the sealed session only).
     # The 2026-07-28 era: each call carries its envelope, and the SDK serves it in one exchange,
-    # with no transport and dispatcher per request as the handshake era's stateless mode builds.
+    # as services/mcp/embedded/single.py serves the handshake era's calls.
     meta = {
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": {},
@@ -264,6 +266,16 @@ async def embedded_cycles(embedded: Embedded, probe: Probe) -> list[Row]:
     await concurrently(CYCLES, lambda _: embedded.cycle())
     seconds, cpu = time.perf_counter() - start, probe.cpu() - cpu
     rows = [(f"embedded: {CYCLES} session cycles", f"{seconds:.0f}s, {cpu / CYCLES * 1000:.2f}ms CPU each")]
+    rows += [("embedded: mcp open files right after", f"{probe.fds()} (Mattermost keep-alive pool included)")]
+    # The tools' Mattermost connections stay pooled until aiohttp's keep-alive timeout (15 s) ends.
+    idle = time.perf_counter()
+    await poll(
+        lambda: probe.fds() <= before[1] * 1.1,
+        within=60,
+        interval=0.5,
+        message=lambda: f"open files {before[1]} .. {probe.fds()} a minute after the cycles",
+    )
+    rows += [("embedded: open files back within 10 % after", f"{time.perf_counter() - idle:.0f}s")]
     return rows + resources("embedded", before, (probe.rss_mib(), probe.fds()))
 
 
@@ -318,7 +330,7 @@ async def remote_cycles(remote: Remote, probe: Probe) -> list[Row]:
     opened, deleted = remote.server.methods["initialize"], remote.server.http_methods["DELETE"]
     cpu, start = probe.cpu(), time.perf_counter()
     # Each cycle is a new user: one session opened, used once, then idled out.
-    await concurrently(CYCLES, lambda i: remote.call(f"benchcycle{i:016d}"))
+    await concurrently(REMOTE_CYCLES, lambda i: remote.call(f"benchcycle{i:016d}"))
     seconds = time.perf_counter() - start
     opened = remote.server.methods["initialize"] - opened
 
@@ -330,7 +342,7 @@ async def remote_cycles(remote: Remote, probe: Probe) -> list[Row]:
     closed = remote.server.http_methods["DELETE"] - deleted
     cpu = probe.cpu() - cpu
     rows = [
-        (f"remote: {CYCLES} session cycles", f"{seconds:.0f}s, {cpu / CYCLES * 1000:.2f}ms CPU each"),
+        (f"remote: {REMOTE_CYCLES} session cycles", f"{seconds:.0f}s, {cpu / REMOTE_CYCLES * 1000:.2f}ms CPU each"),
         # A session whose goodbye outlasts its grace is cut without one: the server expires it.
         ("remote: sessions opened .. closed with DELETE", f"{opened} .. {closed}"),
     ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx2
 import jwt
+import psutil
 import pytest
 import pytest_asyncio
 from agents.mcp.v1 import embedded_server_pb2, embedded_server_pb2_grpc
@@ -47,18 +48,21 @@ MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 
 
+# What every 2026-07-28 request carries in place of a session: the client's era and capabilities.
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+}
+
+
 def modern_tools_call(call_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """A raw 2026-07-28 ``tools/call``: no session, the client's era and capabilities in ``_meta``."""
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-    }
+    """A raw 2026-07-28 ``tools/call``: no session, the envelope in ``_meta``."""
     return {
         "jsonrpc": "2.0",
         "id": call_id,
         "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+        "params": {"name": tool, "arguments": arguments, "_meta": MODERN_META},
     }
 
 
@@ -360,6 +364,26 @@ async def test_too_many_or_too_long_param_headers_are_400_naming_the_limit(world
     assert status == 400 and "Mcp-Param-Region is longer than 4096 characters" in body["error"], (status, body)
 
 
+def forwarded(
+    world: World, message: dict[str, Any], headers: dict[str, str], *, head_with_body: bool = True
+) -> embedded_server_pb2.ServeHttpRequest:
+    """``message`` from Alice as the gateway forwards it to the mcp service, with ``headers`` added."""
+    sent = {
+        "Host": world.h.mattermost.url.split("//", 1)[1],
+        "Authorization": f"Bearer {world.alice.token}",
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        **headers,
+    }
+    return embedded_server_pb2.ServeHttpRequest(
+        method="POST",
+        path="/mcp",
+        headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in sent.items()],
+        body=json.dumps(message).encode(),
+        head_with_body=head_with_body,
+    )
+
+
 async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_message(world: World) -> None:
     # The gateway's own call: one message for head and body halves grpc's per-answer work; a
     # caller that does not ask (an older gateway) still gets the head, then the body.
@@ -369,32 +393,50 @@ async def test_a_json_answer_comes_from_the_mcp_service_whole_in_one_grpc_messag
         "method": "tools/call",
         "params": {"name": "read_channel", "arguments": {"channel_id": world.town.id}},
     }
-    headers = {
-        "Host": world.h.mattermost.url.split("//", 1)[1],
-        "Authorization": f"Bearer {world.alice.token}",
-        "Content-Type": "application/json",
-        "Accept": ACCEPT,
-        "MCP-Protocol-Version": LEGACY,
-    }
-
-    def request(head_with_body: bool) -> embedded_server_pb2.ServeHttpRequest:
-        return embedded_server_pb2.ServeHttpRequest(
-            method="POST",
-            path="/mcp",
-            headers=[embedded_server_pb2.HttpHeader(name=n, value=v) for n, v in headers.items()],
-            body=json.dumps(call).encode(),
-            head_with_body=head_with_body,
-        )
-
+    headers, metadata = {"MCP-Protocol-Version": LEGACY}, world.h.metadata()
     async with world.h.channel("mcp") as channel:
         stub = embedded_server_pb2_grpc.EmbeddedServerStub(channel)
-        whole = [part async for part in stub.ServeHttp(request(True), metadata=world.h.metadata(), timeout=30)]
-        split = [part async for part in stub.ServeHttp(request(False), metadata=world.h.metadata(), timeout=30)]
+        whole = [part async for part in stub.ServeHttp(forwarded(world, call, headers), metadata=metadata, timeout=30)]
+        split_request = forwarded(world, call, headers, head_with_body=False)
+        split = [part async for part in stub.ServeHttp(split_request, metadata=metadata, timeout=30)]
     assert len(whole) == 1 and whole[0].head.status == 200, whole
     answer = json.loads(whole[0].head.body)
     assert answer["id"] == 9 and "the release ships on friday" in answer["result"]["content"][0]["text"], answer
     assert [part.WhichOneof("part") for part in split] == ["head", "body_chunk"], split
     assert not split[0].head.body and json.loads(split[1].body_chunk) == answer
+
+
+async def test_a_handshake_era_request_costs_the_mcp_process_no_more_cpu_than_a_stateless_era_one(
+    world: World,
+) -> None:
+    # Stateless, the SDK served each handshake-era request through a transport, a dispatcher and a
+    # server task built for it and torn down after the answer; a 2026-07-28 request is answered
+    # in one exchange. The mcp process's CPU seconds (not wall-clock), the two eras interleaved:
+    # 1.41 times the 2026-07-28 era's then, 1.01 now.
+    assert world.h.cluster is not None
+    process = psutil.Process(world.h.cluster.processes["mcp"].proc.pid)
+    session = await world.initialize(world.alice.token)
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    legacy = forwarded(world, listing, {"Mcp-Session-Id": session, "MCP-Protocol-Version": LEGACY})
+    modern_listing = {**listing, "params": {"_meta": MODERN_META}}
+    modern = forwarded(world, modern_listing, {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"})
+    cpu = {"handshake era": 0.0, "2026-07-28": 0.0}
+    async with world.h.channel("mcp") as channel:
+        stub = embedded_server_pb2_grpc.EmbeddedServerStub(channel)
+
+        async def serve(request: embedded_server_pb2.ServeHttpRequest, n: int) -> None:
+            for _ in range(n):
+                [part] = [p async for p in stub.ServeHttp(request, metadata=world.h.metadata(), timeout=30)]
+                assert part.head.status == 200 and len(json.loads(part.head.body)["result"]["tools"]) == 10
+
+        await serve(legacy, 20)
+        await serve(modern, 20)
+        for _ in range(8):
+            for era, request in (("handshake era", legacy), ("2026-07-28", modern)):
+                start = sum(process.cpu_times()[:2])
+                await asyncio.gather(*(serve(request, 10) for _ in range(4)))
+                cpu[era] += sum(process.cpu_times()[:2]) - start
+    assert cpu["handshake era"] <= 1.15 * cpu["2026-07-28"], cpu
 
 
 async def test_a_stateless_era_call_through_the_gateway_is_served_in_one_exchange(world: World) -> None:

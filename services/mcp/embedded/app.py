@@ -1,9 +1,10 @@
 """The Mattermost MCP server as an ASGI application: the SDK's streamable HTTP transport, bearer
 authentication and protected-resource metadata, laid out at the plugin's paths.
 
-The SDK serves every request statelessly (any replica can answer any request) and
-``SealedSessions`` gives legacy clients the ``Mcp-Session-Id`` they expect, sealed so that any
-replica can check it. Paths are below ``/plugins/mattermost-ai/mcp-server``: ``/mcp`` and
+The SDK serves every request statelessly (any replica can answer any request), a handshake-era
+request in one exchange where its answer allows (``SingleExchanges``), and ``SealedSessions``
+gives legacy clients the ``Mcp-Session-Id`` they expect, sealed so that any replica can check it.
+Paths are below ``/plugins/mattermost-ai/mcp-server``: ``/mcp`` and
 ``/.well-known/oauth-protected-resource``, as the plugin serves them.
 """
 
@@ -18,7 +19,7 @@ from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.routes import cors_middleware
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.auth import ProtectedResourceMetadata
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.common.errors import UpstreamUnavailable
 from services.mcp.embedded.auth import SCOPES, MattermostTokenVerifier
 from services.mcp.embedded.sessions import SessionSealer
+from services.mcp.embedded.single import SingleExchanges, buffer_body
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class SealedSessions:
         await self._app({**scope, "headers": inner.raw}, receive, _with_session_id(send, session_id))
 
     async def _maybe_initialize(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, replay = await _buffer(receive)
+        body, replay = await buffer_body(receive)
         version = _initialize_version(body)
         if version is None:
             await self._app(scope, replay, send)
@@ -117,28 +119,6 @@ def _with_session_id(send: Send, session_id: str) -> Send:
         await send(message)
 
     return sending
-
-
-async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
 
 
 def _initialize_version(body: bytes) -> str | None:
@@ -186,7 +166,7 @@ def build_app(
 ) -> Starlette:
     """The server's routes behind bearer authentication; ``manager`` must be running."""
     endpoint = RequireAuthMiddleware(
-        SealedSessions(StreamableHTTPASGIApp(manager), sealer), [], AnyHttpUrl(site.metadata_url)
+        SealedSessions(SingleExchanges(manager), sealer), [], AnyHttpUrl(site.metadata_url)
     )
     metadata = ProtectedResourceMetadata(
         resource=AnyHttpUrl(site.resource),
