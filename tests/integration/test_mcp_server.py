@@ -436,7 +436,7 @@ async def test_a_handshake_era_request_costs_the_mcp_process_no_more_cpu_than_a_
                 start = sum(process.cpu_times()[:2])
                 await asyncio.gather(*(serve(request, 10) for _ in range(4)))
                 cpu[era] += sum(process.cpu_times()[:2]) - start
-    assert cpu["handshake era"] <= 1.15 * cpu["2026-07-28"], cpu
+    assert cpu["handshake era"] <= 1.2 * cpu["2026-07-28"], cpu
 
 
 async def test_a_stateless_era_call_through_the_gateway_is_served_in_one_exchange(world: World) -> None:
