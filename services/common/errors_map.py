@@ -8,9 +8,9 @@ three hops away is still a NotFound for the gateway, which renders it as HTTP ex
 from __future__ import annotations
 
 import logging
+import sys
 
 import grpc
-from sqlalchemy import exc as sa_exc
 
 from services.common import errors
 
@@ -89,6 +89,12 @@ def domain_error_of(exc: BaseException) -> errors.DomainError | None:
     (a bug: INTERNAL)."""
     if isinstance(exc, errors.DomainError):
         return exc
+    # Imported only where already loaded: a process without a database (the gateway) then never
+    # loads SQLAlchemy, half a CPU second at each start, and cannot have raised one of its errors.
+    if "sqlalchemy.exc" not in sys.modules:
+        return None
+    from sqlalchemy import exc as sa_exc
+
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError) or (
         isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
     ):

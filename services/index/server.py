@@ -36,7 +36,6 @@ from services.index.registry.prompts import PromptLibrary
 from services.index.registry.servicer import RegistryServicer
 from services.index.registry.store import AgentStore
 from services.index.registry.user_preferences import UserToolPreferences
-from services.index.reindex.kubernetes_jobs import KubernetesJobs
 from services.index.reindex.metrics import ReindexGauges
 from services.index.reindex.runner import Reindexer, ReindexSettings
 from services.index.reindex.store import JobStore
@@ -133,6 +132,10 @@ class IndexProcess:
         if self.settings.reindex_backend == "kubernetes":
             # Here, not in __init__: reindex workers (the Job's pods) build this process too and
             # have neither the template nor the API access.
+            # Imported here: the Kubernetes client costs about a CPU second to import, which
+            # every other index start (and every test cluster) would pay for nothing.
+            from services.index.reindex.kubernetes_jobs import KubernetesJobs
+
             self.reindexer.kubernetes = await KubernetesJobs.create(self.settings)
         self._orphans = asyncio.create_task(self.reindexer.watch_orphans(), name="reindex-orphans")
 

@@ -8,6 +8,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -172,29 +173,30 @@ async def test_sigterm_turns_health_not_serving_then_exits_cleanly(postgres: Ses
         assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
-async def test_trusted_proxy_mode_accepts_signed_requests_and_refuses_forged_ones(postgres: SessionPostgres) -> None:
+async def test_trusted_proxy_mode_accepts_signed_requests_and_refuses_forged_ones(harness: ClusterHarness) -> None:
     secret = "shim-secret"
     env = {"AGENTS_GATEWAY_AUTH_MODE": "trusted_proxy", "AGENTS_GATEWAY_PROXY_SHARED_SECRET": secret}
-    async with ClusterHarness(postgres, env=env) as h:
-        user = h.mattermost.add_user("frank")
-        path = "/plugins/mattermost-ai/ai_bots"
+    # The mode is the gateway's alone: a gateway of its own beside the module cluster's will do.
+    gateway = await harness.start_gateway("gateway-trusted-proxy", env=env)
+    user = harness.mattermost.add_user("frank")
+    path = "/plugins/mattermost-ai/ai_bots"
 
-        def signed(user_id: str, *, key: str = secret, ts: int | None = None) -> dict[str, str]:
-            stamp = str(int(time.time()) if ts is None else ts)
-            return {
-                "Mattermost-User-Id": user_id,
-                "X-Agents-Timestamp": stamp,
-                "X-Agents-Signature": sign_request(key, stamp, "GET", path, user_id),
-            }
+    def signed(user_id: str, *, key: str = secret, ts: int | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if ts is None else ts)
+        return {
+            "Mattermost-User-Id": user_id,
+            "X-Agents-Timestamp": stamp,
+            "X-Agents-Signature": sign_request(key, stamp, "GET", path, user_id),
+        }
 
-        status, body, _ = await h.request("GET", "/ai_bots", headers=signed(user.id))
-        assert status == 200, body
-        status, _, _ = await h.request("GET", "/ai_bots", headers={"Mattermost-User-Id": user.id})
-        assert status == 401
-        status, _, _ = await h.request("GET", "/ai_bots", headers=signed(user.id, key="guess"))
-        assert status == 401
-        status, _, _ = await h.request("GET", "/ai_bots", headers=signed(user.id, ts=int(time.time()) - 3600))
-        assert status == 401
-        # A valid session token is not accepted in this mode: only the shim speaks for users.
-        status, _, _ = await h.request("GET", "/ai_bots", user=user)
-        assert status == 401
+    async def status_of(**kwargs: Any) -> int:
+        status, _, _ = await harness.request("GET", "/ai_bots", base_url=gateway, **kwargs)
+        return status
+
+    status, body, _ = await harness.request("GET", "/ai_bots", base_url=gateway, headers=signed(user.id))
+    assert status == 200, body
+    assert await status_of(headers={"Mattermost-User-Id": user.id}) == 401
+    assert await status_of(headers=signed(user.id, key="guess")) == 401
+    assert await status_of(headers=signed(user.id, ts=int(time.time()) - 3600)) == 401
+    # A valid session token is not accepted in this mode: only the shim speaks for users.
+    assert await status_of(user=user) == 401

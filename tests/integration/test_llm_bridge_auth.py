@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -69,6 +69,7 @@ class World:
     secret: str  # the plugin's credential (session) or the shim's key (trusted_proxy)
     restricted_id: str
     open_id: str
+    base_url: str = ""  # the gateway in this mode ("": the cluster's own)
 
     def user_id(self, named: str) -> str:
         return {"nobody": "", "bob": self.bob.id, "alice": self.alice.id}[named]
@@ -121,25 +122,25 @@ class World:
         """Each variant's (status, JSON body or SSE events, headers)."""
         answers = []
         for headers in self.variants(caller, method, path_qs):
-            status, payload, response_headers = await self.h.request(method, path_qs, json_body=body, headers=headers)
+            status, payload, response_headers = await self.h.request(
+                method, path_qs, json_body=body, headers=headers, base_url=self.base_url
+            )
             if response_headers.get("Content-Type", "").startswith("text/event-stream"):
                 payload = [json.loads(line[6:]) for line in payload.split("\n\n") if line.startswith("data: ")]
             answers.append((status, payload, response_headers))
         return answers
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["session", "trusted_proxy"])
-async def world(request: pytest.FixtureRequest, postgres: SessionPostgres) -> AsyncIterator[World]:
-    mode: str = request.param
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def session_world(postgres: SessionPostgres) -> AsyncIterator[World]:
+    """The module's cluster, its gateway in session mode."""
     secret = secrets.token_hex(32)
     # Licensed: user access rules and several agents need one.
-    env = {"AGENTS_INDEX_LICENSE": "enterprise", "AGENTS_GATEWAY_AUTH_MODE": mode}
-    if mode == "session":
-        env["AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS"] = (
-            f"com.example.unrelated={secrets.token_hex(32)},{PLUGIN_ID}={secret}"
-        )
-    else:
-        env["AGENTS_GATEWAY_PROXY_SHARED_SECRET"] = secret
+    env = {
+        "AGENTS_INDEX_LICENSE": "enterprise",
+        "AGENTS_GATEWAY_AUTH_MODE": "session",
+        "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": f"com.example.unrelated={secrets.token_hex(32)},{PLUGIN_ID}={secret}",
+    }
     async with FakeOpenAI() as fake, ClusterHarness(postgres, env=env) as h:
         alice, bob = h.mattermost.add_user("alice"), h.mattermost.add_user("bob")
         async with h.channel("index") as channel:
@@ -168,7 +169,26 @@ async def world(request: pytest.FixtureRequest, postgres: SessionPostgres) -> As
                 await registry.CreateAgent(
                     registry_pb2.CreateAgentRequest(agent=agent), metadata=h.metadata(ADMIN), timeout=10
                 )
-        yield World(mode, h, alice, bob, secret, *ids)
+        yield World("session", h, alice, bob, secret, *ids)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def trusted_proxy_world(session_world: World) -> World:
+    """A gateway in trusted_proxy mode beside the session one: the mode is the gateway's alone."""
+    secret = secrets.token_hex(32)
+    env = {
+        "AGENTS_GATEWAY_AUTH_MODE": "trusted_proxy",
+        "AGENTS_GATEWAY_PROXY_SHARED_SECRET": secret,
+        "AGENTS_GATEWAY_BRIDGE_PLUGIN_SECRETS": "",  # session mode's only
+    }
+    url = await session_world.h.start_gateway("gateway-trusted-proxy", env=env)
+    return replace(session_world, mode="trusted_proxy", secret=secret, base_url=url)
+
+
+@pytest.fixture(params=["session", "trusted_proxy"])
+def world(request: pytest.FixtureRequest) -> World:
+    world: World = request.getfixturevalue(f"{request.param}_world")
+    return world
 
 
 def _body(world: World, named: str) -> dict[str, Any]:
@@ -242,7 +262,7 @@ async def test_a_listing_for_a_user_asks_the_registry_once_whatever_the_number_o
     trace_id = secrets.token_hex(16)
     [headers] = world.variants("plugin", "GET", path)
     headers["traceparent"] = f"00-{trace_id}-{secrets.token_hex(8)}-01"
-    status, _, _ = await world.h.request("GET", path, headers=headers)
+    status, _, _ = await world.h.request("GET", path, headers=headers, base_url=world.base_url)
     assert status == 200
 
     def gateway(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
