@@ -191,17 +191,9 @@ class SemanticIndex:
         if not asked.user_id:
             raise InvalidInput("user_id is required: a search looks in that user's channels", field="user_id")
         setup = await self._setup()
-        # Membership, the stored space and the query's vector are asked at once: no round trip
-        # waits for another. A vector of a space that no longer matches is dropped unused.
-        channels, recorded, (vector,) = await asyncio.gather(
-            self._channels(asked), self.store.space(), setup.embedder.embed([query])
-        )
-        if recorded is None:
-            return Found([], "none", len(channels))  # nothing indexed yet
-        if recorded != setup.space:
-            raise FailedPrecondition("the embedding model changed since the index was built: search needs a reindex")
-        if not channels:
-            return Found([], "none", 0)
+        # Membership and the query's vector are asked at once: neither round trip waits for the
+        # other. The search checks the stored space in its own statement.
+        channels, (vector,) = await asyncio.gather(self._channels(asked), setup.embedder.embed([query]))
         plan = SearchPlan(
             channel_ids=channels,
             team_id=asked.team_id,
@@ -212,7 +204,7 @@ class SemanticIndex:
             max_scan_tuples=self._bounds.max_scan_tuples,
             ef_search=self._bounds.ef_search,
         )
-        hits, scans = await self.store.search(vector, recorded, plan)
+        hits, scans = await self.store.search(vector, setup.space, plan)
         return Found(hits, scans, len(channels))
 
     async def _channels(self, asked: SearchQuery) -> list[str]:
