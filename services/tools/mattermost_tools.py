@@ -42,9 +42,10 @@ class SemanticSearch(Protocol):
     """The index service's search; returns None when semantic search is unavailable."""
 
     async def search(
-        self, query: str, *, team_id: str, channel_id: str, limit: int, readable_channel_ids: list[str]
+        self, query: str, *, user_id: str, team_id: str, channel_id: str, limit: int
     ) -> list[SemanticHit] | None:
-        """Hits among ``readable_channel_ids``, best first; None to fall back to keyword search."""
+        """Hits among the channels ``user_id`` can read now, best first; None to fall back to
+        keyword search."""
         ...
 
 
@@ -149,7 +150,10 @@ class MattermostTools:
             raise ToolFailed(f"channel {channel_id}: {_UNREADABLE}")
         posts: list[Post] | None = None
         if semantic_enabled and self._semantic is not None:
-            posts = await self._semantic_posts(user_id, args["query"], team, channel_id, limit, readable)
+            # Only an asked team narrows the search, as on /search: the conversation's team would
+            # drop the user's DMs and GMs, which have none.
+            team_filter = args.get("team_id", "")
+            posts = await self._semantic_posts(user_id, args["query"], team_filter, channel_id, limit, readable)
         if posts is None:
             posts = await self._keyword_posts(user_id, args["query"], team, channel_id, limit)
         posts = (await readable.keep_readable(posts))[:limit]
@@ -161,10 +165,8 @@ class MattermostTools:
         self, user_id: str, query: str, team_id: str, channel_id: str, limit: int, readable: ReadableChannels
     ) -> list[Post] | None:
         assert self._semantic is not None
-        channels = [channel_id] if channel_id else await self._member_channel_ids(user_id, team_id)
-        hits = await self._semantic.search(
-            query, team_id=team_id, channel_id=channel_id, limit=limit, readable_channel_ids=channels
-        )
+        # The index looks the user's channels up itself (DMs and GMs included, archived ones not).
+        hits = await self._semantic.search(query, user_id=user_id, team_id=team_id, channel_id=channel_id, limit=limit)
         if hits is None:
             return None
         posts = []
@@ -179,13 +181,6 @@ class MattermostTools:
             if not post.delete_at:
                 posts.append(post)
         return posts
-
-    async def _member_channel_ids(self, user_id: str, team_id: str) -> list[str]:
-        teams = [team_id] if team_id else [t.id for t in await self._mm.get_user_teams(user_id)]
-        ids: list[str] = []
-        for team in teams:
-            ids += [c.id for c in await self._mm.get_channels_for_user(user_id, team)]
-        return ids
 
     async def _keyword_posts(self, user_id: str, query: str, team_id: str, channel_id: str, limit: int) -> list[Post]:
         teams = [team_id] if team_id else [t.id for t in await self._mm.get_user_teams(user_id)]

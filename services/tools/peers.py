@@ -79,18 +79,18 @@ class IndexSemanticSearch:
         self._index = index
 
     async def search(
-        self, query: str, *, team_id: str, channel_id: str, limit: int, readable_channel_ids: list[str]
+        self, query: str, *, user_id: str, team_id: str, channel_id: str, limit: int
     ) -> list[SemanticHit] | None:
-        """Hits in the given channels, or None so the caller falls back to keyword search."""
+        """Hits in the channels ``user_id`` can read, or None so the caller falls back to keyword
+        search."""
         request = index_pb2.SearchRequest(
-            query=query[:4000],
-            team_id=team_id,
-            channel_id=channel_id,
-            limit=min(limit, 50),
-            readable_channel_ids=readable_channel_ids,
+            query=query[:4000], user_id=user_id, team_id=team_id, channel_id=channel_id, limit=min(limit, 50)
         )
         try:
-            reply = await grpc_client.unary(self._index.Search, request)
+            # As the user: the index searches only the caller's own channels (the tools service
+            # checked that it may act for this user); a caller acting for another user is refused.
+            with _as_user(user_id):
+                reply = await grpc_client.unary(self._index.Search, request)
         except DomainError as exc:
             # UNIMPLEMENTED until the index's search lands, or the index is down: keywords still work.
             logger.info("semantic search unavailable, using keyword search: %s", type(exc).__name__)

@@ -84,6 +84,27 @@ class World:
         assert status == 200, answer
         return [r["post_id"] for r in answer["results"]]
 
+    async def search_posts(self, user: FakeUser, query: str) -> str:
+        """The search_posts tool's answer to ``user`` in their DM with the agent's bot (a
+        conversation in the team's context)."""
+        arguments = struct_pb2.Struct()
+        arguments.update({"query": query})
+        context = tools_pb2.ToolContext(
+            user_id=user.id,
+            agent_id=self.agent_id,
+            team_id=self.team.id,
+            channel_id=self.mm.add_direct_channel(user, self.bot).id,
+            is_direct_message=True,
+            conversation_id=f"search-{user.id}",
+        )
+        reply = await tools_pb2_grpc.ToolsStub(self.h.channel("tools")).ExecuteTool(
+            tools_pb2.ExecuteToolRequest(context=context, tool_name="search_posts", arguments=arguments),
+            metadata=self.h.metadata(Identity(user_id=user.id)),
+            timeout=20,
+        )
+        assert not reply.is_error, reply.content
+        return reply.content
+
 
 def as_message(post: dict[str, Any], channel: FakeChannel, **extra: Any) -> index_pb2.Post:
     return index_pb2.Post(
@@ -139,7 +160,7 @@ async def test_a_search_finds_posts_only_in_channels_the_caller_is_a_member_of(w
     # An explicit filter on a channel the caller cannot read finds nothing (no error that leaks it).
     assert await world.found(ann, "kangaroo release", channel_id=secret.id) == []
     # The body cannot name another caller or channels: the gateway sets who searches.
-    impersonating = await world.found(ann, "kangaroo release", user_id=bea.id, readable_channel_ids=[secret.id])
+    impersonating = await world.found(ann, "kangaroo release", user_id=bea.id)
     assert impersonating == [public["id"]]
     # A team filter is intersected with membership; DMs have no team.
     assert set(await world.found(bea, "kangaroo release", team_id=world.team.id)) == {public["id"], hidden["id"]}
@@ -299,23 +320,23 @@ async def test_the_search_posts_tool_searches_semantically(world: World) -> None
     den = world.channel("axolotl-den")
     mo = world.user("mo", den)
     post = await world.post(mo, den, "the axolotl feeding schedule changed")
-    arguments = struct_pb2.Struct()
-    arguments.update({"query": "when are the axolotls fed"})
-    dm = world.mm.add_direct_channel(mo, world.bot)
-    context = tools_pb2.ToolContext(
-        user_id=mo.id,
-        agent_id=world.agent_id,
-        team_id=world.team.id,
-        channel_id=dm.id,
-        is_direct_message=True,
-        conversation_id="c1",
-    )
-    reply = await tools_pb2_grpc.ToolsStub(world.h.channel("tools")).ExecuteTool(
-        tools_pb2.ExecuteToolRequest(context=context, tool_name="search_posts", arguments=arguments),
-        metadata=world.h.metadata(Identity(user_id=mo.id)),
-        timeout=20,
-    )
-    assert not reply.is_error and post["message"] in reply.content, reply.content
+    assert post["message"] in await world.search_posts(mo, "when are the axolotls fed")
+
+
+async def test_the_search_posts_tool_searches_what_search_does(world: World) -> None:
+    """The tool asks the index as the user, as /search does: their DMs are searched (the
+    conversation's team does not narrow them away) and a channel they left is not."""
+    lab, left = world.channel("okapi-lab"), world.channel("okapi-annex")
+    nell = world.user("nell", lab, left)
+    oto = world.user("oto", lab)
+    in_dm = await world.post(oto, world.mm.add_direct_channel(nell, oto), "okapi sighting report: in the dm")
+    in_lab = await world.post(nell, lab, "okapi sighting report: in the lab")
+    in_left = await world.post(nell, left, "okapi sighting report: in the annex")
+    del world.mm.state.channel_members[(left.id, nell.id)]
+    assert set(await world.found(nell, "okapi sighting report")) == {in_dm["id"], in_lab["id"]}
+    content = await world.search_posts(nell, "okapi sighting report")
+    assert in_dm["message"] in content and in_lab["message"] in content, content
+    assert in_left["message"] not in content, content
 
 
 async def test_search_answers_over_the_results_with_the_agents_model(world: World) -> None:
@@ -353,12 +374,11 @@ async def test_bad_searches_are_refused_naming_the_field(world: World) -> None:
         assert status == 400 and field in answer["error"], (body, status, answer)
     status, answer, _ = await world.h.request("POST", "/search", user=kim, json_body={"query": "ok", "maxResults": 101})
     assert status == 400 and "maxResults" in answer["error"], answer
-    # Index.Search takes the caller to look up, or the channels its client looked up: not both.
-    both = index_pb2.SearchRequest(query="ok", user_id=kim.id, readable_channel_ids=["c" * 26])
+    # Index.Search looks in a user's channels: it must be told whose.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await world.index.Search(both, metadata=world.h.metadata())
+        await world.index.Search(index_pb2.SearchRequest(query="ok"), metadata=world.h.metadata())
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "readable_channel_ids" in (refused.value.details() or "")
+    assert "user_id" in (refused.value.details() or "")
     # A call on a user's behalf cannot name another user to search as.
     other = index_pb2.SearchRequest(query="ok", user_id=world.user("kim-victim").id)
     with pytest.raises(grpc.aio.AioRpcError) as refused:

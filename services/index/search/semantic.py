@@ -68,11 +68,10 @@ class PostDoc:
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """A search as asked, before it is checked: the caller's ``user_id``, whose channels are
-    looked up, or the ``readable_channel_ids`` the caller looked up itself."""
+    """A search as asked, before it is checked; ``user_id`` names the user whose channels it
+    searches."""
 
     query: str
-    readable_channel_ids: Sequence[str] = ()
     user_id: str = ""
     team_id: str = ""
     channel_id: str = ""
@@ -189,22 +188,12 @@ class SemanticIndex:
             raise InvalidInput("offset must not be negative", field="offset")
         if not 0.0 <= asked.min_score <= 1.0:
             raise InvalidInput("min_score must be between 0 and 1", field="min_score")
-        if asked.user_id and asked.readable_channel_ids:
-            raise InvalidInput("give user_id or readable_channel_ids, not both", field="readable_channel_ids")
+        if not asked.user_id:
+            raise InvalidInput("user_id is required: a search looks in that user's channels", field="user_id")
         setup = await self._setup()
-        # Membership, the stored space and the query's vector are asked at once: no round trip
-        # waits for another. A vector of a space that no longer matches is dropped unused; a
-        # caller that sent its channels embeds nothing when none is readable.
-        embed = bool(asked.user_id or permitted_channels(asked.readable_channel_ids, asked.channel_id))
-        channels, recorded, vector = await asyncio.gather(
-            self._channels(asked), self.store.space(), self._vector(setup, query, embed)
-        )
-        if recorded is None:
-            return Found([], "none", len(channels))  # nothing indexed yet
-        if recorded != setup.space:
-            raise FailedPrecondition("the embedding model changed since the index was built: search needs a reindex")
-        if not channels:
-            return Found([], "none", 0)
+        # Membership and the query's vector are asked at once: neither round trip waits for the
+        # other. The search checks the stored space in its own statement.
+        channels, (vector,) = await asyncio.gather(self._channels(asked), setup.embedder.embed([query]))
         plan = SearchPlan(
             channel_ids=channels,
             team_id=asked.team_id,
@@ -215,19 +204,11 @@ class SemanticIndex:
             max_scan_tuples=self._bounds.max_scan_tuples,
             ef_search=self._bounds.ef_search,
         )
-        hits, scans = await self.store.search(vector, recorded, plan)
+        hits, scans = await self.store.search(vector, setup.space, plan)
         return Found(hits, scans, len(channels))
 
     async def _channels(self, asked: SearchQuery) -> list[str]:
-        readable = await self._membership(asked.user_id) if asked.user_id else asked.readable_channel_ids
-        return permitted_channels(readable, asked.channel_id)
-
-    @staticmethod
-    async def _vector(setup: SearchSetup, query: str, wanted: bool) -> Sequence[float]:
-        if not wanted:
-            return []
-        (vector,) = await setup.embedder.embed([query])
-        return vector
+        return permitted_channels(await self._membership(asked.user_id), asked.channel_id)
 
 
 def permitted_channels(readable: Sequence[str], channel_id: str) -> list[str]:

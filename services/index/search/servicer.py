@@ -102,7 +102,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
                 found = await self.index.search(
                     SearchQuery(
                         query=request.query,
-                        readable_channel_ids=list(request.readable_channel_ids),
                         user_id=request.user_id,
                         team_id=request.team_id,
                         channel_id=request.channel_id,

@@ -239,11 +239,16 @@ class VectorStore:
 
     async def search(self, query: Sequence[float], space: EmbeddingSpace, plan: SearchPlan) -> tuple[list[Hit], str]:
         """The best ``plan.limit`` rows after ``plan.offset`` among the permitted channels, and the
-        scans that found them: "exact", "hnsw", or "hnsw+exact" when the HNSW scan stopped short."""
-        if not plan.channel_ids or plan.limit <= 0:
+        scans that found them: "exact", "hnsw", "hnsw+exact" when the HNSW scan stopped short, or
+        "none" while nothing is stored. FailedPrecondition when the stored vectors are not of
+        ``space`` (the query's)."""
+        if plan.limit <= 0:
             return [], "none"
         wanted = plan.limit + plan.offset
         params = {
+            "provider": space.provider,
+            "model": space.model,
+            "dimensions": space.dimensions,
             "q": vector_literal(query),
             "channels": list(plan.channel_ids),
             "team": plan.team_id,
@@ -253,10 +258,20 @@ class VectorStore:
             "max_scan_tuples": str(int(plan.max_scan_tuples)),
         }
         async with self.engine.begin() as conn:
-            # One round trip counts the permitted rows (up to the bound), ranks them exactly when
-            # they are few, and sets the HNSW scan's knobs for the rest of the transaction.
+            # One round trip reads the stored space, counts the permitted rows (up to the bound),
+            # ranks them exactly when they are few and of the query's space, and sets the HNSW
+            # scan's knobs for the rest of the transaction.
             first = list(await conn.execute(_FEW_OR_EXACT, params))
-            permitted = first[0].permitted
+            stored = first[0]
+            if stored.provider is None:
+                return [], "none"
+            if EmbeddingSpace(stored.provider, stored.model, stored.dimensions) != space:
+                raise FailedPrecondition(
+                    "the embedding model changed since the index was built: search needs a reindex"
+                )
+            if not plan.channel_ids:
+                return [], "none"
+            permitted = stored.permitted
             rows = [r for r in first if r.post_id is not None]
             scans = ["exact"]
             if permitted > plan.exact_scan_rows:
@@ -285,16 +300,24 @@ def _exact_sql(guard: str = "") -> str:
     )
 
 
-# At least one row: ``permitted`` (capped at exact_rows + 1), the exact ranking when that is within
-# exact_rows (the scan is skipped otherwise), and the HNSW knobs set for the transaction.
+# At least one row: the stored space (nulls when none), ``permitted`` (capped at exact_rows + 1), the
+# exact ranking when that is within exact_rows and the space is the query's (the scan is skipped
+# otherwise: vectors of another space are never compared), and the HNSW knobs set for the
+# transaction. Reading the space here spares every search a connection and round trips of its own.
 _FEW_OR_EXACT = text(
-    "WITH few AS (SELECT count(*) AS permitted FROM (SELECT 1 FROM index_post_chunks "
+    "WITH stored AS (SELECT provider, model, dimensions FROM index_embedding_space), "
+    "few AS (SELECT count(*) AS permitted FROM (SELECT 1 FROM index_post_chunks "
     f"WHERE {_FILTER} LIMIT :exact_rows + 1) AS capped), "
     "knobs AS (SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
     "set_config('hnsw.ef_search', :ef_search, true), set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)) "
-    "SELECT few.permitted, hit.* FROM few CROSS JOIN knobs "
-    f"LEFT JOIN LATERAL ({_exact_sql('few.permitted <= :exact_rows AND ')}) AS hit ON true "
-    "ORDER BY hit.distance, hit.post_id, hit.chunk_index"
+    "SELECT stored.provider, stored.model, stored.dimensions, few.permitted, hit.* "
+    "FROM few CROSS JOIN knobs LEFT JOIN stored ON true "
+    "LEFT JOIN LATERAL ("
+    + _exact_sql(
+        "few.permitted <= :exact_rows AND stored.provider = :provider AND stored.model = :model "
+        "AND stored.dimensions = :dimensions AND "
+    )
+    + ") AS hit ON true ORDER BY hit.distance, hit.post_id, hit.chunk_index"
 )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gents/index/v1/index.proto\x12\x0f\x61gents.index.v1\"\x8c\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\tcreate_at\x18\x06 \x01(\x03\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x10\n\x08\x66rom_bot\x18\x08 \x01(\x08\"9\n\x11IndexPostsRequest\x12$\n\x05posts\x18\x01 \x03(\x0b\x32\x15.agents.index.v1.Post\"5\n\x12IndexPostsResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\x05\"&\n\x12\x44\x65letePostsRequest\x12\x10\n\x08post_ids\x18\x01 \x03(\t\"&\n\x13\x44\x65letePostsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\xa4\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12\x11\n\tmin_score\x18\x06 \x01(\x02\x12\x1c\n\x14readable_channel_ids\x18\x07 \x03(\t\x12\x0f\n\x07user_id\x18\x08 \x01(\t\"\xc5\x01\n\x0cSearchResult\x12\x0f\n\x07post_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x10\n\x08is_chunk\x18\x07 \x01(\x08\x12\x13\n\x0b\x63hunk_index\x18\x08 \x01(\x05\x12\x14\n\x0ctotal_chunks\x18\t \x01(\x05\x12\x11\n\tcreate_at\x18\n \x01(\x03\"@\n\x0eSearchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.agents.index.v1.SearchResult\"\xb1\x02\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nstarted_at\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ompleted_at\x18\x05 \x01(\x03\x12\x16\n\x0eprocessed_rows\x18\x06 \x01(\x03\x12\x12\n\ntotal_rows\x18\x07 \x01(\x03\x12\x11\n\tresumable\x18\x08 \x01(\x08\x12\x13\n\x0b\x65rror_count\x18\t \x01(\x05\x12\x0f\n\x07node_id\x18\n \x01(\t\x12\x11\n\tcutoff_at\x18\x0b \x01(\x03\x12\x17\n\x0flast_updated_at\x18\x0c \x01(\x03\x12\x10\n\x08is_stale\x18\r \x01(\x08\x12\x18\n\x10posts_per_second\x18\x0e \x01(\x01\x12\x0e\n\x06\x65ta_ms\x18\x0f \x01(\x03\"9\n\x0eReindexRequest\x12\x13\n\x0b\x63lear_index\x18\x01 \x01(\x08\x12\x12\n\npartitions\x18\x02 \x01(\x05\":\n\x0fReindexResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x16\n\x14ReindexStatusRequest\"@\n\x15ReindexStatusResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x16\n\x14\x43\x61ncelReindexRequest\"@\n\x15\x43\x61ncelReindexResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x10\n\x0e\x43\x61tchupRequest\":\n\x0f\x43\x61tchupResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x14\n\x12HealthCheckRequest\"\xe6\x01\n\x13HealthCheckResponse\x12\x15\n\rdb_post_count\x18\x01 \x01(\x03\x12\x1a\n\x12indexed_post_count\x18\x02 \x01(\x03\x12\x15\n\rmissing_posts\x18\x03 \x01(\x03\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\nchecked_at\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x18\n\x10model_compatible\x18\x07 \x01(\x08\x12\x1b\n\x13model_needs_reindex\x18\x08 \x01(\x08\x12\x1b\n\x13model_compat_reason\x18\t \x01(\t2\xb9\x05\n\x05Index\x12U\n\nIndexPosts\x12\".agents.index.v1.IndexPostsRequest\x1a#.agents.index.v1.IndexPostsResponse\x12X\n\x0b\x44\x65letePosts\x12#.agents.index.v1.DeletePostsRequest\x1a$.agents.index.v1.DeletePostsResponse\x12I\n\x06Search\x12\x1e.agents.index.v1.SearchRequest\x1a\x1f.agents.index.v1.SearchResponse\x12L\n\x07Reindex\x12\x1f.agents.index.v1.ReindexRequest\x1a .agents.index.v1.ReindexResponse\x12^\n\rReindexStatus\x12%.agents.index.v1.ReindexStatusRequest\x1a&.agents.index.v1.ReindexStatusResponse\x12^\n\rCancelReindex\x12%.agents.index.v1.CancelReindexRequest\x1a&.agents.index.v1.CancelReindexResponse\x12L\n\x07\x43\x61tchup\x12\x1f.agents.index.v1.CatchupRequest\x1a .agents.index.v1.CatchupResponse\x12X\n\x0bHealthCheck\x12#.agents.index.v1.HealthCheckRequest\x1a$.agents.index.v1.HealthCheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gents/index/v1/index.proto\x12\x0f\x61gents.index.v1\"\x8c\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\tcreate_at\x18\x06 \x01(\x03\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x10\n\x08\x66rom_bot\x18\x08 \x01(\x08\"9\n\x11IndexPostsRequest\x12$\n\x05posts\x18\x01 \x03(\x0b\x32\x15.agents.index.v1.Post\"5\n\x12IndexPostsResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\x05\"&\n\x12\x44\x65letePostsRequest\x12\x10\n\x08post_ids\x18\x01 \x03(\t\"&\n\x13\x44\x65letePostsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\xa2\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12\x11\n\tmin_score\x18\x06 \x01(\x02\x12\x0f\n\x07user_id\x18\x08 \x01(\tJ\x04\x08\x07\x10\x08R\x14readable_channel_ids\"\xc5\x01\n\x0cSearchResult\x12\x0f\n\x07post_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x10\n\x08is_chunk\x18\x07 \x01(\x08\x12\x13\n\x0b\x63hunk_index\x18\x08 \x01(\x05\x12\x14\n\x0ctotal_chunks\x18\t \x01(\x05\x12\x11\n\tcreate_at\x18\n \x01(\x03\"@\n\x0eSearchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.agents.index.v1.SearchResult\"\xb1\x02\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nstarted_at\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ompleted_at\x18\x05 \x01(\x03\x12\x16\n\x0eprocessed_rows\x18\x06 \x01(\x03\x12\x12\n\ntotal_rows\x18\x07 \x01(\x03\x12\x11\n\tresumable\x18\x08 \x01(\x08\x12\x13\n\x0b\x65rror_count\x18\t \x01(\x05\x12\x0f\n\x07node_id\x18\n \x01(\t\x12\x11\n\tcutoff_at\x18\x0b \x01(\x03\x12\x17\n\x0flast_updated_at\x18\x0c \x01(\x03\x12\x10\n\x08is_stale\x18\r \x01(\x08\x12\x18\n\x10posts_per_second\x18\x0e \x01(\x01\x12\x0e\n\x06\x65ta_ms\x18\x0f \x01(\x03\"9\n\x0eReindexRequest\x12\x13\n\x0b\x63lear_index\x18\x01 \x01(\x08\x12\x12\n\npartitions\x18\x02 \x01(\x05\":\n\x0fReindexResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x16\n\x14ReindexStatusRequest\"@\n\x15ReindexStatusResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x16\n\x14\x43\x61ncelReindexRequest\"@\n\x15\x43\x61ncelReindexResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x10\n\x0e\x43\x61tchupRequest\":\n\x0f\x43\x61tchupResponse\x12\'\n\x03job\x18\x01 \x01(\x0b\x32\x1a.agents.index.v1.JobStatus\"\x14\n\x12HealthCheckRequest\"\xe6\x01\n\x13HealthCheckResponse\x12\x15\n\rdb_post_count\x18\x01 \x01(\x03\x12\x1a\n\x12indexed_post_count\x18\x02 \x01(\x03\x12\x15\n\rmissing_posts\x18\x03 \x01(\x03\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\nchecked_at\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x18\n\x10model_compatible\x18\x07 \x01(\x08\x12\x1b\n\x13model_needs_reindex\x18\x08 \x01(\x08\x12\x1b\n\x13model_compat_reason\x18\t \x01(\t2\xb9\x05\n\x05Index\x12U\n\nIndexPosts\x12\".agents.index.v1.IndexPostsRequest\x1a#.agents.index.v1.IndexPostsResponse\x12X\n\x0b\x44\x65letePosts\x12#.agents.index.v1.DeletePostsRequest\x1a$.agents.index.v1.DeletePostsResponse\x12I\n\x06Search\x12\x1e.agents.index.v1.SearchRequest\x1a\x1f.agents.index.v1.SearchResponse\x12L\n\x07Reindex\x12\x1f.agents.index.v1.ReindexRequest\x1a .agents.index.v1.ReindexResponse\x12^\n\rReindexStatus\x12%.agents.index.v1.ReindexStatusRequest\x1a&.agents.index.v1.ReindexStatusResponse\x12^\n\rCancelReindex\x12%.agents.index.v1.CancelReindexRequest\x1a&.agents.index.v1.CancelReindexResponse\x12L\n\x07\x43\x61tchup\x12\x1f.agents.index.v1.CatchupRequest\x1a .agents.index.v1.CatchupResponse\x12X\n\x0bHealthCheck\x12#.agents.index.v1.HealthCheckRequest\x1a$.agents.index.v1.HealthCheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,33 +42,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPOSTSRESPONSE']._serialized_start=345
   _globals['_DELETEPOSTSRESPONSE']._serialized_end=383
   _globals['_SEARCHREQUEST']._serialized_start=386
-  _globals['_SEARCHREQUEST']._serialized_end=550
-  _globals['_SEARCHRESULT']._serialized_start=553
-  _globals['_SEARCHRESULT']._serialized_end=750
-  _globals['_SEARCHRESPONSE']._serialized_start=752
-  _globals['_SEARCHRESPONSE']._serialized_end=816
-  _globals['_JOBSTATUS']._serialized_start=819
-  _globals['_JOBSTATUS']._serialized_end=1124
-  _globals['_REINDEXREQUEST']._serialized_start=1126
-  _globals['_REINDEXREQUEST']._serialized_end=1183
-  _globals['_REINDEXRESPONSE']._serialized_start=1185
-  _globals['_REINDEXRESPONSE']._serialized_end=1243
-  _globals['_REINDEXSTATUSREQUEST']._serialized_start=1245
-  _globals['_REINDEXSTATUSREQUEST']._serialized_end=1267
-  _globals['_REINDEXSTATUSRESPONSE']._serialized_start=1269
-  _globals['_REINDEXSTATUSRESPONSE']._serialized_end=1333
-  _globals['_CANCELREINDEXREQUEST']._serialized_start=1335
-  _globals['_CANCELREINDEXREQUEST']._serialized_end=1357
-  _globals['_CANCELREINDEXRESPONSE']._serialized_start=1359
-  _globals['_CANCELREINDEXRESPONSE']._serialized_end=1423
-  _globals['_CATCHUPREQUEST']._serialized_start=1425
-  _globals['_CATCHUPREQUEST']._serialized_end=1441
-  _globals['_CATCHUPRESPONSE']._serialized_start=1443
-  _globals['_CATCHUPRESPONSE']._serialized_end=1501
-  _globals['_HEALTHCHECKREQUEST']._serialized_start=1503
-  _globals['_HEALTHCHECKREQUEST']._serialized_end=1523
-  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1526
-  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1756
-  _globals['_INDEX']._serialized_start=1759
-  _globals['_INDEX']._serialized_end=2456
+  _globals['_SEARCHREQUEST']._serialized_end=548
+  _globals['_SEARCHRESULT']._serialized_start=551
+  _globals['_SEARCHRESULT']._serialized_end=748
+  _globals['_SEARCHRESPONSE']._serialized_start=750
+  _globals['_SEARCHRESPONSE']._serialized_end=814
+  _globals['_JOBSTATUS']._serialized_start=817
+  _globals['_JOBSTATUS']._serialized_end=1122
+  _globals['_REINDEXREQUEST']._serialized_start=1124
+  _globals['_REINDEXREQUEST']._serialized_end=1181
+  _globals['_REINDEXRESPONSE']._serialized_start=1183
+  _globals['_REINDEXRESPONSE']._serialized_end=1241
+  _globals['_REINDEXSTATUSREQUEST']._serialized_start=1243
+  _globals['_REINDEXSTATUSREQUEST']._serialized_end=1265
+  _globals['_REINDEXSTATUSRESPONSE']._serialized_start=1267
+  _globals['_REINDEXSTATUSRESPONSE']._serialized_end=1331
+  _globals['_CANCELREINDEXREQUEST']._serialized_start=1333
+  _globals['_CANCELREINDEXREQUEST']._serialized_end=1355
+  _globals['_CANCELREINDEXRESPONSE']._serialized_start=1357
+  _globals['_CANCELREINDEXRESPONSE']._serialized_end=1421
+  _globals['_CATCHUPREQUEST']._serialized_start=1423
+  _globals['_CATCHUPREQUEST']._serialized_end=1439
+  _globals['_CATCHUPRESPONSE']._serialized_start=1441
+  _globals['_CATCHUPRESPONSE']._serialized_end=1499
+  _globals['_HEALTHCHECKREQUEST']._serialized_start=1501
+  _globals['_HEALTHCHECKREQUEST']._serialized_end=1521
+  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1524
+  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1754
+  _globals['_INDEX']._serialized_start=1757
+  _globals['_INDEX']._serialized_end=2454
 # @@protoc_insertion_point(module_scope)

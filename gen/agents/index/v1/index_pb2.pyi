@@ -178,7 +178,6 @@ class SearchRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     MIN_SCORE_FIELD_NUMBER: _builtins.int
-    READABLE_CHANNEL_IDS_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """At most 4000 characters."""
@@ -193,15 +192,10 @@ class SearchRequest(_message.Message):
     min_score: _builtins.float
     """Minimum similarity score in [0, 1]."""
     user_id: _builtins.str
-    """The caller (the gateway sets it): the index asks Mattermost for the channels they can read
-    at query time, while it embeds the query. INVALID_ARGUMENT with readable_channel_ids too.
+    """The user searching (the gateway's caller, the tools service's requesting user): the index
+    asks Mattermost for the channels they can read at query time, while it embeds the query.
+    PERMISSION_DENIED when a call on a user's behalf names another user.
     """
-    @_builtins.property
-    def readable_channel_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Channels the caller can read, for a client that asked Mattermost itself (the tools service).
-        Leave empty with user_id.
-        """
-
     def __init__(
         self,
         *,
@@ -211,12 +205,11 @@ class SearchRequest(_message.Message):
         limit: _builtins.int = ...,
         offset: _builtins.int = ...,
         min_score: _builtins.float = ...,
-        readable_channel_ids: _abc.Iterable[_builtins.str] | None = ...,
         user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "limit", b"limit", "min_score", b"min_score", "offset", b"offset", "query", b"query", "readable_channel_ids", b"readable_channel_ids", "team_id", b"team_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "limit", b"limit", "min_score", b"min_score", "offset", b"offset", "query", b"query", "team_id", b"team_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
