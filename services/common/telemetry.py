@@ -430,7 +430,9 @@ def _instrument() -> None:
     # gRPC servers make their own spans (grpc_server_span): the instrumentation's server
     # interceptor wraps a response stream in a generator that grpc.aio abandons when a call ends
     # mid-send, leaving its context to be detached later in another task (logged as errors).
-    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
+    # Filtered to the calls made while an output is on: with tracing off, each call paid for a
+    # span the sampler dropped, and each message of a stream for the generator that ends it.
+    GrpcAioInstrumentorClient(filter_=_exporting).instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
     # instrument() sets up the tracer, meters and conventions its middleware reads; its patched
     # web.Application is undone: it put the middleware in every application, sub-applications too
     # (two server spans per request), and ran it with tracing off (http_server_middleware).
