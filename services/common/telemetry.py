@@ -30,6 +30,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import grpc
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -428,10 +430,39 @@ def _instrument() -> None:
     # gRPC servers make their own spans (grpc_server_span): the instrumentation's server
     # interceptor wraps a response stream in a generator that grpc.aio abandons when a call ends
     # mid-send, leaving its context to be detached later in another task (logged as errors).
-    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
-    AioHttpServerInstrumentor().instrument()
+    # Filtered to the calls made while an output is on: with tracing off, each call paid for a
+    # span the sampler dropped, and each message of a stream for the generator that ends it.
+    GrpcAioInstrumentorClient(filter_=_exporting).instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
+    # instrument() sets up the tracer, meters and conventions its middleware reads; its patched
+    # web.Application is undone: it put the middleware in every application, sub-applications too
+    # (two server spans per request), and ran it with tracing off (http_server_middleware).
+    server = AioHttpServerInstrumentor()
+    server.instrument()
+    server.uninstrument()
     AioHttpClientInstrumentor().instrument()
     _instrumented = True
+
+
+def _exporting(*_: object) -> bool:
+    return _live is not None and _live.exporting
+
+
+def http_server_middleware() -> Middleware:
+    """The aiohttp middleware that makes each request's server span, for the outermost
+    application only; while no output is on, it only passes the request on: attributes collected
+    and a context extracted per request for a span the sampler drops were a cost of every request."""
+    from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware
+
+    traced = create_aiohttp_middleware()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not _exporting():
+            return await handler(request)
+        response: web.StreamResponse = await traced(request, handler)
+        return response
+
+    return middleware
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from services.common.telemetry import http_server_middleware
 from services.gateway.bridge import routes as bridge_routes
 from services.gateway.deps import DEPS, GatewayDeps
 from services.gateway.metrics import HttpMetrics
@@ -62,7 +63,10 @@ def create_app(deps: GatewayDeps, registry: CollectorRegistry) -> web.Applicatio
         plugin.add_routes(module.routes)
 
     # On the root: a path under the prefix that no plugin route matches never reaches the sub-app.
-    root = web.Application(middlewares=[HttpMetrics(registry, PLUGIN_PREFIX).middleware, errors_middleware])
+    # The server span outermost: it sees the final status, and the sub-app's requests need no second one.
+    root = web.Application(
+        middlewares=[http_server_middleware(), HttpMetrics(registry, PLUGIN_PREFIX).middleware, errors_middleware]
+    )
     root[DEPS] = deps
     root.router.add_get("/healthz", healthz)
     root.add_subapp(PLUGIN_PREFIX, plugin)

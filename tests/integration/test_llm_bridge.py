@@ -41,10 +41,10 @@ class Bridge:
         """The calling plugin's credential (session mode): a plugin acting for itself."""
         return {"Mattermost-Plugin-ID": PLUGIN_ID, "X-Agents-Plugin-Secret": self.plugin_secret}
 
-    async def sse(self, path: str, body: object) -> tuple[int, list[dict]]:
+    async def sse(self, path: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, list[dict]]:
         assert self.h.http is not None
         url = f"{self.h.gateway_url}{PLUGIN}{path}"
-        async with self.h.http.post(url, data=json.dumps(body), headers=self.headers()) as resp:
+        async with self.h.http.post(url, data=json.dumps(body), headers=self.headers() | (headers or {})) as resp:
             raw = (await resp.read()).decode()
             if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 events = [json.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: ")]
@@ -88,6 +88,25 @@ async def test_agent_completion_streams_plugin_text_stream_events(bridge: Bridge
     assert [e["Type"] for e in events][-2:] == [7, 1] and {e["Type"] for e in events[:-2]} == {0}
     assert "".join(e["Value"] for e in events[:-2]) == "Hello there"
     assert events[-2]["Value"]["input_tokens"] == 9
+
+
+async def test_a_streamed_completion_is_one_server_span_whose_child_is_the_llm_call(bridge: Bridge) -> None:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    bridge.fake.enqueue(FakeResponse.text("Traced", tokens=1))
+    traceparent = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    status, _ = await bridge.sse("/bridge/v1/completion/agent/helper", BODY, headers=traceparent)
+    assert status == 200
+
+    def gateway(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for s in spans if s["trace_id"] == trace_id and s["service"] == "gateway"]
+
+    # The caller's span is the outermost one's parent; it ends (and is written) after every other.
+    spans = gateway(
+        await bridge.h.wait_for_spans(lambda spans: any(s["parent_id"] == parent_id for s in gateway(spans)))
+    )
+    [server] = [s for s in spans if s["kind"] == "SERVER"]
+    [llm] = [s for s in spans if s["kind"] == "CLIENT" and s["name"].endswith("/StreamComplete")]
+    assert server["parent_id"] == parent_id and llm["parent_id"] == server["span_id"]
 
 
 async def test_a_fast_answer_streams_its_first_token_alone_then_coalesced_text_events(bridge: Bridge) -> None:
