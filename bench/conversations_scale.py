@@ -56,7 +56,6 @@ TTFT_MS = 20.0
 
 async def _agent(h: ClusterHarness, fake_url: str) -> FakeUser:
     """The agent answering every DM, once the gateway listens on its bot's WebSocket."""
-    before = len(h.mattermost.hub.connections)
     async with h.channel("index") as channel:
         registry = registry_pb2_grpc.RegistryStub(channel)
         service = await registry.CreateService(
@@ -75,7 +74,7 @@ async def _agent(h: ClusterHarness, fake_url: str) -> FakeUser:
             metadata=h.metadata(ADMIN),
             timeout=10,
         )
-    await h.mattermost.wait_for_websockets(before + 1, within=30)
+    await h.mattermost.wait_for_websockets(1, within=30, user_id=reply.agent.bot_user_id)
     bot = h.mattermost.state.users[reply.agent.bot_user_id]
     return FakeUser(bot["id"], bot["username"], "")
 

@@ -48,14 +48,13 @@ class World:
     async def agent(self, username: str, *, sockets: int = 1, **fields: Any) -> FakeUser:
         """A new agent (its bot created by the registry); returns once the gateway replicas (one
         socket each) listen for it."""
-        before = len(self.mm.hub.connections)
         async with self.h.channel("index") as channel:
             registry = registry_pb2_grpc.RegistryStub(channel)
             agent = registry_pb2.Agent(username=username, display_name=username.title(), service_id=self.service_id)
             for key, value in fields.items():
                 setattr(agent, key, value)
             reply = await registry.CreateAgent(registry_pb2.CreateAgentRequest(agent=agent), metadata=self.md())
-        await self.mm.wait_for_websockets(before + sockets, within=15)
+        await self.mm.wait_for_websockets(sockets, within=15, user_id=reply.agent.bot_user_id)
         bot = self.mm.state.users[reply.agent.bot_user_id]
         return FakeUser(bot["id"], bot["username"], "")
 

@@ -33,8 +33,7 @@ async def harness(postgres: SessionPostgres) -> AsyncIterator[ClusterHarness]:
 async def agent_bot(h: ClusterHarness, username: str) -> FakeUser:
     bot = h.mattermost.add_user(username, is_bot=True)
     await insert_agent(h.database_url, username, bot.id)
-    before = len(h.mattermost.hub.connections)
-    await h.mattermost.wait_for_websockets(before + 1, within=15)
+    await h.mattermost.wait_for_websockets(1, within=15, user_id=bot.id)
     return bot
 
 

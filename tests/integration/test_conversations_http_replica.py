@@ -31,13 +31,12 @@ class TwoReplicas(World):
     async def agent_via_http_only(self, username: str, **fields: Any) -> FakeUser:
         """A new agent created through the HTTP-only replica's route; returns once the listening
         replica has a socket for its bot."""
-        before = len(self.mm.hub.connections)
         body = {"username": username, "displayName": username.title(), "serviceID": self.service_id, **fields}
         status, agent, _ = await self.h.request(
             "POST", "/agents", user=self.admin, json_body=body, base_url=self.http_only
         )
         assert status == 201, agent
-        await self.mm.wait_for_websockets(before + 1, within=15)
+        await self.mm.wait_for_websockets(1, within=15, user_id=agent["botUserID"])
         return FakeUser(agent["botUserID"], username, "")
 
     async def on_http_only(self, method: str, path: str, user: FakeUser, body: Any = None) -> tuple[int, Any]:

@@ -231,13 +231,18 @@ class FakeMattermost:
         """Close every WebSocket as a restarting server would; returns how many were open."""
         return await self.hub.drop_all()
 
-    async def wait_for_websockets(self, count: int, within: float = 5.0) -> None:
-        """Poll until at least ``count`` authenticated WebSockets are connected."""
+    async def wait_for_websockets(self, count: int, within: float = 5.0, *, user_id: str = "") -> None:
+        """Poll until at least ``count`` authenticated WebSockets are connected (of ``user_id``
+        only, when given: a total also counts other users' sockets reconnecting meanwhile)."""
+
+        def connected() -> int:
+            return sum(1 for c in self.hub.connections if not user_id or c.user_id == user_id)
+
         await poll(
-            lambda: len(self.hub.connections) >= count,
+            lambda: connected() >= count,
             within=within,
             interval=0.005,
-            message=lambda: f"{len(self.hub.connections)} WebSocket(s) connected, wanted {count}",
+            message=lambda: f"{connected()} WebSocket(s) connected, wanted {count}",
         )
 
     # --- plumbing -----------------------------------------------------------------------------
