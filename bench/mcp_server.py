@@ -53,7 +53,7 @@ from google.protobuf import struct_pb2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.stats import percentile
+from bench.stats import percentile, print_rows
 from services.common.identity import Identity
 from services.mcp.embedded.sessions import SessionSealer
 from tests.fakes.mcp_remote import FakeMcpServer
@@ -390,10 +390,8 @@ async def run() -> list[Row]:
 
 def main() -> None:
     rows = asyncio.run(run())
-    print("\n== mcp_server: the mcp process's MCP paths (CPU, RSS and open files by psutil) ==")
-    print(f"{'measure':<60}{'value':>24}")
-    for label, value in rows:
-        print(f"{label:<60}{value:>24}")
+    title = "mcp_server: the mcp process's MCP paths (CPU, RSS and open files by psutil)"
+    print_rows(title, rows, label_width=60, value_width=24)
 
 
 if __name__ == "__main__":

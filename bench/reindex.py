@@ -36,6 +36,7 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.stats import print_rows
 from services.cluster.postgres import EmbeddedPostgres
 from services.common import db
 from services.common.http_guard import OutboundPolicy
@@ -277,10 +278,8 @@ async def _run() -> list[tuple[str, str]]:
 
 def main() -> None:
     rows = asyncio.run(_run())
-    print(f"\n== reindex: {CHANNELS} channels, whole job, fakes in processes of their own ==")
-    print(f"{'measure':<72}{'value':>16}")
-    for label, value in rows:
-        print(f"{label:<72}{value:>16}")
+    title = f"reindex: {CHANNELS} channels, whole job, fakes in processes of their own"
+    print_rows(title, rows, label_width=72, value_width=16)
 
 
 if __name__ == "__main__":

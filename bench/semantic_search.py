@@ -32,6 +32,7 @@ from typing import Any
 import psutil
 from sqlalchemy import text
 
+from bench.stats import print_rows
 from services.cluster.postgres import EmbeddedPostgres
 from services.common import db
 from services.common.http_guard import OutboundPolicy
@@ -306,10 +307,8 @@ async def _run() -> list[tuple[str, Any]]:
 
 def main() -> None:
     rows = asyncio.run(_run())
-    print(f"\n== semantic search: {ROWS:,} chunks, {CHANNELS} channels, {QUERIES} queries per user ==")
-    print(f"{'measure':<72}{'value':>28}")
-    for label, value in rows:
-        print(f"{label:<72}{value:>28}")
+    title = f"semantic search: {ROWS:,} chunks, {CHANNELS} channels, {QUERIES} queries per user"
+    print_rows(title, rows, label_width=72, value_width=28)
 
 
 if __name__ == "__main__":

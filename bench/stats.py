@@ -1,5 +1,5 @@
-"""Small statistics the benchmarks share: percentiles, the spread of repeated runs, and the
-least-squares slope of a series (memory growth over a soak)."""
+"""Small statistics the benchmarks share: percentiles, the spread of repeated runs, the
+least-squares slope of a series (memory growth over a soak), and their measure/value table."""
 
 from __future__ import annotations
 
@@ -46,3 +46,11 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
         return statistics.linear_regression(xs, ys).slope
     except statistics.StatisticsError:
         return float("nan")
+
+
+def print_rows(title: str, rows: Sequence[tuple[str, object]], *, label_width: int, value_width: int) -> None:
+    """A bench's result: its title, then one ``measure  value`` line per row."""
+    print(f"\n== {title} ==")
+    print(f"{'measure':<{label_width}}{'value':>{value_width}}")
+    for label, value in rows:
+        print(f"{label:<{label_width}}{value:>{value_width}}")
