@@ -93,6 +93,47 @@ async def test_the_claimant_renews_its_claim_and_records_the_reply_post(world: W
     await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)
 
 
+async def test_one_call_renews_every_claim_the_claimant_holds_and_names_the_others(world: World) -> None:
+    md = world.h.metadata()
+    held = [new_post_id() for _ in range(3)]
+    for post in held:
+        await world.conversations.ClaimPost(claim(post, "gw-a", lease_seconds=1), metadata=md)
+    finished, foreign, unclaimed = new_post_id(), new_post_id(), new_post_id()
+    await world.conversations.ClaimPost(claim(finished, "gw-a"), metadata=md)
+    await world.conversations.FinishClaim(finish(finished, "gw-a"), metadata=md)
+    await world.conversations.ClaimPost(claim(foreign, "gw-b"), metadata=md)
+
+    asked = [held[0], finished, held[1], foreign, unclaimed, held[2]]
+    renewed = await world.conversations.RenewClaims(
+        llm_pb2.RenewClaimsRequest(claimant="gw-a", lease_seconds=3600, post_ids=asked), metadata=md
+    )
+    assert list(renewed.lost_post_ids) == [finished, foreign, unclaimed]
+    # Their one-second leases became an hour's: no sweep takes them, another claimant is refused.
+    await asyncio.sleep(1.5)
+    for post in held:
+        assert await refused(world.conversations.ClaimPost(claim(post, "gw-b"), metadata=md)) == (
+            grpc.StatusCode.ALREADY_EXISTS
+        )
+        await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)
+    await world.conversations.FinishClaim(finish(foreign, "gw-b"), metadata=md)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"post_ids": ["p"]}, "claimant"),
+        ({"claimant": "gw-a", "post_ids": ["p", ""]}, "post_ids"),
+        ({"claimant": "gw-a", "post_ids": [f"p{n}" for n in range(1001)]}, "post_ids"),
+        ({"claimant": "gw-a", "post_ids": ["p"], "lease_seconds": 3601}, "lease_seconds"),
+    ],
+)
+async def test_renewing_claims_refuses_what_it_cannot_apply(world: World, fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await world.conversations.RenewClaims(llm_pb2.RenewClaimsRequest(**fields), metadata=world.h.metadata())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (err.value.details() or "")
+
+
 async def test_a_sweep_takes_over_an_expired_unfinished_claim_with_its_reply_post(world: World) -> None:
     post, md = new_post_id(), world.h.metadata()
     await world.conversations.ClaimPost(claim(post, "gw-dead", lease_seconds=1), metadata=md)

@@ -7,6 +7,7 @@ The replica that holds a post's claim is read from the llm service's claims tabl
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,12 +54,36 @@ async def claimant_of(world: World, post_id: str) -> str:
     return str(row[0]) if row else ""
 
 
+def posts_created(world: World) -> int:
+    return sum(r.path == "/api/v4/posts" for r in world.mm.requests_to("POST", "/api/v4/posts"))
+
+
 def streaming_posts(world: World, bot_id: str) -> list[dict[str, Any]]:
     return [
         p
         for p in world.mm.state.posts.values()
         if p["user_id"] == bot_id and not p["delete_at"] and p["props"].get("agents_stream_status") == "streaming"
     ]
+
+
+async def test_a_replica_slow_to_create_the_reply_post_keeps_its_claim(world: World) -> None:
+    """The claim is renewed from the moment it is won, not only once the reply streams: a reply
+    post that takes several leases to create is neither taken over nor created twice."""
+    bot = await world.agent("patient", sockets=2)
+    ana = world.mm.add_user("ana")
+    dm = world.mm.add_direct_channel(ana, bot)
+    world.openai.enqueue(FakeResponse.text("Worth the wait."), FakeResponse.text("Title"))
+    creates_before = posts_created(world)
+    with world.mm.holding("/api/v4/posts") as gate:
+        post = await world.mm.user_posts(ana, dm, "take your time")
+        await poll(lambda: gate.arrived, within=15)
+        owner = await poll(lambda: claimant_of(world, post["id"]), within=10)
+        await asyncio.sleep(3 * LEASE_SECONDS)  # three leases, ten sweeps of the other replica
+        assert await claimant_of(world, post["id"]) == owner
+    final = await world.answer_to(post, within=30)
+    assert final["message"] == "Worth the wait."
+    assert posts_created(world) == creates_before + 1
+    assert await claimant_of(world, post["id"]) == owner
 
 
 async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_other(world: World) -> None:

@@ -159,7 +159,7 @@ class Responder:
             await self._answer(trigger, already_claimed)
 
     async def _answer(self, trigger: Trigger, already_claimed: bool) -> None:
-        post, agent = trigger.post, trigger.agent
+        post = trigger.post
         try:
             context = await self._retrying(post.id, self._start, trigger, already_claimed)
         except UpstreamUnavailable as err:
@@ -167,9 +167,20 @@ class Responder:
             return
         if context is None:
             return
+        # Renewed from here until the reply is final: creating the reply post and starting the
+        # turn can outlast a lease on a busy cluster.
+        async with self.claims.held(post.id):
+            if not await self._respond(trigger, context):
+                return
+        await self.claims.finish(post.id)
+
+    async def _respond(self, trigger: Trigger, context: llm_pb2.ConversationContext) -> bool:
+        """Create the reply post and stream the turn into it; False when a turn already answers
+        the post (its reply post is another one)."""
+        post, agent = trigger.post, trigger.agent
         reply = await self.replies.start_in_thread(post, agent.bot_user_id)
         try:
-            await self.claims.renew(post.id, response_post_id=reply.post_id)
+            await self.claims.record_reply(post.id, reply.post_id)
         except DomainError as err:
             # The turn goes on (and says so in the post if it cannot start); raising here would
             # leave the new post streaming with nothing rendering it.
@@ -197,13 +208,12 @@ class Responder:
                 # A turn already answers the post: its replica died after starting it, before it
                 # recorded its reply post on the claim (this one took the claim over).
                 await reply.poster.delete_post(reply.post_id)
-                return
-            async with self.claims.held(post.id):
-                with tracer(__name__).start_as_current_span(
-                    "stream to post", attributes={attributes.POST_ID: reply.post_id}
-                ):
-                    await self.replies.write(reply, _prepend(first, events), resumable=True)
-        await self.claims.finish(post.id)
+                return False
+            with tracer(__name__).start_as_current_span(
+                "stream to post", attributes={attributes.POST_ID: reply.post_id}
+            ):
+                await self.replies.write(reply, _prepend(first, events), resumable=True)
+        return True
 
     async def resume(
         self,

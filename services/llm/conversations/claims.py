@@ -2,7 +2,7 @@
 ``posted`` event, and a live replica finishes the reply of a dead one once the dead one's lease
 ran out.
 
-One RPC per step of a claim's life (``ClaimPost``, ``RenewClaim``, ``FinishClaim``,
+One RPC per step of a claim's life (``ClaimPost``, ``RenewClaim``/``RenewClaims``, ``FinishClaim``,
 ``ReleaseClaim``, ``TakeOverExpiredClaim``), and this module the only writer of
 ``LLM_HandledPosts`` (through ``ClaimStore``). Who may take a claim is a pure function of the
 stored claim and the database clock (``decide``), applied under a row lock by the store, so that
@@ -20,6 +20,8 @@ from services.llm.conversations.claimstore import ClaimRow, ClaimStore
 # the takeover of a dead replica's reply.
 DEFAULT_LEASE_SECONDS = 30
 MAX_LEASE_SECONDS = 3600
+# One RenewClaims statement's ids: a replica renders far fewer answers at once than this.
+MAX_RENEWED_AT_ONCE = 1000
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,20 @@ class PostClaimLeases:
         if row is None:
             raise FailedPrecondition("this replica no longer holds the claim on this post")
         return ClaimGrant(row.post_id, row.response_post_id)
+
+    async def renew_many(self, post_ids: list[str], claimant: str, lease_seconds: int) -> list[str]:
+        """Extend the leases ``claimant`` holds among ``post_ids``; returns the ones it does not
+        hold (in the order asked)."""
+        _require(claimant=claimant)
+        if len(post_ids) > MAX_RENEWED_AT_ONCE:
+            raise InvalidInput(f"post_ids holds at most {MAX_RENEWED_AT_ONCE} ids", field="post_ids")
+        if not all(post_ids):
+            raise InvalidInput("post_ids must not hold an empty id", field="post_ids")
+        lease_ms = _lease_ms(lease_seconds)
+        if not post_ids:
+            return []
+        extended = await self.store.renew_many(post_ids, claimant, lease_ms)
+        return [post_id for post_id in post_ids if post_id not in extended]
 
     async def finish(self, post_id: str, claimant: str) -> None:
         """Mark the post answered, whether or not it was claimed."""

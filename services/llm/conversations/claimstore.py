@@ -108,6 +108,19 @@ class ClaimStore:
             ).first()
             return None if row is None else _row(row)
 
+    async def renew_many(self, post_ids: list[str], claimant: str, lease_ms: int) -> set[str]:
+        """Extend every unfinished claim among ``post_ids`` that ``claimant`` holds, in one
+        statement; returns the ids it extended."""
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                text(
+                    f"UPDATE llm_handledposts SET leaseuntil = {_NOW} + :lease "
+                    "WHERE postid = ANY(:ps) AND claimant = :c AND NOT finished RETURNING postid"
+                ),
+                {"ps": post_ids, "c": claimant, "lease": lease_ms},
+            )
+            return {row.postid for row in rows}
+
     async def release(self, post_id: str, claimant: str) -> bool:
         """End the lease of the unfinished claim ``claimant`` holds; False when it holds none."""
         async with self.engine.begin() as conn:

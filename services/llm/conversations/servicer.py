@@ -227,6 +227,15 @@ class ConversationsServicer(llm_pb2_grpc.ConversationsServicer):
         )
         return llm_pb2.RenewClaimResponse(response_post_id=grant.response_post_id)
 
+    async def RenewClaims(
+        self,
+        request: llm_pb2.RenewClaimsRequest,
+        context: grpc.aio.ServicerContext[llm_pb2.RenewClaimsRequest, llm_pb2.RenewClaimsResponse],
+    ) -> llm_pb2.RenewClaimsResponse:
+        """Extend the caller's leases on many posts in one statement."""
+        lost = await self.claims.renew_many(list(request.post_ids), request.claimant, request.lease_seconds)
+        return llm_pb2.RenewClaimsResponse(lost_post_ids=lost)
+
     async def FinishClaim(
         self,
         request: llm_pb2.FinishClaimRequest,

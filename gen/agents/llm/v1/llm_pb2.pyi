@@ -1986,6 +1986,62 @@ class RenewClaimResponse(_message.Message):
 Global___RenewClaimResponse: _TypeAlias = RenewClaimResponse  # noqa: Y015
 
 @_typing.final
+class RenewClaimsRequest(_message.Message):
+    """Request of Conversations.RenewClaims."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    POST_IDS_FIELD_NUMBER: _builtins.int
+    claimant: _builtins.str
+    """The claimant holding the claims."""
+    lease_seconds: _builtins.int
+    """How long each claim holds from now; 0 means 30 seconds."""
+    @_builtins.property
+    def post_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The claimed user posts (at most 1000)."""
+
+    def __init__(
+        self,
+        *,
+        claimant: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
+        post_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "lease_seconds", b"lease_seconds", "post_ids", b"post_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewClaimsRequest: _TypeAlias = RenewClaimsRequest  # noqa: Y015
+
+@_typing.final
+class RenewClaimsResponse(_message.Message):
+    """Response of Conversations.RenewClaims."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOST_POST_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lost_post_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The requested posts whose claim the caller no longer holds; every other one was extended."""
+
+    def __init__(
+        self,
+        *,
+        lost_post_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lost_post_ids", b"lost_post_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewClaimsResponse: _TypeAlias = RenewClaimsResponse  # noqa: Y015
+
+@_typing.final
 class FinishClaimRequest(_message.Message):
     """Request of Conversations.FinishClaim."""
 

@@ -362,6 +362,11 @@ class ConversationsStub:
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimRequest.SerializeToString,
                 response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimResponse.FromString,
                 _registered_method=True)
+        self.RenewClaims = channel.unary_unary(
+                '/agents.llm.v1.Conversations/RenewClaims',
+                request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimsRequest.SerializeToString,
+                response_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimsResponse.FromString,
+                _registered_method=True)
         self.FinishClaim = channel.unary_unary(
                 '/agents.llm.v1.Conversations/FinishClaim',
                 request_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.FinishClaimRequest.SerializeToString,
@@ -502,6 +507,17 @@ class ConversationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewClaims(self, request, context):
+        """Extends the caller's leases on many posts at once: a replica renews every reply it renders
+        in one call and one statement per tick, not one per reply. Returns the posts among them the
+        caller no longer holds (taken over, finished, or never claimed); the rest were extended.
+        INVALID_ARGUMENT without claimant, with an empty post id, with more than 1000 post ids, or
+        for a lease over an hour.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FinishClaim(self, request, context):
         """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
         nobody claimed too (a reply written without a claim). Finishing twice is harmless.
@@ -609,6 +625,11 @@ def add_ConversationsServicer_to_server(servicer, server):
                     servicer.RenewClaim,
                     request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimRequest.FromString,
                     response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimResponse.SerializeToString,
+            ),
+            'RenewClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewClaims,
+                    request_deserializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimsRequest.FromString,
+                    response_serializer=agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimsResponse.SerializeToString,
             ),
             'FinishClaim': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishClaim,
@@ -984,6 +1005,33 @@ class Conversations:
             '/agents.llm.v1.Conversations/RenewClaim',
             agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimRequest.SerializeToString,
             agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agents.llm.v1.Conversations/RenewClaims',
+            agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimsRequest.SerializeToString,
+            agents_dot_llm_dot_v1_dot_llm__pb2.RenewClaimsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -213,6 +213,13 @@ class ConversationsStub:
     FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
     it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
     """
+    RenewClaims: _grpc.UnaryUnaryMultiCallable[_llm_pb2.RenewClaimsRequest, _llm_pb2.RenewClaimsResponse]
+    """Extends the caller's leases on many posts at once: a replica renews every reply it renders
+    in one call and one statement per tick, not one per reply. Returns the posts among them the
+    caller no longer holds (taken over, finished, or never claimed); the rest were extended.
+    INVALID_ARGUMENT without claimant, with an empty post id, with more than 1000 post ids, or
+    for a lease over an hour.
+    """
     FinishClaim: _grpc.UnaryUnaryMultiCallable[_llm_pb2.FinishClaimRequest, _llm_pb2.FinishClaimResponse]
     """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
     nobody claimed too (a reply written without a claim). Finishing twice is harmless.
@@ -305,6 +312,13 @@ class ConversationsAsyncStub(ConversationsStub):
     """Extends the caller's lease on a post it holds, and records the reply post once it exists.
     FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
     it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
+    """
+    RenewClaims: _aio.UnaryUnaryMultiCallable[_llm_pb2.RenewClaimsRequest, _llm_pb2.RenewClaimsResponse]  # type: ignore[assignment]
+    """Extends the caller's leases on many posts at once: a replica renews every reply it renders
+    in one call and one statement per tick, not one per reply. Returns the posts among them the
+    caller no longer holds (taken over, finished, or never claimed); the rest were extended.
+    INVALID_ARGUMENT without claimant, with an empty post id, with more than 1000 post ids, or
+    for a lease over an hour.
     """
     FinishClaim: _aio.UnaryUnaryMultiCallable[_llm_pb2.FinishClaimRequest, _llm_pb2.FinishClaimResponse]  # type: ignore[assignment]
     """Marks the post answered: its claim can no longer be claimed or taken over. Records a post
@@ -473,6 +487,19 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         """Extends the caller's lease on a post it holds, and records the reply post once it exists.
         FAILED_PRECONDITION when the caller no longer holds the claim (another claimant took it over,
         it is finished, or it was never claimed); INVALID_ARGUMENT as for ClaimPost.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewClaims(
+        self,
+        request: _llm_pb2.RenewClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.RenewClaimsResponse, _abc.Awaitable[_llm_pb2.RenewClaimsResponse]]:
+        """Extends the caller's leases on many posts at once: a replica renews every reply it renders
+        in one call and one statement per tick, not one per reply. Returns the posts among them the
+        caller no longer holds (taken over, finished, or never claimed); the rest were extended.
+        INVALID_ARGUMENT without claimant, with an empty post id, with more than 1000 post ids, or
+        for a lease over an hour.
         """
 
     @_abc_1.abstractmethod
