@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import aiohttp
 import aiohttp.abc
 
+from services.common.telemetry import http_client_trace_configs
+
 
 def new_client_session(
     *,
@@ -41,6 +43,7 @@ def new_client_session(
         cookie_jar=cookie_jar,
         raise_for_status=False,
         middlewares=middlewares,
+        trace_configs=http_client_trace_configs(),
     )
 
 

@@ -177,6 +177,8 @@ async def test_switching_to_otlp_live_exports_one_dm_turn_as_one_trace_across_fo
     [completion, *_] = [s for s in spans if s["name"] == "llm chat completion"]
     assert completion["service"] == "llm" and completion["attributes"]["agents.llm.model"] == "gpt-4o"
     assert ancestry(completion)[-1] == "gateway"
+    # Outbound HTTP is traced while an output is on: the provider requests, in the turn's trace.
+    assert any(s["service"] == "llm" and s["name"] == "POST" and ancestry(s)[-1:] == ["gateway"] for s in spans)
     assert any(s["service"] == "index" and ancestry(s)[-1:] == ["gateway"] for s in spans)
 
     # Every service's JSON log lines carry the plugin and the service (and, within a span, its trace id).

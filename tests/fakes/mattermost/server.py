@@ -86,7 +86,7 @@ class FakeMattermost:
         app[HUB] = self.hub
         add_routes(app)
         app.router.add_get(WEBSOCKET_PATH, self._websocket)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
