@@ -3,8 +3,8 @@ as they are created, edited and deleted.
 
 A post reaches the socket of every bot in its channel, so each change is sent once per replica
 (the index replaces a post's rows, so a second replica sending it again is harmless). Posts of
-bots and webhooks, and posts in a DM with an agent, are sent marked as such or not at all, as the
-plugin indexes neither. Channels without an agent bot are not seen here: the reindex and catch-up
+bots, system posts and posts in a DM with an agent are not sent, as the plugin indexes none of
+them. Channels without an agent bot are not seen here: the reindex and catch-up
 jobs index them.
 """
 
@@ -60,13 +60,16 @@ class PostIndexer:
             logger.debug("post not indexed: %s", exc.message)
 
     async def _message(self, post: Post, data: dict[str, Any]) -> index_pb2.Post | None:
-        """The post as the index takes it; None for a post in a DM with an agent."""
+        """The post as the index takes it; None for a post in a DM with an agent, and for one that
+        never has rows there (a bot's or a system post: an agent's reply streams as edits)."""
+        bots = self._bot_ids()
+        if post.type or post.from_bot or post.user_id in bots:
+            return None
         team_id, channel_type, channel_name = data.get("team_id"), data.get("channel_type"), data.get("channel_name")
         if not isinstance(team_id, str) or not isinstance(channel_type, str) or not isinstance(channel_name, str):
             # Only ``posted`` carries the channel; an edit asks Mattermost for it.
             channel = await self.deps.mattermost.get_channel(post.channel_id)
             team_id, channel_type, channel_name = channel.team_id, channel.type, channel.name
-        bots = self._bot_ids()
         if channel_type == "D" and any(bot in channel_name.split("__") for bot in bots):
             return None
         return index_pb2.Post(
@@ -76,6 +79,4 @@ class PostIndexer:
             user_id=post.user_id,
             message=post.message,
             create_at=post.create_at,
-            type=post.type,
-            from_bot=post.from_bot or post.user_id in bots,
         )

@@ -260,6 +260,35 @@ async def test_posts_are_indexed_as_they_are_posted_edited_and_deleted(world: Wo
         await poll(lambda: shows([]), message="the deleted post stayed searchable")
 
 
+async def test_an_agents_streaming_reply_costs_no_channel_lookup_per_edit(world: World) -> None:
+    """A reply streams as edits of the bot's post, and each edit reaches the bot's WebSocket: none
+    of them is indexable, so none may cost a Mattermost channel lookup (at 1,000 live answers
+    that was one request per patch). A user's edit, which carries no channel, still costs one."""
+    den = world.channel("otter-den")
+    oli = world.user("oli", den)
+    world.mm.add_member(den, world.bot)
+    await poll(lambda: any(c.user_id == world.bot.id for c in world.mm.hub.connections), within=30)
+
+    def lookups() -> int:
+        path = f"/api/v4/channels/{den.id}"
+        return sum(r.path == path for r in world.mm.requests_to("GET", path))
+
+    before = lookups()
+    reply = world.mm.add_post(world.bot, den, "thinking")
+    async with MattermostClient(world.mm.url, world.bot.token) as bot:
+        for words in ("the otter", "the otter census", "the otter census is done"):
+            await bot.patch_post(reply["id"], message=words)
+    post = await world.mm.user_posts(oli, den, "the otter census counted nine")
+    async with MattermostClient(world.mm.url, oli.token) as client:
+        await client.patch_post(post["id"], message="the otter census counted eleven")
+    # Events reach the socket in order, each handled in a task of its own: by the time the
+    # user's edit was looked up, the bot's edits' lookups (if any) had started too.
+    await poll(lambda: lookups() > before, within=10, message="the user's edit was not looked up")
+    await asyncio.sleep(0.5)
+    assert lookups() - before == 1
+    assert await world.found(oli, "otter census counted") == [post["id"]]
+
+
 async def test_bot_and_system_posts_are_not_indexed(world: World) -> None:
     lab = world.channel("lab")
     gus = world.user("gus", lab)
