@@ -87,6 +87,10 @@ class PostClaimLeases:
     async def finish(self, post_id: str, claimant: str) -> None:
         """Mark the post answered, whether or not it was claimed."""
         _require(post_id=post_id, claimant=claimant)
+        # The usual case, the claimant finishing its own claim, is one statement; anything else
+        # (no claim, another claimant's) goes through the rules under the row's lock.
+        if await self.store.finish_held(post_id, claimant):
+            return
         await self.store.claim(
             post_id, claimant, 0, lambda existing, now: decide(existing, claimant, now, finishing=True), finish=True
         )

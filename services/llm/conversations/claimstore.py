@@ -92,6 +92,19 @@ class ClaimStore:
             ).one()
             return _row(updated), taken_over
 
+    async def finish_held(self, post_id: str, claimant: str) -> bool:
+        """Mark the claim ``claimant`` holds finished, in one statement; False when it holds none
+        (the general ``claim`` path then decides)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                text(
+                    f"UPDATE llm_handledposts SET leaseuntil = {_NOW}, finished = true "
+                    "WHERE postid = :p AND claimant = :c"
+                ),
+                {"p": post_id, "c": claimant},
+            )
+            return result.rowcount == 1
+
     async def renew(self, post_id: str, claimant: str, lease_ms: int, response_post_id: str) -> ClaimRow | None:
         """Extend the unfinished claim ``claimant`` holds (recording a non-empty reply post);
         None when it does not hold one."""
