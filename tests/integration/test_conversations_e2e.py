@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import pytest_asyncio
 
@@ -69,6 +70,30 @@ async def test_a_dm_streams_into_the_reply_with_throttled_patches_and_final_prop
     assert 3 <= len(patches) <= 20
     gaps = [b.at - a.at for a, b in itertools.pairwise(patches[:-1])]
     assert all(gap >= PATCH_INTERVAL * 0.8 for gap in gaps), gaps
+
+
+async def test_a_claim_that_expired_while_its_replica_answers_is_not_taken_over_by_that_replica(
+    world: World,
+) -> None:
+    """Renewals that land too late (a busy llm or database) let the lease run out while this
+    replica still answers: its own sweep then takes the claim, and must not start a second
+    renderer writing the same reply."""
+    bot = await world.agent("selfsweep")
+    ivy = world.mm.add_user("ivy-self")
+    dm = world.mm.add_direct_channel(ivy, bot)
+    answer = " ".join(f"step{i}" for i in range(30))
+    world.openai.enqueue(FakeResponse.text(answer, tokens=30, token_delay=0.1), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(ivy, dm, "walk me through it")
+    [reply] = await poll(lambda: world.replies_to(post["id"]))
+    await poll(lambda: world.mm.post(reply["id"])["message"].strip(), within=10)
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        expired = await conn.execute("UPDATE llm_handledposts SET leaseuntil = 0 WHERE postid = %s", (post["id"],))
+        assert expired.rowcount == 1
+    final = await world.final(reply["id"], within=30)
+    assert final["props"]["agents_stream_status"] == "done" and final["message"] == answer
+    logs = world.h.logs["gateway"]
+    assert any("a claim expired while this replica answered it" in line for line in logs)
+    assert not any("taking over a reply" in line and reply["id"] in line for line in logs)
 
 
 async def test_a_mention_in_a_channel_thread_is_answered_in_that_thread(world: World) -> None:

@@ -86,6 +86,10 @@ class ReplicaClaims:
         except NotFound:
             return None
 
+    def holds(self, post_id: str) -> bool:
+        """Whether this replica is answering ``post_id`` (its claim is in a ``held`` block)."""
+        return post_id in self._held
+
     @contextlib.asynccontextmanager
     async def held(self, post_id: str) -> AsyncIterator[None]:
         """Keep the claim on ``post_id`` renewed while the block runs: every claim this replica

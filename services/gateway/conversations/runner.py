@@ -122,6 +122,12 @@ class ConversationTriggers:
         """Take over every expired claim now; returns how many."""
         taken = 0
         while (claim := await self.claims.take_over_one()) is not None:
+            if self.claims.holds(claim.post_id):
+                # This replica's own claim, still being answered here: its renewals came too late
+                # (a busy llm or database). Taking it over renewed it; a second renderer would
+                # write the same reply twice.
+                logger.warning("a claim expired while this replica answered it", extra={"post_id": claim.post_id})
+                continue
             taken += 1
             self.spawn(self.responder.resume(claim, self.trigger_for), "resuming a reply")
         return taken
