@@ -149,7 +149,13 @@ class ReplicaClaims:
                 claimant=self.claimant, lease_seconds=self.lease_seconds, post_ids=batch
             )
             try:
-                renewed = await unary(self.backends.conversations.RenewClaims, request, wait_for_ready=True)
+                # Within a third of the lease, so a call that fails leaves time to try again.
+                renewed = await unary(
+                    self.backends.conversations.RenewClaims,
+                    request,
+                    wait_for_ready=True,
+                    timeout=max(1.0, self.lease_seconds / 3),
+                )
             except DomainError as err:
                 logger.warning("renewing claims failed", extra={"posts": len(batch), "error": err.message})
                 continue
