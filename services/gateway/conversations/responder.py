@@ -76,12 +76,10 @@ class Responder:
             user_timezone=user.preferred_timezone,
         )
 
-    async def _start(self, trigger: Trigger, already_claimed: bool) -> llm_pb2.ConversationContext | None:
-        """Claim the post and check the agent may answer it here: the turn's context, or None
-        when another replica has it or the agent is not usable here."""
+    async def _start(self, trigger: Trigger) -> llm_pb2.ConversationContext | None:
+        """Check the agent may answer the claimed post here: the turn's context, or None when
+        the agent is not usable here."""
         post, agent = trigger.post, trigger.agent
-        if not already_claimed and not await self.claims.claim(post.id):
-            return None
         context = await self.context(trigger)
         # Checked here although Respond checks again: a post the agent may not answer gets no
         # reply post at all, rather than one that shows the refusal.
@@ -98,7 +96,6 @@ class Responder:
             )
         if not decision.allowed:
             logger.info("agent not usable here; not answering", extra={"post_id": post.id, "reason": decision.reason})
-            await self.claims.finish(post.id)
             return None
         return context
 
@@ -141,8 +138,6 @@ class Responder:
         await poster.create_post(
             post.channel_id, UNAVAILABLE_TEXT, root_id=post.root_id or post.id, props=props, type=POST_TYPE
         )
-        # Answered (with the error): no replica takes the post up once the dependency is back.
-        await self.claims.finish(post.id)
 
     async def answer(self, trigger: Trigger, *, already_claimed: bool = False) -> None:
         """Answer a user's post into a new reply post, unless another replica claimed it; the
@@ -161,18 +156,31 @@ class Responder:
     async def _answer(self, trigger: Trigger, already_claimed: bool) -> None:
         post = trigger.post
         try:
-            context = await self._retrying(post.id, self._start, trigger, already_claimed)
+            if not already_claimed and not await self._retrying(post.id, self.claims.claim, post.id):
+                return  # another replica has it, or it is answered
         except UpstreamUnavailable as err:
             await self._unavailable_reply(trigger, err)
+            # Answered (with the error): no replica takes the post up once the dependency is back.
+            await self.claims.finish(post.id)
             return
-        if context is None:
-            return
-        # Renewed from here until the reply is final: creating the reply post and starting the
-        # turn can outlast a lease on a busy cluster.
+        # Renewed from the claim until the reply is final: checking access, creating the reply
+        # post and starting the turn can outlast a lease on a busy cluster, and an expired claim
+        # would be answered a second time by a sweep.
         async with self.claims.held(post.id):
-            if not await self._respond(trigger, context):
-                return
-        await self.claims.finish(post.id)
+            answered = await self._answer_claimed(trigger)
+        if answered:
+            await self.claims.finish(post.id)
+
+    async def _answer_claimed(self, trigger: Trigger) -> bool:
+        """Answer the claimed post; False when a turn already answers it (nothing to finish)."""
+        try:
+            context = await self._retrying(trigger.post.id, self._start, trigger)
+        except UpstreamUnavailable as err:
+            await self._unavailable_reply(trigger, err)
+            return True
+        if context is None:
+            return True  # the agent may not answer here: no reply, and no replica tries again
+        return await self._respond(trigger, context)
 
     async def _respond(self, trigger: Trigger, context: llm_pb2.ConversationContext) -> bool:
         """Create the reply post and stream the turn into it; False when a turn already answers
