@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import psycopg
 
-from bench.stats import percentile
+from bench.stats import percentile, print_rows
 from services.cluster.postgres import EmbeddedPostgres
 from services.cluster.supervisor import Cluster, ClusterConfig
 from services.index.registry.store import AGENTS_CHANNEL
@@ -94,15 +94,16 @@ async def run() -> None:
             await postgres.stop()
             shutil.rmtree(work, ignore_errors=True)
     ms = [x * 1000 for x in latencies]
-    print("\n== ai_bots: cold start and latency (gateway → index → PostgreSQL) ==")
-    print(f"{'measure':<46}{'value':>12}")
-    print(f"{'cold start: embedded PostgreSQL (fresh initdb)':<46}{pg_ready:>11.2f}s")
-    print(f"{'cold start: five services to SERVING':<46}{services_ready:>11.2f}s")
-    print(f"{'cold start: total':<46}{cold_total:>11.2f}s")
-    print(f"{'GET /ai_bots p50 (1 in flight, n=' + str(REQUESTS) + ')':<46}{statistics.median(ms):>10.2f}ms")
-    print(f"{'GET /ai_bots p90':<46}{percentile(ms, 90):>10.2f}ms")
-    print(f"{'GET /ai_bots p99':<46}{percentile(ms, 99):>10.2f}ms")
-    print(f"{'GET /ai_bots throughput (' + str(CONCURRENCY) + ' in flight)':<46}{rps:>9.0f} r/s")
+    rows = [
+        ("cold start: embedded PostgreSQL (fresh initdb)", f"{pg_ready:.2f}s"),
+        ("cold start: five services to SERVING", f"{services_ready:.2f}s"),
+        ("cold start: total", f"{cold_total:.2f}s"),
+        (f"GET /ai_bots p50 (1 in flight, n={REQUESTS})", f"{statistics.median(ms):.2f}ms"),
+        ("GET /ai_bots p90", f"{percentile(ms, 90):.2f}ms"),
+        ("GET /ai_bots p99", f"{percentile(ms, 99):.2f}ms"),
+        (f"GET /ai_bots throughput ({CONCURRENCY} in flight)", f"{rps:.0f} r/s"),
+    ]
+    print_rows("ai_bots: cold start and latency (gateway → index → PostgreSQL)", rows, label_width=46, value_width=12)
 
 
 def main() -> None:

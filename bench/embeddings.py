@@ -18,6 +18,7 @@ import os
 import random
 import time
 
+from bench.stats import print_rows
 from services.common.http_guard import OutboundPolicy
 from services.index.chunking import Chunker, ChunkingOptions, PostText
 from services.index.embeddings import EmbeddingSettings, create_embedder
@@ -106,19 +107,19 @@ def main() -> None:
     texts_per_second = asyncio.run(throughput_run())
     per_minute, requests, refused, concurrency = asyncio.run(budget_run())
     local = asyncio.run(local_run())
-    print("\n== embeddings: chunking, embedder throughput, token budget ==")
-    print(f"{'measure':<58}{'value':>14}")
-    print(f"{'chunking (sentences, 250 tokens): posts/s':<58}{posts_per_second:>14,.0f}")
-    print(f"{'chunks per post (70% of 12 words, 25% 40, 5% 400)':<58}{chunks_per_post:>14.2f}")
-    print(f"{'embedder + zero-latency fake: texts/s (384 dims)':<58}{texts_per_second:>14,.0f}")
     local_rate = f"{local:,.0f}" if local is not None else "not installed"
-    print(f"{'local embedder (all-MiniLM-L6-v2, numpy): texts/s':<58}{local_rate:>14}")
-    print(f"{'budget: tokens/min allowed':<58}{BUDGET:>14,}")
-    label = f"budget: tokens/min sent ({LATENCY_MS:g} ms latency, 429 every {EVERY_429})"
-    print(f"{label:<58}{per_minute:>14,.0f}")
-    print(f"{'budget: sent / allowed':<58}{per_minute / BUDGET:>13.1%} ")
-    print(f"{'budget: requests / refused with 429':<58}{f'{requests} / {refused}':>14}")
-    print(f"{'budget: adaptive concurrency at the end (ceiling 16)':<58}{concurrency:>14}")
+    rows = [
+        ("chunking (sentences, 250 tokens): posts/s", f"{posts_per_second:,.0f}"),
+        ("chunks per post (70% of 12 words, 25% 40, 5% 400)", f"{chunks_per_post:.2f}"),
+        ("embedder + zero-latency fake: texts/s (384 dims)", f"{texts_per_second:,.0f}"),
+        ("local embedder (all-MiniLM-L6-v2, numpy): texts/s", local_rate),
+        ("budget: tokens/min allowed", f"{BUDGET:,}"),
+        (f"budget: tokens/min sent ({LATENCY_MS:g} ms latency, 429 every {EVERY_429})", f"{per_minute:,.0f}"),
+        ("budget: sent / allowed", f"{per_minute / BUDGET:.1%}"),
+        ("budget: requests / refused with 429", f"{requests} / {refused}"),
+        ("budget: adaptive concurrency at the end (ceiling 16)", concurrency),
+    ]
+    print_rows("embeddings: chunking, embedder throughput, token budget", rows, label_width=58, value_width=14)
 
 
 if __name__ == "__main__":
