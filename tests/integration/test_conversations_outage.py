@@ -29,6 +29,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # How long the gateway retries a post whose answer cannot start (a dependency is down).
 ANSWER_RETRY_SECONDS = 8
+# The gateway's deadline on its calls: short, so that a call held up in the database fails and is
+# tried again within a test.
+RPC_TIMEOUT_SECONDS = 2
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -38,6 +41,7 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
             **FAST,
             "AGENTS_INDEX_LICENSE": "enterprise",
             "AGENTS_GATEWAY_ANSWER_RETRY_SECONDS": str(ANSWER_RETRY_SECONDS),
+            "AGENTS_GATEWAY_RPC_TIMEOUT_SECONDS": str(RPC_TIMEOUT_SECONDS),
         }
         async with ClusterHarness(postgres, env=env) as harness:
             w = World(harness, openai)
@@ -106,3 +110,45 @@ async def test_a_dm_posted_while_the_database_stays_unreachable_gets_an_error_re
         assert "unavailable" in reply["message"]
         assert any(e["level"] == "error" for e in gateway_logs_about(world, post["id"]))
     assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+
+
+async def test_a_claim_that_expires_while_its_claim_is_tried_again_is_answered_once(world: World) -> None:
+    """A ``ClaimPost`` that commits after its deadline is tried again after a backoff; when the
+    lease it took runs out meanwhile, the replica's own sweep takes the claim. That replica is
+    already answering the post: the sweep must leave it, or two reply posts are created."""
+    bot = await world.agent("claimrace")
+    dee = world.mm.add_user("dee")
+    dm = world.mm.add_direct_channel(dee, bot)
+    world.openai.enqueue(FakeResponse.text("Warm."), FakeResponse.text("Title"))
+    warm = await world.mm.user_posts(dee, dm, "warm up")
+    await world.answer_to(warm)
+    post = world.mm.add_post(dee, dm, "answer me once")
+    # Still streaming when the claim is tried again, two seconds after the sweep.
+    answer = " ".join(f"part{i}" for i in range(40))
+    world.openai.enqueue(FakeResponse.text(answer, tokens=40, token_delay=0.1), FakeResponse.text("Title"))
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        [claimant] = await (
+            await conn.execute("SELECT claimant FROM llm_handledposts WHERE postid = %s", (warm["id"],))
+        ).fetchone()
+        # The claim as an attempt that committed after its deadline left it, its lease now over.
+        await conn.execute(
+            "INSERT INTO llm_handledposts (postid, responsepostid, claimant, leaseuntil, finished, createdat) "
+            "VALUES (%s, '', %s, 0, false, 0)",
+            (post["id"], claimant),
+        )
+        # Held up in the database, every try fails on its deadline (the sweep skips a locked row)...
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM llm_handledposts WHERE postid = %s FOR UPDATE", (post["id"],))
+            await world.mm.hub.post_created(post)
+            await poll(
+                lambda: any(e.get("retry_in", 0) >= 2 for e in gateway_logs_about(world, post["id"])),
+                within=ANSWER_RETRY_SECONDS,
+                message="the claim was not tried again",
+            )
+        # ...until, during a backoff of two seconds, the sweep (twice a second) finds the lease over.
+    reply = await world.answer_to(post, within=30)
+    assert reply["message"] == answer and reply["props"]["agents_stream_status"] == "done"
+    created = [p for p in world.mm.state.posts.values() if p["props"].get("responding_to") == post["id"]]
+    assert [p["id"] for p in created] == [reply["id"]], "a second reply post was created"
+    said = [e["msg"] for e in gateway_logs_about(world, post["id"])]
+    assert "a claim expired while this replica answered it" in said, said

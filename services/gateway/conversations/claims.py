@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
 
@@ -41,6 +41,9 @@ class ReplicaClaims:
         self.lease_seconds = lease_seconds
         # The posts whose claims are renewed, with how many ``held`` blocks hold each.
         self._held: dict[str, int] = {}
+        # The posts being answered here, claimed or not yet, with how many ``answering`` blocks
+        # mark each.
+        self._answering: dict[str, int] = {}
         self._renewing: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
 
@@ -87,8 +90,20 @@ class ReplicaClaims:
             return None
 
     def holds(self, post_id: str) -> bool:
-        """Whether this replica is answering ``post_id`` (its claim is in a ``held`` block)."""
-        return post_id in self._held
+        """Whether this replica is answering ``post_id``: claiming it (``answering``) or rendering
+        its reply (``held``)."""
+        return post_id in self._held or post_id in self._answering
+
+    @contextlib.contextmanager
+    def answering(self, post_id: str) -> Iterator[None]:
+        """Mark ``post_id`` as answered here from before its claim: a ``ClaimPost`` that commits
+        after its deadline is tried again, and the lease it took may run out meanwhile; this
+        replica's sweep must then leave the post to the answer under way."""
+        self._answering[post_id] = self._answering.get(post_id, 0) + 1
+        try:
+            yield
+        finally:
+            _count_down(self._answering, post_id)
 
     @contextlib.asynccontextmanager
     async def held(self, post_id: str) -> AsyncIterator[None]:
@@ -119,9 +134,7 @@ class ReplicaClaims:
 
     def _let_go(self, post_id: str) -> None:
         """Stop renewing ``post_id`` (once per ``held``); the loop ends with the last claim."""
-        count = self._held.pop(post_id, 0) - 1
-        if count > 0:
-            self._held[post_id] = count
+        _count_down(self._held, post_id)
         if not self._held and self._renewing is not None:
             self._renewing.cancel()
             self._renewing = None
@@ -162,3 +175,10 @@ class ReplicaClaims:
             for post_id in renewed.lost_post_ids:
                 if post_id in self._held:
                     logger.warning("lost the claim on a post being rendered", extra={"post_id": post_id})
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    """One block marking ``key`` ended: forget it with the last."""
+    count = counts.pop(key, 0) - 1
+    if count > 0:
+        counts[key] = count

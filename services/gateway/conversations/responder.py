@@ -155,19 +155,20 @@ class Responder:
 
     async def _answer(self, trigger: Trigger, already_claimed: bool) -> None:
         post = trigger.post
-        try:
-            if not already_claimed and not await self._retrying(post.id, self.claims.claim, post.id):
-                return  # another replica has it, or it is answered
-        except UpstreamUnavailable as err:
-            await self._unavailable_reply(trigger, err)
-            # Answered (with the error): no replica takes the post up once the dependency is back.
-            await self.claims.finish(post.id)
-            return
-        # Renewed from the claim until the reply is final: checking access, creating the reply
-        # post and starting the turn can outlast a lease on a busy cluster, and an expired claim
-        # would be answered a second time by a sweep.
-        async with self.claims.held(post.id):
-            answered = await self._answer_claimed(trigger)
+        with self.claims.answering(post.id):
+            try:
+                if not already_claimed and not await self._retrying(post.id, self.claims.claim, post.id):
+                    return  # another replica has it, or it is answered
+            except UpstreamUnavailable as err:
+                await self._unavailable_reply(trigger, err)
+                # Answered (with the error): no replica takes the post up once the dependency is back.
+                await self.claims.finish(post.id)
+                return
+            # Renewed from the claim until the reply is final: checking access, creating the reply
+            # post and starting the turn can outlast a lease on a busy cluster, and an expired claim
+            # would be answered a second time by a sweep.
+            async with self.claims.held(post.id):
+                answered = await self._answer_claimed(trigger)
         if answered:
             await self.claims.finish(post.id)
 

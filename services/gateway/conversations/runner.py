@@ -124,8 +124,9 @@ class ConversationTriggers:
         while (claim := await self.claims.take_over_one()) is not None:
             if self.claims.holds(claim.post_id):
                 # This replica's own claim, still being answered here: its renewals came too late
-                # (a busy llm or database). Taking it over renewed it; a second renderer would
-                # write the same reply twice.
+                # (a busy llm or database), or its ClaimPost committed after its deadline and is
+                # being tried again. Taking it over renewed it; a second answer would write the
+                # reply twice.
                 logger.warning("a claim expired while this replica answered it", extra={"post_id": claim.post_id})
                 continue
             taken += 1
