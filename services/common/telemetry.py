@@ -433,7 +433,7 @@ def _instrument() -> None:
     # mid-send, leaving its context to be detached later in another task (logged as errors).
     # Filtered to the calls made while an output is on: with tracing off, each call paid for a
     # span the sampler dropped, and each message of a stream for the generator that ends it.
-    GrpcAioInstrumentorClient(filter_=_exporting).instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
+    GrpcAioInstrumentorClient(filter_=exporting).instrument()  # type: ignore[no-untyped-call]  # BaseInstrumentor.__new__ is unannotated
     # instrument() sets up the tracer, meters and conventions its middleware reads; its patched
     # web.Application is undone: it put the middleware in every application, sub-applications too
     # (two server spans per request), and ran it with tracing off (http_server_middleware).
@@ -444,7 +444,8 @@ def _instrument() -> None:
     _instrumented = True
 
 
-def _exporting(*_: object) -> bool:
+def exporting(*_: object) -> bool:
+    """Whether a tracing output is on now (it switches live); takes and ignores a filter's arguments."""
     return _live is not None and _live.exporting
 
 
@@ -464,7 +465,7 @@ def http_client_trace_configs() -> list[aiohttp.TraceConfig]:
     async def on_request_start(
         session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
     ) -> None:
-        if _exporting():
+        if exporting():
             for start in starts:
                 await start(session, context, params)
 
@@ -483,7 +484,7 @@ def http_server_middleware() -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not _exporting():
+        if not exporting():
             return await handler(request)
         response: web.StreamResponse = await traced(request, handler)
         return response

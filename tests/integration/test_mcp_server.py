@@ -152,6 +152,18 @@ async def test_the_sdk_client_lists_the_ten_tools_and_reads_a_channel_with_a_pat
             assert not result.is_error and "ships on friday" in text_of(result), mode
 
 
+async def test_a_tool_call_has_the_sdks_server_span_while_tracing_is_on(world: World) -> None:
+    async with world.client(world.alice.token) as client:
+        assert not (await client.call_tool("get_team_info", {"team_id": world.town.team_id})).is_error
+
+    def found(spans: list[dict[str, Any]]) -> bool:
+        return any(s["service"] == "mcp" and s["name"] == "tools/call get_team_info" for s in spans)
+
+    spans = await world.h.wait_for_spans(found)
+    span = next(s for s in spans if s["name"] == "tools/call get_team_info")
+    assert span["attributes"]["gen_ai.tool.name"] == "get_team_info"
+
+
 async def test_tools_call_mattermost_with_the_users_own_token_never_the_clusters(world: World) -> None:
     mm = world.h.mattermost
     before = len(mm.requests)

@@ -14,10 +14,11 @@ from typing import Any
 import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from services.common import telemetry
 from services.common.errors import DomainError, InvalidInput, Unauthenticated, UpstreamUnavailable
 from services.common.mattermost import MattermostClient
 from services.mcp.embedded.exported import ExportedTools
@@ -102,10 +103,26 @@ def build_server(client_for: Callable[[str], MattermostClient], version: str, ex
             await client.aclose()
         return types.CallToolResult(content=[types.TextContent(text=result.content)], is_error=False)
 
-    return Server(
+    server: Server[Any] = Server(
         SERVER_NAME,
         version=version,
         get_tool_input_schema=input_schema,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    server.middleware = [_WhileTracing(middleware) for middleware in server.middleware]
+    return server
+
+
+class _WhileTracing(ServerMiddleware[Any]):
+    """The SDK's middleware (its server span per message) only while a tracing output is on: with
+    tracing off it still built the span's attributes and a span the sampler dropped, about 3 % of
+    the mcp process's CPU per call."""
+
+    def __init__(self, inner: ServerMiddleware[Any]) -> None:
+        self._inner = inner
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if telemetry.exporting():
+            return await self._inner(ctx, call_next)
+        return await call_next(ctx)
