@@ -238,7 +238,18 @@ async def _usable_on(address: str, world: Admin, user: FakeUser) -> set[str]:
     return {a.username for a in reply.agents}
 
 
-async def test_an_agent_created_through_one_replica_is_listed_by_another(world: Admin) -> None:
+async def _access_on(
+    address: str, world: Admin, agent_id: str, user: FakeUser
+) -> registry_pb2.CheckAgentAccessResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await registry_pb2_grpc.RegistryStub(channel).CheckAgentAccess(
+            registry_pb2.CheckAgentAccessRequest(agent_id=agent_id, user_id=user.id, is_direct_message=True),
+            metadata=world.h.metadata(Identity(user_id="")),
+            timeout=5,
+        )
+
+
+async def test_an_agent_saved_through_one_replica_is_listed_and_checked_by_another(world: Admin) -> None:
     cluster = world.h.cluster
     assert cluster is not None
     port = free_port()
@@ -256,13 +267,29 @@ async def test_an_agent_created_through_one_replica_is_listed_by_another(world: 
         address, user = f"127.0.0.1:{port}", world.h.mattermost.add_user("onlooker")
         assert "newcomer" not in await _usable_on(address, world, user)  # the replica now holds the list
         body = {"displayName": "Newcomer", "username": "newcomer", "serviceID": OPENAI["id"]}
-        status, _, _ = await call(world.h, "POST", "/agents", "/agents", world.root, body)
+        status, agent, _ = await call(world.h, "POST", "/agents", "/agents", world.root, body)
         assert status == 201
 
         async def listed() -> bool:
             return "newcomer" in await _usable_on(address, world, user)
 
         await poll(listed, message="the other replica kept serving its old agent list")
+        assert (await _access_on(address, world, agent["id"], user)).allowed
+        # The agent lookup and access check of every answer read the same in-process list: a
+        # block saved through one replica holds on the other at once, not after a cache expiry.
+        blocked = {**agent, "userAccessLevel": 2, "userIDs": [user.id]}
+        status, _, _ = await call(world.h, "PUT", f"/agents/{agent['id']}", "/agents/{agentid}", world.root, blocked)
+        assert status == 200
+
+        async def refused() -> bool:
+            return not (await _access_on(address, world, agent["id"], user)).allowed
+
+        await poll(refused, within=2, message="the other replica kept allowing a blocked user")
+        async with grpc.aio.insecure_channel(address) as channel:
+            seen = await registry_pb2_grpc.RegistryStub(channel).GetAgent(
+                registry_pb2.GetAgentRequest(id=agent["id"]), metadata=world.h.metadata(Identity(user_id="")), timeout=5
+            )
+        assert list(seen.agent.user_ids) == [user.id]
     finally:
         replica.send_signal(signal.SIGTERM)
         await asyncio.wait_for(replica.wait(), 30)

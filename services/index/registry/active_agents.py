@@ -1,4 +1,5 @@
-"""The active agents, kept in process for the hot listing paths (GET /ai_bots, the bridge).
+"""The active agents, kept in process for the hot paths: GET /ai_bots, the bridge, and the agent
+lookup and access check of every answer.
 
 Correct across replicas because every agent write through the registry NOTIFYs inside its
 transaction and every replica's ChangeListener drops the list when it hears one; the replica that
@@ -55,3 +56,8 @@ class ActiveAgents:
         if self._trusted and self._max_age > 0 and generation == self._generation:
             self._agents, self._loaded_at = agents, time.monotonic()
         return agents
+
+    async def get(self, *, id: str = "", username: str = "", bot_user_id: str = "") -> Agent | None:
+        """The active agent with the first non-empty key given, or None (as ``AgentStore.get``)."""
+        key, value = next((k, v) for k, v in (("id", id), ("username", username), ("bot_user_id", bot_user_id)) if v)
+        return next((a for a in await self.list() if getattr(a, key) == value), None)

@@ -69,8 +69,9 @@ class AgentRegistry:
     async def get(
         self, caller: Identity, *, id: str = "", username: str = "", bot_user_id: str = ""
     ) -> tuple[Agent, bool]:
-        """The agent and whether the caller manages it; NotFound when missing or not visible."""
-        agent = await self.store.get(id=id, username=username, bot_user_id=bot_user_id)
+        """The agent and whether the caller manages it; NotFound when missing or not visible (the
+        in-process list: every answer looks its agent up)."""
+        agent = await self.active.get(id=id, username=username, bot_user_id=bot_user_id)
         if agent is None or not await self._visible(caller, agent, {}):
             raise NotFound(f"agent {id or username or bot_user_id} not found")
         return agent, agent_rules.can_manage(caller, agent)
@@ -79,7 +80,7 @@ class AgentRegistry:
         self, agent_id: str, user_id: str, channel_id: str, *, is_direct_message: bool, user_team_ids: set[str]
     ) -> AccessDecision:
         """Whether the user may use the agent in the channel; NotFound for an unknown agent."""
-        agent = await self.store.get(id=agent_id)
+        agent = await self.active.get(id=agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id} not found")
         return check_access(agent, user_id, user_team_ids, channel_id, is_direct_message=is_direct_message)
