@@ -275,9 +275,13 @@ class FakeOpenAI:
                 await play_chat(resp, scripted, body, flavor=self.flavor, token_delay=delay)
             else:
                 await play_responses(resp, scripted, body, token_delay=delay)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             self.record_disconnect()
             raise
+        except ConnectionResetError:
+            # The client hung up between two writes: nothing more to send, and no error to log.
+            self.record_disconnect()
+            return resp
         self.completed += 1
         return resp
 
