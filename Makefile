@@ -49,7 +49,7 @@ lint: install $(BUF) ## ruff check and format check, mypy (services/), buf lint
 	exit $$status
 
 test: install protos-check lint ## install on first run, generated-code check, lint, the whole test suite
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 test-fast: install ## the test suite without the slow-marked suites
 	$(VENV)/bin/pytest -q -m "not slow"
