@@ -229,31 +229,20 @@ class Responder:
         claim: llm_pb2.TakeOverExpiredClaimResponse,
         trigger_for: Callable[[Post], Awaitable[Trigger | ReminderCandidate | None]],
     ) -> None:
-        """Finish a reply whose claim this replica took over from a dead one. The claim is renewed
-        from the takeover on: reading the posts back can outlast a lease on a busy cluster, and
-        the claim would then pass on to a second replica answering the same post."""
-        async with self.claims.held(claim.post_id):
-            trigger = await self._resume_held(claim, trigger_for)
-        if trigger is None:
-            await self.claims.finish(claim.post_id)
-        else:
-            # ``answer`` holds the claim again before it first waits: no renewal is missed.
-            await self.answer(trigger, already_claimed=True)
-
-    async def _resume_held(
-        self,
-        claim: llm_pb2.TakeOverExpiredClaimResponse,
-        trigger_for: Callable[[Post], Awaitable[Trigger | ReminderCandidate | None]],
-    ) -> Trigger | None:
-        """Render the rest of the reply; the post's trigger instead when the previous claimant
-        died before creating the reply (the post is then answered from the start)."""
+        """Finish a reply whose claim this replica took over from a dead one."""
         if not claim.response_post_id:
+            # The previous claimant died before creating the reply: answer from the start.
             post = await self.deps.mattermost.get_post(claim.post_id)
             trigger = await trigger_for(post)
-            return trigger if isinstance(trigger, Trigger) else None
+            if isinstance(trigger, Trigger):
+                await self.answer(trigger, already_claimed=True)
+            else:
+                await self.claims.finish(claim.post_id)
+            return
         post = await self.deps.mattermost.get_post(claim.response_post_id)
         if post.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
-            return None
+            await self.claims.finish(claim.post_id)
+            return
         reply = await self.replies.of_post(post)
         logger.info("taking over a reply another replica left", extra={"post_id": post.id})
         with acting_for(reply.state.requester_id):
@@ -263,8 +252,9 @@ class Responder:
                 timeout=self.deps.settings.turn_timeout_seconds,
                 wait_for_ready=True,
             )
-            await self.replies.write(reply, events, resumable=True)
-        return None
+            async with self.claims.held(claim.post_id):
+                await self.replies.write(reply, events, resumable=True)
+        await self.claims.finish(claim.post_id)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
         """Post the mention reminder when the thread's previous post was an agent's."""
