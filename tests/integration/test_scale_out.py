@@ -298,7 +298,14 @@ class Load:
             post = await self.world.mm.user_posts(self.user, self.dm, f"question {len(self.questions)}")
             self.questions.append(post["id"])
             settled = functools.partial(self.settled, post["id"])
-            await poll(settled, within=60, message=f"no settled reply to {post['id']}")
+            await poll(settled, within=60, message=functools.partial(self.story_of, post["id"]))
+
+    def story_of(self, post_id: str) -> str:
+        """What the services logged about a post that got no settled reply (a rare failure under
+        restarts must be diagnosable from the CI log alone)."""
+        lines = [f"{name}: {line}" for name, logs in self.world.h.logs.items() for line in logs if post_id in line]
+        replies = [(r["id"], r["props"].get("agents_stream_status")) for r in self.world.replies_to(post_id)]
+        return f"no settled reply to {post_id}; replies {replies}; logged:\n" + "\n".join(lines[-40:])
 
     def settled(self, post_id: str) -> bool:
         replies = self.world.replies_to(post_id)
