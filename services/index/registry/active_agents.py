@@ -59,5 +59,9 @@ class ActiveAgents:
 
     async def get(self, *, id: str = "", username: str = "", bot_user_id: str = "") -> Agent | None:
         """The active agent with the first non-empty key given, or None (as ``AgentStore.get``)."""
+        if not self._trusted or self._max_age <= 0:
+            # Nothing would be kept (the listener is down, or caching is off): read the one row,
+            # not the whole list.
+            return await self._store.get(id=id, username=username, bot_user_id=bot_user_id)
         key, value = next((k, v) for k, v in (("id", id), ("username", username), ("bot_user_id", bot_user_id)) if v)
         return next((a for a in await self.list() if getattr(a, key) == value), None)
