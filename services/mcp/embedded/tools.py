@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mcp_types as types
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
@@ -110,14 +111,14 @@ def build_server(client_for: Callable[[str], MattermostClient], version: str, ex
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
-    server.middleware = [_WhileTracing(middleware) for middleware in server.middleware]
+    server.middleware = [_WhileTracing(m) if isinstance(m, OpenTelemetryMiddleware) else m for m in server.middleware]
     return server
 
 
 class _WhileTracing(ServerMiddleware[Any]):
-    """The SDK's middleware (its server span per message) only while a tracing output is on: with
-    tracing off it still built the span's attributes and a span the sampler dropped, about 3 % of
-    the mcp process's CPU per call."""
+    """The SDK's span middleware (a server span per message) only while a tracing output is on:
+    with tracing off it still built the span's attributes and a span the sampler dropped, about a
+    tenth of the mcp process's CPU per call (2.57 ms against 2.27 without it)."""
 
     def __init__(self, inner: ServerMiddleware[Any]) -> None:
         self._inner = inner
