@@ -194,6 +194,47 @@ async def test_a_released_claim_is_taken_over_by_the_next_sweep_before_its_lease
     await world.conversations.FinishClaim(finish(post, "gw-next"), metadata=md)
 
 
+async def test_a_claim_changing_hands_names_the_reply_its_turn_writes_into(world: World) -> None:
+    """A claimant that started the turn and died before recording its reply post (or recorded
+    another, deleted since): the next claimant must finish the turn's reply, not start a second."""
+    erin = world.mm.add_user("erin")
+    agent = await world.agent("handoverbot")
+    md = world.h.metadata()
+    for recorded in ("", "a-reply-deleted-since"):
+        world.openai.enqueue(FakeResponse.text("Answered once."), FakeResponse.text("Title"))
+        request, _ = world.dm(erin, agent, "hello")
+        post = request.post_id
+        await world.conversations.ClaimPost(claim(post, "gw-dead", lease_seconds=1), metadata=md)
+        if recorded:
+            await world.conversations.RenewClaim(
+                renew(post, "gw-dead", lease_seconds=1, response_post_id=recorded), metadata=md
+            )
+        assert text_of(await collect(world.conversations.Respond(request, metadata=world.md(erin)))) == (
+            "Answered once."
+        )
+
+        taken = await poll(lambda: swept(world, post, "gw-live"), within=15.0, interval=0.05)  # noqa: B023
+        assert taken.response_post_id == request.response_post_id
+        await world.conversations.FinishClaim(finish(post, "gw-live"), metadata=md)
+
+    # A late ClaimPost taking an expired claim over learns the reply the same way.
+    world.openai.enqueue(FakeResponse.text("Answered once."), FakeResponse.text("Title"))
+    request, _ = world.dm(erin, agent, "hello again")
+    await world.conversations.ClaimPost(claim(request.post_id, "gw-dead", lease_seconds=1), metadata=md)
+    await collect(world.conversations.Respond(request, metadata=world.md(erin)))
+
+    async def taken_over() -> llm_pb2.ClaimPostResponse | None:
+        try:
+            return await world.conversations.ClaimPost(claim(request.post_id, "gw-late"), metadata=md)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+            return None
+
+    late = await poll(taken_over, within=15.0, interval=0.05)
+    assert late.taken_over and late.response_post_id == request.response_post_id
+    await world.conversations.FinishClaim(finish(request.post_id, "gw-late"), metadata=md)
+
+
 async def test_a_post_finished_without_a_claim_is_never_claimed(world: World) -> None:
     post, md = new_post_id(), world.h.metadata()
     await world.conversations.FinishClaim(finish(post, "gw-a"), metadata=md)

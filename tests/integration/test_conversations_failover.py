@@ -25,7 +25,7 @@ from tests.polling import poll
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # Process name in the harness for each replica id.
-REPLICAS = {"replica-a": "gateway", "replica-b": "gateway-b"}
+REPLICAS = {"replica-a": "gateway", "replica-b": "gateway-b", "replica-c": "gateway-c"}
 LEASE_SECONDS = 2
 
 
@@ -108,3 +108,33 @@ async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_o
     assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
     assert streaming_posts(world, bot.id) == []
     assert await claimant_of(world, post["id"]) not in ("", owner)
+
+
+async def test_a_replica_killed_before_its_reply_was_recorded_leaves_one_reply_finished(world: World) -> None:
+    """The claim never named the reply post (its RenewClaim did not land before the replica died,
+    while the turn it started goes on): the survivor finishes that reply from its turn instead of
+    starting a second one and leaving the first streaming."""
+    # The test before killed one of the two replicas: two are live again with a third.
+    await world.h.start_gateway("gateway-c", env={"AGENTS_GATEWAY_REPLICA_ID": "replica-c"})
+    bot = await world.agent("unrecorded", sockets=2)
+    eva = world.mm.add_user("eva")
+    dm = world.mm.add_direct_channel(eva, bot)
+    answer = " ".join(f"bit{i}" for i in range(60))
+    world.openai.enqueue(FakeResponse.text(answer, tokens=60, token_delay=0.1), FakeResponse.text("Title"))
+    post = await world.mm.user_posts(eva, dm, "another long answer please")
+    [reply] = await poll(lambda: world.replies_to(post["id"]))
+    live = world.mm.post(reply["id"])
+    await poll(lambda: live["message"].strip(), within=10)
+    owner = await claimant_of(world, post["id"])
+    assert world.h.cluster is not None
+    await world.h.cluster.stop_service(REPLICAS[owner], sig=signal.SIGKILL)
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        await conn.execute("UPDATE llm_handledposts SET responsepostid = '' WHERE postid = %s", (post["id"],))
+    assert live["message"] != answer
+
+    final = await world.final(reply["id"], within=30)
+    assert final["props"]["agents_stream_status"] == "done"
+    assert final["message"] == answer
+    await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
+    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+    assert streaming_posts(world, bot.id) == []

@@ -47,14 +47,14 @@ class ReplicaClaims:
         self._renewing: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
 
-    async def claim(self, post_id: str) -> bool:
-        """Claim ``post_id``; False when another replica holds it or it is finished."""
+    async def claim(self, post_id: str) -> llm_pb2.ClaimPostResponse | None:
+        """Claim ``post_id``; None when another replica holds it or it is finished. A claim taken
+        over from a replica whose lease ran out names the reply post that replica left, if any."""
         request = llm_pb2.ClaimPostRequest(post_id=post_id, claimant=self.claimant, lease_seconds=self.lease_seconds)
         try:
-            await unary(self.backends.conversations.ClaimPost, request, wait_for_ready=True)
+            return await unary(self.backends.conversations.ClaimPost, request, wait_for_ready=True)
         except AlreadyExists:
-            return False
-        return True
+            return None
 
     async def record_reply(self, post_id: str, response_post_id: str) -> bool:
         """Record the reply post on this replica's claim on ``post_id`` (extending its lease), so

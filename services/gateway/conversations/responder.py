@@ -17,7 +17,7 @@ from agents.registry.v1 import registry_pb2 as registry_pb2
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from services.common import attributes
-from services.common.errors import AlreadyExists, DomainError, UpstreamUnavailable
+from services.common.errors import AlreadyExists, DomainError, NotFound, UpstreamUnavailable
 from services.common.grpc_client import unary
 from services.common.identity import Identity, current_identity
 from services.common.mattermost import Post
@@ -157,13 +157,20 @@ class Responder:
         post = trigger.post
         with self.claims.answering(post.id):
             try:
-                if not already_claimed and not await self._retrying(post.id, self.claims.claim, post.id):
-                    return  # another replica has it, or it is answered
+                grant = None if already_claimed else await self._retrying(post.id, self.claims.claim, post.id)
             except UpstreamUnavailable as err:
                 await self._unavailable_reply(trigger, err)
                 # Answered (with the error): no replica takes the post up once the dependency is back.
                 await self.claims.finish(post.id)
                 return
+            if not already_claimed:
+                if grant is None:
+                    return  # another replica has it, or it is answered
+                if grant.response_post_id:
+                    # Taken over from a replica that died (or fell behind) after it started the
+                    # reply: that reply is finished, not a second one started.
+                    await self._finish_reply(post.id, grant.response_post_id)
+                    return
             # Renewed from the claim until the reply is final: checking access, creating the reply
             # post and starting the turn can outlast a lease on a busy cluster, and an expired claim
             # would be answered a second time by a sweep.
@@ -239,9 +246,20 @@ class Responder:
             else:
                 await self.claims.finish(claim.post_id)
             return
-        post = await self.deps.mattermost.get_post(claim.response_post_id)
+        await self._finish_reply(claim.post_id, claim.response_post_id)
+
+    async def _finish_reply(self, post_id: str, response_post_id: str) -> None:
+        """Render the rest of the reply another replica started to ``post_id``, from its turn."""
+        try:
+            post = await self.deps.mattermost.get_post(response_post_id)
+        except NotFound:
+            # Deleted (by its author, or an admin): nothing is left to finish, and a claim left
+            # open would be taken over and fail again every lease.
+            logger.warning("the reply to take over is gone", extra={"post_id": post_id})
+            await self.claims.finish(post_id)
+            return
         if post.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
-            await self.claims.finish(claim.post_id)
+            await self.claims.finish(post_id)
             return
         reply = await self.replies.of_post(post)
         logger.info("taking over a reply another replica left", extra={"post_id": post.id})
@@ -252,9 +270,9 @@ class Responder:
                 timeout=self.deps.settings.turn_timeout_seconds,
                 wait_for_ready=True,
             )
-            async with self.claims.held(claim.post_id):
+            async with self.claims.held(post_id):
                 await self.replies.write(reply, events, resumable=True)
-        await self.claims.finish(claim.post_id)
+        await self.claims.finish(post_id)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
         """Post the mention reminder when the thread's previous post was an agent's."""
@@ -264,7 +282,7 @@ class Responder:
         by_bot = {a.bot_user_id: a for a in agents}
         if not earlier or earlier[-1].user_id not in by_bot:
             return
-        if not await self.claims.claim(post.id):
+        if await self.claims.claim(post.id) is None:
             return
         agent = by_bot[earlier[-1].user_id]
         poster = await self.replies.poster(agent.bot_user_id)

@@ -15,6 +15,13 @@ from services.common.errors import Conflict
 
 _NOW = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 _COLUMNS = "postid, responsepostid, claimant, leaseuntil, finished"
+# A claim changing hands names the reply post its answer's turn writes into, when a turn runs:
+# its claimant may have died (or lost the claim) after starting the turn and before recording
+# the reply, and the new claimant must finish that reply rather than start a second one.
+_REPLY_OF_ITS_TURN = (
+    "responsepostid = COALESCE((SELECT s.responsepostid FROM llm_streams s WHERE s.requestpostid = "
+    "llm_handledposts.postid AND s.requestpostid <> '' AND s.kind = 'conversation'), responsepostid)"
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class ClaimStore:
                 await conn.execute(
                     text(
                         f"UPDATE llm_handledposts SET claimant = :c, leaseuntil = {_NOW} + :lease, "
-                        f"finished = finished OR :f WHERE postid = :p RETURNING {_COLUMNS}"
+                        f"finished = finished OR :f, {_REPLY_OF_ITS_TURN} WHERE postid = :p RETURNING {_COLUMNS}"
                     ),
                     params,
                 )
@@ -152,7 +159,8 @@ class ClaimStore:
             row = (
                 await conn.execute(
                     text(
-                        f"UPDATE llm_handledposts SET claimant = :c, leaseuntil = {_NOW} + :lease "
+                        f"UPDATE llm_handledposts SET claimant = :c, leaseuntil = {_NOW} + :lease, "
+                        f"{_REPLY_OF_ITS_TURN} "
                         "WHERE postid = (SELECT postid FROM llm_handledposts WHERE NOT finished "
                         f"AND leaseuntil < {_NOW} ORDER BY leaseuntil LIMIT 1 FOR UPDATE SKIP LOCKED) "
                         f"RETURNING {_COLUMNS}"

@@ -1911,7 +1911,9 @@ class ClaimPostResponse(_message.Message):
     post_id: _builtins.str
     """The claimed user post."""
     response_post_id: _builtins.str
-    """The reply post recorded for the claim; "" until its claimant recorded it."""
+    """The reply post recorded for the claim, or the one the post's answer writes into once a turn
+    answers it; "" until then.
+    """
     taken_over: _builtins.bool
     """True when the claim was taken over from another claimant whose lease had expired."""
     def __init__(
@@ -2164,7 +2166,9 @@ class TakeOverExpiredClaimResponse(_message.Message):
     post_id: _builtins.str
     """The user post whose claim was taken over."""
     response_post_id: _builtins.str
-    """The reply post the previous claimant recorded; "" when it died before creating one."""
+    """The reply post the post's answer writes into (its turn's, else the one the previous
+    claimant recorded); "" when the previous claimant died before creating one.
+    """
     def __init__(
         self,
         *,
