@@ -25,7 +25,7 @@ from tests.polling import poll
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # Process name in the harness for each replica id.
-REPLICAS = {"replica-a": "gateway", "replica-b": "gateway-b", "replica-c": "gateway-c"}
+REPLICAS = {"replica-a": "gateway", "replica-b": "gateway-b"}
 LEASE_SECONDS = 2
 
 
@@ -52,6 +52,13 @@ async def claimant_of(world: World, post_id: str) -> str:
             await conn.execute("SELECT claimant FROM llm_handledposts WHERE postid = %s", (post_id,))
         ).fetchone()
     return str(row[0]) if row else ""
+
+
+async def another_replica(world: World) -> None:
+    """Start one more gateway replica (each killing test leaves one fewer)."""
+    n = len(REPLICAS) + 1
+    REPLICAS[f"replica-{n}"] = f"gateway-{n}"
+    await world.h.start_gateway(f"gateway-{n}", env={"AGENTS_GATEWAY_REPLICA_ID": f"replica-{n}"})
 
 
 def posts_created(world: World) -> int:
@@ -114,8 +121,7 @@ async def test_a_replica_killed_before_its_reply_was_recorded_leaves_one_reply_f
     """The claim never named the reply post (its RenewClaim did not land before the replica died,
     while the turn it started goes on): the survivor finishes that reply from its turn instead of
     starting a second one and leaving the first streaming."""
-    # The test before killed one of the two replicas: two are live again with a third.
-    await world.h.start_gateway("gateway-c", env={"AGENTS_GATEWAY_REPLICA_ID": "replica-c"})
+    await another_replica(world)  # the tests before killed one
     bot = await world.agent("unrecorded", sockets=2)
     eva = world.mm.add_user("eva")
     dm = world.mm.add_direct_channel(eva, bot)
@@ -136,5 +142,29 @@ async def test_a_replica_killed_before_its_reply_was_recorded_leaves_one_reply_f
     assert final["props"]["agents_stream_status"] == "done"
     assert final["message"] == answer
     await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
+    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+    assert streaming_posts(world, bot.id) == []
+
+
+async def test_a_replica_killed_creating_the_reply_leaves_one_reply_answered_into(world: World) -> None:
+    """The replica died while Mattermost created its reply post: the post exists, its id never
+    reached the claim and no turn started. The survivor answers into that post rather than
+    leaving it streaming beside a second reply."""
+    await another_replica(world)  # the tests before killed one
+    bot = await world.agent("orphaned", sockets=2)
+    fay = world.mm.add_user("fay")
+    dm = world.mm.add_direct_channel(fay, bot)
+    world.openai.enqueue(FakeResponse.text("Answered in the reply left."), FakeResponse.text("Title"))
+    with world.mm.holding("/api/v4/posts") as gate:
+        post = await world.mm.user_posts(fay, dm, "are you there")
+        await poll(lambda: gate.arrived, within=15)
+        owner = await poll(lambda: claimant_of(world, post["id"]), within=10)
+        assert world.h.cluster is not None
+        await world.h.cluster.stop_service(REPLICAS[owner], sig=signal.SIGKILL)
+    [reply] = await poll(lambda: world.replies_to(post["id"]), within=10)
+
+    final = await world.final(reply["id"], within=30)
+    assert final["message"] == "Answered in the reply left."
+    await asyncio.sleep(2 * LEASE_SECONDS)
     assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
     assert streaming_posts(world, bot.id) == []

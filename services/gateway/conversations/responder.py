@@ -31,9 +31,11 @@ from services.gateway.rendering.reply import (
     FINAL_STATUSES,
     INTERRUPTED,
     POST_TYPE,
+    PROP_RESPONDING_TO,
     PROP_STREAM_STATUS,
     UNAVAILABLE_TEXT,
 )
+from services.gateway.replies import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -171,15 +173,16 @@ class Responder:
                     # reply: that reply is finished, not a second one started.
                     await self._finish_reply(post.id, grant.response_post_id)
                     return
+            taken_over = already_claimed or (grant is not None and grant.taken_over)
             # Renewed from the claim until the reply is final: checking access, creating the reply
             # post and starting the turn can outlast a lease on a busy cluster, and an expired claim
             # would be answered a second time by a sweep.
             async with self.claims.held(post.id):
-                answered = await self._answer_claimed(trigger)
+                answered = await self._answer_claimed(trigger, taken_over)
         if answered:
             await self.claims.finish(post.id)
 
-    async def _answer_claimed(self, trigger: Trigger) -> bool:
+    async def _answer_claimed(self, trigger: Trigger, taken_over: bool) -> bool:
         """Answer the claimed post; False when a turn already answers it (nothing to finish)."""
         try:
             context = await self._retrying(trigger.post.id, self._start, trigger)
@@ -188,13 +191,16 @@ class Responder:
             return True
         if context is None:
             return True  # the agent may not answer here: no reply, and no replica tries again
-        return await self._respond(trigger, context)
+        return await self._respond(trigger, context, taken_over)
 
-    async def _respond(self, trigger: Trigger, context: llm_pb2.ConversationContext) -> bool:
-        """Create the reply post and stream the turn into it; False when a turn already answers
-        the post (its reply post is another one)."""
+    async def _respond(self, trigger: Trigger, context: llm_pb2.ConversationContext, taken_over: bool) -> bool:
+        """Create the reply post (or, ``taken_over`` from a replica that recorded none, take the
+        one it left) and stream the turn into it; False when a turn already answers the post
+        (its reply post is another one)."""
         post, agent = trigger.post, trigger.agent
-        reply = await self.replies.start_in_thread(post, agent.bot_user_id)
+        reply = await self._reply_left(post, agent.bot_user_id) if taken_over else None
+        if reply is None:
+            reply = await self.replies.start_in_thread(post, agent.bot_user_id)
         try:
             await self.claims.record_reply(post.id, reply.post_id)
         except DomainError as err:
@@ -221,15 +227,29 @@ class Responder:
             )
             first = await _first(events)
             if isinstance(first, AlreadyExists):
-                # A turn already answers the post: its replica died after starting it, before it
-                # recorded its reply post on the claim (this one took the claim over).
-                await reply.poster.delete_post(reply.post_id)
+                # A turn already answers the post: its replica fell behind, lost the claim to this
+                # one and started the turn since. That replica renders its own reply.
+                if reply.new:
+                    await reply.poster.delete_post(reply.post_id)
                 return False
             with tracer(__name__).start_as_current_span(
                 "stream to post", attributes={attributes.POST_ID: reply.post_id}
             ):
                 await self.replies.write(reply, _prepend(first, events), resumable=True)
         return True
+
+    async def _reply_left(self, post: Post, bot_user_id: str) -> Reply | None:
+        """The unfinished reply to ``post`` a previous claimant created but never recorded on the
+        claim (it died creating it, or its record failed) and started no turn for: answered
+        into rather than left streaming beside a second one."""
+        for candidate in await self.deps.mattermost.get_post_thread(post.id):
+            if (
+                candidate.user_id == bot_user_id
+                and candidate.props.get(PROP_RESPONDING_TO) == post.id
+                and candidate.props.get(PROP_STREAM_STATUS) not in FINAL_STATUSES
+            ):
+                return await self.replies.of_post(candidate)
+        return None
 
     async def resume(
         self,
