@@ -93,6 +93,40 @@ async def test_a_replica_slow_to_create_the_reply_post_keeps_its_claim(world: Wo
     assert await claimant_of(world, post["id"]) == owner
 
 
+async def test_a_claim_taken_over_is_renewed_from_the_takeover_and_answered_once(world: World) -> None:
+    """A replica taking over a dead one's claim renews it from the takeover on: reading the post
+    back can outlast a lease, and the claim must not pass on to a second answer meanwhile."""
+    bot = await world.agent("heir", sockets=2)
+    eve = world.mm.add_user("eve")
+    dm = world.mm.add_direct_channel(eve, bot)
+    world.openai.enqueue(FakeResponse.text("Inherited."), FakeResponse.text("Title"))
+    # Its replica died after claiming it, before creating the reply (no event is sent here).
+    post = world.mm.add_post(eve, dm, "answer me after the crash")
+    creates_before = posts_created(world)
+
+    async def taken_over() -> str | None:
+        claimant = await claimant_of(world, post["id"])
+        return claimant if claimant in REPLICAS else None
+
+    with world.mm.holding(f"/api/v4/posts/{post['id']}") as gate:
+        async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO llm_handledposts (postid, responsepostid, claimant, leaseuntil, finished, createdat) "
+                "VALUES (%s, '', 'replica-gone', 0, false, 0)",
+                (post["id"],),
+            )
+        await poll(lambda: gate.arrived, within=15)
+        owner = await poll(taken_over, within=10)
+        await asyncio.sleep(3 * LEASE_SECONDS)  # three leases, ten sweeps of each replica
+        # Every takeover reads the post (the same replica's sweep may take its own lapsed claim).
+        assert gate.arrived == 1
+        assert await claimant_of(world, post["id"]) == owner
+    final = await world.answer_to(post, within=30)
+    assert final["message"] == "Inherited."
+    assert posts_created(world) == creates_before + 1
+    assert await claimant_of(world, post["id"]) == owner
+
+
 async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_other(world: World) -> None:
     bot = await world.agent("survivor", sockets=2)
     uma = world.mm.add_user("uma")

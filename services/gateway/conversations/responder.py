@@ -256,30 +256,36 @@ class Responder:
         claim: llm_pb2.TakeOverExpiredClaimResponse,
         trigger_for: Callable[[Post], Awaitable[Trigger | ReminderCandidate | None]],
     ) -> None:
-        """Finish a reply whose claim this replica took over from a dead one."""
-        if not claim.response_post_id:
-            # The previous claimant died before creating the reply: answer from the start.
-            post = await self.deps.mattermost.get_post(claim.post_id)
-            trigger = await trigger_for(post)
-            if isinstance(trigger, Trigger):
-                await self.answer(trigger, already_claimed=True)
-            else:
-                await self.claims.finish(claim.post_id)
+        """Finish a reply whose claim this replica took over from a dead one. The claim is renewed
+        from the takeover on: reading the posts back can outlast a lease on a busy cluster, and
+        the claim would then pass on to a second replica answering the same post."""
+        if claim.response_post_id:
+            await self._finish_reply(claim.post_id, claim.response_post_id)
             return
-        await self._finish_reply(claim.post_id, claim.response_post_id)
+        # The previous claimant died before recording a reply: answer from the start.
+        async with self.claims.held(claim.post_id):
+            trigger = await trigger_for(await self.deps.mattermost.get_post(claim.post_id))
+        if isinstance(trigger, Trigger):
+            # ``answer`` holds the claim again before its first wait: no renewal is missed.
+            await self.answer(trigger, already_claimed=True)
+        else:
+            await self.claims.finish(claim.post_id)
 
     async def _finish_reply(self, post_id: str, response_post_id: str) -> None:
         """Render the rest of the reply another replica started to ``post_id``, from its turn."""
+        async with self.claims.held(post_id):
+            await self._render_rest(post_id, response_post_id)
+        await self.claims.finish(post_id)
+
+    async def _render_rest(self, post_id: str, response_post_id: str) -> None:
         try:
             post = await self.deps.mattermost.get_post(response_post_id)
         except NotFound:
             # Deleted (by its author, or an admin): nothing is left to finish, and a claim left
             # open would be taken over and fail again every lease.
             logger.warning("the reply to take over is gone", extra={"post_id": post_id})
-            await self.claims.finish(post_id)
             return
         if post.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
-            await self.claims.finish(post_id)
             return
         reply = await self.replies.of_post(post)
         logger.info("taking over a reply another replica left", extra={"post_id": post.id})
@@ -290,9 +296,7 @@ class Responder:
                 timeout=self.deps.settings.turn_timeout_seconds,
                 wait_for_ready=True,
             )
-            async with self.claims.held(post_id):
-                await self.replies.write(reply, events, resumable=True)
-        await self.claims.finish(post_id)
+            await self.replies.write(reply, events, resumable=True)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
         """Post the mention reminder when the thread's previous post was an agent's."""
