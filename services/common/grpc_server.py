@@ -314,6 +314,9 @@ class GrpcServiceHost:
         reflection.enable_server_reflection([*names, HEALTH_FULL_NAME, reflection.SERVICE_NAME], self.server)
         self.port = 0
         self._stopping = asyncio.Event()
+        # Called once the server takes no new calls: each ends the service's endless streams
+        # (watches), which would otherwise hold every shutdown for the whole grace.
+        self.on_drain: list[Callable[[], None]] = []
 
     @property
     def service_names(self) -> list[str]:
@@ -346,7 +349,12 @@ class GrpcServiceHost:
         if self.settings.readiness_drain_seconds:
             await asyncio.sleep(self.settings.readiness_drain_seconds)
         logger.info("draining in-flight calls (grace %.1fs)", self.settings.shutdown_grace_seconds)
-        await self.server.stop(self.settings.shutdown_grace_seconds)
+        stopping = asyncio.ensure_future(self.server.stop(self.settings.shutdown_grace_seconds))
+        # Its first step refuses new calls: a watch ended after it reconnects to another replica.
+        await asyncio.sleep(0)
+        for end_streams in self.on_drain:
+            end_streams()
+        await stopping
         self.metrics_endpoint.stop()
         logger.info("stopped")
 

@@ -117,6 +117,7 @@ class IndexProcess:
             ],
             metrics=metrics,
         )
+        self.host.on_drain.append(self.feed.end_subscriptions)
 
     async def prepare(self) -> None:
         """Migrate, seed the plugin configuration, adopt legacy bots, read the license, and start

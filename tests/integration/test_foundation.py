@@ -173,6 +173,20 @@ async def test_sigterm_turns_health_not_serving_then_exits_cleanly(postgres: Ses
         assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
+async def test_a_draining_index_ends_its_config_watches_instead_of_waiting_out_the_grace(
+    postgres: SessionPostgres,
+) -> None:
+    """Every other service watches the plugin configuration on the index, a stream that never
+    ends by itself: the index's drain ends them (their clients reconnect to a live replica), so
+    its shutdown does not take the whole grace."""
+    grace = {"index": {"AGENTS_SHUTDOWN_GRACE_SECONDS": "120"}}
+    async with ClusterHarness(postgres, process_env=grace) as h:
+        assert h.cluster is not None
+        proc = h.cluster.processes["index"].proc
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
 async def test_trusted_proxy_mode_accepts_signed_requests_and_refuses_forged_ones(harness: ClusterHarness) -> None:
     secret = "shim-secret"
     env = {"AGENTS_GATEWAY_AUTH_MODE": "trusted_proxy", "AGENTS_GATEWAY_PROXY_SHARED_SECRET": secret}

@@ -28,7 +28,9 @@ class ConfigFeed:
         self.store = store
         self.current = EMPTY
         self.license = License.NONE
-        self._subscribers: set[asyncio.Queue[Published]] = set()
+        # None in a queue ends that subscription (``end_subscriptions``).
+        self._subscribers: set[asyncio.Queue[Published | None]] = set()
+        self._ended = False
         # Refreshes read one after another, so an older read can never be published after a newer one.
         self._refreshing = asyncio.Lock()
         # Whether a change committed anywhere would reach ``current`` (the listener is connected).
@@ -69,17 +71,29 @@ class ConfigFeed:
             # Only the newest state matters to a slow subscriber.
             while not queue.empty():
                 queue.get_nowait()
-            queue.put_nowait((self.current, self.license))
+            queue.put_nowait(None if self._ended else (self.current, self.license))
+
+    def end_subscriptions(self) -> None:
+        """End every subscription, now and later (the process is draining): a watch stream that
+        never ends would hold the shutdown for its whole grace, and its client reconnects to a
+        live replica instead."""
+        self._ended = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)
 
     async def subscribe(self) -> AsyncIterator[Published]:
-        """The current revision and license, then every change of either, until the caller stops."""
-        queue: asyncio.Queue[Published] = asyncio.Queue()
+        """The current revision and license, then every change of either, until the caller stops
+        or the subscriptions end."""
+        queue: asyncio.Queue[Published | None] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
             last = (self.current, self.license)
             yield last
-            while True:
-                revision, license = await queue.get()
+            while not self._ended:
+                published = await queue.get()
+                if published is None:
+                    return
+                revision, license = published
                 if (revision.revision, license) != (last[0].revision, last[1]):
                     last = (revision, license)
                     yield last
