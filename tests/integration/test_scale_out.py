@@ -433,12 +433,15 @@ async def survive(postgres: SessionPostgres, tmp_path: Path, seed: Path, mcp_ori
             await cluster.start_service(name, cluster.replica_environment(service, name), module=service)
         await cluster.wait_healthy(timeout=120, names=tuple(victims))
 
-        # Rolling restart: each replica in turn drains (SIGTERM) and comes back, load running.
-        for service in (*GRPC_SERVICES, "gateway"):
-            for name in cluster.config.processes_of(service):
-                await cluster.stop_service(name, grace=15)
+        # Rolling restart, load running: each service's replicas in turn drain (SIGTERM) and come
+        # back, every service rolling at once as its own Deployment would (one replica down each).
+        services = (*GRPC_SERVICES, "gateway")
+        for k in range(REPLICAS):
+            rolled = {cluster.config.processes_of(s)[k]: s for s in services}
+            await asyncio.gather(*(cluster.stop_service(name, grace=15) for name in rolled))
+            for name, service in rolled.items():
                 await cluster.start_service(name, cluster.replica_environment(service, name), module=service)
-                await cluster.wait_healthy(timeout=120, names=(name,))
+            await cluster.wait_healthy(timeout=120, names=tuple(rolled))
         seen = load.counts()
         await poll(
             lambda: load.progressed(seen, 6),
