@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
+from tests.fakes.mattermost.state import FakeUser
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import ClusterHarness, SessionPostgres
@@ -127,27 +128,43 @@ async def test_a_claim_taken_over_is_renewed_from_the_takeover_and_answered_once
     assert await claimant_of(world, post["id"]) == owner
 
 
-async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_other(world: World) -> None:
-    bot = await world.agent("survivor", sockets=2)
-    uma = world.mm.add_user("uma")
-    dm = world.mm.add_direct_channel(uma, bot)
+async def a_long_answer_under_way(world: World, name: str) -> tuple[FakeUser, dict[str, Any], dict[str, Any], str]:
+    """Agent ``name`` answering a DM in 60 tokens 0.1 s apart, once its reply shows text: the
+    bot, the user's post, the reply post and the whole answer."""
+    bot = await world.agent(name, sockets=2)
+    user = world.mm.add_user(f"{name}-user")
+    dm = world.mm.add_direct_channel(user, bot)
     answer = " ".join(f"part{i}" for i in range(60))
     world.openai.enqueue(FakeResponse.text(answer, tokens=60, token_delay=0.1), FakeResponse.text("Title"))
-    post = await world.mm.user_posts(uma, dm, "a long answer please")
+    post = await world.mm.user_posts(user, dm, "a long answer please")
     [reply] = await poll(lambda: world.replies_to(post["id"]))
-    live = world.mm.post(reply["id"])
-    await poll(lambda: live["message"].strip(), within=10)
-    owner = await claimant_of(world, post["id"])
+    await poll(lambda: world.mm.post(reply["id"])["message"].strip(), within=10)
+    return bot, post, reply, answer
+
+
+async def kill_claimant(world: World, post_id: str) -> str:
+    """SIGKILL the replica holding the claim on ``post_id``; returns its replica id."""
+    owner = await claimant_of(world, post_id)
     assert owner in REPLICAS
     assert world.h.cluster is not None
     await world.h.cluster.stop_service(REPLICAS[owner], sig=signal.SIGKILL)
-    assert live["message"] != answer  # killed mid-answer
+    return owner
 
-    final = await world.final(reply["id"], within=30)
+
+async def assert_one_reply_finished(world: World, bot: FakeUser, post_id: str, reply_id: str, answer: str) -> None:
+    final = await world.final(reply_id, within=30)
     assert final["props"]["agents_stream_status"] == "done"
     assert final["message"] == answer
-    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+    assert [r["id"] for r in world.replies_to(post_id)] == [reply_id]
     assert streaming_posts(world, bot.id) == []
+
+
+async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_other(world: World) -> None:
+    bot, post, reply, answer = await a_long_answer_under_way(world, "survivor")
+    owner = await kill_claimant(world, post["id"])
+    assert world.mm.post(reply["id"])["message"] != answer  # killed mid-answer
+
+    await assert_one_reply_finished(world, bot, post["id"], reply["id"], answer)
     assert await claimant_of(world, post["id"]) not in ("", owner)
 
 
@@ -156,28 +173,15 @@ async def test_a_replica_killed_before_its_reply_was_recorded_leaves_one_reply_f
     while the turn it started goes on): the survivor finishes that reply from its turn instead of
     starting a second one and leaving the first streaming."""
     await another_replica(world)  # the tests before killed one
-    bot = await world.agent("unrecorded", sockets=2)
-    eva = world.mm.add_user("eva")
-    dm = world.mm.add_direct_channel(eva, bot)
-    answer = " ".join(f"bit{i}" for i in range(60))
-    world.openai.enqueue(FakeResponse.text(answer, tokens=60, token_delay=0.1), FakeResponse.text("Title"))
-    post = await world.mm.user_posts(eva, dm, "another long answer please")
-    [reply] = await poll(lambda: world.replies_to(post["id"]))
-    live = world.mm.post(reply["id"])
-    await poll(lambda: live["message"].strip(), within=10)
-    owner = await claimant_of(world, post["id"])
-    assert world.h.cluster is not None
-    await world.h.cluster.stop_service(REPLICAS[owner], sig=signal.SIGKILL)
+    bot, post, reply, answer = await a_long_answer_under_way(world, "unrecorded")
+    await kill_claimant(world, post["id"])
     async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
         await conn.execute("UPDATE llm_handledposts SET responsepostid = '' WHERE postid = %s", (post["id"],))
-    assert live["message"] != answer
+    assert world.mm.post(reply["id"])["message"] != answer
 
-    final = await world.final(reply["id"], within=30)
-    assert final["props"]["agents_stream_status"] == "done"
-    assert final["message"] == answer
+    await assert_one_reply_finished(world, bot, post["id"], reply["id"], answer)
     await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
     assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
-    assert streaming_posts(world, bot.id) == []
 
 
 async def test_a_replica_killed_creating_the_reply_leaves_one_reply_answered_into(world: World) -> None:
@@ -192,13 +196,10 @@ async def test_a_replica_killed_creating_the_reply_leaves_one_reply_answered_int
     with world.mm.holding("/api/v4/posts") as gate:
         post = await world.mm.user_posts(fay, dm, "are you there")
         await poll(lambda: gate.arrived, within=15)
-        owner = await poll(lambda: claimant_of(world, post["id"]), within=10)
-        assert world.h.cluster is not None
-        await world.h.cluster.stop_service(REPLICAS[owner], sig=signal.SIGKILL)
+        await poll(lambda: claimant_of(world, post["id"]), within=10)
+        await kill_claimant(world, post["id"])
     [reply] = await poll(lambda: world.replies_to(post["id"]), within=10)
 
-    final = await world.final(reply["id"], within=30)
-    assert final["message"] == "Answered in the reply left."
-    await asyncio.sleep(2 * LEASE_SECONDS)
+    await assert_one_reply_finished(world, bot, post["id"], reply["id"], "Answered in the reply left.")
+    await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
     assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
-    assert streaming_posts(world, bot.id) == []
