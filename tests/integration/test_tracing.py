@@ -81,7 +81,9 @@ async def collector() -> AsyncIterator[tuple[Receiver, int]]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
+async def world(postgres: SessionPostgres, collector: tuple[Receiver, int]) -> AsyncIterator[World]:
+    # Stopped while the collector still runs: the services' last export is not retried against
+    # a dead collector for the exporter's whole timeout.
     async with FakeOpenAI() as openai:
         env = {**FAST, "AGENTS_TELEMETRY_OUTPUT": "off"}
         async with ClusterHarness(postgres, env=env) as harness:
