@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.common.errors import ErrorClass, PermissionDenied, UpstreamUnavailable
 from services.common.http import new_client_session
@@ -25,6 +26,7 @@ from services.common.http_guard import (
     DestinationRefused,
     GuardedConnectorMismatch,
     GuardedHttpClient,
+    GuardedResponse,
     OutboundPolicy,
     ResponseTooLarge,
     new_guarded_session,
@@ -192,6 +194,19 @@ async def test_denied_domains_refuse_the_domain_and_its_subdomains(counter: Conn
                 await client.request("GET", f"http://{host}:{counter.port}/")
         assert (await client.request("GET", f"http://notblocked.test:{port}/")).body == b"fine"
     assert await counter.connections_seen() == 0
+
+
+@pytest.mark.parametrize("body", [b'{"a": [1.5, 2]}', b'\xef\xbb\xbf{"a": [1.5, 2]}'])
+def test_a_json_body_parses_with_or_without_a_byte_order_mark(body: bytes) -> None:
+    response = GuardedResponse(200, CIMultiDictProxy(CIMultiDict()), body, "http://upstream")
+    assert response.json() == {"a": [1.5, 2]}
+
+
+@pytest.mark.parametrize("body", [b"NaN", b'"\\ud800"', b"\xff", b"", b'{"a": 1'])
+def test_a_body_that_is_not_json_raises_value_error(body: bytes) -> None:
+    response = GuardedResponse(200, CIMultiDictProxy(CIMultiDict()), body, "http://upstream")
+    with pytest.raises(ValueError):
+        response.json()
 
 
 def test_parse_allowed_hostnames_splits_on_commas_spaces_and_newlines() -> None:
