@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from agents.index.v1 import index_pb2 as index_pb2
@@ -50,7 +50,7 @@ class Backends:
 
 async def conversation_events(
     call: Callable[..., Any], request: Any, **kwargs: Any
-) -> AsyncIterator[llm_pb2.ConversationEvent]:
+) -> AsyncGenerator[llm_pb2.ConversationEvent, None]:
     """The events of a streaming Conversations RPC (each response message wraps one event)."""
     async for response in stream(call, request, **kwargs):
         yield response.event

@@ -227,9 +227,11 @@ class Responder:
             )
             first = await _first(events)
             if isinstance(first, AlreadyExists):
-                # A turn already answers the post: its replica fell behind, lost the claim to this
-                # one and started the turn since. That replica renders its own reply.
-                if reply.new:
+                # A turn already answers the post: a replica that fell behind lost the claim to
+                # this one and started its turn, or took this one's reply over (``_reply_left``)
+                # and started the turn in it. Whoever holds the claim renders that turn; this
+                # reply is deleted only when the turn writes elsewhere.
+                if reply.new and not await self._a_turn_writes_into(reply):
                     await reply.poster.delete_post(reply.post_id)
                 return False
             with tracer(__name__).start_as_current_span(
@@ -237,6 +239,19 @@ class Responder:
             ):
                 await self.replies.write(reply, _prepend(first, events), resumable=True)
         return True
+
+    async def _a_turn_writes_into(self, reply: Reply) -> bool:
+        """Whether a turn may write into ``reply`` (one ``Attach`` call, closed after its first
+        event): only NOT_FOUND says none does; a reply is never deleted on a doubt."""
+        events = conversation_events(
+            self.deps.backends.conversations.Attach,
+            llm_pb2.AttachRequest(post_id=reply.post_id),
+            timeout=self.deps.settings.turn_timeout_seconds,
+            wait_for_ready=True,
+        )
+        async with contextlib.aclosing(events):
+            first = await _first(events)
+        return not isinstance(first, NotFound)
 
     async def _reply_left(self, post: Post, bot_user_id: str) -> Reply | None:
         """The unfinished reply to ``post`` a previous claimant created but never recorded on the
