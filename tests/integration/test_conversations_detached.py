@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import pytest_asyncio
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
+from services.cluster.supervisor import free_port
 from tests.fakes.openai_script import FakeResponse
 from tests.harness import SessionPostgres
 from tests.integration.llm_conversation_support import World, collect, done_reason, kinds, started_world, text_of
@@ -311,6 +313,36 @@ async def test_attach_to_a_post_no_turn_wrote_into_is_not_found(world: World) ->
     dora = world.mm.add_user("dora")
     attach = world.conversations.Attach(llm_pb2.AttachRequest(post_id=new_post_id()), metadata=world.md(dora))
     assert await refused(collect(attach)) == grpc.StatusCode.NOT_FOUND
+
+
+async def test_attach_to_a_turn_that_is_gone_is_a_failed_precondition_not_a_not_found(world: World) -> None:
+    """A gateway tells a reply some turn wrote into (kept) from one none ever did (deleted when a
+    second turn was refused) by these two codes: a turn no longer running here (ended and no
+    longer retained, or this replica restarted) and one whose replica is unreachable are
+    FAILED_PRECONDITION."""
+    finn = world.mm.add_user("finn")
+    agent = await world.agent("endedbot")
+    world.openai.enqueue(FakeResponse.text("Over."), FakeResponse.text("Title"))
+    request, _ = world.dm(finn, agent, "hello")
+    assert text_of(await collect(world.conversations.Respond(request, metadata=world.md(finn)))) == "Over."
+    columns = "conversationid, userid, kind, params, noregen, state, stoprequested, updatedat"
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        row = await (
+            await conn.execute("SELECT runner FROM llm_streams WHERE responsepostid = %s", (request.response_post_id,))
+        ).fetchone()
+        assert row is not None
+        gone = {"ran here, not retained": row[0], "ran on a replica that is gone": f"127.0.0.1:{free_port()}"}
+        posts = {}
+        for case, runner in gone.items():
+            posts[case] = new_post_id()
+            await conn.execute(
+                f"INSERT INTO llm_streams (responsepostid, requestpostid, runner, {columns}) "
+                f"SELECT %s, '', %s, {columns} FROM llm_streams WHERE responsepostid = %s",
+                (posts[case], runner, request.response_post_id),
+            )
+    for case, post_id in posts.items():
+        attach = world.conversations.Attach(llm_pb2.AttachRequest(post_id=post_id), metadata=world.md(finn))
+        assert await refused(collect(attach)) == grpc.StatusCode.FAILED_PRECONDITION, case
 
 
 async def _until_text(call: Any, count: int = 1) -> AsyncIterator[llm_pb2.RespondResponse]:

@@ -241,8 +241,8 @@ class Responder:
         return True
 
     async def _a_turn_writes_into(self, reply: Reply) -> bool:
-        """Whether a turn may write into ``reply`` (one ``Attach`` call, closed after its first
-        event): only NOT_FOUND says none does; a reply is never deleted on a doubt."""
+        """Whether a turn writes or wrote into ``reply`` (one ``Attach`` call, closed after its
+        first event): only NOT_FOUND says none ever did; a reply is never deleted on a doubt."""
         events = conversation_events(
             self.deps.backends.conversations.Attach,
             llm_pb2.AttachRequest(post_id=reply.post_id),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.common.errors import InvalidInput, NotFound
+from services.common.errors import FailedPrecondition, InvalidInput, NotFound
 from services.llm.conversations.model import Bound, TurnEvent
 from services.llm.conversations.replay import for_viewer
 from services.llm.conversations.runs import TurnRun, TurnRuns
@@ -34,7 +34,8 @@ class Attachments:
         self.store = store
 
     async def locate(self, post_id: str) -> TurnRun | RemoteRunner:
-        """The local run of ``post_id``, or the replica to relay to. NotFound when none runs it."""
+        """The local run of ``post_id``, or the replica to relay to. NotFound when no turn ever
+        wrote into it, FailedPrecondition when its turn ended or was lost with its replica."""
         if not post_id:
             raise InvalidInput("post_id is required", field="post_id")
         run = self.runs.get(post_id)
@@ -45,7 +46,7 @@ class Attachments:
             raise NotFound("no turn ever wrote into this post")
         # Our own address without a local run: this replica restarted and lost the turn.
         if not record.runner or record.runner == self.store.runner:
-            raise NotFound("the turn of this post is no longer running")
+            raise FailedPrecondition("the turn of this post is no longer running")
         return RemoteRunner(record.runner)
 
     async def follow(self, run: TurnRun, viewer_id: str) -> AsyncIterator[TurnEvent]:

@@ -9,7 +9,7 @@ import grpc
 from agents.llm.v1 import llm_pb2 as llm_pb2
 from agents.llm.v1 import llm_pb2_grpc as llm_pb2_grpc
 
-from services.common.errors import NotFound
+from services.common.errors import FailedPrecondition
 from services.common.errors_map import domain_error_from_rpc_error
 from services.common.grpc_client import ChannelPool
 
@@ -24,7 +24,7 @@ class AttachRelay:
         self.timeout_seconds = timeout_seconds
 
     async def attach(self, address: str, post_id: str) -> AsyncIterator[llm_pb2.AttachResponse]:
-        """The peer's Attach stream. A peer that cannot be reached lost the turn: NotFound."""
+        """The peer's Attach stream. A peer that cannot be reached lost the turn: FailedPrecondition."""
         stub = llm_pb2_grpc.ConversationsStub(self.pool.get(address))
         call = stub.Attach(llm_pb2.AttachRequest(post_id=post_id), timeout=self.timeout_seconds)
         try:
@@ -35,6 +35,6 @@ class AttachRelay:
                 # The peer's own answer (NOT_FOUND, a deadline, ...) is the caller's.
                 raise domain_error_from_rpc_error(err) from None
             logger.info("the replica running a turn is unreachable", extra={"post_id": post_id, "runner": address})
-            raise NotFound("the llm replica running this turn is gone") from None
+            raise FailedPrecondition("the llm replica running this turn is gone") from None
         finally:
             call.cancel()

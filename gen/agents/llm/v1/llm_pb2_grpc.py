@@ -552,7 +552,8 @@ class ConversationsServicer:
         annotations and tool states), then the live events until the turn ends or pauses. A turn
         keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
         replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
-        into the post or the llm service lost it (the gateway then marks the post interrupted).
+        into the post; FAILED_PRECONDITION if its turn ended or the llm service lost it (the gateway
+        then marks the post interrupted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

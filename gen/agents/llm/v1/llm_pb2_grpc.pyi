@@ -242,7 +242,8 @@ class ConversationsStub:
     annotations and tool states), then the live events until the turn ends or pauses. A turn
     keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
     replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
-    into the post or the llm service lost it (the gateway then marks the post interrupted).
+    into the post; FAILED_PRECONDITION if its turn ended or the llm service lost it (the gateway
+    then marks the post interrupted).
     """
 
 @_typing.type_check_only
@@ -342,7 +343,8 @@ class ConversationsAsyncStub(ConversationsStub):
     annotations and tool states), then the live events until the turn ends or pauses. A turn
     keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
     replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
-    into the post or the llm service lost it (the gateway then marks the post interrupted).
+    into the post; FAILED_PRECONDITION if its turn ended or the llm service lost it (the gateway
+    then marks the post interrupted).
     """
 
 class ConversationsServicer(metaclass=_abc_1.ABCMeta):
@@ -547,7 +549,8 @@ class ConversationsServicer(metaclass=_abc_1.ABCMeta):
         annotations and tool states), then the live events until the turn ends or pauses. A turn
         keeps running when the stream of its Respond caller breaks (a gateway replica died), so the
         replica that takes the claim over finishes the same post. NOT_FOUND if no turn ever wrote
-        into the post or the llm service lost it (the gateway then marks the post interrupted).
+        into the post; FAILED_PRECONDITION if its turn ended or the llm service lost it (the gateway
+        then marks the post interrupted).
         """
 
 def add_ConversationsServicer_to_server(servicer: ConversationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
