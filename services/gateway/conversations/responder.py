@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from agents.llm.v1 import llm_pb2 as llm_pb2
@@ -243,15 +243,18 @@ class Responder:
     async def _a_turn_writes_into(self, reply: Reply) -> bool:
         """Whether a turn writes or wrote into ``reply`` (one ``Attach`` call, closed after its
         first event): only NOT_FOUND says none ever did; a reply is never deleted on a doubt."""
-        events = conversation_events(
+        async with contextlib.aclosing(self._attach(reply.post_id)) as events:
+            first = await _first(events)
+        return not isinstance(first, NotFound)
+
+    def _attach(self, reply_id: str) -> AsyncGenerator[llm_pb2.ConversationEvent, None]:
+        """The events of the turn writing into ``reply_id``, from what it shows so far (``Attach``)."""
+        return conversation_events(
             self.deps.backends.conversations.Attach,
-            llm_pb2.AttachRequest(post_id=reply.post_id),
+            llm_pb2.AttachRequest(post_id=reply_id),
             timeout=self.deps.settings.turn_timeout_seconds,
             wait_for_ready=True,
         )
-        async with contextlib.aclosing(events):
-            first = await _first(events)
-        return not isinstance(first, NotFound)
 
     async def _reply_left(self, post: Post, bot_user_id: str) -> Reply | None:
         """The unfinished reply to ``post`` a previous claimant created but never recorded on the
@@ -305,13 +308,7 @@ class Responder:
         reply = await self.replies.of_post(post)
         logger.info("taking over a reply another replica left", extra={"post_id": post.id})
         with acting_for(reply.state.requester_id):
-            events = conversation_events(
-                self.deps.backends.conversations.Attach,
-                llm_pb2.AttachRequest(post_id=post.id),
-                timeout=self.deps.settings.turn_timeout_seconds,
-                wait_for_ready=True,
-            )
-            await self.replies.write(reply, events, resumable=True)
+            await self.replies.write(reply, self._attach(post.id), resumable=True)
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
         """Post the mention reminder when the thread's previous post was an agent's."""
