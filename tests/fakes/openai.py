@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ class FakeOpenAI:
         return web.json_response({"text": text})
 
     async def _play(self, request: web.Request, body: dict[str, Any], *, chat: bool) -> web.StreamResponse:
-        scripted = self._next()
+        scripted = _capped(self._next(), body, chat=chat)
         if scripted.status != 200:
             return web.json_response(scripted.error_body, status=scripted.status, headers=scripted.headers)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -284,6 +285,16 @@ class FakeOpenAI:
             return resp
         self.completed += 1
         return resp
+
+
+def _capped(scripted: FakeResponse, body: dict[str, Any], *, chat: bool) -> FakeResponse:
+    """The answer cut at the request's output cap, as OpenAI cuts it: the text stops there and the
+    finish reason is ``length`` (chat) or the response is ``incomplete`` (Responses)."""
+    keys = ("max_completion_tokens", "max_tokens") if chat else ("max_output_tokens",)
+    cap = next((body[k] for k in keys if isinstance(body.get(k), int) and not isinstance(body[k], bool)), None)
+    if cap is None or len(scripted.tokens) <= cap or scripted.tool_calls:
+        return scripted
+    return dataclasses.replace(scripted, tokens=scripted.tokens[:cap], finish="length")
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:

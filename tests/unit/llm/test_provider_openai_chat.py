@@ -156,3 +156,13 @@ async def test_stream_cut_before_finish_is_an_error_after_the_partial_text(upstr
     events = await collect(upstream.provider())
     assert len(text_of(events)) > 0
     assert events[-1] == Done(StopReason.ERROR)
+
+
+@pytest.mark.parametrize("responses_api", [False, True], ids=["chat", "responses"])
+async def test_an_answer_longer_than_the_output_cap_is_cut_there_as_max_tokens(upstream, fake, responses_api):
+    answer = FakeResponse.text("one two three four five six", tokens=6)
+    fake.enqueue(answer)
+    request = CompletionRequest(messages=HELLO, max_output_tokens=2)
+    events = await collect(upstream.provider(use_responses_api=responses_api), request)
+    assert text_of(events) == "".join(answer.tokens[:2])
+    assert events[-1] == Done(StopReason.MAX_TOKENS)
