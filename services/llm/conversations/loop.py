@@ -9,8 +9,6 @@ round's prompt is trimmed to the service's input limit by the completion path it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +27,7 @@ from services.llm.conversations.approvals import (
 )
 from services.llm.conversations.blocks import assistant_blocks, tool_result_block
 from services.llm.conversations.calls import ModelCalls, attribution_for
+from services.llm.conversations.interrupt import StopInterrupt, Stopped
 from services.llm.conversations.model import (
     ApprovalRequired,
     Conversation,
@@ -233,23 +232,14 @@ class AgentLoop:
             return
         attribution = attribution_for(setup.ctx, setup.agent, setup.operation)
         stream = self.calls.stream(setup.agent.service_id, request, attribution)
-        # Each step runs as its own task (so a stop can interrupt a pending read), but all steps
-        # and the final close share one context: the completion path keeps per-call state in
-        # context variables (its overhead clock), which must not change between steps.
-        loop, context = asyncio.get_running_loop(), contextvars.copy_context()
-        stopper = asyncio.ensure_future(stop.wait())
+        interrupt = StopInterrupt(stop)
         try:
             while True:
-                step = loop.create_task(stream.__anext__(), context=context)
-                await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, DomainError):
-                        await step
+                try:
+                    event = await interrupt.next(stream)
+                except Stopped:
                     out.stopped = True
                     return
-                try:
-                    event = step.result()
                 except StopAsyncIteration:
                     return
                 except DomainError as err:  # refused before the first token
@@ -260,8 +250,8 @@ class AgentLoop:
                 elif isinstance(event, Done):
                     return
         finally:
-            stopper.cancel()
-            await loop.create_task(stream.aclose(), context=context)
+            interrupt.close()
+            await stream.aclose()
 
     async def _persist_round(self, setup: TurnSetup, output: RoundOutput, statuses: dict[str, ToolStatus]) -> None:
         blocks = assistant_blocks(output, statuses, shared=setup.shared)
