@@ -16,7 +16,9 @@ configured (``BENCH_CONV_PATCH_SECONDS``, 2 s: 1,000 answers at the default 0.3 
 writes/s, more than the fake Mattermost sharing a core can serve) against the gaps the fake saw
 between two patches of one post (as the fake answered them: a starved fake answers queued patches
 together, so single gaps below the interval say nothing); the gateway's CPU per answer; and the
-services' most frequent warnings (what broke, if anything).
+services' most frequent warnings (what broke, if anything); and, for the three answers slowest to
+their first patch, every Mattermost request each made with its time after the post (which stage
+waited).
 Run: ``.venv/bin/python -m bench conversations_scale``.
 """
 
@@ -33,6 +35,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import psutil
 from agents.registry.v1 import registry_pb2 as registry_pb2
@@ -42,6 +45,7 @@ from bench.cpu_pinning import AUXILIARY_CPUS, SUT_CPUS, pin_process, pin_self, p
 from bench.llm_stream import ADMIN, start_fake
 from bench.stats import percentile
 from services.cluster.supervisor import free_port
+from tests.fakes.mattermost.server import FakeMattermost
 from tests.fakes.mattermost.state import FakeUser
 from tests.harness import ClusterHarness, SessionPostgres
 from tests.polling import poll
@@ -191,6 +195,28 @@ def report(h: ClusterHarness, sent: dict[str, float], gateway_cpu: float) -> Non
     print(f"{'gateway CPU per answer (ms)':<48}{gateway_cpu / ANSWERS * 1000:>10.2f}")
     print(f"{'failed patches':<48}{failed_patches:>10}")
     print("final statuses: " + ", ".join(f"{k or '?'} {v}" for k, v in sorted(statuses.items())))
+    slowest = sorted(sent, key=lambda pid: _first_patch_of(pid, reply_of, patches) - sent[pid], reverse=True)[:3]
+    for post_id in slowest:
+        print_trail(mm, post_id, reply_of.get(post_id), sent[post_id])
+
+
+def _first_patch_of(post_id: str, reply_of: dict[str, dict[str, Any]], patches: dict[str, list[float]]) -> float:
+    reply = reply_of.get(post_id)
+    times = patches[reply["id"]] if reply else []
+    return times[0] if times else float("inf")
+
+
+def print_trail(mm: FakeMattermost, post_id: str, reply: dict[str, Any] | None, at: float) -> None:
+    """The Mattermost requests one answer made up to its first patch, in ms after its post: where a
+    slow answer waited."""
+    post = mm.state.posts[post_id]
+    keys = {post_id, post["channel_id"], post["user_id"]} | ({reply["id"]} if reply else set())
+    print(f"  the Mattermost requests of post {post_id} (ms after it was posted):")
+    for r in mm.requests:
+        if r.at >= at and (any(k in r.path for k in keys) or any(k in json.dumps(r.json) for k in keys)):
+            print(f"    {(r.at - at) * 1000:9.1f}  {r.method} {r.route} {r.status}")
+            if r.method == "PUT" and r.path.endswith("/patch"):
+                return
 
 
 async def run() -> None:
