@@ -93,17 +93,19 @@ def peak_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-async def drive(h: ClusterHarness, bot: FakeUser) -> tuple[dict[str, float], float]:
-    """Post every user's DM on schedule; the event times by post id, and the gateway's CPU seconds
-    from the first event until every reply is final."""
+async def drive(h: ClusterHarness, bot: FakeUser) -> tuple[dict[str, float], dict[str, float]]:
+    """Post every user's DM on schedule; the event times by post id, and each service's CPU
+    seconds (and this process's: the fake Mattermost) from the first event until every reply is
+    final."""
     mm = h.mattermost
     pairs = []
     for i in range(ANSWERS):
         user = mm.add_user(f"scale-user-{i}")
         pairs.append((user, mm.add_direct_channel(user, bot)))
     assert h.cluster is not None
-    gateway = psutil.Process(h.cluster.processes["gateway"].proc.pid)
-    cpu_before = sum(gateway.cpu_times()[:2])
+    processes = {name: psutil.Process(service.proc.pid) for name, service in h.cluster.processes.items()}
+    processes["fake Mattermost"] = psutil.Process()
+    cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
     sent: dict[str, float] = {}
     start = time.monotonic()
     for i, (user, dm) in enumerate(pairs):
@@ -124,7 +126,7 @@ async def drive(h: ClusterHarness, bot: FakeUser) -> tuple[dict[str, float], flo
         await poll(finished, within=answer_seconds + 120, interval=0.5)
     except AssertionError:
         print("  not every answer finished in time: the figures cover those that did", flush=True)
-    return sent, sum(gateway.cpu_times()[:2]) - cpu_before
+    return sent, {name: sum(p.cpu_times()[:2]) - cpu_before[name] for name, p in processes.items()}
 
 
 class LogTally:
@@ -144,7 +146,7 @@ class LogTally:
             print(f"  {count:>6} x {service}: {message}")
 
 
-def report(h: ClusterHarness, sent: dict[str, float], gateway_cpu: float) -> None:
+def report(h: ClusterHarness, sent: dict[str, float], cpu: dict[str, float]) -> None:
     mm = h.mattermost
     reply_of = {
         p["props"]["responding_to"]: p for p in mm.state.posts.values() if p["props"].get("responding_to") in sent
@@ -192,7 +194,9 @@ def report(h: ClusterHarness, sent: dict[str, float], gateway_cpu: float) -> Non
             f"{1 / PATCH_SECONDS:>10.2f}"
         )
     print(f"{'answers streaming at once (peak)':<48}{peak_overlap(intervals):>10}")
-    print(f"{'gateway CPU per answer (ms)':<48}{gateway_cpu / ANSWERS * 1000:>10.2f}")
+    print(f"{'gateway CPU per answer (ms)':<48}{cpu['gateway'] / ANSWERS * 1000:>10.2f}")
+    others = ", ".join(f"{name} {seconds / ANSWERS * 1000:.1f}" for name, seconds in cpu.items() if name != "gateway")
+    print(f"  the others' CPU per answer (ms; CPU 0): {others}")
     print(f"{'failed patches':<48}{failed_patches:>10}")
     print("final statuses: " + ", ".join(f"{k or '?'} {v}" for k, v in sorted(statuses.items())))
     slowest = sorted(sent, key=lambda pid: _first_patch_of(pid, reply_of, patches) - sent[pid], reverse=True)[:3]
@@ -241,8 +245,8 @@ async def run() -> None:
             for name, service in h.cluster.processes.items():
                 pin_process(service.proc.pid, SUT_CPUS if name == "gateway" else AUXILIARY_CPUS)
             bot = await _agent(h, f"http://127.0.0.1:{port}/v1")
-            sent, gateway_cpu = await drive(h, bot)
-            report(h, sent, gateway_cpu)
+            sent, cpu = await drive(h, bot)
+            report(h, sent, cpu)
         print("the services' warnings and errors, most frequent first:")
         logs.print()
     finally:

@@ -57,6 +57,34 @@ class FakeUser:
     token: str
 
 
+class Memberships(dict[tuple[str, str], JSON]):
+    """Channel memberships by ``(channel_id, user_id)``, with the members of each channel kept
+    beside them: every post and every edit goes to the channel's members, and finding them by a
+    scan of every membership made the fake slower with each channel a benchmark added. Tests
+    add and delete entries as in any dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_channel: dict[str, set[str]] = {}
+
+    def __setitem__(self, key: tuple[str, str], value: JSON) -> None:
+        super().__setitem__(key, value)
+        self._by_channel.setdefault(key[0], set()).add(key[1])
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        super().__delitem__(key)
+        self._by_channel[key[0]].discard(key[1])
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:  # type: ignore[override]
+        if key in self:
+            self._by_channel[key[0]].discard(key[1])
+        return super().pop(key, *default)
+
+    def members_of(self, channel_id: str) -> set[str]:
+        """The ids of the channel's members (a copy)."""
+        return set(self._by_channel.get(channel_id, ()))
+
+
 @dataclass(frozen=True)
 class FakeTeam:
     """A seeded team."""
@@ -84,7 +112,7 @@ class FakeState:
     teams: dict[str, JSON] = field(default_factory=dict)
     team_members: dict[tuple[str, str], JSON] = field(default_factory=dict)
     channels: dict[str, JSON] = field(default_factory=dict)
-    channel_members: dict[tuple[str, str], JSON] = field(default_factory=dict)
+    channel_members: Memberships = field(default_factory=Memberships)
     posts: dict[str, JSON] = field(default_factory=dict)
     files: dict[str, tuple[JSON, bytes]] = field(default_factory=dict)
     bots: dict[str, JSON] = field(default_factory=dict)
@@ -347,7 +375,7 @@ class FakeState:
 
     def channel_member_ids(self, channel_id: str) -> set[str]:
         """The ids of the channel's members (who receive its WebSocket events)."""
-        return {uid for (cid, uid) in self.channel_members if cid == channel_id}
+        return self.channel_members.members_of(channel_id)
 
     def snapshot(self, value: JSON) -> JSON:
         """A deep copy, so a handler's answer never aliases the stored object."""
