@@ -203,3 +203,36 @@ async def test_a_replica_killed_creating_the_reply_leaves_one_reply_answered_int
     await assert_one_reply_finished(world, bot, post["id"], reply["id"], "Answered in the reply left.")
     await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
     assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+
+
+async def test_a_replica_killed_before_its_turn_started_leaves_its_reply_answered_into(world: World) -> None:
+    """The replica recorded its reply post on the claim, then died while the llm was still
+    checking access for its turn: no turn ever wrote into that reply. The survivor answers into
+    it rather than ending it interrupted and empty."""
+    await another_replica(world)  # the tests before killed one
+    bot = await world.agent("unstarted", sockets=2)
+    gus = world.mm.add_user("gus")
+    dm = world.mm.add_direct_channel(gus, bot)
+    world.openai.enqueue(FakeResponse.text("Answered after all."), FakeResponse.text("Title"))
+    with world.mm.holding("/api/v4/posts") as creating:
+        post = await world.mm.user_posts(gus, dm, "anyone home")
+        await poll(lambda: creating.arrived, within=15)
+        # The turn's access check reads the user: held from here, after the gateway's own check.
+        with world.mm.holding(f"/api/v4/users/{gus.id}") as checking:
+            creating.release()
+            [reply] = await poll(lambda: world.replies_to(post["id"]), within=10)
+            await poll(lambda: checking.arrived, within=10)
+            await poll(lambda: recorded_reply(world, post["id"]), within=10)
+            await kill_claimant(world, post["id"])
+
+    await assert_one_reply_finished(world, bot, post["id"], reply["id"], "Answered after all.")
+    await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
+    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+
+
+async def recorded_reply(world: World, post_id: str) -> str:
+    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
+        row = await (
+            await conn.execute("SELECT responsepostid FROM llm_handledposts WHERE postid = %s", (post_id,))
+        ).fetchone()
+    return str(row[0]) if row else ""

@@ -168,12 +168,12 @@ class Responder:
             if not already_claimed:
                 if grant is None:
                     return  # another replica has it, or it is answered
-                if grant.response_post_id:
+                if grant.response_post_id and await self._finish_reply(post.id, grant.response_post_id):
                     # Taken over from a replica that died (or fell behind) after it started the
                     # reply: that reply is finished, not a second one started.
-                    await self._finish_reply(post.id, grant.response_post_id)
                     return
-            taken_over = already_claimed or (grant is not None and grant.taken_over)
+            # A grant naming a reply no turn wrote into is a takeover too: that reply is answered into.
+            taken_over = already_claimed or (grant is not None and (grant.taken_over or bool(grant.response_post_id)))
             # Renewed from the claim until the reply is final: checking access, creating the reply
             # post and starting the turn can outlast a lease on a busy cluster, and an expired claim
             # would be answered a second time by a sweep.
@@ -277,10 +277,10 @@ class Responder:
         """Finish a reply whose claim this replica took over from a dead one. The claim is renewed
         from the takeover on: reading the posts back can outlast a lease on a busy cluster, and
         the claim would then pass on to a second replica answering the same post."""
-        if claim.response_post_id:
-            await self._finish_reply(claim.post_id, claim.response_post_id)
+        if claim.response_post_id and await self._finish_reply(claim.post_id, claim.response_post_id):
             return
-        # The previous claimant died before recording a reply: answer from the start.
+        # The previous claimant died before recording a reply, or before its turn started:
+        # answer from the start (into the reply it left, if any: ``_reply_left``).
         async with self.claims.held(claim.post_id):
             trigger = await trigger_for(await self.deps.mattermost.get_post(claim.post_id))
         if isinstance(trigger, Trigger):
@@ -289,26 +289,36 @@ class Responder:
         else:
             await self.claims.finish(claim.post_id)
 
-    async def _finish_reply(self, post_id: str, response_post_id: str) -> None:
-        """Render the rest of the reply another replica started to ``post_id``, from its turn."""
+    async def _finish_reply(self, post_id: str, response_post_id: str) -> bool:
+        """Render the rest of the reply another replica started to ``post_id``, from its turn.
+        False when no turn ever wrote into it (its replica died between recording it on the claim
+        and starting the turn): the post is still to be answered, into that reply."""
         async with self.claims.held(post_id):
-            await self._render_rest(post_id, response_post_id)
-        await self.claims.finish(post_id)
+            rendered = await self._render_rest(post_id, response_post_id)
+        if rendered:
+            await self.claims.finish(post_id)
+        return rendered
 
-    async def _render_rest(self, post_id: str, response_post_id: str) -> None:
+    async def _render_rest(self, post_id: str, response_post_id: str) -> bool:
         try:
             post = await self.deps.mattermost.get_post(response_post_id)
         except NotFound:
             # Deleted (by its author, or an admin): nothing is left to finish, and a claim left
             # open would be taken over and fail again every lease.
             logger.warning("the reply to take over is gone", extra={"post_id": post_id})
-            return
+            return True
         if post.props.get(PROP_STREAM_STATUS) in FINAL_STATUSES:
-            return
+            return True
         reply = await self.replies.of_post(post)
-        logger.info("taking over a reply another replica left", extra={"post_id": post.id})
         with acting_for(reply.state.requester_id):
-            await self.replies.write(reply, self._attach(post.id), resumable=True)
+            events = self._attach(post.id)
+            first = await _first(events)
+            if isinstance(first, NotFound):
+                await events.aclose()
+                return False
+            logger.info("taking over a reply another replica left", extra={"post_id": post.id})
+            await self.replies.write(reply, _prepend(first, events), resumable=True)
+        return True
 
     async def remind(self, candidate: ReminderCandidate, agents: list[AgentBot]) -> None:
         """Post the mention reminder when the thread's previous post was an agent's."""
