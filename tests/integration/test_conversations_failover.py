@@ -47,12 +47,21 @@ async def world(postgres: SessionPostgres) -> AsyncIterator[World]:
             yield w
 
 
-async def claimant_of(world: World, post_id: str) -> str:
+async def claim_row(world: World, post_id: str) -> tuple[str, str]:
+    """The post's claim: its claimant and the reply post recorded on it ("" when none)."""
     async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
         row = await (
-            await conn.execute("SELECT claimant FROM llm_handledposts WHERE postid = %s", (post_id,))
+            await conn.execute("SELECT claimant, responsepostid FROM llm_handledposts WHERE postid = %s", (post_id,))
         ).fetchone()
-    return str(row[0]) if row else ""
+    return (str(row[0]), str(row[1] or "")) if row else ("", "")
+
+
+async def claimant_of(world: World, post_id: str) -> str:
+    return (await claim_row(world, post_id))[0]
+
+
+async def recorded_reply(world: World, post_id: str) -> str:
+    return (await claim_row(world, post_id))[1]
 
 
 async def another_replica(world: World) -> None:
@@ -159,6 +168,25 @@ async def assert_one_reply_finished(world: World, bot: FakeUser, post_id: str, r
     assert streaming_posts(world, bot.id) == []
 
 
+async def assert_answered_once(world: World, bot: FakeUser, post_id: str, reply_id: str, answer: str) -> None:
+    """One reply finished with ``answer``, still the only one once a second claimant would have
+    answered."""
+    await assert_one_reply_finished(world, bot, post_id, reply_id, answer)
+    await asyncio.sleep(2 * LEASE_SECONDS)
+    assert [r["id"] for r in world.replies_to(post_id)] == [reply_id]
+
+
+async def a_dm_with(world: World, name: str, answer: str) -> tuple[FakeUser, FakeUser, dict[str, Any]]:
+    """Agent ``name``, a user and their DM, ``answer`` scripted; on one more replica, since each
+    killing test leaves one fewer."""
+    await another_replica(world)
+    bot = await world.agent(name, sockets=2)
+    user = world.mm.add_user(f"{name}-user")
+    dm = world.mm.add_direct_channel(user, bot)
+    world.openai.enqueue(FakeResponse.text(answer), FakeResponse.text("Title"))
+    return bot, user, dm
+
+
 async def test_killing_the_replica_mid_answer_leaves_one_reply_finished_by_the_other(world: World) -> None:
     bot, post, reply, answer = await a_long_answer_under_way(world, "survivor")
     owner = await kill_claimant(world, post["id"])
@@ -179,20 +207,14 @@ async def test_a_replica_killed_before_its_reply_was_recorded_leaves_one_reply_f
         await conn.execute("UPDATE llm_handledposts SET responsepostid = '' WHERE postid = %s", (post["id"],))
     assert world.mm.post(reply["id"])["message"] != answer
 
-    await assert_one_reply_finished(world, bot, post["id"], reply["id"], answer)
-    await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
-    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+    await assert_answered_once(world, bot, post["id"], reply["id"], answer)
 
 
 async def test_a_replica_killed_creating_the_reply_leaves_one_reply_answered_into(world: World) -> None:
     """The replica died while Mattermost created its reply post: the post exists, its id never
     reached the claim and no turn started. The survivor answers into that post rather than
     leaving it streaming beside a second reply."""
-    await another_replica(world)  # the tests before killed one
-    bot = await world.agent("orphaned", sockets=2)
-    fay = world.mm.add_user("fay")
-    dm = world.mm.add_direct_channel(fay, bot)
-    world.openai.enqueue(FakeResponse.text("Answered in the reply left."), FakeResponse.text("Title"))
+    bot, fay, dm = await a_dm_with(world, "orphaned", "Answered in the reply left.")
     with world.mm.holding("/api/v4/posts") as gate:
         post = await world.mm.user_posts(fay, dm, "are you there")
         await poll(lambda: gate.arrived, within=15)
@@ -200,20 +222,14 @@ async def test_a_replica_killed_creating_the_reply_leaves_one_reply_answered_int
         await kill_claimant(world, post["id"])
     [reply] = await poll(lambda: world.replies_to(post["id"]), within=10)
 
-    await assert_one_reply_finished(world, bot, post["id"], reply["id"], "Answered in the reply left.")
-    await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
-    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
+    await assert_answered_once(world, bot, post["id"], reply["id"], "Answered in the reply left.")
 
 
 async def test_a_replica_killed_before_its_turn_started_leaves_its_reply_answered_into(world: World) -> None:
     """The replica recorded its reply post on the claim, then died while the llm was still
     checking access for its turn: no turn ever wrote into that reply. The survivor answers into
     it rather than ending it interrupted and empty."""
-    await another_replica(world)  # the tests before killed one
-    bot = await world.agent("unstarted", sockets=2)
-    gus = world.mm.add_user("gus")
-    dm = world.mm.add_direct_channel(gus, bot)
-    world.openai.enqueue(FakeResponse.text("Answered after all."), FakeResponse.text("Title"))
+    bot, gus, dm = await a_dm_with(world, "unstarted", "Answered after all.")
     with world.mm.holding("/api/v4/posts") as creating:
         post = await world.mm.user_posts(gus, dm, "anyone home")
         await poll(lambda: creating.arrived, within=15)
@@ -225,14 +241,4 @@ async def test_a_replica_killed_before_its_turn_started_leaves_its_reply_answere
             await poll(lambda: recorded_reply(world, post["id"]), within=10)
             await kill_claimant(world, post["id"])
 
-    await assert_one_reply_finished(world, bot, post["id"], reply["id"], "Answered after all.")
-    await asyncio.sleep(2 * LEASE_SECONDS)  # a second claimant would have answered by now
-    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
-
-
-async def recorded_reply(world: World, post_id: str) -> str:
-    async with await psycopg.AsyncConnection.connect(world.h.database_url, autocommit=True) as conn:
-        row = await (
-            await conn.execute("SELECT responsepostid FROM llm_handledposts WHERE postid = %s", (post_id,))
-        ).fetchone()
-    return str(row[0]) if row else ""
+    await assert_answered_once(world, bot, post["id"], reply["id"], "Answered after all.")
