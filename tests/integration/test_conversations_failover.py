@@ -8,6 +8,7 @@ The replica that holds a post's claim is read from the llm service's claims tabl
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -242,3 +243,29 @@ async def test_a_replica_killed_before_its_turn_started_leaves_its_reply_answere
             await kill_claimant(world, post["id"])
 
     await assert_answered_once(world, bot, post["id"], reply["id"], "Answered after all.")
+
+
+async def test_a_replica_that_fell_behind_leaves_the_reply_it_lost_to_another_claimant(world: World) -> None:
+    """The claimant froze while Mattermost created its reply post; its claim passed to another
+    replica, which answered into that reply. When the first one wakes, its own turn is refused (the
+    post is answered): it must not delete the reply, which the other replica's turn writes into."""
+    _, hal, dm = await a_dm_with(world, "behind", "Answered by the other replica.")
+    with world.mm.holding("/api/v4/posts") as creating:
+        post = await world.mm.user_posts(hal, dm, "still there")
+        await poll(lambda: creating.arrived, within=15)
+        frozen = REPLICAS[await claimant_of(world, post["id"])]
+        assert world.h.cluster is not None
+        pid = world.h.cluster.processes[frozen].proc.pid
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        [reply] = await poll(lambda: world.replies_to(post["id"]), within=10)
+        final = await world.final(reply["id"], within=30)  # answered by the claimant after it
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert final["message"] == "Answered by the other replica."
+
+    # Woken, the replica reads its new reply's id, has its turn refused, and leaves the post alone.
+    await asyncio.sleep(2 * LEASE_SECONDS)
+    assert world.mm.post(reply["id"])["message"] == "Answered by the other replica."
+    assert not world.mm.requests_to("DELETE", f"/api/v4/posts/{reply['id']}")
+    assert [r["id"] for r in world.replies_to(post["id"])] == [reply["id"]]
