@@ -163,6 +163,7 @@ def report(h: ClusterHarness, sent: dict[str, float], cpu: dict[str, float]) -> 
         elif r.method == "POST" and r.path == "/api/v4/posts" and r.status == 201:
             created[r.response_json["id"]] = r.at
     to_created, to_first_patch, gaps, intervals = [], [], [], []
+    waited: dict[str, float] = {}  # post id -> seconds to its first patch (none: not in it)
     statuses: dict[str, int] = defaultdict(int)
     for post_id, at in sent.items():
         reply = reply_of.get(post_id)
@@ -171,7 +172,8 @@ def report(h: ClusterHarness, sent: dict[str, float], cpu: dict[str, float]) -> 
         if not times:
             continue
         to_created.append((created[reply["id"]] - at) * 1000)
-        to_first_patch.append((times[0] - at) * 1000)
+        waited[post_id] = times[0] - at
+        to_first_patch.append(waited[post_id] * 1000)
         # Every patch but the final one (written at once when the turn ends) follows the interval.
         streaming = times[:-1]
         gaps += [b - a for a, b in itertools.pairwise(streaming)]
@@ -199,15 +201,10 @@ def report(h: ClusterHarness, sent: dict[str, float], cpu: dict[str, float]) -> 
     print(f"  the others' CPU per answer (ms; CPU 0): {others}")
     print(f"{'failed patches':<48}{failed_patches:>10}")
     print("final statuses: " + ", ".join(f"{k or '?'} {v}" for k, v in sorted(statuses.items())))
-    slowest = sorted(sent, key=lambda pid: _first_patch_of(pid, reply_of, patches) - sent[pid], reverse=True)[:3]
+    # Answers never patched rank slowest.
+    slowest = sorted(sent, key=lambda pid: waited.get(pid, float("inf")), reverse=True)[:3]
     for post_id in slowest:
         print_trail(mm, post_id, reply_of.get(post_id), sent[post_id])
-
-
-def _first_patch_of(post_id: str, reply_of: dict[str, dict[str, Any]], patches: dict[str, list[float]]) -> float:
-    reply = reply_of.get(post_id)
-    times = patches[reply["id"]] if reply else []
-    return times[0] if times else float("inf")
 
 
 def print_trail(mm: FakeMattermost, post_id: str, reply: dict[str, Any] | None, at: float) -> None:
