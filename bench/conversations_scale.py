@@ -188,6 +188,9 @@ def report(h: ClusterHarness, sent: dict[str, float], cpu: dict[str, float]) -> 
         ("posted -> first patch (ms)", to_first_patch),
         ("gap between two patches of a post (s)", gaps),
     ):
+        if not samples:  # answers shorter than the patch interval have no gaps
+            print(f"{name:<48}{'-':>10}{'-':>10}{'-':>10}")
+            continue
         print(f"{name:<48}{percentile(samples, 50):>10.2f}{percentile(samples, 99):>10.2f}{max(samples):>10.2f}")
     if gaps:
         print(f"{'gap between two patches of a post, p1 / min (s)':<48}{percentile(gaps, 1):>10.3f}{min(gaps):>10.3f}")
